@@ -1,0 +1,1 @@
+//! The `cellarrow` command line: argument parsing and printing only; the work is in the library.

@@ -1,0 +1,1 @@
+//! Layer 3: h5ad files to a corpus.

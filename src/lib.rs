@@ -1,0 +1,20 @@
+//! cellarrow: single-cell and spatial transcriptomics corpora on Arrow and Parquet.
+//!
+//! Layers, top to bottom (data flows one way):
+//! [`h5ad`] reads AnnData files, [`corpus`] is the on-disk format and its zero-copy reader,
+//! [`convert`] turns h5ad cohorts into a corpus, [`query`] selects cohorts with SQL,
+//! [`sample`] draws cells and groups with deterministic sharding, [`loader`] gathers them
+//! into Arrow batches, and [`cli`] is the command line over all of them.
+
+pub mod error;
+pub mod h5ad;
+pub mod corpus;
+pub mod convert;
+#[cfg(feature = "sql")]
+pub mod query;
+pub mod sample;
+pub mod loader;
+pub mod cli;
+
+pub use corpus::Corpus;
+pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,1 @@
+//! Layer 4: SQL over the corpus tables with DataFusion.
