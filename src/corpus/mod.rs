@@ -5,10 +5,25 @@
 
 use std::path::{Path, PathBuf};
 
-use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+mod checksum;
+mod manifest;
+mod part;
+mod reader;
+mod table;
+mod validate;
+#[doc(hidden)]
+pub mod testing;
+#[cfg(test)]
+mod tests;
+
+pub use checksum::{sha256_file, to_hex};
+pub use manifest::{check_rel_path, MANIFEST_FILE, MANIFEST_SCHEMA};
+pub use part::part_schema;
+pub use reader::{CellLocation, MatrixBatch};
+pub use table::{read_parquet, write_parquet, ROW_GROUP_ROWS};
+pub use validate::{validate, ValidationReport};
 
 /// The `format` field of every manifest.
 pub const FORMAT_NAME: &str = "cellarrow";
@@ -104,18 +119,17 @@ pub enum Values<'a> {
 }
 
 /// A memory-mapped corpus. Cheap to share across threads (`Corpus: Send + Sync`).
+///
+/// Opening maps every matrix part and decodes its record batches with no copy; per cell,
+/// [`Corpus::indices`], [`Corpus::values`] and [`Corpus::row_nnz`] cost one binary search over
+/// the batch start cells and allocate nothing.
 pub struct Corpus {
     root: PathBuf,
     manifest: Manifest,
+    matrix: reader::Matrix,
 }
 
 impl Corpus {
-    /// Opens a corpus: parses and schema-checks the manifest, checks the format version, that
-    /// every listed file exists with its listed size and stays inside the directory, maps the
-    /// parts and decodes their batches with no copy. Does not hash (see [`validate`]).
-    pub fn open(dir: impl AsRef<Path>) -> Result<Corpus> {
-        todo!()
-    }
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -131,35 +145,16 @@ impl Corpus {
     pub fn nnz(&self) -> u64 {
         self.manifest.nnz
     }
-    /// Gene ids of `cell`, zero-copy. Panics if `cell >= n_cells` (a caller bug).
-    pub fn indices(&self, cell: u64) -> Indices<'_> {
-        todo!()
-    }
-    /// Values of `cell`, zero-copy. Panics if `cell >= n_cells`.
-    pub fn values(&self, cell: u64) -> Values<'_> {
-        todo!()
-    }
-    /// Non-zeros of `cell`.
-    pub fn row_nnz(&self, cell: u64) -> usize {
-        todo!()
-    }
     /// Path of a corpus table: `obs`, `genes`, `samples`, `regions`.
     pub fn table_path(&self, table: &str) -> PathBuf {
         self.root.join(format!("{table}.parquet"))
     }
-    /// Reads a whole Parquet table of the corpus, optionally only some columns.
-    pub fn read_table(&self, table: &str, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>> {
-        todo!()
-    }
-    /// The gene vocabulary, in id order.
-    pub fn gene_names(&self) -> Result<Vec<String>> {
-        todo!()
-    }
 }
 
-/// Writes one matrix part as an uncompressed, 64-byte aligned Arrow IPC stream.
+/// Writes one matrix part as an uncompressed, 64-byte aligned Arrow IPC stream
+/// (see [`PartWriter::create`]).
 pub struct PartWriter {
-    _private: (),
+    state: Box<part::PartState>,
 }
 
 /// What a finished part holds.
@@ -168,44 +163,4 @@ pub struct PartSummary {
     pub n_cells: u64,
     pub nnz: u64,
     pub bytes: u64,
-}
-
-impl PartWriter {
-    /// Creates `path` (refuses to overwrite).
-    pub fn create(path: impl AsRef<Path>, index_type: IndexType, value_type: ValueType, batch_rows: usize) -> Result<PartWriter> {
-        todo!()
-    }
-    /// Appends rows given as local CSR (`indptr[0] == 0`). Indices must already be strictly
-    /// increasing within each row and fit `index_type`; values must fit `value_type` exactly
-    /// (the converter chose it so).
-    pub fn push(&mut self, indptr: &[u64], indices: &[u32], values: &[f64]) -> Result<()> {
-        todo!()
-    }
-    /// Flushes the last batch and closes the stream.
-    pub fn finish(self) -> Result<PartSummary> {
-        todo!()
-    }
-}
-
-/// Writes record batches to a zstd-compressed Parquet file.
-pub fn write_parquet(path: &Path, batches: &[RecordBatch]) -> Result<u64> {
-    todo!()
-}
-
-/// Lowercase hex sha256 of a file and its size, streaming.
-pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
-    todo!()
-}
-
-/// What `validate` found.
-#[derive(Debug, Clone, Default)]
-pub struct ValidationReport {
-    pub files_checked: usize,
-    pub cells_checked: u64,
-    pub nnz_checked: u64,
-}
-
-/// Checks every checksum and structural invariant; the error names the first file and row that fail.
-pub fn validate(dir: impl AsRef<Path>) -> Result<ValidationReport> {
-    todo!()
 }

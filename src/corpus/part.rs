@@ -1,0 +1,316 @@
+//! The matrix part writer: CSR rows to an uncompressed, 64-byte aligned Arrow IPC stream.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, ListArray, PrimitiveArray};
+use arrow::buffer::{OffsetBuffer, ScalarBuffer};
+use arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Field, Float32Type, Float64Type, Schema, SchemaRef, UInt16Type,
+    UInt32Type,
+};
+use arrow::ipc::writer::StreamWriter;
+use arrow::record_batch::RecordBatch;
+
+use super::{IndexType, PartSummary, PartWriter, ValueType};
+use crate::error::{Context, Error, Result};
+
+/// Largest number of non-zeros in one record batch: list offsets are i32.
+pub(crate) const MAX_BATCH_NNZ: usize = i32::MAX as usize;
+
+/// The Arrow schema of a matrix part with these types.
+///
+/// ```
+/// use cellarrow::corpus::{part_schema, IndexType, ValueType};
+/// let s = part_schema(IndexType::Uint16, ValueType::Float32);
+/// assert_eq!(s.field(0).name(), "indices");
+/// assert_eq!(s.field(1).name(), "values");
+/// ```
+pub fn part_schema(index_type: IndexType, value_type: ValueType) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("indices", list_type(index_type.arrow_type()), false),
+        Field::new("values", list_type(value_type.arrow_type()), false),
+    ]))
+}
+
+pub(crate) fn item_field(item: DataType) -> Arc<Field> {
+    Arc::new(Field::new("item", item, false))
+}
+
+fn list_type(item: DataType) -> DataType {
+    DataType::List(item_field(item))
+}
+
+/// Child buffers of the batch being built, in their final type.
+pub(crate) enum Column {
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+impl Column {
+    fn with_capacity(item: DataType, cap: usize) -> Column {
+        match item {
+            DataType::UInt16 => Column::U16(Vec::with_capacity(cap)),
+            DataType::UInt32 => Column::U32(Vec::with_capacity(cap)),
+            DataType::Float32 => Column::F32(Vec::with_capacity(cap)),
+            _ => Column::F64(Vec::with_capacity(cap)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Column::U16(v) => v.len(),
+            Column::U32(v) => v.len(),
+            Column::F32(v) => v.len(),
+            Column::F64(v) => v.len(),
+        }
+    }
+
+    fn reserve(&mut self, n: usize) {
+        match self {
+            Column::U16(v) => v.reserve(n),
+            Column::U32(v) => v.reserve(n),
+            Column::F32(v) => v.reserve(n),
+            Column::F64(v) => v.reserve(n),
+        }
+    }
+
+    fn push_indices(&mut self, idx: &[u32]) {
+        match self {
+            Column::U16(v) => v.extend(idx.iter().map(|&i| i as u16)),
+            Column::U32(v) => v.extend_from_slice(idx),
+            _ => unreachable!("index column is u16 or u32"),
+        }
+    }
+
+    fn push_values(&mut self, vals: &[f64]) {
+        // The caller chose the value type so that every value converts exactly.
+        match self {
+            Column::U16(v) => v.extend(vals.iter().map(|&x| {
+                debug_assert!(ValueType::Uint16.holds(x), "value {x} does not fit u16");
+                x as u16
+            })),
+            Column::U32(v) => v.extend(vals.iter().map(|&x| {
+                debug_assert!(ValueType::Uint32.holds(x), "value {x} does not fit u32");
+                x as u32
+            })),
+            Column::F32(v) => v.extend(vals.iter().map(|&x| {
+                debug_assert!(ValueType::Float32.holds(x), "value {x} does not fit f32");
+                x as f32
+            })),
+            Column::F64(v) => v.extend_from_slice(vals),
+        }
+    }
+
+    /// Moves the buffer into an Arrow array (no copy) and leaves an empty one of `cap`.
+    fn take_array(&mut self, cap: usize) -> ArrayRef {
+        fn arr<T: ArrowPrimitiveType>(v: Vec<T::Native>) -> ArrayRef {
+            Arc::new(PrimitiveArray::<T>::new(ScalarBuffer::from(v), None))
+        }
+        match self {
+            Column::U16(v) => arr::<UInt16Type>(std::mem::replace(v, Vec::with_capacity(cap))),
+            Column::U32(v) => arr::<UInt32Type>(std::mem::replace(v, Vec::with_capacity(cap))),
+            Column::F32(v) => arr::<Float32Type>(std::mem::replace(v, Vec::with_capacity(cap))),
+            Column::F64(v) => arr::<Float64Type>(std::mem::replace(v, Vec::with_capacity(cap))),
+        }
+    }
+}
+
+pub(crate) struct PartState {
+    path: PathBuf,
+    writer: StreamWriter<BufWriter<File>>,
+    schema: SchemaRef,
+    index_type: IndexType,
+    value_type: ValueType,
+    batch_rows: usize,
+    max_batch_nnz: usize,
+    offsets: Vec<i32>,
+    indices: Column,
+    values: Column,
+    n_cells: u64,
+    nnz: u64,
+}
+
+impl PartWriter {
+    /// Creates `path` (refuses to overwrite) and writes the stream's schema.
+    ///
+    /// ```
+    /// use cellarrow::corpus::{IndexType, PartWriter, ValueType};
+    /// let dir = tempfile::tempdir()?;
+    /// let mut w = PartWriter::create(dir.path().join("part-00000.arrow"), IndexType::Uint16, ValueType::Uint16, 65536)?;
+    /// // two cells: {3: 1.0, 7: 2.0} and {}
+    /// w.push(&[0, 2, 2], &[3, 7], &[1.0, 2.0])?;
+    /// let summary = w.finish()?;
+    /// assert_eq!((summary.n_cells, summary.nnz), (2, 2));
+    /// # Ok::<(), cellarrow::Error>(())
+    /// ```
+    pub fn create(
+        path: impl AsRef<Path>,
+        index_type: IndexType,
+        value_type: ValueType,
+        batch_rows: usize,
+    ) -> Result<PartWriter> {
+        let path = path.as_ref().to_path_buf();
+        if batch_rows == 0 || batch_rows > i32::MAX as usize {
+            return Err(Error::invalid_input(format!("batch_rows {batch_rows} is out of range"))
+                .with_path(&path));
+        }
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, "creating matrix part", e))?;
+        let schema = part_schema(index_type, value_type);
+        let writer = StreamWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema).at(&path)?;
+        let mut offsets = Vec::with_capacity(batch_rows + 1);
+        offsets.push(0);
+        Ok(PartWriter {
+            state: Box::new(PartState {
+                path,
+                writer,
+                schema,
+                index_type,
+                value_type,
+                batch_rows,
+                max_batch_nnz: MAX_BATCH_NNZ,
+                offsets,
+                indices: Column::with_capacity(index_type.arrow_type(), 0),
+                values: Column::with_capacity(value_type.arrow_type(), 0),
+                n_cells: 0,
+                nnz: 0,
+            }),
+        })
+    }
+
+    /// Appends rows given as local CSR (`indptr[0] == 0`). Indices must already be strictly
+    /// increasing within each row and fit `index_type`; values must fit `value_type` exactly
+    /// (the converter chose it so; checked in debug builds only).
+    pub fn push(&mut self, indptr: &[u64], indices: &[u32], values: &[f64]) -> Result<()> {
+        let s = &mut *self.state;
+        if indptr.is_empty() {
+            return push_err(&s.path, "push: indptr is empty (it needs n_rows + 1 entries)".into());
+        }
+        if indptr[0] != 0 {
+            return push_err(&s.path, format!("push: indptr[0] is {}, expected 0", indptr[0]));
+        }
+        let last = *indptr.last().expect("indptr is non-empty");
+        if last != indices.len() as u64 || indices.len() != values.len() {
+            return push_err(&s.path, format!(
+                "push: indptr ends at {last} but there are {} indices and {} values",
+                indices.len(),
+                values.len()
+            ));
+        }
+        let max_index = match s.index_type {
+            IndexType::Uint16 => u16::MAX as u32,
+            IndexType::Uint32 => u32::MAX,
+        };
+        for r in 0..indptr.len() - 1 {
+            let (a, b) = (indptr[r], indptr[r + 1]);
+            if b < a {
+                return push_err(&s.path, format!("push: indptr decreases at row {r} ({a} > {b})"));
+            }
+            let (a, b) = (a as usize, b as usize);
+            let row = &indices[a..b];
+            for (k, w) in row.windows(2).enumerate() {
+                if w[0] >= w[1] {
+                    return push_err(&s.path, format!(
+                        "push: row {r}: gene indices not strictly increasing at position {} ({} then {})",
+                        k + 1,
+                        w[0],
+                        w[1]
+                    ));
+                }
+            }
+            if let Some(&m) = row.last() {
+                if m > max_index {
+                    return push_err(&s.path, format!("push: row {r}: gene index {m} does not fit {:?}", s.index_type));
+                }
+            }
+            let batch_nnz = s.indices.len();
+            if s.offsets.len() > s.batch_rows || (batch_nnz + row.len() > s.max_batch_nnz && s.offsets.len() > 1) {
+                s.flush()?;
+            }
+            if row.len() > s.max_batch_nnz {
+                return push_err(&s.path, format!("push: row {r} has {} non-zeros, more than a batch holds", row.len()));
+            }
+            s.indices.reserve(row.len());
+            s.values.reserve(row.len());
+            s.indices.push_indices(row);
+            s.values.push_values(&values[a..b]);
+            s.offsets.push(s.indices.len() as i32);
+            s.n_cells += 1;
+            s.nnz += row.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Flushes the last batch, closes the stream and fsyncs the file.
+    pub fn finish(self) -> Result<PartSummary> {
+        let mut s = self.state;
+        if s.offsets.len() > 1 {
+            s.flush()?;
+        }
+        s.writer.finish().at(&s.path)?;
+        let buf = s.writer.into_inner().at(&s.path)?;
+        let file = buf
+            .into_inner()
+            .map_err(|e| Error::io(&s.path, "flushing matrix part", e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(&s.path, "syncing matrix part", e))?;
+        let bytes = file
+            .metadata()
+            .map_err(|e| Error::io(&s.path, "reading size of matrix part", e))?
+            .len();
+        Ok(PartSummary { n_cells: s.n_cells, nnz: s.nnz, bytes })
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.state.path
+    }
+
+    /// Cells pushed so far.
+    pub fn n_cells(&self) -> u64 {
+        self.state.n_cells
+    }
+
+    /// Non-zeros pushed so far.
+    pub fn nnz(&self) -> u64 {
+        self.state.nnz
+    }
+
+    /// Lowers the per-batch non-zero limit, so tests can exercise the split without 2^31 values.
+    #[doc(hidden)]
+    pub fn set_max_batch_nnz(&mut self, max: usize) {
+        self.state.max_batch_nnz = max.clamp(1, MAX_BATCH_NNZ);
+    }
+}
+
+fn push_err<T>(path: &Path, msg: String) -> Result<T> {
+    Err(Error::invalid_input(msg).with_path(path))
+}
+
+impl PartState {
+    fn flush(&mut self) -> Result<()> {
+        let rows = self.offsets.len() - 1;
+        let nnz = self.indices.len();
+        let offsets = std::mem::replace(&mut self.offsets, Vec::with_capacity(self.batch_rows + 1));
+        self.offsets.push(0);
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+        let idx = self.indices.take_array(nnz);
+        let val = self.values.take_array(nnz);
+        let indices = ListArray::try_new(item_field(self.index_type.arrow_type()), offsets.clone(), idx, None)
+            .at(&self.path)?;
+        let values = ListArray::try_new(item_field(self.value_type.arrow_type()), offsets, val, None)
+            .at(&self.path)?;
+        let batch = RecordBatch::try_new(self.schema.clone(), vec![Arc::new(indices), Arc::new(values)])
+            .at(&self.path)?;
+        debug_assert_eq!(batch.num_rows(), rows);
+        self.writer.write(&batch).at(&self.path)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,468 @@
+//! The memory-mapped, zero-copy reader of matrix parts.
+
+use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray};
+#[cfg(test)]
+use arrow::array::ListArray;
+use arrow::buffer::{Buffer, ScalarBuffer};
+use arrow::datatypes::{
+    DataType, Float32Type, Float64Type, SchemaRef, UInt16Type, UInt32Type,
+};
+use arrow::ipc::reader::StreamDecoder;
+use arrow::record_batch::RecordBatch;
+use memmap2::Mmap;
+
+use super::manifest::resolve;
+use super::{part_schema, Corpus, Indices, IndexType, Manifest, PartEntry, ValueType, Values};
+use crate::error::{Error, Result};
+
+/// The typed child array of `indices`, viewing the mapping.
+#[derive(Clone)]
+enum IndexBuf {
+    U16(ScalarBuffer<u16>),
+    U32(ScalarBuffer<u32>),
+}
+
+/// The typed child array of `values`, viewing the mapping.
+#[derive(Clone)]
+enum ValueBuf {
+    U16(ScalarBuffer<u16>),
+    U32(ScalarBuffer<u32>),
+    F32(ScalarBuffer<f32>),
+    F64(ScalarBuffer<f64>),
+}
+
+/// One decoded record batch of a matrix part: cells `first_cell .. first_cell + n_cells`.
+///
+/// Everything here views the mapped file. `offsets()` indexes `indices()` and `values()`:
+/// cell `first_cell + r` owns positions `offsets()[r] .. offsets()[r + 1]`. A gather can copy
+/// whole runs of consecutive cells with one slice per batch.
+#[derive(Clone)]
+pub struct MatrixBatch {
+    first_cell: u64,
+    part: usize,
+    offsets: ScalarBuffer<i32>,
+    indices: IndexBuf,
+    values: ValueBuf,
+    batch: RecordBatch,
+}
+
+impl MatrixBatch {
+    /// Global id of the batch's first cell.
+    pub fn first_cell(&self) -> u64 {
+        self.first_cell
+    }
+    /// Cells in the batch.
+    pub fn n_cells(&self) -> usize {
+        self.offsets.len() - 1
+    }
+    /// Global ids of the batch's cells.
+    pub fn cells(&self) -> Range<u64> {
+        self.first_cell..self.first_cell + self.n_cells() as u64
+    }
+    /// Index of the part (in `manifest.matrix.parts`) holding this batch.
+    pub fn part(&self) -> usize {
+        self.part
+    }
+    /// The list offsets (`n_cells + 1` entries) into [`Self::indices`] and [`Self::values`].
+    pub fn offsets(&self) -> &[i32] {
+        &self.offsets
+    }
+    /// Non-zeros in the batch.
+    pub fn nnz(&self) -> usize {
+        (self.offsets[self.offsets.len() - 1] - self.offsets[0]) as usize
+    }
+    /// Positions of row `row` (local to the batch) in the child arrays.
+    #[inline]
+    pub fn row_range(&self, row: usize) -> Range<usize> {
+        self.offsets[row] as usize..self.offsets[row + 1] as usize
+    }
+    /// The whole `indices` child array of the batch.
+    pub fn indices(&self) -> Indices<'_> {
+        match &self.indices {
+            IndexBuf::U16(b) => Indices::U16(b),
+            IndexBuf::U32(b) => Indices::U32(b),
+        }
+    }
+    /// The whole `values` child array of the batch.
+    pub fn values(&self) -> Values<'_> {
+        match &self.values {
+            ValueBuf::U16(b) => Values::U16(b),
+            ValueBuf::U32(b) => Values::U32(b),
+            ValueBuf::F32(b) => Values::F32(b),
+            ValueBuf::F64(b) => Values::F64(b),
+        }
+    }
+    /// The decoded record batch (`indices`, `values`), zero-copy.
+    pub fn record_batch(&self) -> &RecordBatch {
+        &self.batch
+    }
+}
+
+impl<'a> Indices<'a> {
+    /// Number of gene ids.
+    pub fn len(&self) -> usize {
+        match self {
+            Indices::U16(s) => s.len(),
+            Indices::U32(s) => s.len(),
+        }
+    }
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Sub-slice, for example one cell's run of a [`MatrixBatch`].
+    pub fn slice(&self, r: Range<usize>) -> Indices<'a> {
+        match *self {
+            Indices::U16(s) => Indices::U16(&s[r]),
+            Indices::U32(s) => Indices::U32(&s[r]),
+        }
+    }
+    /// Gene id at position `i`.
+    #[inline]
+    pub fn get(&self, i: usize) -> u32 {
+        match self {
+            Indices::U16(s) => s[i] as u32,
+            Indices::U32(s) => s[i],
+        }
+    }
+    /// The gene ids widened to u32 (allocates; for tests and small cells).
+    pub fn to_u32_vec(&self) -> Vec<u32> {
+        match self {
+            Indices::U16(s) => s.iter().map(|&x| x as u32).collect(),
+            Indices::U32(s) => s.to_vec(),
+        }
+    }
+}
+
+impl<'a> Values<'a> {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            Values::U16(s) => s.len(),
+            Values::U32(s) => s.len(),
+            Values::F32(s) => s.len(),
+            Values::F64(s) => s.len(),
+        }
+    }
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Sub-slice, for example one cell's run of a [`MatrixBatch`].
+    pub fn slice(&self, r: Range<usize>) -> Values<'a> {
+        match *self {
+            Values::U16(s) => Values::U16(&s[r]),
+            Values::U32(s) => Values::U32(&s[r]),
+            Values::F32(s) => Values::F32(&s[r]),
+            Values::F64(s) => Values::F64(&s[r]),
+        }
+    }
+    /// Value at position `i`, widened to f64 (exact for every stored type).
+    #[inline]
+    pub fn get(&self, i: usize) -> f64 {
+        match self {
+            Values::U16(s) => s[i] as f64,
+            Values::U32(s) => s[i] as f64,
+            Values::F32(s) => s[i] as f64,
+            Values::F64(s) => s[i],
+        }
+    }
+    /// The values widened to f64 (allocates; for tests and small cells).
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        (0..self.len()).map(|i| self.get(i)).collect()
+    }
+}
+
+/// Where a cell lives: its batch (index into [`Corpus::batches`]) and row within the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellLocation {
+    pub batch: usize,
+    pub row: usize,
+}
+
+/// Mapped parts, decoded batches and the start cell of each batch.
+pub(crate) struct Matrix {
+    pub(crate) maps: Vec<Arc<Mmap>>,
+    pub(crate) batches: Vec<MatrixBatch>,
+    pub(crate) starts: Vec<u64>,
+}
+
+impl Corpus {
+    /// Opens a corpus: parses and schema-checks the manifest, checks the format version, that
+    /// every listed file exists with its listed size and stays inside the directory, maps the
+    /// parts and decodes their batches with no copy. Does not hash (see [`super::validate`]).
+    ///
+    /// ```no_run
+    /// let corpus = cellarrow::Corpus::open("corpus")?;
+    /// let genes = corpus.indices(0);
+    /// let values = corpus.values(0);
+    /// assert_eq!(genes.len(), values.len());
+    /// # Ok::<(), cellarrow::Error>(())
+    /// ```
+    pub fn open(dir: impl AsRef<Path>) -> Result<Corpus> {
+        let root = dir.as_ref().to_path_buf();
+        let manifest = Manifest::read(&root)?;
+        check_files(&root, &manifest)?;
+        let matrix = open_matrix(&root, &manifest)?;
+        Ok(Corpus { root, manifest, matrix })
+    }
+
+    /// Every decoded batch of every part, in cell order.
+    pub fn batches(&self) -> &[MatrixBatch] {
+        &self.matrix.batches
+    }
+
+    /// The batch and row holding `cell`. Panics if `cell >= n_cells` (a caller bug).
+    #[inline]
+    pub fn locate(&self, cell: u64) -> CellLocation {
+        assert!(cell < self.manifest.n_cells, "cell {cell} out of range (corpus has {} cells)", self.manifest.n_cells);
+        let batch = self.matrix.starts.partition_point(|&s| s <= cell) - 1;
+        CellLocation { batch, row: (cell - self.matrix.starts[batch]) as usize }
+    }
+
+    /// Gene ids of `cell`, zero-copy. Panics if `cell >= n_cells` (a caller bug).
+    #[inline]
+    pub fn indices(&self, cell: u64) -> Indices<'_> {
+        let loc = self.locate(cell);
+        let b = &self.matrix.batches[loc.batch];
+        b.indices().slice(b.row_range(loc.row))
+    }
+
+    /// Values of `cell`, zero-copy. Panics if `cell >= n_cells`.
+    #[inline]
+    pub fn values(&self, cell: u64) -> Values<'_> {
+        let loc = self.locate(cell);
+        let b = &self.matrix.batches[loc.batch];
+        b.values().slice(b.row_range(loc.row))
+    }
+
+    /// Non-zeros of `cell`.
+    #[inline]
+    pub fn row_nnz(&self, cell: u64) -> usize {
+        let loc = self.locate(cell);
+        self.matrix.batches[loc.batch].row_range(loc.row).len()
+    }
+
+    /// The matrix as Arrow record batches (`indices`, `values`), zero-copy views of the
+    /// mapped parts, in cell order; for export to Python or IPC.
+    pub fn matrix_record_batches(&self) -> Vec<RecordBatch> {
+        self.matrix.batches.iter().map(|b| b.batch.clone()).collect()
+    }
+
+    /// The Arrow schema of the matrix parts.
+    pub fn matrix_schema(&self) -> SchemaRef {
+        part_schema(self.manifest.index_type, self.manifest.value_type)
+    }
+
+    /// Absolute path of a file listed in the manifest (for example a part).
+    pub fn file_path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+}
+
+/// Every listed file: inside the directory, a regular file, of the listed size.
+pub(crate) fn check_files(root: &Path, manifest: &Manifest) -> Result<()> {
+    for f in &manifest.files {
+        let p = resolve(root, &f.path)?;
+        let md = std::fs::metadata(&p).map_err(|e| Error::io(&p, "reading metadata", e))?;
+        if !md.is_file() {
+            return Err(Error::corpus(root.join(&f.path), "listed in manifest.json but is not a regular file"));
+        }
+        if md.len() != f.bytes {
+            return Err(Error::corpus(
+                root.join(&f.path),
+                format!("is {} bytes, manifest.json says {}", md.len(), f.bytes),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn open_matrix(root: &Path, manifest: &Manifest) -> Result<Matrix> {
+    let mut m = Matrix { maps: Vec::new(), batches: Vec::new(), starts: Vec::new() };
+    for (pi, part) in manifest.matrix.parts.iter().enumerate() {
+        let path = root.join(&part.path);
+        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, "opening matrix part", e))?;
+        let len = file.metadata().map_err(|e| Error::io(&path, "reading metadata", e))?.len();
+        if len == 0 {
+            return Err(Error::corpus(&path, "matrix part is empty (no Arrow stream)"));
+        }
+        // Safety: corpus files are immutable once written; a concurrent writer breaks the
+        // format's contract, as it would for any reader of mapped Arrow data.
+        let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, "mapping", e))?);
+        let batches = decode_part(&path, &map, manifest, part, pi)?;
+        for b in batches {
+            m.starts.push(b.first_cell);
+            m.batches.push(b);
+        }
+        m.maps.push(map);
+    }
+    Ok(m)
+}
+
+/// Decodes one mapped part with no copy and checks it against its manifest entry.
+fn decode_part(
+    path: &Path,
+    map: &Arc<Mmap>,
+    manifest: &Manifest,
+    part: &PartEntry,
+    part_index: usize,
+) -> Result<Vec<MatrixBatch>> {
+    let ptr = NonNull::new(map.as_ptr() as *mut u8).expect("a non-empty mapping has a non-null address");
+    // Safety: the buffer keeps the mapping alive through its owner and only reads from it.
+    let mut buf = unsafe { Buffer::from_custom_allocation(ptr, map.len(), map.clone()) };
+    let expected = part_schema(manifest.index_type, manifest.value_type);
+    let arrow_err = |e: arrow::error::ArrowError| {
+        Error::corpus(path, format!("not a valid Arrow IPC stream: {e}"))
+    };
+    // Arrow reports most corruption as errors, but a few malformed inputs panic inside it.
+    let decoded = catch_unwind(AssertUnwindSafe(|| -> Result<Vec<RecordBatch>> {
+        let mut decoder = StreamDecoder::new().with_require_alignment(true);
+        let mut out = Vec::new();
+        let mut checked_schema = false;
+        while !buf.is_empty() {
+            let batch = decoder.decode(&mut buf).map_err(arrow_err)?;
+            if !checked_schema {
+                if let Some(schema) = decoder.schema() {
+                    check_schema(path, &schema, &expected)?;
+                    checked_schema = true;
+                }
+            }
+            if let Some(b) = batch {
+                out.push(b);
+            }
+        }
+        decoder.finish().map_err(|e| Error::corpus(path, format!("truncated Arrow IPC stream: {e}")))?;
+        if !checked_schema {
+            return Err(Error::corpus(path, "Arrow IPC stream has no schema"));
+        }
+        Ok(out)
+    }))
+    .map_err(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        Error::corpus(path, format!("malformed Arrow IPC stream ({msg})"))
+    })??;
+
+    let mut cell = part.first_cell;
+    let mut nnz = 0u64;
+    let mut out = Vec::with_capacity(decoded.len());
+    for (bi, batch) in decoded.into_iter().enumerate() {
+        if batch.schema().fields() != expected.fields() {
+            return Err(Error::corpus(path, format!("batch {bi}: schema differs from the stream schema")));
+        }
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        if batch.num_rows() as u64 > manifest.matrix.batch_rows {
+            return Err(Error::corpus(path, format!(
+                "batch {bi} (cell {cell}) holds {} rows, more than batch_rows {}",
+                batch.num_rows(), manifest.matrix.batch_rows
+            )));
+        }
+        let mb = typed_batch(path, batch, cell, part_index, bi)?;
+        cell += mb.n_cells() as u64;
+        nnz += mb.nnz() as u64;
+        out.push(mb);
+    }
+    let n_cells = cell - part.first_cell;
+    if n_cells != part.n_cells || nnz != part.nnz {
+        return Err(Error::corpus(path, format!(
+            "holds {n_cells} cells and {nnz} non-zeros, manifest.json says {} and {}",
+            part.n_cells, part.nnz
+        )));
+    }
+    Ok(out)
+}
+
+fn check_schema(path: &Path, got: &SchemaRef, expected: &SchemaRef) -> Result<()> {
+    let describe = |s: &SchemaRef| {
+        s.fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::List(item) => format!("{}: List<{}{}>", f.name(), item.data_type(), if item.is_nullable() { ", nullable" } else { "" }),
+                other => format!("{}: {other}", f.name()),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let ok = got.fields().len() == 2
+        && got.fields().iter().zip(expected.fields().iter()).all(|(g, e)| {
+            g.name() == e.name()
+                && match (g.data_type(), e.data_type()) {
+                    (DataType::List(gi), DataType::List(ei)) => gi.data_type() == ei.data_type() && !gi.is_nullable(),
+                    _ => false,
+                }
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::corpus(path, format!(
+            "matrix part schema is ({}), expected ({}) as manifest.json says",
+            describe(got),
+            describe(expected)
+        )))
+    }
+}
+
+/// Extracts the offsets and typed child buffers (views of the mapping) of one batch.
+fn typed_batch(path: &Path, batch: RecordBatch, first_cell: u64, part: usize, bi: usize) -> Result<MatrixBatch> {
+    let bad = |msg: String| Err(Error::corpus(path, format!("batch {bi} (cells from {first_cell}): {msg}")));
+    let ind = batch.column(0).as_list_opt::<i32>();
+    let val = batch.column(1).as_list_opt::<i32>();
+    let (Some(ind), Some(val)) = (ind, val) else {
+        return bad("columns are not lists".into());
+    };
+    if ind.null_count() != 0 || val.null_count() != 0 || ind.values().null_count() != 0 || val.values().null_count() != 0 {
+        return bad("contains nulls".into());
+    }
+    let offsets = ind.offsets().inner().clone();
+    let voff = val.offsets();
+    // Rows read values through the `indices` offsets; both lists must describe the same runs.
+    if ind.values().len() != val.values().len()
+        || offsets.first() != voff.first()
+        || offsets.last() != voff.last()
+    {
+        return bad("indices and values have different list offsets".into());
+    }
+    let indices = match ind.values().data_type() {
+        DataType::UInt16 => IndexBuf::U16(prim::<UInt16Type>(ind.values())),
+        DataType::UInt32 => IndexBuf::U32(prim::<UInt32Type>(ind.values())),
+        t => return bad(format!("indices have type {t}")),
+    };
+    let values = match val.values().data_type() {
+        DataType::UInt16 => ValueBuf::U16(prim::<UInt16Type>(val.values())),
+        DataType::UInt32 => ValueBuf::U32(prim::<UInt32Type>(val.values())),
+        DataType::Float32 => ValueBuf::F32(prim::<Float32Type>(val.values())),
+        DataType::Float64 => ValueBuf::F64(prim::<Float64Type>(val.values())),
+        t => return bad(format!("values have type {t}")),
+    };
+    Ok(MatrixBatch { first_cell, part, offsets, indices, values, batch })
+}
+
+fn prim<T: arrow::datatypes::ArrowPrimitiveType>(a: &ArrayRef) -> ScalarBuffer<T::Native> {
+    a.as_primitive::<T>().values().clone()
+}
+
+/// The Arrow list array of column `col` of a batch, for tests of zero-copy decoding.
+#[cfg(test)]
+pub(crate) fn list_column(b: &MatrixBatch, col: usize) -> &ListArray {
+    b.batch.column(col).as_list::<i32>()
+}
+
+#[allow(unused)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Corpus>();
+    is::<MatrixBatch>();
+    let _ = (IndexType::Uint16, ValueType::Uint16);
+}

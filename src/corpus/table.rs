@@ -1,0 +1,170 @@
+//! Parquet tables of the corpus: writing (zstd, 64Ki-row groups) and reading with projection.
+
+use std::fs::File;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::DataType;
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::Corpus;
+use crate::error::{Context, Error, ErrorKind, Result};
+
+/// Rows per Parquet row group.
+pub const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// Writes record batches to a zstd-compressed Parquet file, replacing any file at `path`, and
+/// returns its size in bytes. Row groups hold 64Ki rows; dictionary-encoded Arrow columns
+/// (categoricals) read back dictionary-encoded, because the Arrow schema is stored in the file.
+/// All batches must share one schema; pass one empty batch to write a table with no rows.
+///
+/// ```
+/// use std::sync::Arc;
+/// use arrow::array::{ArrayRef, UInt32Array};
+/// use arrow::record_batch::RecordBatch;
+/// let dir = tempfile::tempdir()?;
+/// let batch = RecordBatch::try_from_iter([("gene", Arc::new(UInt32Array::from(vec![0, 1])) as ArrayRef)])?;
+/// let bytes = cellarrow::corpus::write_parquet(&dir.path().join("genes.parquet"), &[batch])?;
+/// assert!(bytes > 0);
+/// # Ok::<(), cellarrow::Error>(())
+/// ```
+pub fn write_parquet(path: &Path, batches: &[RecordBatch]) -> Result<u64> {
+    let Some(first) = batches.first() else {
+        return Err(Error::invalid_input("write_parquet: no batches, so no schema (pass one empty batch)").with_path(path));
+    };
+    let schema = first.schema();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_dictionary_enabled(true)
+        .build();
+    let file = File::create(path).map_err(|e| Error::io(path, "creating", e))?;
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).at(path)?;
+    for (i, b) in batches.iter().enumerate() {
+        if b.schema().fields() != schema.fields() {
+            return Err(Error::invalid_input(format!("write_parquet: batch {i} has a different schema from batch 0")).with_path(path));
+        }
+        writer.write(b).at(path)?;
+    }
+    let file = writer.into_inner().at(path)?;
+    file.sync_all().map_err(|e| Error::io(path, "syncing", e))?;
+    let bytes = file.metadata().map_err(|e| Error::io(path, "reading size", e))?.len();
+    Ok(bytes)
+}
+
+/// Reads a Parquet file, optionally only some columns (returned in the order asked).
+/// Errors (including a corrupted file) are [`ErrorKind::InvalidCorpus`] naming the file.
+pub fn read_parquet(path: &Path, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>> {
+    let bad = |msg: String| Error::corpus(path, msg);
+    let file = File::open(path).map_err(|e| Error::io(path, "opening", e))?;
+    // The parquet crate reports most corruption as errors but can panic on some; never let a
+    // damaged corpus file take the process down.
+    catch_unwind(AssertUnwindSafe(|| -> Result<Vec<RecordBatch>> {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| bad(format!("not a readable Parquet file: {e}")))?;
+        let arrow_schema = builder.schema().clone();
+        let (builder, order) = match columns {
+            None => (builder, None),
+            Some(cols) => {
+                let mut idx = Vec::with_capacity(cols.len());
+                for c in cols {
+                    let i = arrow_schema.index_of(c).map_err(|_| {
+                        bad(format!("no column {c:?} (has: {})", arrow_schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")))
+                    })?;
+                    idx.push(i);
+                }
+                let mask = ProjectionMask::roots(builder.parquet_schema(), idx.iter().copied());
+                // The projected batch keeps file order; map each requested column to its place.
+                let mut sorted = idx.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                let order: Vec<usize> = idx.iter().map(|i| sorted.binary_search(i).expect("index is in sorted")).collect();
+                (builder.with_projection(mask), Some(order))
+            }
+        };
+        let reader = builder.with_batch_size(ROW_GROUP_ROWS).build().map_err(|e| bad(format!("reading Parquet: {e}")))?;
+        let mut out = Vec::new();
+        for b in reader {
+            let b = b.map_err(|e| bad(format!("reading Parquet: {e}")))?;
+            out.push(match &order {
+                Some(o) => b.project(o).map_err(|e| bad(format!("projecting columns: {e}")))?,
+                None => b,
+            });
+        }
+        Ok(out)
+    }))
+    .map_err(|_| bad("malformed Parquet file (the reader panicked)".into()))?
+}
+
+impl Corpus {
+    /// Reads a whole Parquet table of the corpus (`obs`, `genes`, `samples`, `regions`),
+    /// optionally only some columns, in the order asked.
+    ///
+    /// ```no_run
+    /// let corpus = cellarrow::Corpus::open("corpus")?;
+    /// let obs = corpus.read_table("obs", Some(&["cell", "sample_id"]))?;
+    /// # Ok::<(), cellarrow::Error>(())
+    /// ```
+    pub fn read_table(&self, table: &str, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>> {
+        if table.is_empty() || !table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return Err(Error::invalid_input(format!("{table:?} is not a corpus table name")));
+        }
+        let path = self.table_path(table);
+        if !path.exists() {
+            return Err(Error::new(ErrorKind::InvalidInput, format!("the corpus has no {table} table")).with_path(&path));
+        }
+        read_parquet(&path, columns)
+    }
+
+    /// The gene vocabulary, in id order (`genes.parquet` column `name`).
+    pub fn gene_names(&self) -> Result<Vec<String>> {
+        let path = self.table_path("genes");
+        let batches = self.read_table("genes", Some(&["name"]))?;
+        let names = column_strings(&path, "name", &batches)?;
+        if names.len() as u64 != self.n_genes() {
+            return Err(Error::corpus(&path, format!("has {} genes, manifest.json says {}", names.len(), self.n_genes())));
+        }
+        Ok(names)
+    }
+}
+
+/// Column 0 of each batch as non-null strings (Utf8, LargeUtf8, Utf8View or a dictionary of them).
+pub(crate) fn column_strings(path: &Path, name: &str, batches: &[RecordBatch]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let col = arrow::compute::cast(b.column(0), &DataType::Utf8)
+            .map_err(|e| Error::corpus(path, format!("column {name:?} is not text: {e}")))?;
+        let s = col.as_string::<i32>();
+        if s.null_count() != 0 {
+            let row = out.len() + (0..s.len()).find(|&i| s.is_null(i)).unwrap_or(0);
+            return Err(Error::corpus(path, format!("column {name:?} is null at row {row}")));
+        }
+        out.extend(s.iter().map(|v| v.unwrap_or_default().to_owned()));
+    }
+    Ok(out)
+}
+
+/// Column 0 of each batch as non-null u64 (any integer type that casts losslessly).
+pub(crate) fn column_u64(path: &Path, name: &str, batches: &[RecordBatch]) -> Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let c = b.column(0);
+        if !c.data_type().is_integer() {
+            return Err(Error::corpus(path, format!("column {name:?} has type {}, expected an integer", c.data_type())));
+        }
+        let col = arrow::compute::cast_with_options(c, &DataType::UInt64, &arrow::compute::CastOptions { safe: false, ..Default::default() })
+            .map_err(|e| Error::corpus(path, format!("column {name:?} does not fit u64: {e}")))?;
+        let a = col.as_primitive::<arrow::datatypes::UInt64Type>();
+        if a.null_count() != 0 {
+            let row = out.len() + (0..a.len()).find(|&i| a.is_null(i)).unwrap_or(0);
+            return Err(Error::corpus(path, format!("column {name:?} is null at row {row}")));
+        }
+        out.extend_from_slice(a.values());
+    }
+    Ok(out)
+}
