@@ -7,9 +7,22 @@ use clap::{Parser, Subcommand};
 
 use crate::error::Result;
 
+pub mod convert;
+
 /// Command-line entry: parses `args` and runs the subcommand.
 #[derive(Debug, Parser)]
-#[command(name = "cellarrow", version, about = "Single-cell and spatial transcriptomics corpora on Arrow and Parquet", long_about = None)]
+#[command(
+    name = "cellarrow",
+    version,
+    about = "Single-cell and spatial transcriptomics corpora on Arrow and Parquet",
+    long_about = "Single-cell and spatial transcriptomics corpora on Arrow and Parquet.\n\n\
+        Convert h5ad cohorts into one corpus, select cells with SQL, and sample zero-copy batches.\n\n\
+        A typical session:\n  \
+        cellarrow convert *.h5ad -o my.corpus\n  \
+        cellarrow inspect my.corpus\n  \
+        cellarrow query my.corpus \"SELECT cell_type, count(*) FROM obs GROUP BY cell_type\"\n  \
+        cellarrow sample my.corpus --sampler random --batch-size 256 --summary"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -17,9 +30,14 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Convert h5ad files (or an input manifest) into a corpus
+    Convert(convert::ConvertArgs),
+}
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Convert(a) => convert::run(a),
+    }
 }

@@ -1,1 +1,349 @@
 //! Layer 3: h5ad files to a corpus.
+//!
+//! [`convert`] plans every input (shape, genes, value range, coordinates), builds the shared
+//! gene vocabulary and the narrowest lossless types, converts the samples in parallel straight
+//! into their final parts (each sample's cell ids and part numbers are known from the plan),
+//! then writes the tables and the manifest, and renames the finished corpus into place.
+//!
+//! ```no_run
+//! use cellarrow::convert::{convert, resolve_inputs, ConvertOptions};
+//! let inputs = resolve_inputs(&["a.h5ad".into(), "b.h5ad".into()])?;
+//! let summary = convert(&inputs, &ConvertOptions::new("corpus"))?;
+//! println!("{} cells, {} genes", summary.n_cells, summary.n_genes);
+//! # Ok::<(), cellarrow::Error>(())
+//! ```
+
+pub mod input;
+mod job;
+pub mod output;
+pub mod rows;
+pub mod spatial;
+mod tables;
+pub mod vocab;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rayon::prelude::*;
+use serde::Serialize;
+
+pub use input::{read_input_manifest, resolve_inputs, InputSample};
+pub use vocab::{DuplicateGenes, Vocabulary};
+
+use crate::corpus::{IndexType, ValueType};
+use crate::error::{Error, Result};
+use crate::h5ad::{H5ad, MatrixSource, ValueStats};
+
+/// obs.parquet columns that cellarrow writes itself; source columns of these names are renamed
+/// `obs_<name>`.
+pub const RESERVED_OBS: &[&str] = &["cell", "sample_id", "obs_name", "source_row", "nnz", "total", "x", "y", "z"];
+
+/// How to convert. [`ConvertOptions::new`] gives the defaults of `cellarrow convert`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvertOptions {
+    /// The corpus directory to create.
+    pub output: PathBuf,
+    /// Which matrix to store: X, a layer, or raw/X.
+    #[serde(serialize_with = "source_name")]
+    pub source: MatrixSource,
+    /// A var column to use as gene names instead of the var index.
+    pub gene_column: Option<String>,
+    /// A fixed vocabulary (text file or genes.parquet); genes outside it are counted, not stored.
+    pub vocab: Option<PathBuf>,
+    pub duplicate_genes: DuplicateGenes,
+    /// obs columns to keep (all when `None`).
+    pub obs_columns: Option<Vec<String>>,
+    /// The obsm key holding coordinates.
+    pub spatial_key: String,
+    /// Refuse inputs without coordinates.
+    pub require_spatial: bool,
+    /// Replace an existing corpus at `output`.
+    pub overwrite: bool,
+    /// Files converted at once (0: one per core).
+    pub threads: usize,
+    /// Cells per matrix part.
+    pub part_cells: u64,
+    /// Stored values read at once per file; bounds memory.
+    pub chunk_nnz: usize,
+    /// Draw progress bars (only on a terminal).
+    #[serde(skip)]
+    pub progress: bool,
+}
+
+fn source_name<S: serde::Serializer>(s: &MatrixSource, ser: S) -> std::result::Result<S::Ok, S::Error> {
+    ser.serialize_str(&source_label(s))
+}
+
+/// `X`, `layers/NAME` or `raw/X`.
+pub fn source_label(s: &MatrixSource) -> String {
+    match s {
+        MatrixSource::X => "X".into(),
+        MatrixSource::Layer(l) => format!("layers/{l}"),
+        MatrixSource::Raw => "raw/X".into(),
+    }
+}
+
+impl ConvertOptions {
+    /// Defaults for writing a corpus at `output`.
+    pub fn new(output: impl Into<PathBuf>) -> Self {
+        ConvertOptions {
+            output: output.into(),
+            source: MatrixSource::X,
+            gene_column: None,
+            vocab: None,
+            duplicate_genes: DuplicateGenes::Error,
+            obs_columns: None,
+            spatial_key: "spatial".into(),
+            require_spatial: false,
+            overwrite: false,
+            threads: 0,
+            part_cells: 1 << 20,
+            chunk_nnz: 1 << 21,
+            progress: false,
+        }
+    }
+}
+
+/// What a conversion did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvertSummary {
+    pub output: PathBuf,
+    pub n_samples: usize,
+    pub n_cells: u64,
+    pub n_genes: u64,
+    pub nnz: u64,
+    pub index_type: IndexType,
+    pub value_type: ValueType,
+    pub bytes: u64,
+    pub seconds: f64,
+    /// Things the user should know (genes outside the vocabulary, merged duplicates ...).
+    pub warnings: Vec<String>,
+}
+
+/// Everything learnt about one input before converting it.
+#[derive(Debug)]
+pub(crate) struct Planned {
+    pub input: InputSample,
+    pub n_obs: u64,
+    pub genes: Vec<String>,
+    pub stats: ValueStats,
+    pub sha256: String,
+    /// Source column -> vocabulary id.
+    pub gene_map: Vec<Option<u32>>,
+    /// (dims, row-major coordinates) for spatial samples.
+    pub coords: Option<(usize, Vec<f64>)>,
+}
+
+fn plan_one(input: &InputSample, opts: &ConvertOptions) -> Result<Planned> {
+    let path = &input.path;
+    if !path.exists() {
+        return Err(Error::invalid_input("input file does not exist").with_path(path));
+    }
+    if path.is_dir() {
+        return Err(Error::invalid_input("input is a directory, expected an .h5ad file").with_path(path));
+    }
+    let h5 = H5ad::open(path)?;
+    let matrix = h5.matrix(&opts.source)?;
+    let (n_obs, n_vars) = matrix.shape();
+    if n_obs == 0 {
+        return Err(Error::h5ad(path, matrix.object(), "the matrix has zero cells"));
+    }
+    if n_vars == 0 {
+        return Err(Error::h5ad(path, "var", "the file has no genes (var is empty)"));
+    }
+    let genes = h5.gene_names(&opts.source, opts.gene_column.as_deref())?;
+    if genes.len() as u64 != n_vars {
+        return Err(Error::h5ad(
+            path,
+            "var",
+            format!("{} gene names for a matrix of {n_vars} columns", genes.len()),
+        ));
+    }
+    vocab::check_duplicates(&genes, opts.duplicate_genes, path)?;
+    let stats = matrix.value_stats()?;
+    if stats.non_finite > 0 {
+        return Err(Error::h5ad(
+            path,
+            matrix.object(),
+            format!("{} values are NaN or infinite; the corpus stores finite values only", stats.non_finite),
+        ));
+    }
+    let coords = match h5.obsm(&opts.spatial_key)? {
+        Some((dims, coords)) => {
+            if !(2..=3).contains(&dims) {
+                return Err(Error::h5ad(
+                    path,
+                    format!("obsm/{}", opts.spatial_key),
+                    format!("has {dims} columns; spatial coordinates need 2 or 3"),
+                ));
+            }
+            if coords.len() as u64 != n_obs * dims as u64 {
+                return Err(Error::h5ad(path, format!("obsm/{}", opts.spatial_key), "has a different number of rows than X"));
+            }
+            Some((dims, coords))
+        }
+        None if opts.require_spatial => {
+            return Err(Error::h5ad(
+                path,
+                format!("obsm/{}", opts.spatial_key),
+                "not found, and --require-spatial was given",
+            ))
+        }
+        None => None,
+    };
+    let (sha256, _) = crate::corpus::sha256_file(path)?;
+    Ok(Planned { input: input.clone(), n_obs, genes, stats, sha256, gene_map: Vec::new(), coords })
+}
+
+/// The narrowest type that holds every value losslessly.
+pub fn choose_value_type(stats: &ValueStats) -> ValueType {
+    if stats.count == 0 || (stats.all_integer && stats.min >= 0.0) {
+        if stats.count == 0 || stats.max <= u16::MAX as f64 {
+            return ValueType::Uint16;
+        }
+        if stats.max <= u32::MAX as f64 {
+            return ValueType::Uint32;
+        }
+    }
+    if stats.all_f32_exact {
+        ValueType::Float32
+    } else {
+        ValueType::Float64
+    }
+}
+
+fn merge_stats(all: impl Iterator<Item = ValueStats>) -> ValueStats {
+    all.fold(
+        ValueStats { count: 0, min: f64::INFINITY, max: f64::NEG_INFINITY, all_integer: true, all_f32_exact: true, non_finite: 0 },
+        |a, b| ValueStats {
+            count: a.count + b.count,
+            min: a.min.min(b.min),
+            max: a.max.max(b.max),
+            all_integer: a.all_integer && b.all_integer,
+            all_f32_exact: a.all_f32_exact && b.all_f32_exact,
+            non_finite: a.non_finite + b.non_finite,
+        },
+    )
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} cells {msg}")
+        .expect("static template")
+        .progress_chars("=> ")
+}
+
+/// Converts `inputs` into a corpus at `opts.output`. Nothing is left behind on failure, and an
+/// existing corpus is replaced only with `overwrite`, atomically.
+pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertSummary> {
+    let started = Instant::now();
+    if inputs.is_empty() {
+        return Err(Error::invalid_input("no input files given"));
+    }
+    let threads = if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::invalid_input(format!("cannot start {threads} threads: {e}")))?;
+    let mut vocab = match &opts.vocab {
+        Some(p) => Vocabulary::read(p)?,
+        None => Vocabulary::union(),
+    };
+    // Check the destination before the expensive planning, so a mistake costs nothing.
+    let staging = output::Staging::create(&opts.output, opts.overwrite)?;
+    let dir = staging.path().to_path_buf();
+
+    let mut plans: Vec<Planned> = pool.install(|| inputs.par_iter().map(|i| plan_one(i, opts)).collect::<Result<_>>())?;
+    for p in plans.iter_mut() {
+        p.gene_map = vocab.map_file(&p.genes, opts.duplicate_genes, &p.input.path)?;
+    }
+    if vocab.is_empty() {
+        return Err(Error::invalid_input("the gene vocabulary is empty"));
+    }
+    let index_type = if vocab.len() <= 1 << 16 { IndexType::Uint16 } else { IndexType::Uint32 };
+    let value_type = choose_value_type(&merge_stats(plans.iter().map(|p| p.stats)));
+    let total_nnz: u64 = plans.iter().map(|p| p.stats.count).sum();
+    let total_cells: u64 = plans.iter().map(|p| p.n_obs).sum();
+    // About 4 Mi non-zeros per record batch keeps the writer's buffers small whatever the
+    // density, while batches stay large enough to amortise their headers.
+    let avg = (total_nnz / total_cells.max(1)).max(1);
+    let batch_rows = ((4u64 << 20) / avg).clamp(256, 65_536).next_power_of_two().min(65_536) as usize;
+    let coord_dims = plans.iter().filter_map(|p| p.coords.as_ref().map(|c| c.0)).max().unwrap_or(0);
+    let layout = job::Layout {
+        dir: &dir,
+        index_type,
+        value_type,
+        batch_rows,
+        part_cells: opts.part_cells.max(1),
+        n_genes: vocab.len(),
+        coord_dims,
+    };
+
+    // Each sample's first cell and first part number, so samples convert independently.
+    let mut starts = Vec::with_capacity(plans.len());
+    let (mut cell, mut part) = (0u64, 0usize);
+    for p in &plans {
+        starts.push((part, cell));
+        cell += p.n_obs;
+        part += p.n_obs.div_ceil(layout.part_cells) as usize;
+    }
+
+    let multi = MultiProgress::with_draw_target(if opts.progress {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let bars: Vec<ProgressBar> = plans
+        .iter()
+        .map(|p| {
+            let b = multi.add(ProgressBar::new(p.n_obs));
+            b.set_style(bar_style());
+            b.set_prefix(p.input.sample_id.clone());
+            b
+        })
+        .collect();
+    let outputs: Vec<job::SampleOutput> = pool.install(|| {
+        plans
+            .par_iter()
+            .zip(starts.par_iter())
+            .zip(bars.par_iter())
+            .map(|((p, &(first_part, first_cell)), bar)| {
+                let out = job::convert_sample(p, opts, &layout, first_part, first_cell, bar);
+                bar.finish_with_message(if out.is_ok() { "done" } else { "failed" });
+                out
+            })
+            .collect::<Result<_>>()
+    })?;
+    let _ = multi.clear();
+
+    let mut warnings = Vec::new();
+    for (p, o) in plans.iter().zip(&outputs) {
+        if o.counts.nnz_outside_vocab > 0 {
+            let outside = p.gene_map.iter().filter(|m| m.is_none()).count();
+            warnings.push(format!(
+                "{}: {} genes ({} non-zeros) are outside the vocabulary and were not stored; see samples.parquet",
+                p.input.sample_id, outside, o.counts.nnz_outside_vocab
+            ));
+        }
+        if o.counts.merged_duplicates > 0 {
+            warnings.push(format!(
+                "{}: {} entries named a gene already present in their row and were summed",
+                p.input.sample_id, o.counts.merged_duplicates
+            ));
+        }
+    }
+    let written = tables::finish(&dir, &plans, &outputs, &starts, &vocab, &layout, opts)?;
+    staging.commit()?;
+    Ok(ConvertSummary {
+        output: opts.output.clone(),
+        n_samples: plans.len(),
+        n_cells: written.n_cells,
+        n_genes: vocab.len() as u64,
+        nnz: written.nnz,
+        index_type,
+        value_type,
+        bytes: written.bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        warnings,
+    })
+}

@@ -1,0 +1,119 @@
+//! `cellarrow convert`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::convert::{convert, resolve_inputs, ConvertOptions, DuplicateGenes};
+use crate::error::Result;
+use crate::h5ad::MatrixSource;
+
+/// Convert h5ad files into one corpus.
+#[derive(Debug, Args)]
+#[command(after_long_help = "\
+Examples:
+  # Two files; sample ids are the file names without .h5ad
+  cellarrow convert brain1.h5ad brain2.h5ad -o brain.corpus
+
+  # An input manifest with per-sample metadata (path and sample_id, then any columns):
+  #   path,sample_id,tissue,donor,species
+  #   data/a.h5ad,a,brain,D1,human
+  cellarrow convert cohort.csv -o cohort.corpus
+
+  # Raw counts from a layer, Ensembl ids as the vocabulary, coordinates in obsm['X_spatial']
+  cellarrow convert *.h5ad -o out --layer counts --gene-column gene_ids --spatial-key X_spatial
+
+The corpus is written beside OUTPUT under a hidden name and renamed into place when complete:
+an interrupted or failed conversion leaves nothing behind and never touches an existing corpus.")]
+pub struct ConvertArgs {
+    /// h5ad files, or one input manifest (.json or .csv) listing path, sample_id and metadata
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// The corpus directory to create
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Store this layer instead of X
+    #[arg(long, value_name = "NAME", conflicts_with = "raw")]
+    pub layer: Option<String>,
+    /// Store raw/X (genes from raw/var) instead of X
+    #[arg(long)]
+    pub raw: bool,
+    /// Use this var column as gene names instead of the var index
+    #[arg(long, value_name = "COLUMN")]
+    pub gene_column: Option<String>,
+    /// Fix the vocabulary: a text file with one gene per line, or another corpus's genes.parquet.
+    /// Genes outside it are counted per sample and reported, not stored
+    #[arg(long, value_name = "FILE")]
+    pub vocab: Option<PathBuf>,
+    /// What to do with a gene name that appears twice in one file
+    #[arg(long, value_enum, default_value_t = DuplicateGenes::Error)]
+    pub duplicate_genes: DuplicateGenes,
+    /// obs columns to keep, comma-separated (default: all)
+    #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
+    pub obs_columns: Option<Vec<String>>,
+    /// The obsm key holding spatial coordinates (2 or 3 columns)
+    #[arg(long, default_value = "spatial", value_name = "KEY")]
+    pub spatial_key: String,
+    /// Refuse inputs that have no coordinates under --spatial-key
+    #[arg(long)]
+    pub require_spatial: bool,
+    /// Replace OUTPUT if it is an existing corpus
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Files converted at once (default: one per core)
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub threads: usize,
+    /// Cells per matrix part file
+    #[arg(long, default_value_t = 1 << 20, value_name = "N")]
+    pub part_cells: u64,
+    /// No progress bars and no summary
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print the summary as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `cellarrow convert`.
+pub fn run(args: ConvertArgs) -> Result<()> {
+    let inputs = resolve_inputs(&args.inputs)?;
+    let mut opts = ConvertOptions::new(&args.output);
+    opts.source = match (&args.layer, args.raw) {
+        (Some(l), _) => MatrixSource::Layer(l.clone()),
+        (None, true) => MatrixSource::Raw,
+        (None, false) => MatrixSource::X,
+    };
+    opts.gene_column = args.gene_column;
+    opts.vocab = args.vocab;
+    opts.duplicate_genes = args.duplicate_genes;
+    opts.obs_columns = args.obs_columns;
+    opts.spatial_key = args.spatial_key;
+    opts.require_spatial = args.require_spatial;
+    opts.overwrite = args.overwrite;
+    opts.threads = args.threads;
+    opts.part_cells = args.part_cells;
+    opts.progress = !args.quiet && std::io::stderr().is_terminal();
+    let summary = convert(&inputs, &opts)?;
+    for w in &summary.warnings {
+        eprintln!("cellarrow: warning: {w}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary).expect("summary serialises"));
+    } else if !args.quiet {
+        println!(
+            "{}: {} samples, {} cells, {} genes, {} non-zeros ({:?} values, {:?} gene ids), {:.1} MB, {:.2} bytes/nnz, {:.1} s",
+            summary.output.display(),
+            summary.n_samples,
+            summary.n_cells,
+            summary.n_genes,
+            summary.nnz,
+            summary.value_type,
+            summary.index_type,
+            summary.bytes as f64 / 1e6,
+            summary.bytes as f64 / summary.nnz.max(1) as f64,
+            summary.seconds
+        );
+    }
+    Ok(())
+}

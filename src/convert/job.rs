@@ -1,0 +1,306 @@
+//! Converting one sample: its matrix into parts, its obs into a staging table.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, DictionaryArray, Float64Array, StringArray, UInt32Array, UInt64Array};
+use arrow::datatypes::Int32Type;
+use arrow::record_batch::RecordBatch;
+use indicatif::ProgressBar;
+
+use super::rows::{remap_chunk, CellStats, RowCounts};
+use super::{ConvertOptions, Planned, RESERVED_OBS};
+use crate::corpus::{self, IndexType, PartEntry, PartWriter, ValueType};
+use crate::error::{Context, Error, Result};
+use crate::h5ad::{CsrChunk, H5ad};
+
+/// What converting one sample produced.
+#[derive(Debug)]
+pub struct SampleOutput {
+    pub parts: Vec<PartEntry>,
+    pub nnz: u64,
+    pub counts: RowCounts,
+    /// Cells with a non-zero, per vocabulary gene.
+    pub gene_cells: Vec<u64>,
+    /// The staging obs table (its own schema; unified later).
+    pub obs_path: PathBuf,
+}
+
+/// Fixed parameters shared by every sample of one conversion.
+pub struct Layout<'a> {
+    pub dir: &'a Path,
+    pub index_type: IndexType,
+    pub value_type: ValueType,
+    pub batch_rows: usize,
+    pub part_cells: u64,
+    pub n_genes: usize,
+    /// Spatial columns of obs.parquet: 0, 2 or 3.
+    pub coord_dims: usize,
+}
+
+/// Writes consecutive rows into parts of at most `part_cells` cells, numbered from `first_part`.
+struct PartSink<'a> {
+    layout: &'a Layout<'a>,
+    next_part: usize,
+    next_cell: u64,
+    current: Option<(PartWriter, PartEntry)>,
+    done: Vec<PartEntry>,
+}
+
+impl<'a> PartSink<'a> {
+    fn new(layout: &'a Layout<'a>, first_part: usize, first_cell: u64) -> Self {
+        PartSink { layout, next_part: first_part, next_cell: first_cell, current: None, done: Vec::new() }
+    }
+
+    /// Appends rows `0..n` of local CSR, splitting across parts as needed.
+    fn push(&mut self, indptr: &[u64], indices: &[u32], values: &[f64]) -> Result<()> {
+        let n = indptr.len() - 1;
+        let mut r = 0;
+        while r < n {
+            if self.current.as_ref().is_some_and(|(_, e)| e.n_cells == self.layout.part_cells) {
+                self.close()?;
+            }
+            if self.current.is_none() {
+                let rel = format!("matrix/part-{:05}.arrow", self.next_part);
+                self.next_part += 1;
+                let w = PartWriter::create(
+                    self.layout.dir.join(&rel),
+                    self.layout.index_type,
+                    self.layout.value_type,
+                    self.layout.batch_rows,
+                )?;
+                let entry = PartEntry { path: rel, first_cell: self.next_cell, n_cells: 0, nnz: 0 };
+                self.current = Some((w, entry));
+            }
+            let (w, entry) = self.current.as_mut().expect("a part is open");
+            let room = (self.layout.part_cells - entry.n_cells) as usize;
+            let take = room.min(n - r);
+            let (a, b) = (indptr[r] as usize, indptr[r + take] as usize);
+            if r == 0 && a == 0 {
+                w.push(&indptr[r..=r + take], &indices[a..b], &values[a..b])?;
+            } else {
+                let local: Vec<u64> = indptr[r..=r + take].iter().map(|p| p - indptr[r]).collect();
+                w.push(&local, &indices[a..b], &values[a..b])?;
+            }
+            entry.n_cells += take as u64;
+            entry.nnz += (b - a) as u64;
+            self.next_cell += take as u64;
+            r += take;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        if let Some((w, entry)) = self.current.take() {
+            w.finish()?;
+            self.done.push(entry);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<PartEntry>> {
+        self.close()?;
+        Ok(self.done)
+    }
+}
+
+/// Source-order rows of a spatial sample, kept on disk until they can be written in curve
+/// order; memory stays bounded by the chunk size whatever the sample size.
+struct Spill {
+    dir: tempfile::TempDir,
+    indptr: Vec<u64>,
+    indices: std::io::BufWriter<std::fs::File>,
+    values: std::io::BufWriter<std::fs::File>,
+    nnz: u64,
+}
+
+impl Spill {
+    fn new(parent: &Path) -> Result<Spill> {
+        let dir = tempfile::Builder::new()
+            .prefix("spill-")
+            .tempdir_in(parent)
+            .map_err(|e| Error::io(parent, "creating a spill directory", e))?;
+        let open = |name: &str| -> Result<std::io::BufWriter<std::fs::File>> {
+            let p = dir.path().join(name);
+            let f = std::fs::File::create(&p).map_err(|e| Error::io(&p, "creating", e))?;
+            Ok(std::io::BufWriter::with_capacity(1 << 20, f))
+        };
+        let (indices, values) = (open("indices")?, open("values")?);
+        Ok(Spill { indptr: vec![0], indices, values, nnz: 0, dir })
+    }
+
+    fn push(&mut self, chunk: &CsrChunk) -> Result<()> {
+        use std::io::Write;
+        for w in chunk.indptr.windows(2) {
+            self.indptr.push(self.nnz + w[1]);
+        }
+        self.nnz += chunk.indices.len() as u64;
+        let ib: Vec<u8> = chunk.indices.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let vb: Vec<u8> = chunk.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.indices.write_all(&ib).map_err(|e| Error::io(self.dir.path(), "spilling rows", e))?;
+        self.values.write_all(&vb).map_err(|e| Error::io(self.dir.path(), "spilling rows", e))?;
+        Ok(())
+    }
+
+    /// Writes the rows in `order` (positions in source order) to `sink`, `max_nnz` at a time.
+    fn drain(self, order: &[u64], sink: &mut PartSink<'_>, max_nnz: usize) -> Result<()> {
+        let Spill { dir, indptr, indices, values, .. } = self;
+        let flush = |w: std::io::BufWriter<std::fs::File>| {
+            w.into_inner()
+                .map_err(|e| Error::io(dir.path(), "spilling rows", e.into_error()))
+                .and_then(|f| f.sync_data().map_err(|e| Error::io(dir.path(), "spilling rows", e)))
+        };
+        flush(indices)?;
+        flush(values)?;
+        let map = |name: &str| -> Result<Option<memmap2::Mmap>> {
+            let p = dir.path().join(name);
+            let f = std::fs::File::open(&p).map_err(|e| Error::io(&p, "opening", e))?;
+            if f.metadata().map_err(|e| Error::io(&p, "reading", e))?.len() == 0 {
+                return Ok(None);
+            }
+            // SAFETY: the spill files are private to this conversion and no longer written.
+            unsafe { memmap2::Mmap::map(&f) }.map(Some).map_err(|e| Error::io(&p, "mapping", e))
+        };
+        let (im, vm) = (map("indices")?, map("values")?);
+        let read_u32 = |k: usize| u32::from_le_bytes(im.as_ref().expect("non-empty")[4 * k..4 * k + 4].try_into().expect("4 bytes"));
+        let read_f64 = |k: usize| f64::from_le_bytes(vm.as_ref().expect("non-empty")[8 * k..8 * k + 8].try_into().expect("8 bytes"));
+        let mut out = CsrChunk { row_start: 0, indptr: vec![0], indices: Vec::new(), values: Vec::new() };
+        for &src in order {
+            let (a, b) = (indptr[src as usize] as usize, indptr[src as usize + 1] as usize);
+            for k in a..b {
+                out.indices.push(read_u32(k));
+                out.values.push(read_f64(k));
+            }
+            out.indptr.push(out.indices.len() as u64);
+            if out.indices.len() >= max_nnz {
+                sink.push(&out.indptr, &out.indices, &out.values)?;
+                out.indptr.truncate(1);
+                out.indices.clear();
+                out.values.clear();
+            }
+        }
+        if out.n_rows() > 0 {
+            sink.push(&out.indptr, &out.indices, &out.values)?;
+        }
+        Ok(())
+    }
+}
+
+/// Converts one sample. `first_part` and `first_cell` were assigned by the plan, so samples
+/// convert in parallel into their final places.
+pub fn convert_sample(
+    plan: &Planned,
+    opts: &ConvertOptions,
+    layout: &Layout<'_>,
+    first_part: usize,
+    first_cell: u64,
+    progress: &ProgressBar,
+) -> Result<SampleOutput> {
+    let path = &plan.input.path;
+    let h5 = H5ad::open(path)?;
+    let matrix = h5.matrix(&opts.source)?;
+    let n = plan.n_obs as usize;
+
+    // Curve order for spatial samples: position i of the output holds source row order[i].
+    let order: Option<Vec<u64>> = plan
+        .coords
+        .as_ref()
+        .map(|(dims, coords)| super::spatial::z_order(coords, *dims));
+
+    let mut sink = PartSink::new(layout, first_part, first_cell);
+    let mut spill = match order {
+        Some(_) => Some(Spill::new(layout.dir)?),
+        None => None,
+    };
+    let mut stats: Vec<CellStats> = Vec::with_capacity(n);
+    let mut counts = RowCounts::default();
+    let mut gene_cells = vec![0u64; layout.n_genes];
+    let mut scratch = Vec::new();
+    let mut nnz = 0u64;
+    for chunk in matrix.chunks(opts.chunk_nnz) {
+        let mut chunk = chunk?;
+        let (s, c) = remap_chunk(&mut chunk, &plan.gene_map, &mut scratch);
+        stats.extend(s);
+        counts.nnz_outside_vocab += c.nnz_outside_vocab;
+        counts.merged_duplicates += c.merged_duplicates;
+        for &g in &chunk.indices {
+            gene_cells[g as usize] += 1;
+        }
+        nnz += chunk.indices.len() as u64;
+        match spill.as_mut() {
+            Some(s) => s.push(&chunk)?,
+            None => sink.push(&chunk.indptr, &chunk.indices, &chunk.values)?,
+        }
+        progress.inc(chunk.n_rows() as u64);
+    }
+    if stats.len() != n {
+        return Err(Error::h5ad(path, matrix.object(), format!("read {} rows, expected {n}", stats.len())));
+    }
+    if let (Some(s), Some(order)) = (spill, order.as_ref()) {
+        s.drain(order, &mut sink, opts.chunk_nnz)?;
+    }
+    let parts = sink.finish()?;
+
+    let obs_path = layout.dir.join(format!("obs-staging-{first_part:05}.parquet"));
+    let batch = obs_batch(&h5, plan, opts, layout, first_cell, &stats, order.as_deref())?;
+    corpus::write_parquet(&obs_path, &[batch])?;
+    Ok(SampleOutput { parts, nnz, counts, gene_cells, obs_path })
+}
+
+/// The sample's obs rows in storage order: reserved columns, coordinates, then source columns.
+fn obs_batch(
+    h5: &H5ad,
+    plan: &Planned,
+    opts: &ConvertOptions,
+    layout: &Layout<'_>,
+    first_cell: u64,
+    stats: &[CellStats],
+    order: Option<&[u64]>,
+) -> Result<RecordBatch> {
+    let n = stats.len();
+    let frame = h5.obs(opts.obs_columns.as_deref())?;
+    if frame.index.len() != n {
+        return Err(Error::h5ad(
+            h5.path(),
+            "obs",
+            format!("obs has {} rows but the matrix has {n}", frame.index.len()),
+        ));
+    }
+    let source_rows: Vec<u64> = match order {
+        Some(o) => o.to_vec(),
+        None => (0..n as u64).collect(),
+    };
+    let take_idx = UInt64Array::from(source_rows.clone());
+    let mut fields: Vec<(String, ArrayRef)> = Vec::new();
+    fields.push(("cell".into(), Arc::new(UInt64Array::from_iter_values(first_cell..first_cell + n as u64))));
+    let sample: DictionaryArray<Int32Type> =
+        DictionaryArray::new(arrow::array::Int32Array::from(vec![0; n]), Arc::new(StringArray::from(vec![plan.input.sample_id.as_str()])));
+    fields.push(("sample_id".into(), Arc::new(sample)));
+    fields.push(("obs_name".into(), Arc::new(StringArray::from_iter_values(source_rows.iter().map(|&r| frame.index[r as usize].as_str())))));
+    fields.push(("source_row".into(), Arc::new(UInt64Array::from(source_rows.clone()))));
+    // Stats are in source order; storage order follows `order`.
+    fields.push(("nnz".into(), Arc::new(UInt32Array::from_iter_values(source_rows.iter().map(|&r| stats[r as usize].nnz)))));
+    fields.push(("total".into(), Arc::new(Float64Array::from_iter_values(source_rows.iter().map(|&r| stats[r as usize].total)))));
+    for d in 0..layout.coord_dims {
+        let name = ["x", "y", "z"][d];
+        let col: Float64Array = match &plan.coords {
+            Some((dims, coords)) if d < *dims => {
+                source_rows.iter().map(|&r| Some(coords[r as usize * dims + d])).collect()
+            }
+            _ => std::iter::repeat_n(None::<f64>, n).collect(),
+        };
+        fields.push((name.into(), Arc::new(col)));
+    }
+    for (name, col) in &frame.columns {
+        if col.len() != n {
+            return Err(Error::h5ad(h5.path(), format!("obs/{name}"), format!("has {} rows, expected {n}", col.len())));
+        }
+        let col = match order {
+            Some(_) => arrow::compute::take(col.as_ref(), &take_idx, None).at_object(h5.path(), &format!("obs/{name}"))?,
+            None => col.clone(),
+        };
+        let name = if RESERVED_OBS.contains(&name.as_str()) { format!("obs_{name}") } else { name.clone() };
+        fields.push((name, col));
+    }
+    RecordBatch::try_from_iter(fields).at_object(h5.path(), "obs")
+}

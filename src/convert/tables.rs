@@ -1,0 +1,221 @@
+//! The last step of a conversion: genes, samples and obs tables, checksums and the manifest.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow::array::{new_null_array, ArrayRef, StringArray, UInt32Array, UInt64Array, UInt8Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use rayon::prelude::*;
+
+use super::job::{Layout, SampleOutput};
+use super::{source_label, ConvertOptions, Planned, Vocabulary};
+use crate::corpus::{self, FileEntry, Manifest, MatrixInfo, SampleEntry, FORMAT_NAME, FORMAT_VERSION};
+use crate::error::{Context, Error, Result};
+
+pub(crate) struct Written {
+    pub n_cells: u64,
+    pub nnz: u64,
+    pub bytes: u64,
+}
+
+pub(crate) fn finish(
+    dir: &std::path::Path,
+    plans: &[Planned],
+    outputs: &[SampleOutput],
+    starts: &[(usize, u64)],
+    vocab: &Vocabulary,
+    layout: &Layout<'_>,
+    opts: &ConvertOptions,
+) -> Result<Written> {
+    write_genes(dir, plans, outputs, vocab)?;
+    write_samples(dir, plans, outputs, starts, opts)?;
+    merge_obs(dir, outputs)?;
+
+    let parts: Vec<_> = outputs.iter().flat_map(|o| o.parts.iter().cloned()).collect();
+    let n_cells: u64 = parts.iter().map(|p| p.n_cells).sum();
+    let nnz: u64 = parts.iter().map(|p| p.nnz).sum();
+    let mut rel: Vec<String> = vec!["genes.parquet".into(), "samples.parquet".into(), "obs.parquet".into()];
+    rel.extend(parts.iter().map(|p| p.path.clone()));
+    let files: Vec<FileEntry> = rel
+        .par_iter()
+        .map(|r| {
+            let (sha256, bytes) = corpus::sha256_file(&dir.join(r))?;
+            Ok(FileEntry { path: r.clone(), bytes, sha256 })
+        })
+        .collect::<Result<_>>()?;
+    let bytes = files.iter().map(|f| f.bytes).sum();
+    let samples = plans
+        .iter()
+        .zip(outputs)
+        .zip(starts)
+        .map(|((p, o), &(_, first_cell))| SampleEntry {
+            sample_id: p.input.sample_id.clone(),
+            first_cell,
+            n_cells: p.n_obs,
+            nnz: o.nnz,
+            spatial_dims: p.coords.as_ref().map_or(0, |c| c.0 as u8),
+        })
+        .collect();
+    let manifest = Manifest {
+        format: FORMAT_NAME.into(),
+        format_version: FORMAT_VERSION,
+        created_by: format!("cellarrow {}", env!("CARGO_PKG_VERSION")),
+        n_cells,
+        n_genes: vocab.len() as u64,
+        nnz,
+        index_type: layout.index_type,
+        value_type: layout.value_type,
+        matrix: MatrixInfo { batch_rows: layout.batch_rows as u64, part_cells: layout.part_cells, parts },
+        samples,
+        options: serde_json::to_value(opts).map_err(|e| Error::invalid_input(format!("options: {e}")))?,
+        files,
+    };
+    let path = dir.join("manifest.json");
+    let text = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::invalid_input(format!("manifest: {e}")))?;
+    std::fs::write(&path, text).map_err(|e| Error::io(&path, "writing", e))?;
+    std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(|e| Error::io(&path, "syncing", e))?;
+    Ok(Written { n_cells, nnz, bytes })
+}
+
+fn write_genes(dir: &std::path::Path, plans: &[Planned], outputs: &[SampleOutput], vocab: &Vocabulary) -> Result<()> {
+    let n = vocab.len();
+    let mut n_samples = vec![0u32; n];
+    for p in plans {
+        let ids: BTreeSet<u32> = p.gene_map.iter().flatten().copied().collect();
+        for id in ids {
+            n_samples[id as usize] += 1;
+        }
+    }
+    let mut n_cells = vec![0u64; n];
+    for o in outputs {
+        for (acc, c) in n_cells.iter_mut().zip(&o.gene_cells) {
+            *acc += c;
+        }
+    }
+    let batch = RecordBatch::try_from_iter([
+        ("gene", Arc::new(UInt32Array::from_iter_values(0..n as u32)) as ArrayRef),
+        ("name", Arc::new(StringArray::from_iter_values(vocab.names()))),
+        ("n_samples", Arc::new(UInt32Array::from(n_samples))),
+        ("n_cells", Arc::new(UInt64Array::from(n_cells))),
+    ])?;
+    corpus::write_parquet(&dir.join("genes.parquet"), &[batch])?;
+    Ok(())
+}
+
+fn write_samples(
+    dir: &std::path::Path,
+    plans: &[Planned],
+    outputs: &[SampleOutput],
+    starts: &[(usize, u64)],
+    opts: &ConvertOptions,
+) -> Result<()> {
+    let text = |f: &dyn Fn(&Planned) -> String| -> ArrayRef { Arc::new(StringArray::from_iter_values(plans.iter().map(f))) };
+    let mut cols: Vec<(String, ArrayRef)> = vec![
+        ("sample_id".into(), text(&|p| p.input.sample_id.clone())),
+        ("source_path".into(), text(&|p| p.input.path.display().to_string())),
+        ("source_sha256".into(), text(&|p| p.sha256.clone())),
+        ("first_cell".into(), Arc::new(UInt64Array::from_iter_values(starts.iter().map(|s| s.1)))),
+        ("n_cells".into(), Arc::new(UInt64Array::from_iter_values(plans.iter().map(|p| p.n_obs)))),
+        ("nnz".into(), Arc::new(UInt64Array::from_iter_values(outputs.iter().map(|o| o.nnz)))),
+        ("matrix_source".into(), text(&|_| source_label(&opts.source))),
+        ("n_source_genes".into(), Arc::new(UInt64Array::from_iter_values(plans.iter().map(|p| p.genes.len() as u64)))),
+        (
+            "n_genes_outside_vocab".into(),
+            Arc::new(UInt64Array::from_iter_values(plans.iter().map(|p| p.gene_map.iter().filter(|m| m.is_none()).count() as u64))),
+        ),
+        ("nnz_outside_vocab".into(), Arc::new(UInt64Array::from_iter_values(outputs.iter().map(|o| o.counts.nnz_outside_vocab)))),
+        (
+            "spatial_dims".into(),
+            Arc::new(UInt8Array::from_iter_values(plans.iter().map(|p| p.coords.as_ref().map_or(0, |c| c.0 as u8)))),
+        ),
+    ];
+    let keys: BTreeSet<&str> = plans.iter().flat_map(|p| p.input.metadata.keys().map(String::as_str)).collect();
+    for key in keys {
+        if cols.iter().any(|(n, _)| n == key) {
+            return Err(Error::invalid_input(format!(
+                "input manifest column {key:?} clashes with a samples.parquet column; rename it"
+            )));
+        }
+        let col: StringArray = plans.iter().map(|p| p.input.metadata.get(key).map(String::as_str)).collect();
+        cols.push((key.to_string(), Arc::new(col)));
+    }
+    let batch = RecordBatch::try_from_iter(cols)?;
+    corpus::write_parquet(&dir.join("samples.parquet"), &[batch])?;
+    Ok(())
+}
+
+/// The column type shared by every sample: equal types stay, numbers widen to Float64 (or
+/// Int64 for two integer types), anything else becomes text.
+fn unify(a: &DataType, b: &DataType) -> DataType {
+    use DataType::*;
+    if a == b {
+        return a.clone();
+    }
+    if a.is_integer() && b.is_integer() {
+        return Int64;
+    }
+    if a.is_numeric() && b.is_numeric() {
+        return Float64;
+    }
+    let is_text = |t: &DataType| matches!(t, Utf8 | LargeUtf8 | Utf8View) || matches!(t, Dictionary(_, v) if **v == Utf8);
+    if is_text(a) && is_text(b) {
+        return Dictionary(Box::new(Int32), Box::new(Utf8));
+    }
+    Utf8
+}
+
+fn parquet_schema(path: &std::path::Path) -> Result<SchemaRef> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, "opening", e))?;
+    Ok(ParquetRecordBatchReaderBuilder::try_new(f).at(path)?.schema().clone())
+}
+
+/// Streams every sample's staging obs table into one obs.parquet with the union schema, then
+/// removes the staging tables.
+fn merge_obs(dir: &std::path::Path, outputs: &[SampleOutput]) -> Result<()> {
+    let schemas: Vec<SchemaRef> = outputs.iter().map(|o| parquet_schema(&o.obs_path)).collect::<Result<_>>()?;
+    let mut fields: Vec<Field> = Vec::new();
+    for s in &schemas {
+        for f in s.fields() {
+            match fields.iter_mut().find(|g| g.name() == f.name()) {
+                Some(g) => *g = Field::new(g.name(), unify(g.data_type(), f.data_type()), true),
+                None => fields.push(Field::new(f.name(), f.data_type().clone(), true)),
+            }
+        }
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let path = dir.join("obs.parquet");
+    let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, "creating", e))?;
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(obs_properties())).at(&path)?;
+    for o in outputs {
+        let f = std::fs::File::open(&o.obs_path).map_err(|e| Error::io(&o.obs_path, "opening", e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(f).at(&o.obs_path)?.with_batch_size(65_536).build().at(&o.obs_path)?;
+        for batch in reader {
+            let batch = batch.at(&o.obs_path)?;
+            let cols: Vec<ArrayRef> = schema
+                .fields()
+                .iter()
+                .map(|field| match batch.column_by_name(field.name()) {
+                    Some(c) if c.data_type() == field.data_type() => Ok(c.clone()),
+                    Some(c) => arrow::compute::cast(c, field.data_type()).map_err(Error::from),
+                    None => Ok(new_null_array(field.data_type(), batch.num_rows())),
+                })
+                .collect::<Result<_>>()?;
+            writer.write(&RecordBatch::try_new(schema.clone(), cols)?).at(&path)?;
+        }
+        std::fs::remove_file(&o.obs_path).map_err(|e| Error::io(&o.obs_path, "removing", e))?;
+    }
+    writer.close().at(&path)?;
+    std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(|e| Error::io(&path, "syncing", e))?;
+    Ok(())
+}
+
+/// Same settings as [`corpus::write_parquet`]: zstd, row groups of 64 Ki rows.
+fn obs_properties() -> parquet::file::properties::WriterProperties {
+    parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(65_536))
+        .build()
+}
