@@ -1,0 +1,347 @@
+//! The `blocks(size[, stride])` table function: the non-empty spatial blocks of every spatial
+//! sample with their bounds and cell counts, computed from `obs` coordinates with the grid of
+//! [`super::grid`].
+//!
+//! Columns: `sample_id`, `block_id`, `x0`, `y0`, (`z0`), `x1`, `y1`, (`z1`), `n_cells`; the z
+//! columns exist when some sample is 3-D (null for 2-D samples). Bounds are `[x0, x1)`.
+//! Rows are in corpus sample order, then block id.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::{Array, ArrayRef, AsArray, Float64Builder, RecordBatch, StringBuilder, UInt64Builder};
+use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
+use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{plan_err, DataFusionError, Result as DfResult, ScalarValue};
+use datafusion::logical_expr::Expr;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use super::grid::{block_grid, BlockGrid};
+use crate::error::{Context, Error, Result};
+
+/// Coordinates extent of one sample, over cells whose coordinates are finite on its axes.
+#[derive(Debug, Clone)]
+pub(crate) struct SampleExtent {
+    pub sample_id: String,
+    /// 0 (not spatial), 2 or 3.
+    pub dims: usize,
+    pub min: [f64; 3],
+    pub max: [f64; 3],
+    /// Whether any cell had finite coordinates on all `dims` axes.
+    pub any: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Running {
+    min2: [f64; 2],
+    max2: [f64; 2],
+    min3: [f64; 3],
+    max3: [f64; 3],
+    any2: bool,
+    any3: bool,
+}
+
+impl Running {
+    fn new() -> Self {
+        Running {
+            min2: [f64::INFINITY; 2],
+            max2: [f64::NEG_INFINITY; 2],
+            min3: [f64::INFINITY; 3],
+            max3: [f64::NEG_INFINITY; 3],
+            any2: false,
+            any3: false,
+        }
+    }
+}
+
+/// The table function; holds the corpus paths and caches per-sample extents.
+#[derive(Debug)]
+pub(crate) struct BlocksFunction {
+    obs: PathBuf,
+    samples: PathBuf,
+    extents: OnceLock<std::result::Result<Arc<Vec<SampleExtent>>, String>>,
+}
+
+impl BlocksFunction {
+    pub(crate) fn new(obs: PathBuf, samples: PathBuf) -> Self {
+        BlocksFunction { obs, samples, extents: OnceLock::new() }
+    }
+
+    fn extents(&self) -> Result<Arc<Vec<SampleExtent>>> {
+        self.extents
+            .get_or_init(|| sample_extents(&self.obs, &self.samples).map(Arc::new).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(|e| Error::new(crate::ErrorKind::Query, e))
+    }
+
+    /// Counts the cells of every non-empty block.
+    pub(crate) fn compute(&self, size: f64, stride: f64) -> Result<RecordBatch> {
+        let extents = self.extents()?;
+        let mut grids: HashMap<&str, (usize, BlockGrid)> = HashMap::new();
+        for (i, e) in extents.iter().enumerate() {
+            if e.dims >= 2 && e.any {
+                grids.insert(&e.sample_id, (i, block_grid(&e.min[..e.dims], &e.max[..e.dims], size, stride)?));
+            }
+        }
+        let three_d = extents.iter().any(|e| e.dims == 3);
+        let mut counts: Vec<BTreeMap<u64, u64>> = vec![BTreeMap::new(); extents.len()];
+        if !grids.is_empty() {
+            let path = &self.obs;
+            for batch in read_columns(path, &["sample_id", "x", "y", "z"])? {
+                let batch = batch?;
+                let Cols { sample, x, y, z } = Cols::of(&batch, path)?;
+                let (x, y) = match (x, y) {
+                    (Some(x), Some(y)) => (x, y),
+                    _ => break,
+                };
+                let (x, y) = (x.as_primitive::<Float64Type>(), y.as_primitive::<Float64Type>());
+                let z = z.as_ref().map(|z| z.as_primitive::<Float64Type>());
+                let sample = sample.as_string::<i32>();
+                let mut current: Option<(&str, Option<&(usize, BlockGrid)>)> = None;
+                for r in 0..batch.num_rows() {
+                    let sid = sample.is_valid(r).then(|| sample.value(r)).unwrap_or("");
+                    let entry = match current {
+                        Some((s, g)) if s == sid => g,
+                        _ => {
+                            let g = grids.get(sid);
+                            current = Some((sid, g));
+                            g
+                        }
+                    };
+                    let Some((i, grid)) = entry else { continue };
+                    if x.is_null(r) || y.is_null(r) {
+                        continue;
+                    }
+                    let mut p = [x.value(r), y.value(r), f64::NAN];
+                    if grid.dims() == 3 {
+                        match z {
+                            Some(z) if z.is_valid(r) => p[2] = z.value(r),
+                            _ => continue,
+                        }
+                    }
+                    let c = &mut counts[*i];
+                    grid.blocks_containing(&p[..grid.dims()], |id| *c.entry(id).or_insert(0) += 1);
+                }
+            }
+        }
+        let schema = blocks_schema(three_d);
+        let n: usize = counts.iter().map(BTreeMap::len).sum();
+        let mut sid = StringBuilder::with_capacity(n, n * 8);
+        let mut bid = UInt64Builder::with_capacity(n);
+        let mut lo: Vec<Float64Builder> = (0..3).map(|_| Float64Builder::with_capacity(n)).collect();
+        let mut hi: Vec<Float64Builder> = (0..3).map(|_| Float64Builder::with_capacity(n)).collect();
+        let mut cnt = UInt64Builder::with_capacity(n);
+        for (e, c) in extents.iter().zip(&counts) {
+            let Some((_, grid)) = grids.get(e.sample_id.as_str()) else { continue };
+            for (&id, &k) in c {
+                let (l, h) = grid.bounds(id);
+                sid.append_value(&e.sample_id);
+                bid.append_value(id);
+                for a in 0..3 {
+                    if a < grid.dims() {
+                        lo[a].append_value(l[a]);
+                        hi[a].append_value(h[a]);
+                    } else {
+                        lo[a].append_null();
+                        hi[a].append_null();
+                    }
+                }
+                cnt.append_value(k);
+            }
+        }
+        let axes = if three_d { 3 } else { 2 };
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(sid.finish()), Arc::new(bid.finish())];
+        columns.extend(lo.iter_mut().take(axes).map(|b| Arc::new(b.finish()) as ArrayRef));
+        columns.extend(hi.iter_mut().take(axes).map(|b| Arc::new(b.finish()) as ArrayRef));
+        columns.push(Arc::new(cnt.finish()));
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+}
+
+/// The schema of `blocks(...)`.
+pub(crate) fn blocks_schema(three_d: bool) -> SchemaRef {
+    let f = |name: &str, nullable: bool| Field::new(name, DataType::Float64, nullable);
+    let mut fields = vec![
+        Field::new("sample_id", DataType::Utf8, false),
+        Field::new("block_id", DataType::UInt64, false),
+        f("x0", false),
+        f("y0", false),
+    ];
+    if three_d {
+        fields.push(f("z0", true));
+    }
+    fields.extend([f("x1", false), f("y1", false)]);
+    if three_d {
+        fields.push(f("z1", true));
+    }
+    fields.push(Field::new("n_cells", DataType::UInt64, false));
+    Arc::new(Schema::new(fields))
+}
+
+impl TableFunctionImpl for BlocksFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if exprs.is_empty() || exprs.len() > 2 {
+            return plan_err!("blocks(size[, stride]) takes 1 or 2 arguments, got {}", exprs.len());
+        }
+        let number = |e: &Expr, what: &str| -> DfResult<f64> {
+            let value = match e {
+                Expr::Literal(v, _) => v.cast_to(&DataType::Float64).ok(),
+                _ => None,
+            };
+            match value {
+                Some(ScalarValue::Float64(Some(v))) if v.is_finite() && v > 0.0 => Ok(v),
+                _ => plan_err!("blocks(size[, stride]): {what} must be a positive number literal, got {e}"),
+            }
+        };
+        let size = number(&exprs[0], "size")?;
+        let stride = match exprs.get(1) {
+            Some(e) => number(e, "stride")?,
+            None => size,
+        };
+        let batch = self.compute(size, stride).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?))
+    }
+}
+
+struct Cols {
+    sample: ArrayRef,
+    x: Option<ArrayRef>,
+    y: Option<ArrayRef>,
+    z: Option<ArrayRef>,
+}
+
+impl Cols {
+    fn of(batch: &RecordBatch, path: &Path) -> Result<Cols> {
+        let f64 = |name: &str| -> Result<Option<ArrayRef>> {
+            batch
+                .column_by_name(name)
+                .map(|c| arrow::compute::cast(c, &DataType::Float64))
+                .transpose()
+                .at_object(path, name)
+        };
+        let sample = batch
+            .column_by_name("sample_id")
+            .ok_or_else(|| Error::corpus(path, "no column `sample_id`"))?;
+        Ok(Cols {
+            sample: arrow::compute::cast(sample, &DataType::Utf8).at_object(path, "sample_id")?,
+            x: f64("x")?,
+            y: f64("y")?,
+            z: f64("z")?,
+        })
+    }
+}
+
+/// Reads the columns of `names` that exist in a Parquet file.
+fn read_columns(
+    path: &Path,
+    names: &[&str],
+) -> Result<impl Iterator<Item = Result<RecordBatch>> + use<>> {
+    let file = File::open(path).map_err(|e| Error::io(path, "opening", e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).at(path)?;
+    let roots: Vec<usize> = builder
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| names.contains(&f.name().as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), roots);
+    let reader = builder.with_projection(mask).build().at(path)?;
+    let path = path.to_path_buf();
+    Ok(reader.map(move |b| b.map_err(|e| Error::from(e).with_path(&path))))
+}
+
+/// Per-sample spatial dimensions and coordinate extents, in corpus order.
+///
+/// Dimensions come from `samples.parquet: spatial_dims` when present, else from which
+/// coordinates the sample's cells have.
+pub(crate) fn sample_extents(obs: &Path, samples: &Path) -> Result<Vec<SampleExtent>> {
+    let mut declared: HashMap<String, usize> = HashMap::new();
+    if samples.exists() {
+        for batch in read_columns(samples, &["sample_id", "spatial_dims"])? {
+            let batch = batch?;
+            let (Some(s), Some(d)) = (batch.column_by_name("sample_id"), batch.column_by_name("spatial_dims")) else {
+                break;
+            };
+            let s = arrow::compute::cast(s, &DataType::Utf8).at_object(samples, "sample_id")?;
+            let d = arrow::compute::cast(d, &DataType::UInt64).at_object(samples, "spatial_dims")?;
+            let (s, d) = (s.as_string::<i32>(), d.as_primitive::<arrow::datatypes::UInt64Type>());
+            for r in 0..batch.num_rows() {
+                if s.is_valid(r) && d.is_valid(r) {
+                    declared.insert(s.value(r).to_string(), d.value(r) as usize);
+                }
+            }
+        }
+    }
+    let mut order: Vec<String> = Vec::new();
+    let mut running: HashMap<String, Running> = HashMap::new();
+    let mut has_z_column = false;
+    for batch in read_columns(obs, &["sample_id", "x", "y", "z"])? {
+        let batch = batch?;
+        let Cols { sample, x, y, z } = Cols::of(&batch, obs)?;
+        has_z_column |= z.is_some();
+        let sample = sample.as_string::<i32>();
+        let (x, y) = (x.as_ref().map(|a| a.as_primitive::<Float64Type>()), y.as_ref().map(|a| a.as_primitive::<Float64Type>()));
+        let z = z.as_ref().map(|a| a.as_primitive::<Float64Type>());
+        let mut current: Option<(&str, String)> = None;
+        for r in 0..batch.num_rows() {
+            let sid = sample.is_valid(r).then(|| sample.value(r)).unwrap_or("");
+            if current.as_ref().is_none_or(|(s, _)| *s != sid) {
+                if !running.contains_key(sid) {
+                    order.push(sid.to_string());
+                    running.insert(sid.to_string(), Running::new());
+                }
+                current = Some((sid, sid.to_string()));
+            }
+            let key = &current.as_ref().expect("set above").1;
+            let (Some(x), Some(y)) = (x, y) else { continue };
+            let get = |a: &arrow::array::Float64Array| a.is_valid(r).then(|| a.value(r)).filter(|v| v.is_finite());
+            let (Some(px), Some(py)) = (get(x), get(y)) else { continue };
+            let run = running.get_mut(key).expect("inserted above");
+            run.any2 = true;
+            for (a, v) in [px, py].into_iter().enumerate() {
+                run.min2[a] = run.min2[a].min(v);
+                run.max2[a] = run.max2[a].max(v);
+            }
+            if let Some(pz) = z.and_then(get) {
+                run.any3 = true;
+                for (a, v) in [px, py, pz].into_iter().enumerate() {
+                    run.min3[a] = run.min3[a].min(v);
+                    run.max3[a] = run.max3[a].max(v);
+                }
+            }
+        }
+    }
+    Ok(order
+        .into_iter()
+        .map(|sample_id| {
+            let run = &running[&sample_id];
+            let inferred = if run.any3 { 3 } else if run.any2 { 2 } else { 0 };
+            let mut dims = declared.get(&sample_id).copied().unwrap_or(inferred);
+            if dims == 3 && !has_z_column {
+                dims = 2;
+            }
+            let (mut min, mut max, any) = ([0.0; 3], [0.0; 3], match dims {
+                3 => run.any3,
+                2 => run.any2,
+                _ => false,
+            });
+            match dims {
+                3 => {
+                    min = run.min3;
+                    max = run.max3;
+                }
+                2 => {
+                    min[..2].copy_from_slice(&run.min2);
+                    max[..2].copy_from_slice(&run.max2);
+                }
+                _ => dims = 0,
+            }
+            SampleExtent { sample_id, dims, min, max, any }
+        })
+        .collect())
+}
