@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use crate::error::Result;
 
 pub mod convert;
+pub mod inspect;
+pub mod validate;
 
 /// Command-line entry: parses `args` and runs the subcommand.
 #[derive(Debug, Parser)]
@@ -33,11 +35,17 @@ pub struct Cli {
 pub enum Command {
     /// Convert h5ad files (or an input manifest) into a corpus
     Convert(convert::ConvertArgs),
+    /// Summarise a corpus: counts, types, samples, obs columns, size on disk
+    Inspect(inspect::InspectArgs),
+    /// Check a corpus's checksums and structure, and optionally its values against the sources
+    Validate(validate::ValidateArgs),
 }
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Convert(a) => convert::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Validate(a) => validate::run(a),
     }
 }

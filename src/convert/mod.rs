@@ -19,6 +19,7 @@ pub mod output;
 pub mod rows;
 pub mod spatial;
 mod tables;
+pub mod verify;
 pub mod vocab;
 
 use std::path::PathBuf;

@@ -73,10 +73,7 @@ pub(crate) fn finish(
         options: serde_json::to_value(opts).map_err(|e| Error::invalid_input(format!("options: {e}")))?,
         files,
     };
-    let path = dir.join("manifest.json");
-    let text = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::invalid_input(format!("manifest: {e}")))?;
-    std::fs::write(&path, text).map_err(|e| Error::io(&path, "writing", e))?;
-    std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(|e| Error::io(&path, "syncing", e))?;
+    manifest.write(dir)?;
     Ok(Written { n_cells, nnz, bytes })
 }
 

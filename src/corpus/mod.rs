@@ -13,6 +13,7 @@ mod part;
 mod reader;
 mod table;
 mod validate;
+pub mod info;
 #[doc(hidden)]
 pub mod testing;
 #[cfg(test)]
