@@ -1,0 +1,166 @@
+//! Throughput measurement of the loader against a plain memcpy of the same bytes.
+//!
+//! `cellarrow bench` prints these figures; they live here so that the command line stays thin
+//! and the Python package can report the same numbers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray, ListArray};
+use arrow::datatypes::{DataType, Float32Type, Float64Type, UInt16Type, UInt32Type};
+use arrow::record_batch::RecordBatch;
+
+use super::{BatchPlan, Gatherer, Loader, LoaderOptions};
+use crate::error::Result;
+
+/// What one loader run delivered, and how fast.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchResult {
+    /// Loader threads (0: gathered on the consumer's thread).
+    pub threads: usize,
+    pub batches: usize,
+    pub cells: u64,
+    pub nnz: u64,
+    /// Bytes of gene indices and values delivered.
+    pub bytes: u64,
+    pub seconds: f64,
+    pub cells_per_s: f64,
+    pub mb_per_s: f64,
+    /// Time the consumer waited for each batch (`Iterator::next`), median and 99th percentile.
+    pub p50: Duration,
+    pub p99: Duration,
+    /// Largest anonymous resident memory seen during the run, in KiB (mapped corpus pages are
+    /// file-backed and not counted); `None` where `/proc/self/status` is unavailable.
+    pub peak_anon_rss_kib: Option<u64>,
+    /// Sum of every delivered value, so that no value goes untouched.
+    pub checksum: f64,
+    /// Per-batch byte counts, for [`memcpy_limit`].
+    pub batch_bytes: Vec<usize>,
+}
+
+/// Runs `plan` through a [`Loader`] with `threads` threads, touching every value of every batch.
+pub fn run(gatherer: Arc<Gatherer>, plan: Arc<dyn BatchPlan>, threads: usize, prefetch: usize) -> Result<BenchResult> {
+    let mut lat: Vec<Duration> = Vec::with_capacity(plan.n_batches());
+    let mut batch_bytes = Vec::with_capacity(plan.n_batches());
+    let (mut cells, mut nnz, mut bytes, mut checksum) = (0u64, 0u64, 0u64, 0f64);
+    let mut peak = anon_rss_kib();
+    let started = Instant::now();
+    let mut loader = Loader::new(gatherer, plan, LoaderOptions { threads, prefetch, start: 0 });
+    loop {
+        let t = Instant::now();
+        let Some(batch) = loader.next() else { break };
+        lat.push(t.elapsed());
+        let batch = batch?;
+        let (n, b, s) = touch(&batch);
+        cells += batch.num_rows() as u64;
+        nnz += n;
+        bytes += b as u64;
+        checksum += s;
+        batch_bytes.push(b);
+        if lat.len() % 16 == 0 {
+            peak = peak.max(anon_rss_kib());
+        }
+    }
+    drop(loader);
+    let seconds = started.elapsed().as_secs_f64().max(1e-9);
+    lat.sort_unstable();
+    Ok(BenchResult {
+        threads,
+        batches: lat.len(),
+        cells,
+        nnz,
+        bytes,
+        seconds,
+        cells_per_s: cells as f64 / seconds,
+        mb_per_s: bytes as f64 / seconds / 1e6,
+        p50: percentile(&lat, 0.50),
+        p99: percentile(&lat, 0.99),
+        peak_anon_rss_kib: peak,
+        checksum,
+        batch_bytes,
+    })
+}
+
+/// The limit: MB/s of copying the same per-batch byte counts with one sequential memcpy each,
+/// from a warm in-memory source into a freshly allocated buffer (as a gathered batch is).
+pub fn memcpy_limit(batch_bytes: &[usize]) -> f64 {
+    let total: usize = batch_bytes.iter().sum();
+    if total == 0 {
+        return 0.0;
+    }
+    let max = batch_bytes.iter().copied().max().unwrap_or(0);
+    // A source bigger than the caches but bounded, reused round-robin.
+    let src_len = total.clamp(max, 256 << 20).max(1);
+    let src: Vec<u8> = (0..src_len).map(|i| i as u8).collect();
+    let mut pos = 0usize;
+    let mut sink = 0u64;
+    let t = Instant::now();
+    for &b in batch_bytes {
+        if pos + b > src_len {
+            pos = 0;
+        }
+        let mut dst: Vec<u8> = Vec::with_capacity(b);
+        dst.extend_from_slice(&src[pos..pos + b]);
+        pos += b;
+        sink = sink.wrapping_add(dst.last().copied().unwrap_or(0) as u64);
+        std::hint::black_box(&dst);
+    }
+    let secs = t.elapsed().as_secs_f64().max(1e-9);
+    std::hint::black_box(sink);
+    total as f64 / secs / 1e6
+}
+
+/// Anonymous (private, not file-backed) resident memory of this process in KiB, from
+/// `RssAnon` in `/proc/self/status`.
+pub fn anon_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| {
+        let rest = l.strip_prefix("RssAnon:")?;
+        rest.trim().trim_end_matches("kB").trim().parse().ok()
+    })
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Non-zeros, payload bytes (indices + values, or the dense matrix) and the sum of the values.
+fn touch(batch: &RecordBatch) -> (u64, usize, f64) {
+    fn sum_list(l: &ListArray) -> (u64, usize, f64) {
+        let v = l.values();
+        let s = sum_values(v.as_ref());
+        (v.len() as u64, v.len() * v.data_type().primitive_width().unwrap_or(0), s)
+    }
+    let mut out = (0u64, 0usize, 0f64);
+    if let Some(idx) = batch.column_by_name("indices") {
+        let idx = idx.as_list::<i32>().values();
+        out.1 += idx.len() * idx.data_type().primitive_width().unwrap_or(0);
+    }
+    if let Some(values) = batch.column_by_name("values") {
+        let (n, b, s) = sum_list(values.as_list::<i32>());
+        out.0 += n;
+        out.1 += b;
+        out.2 += s;
+    }
+    if let Some(dense) = batch.column_by_name("dense") {
+        let v = dense.as_fixed_size_list().values();
+        out.0 += v.len() as u64;
+        out.1 += v.len() * v.data_type().primitive_width().unwrap_or(0);
+        out.2 += sum_values(v.as_ref());
+    }
+    out
+}
+
+fn sum_values(v: &dyn Array) -> f64 {
+    match v.data_type() {
+        DataType::UInt16 => v.as_primitive::<UInt16Type>().values().iter().map(|&x| x as u64).sum::<u64>() as f64,
+        DataType::UInt32 => v.as_primitive::<UInt32Type>().values().iter().map(|&x| x as u64).sum::<u64>() as f64,
+        DataType::Float32 => v.as_primitive::<Float32Type>().values().iter().map(|&x| x as f64).sum(),
+        DataType::Float64 => v.as_primitive::<Float64Type>().values().iter().sum(),
+        _ => 0.0,
+    }
+}

@@ -1,0 +1,538 @@
+//! One batch from a list of cell ids: each cell's bytes are copied once, from the mapping into
+//! buffers sized exactly beforehand.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, FixedSizeListArray, ListArray, PrimitiveArray, UInt64Array,
+};
+use arrow::buffer::{OffsetBuffer, ScalarBuffer};
+use arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Field, Float32Type, Float64Type, Schema, SchemaRef, UInt16Type,
+    UInt32Type,
+};
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+
+use super::{BatchOptions, BatchRequest, DenseGenes, ValueOutput};
+use crate::corpus::{Corpus, IndexType, Indices, ValueType, Values};
+use crate::error::{Context, Error, ErrorKind, Result};
+
+/// Marks a gene that is not a column of the dense output.
+const NOT_SELECTED: u32 = u32::MAX;
+
+/// Builds batches from cell ids for one corpus and one set of [`BatchOptions`].
+///
+/// Cheap to share across threads: the obs columns are loaded once at construction (as Arrow
+/// arrays; only the requested ones) and gathered with `arrow::compute::take`.
+pub struct Gatherer {
+    corpus: Arc<Corpus>,
+    options: BatchOptions,
+    schema: SchemaRef,
+    /// Gene id -> dense column, `NOT_SELECTED` for other genes (dense output only).
+    dense_lut: Option<Vec<u32>>,
+    dense_width: usize,
+    /// Coordinate columns then the requested obs columns, one row per cell.
+    obs: Vec<ArrayRef>,
+}
+
+impl std::fmt::Debug for Gatherer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gatherer")
+            .field("corpus", &self.corpus.root())
+            .field("options", &self.options)
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+impl Gatherer {
+    /// Prepares batches of `corpus` with `options`: resolves the dense gene selection and loads
+    /// the requested obs columns.
+    pub fn new(corpus: Arc<Corpus>, options: BatchOptions) -> Result<Gatherer> {
+        let manifest = corpus.manifest();
+        let n_genes = corpus.n_genes();
+
+        let (dense_lut, dense_width) = match &options.dense {
+            None => (None, 0),
+            Some(sel) => {
+                let ids = resolve_genes(&corpus, sel)?;
+                let mut lut = vec![NOT_SELECTED; n_genes as usize];
+                for (col, &g) in ids.iter().enumerate() {
+                    if lut[g as usize] != NOT_SELECTED {
+                        return Err(Error::invalid_input(format!(
+                            "gene {g} is selected twice for the dense output"
+                        )));
+                    }
+                    lut[g as usize] = col as u32;
+                }
+                (Some(lut), ids.len())
+            }
+        };
+
+        let mut fields = vec![Field::new("cell", DataType::UInt64, false)];
+        if options.group_column {
+            fields.push(Field::new("group", DataType::UInt64, false));
+        }
+        let value_dt = output_value_type(manifest.value_type, options.values, options.dense.is_some());
+        if options.dense.is_some() {
+            fields.push(Field::new(
+                "dense",
+                DataType::FixedSizeList(item_field(value_dt), dense_width as i32),
+                false,
+            ));
+        } else {
+            let index_dt = match manifest.index_type {
+                IndexType::Uint16 => DataType::UInt16,
+                IndexType::Uint32 => DataType::UInt32,
+            };
+            fields.push(Field::new("indices", DataType::List(item_field(index_dt)), false));
+            fields.push(Field::new("values", DataType::List(item_field(value_dt)), false));
+        }
+
+        let mut obs_names: Vec<String> = Vec::new();
+        let obs_path = corpus.table_path("obs");
+        if options.coordinates || !options.obs_columns.is_empty() {
+            let obs_schema = parquet_schema(&obs_path)?;
+            if options.coordinates {
+                for axis in ["x", "y", "z"] {
+                    if obs_schema.field_with_name(axis).is_ok() {
+                        obs_names.push(axis.to_string());
+                    } else if axis != "z" {
+                        return Err(Error::corpus(&obs_path, format!(
+                            "no coordinate column {axis:?}; is this corpus spatial?"
+                        )));
+                    }
+                }
+            }
+            for name in &options.obs_columns {
+                if obs_schema.field_with_name(name).is_err() {
+                    let known: Vec<&str> =
+                        obs_schema.fields().iter().map(|f| f.name().as_str()).collect();
+                    return Err(Error::invalid_input(format!(
+                        "obs has no column {name:?}; its columns are {}",
+                        known.join(", ")
+                    ))
+                    .with_path(&obs_path));
+                }
+                if obs_names.contains(name) || name == "cell" || name == "group" {
+                    continue;
+                }
+                obs_names.push(name.clone());
+            }
+        }
+        let obs = if obs_names.is_empty() {
+            Vec::new()
+        } else {
+            let names: Vec<&str> = obs_names.iter().map(String::as_str).collect();
+            let batches = corpus.read_table("obs", Some(&names))?;
+            let schema = match batches.first() {
+                Some(b) => b.schema(),
+                None => return Err(Error::corpus(&obs_path, "obs has no rows")),
+            };
+            let all = arrow::compute::concat_batches(&schema, &batches).at(&obs_path)?;
+            if all.num_rows() as u64 != corpus.n_cells() {
+                return Err(Error::corpus(&obs_path, format!(
+                    "obs has {} rows, the manifest lists {} cells",
+                    all.num_rows(),
+                    corpus.n_cells()
+                )));
+            }
+            let mut cols = Vec::with_capacity(names.len());
+            for name in &names {
+                let i = schema.index_of(name).at(&obs_path)?;
+                fields.push(schema.field(i).clone());
+                cols.push(all.column(i).clone());
+            }
+            cols
+        };
+
+        Ok(Gatherer {
+            corpus,
+            options,
+            schema: Arc::new(Schema::new(fields)),
+            dense_lut,
+            dense_width,
+            obs,
+        })
+    }
+
+    /// The schema of every batch.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// The corpus.
+    pub fn corpus(&self) -> &Arc<Corpus> {
+        &self.corpus
+    }
+
+    /// The options.
+    pub fn options(&self) -> &BatchOptions {
+        &self.options
+    }
+
+    /// Width of the dense output (0 for CSR output).
+    pub fn dense_width(&self) -> usize {
+        self.dense_width
+    }
+
+    /// Gathers one batch. `groups` (one per cell) is required with
+    /// [`BatchOptions::group_column`] and ignored otherwise.
+    pub fn gather(&self, cells: &[u64], groups: Option<&[u64]>) -> Result<RecordBatch> {
+        let n_cells = self.corpus.n_cells();
+        if let Some(&bad) = cells.iter().find(|&&c| c >= n_cells) {
+            return Err(Error::invalid_input(format!(
+                "cell {bad} is out of range: the corpus has {n_cells} cells"
+            ))
+            .with_path(self.corpus.root()));
+        }
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        columns.push(Arc::new(UInt64Array::from(cells.to_vec())));
+        if self.options.group_column {
+            let groups = match groups {
+                Some(g) if g.len() == cells.len() => g,
+                Some(g) => {
+                    return Err(Error::invalid_input(format!(
+                        "{} group ids for {} cells",
+                        g.len(),
+                        cells.len()
+                    )))
+                }
+                None => {
+                    return Err(Error::invalid_input(
+                        "the batch options ask for a group column but the batch has no groups",
+                    ))
+                }
+            };
+            columns.push(Arc::new(UInt64Array::from(groups.to_vec())));
+        }
+        match &self.dense_lut {
+            Some(lut) => columns.push(self.gather_dense(cells, lut)?),
+            None => {
+                let (indices, values) = self.gather_csr(cells)?;
+                columns.push(indices);
+                columns.push(values);
+            }
+        }
+        if !self.obs.is_empty() {
+            let take_idx = UInt64Array::from(cells.to_vec());
+            for col in &self.obs {
+                columns.push(arrow::compute::take(col.as_ref(), &take_idx, None)?);
+            }
+        }
+        let opts = RecordBatchOptions::new().with_row_count(Some(cells.len()));
+        Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &opts)?)
+    }
+
+    /// Gathers the cells of a [`BatchRequest`].
+    pub fn gather_request(&self, request: &BatchRequest) -> Result<RecordBatch> {
+        self.gather(&request.cells, request.groups.as_deref())
+    }
+
+    fn gather_csr(&self, cells: &[u64]) -> Result<(ArrayRef, ArrayRef)> {
+        let m = self.corpus.manifest();
+        // One dispatch on the type combination per batch; the per-cell loop is monomorphic.
+        macro_rules! by_value {
+            ($I:ty) => {
+                match (m.value_type, self.options.values) {
+                    (ValueType::Uint16, ValueOutput::Native) => csr::<$I, u16, u16>(&self.corpus, cells, copy),
+                    (ValueType::Uint16, ValueOutput::Float32) => csr::<$I, u16, f32>(&self.corpus, cells, to_f32),
+                    (ValueType::Uint16, ValueOutput::Float64) => csr::<$I, u16, f64>(&self.corpus, cells, to_f64),
+                    (ValueType::Uint32, ValueOutput::Native) => csr::<$I, u32, u32>(&self.corpus, cells, copy),
+                    (ValueType::Uint32, ValueOutput::Float32) => csr::<$I, u32, f32>(&self.corpus, cells, to_f32),
+                    (ValueType::Uint32, ValueOutput::Float64) => csr::<$I, u32, f64>(&self.corpus, cells, to_f64),
+                    (ValueType::Float32, ValueOutput::Native | ValueOutput::Float32) => csr::<$I, f32, f32>(&self.corpus, cells, copy),
+                    (ValueType::Float32, ValueOutput::Float64) => csr::<$I, f32, f64>(&self.corpus, cells, to_f64),
+                    (ValueType::Float64, ValueOutput::Native | ValueOutput::Float64) => csr::<$I, f64, f64>(&self.corpus, cells, copy),
+                    (ValueType::Float64, ValueOutput::Float32) => csr::<$I, f64, f32>(&self.corpus, cells, to_f32),
+                }
+            };
+        }
+        match m.index_type {
+            IndexType::Uint16 => by_value!(u16),
+            IndexType::Uint32 => by_value!(u32),
+        }
+    }
+
+    fn gather_dense(&self, cells: &[u64], lut: &[u32]) -> Result<ArrayRef> {
+        let m = self.corpus.manifest();
+        let w = self.dense_width;
+        let f64_out = matches!(
+            output_value_type(m.value_type, self.options.values, true),
+            DataType::Float64
+        );
+        macro_rules! by_value {
+            ($I:ty) => {
+                match (m.value_type, f64_out) {
+                    (ValueType::Uint16, false) => dense::<$I, u16, f32>(&self.corpus, cells, lut, w),
+                    (ValueType::Uint16, true) => dense::<$I, u16, f64>(&self.corpus, cells, lut, w),
+                    (ValueType::Uint32, false) => dense::<$I, u32, f32>(&self.corpus, cells, lut, w),
+                    (ValueType::Uint32, true) => dense::<$I, u32, f64>(&self.corpus, cells, lut, w),
+                    (ValueType::Float32, false) => dense::<$I, f32, f32>(&self.corpus, cells, lut, w),
+                    (ValueType::Float32, true) => dense::<$I, f32, f64>(&self.corpus, cells, lut, w),
+                    (ValueType::Float64, false) => dense::<$I, f64, f32>(&self.corpus, cells, lut, w),
+                    (ValueType::Float64, true) => dense::<$I, f64, f64>(&self.corpus, cells, lut, w),
+                }
+            };
+        }
+        match m.index_type {
+            IndexType::Uint16 => by_value!(u16),
+            IndexType::Uint32 => by_value!(u32),
+        }
+    }
+}
+
+/// Resolves a dense gene selection to gene ids, checking them against the vocabulary.
+fn resolve_genes(corpus: &Corpus, sel: &DenseGenes) -> Result<Vec<u32>> {
+    let n_genes = corpus.n_genes();
+    match sel {
+        DenseGenes::All => Ok((0..n_genes as u32).collect()),
+        DenseGenes::Ids(ids) => {
+            if let Some(&bad) = ids.iter().find(|&&g| g as u64 >= n_genes) {
+                return Err(Error::invalid_input(format!(
+                    "gene id {bad} is out of range: the vocabulary has {n_genes} genes"
+                )));
+            }
+            Ok(ids.clone())
+        }
+        DenseGenes::Names(names) => {
+            let vocab = corpus.gene_names()?;
+            let by_name: HashMap<&str, u32> =
+                vocab.iter().enumerate().map(|(i, n)| (n.as_str(), i as u32)).collect();
+            names
+                .iter()
+                .map(|n| {
+                    by_name.get(n.as_str()).copied().ok_or_else(|| {
+                        Error::invalid_input(format!("gene {n:?} is not in the vocabulary"))
+                            .with_path(corpus.table_path("genes"))
+                    })
+                })
+                .collect()
+        }
+    }
+}
+
+fn parquet_schema(path: &std::path::Path) -> Result<SchemaRef> {
+    let file = File::open(path).map_err(|e| Error::io(path, "opening", e))?;
+    let builder =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).at(path)?;
+    Ok(builder.schema().clone())
+}
+
+fn item_field(dt: DataType) -> Arc<Field> {
+    Arc::new(Field::new("item", dt, false))
+}
+
+/// The Arrow type of the output values.
+fn output_value_type(stored: ValueType, out: ValueOutput, dense: bool) -> DataType {
+    match (out, stored, dense) {
+        (ValueOutput::Float32, _, _) => DataType::Float32,
+        (ValueOutput::Float64, _, _) => DataType::Float64,
+        (ValueOutput::Native, ValueType::Float64, _) => DataType::Float64,
+        (ValueOutput::Native, _, true) => DataType::Float32,
+        (ValueOutput::Native, ValueType::Uint16, false) => DataType::UInt16,
+        (ValueOutput::Native, ValueType::Uint32, false) => DataType::UInt32,
+        (ValueOutput::Native, ValueType::Float32, false) => DataType::Float32,
+    }
+}
+
+/// A native number type with its Arrow type, and a view of a cell's slice of that type.
+trait Elem: arrow::datatypes::ArrowNativeType {
+    type Arrow: ArrowPrimitiveType<Native = Self>;
+}
+impl Elem for u16 {
+    type Arrow = UInt16Type;
+}
+impl Elem for u32 {
+    type Arrow = UInt32Type;
+}
+impl Elem for f32 {
+    type Arrow = Float32Type;
+}
+impl Elem for f64 {
+    type Arrow = Float64Type;
+}
+
+trait IndexElem: Elem {
+    fn slice(i: Indices<'_>) -> Option<&[Self]>;
+    fn usize(self) -> usize;
+}
+impl IndexElem for u16 {
+    #[inline]
+    fn slice(i: Indices<'_>) -> Option<&[u16]> {
+        match i {
+            Indices::U16(s) => Some(s),
+            Indices::U32(_) => None,
+        }
+    }
+    #[inline]
+    fn usize(self) -> usize {
+        self as usize
+    }
+}
+impl IndexElem for u32 {
+    #[inline]
+    fn slice(i: Indices<'_>) -> Option<&[u32]> {
+        match i {
+            Indices::U32(s) => Some(s),
+            Indices::U16(_) => None,
+        }
+    }
+    #[inline]
+    fn usize(self) -> usize {
+        self as usize
+    }
+}
+
+trait ValueElem: Elem {
+    fn slice(v: Values<'_>) -> Option<&[Self]>;
+    fn f32(self) -> f32;
+    fn f64(self) -> f64;
+}
+macro_rules! value_elem {
+    ($t:ty, $var:ident) => {
+        impl ValueElem for $t {
+            #[inline]
+            fn slice(v: Values<'_>) -> Option<&[$t]> {
+                match v {
+                    Values::$var(s) => Some(s),
+                    _ => None,
+                }
+            }
+            #[inline]
+            fn f32(self) -> f32 {
+                self as f32
+            }
+            #[inline]
+            fn f64(self) -> f64 {
+                self as f64
+            }
+        }
+    };
+}
+value_elem!(u16, U16);
+value_elem!(u32, U32);
+value_elem!(f32, F32);
+value_elem!(f64, F64);
+
+/// Output value of the dense matrix.
+trait DenseOut: Elem + Default {
+    fn from<V: ValueElem>(v: V) -> Self;
+}
+impl DenseOut for f32 {
+    #[inline]
+    fn from<V: ValueElem>(v: V) -> f32 {
+        v.f32()
+    }
+}
+impl DenseOut for f64 {
+    #[inline]
+    fn from<V: ValueElem>(v: V) -> f64 {
+        v.f64()
+    }
+}
+
+#[inline]
+fn copy<V: Copy>(out: &mut Vec<V>, s: &[V]) {
+    out.extend_from_slice(s);
+}
+#[inline]
+fn to_f32<V: ValueElem>(out: &mut Vec<f32>, s: &[V]) {
+    out.extend(s.iter().map(|&v| v.f32()));
+}
+#[inline]
+fn to_f64<V: ValueElem>(out: &mut Vec<f64>, s: &[V]) {
+    out.extend(s.iter().map(|&v| v.f64()));
+}
+
+fn type_mismatch(corpus: &Corpus, cell: u64, what: &str) -> Error {
+    Error::corpus(
+        corpus.root(),
+        format!("cell {cell}: the {what} type of its matrix part differs from the manifest"),
+    )
+}
+
+/// Where each cell's run lies: (decoded batch of the corpus, positions in its child arrays).
+/// One lookup per cell, reused by both passes.
+fn spans(corpus: &Corpus, cells: &[u64]) -> Vec<(usize, Range<usize>)> {
+    let batches = corpus.batches();
+    cells
+        .iter()
+        .map(|&c| {
+            let loc = corpus.locate(c);
+            (loc.batch, batches[loc.batch].row_range(loc.row))
+        })
+        .collect()
+}
+
+/// CSR gather: exact sizing from the row lengths, then one copy (or conversion) per cell.
+fn csr<I: IndexElem, V: ValueElem, O: Elem>(
+    corpus: &Corpus,
+    cells: &[u64],
+    put: fn(&mut Vec<O>, &[V]),
+) -> Result<(ArrayRef, ArrayRef)> {
+    let spans = spans(corpus, cells);
+    let mut offsets: Vec<i32> = Vec::with_capacity(cells.len() + 1);
+    offsets.push(0);
+    let mut total: usize = 0;
+    for (_, r) in &spans {
+        total += r.len();
+        if total > i32::MAX as usize {
+            return Err(Error::new(ErrorKind::InvalidInput, format!(
+                "a batch of {} cells holds over {} non-zeros, more than a list column can hold; use smaller batches",
+                cells.len(),
+                i32::MAX
+            )));
+        }
+        offsets.push(total as i32);
+    }
+    let batches = corpus.batches();
+    let mut idx: Vec<I> = Vec::with_capacity(total);
+    let mut val: Vec<O> = Vec::with_capacity(total);
+    for (&c, (b, r)) in cells.iter().zip(spans) {
+        let b = &batches[b];
+        let i = I::slice(b.indices()).ok_or_else(|| type_mismatch(corpus, c, "index"))?;
+        let v = V::slice(b.values()).ok_or_else(|| type_mismatch(corpus, c, "value"))?;
+        idx.extend_from_slice(&i[r.clone()]);
+        put(&mut val, &v[r]);
+    }
+    let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+    let idx = PrimitiveArray::<I::Arrow>::new(ScalarBuffer::from(idx), None);
+    let val = PrimitiveArray::<O::Arrow>::new(ScalarBuffer::from(val), None);
+    let idx_field = item_field(idx.data_type().clone());
+    let val_field = item_field(val.data_type().clone());
+    let indices = ListArray::try_new(idx_field, offsets.clone(), Arc::new(idx), None)?;
+    let values = ListArray::try_new(val_field, offsets, Arc::new(val), None)?;
+    Ok((Arc::new(indices), Arc::new(values)))
+}
+
+/// Dense gather over the selected genes: a zeroed row per cell, scattered through the lookup table.
+fn dense<I: IndexElem, V: ValueElem, O: DenseOut>(
+    corpus: &Corpus,
+    cells: &[u64],
+    lut: &[u32],
+    width: usize,
+) -> Result<ArrayRef> {
+    let batches = corpus.batches();
+    let mut out: Vec<O> = vec![O::default(); cells.len() * width];
+    for (row, &c) in cells.iter().enumerate() {
+        let loc = corpus.locate(c);
+        let b = &batches[loc.batch];
+        let r = b.row_range(loc.row);
+        let i = I::slice(b.indices()).ok_or_else(|| type_mismatch(corpus, c, "index"))?;
+        let v = V::slice(b.values()).ok_or_else(|| type_mismatch(corpus, c, "value"))?;
+        let dst = &mut out[row * width..(row + 1) * width];
+        for (&g, &x) in i[r.clone()].iter().zip(&v[r]) {
+            let col = lut.get(g.usize()).copied().unwrap_or(NOT_SELECTED);
+            if col != NOT_SELECTED {
+                dst[col as usize] = O::from(x);
+            }
+        }
+    }
+    let child = PrimitiveArray::<O::Arrow>::new(ScalarBuffer::from(out), None);
+    let field = item_field(child.data_type().clone());
+    Ok(Arc::new(FixedSizeListArray::try_new(field, width as i32, Arc::new(child), None)?))
+}
