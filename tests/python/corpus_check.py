@@ -1,0 +1,346 @@
+"""Reading a corpus with pyarrow only, and comparing it with the AnnData source.
+
+Nothing here uses cellarrow: the corpus is read as plain Parquet and Arrow IPC streams, the
+source with the real `anndata` package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+RESERVED_OBS = ["cell", "sample_id", "obs_name", "source_row", "nnz", "total", "x", "y", "z"]
+
+ARROW_VALUE_TYPES = {
+    "uint16": pa.uint16(),
+    "uint32": pa.uint32(),
+    "float32": pa.float32(),
+    "float64": pa.float64(),
+}
+
+
+@dataclass
+class Corpus:
+    root: Path
+    manifest: dict
+    genes: pa.Table
+    samples: pa.Table
+    obs: pa.Table
+    matrix: sp.csr_matrix  # (n_cells, n_genes), float64 values, exactly as stored
+    index_arrow_type: pa.DataType
+    value_arrow_type: pa.DataType
+
+    def gene_names(self) -> list[str]:
+        return self.genes.column("name").to_pylist()
+
+    def gene_ids(self) -> dict[str, int]:
+        names = self.gene_names()
+        ids = self.genes.column("gene").to_pylist()
+        return dict(zip(names, ids))
+
+    def sample_row(self, sample_id: str) -> dict:
+        rows = [r for r in self.samples.to_pylist() if r["sample_id"] == sample_id]
+        assert len(rows) == 1, f"samples.parquet has {len(rows)} rows for {sample_id!r}"
+        return rows[0]
+
+    def sample_obs(self, sample_id: str) -> pa.Table:
+        row = self.sample_row(sample_id)
+        first, n = row["first_cell"], row["n_cells"]
+        return self.obs.slice(first, n)
+
+    def sample_ids(self) -> list[str]:
+        return self.samples.column("sample_id").to_pylist()
+
+
+def read_part(path: Path) -> list[pa.RecordBatch]:
+    """Record batches of a matrix part, memory-mapped."""
+    with pa.ipc.open_stream(pa.memory_map(str(path))) as reader:
+        return list(reader)
+
+
+def list_column_to_csr_pieces(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets starting at 0, flat child values) of a List array, honouring slicing."""
+    offsets = np.asarray(col.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+    start, end = int(offsets[0]), int(offsets[-1])
+    child = col.values.slice(start, end - start)
+    return offsets - start, child.to_numpy(zero_copy_only=False)
+
+
+def read_corpus(root: Path) -> Corpus:
+    root = Path(root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    genes = pq.read_table(root / "genes.parquet")
+    samples = pq.read_table(root / "samples.parquet")
+    obs = pq.read_table(root / "obs.parquet")
+    n_cells, n_genes = manifest["n_cells"], manifest["n_genes"]
+
+    indptr = [np.zeros(1, dtype=np.int64)]
+    indices, values = [], []
+    nnz_so_far = 0
+    index_type = value_type = None
+    next_cell = 0
+    for part in manifest["matrix"]["parts"]:
+        assert part["first_cell"] == next_cell, f"parts are not contiguous at {part}"
+        batches = read_part(root / part["path"])
+        cells = 0
+        for b in batches:
+            assert b.schema.names == ["indices", "values"], b.schema
+            it, vt = b.schema.field("indices").type, b.schema.field("values").type
+            index_type = index_type or it
+            value_type = value_type or vt
+            assert it == index_type and vt == value_type, "every batch has the same schema"
+            io, iv = list_column_to_csr_pieces(b.column("indices"))
+            vo, vv = list_column_to_csr_pieces(b.column("values"))
+            assert np.array_equal(io, vo), "indices and values share offsets"
+            indptr.append(io[1:] + nnz_so_far)
+            indices.append(iv.astype(np.int64))
+            values.append(vv.astype(np.float64))
+            nnz_so_far += len(iv)
+            cells += b.num_rows
+        assert cells == part["n_cells"], f"{part['path']}: {cells} cells, manifest says {part['n_cells']}"
+        next_cell += cells
+    assert next_cell == n_cells, f"parts hold {next_cell} cells, manifest says {n_cells}"
+    indptr = np.concatenate(indptr)
+    indices = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)
+    values = np.concatenate(values) if values else np.zeros(0)
+    matrix = sp.csr_matrix((values, indices, indptr), shape=(n_cells, n_genes))
+    return Corpus(
+        root=root,
+        manifest=manifest,
+        genes=genes,
+        samples=samples,
+        obs=obs,
+        matrix=matrix,
+        index_arrow_type=index_type,
+        value_arrow_type=value_type,
+    )
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def to_csr64(x) -> sp.csr_matrix:
+    """Any AnnData matrix as float64 CSR with explicit zeros removed."""
+    if sp.issparse(x):
+        m = sp.csr_matrix(x)
+    else:
+        m = sp.csr_matrix(np.asarray(x))
+    m = m.astype(np.float64)
+    m.eliminate_zeros()
+    return m
+
+
+def expected_rows(x, var_names, gene_ids: dict[str, int], n_genes: int, source_rows: np.ndarray):
+    """The source matrix in corpus coordinates: rows `source_rows`, columns mapped by gene name.
+
+    Genes missing from `gene_ids` (outside a fixed vocabulary) are dropped; columns that map to
+    the same gene (duplicate names) are summed; zeros (explicit, or from sums) are dropped.
+    """
+    m = to_csr64(x)[np.asarray(source_rows, dtype=np.int64)]
+    col_map = np.array([gene_ids.get(str(g), -1) for g in var_names], dtype=np.int64)
+    coo = m.tocoo()
+    keep = col_map[coo.col] >= 0
+    out = sp.csr_matrix(
+        (coo.data[keep], (coo.row[keep], col_map[coo.col[keep]])),
+        shape=(m.shape[0], n_genes),
+    )
+    out.sum_duplicates()
+    out.eliminate_zeros()
+    out.sort_indices()
+    return out
+
+
+def assert_csr_equal(got: sp.csr_matrix, want: sp.csr_matrix, names: list[str], what: str):
+    """Exact equality, cell by cell; the first differing cell is named in the failure."""
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    if (
+        np.array_equal(got.indptr, want.indptr)
+        and np.array_equal(got.indices, want.indices)
+        and np.array_equal(got.data, want.data)
+    ):
+        return
+    for r in range(got.shape[0]):
+        g = got.indices[got.indptr[r] : got.indptr[r + 1]], got.data[got.indptr[r] : got.indptr[r + 1]]
+        w = want.indices[want.indptr[r] : want.indptr[r + 1]], want.data[want.indptr[r] : want.indptr[r + 1]]
+        if not (np.array_equal(g[0], w[0]) and np.array_equal(g[1], w[1])):
+            gd = dict(zip(g[0].tolist(), g[1].tolist()))
+            wd = dict(zip(w[0].tolist(), w[1].tolist()))
+            diff = {k: (gd.get(k), wd.get(k)) for k in sorted(set(gd) | set(wd)) if gd.get(k) != wd.get(k)}
+            raise AssertionError(
+                f"{what}: cell {names[r]!r} (row {r} of the sample) differs; "
+                f"{len(diff)} genes as (corpus, anndata): {dict(list(diff.items())[:10])}"
+            )
+    raise AssertionError(f"{what}: CSR structure differs")
+
+
+def assert_indices_strictly_increasing(m: sp.csr_matrix, what: str):
+    d = np.diff(m.indices)
+    row_starts = m.indptr[1:-1]
+    ok = np.ones(len(d), dtype=bool)
+    ok[:] = d > 0
+    # Differences across a row boundary do not count.
+    boundary = row_starts[(row_starts > 0) & (row_starts < len(m.indices))] - 1
+    ok[boundary] = True
+    assert ok.all(), f"{what}: gene ids not strictly increasing within a cell"
+
+
+def expected_value_type(values: np.ndarray) -> str:
+    """The narrowest lossless value type of FORMAT.md, derived from the source values."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[v != 0]
+    if len(v) == 0:
+        return "uint16"
+    if np.all(np.floor(v) == v) and v.min() >= 0:
+        if v.max() <= 65535:
+            return "uint16"
+        if v.max() <= 2**32 - 1:
+            return "uint32"
+    if np.all(v.astype(np.float32).astype(np.float64) == v):
+        return "float32"
+    return "float64"
+
+
+def source_values(x) -> np.ndarray:
+    """The stored non-zero values of a source matrix, as float64."""
+    return to_csr64(x).data
+
+
+def obs_column_name(name: str) -> str:
+    return f"obs_{name}" if name in RESERVED_OBS else name
+
+
+def expected_obs_values(series: pd.Series, rows: np.ndarray) -> list:
+    """A source obs column as Python values with None for missing, in corpus order."""
+    s = series.iloc[rows]
+    out = []
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        for v in s.astype(object):
+            out.append(None if (v is None or (isinstance(v, float) and math.isnan(v))) else str(v))
+        return out
+    for v in s.astype(object):
+        if v is pd.NA or v is None or (isinstance(v, float) and math.isnan(v)):
+            out.append(None)
+        elif isinstance(v, (np.bool_, bool)):
+            out.append(bool(v))
+        elif isinstance(v, (np.integer, int)):
+            out.append(int(v))
+        elif isinstance(v, (np.floating, float)):
+            out.append(float(v))
+        else:
+            out.append(str(v))
+    return out
+
+
+def corpus_obs_values(col: pa.ChunkedArray) -> list:
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    out = []
+    for v in col.to_pylist():
+        if isinstance(v, float) and math.isnan(v):
+            out.append(None)
+        else:
+            out.append(v)
+    return out
+
+
+def assert_sample_matches(
+    corpus: Corpus,
+    sample_id: str,
+    adata,
+    x=None,
+    var_names=None,
+    source: str = "X",
+    spatial_key: str | None = "spatial",
+    source_path: Path | None = None,
+):
+    """Every cell of `sample_id` equals the AnnData object: values, obs, counts, coordinates."""
+    x = adata.X if x is None else x
+    var_names = list(adata.var_names) if var_names is None else list(var_names)
+    row = corpus.sample_row(sample_id)
+    obs = corpus.sample_obs(sample_id)
+    n = adata.n_obs
+    assert row["n_cells"] == n, f"{sample_id}: samples.parquet n_cells {row['n_cells']} != {n}"
+    assert obs.num_rows == n
+    first = row["first_cell"]
+    assert obs.column("cell").to_pylist() == list(range(first, first + n))
+    assert set(obs.column("sample_id").to_pylist()) == {sample_id}
+    src_rows = np.asarray(obs.column("source_row").to_pylist(), dtype=np.int64)
+    assert sorted(src_rows.tolist()) == list(range(n)), f"{sample_id}: source_row is not a permutation"
+    obs_names = obs.column("obs_name").to_pylist()
+    assert obs_names == [str(adata.obs_names[r]) for r in src_rows], f"{sample_id}: obs_name"
+
+    # Values, cell by cell.
+    gene_ids = corpus.gene_ids()
+    want = expected_rows(x, var_names, gene_ids, len(gene_ids), src_rows)
+    got = corpus.matrix[first : first + n]
+    got.sort_indices()
+    assert_indices_strictly_increasing(corpus.matrix[first : first + n], sample_id)
+    assert_csr_equal(got, want, obs_names, f"{sample_id} values")
+
+    # Per-cell nnz and total over all source genes.
+    full = to_csr64(x)[src_rows]
+    want_nnz = np.diff(full.indptr)
+    got_nnz = np.asarray(obs.column("nnz").to_pylist())
+    assert np.array_equal(got_nnz, want_nnz), f"{sample_id}: obs.nnz differs from anndata"
+    want_total = np.asarray(full.sum(axis=1)).ravel()
+    got_total = np.asarray(obs.column("total").to_pylist(), dtype=np.float64)
+    scale = np.asarray(abs(full).sum(axis=1)).ravel()
+    # Sums of the same values in another order differ only by rounding.
+    assert np.all(np.abs(got_total - want_total) <= 1e-12 * scale + 1e-300), f"{sample_id}: obs.total"
+
+    # samples.parquet.
+    assert row["nnz"] == want.nnz, f"{sample_id}: samples.nnz {row['nnz']} != {want.nnz}"
+    assert row["n_source_genes"] == len(var_names)
+    assert row["matrix_source"] == source
+    outside = [g for g in var_names if g not in gene_ids]
+    assert row["n_genes_outside_vocab"] == len(outside)
+    if source_path is not None:
+        assert row["source_sha256"] == sha256(source_path)
+
+    # obs columns.
+    for name in adata.obs.columns:
+        cname = obs_column_name(name)
+        assert cname in obs.column_names, f"{sample_id}: obs column {name!r} missing ({obs.column_names})"
+        got_v = corpus_obs_values(obs.column(cname))
+        want_v = expected_obs_values(adata.obs[name], src_rows)
+        assert got_v == want_v, f"{sample_id}: obs column {name!r} differs"
+        dtype = adata.obs[name].dtype
+        ctype = obs.schema.field(cname).type
+        if isinstance(dtype, pd.CategoricalDtype):
+            assert pa.types.is_dictionary(ctype), f"{name}: categorical stored as {ctype}"
+        elif pd.api.types.is_bool_dtype(dtype):
+            assert pa.types.is_boolean(ctype), f"{name}: bool stored as {ctype}"
+        elif pd.api.types.is_integer_dtype(dtype):
+            assert pa.types.is_integer(ctype), f"{name}: integer stored as {ctype}"
+        elif pd.api.types.is_float_dtype(dtype):
+            assert pa.types.is_floating(ctype), f"{name}: float stored as {ctype}"
+
+    # Coordinates.
+    dims = 0
+    if spatial_key is not None and spatial_key in adata.obsm:
+        coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)
+        dims = coords.shape[1]
+        for d, axis in enumerate("xyz"[:dims]):
+            got_c = np.asarray(obs.column(axis).to_pylist(), dtype=np.float64)
+            assert np.array_equal(got_c, coords[src_rows, d], equal_nan=True), f"{sample_id}: {axis}"
+    else:
+        assert src_rows.tolist() == list(range(n)), f"{sample_id}: non-spatial cells keep source order"
+        for axis in "xyz":
+            if axis in obs.column_names:
+                assert obs.column(axis).null_count == n, f"{sample_id}: {axis} not null"
+    assert row["spatial_dims"] == dims
+    return want

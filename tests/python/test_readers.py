@@ -1,0 +1,204 @@
+"""The corpus opens without cellarrow: pyarrow, polars, DuckDB and Hugging Face `datasets`
+read every table and matrix part and agree with each other; pyarrow maps parts with no copy."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import DATA
+from corpus_check import assert_sample_matches, read_corpus, read_part
+
+SOURCES = ["scanpy_pbmc68k_reduced.modern.h5ad", "squidpy_visium_mouse_brain_49spots.h5ad"]
+PART_CELLS = 300
+
+
+def read(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ad.read_h5ad(path)
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(convert_cached) -> Path:
+    return convert_cached("readers", *(DATA / s for s in SOURCES), "--part-cells", PART_CELLS)
+
+
+@pytest.fixture(scope="module")
+def adatas():
+    return {s[: -len(".h5ad")]: read(DATA / s) for s in SOURCES}
+
+
+def parts(corpus_dir: Path) -> list[Path]:
+    return sorted((corpus_dir / "matrix").glob("part-*.arrow"))
+
+
+def test_parts_split_and_round_trip(corpus_dir, adatas):
+    corpus = read_corpus(corpus_dir)
+    listed = [corpus_dir / p["path"] for p in corpus.manifest["matrix"]["parts"]]
+    assert listed == parts(corpus_dir)
+    expected_parts = sum(-(-a.n_obs // PART_CELLS) for a in adatas.values())
+    assert len(listed) == expected_parts, "a part never spans two samples and holds at most part_cells cells"
+    for p in corpus.manifest["matrix"]["parts"]:
+        assert p["n_cells"] <= PART_CELLS
+    for sid, a in adatas.items():
+        assert_sample_matches(corpus, sid, a)
+
+
+def test_table_schemas_follow_the_format(corpus_dir):
+    obs = pq.read_schema(corpus_dir / "obs.parquet")
+    want = {
+        "cell": pa.uint64(),
+        "obs_name": pa.string(),
+        "source_row": pa.uint64(),
+        "nnz": pa.uint32(),
+        "total": pa.float64(),
+        "x": pa.float64(),
+        "y": pa.float64(),
+    }
+    assert obs.names[:4] == ["cell", "sample_id", "obs_name", "source_row"]
+    for name, t in want.items():
+        assert obs.field(name).type == t, (name, obs.field(name).type)
+    st = obs.field("sample_id").type
+    assert st == pa.string() or (pa.types.is_dictionary(st) and st.value_type == pa.string())
+    assert pa.types.is_dictionary(obs.field("bulk_labels").type), "categoricals stay dictionary-encoded"
+    genes = pq.read_schema(corpus_dir / "genes.parquet")
+    assert [genes.field(n).type for n in ("gene", "name", "n_samples", "n_cells")] == [
+        pa.uint32(),
+        pa.string(),
+        pa.uint32(),
+        pa.uint64(),
+    ]
+    samples = pq.read_schema(corpus_dir / "samples.parquet")
+    for col in (
+        "sample_id",
+        "source_path",
+        "source_sha256",
+        "first_cell",
+        "n_cells",
+        "nnz",
+        "matrix_source",
+        "n_source_genes",
+        "n_genes_outside_vocab",
+        "nnz_outside_vocab",
+        "spatial_dims",
+    ):
+        assert col in samples.names, col
+
+
+@pytest.mark.parametrize("table", ["obs", "genes", "samples"])
+def test_polars_and_duckdb_read_the_tables_like_pyarrow(table, corpus_dir):
+    path = corpus_dir / f"{table}.parquet"
+    t = pq.read_table(path)
+    df = pl.read_parquet(path)
+    assert df.height == t.num_rows
+    assert df.columns == t.column_names
+    for name in t.column_names:
+        col = t.column(name)
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        assert df[name].cast(pl.String).to_list() == pl.from_arrow(col).cast(pl.String).to_list(), name
+        assert df[name].to_list() == col.to_pylist(), name
+    n = duckdb.sql(f"SELECT count(*) FROM '{path}'").fetchone()[0]
+    assert n == t.num_rows
+    cols = duckdb.sql(f"DESCRIBE SELECT * FROM '{path}'").fetchall()
+    assert [c[0] for c in cols] == t.column_names
+
+
+def test_duckdb_group_by_agrees_with_anndata(corpus_dir, adatas):
+    obs = corpus_dir / "obs.parquet"
+    rows = duckdb.sql(
+        f"SELECT sample_id, count(*) AS n, sum(nnz) AS nnz FROM '{obs}' GROUP BY sample_id ORDER BY sample_id"
+    ).fetchall()
+    samples = pq.read_table(corpus_dir / "samples.parquet").to_pylist()
+    want = sorted((s["sample_id"], s["n_cells"]) for s in samples)
+    assert [(r[0], r[1]) for r in rows] == want
+    assert {r[0]: r[1] for r in rows} == {k: a.n_obs for k, a in adatas.items()}
+    pbmc = adatas["scanpy_pbmc68k_reduced.modern"]
+    got = dict(
+        duckdb.sql(
+            f"SELECT bulk_labels, count(*) FROM '{obs}' WHERE bulk_labels IS NOT NULL GROUP BY bulk_labels"
+        ).fetchall()
+    )
+    want = {str(k): int(v) for k, v in pbmc.obs["bulk_labels"].value_counts().items() if v > 0}
+    assert got == want
+    # The same question in polars.
+    pl_counts = (
+        pl.read_parquet(obs)
+        .filter(pl.col("bulk_labels").is_not_null())
+        .group_by("bulk_labels")
+        .len()
+        .to_dicts()
+    )
+    assert {str(r["bulk_labels"]): r["len"] for r in pl_counts} == want
+    spatial = duckdb.sql(f"SELECT count(*) FROM '{obs}' WHERE x IS NOT NULL AND y IS NOT NULL").fetchone()[0]
+    assert spatial == adatas["squidpy_visium_mouse_brain_49spots"].n_obs
+
+
+def test_every_part_reads_the_same_in_pyarrow_polars_and_datasets(corpus_dir):
+    import datasets
+
+    manifest_parts = read_corpus(corpus_dir).manifest["matrix"]["parts"]
+    for entry in manifest_parts:
+        path = corpus_dir / entry["path"]
+        table = pa.Table.from_batches(read_part(path))
+        assert table.num_rows == entry["n_cells"]
+        lens = pc.list_value_length(table.column("indices")).to_numpy()
+        assert int(lens.sum()) == entry["nnz"]
+        flat_idx = pc.list_flatten(table.column("indices")).to_numpy()
+        flat_val = pc.list_flatten(table.column("values")).to_numpy()
+
+        # polars, over the pyarrow memory-mapped stream.
+        with pa.memory_map(str(path)) as src:
+            df = pl.from_arrow(pa.ipc.open_stream(src).read_all())
+        assert df.height == entry["n_cells"]
+        assert np.array_equal(df["indices"].list.len().to_numpy(), lens)
+        assert np.array_equal(df["values"].list.len().to_numpy(), lens)
+        assert np.array_equal(df["indices"].explode().drop_nulls().to_numpy(), flat_idx)
+        assert np.array_equal(df["values"].explode().drop_nulls().to_numpy(), flat_val)
+
+        # Hugging Face datasets opens the stream as it is.
+        ds = datasets.Dataset.from_file(str(path))
+        assert ds.num_rows == entry["n_cells"]
+        assert ds.column_names == ["indices", "values"]
+        hf = ds.data.table
+        assert hf.schema.field("indices").type == table.schema.field("indices").type
+        assert hf.schema.field("values").type == table.schema.field("values").type
+        assert hf.combine_chunks().equals(table.combine_chunks())
+        for i in (0, ds.num_rows // 2, ds.num_rows - 1):
+            row = ds[i]
+            assert row["indices"] == table.column("indices")[i].as_py()
+            assert row["values"] == table.column("values")[i].as_py()
+
+
+def test_pyarrow_reads_parts_with_no_copy(corpus_dir):
+    path = max(parts(corpus_dir), key=lambda p: p.stat().st_size)
+    size = path.stat().st_size
+    assert size > 1 << 20, f"test setup: the largest part is only {size} bytes"
+    with pa.memory_map(str(path)) as src:
+        base = src.read_buffer(size).address
+        src.seek(0)
+        before = pa.total_allocated_bytes()
+        table = pa.ipc.open_stream(src).read_all()
+        grown = pa.total_allocated_bytes() - before
+        assert grown < size // 100, f"reading a {size}-byte part allocated {grown} bytes"
+        n_buffers = 0
+        for name in ("indices", "values"):
+            for chunk in table.column(name).chunks:
+                for buf in chunk.buffers() + chunk.values.buffers():
+                    if buf is None or buf.size == 0:
+                        continue
+                    n_buffers += 1
+                    assert base <= buf.address < base + size, f"{name}: a buffer lies outside the mapping"
+                    assert (buf.address - base) % 64 == 0, f"{name}: a buffer is not 64-byte aligned"
+        assert n_buffers >= 4
+        del table
