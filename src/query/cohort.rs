@@ -105,7 +105,7 @@ pub(crate) fn append_cells(batch: &RecordBatch, out: &mut Vec<u64>, what: &str) 
             format!("{what}: column `cell` has {} null values; cell ids must not be null", column.null_count()),
         ));
     }
-    if !column.data_type().is_integer() {
+    if !is_integral(column.data_type()) {
         return Err(Error::new(
             ErrorKind::InvalidInput,
             format!("{what}: column `cell` has type {}, expected integer cell ids (UInt64)", column.data_type()),
@@ -121,6 +121,11 @@ pub(crate) fn append_cells(batch: &RecordBatch, out: &mut Vec<u64>, what: &str) 
     })?;
     out.extend_from_slice(cast.as_primitive::<UInt64Type>().values());
     Ok(())
+}
+
+/// Integer types, and decimals of scale 0 (what DataFusion makes of `UInt64 + Int64`).
+pub(crate) fn is_integral(t: &DataType) -> bool {
+    t.is_integer() || matches!(t, DataType::Decimal128(_, 0) | DataType::Decimal256(_, 0))
 }
 
 /// The error for a result without a `cell` column.

@@ -179,7 +179,7 @@ impl ScalarUDFImpl for ExprUdf {
         &self.signature
     }
     fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
-        let cell_ok = args[0].is_integer() || args[0] == DataType::Null;
+        let cell_ok = super::cohort::is_integral(&args[0]) || args[0] == DataType::Null;
         let gene_ok = args[1].is_integer()
             || matches!(args[1], DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 | DataType::Null)
             || matches!(&args[1], DataType::Dictionary(_, v) if matches!(**v, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8));

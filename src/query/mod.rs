@@ -10,6 +10,10 @@
 //! | `samples` | `samples.parquet` | one row per source file, with per-sample metadata |
 //! | `regions` | `regions.parquet`, else derived from an obs region column | only when either exists |
 //!
+//! A derived `regions` has one row per (sample, region value): `sample_id`, `region_id`,
+//! `n_cells`, `first_cell`, `last_cell` and the bounding box `x_min`, `x_max`, `y_min`, `y_max`
+//! (`z_min`, `z_max`), the same names a regions manifest uses.
+//!
 //! and two functions:
 //!
 //! - `blocks(size[, stride])`, a table function listing the non-empty spatial blocks of every
@@ -186,7 +190,7 @@ impl QueryEngine {
         };
         let col = quote_ident(&column);
         let mut select = format!(
-            "sample_id, {col} AS region, COUNT(*) AS n_cells, MIN(cell) AS first_cell, MAX(cell) AS last_cell"
+            "sample_id, {col} AS region_id, COUNT(*) AS n_cells, MIN(cell) AS first_cell, MAX(cell) AS last_cell"
         );
         for axis in ["x", "y", "z"] {
             if names.contains(&axis) {
