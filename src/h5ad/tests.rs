@@ -1,0 +1,1 @@
+//! Tests of the h5ad reader against files written by anndata.
