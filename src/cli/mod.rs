@@ -9,6 +9,8 @@ use crate::error::Result;
 
 pub mod convert;
 pub mod inspect;
+#[cfg(feature = "sql")]
+pub mod query;
 pub mod validate;
 
 /// Command-line entry: parses `args` and runs the subcommand.
@@ -37,6 +39,9 @@ pub enum Command {
     Convert(convert::ConvertArgs),
     /// Summarise a corpus: counts, types, samples, obs columns, size on disk
     Inspect(inspect::InspectArgs),
+    /// Run SQL over a corpus (obs, genes, samples, regions, blocks(), expr()); print, export or save a cohort
+    #[cfg(feature = "sql")]
+    Query(query::QueryArgs),
     /// Check a corpus's checksums and structure, and optionally its values against the sources
     Validate(validate::ValidateArgs),
 }
@@ -46,6 +51,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Convert(a) => convert::run(a),
         Command::Inspect(a) => inspect::run(a),
+        #[cfg(feature = "sql")]
+        Command::Query(a) => query::run(a),
         Command::Validate(a) => validate::run(a),
     }
 }

@@ -56,6 +56,8 @@ pub use cohort::{read_cohort, write_cohort, Cohort, CELL_COLUMN};
 pub use grid::{block_grid, BlockGrid};
 pub use output::{format_table, OutputFormat, ResultWriter};
 
+pub(crate) use cohort::temp_beside;
+
 pub(crate) use expr::CellRows;
 
 /// Settings of a [`QueryEngine`].

@@ -1,0 +1,115 @@
+//! `cellarrow query`: SQL over a corpus; prints, exports or saves a cohort.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use crate::corpus::Corpus;
+use crate::error::{Error, Result};
+use crate::query::{write_cohort, OutputFormat, QueryEngine, QueryOptions, ResultWriter};
+
+const EXAMPLES: &str = "\
+Tables: obs (one row per cell), genes, samples, regions (when the corpus has regions.parquet or
+an obs `region` column). Functions: blocks(size[, stride]) lists the non-empty spatial blocks
+of every spatial sample; expr(cell, 'GENE') is a gene's value in a cell (name or gene id).
+
+Examples:
+  # cells per cell type and tissue
+  cellarrow query corpus/ \"SELECT cell_type, tissue, COUNT(*) AS n FROM obs GROUP BY cell_type, tissue ORDER BY n DESC\"
+
+  # cells of one donor inside a bounding box, saved as a cohort for `cellarrow sample --cohort`
+  cellarrow query corpus/ \"SELECT cell FROM obs WHERE donor = 'D1' AND x BETWEEN 0 AND 500 AND y BETWEEN 0 AND 500\" --cohort d1_box.parquet
+
+  # the samples of one species
+  cellarrow query corpus/ \"SELECT sample_id, n_cells FROM samples WHERE species = 'Homo sapiens'\"
+
+  # T cells that express CD3E, exported as CSV
+  cellarrow query corpus/ \"SELECT cell, sample_id FROM obs WHERE cell_type = 'T cell' AND expr(cell, 'CD3E') > 0\" --format csv -o t.csv
+
+  # 500-unit blocks of sample s1 with 20 to 200 cells
+  cellarrow query corpus/ \"SELECT * FROM blocks(500) WHERE n_cells BETWEEN 20 AND 200 AND sample_id = 's1'\"
+
+  # the columns of obs
+  cellarrow query corpus/ \"SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'obs'\"";
+
+/// Run SQL over a corpus: print the result, export it, or save the selected cells as a cohort.
+#[derive(Debug, Args)]
+#[command(after_long_help = EXAMPLES)]
+pub struct QueryArgs {
+    /// The corpus directory.
+    pub corpus: PathBuf,
+    /// One SQL statement (DataFusion dialect).
+    pub sql: String,
+    /// Output format; parquet and arrow need --output or a redirected stdout.
+    #[arg(long, short = 'f', value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// Write the result to this file instead of stdout.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// Save the distinct values of the result's `cell` column as a cohort file (Parquet, one
+    /// sorted UInt64 column `cell`) instead of printing the result.
+    #[arg(long, conflicts_with_all = ["output", "format"])]
+    pub cohort: Option<PathBuf>,
+    /// The obs column that defines `regions` when the corpus has no regions.parquet.
+    #[arg(long)]
+    pub region_column: Option<String>,
+    /// Worker threads (default: available cores, at most 8).
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    pub threads: usize,
+}
+
+/// Runs `cellarrow query`.
+pub fn run(args: QueryArgs) -> Result<()> {
+    let corpus = Arc::new(Corpus::open(&args.corpus)?);
+    let options = QueryOptions { threads: args.threads, region_column: args.region_column.clone() };
+    let engine = QueryEngine::with_options(corpus, &options)?;
+
+    if let Some(path) = &args.cohort {
+        let cohort = engine.cohort(&args.sql)?;
+        write_cohort(path, &cohort)?;
+        eprintln!("{} cells written to {}", cohort.len(), path.display());
+        return Ok(());
+    }
+
+    match &args.output {
+        Some(path) => {
+            // Written beside the target and renamed, so a failed query leaves no partial file.
+            let mut tmp = crate::query::temp_beside(path)?;
+            let file = std::io::BufWriter::new(tmp.as_file_mut());
+            write_results(&engine, &args.sql, args.format, file)?;
+            tmp.persist(path).map_err(|e| Error::io(path, "writing results", e.error))?;
+        }
+        None => {
+            let stdout = std::io::stdout();
+            if args.format.is_binary() && stdout.is_terminal() {
+                return Err(Error::invalid_input(format!(
+                    "--format {} writes binary data; give --output FILE or redirect stdout",
+                    format!("{:?}", args.format).to_lowercase()
+                )));
+            }
+            write_results(&engine, &args.sql, args.format, std::io::BufWriter::new(stdout))?;
+        }
+    }
+    Ok(())
+}
+
+/// Streams the result of `sql` into `out` in `format`.
+fn write_results<W: Write + Send>(engine: &QueryEngine, sql: &str, format: OutputFormat, out: W) -> Result<()> {
+    let mut out = Some(out);
+    let mut writer: Option<ResultWriter<W>> = None;
+    let schema = engine.for_each_batch(sql, |batch| {
+        if writer.is_none() {
+            let out = out.take().expect("the output is taken once");
+            writer = Some(ResultWriter::new(format, &batch.schema(), out)?);
+        }
+        writer.as_mut().expect("set above").write(batch)
+    })?;
+    let writer = match writer {
+        Some(w) => w,
+        None => ResultWriter::new(format, &schema, out.take().expect("not taken without a batch"))?,
+    };
+    writer.finish()?;
+    Ok(())
+}
