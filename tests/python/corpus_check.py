@@ -94,7 +94,8 @@ def read_corpus(root: Path) -> Corpus:
         cells = 0
         for b in batches:
             assert b.schema.names == ["indices", "values"], b.schema
-            it, vt = b.schema.field("indices").type, b.schema.field("values").type
+            it = b.schema.field("indices").type.value_type
+            vt = b.schema.field("values").type.value_type
             index_type = index_type or it
             value_type = value_type or vt
             assert it == index_type and vt == value_type, "every batch has the same schema"

@@ -121,7 +121,8 @@ def test_all_fixtures_in_one_corpus(convert_cached):
     values = np.concatenate([source_values(a.X) for a in adatas])
     assert corpus.manifest["value_type"] == expected_value_type(values)
     # A gene's n_samples counts the files that measure it.
-    n_samples = {g: sum(g in set(map(str, a.var_names)) for a in adatas) for g in union}
+    gene_sets = [set(map(str, a.var_names)) for a in adatas]
+    n_samples = {g: sum(g in s for s in gene_sets) for g in union}
     got = dict(zip(corpus.gene_names(), corpus.genes.column("n_samples").to_pylist()))
     assert got == n_samples
     # Obs columns absent from a sample are null there.
