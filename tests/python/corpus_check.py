@@ -99,6 +99,12 @@ def read_corpus(root: Path) -> Corpus:
             index_type = index_type or it
             value_type = value_type or vt
             assert it == index_type and vt == value_type, "every batch has the same schema"
+            assert b.num_rows <= manifest["matrix"]["batch_rows"], "a batch holds at most batch_rows cells"
+            for name in ("indices", "values"):
+                assert b.column(name).offset == 0 and b.column(name).offsets[0].as_py() == 0, (
+                    f"{part['path']}: list offsets of a batch start at 0"
+                )
+                assert b.column(name).null_count == 0
             io, iv = list_column_to_csr_pieces(b.column("indices"))
             vo, vv = list_column_to_csr_pieces(b.column("values"))
             assert np.array_equal(io, vo), "indices and values share offsets"

@@ -12,7 +12,15 @@ import pytest
 import scipy.sparse as sp
 
 from conftest import DATA
-from corpus_check import assert_sample_matches, expected_value_type, read_corpus, sha256
+from corpus_check import (
+    assert_csr_equal,
+    assert_sample_matches,
+    expected_rows,
+    expected_value_type,
+    read_corpus,
+    sha256,
+    to_csr64,
+)
 from synth import make_adata, random_csr, read, write
 
 GOOD = DATA / "scanpy_10x_v3_chr21_counts.h5ad"
@@ -224,3 +232,72 @@ def test_input_manifest_metadata_is_stored(case, run_cellarrow):
     assert (rows["s2"]["tissue"], rows["s2"]["donor"]) == ("liver", "D2")
     assert_sample_matches(corpus, "s1", read(one), source_path=one)
     assert_sample_matches(corpus, "s2", read(two), source_path=two)
+
+
+def test_duplicate_genes_first(case, run_cellarrow):
+    path = dup_file(case / "dups.h5ad")
+    out = case / "first.corpus"
+    run_cellarrow("convert", path, "-o", out, "--duplicate-genes", "first", "--quiet")
+    corpus = read_corpus(out)
+    a = read(path)
+    first_cols = [j for j, g in enumerate(a.var_names) if g not in list(a.var_names)[:j]]
+    kept = a[:, first_cols]
+    assert len(first_cols) == len(set(a.var_names))
+    obs = corpus.obs
+    src = np.asarray(obs.column("source_row").to_pylist())
+    want = expected_rows(kept.X, kept.var_names, corpus.gene_ids(), len(corpus.gene_names()), src)
+    got = corpus.matrix.copy()
+    got.sort_indices()
+    assert_csr_equal(got, want, obs.column("obs_name").to_pylist(), "first of the duplicates")
+    # nnz and total cover every source column, the dropped duplicates too.
+    full = to_csr64(a.X)[src]
+    assert obs.column("nnz").to_pylist() == np.diff(full.indptr).tolist()
+    assert np.allclose(obs.column("total").to_numpy(), np.asarray(full.sum(axis=1)).ravel(), rtol=1e-12, atol=0)
+
+
+def test_failure_while_writing_leaves_nothing(case, run_cellarrow):
+    """An obs table shorter than X is found only after the sample's parts are written."""
+    good = small_csr_file(case / "fine.h5ad", seed=1, n_obs=50)
+    bad = small_csr_file(case / "shortobs.h5ad", seed=2, n_obs=50)
+    with h5py.File(bad, "r+") as f:
+        index = f["obs/_index"][...]
+        attrs = dict(f["obs/_index"].attrs)
+        del f["obs/_index"]
+        d = f["obs"].create_dataset("_index", data=index[:40], dtype=h5py.string_dtype())
+        for k, v in attrs.items():
+            d.attrs[k] = v
+    out = case / "out.corpus"
+    proc = run_cellarrow("convert", good, bad, "-o", out, check=False)
+    assert_refused(proc, out, "shortobs.h5ad", "obs")
+
+
+def test_failed_overwrite_keeps_the_old_corpus(case, run_cellarrow):
+    out = case / "out.corpus"
+    run_cellarrow("convert", GOOD, "-o", out, "--quiet")
+    before = {p.relative_to(out): sha256(p) for p in out.rglob("*") if p.is_file()}
+    bad = small_csr_file(case / "broken.h5ad")
+    with h5py.File(bad, "r+") as f:
+        f["X/indptr"][3] = 10**6
+    proc = run_cellarrow("convert", bad, "-o", out, "--overwrite", check=False)
+    assert proc.returncode != 0 and "broken.h5ad" in proc.stderr, proc.stderr
+    assert "panicked" not in proc.stderr
+    after = {p.relative_to(out): sha256(p) for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert leftovers(case) == []
+
+
+def test_require_spatial(case, run_cellarrow):
+    plain = small_csr_file(case / "flat.h5ad")
+    out = case / "out.corpus"
+    proc = run_cellarrow("convert", plain, "-o", out, "--require-spatial", check=False)
+    assert_refused(proc, out, "flat.h5ad", "spatial")
+
+
+def test_spatial_with_wrong_column_count(case, run_cellarrow):
+    rng = np.random.default_rng(3)
+    a = make_adata(random_csr(rng, 20, 6), "s4")
+    a.obsm["spatial"] = rng.normal(size=(20, 4))
+    p = write(a, case / "fourd.h5ad")
+    out = case / "out.corpus"
+    proc = run_cellarrow("convert", p, "-o", out, check=False)
+    assert_refused(proc, out, "fourd.h5ad", "spatial")

@@ -311,3 +311,66 @@ def test_fixed_vocabulary(work, run_cellarrow):
         assert p.stem in proc.stderr, f"the warning names {p.stem}: {proc.stderr}"
     counts = dict(zip(corpus.gene_names(), corpus.genes.column("n_samples").to_pylist()))
     assert counts["NOT_MEASURED"] == 0
+
+
+def test_gene_column(work, run_cellarrow, data_dir):
+    path = data_dir / "scanpy_10x_v3_chr21_counts.h5ad"
+    out = work / "gene_ids.corpus"
+    run_cellarrow("convert", path, "-o", out, "--gene-column", "gene_ids", "--quiet")
+    corpus = read_corpus(out)
+    a = read(path)
+    ids = list(map(str, a.var["gene_ids"]))
+    assert set(corpus.gene_names()) == set(ids) and len(corpus.gene_names()) == len(ids)
+    assert_sample_matches(corpus, path.stem, a, var_names=ids)
+
+
+def test_vocab_from_another_corpus(work, run_cellarrow):
+    rng = np.random.default_rng(20)
+    first = write(make_adata(random_csr(rng, 30, 40), "f", genes=[f"K{j}" for j in range(40)]), work / "voc1.h5ad")
+    second_genes = [f"K{j}" for j in rng.permutation(np.arange(20, 60))]
+    second = write(make_adata(random_csr(rng, 30, 40), "s", genes=second_genes), work / "voc2.h5ad")
+    out1 = work / "voc1.corpus"
+    run_cellarrow("convert", first, "-o", out1, "--quiet")
+    out2 = work / "voc2.corpus"
+    run_cellarrow("convert", second, "-o", out2, "--vocab", out1 / "genes.parquet", "--quiet")
+    c1, c2 = read_corpus(out1), read_corpus(out2)
+    assert c2.gene_names() == c1.gene_names(), "corpora share gene ids"
+    b = read(second)
+    assert_sample_matches(c2, "voc2", b)
+    row = c2.sample_row("voc2")
+    outside = [j for j, g in enumerate(b.var_names) if g not in set(c1.gene_names())]
+    assert row["n_genes_outside_vocab"] == len(outside) == 20
+    assert row["nnz_outside_vocab"] == to_csr64(b.X)[:, outside].nnz
+
+
+def test_non_finite_coordinates_go_last(work, run_cellarrow):
+    rng = np.random.default_rng(21)
+    n = 30
+    coords = rng.uniform(0, 100, size=(n, 2))
+    bad_rows = [3, 11, 17]
+    coords[3, 0] = np.nan
+    coords[11, 1] = np.inf
+    coords[17] = np.nan
+    a = make_adata(random_csr(rng, n, 10), "nf")
+    a.obsm["spatial"] = coords
+    p = write(a, work / "nonfinite.h5ad")
+    out = work / "nonfinite.corpus"
+    run_cellarrow("convert", p, "-o", out, "--quiet")
+    corpus = read_corpus(out)
+    b = read(p)
+    assert_sample_matches(corpus, "nonfinite", b)
+    src = corpus.sample_obs("nonfinite").column("source_row").to_pylist()
+    assert src[-3:] == bad_rows, "cells with non-finite coordinates come last, in source order"
+
+
+def test_unicode_names(work, run_cellarrow):
+    rng = np.random.default_rng(22)
+    genes = ["Gène-β", "ACTB", "基因", "TP53", "Ω-1"]
+    obs = pd.DataFrame({"région": pd.Categorical(["cortex-é", "海马"] * 6)})
+    a = make_adata(random_csr(rng, 12, len(genes), density=0.6), "zelle-ä", genes=genes, obs=obs)
+    p = write(a, work / "unicode.h5ad")
+    out = work / "unicode.corpus"
+    run_cellarrow("convert", p, "-o", out, "--quiet")
+    corpus = read_corpus(out)
+    assert sorted(corpus.gene_names()) == sorted(genes)
+    assert_sample_matches(corpus, "unicode", read(p))
