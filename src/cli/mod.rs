@@ -12,6 +12,8 @@ pub mod inspect;
 #[cfg(feature = "sql")]
 pub mod query;
 pub mod validate;
+pub mod sample;
+pub mod bench;
 
 /// Command-line entry: parses `args` and runs the subcommand.
 #[derive(Debug, Parser)]
@@ -44,6 +46,10 @@ pub enum Command {
     Query(query::QueryArgs),
     /// Check a corpus's checksums and structure, and optionally its values against the sources
     Validate(validate::ValidateArgs),
+    /// Sample batches of cells (random, groups, regions, blocks) as an Arrow IPC stream or a summary
+    Sample(sample::SampleArgs),
+    /// Measure loader throughput per sampler against a memcpy limit
+    Bench(bench::BenchArgs),
 }
 
 /// Runs a parsed command line.
@@ -54,5 +60,7 @@ pub fn run(cli: Cli) -> Result<()> {
         #[cfg(feature = "sql")]
         Command::Query(a) => query::run(a),
         Command::Validate(a) => validate::run(a),
+        Command::Sample(a) => sample::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

@@ -45,6 +45,8 @@ mod tests;
 pub use gather::Gatherer;
 pub use prefetch::{Loader, LoaderOptions};
 
+use std::sync::Arc;
+
 use crate::error::Result;
 use crate::sample::{Group, Layout, Sampler, Shard, ShardPolicy, ShardState};
 
@@ -286,5 +288,36 @@ impl<S: Sampler<Item = Group>> BatchPlan for SampledGroups<S> {
             cells.extend_from_slice(&g.cells);
         }
         Ok(BatchRequest { cells, groups: Some(groups) })
+    }
+}
+
+/// Several plans one after the other (for example consecutive epochs).
+pub struct Concat {
+    plans: Vec<Arc<dyn BatchPlan>>,
+    /// First batch number of each plan, and the total at the end.
+    starts: Vec<usize>,
+}
+
+impl Concat {
+    /// The batches of `plans`, in order.
+    pub fn new(plans: Vec<Arc<dyn BatchPlan>>) -> Concat {
+        let mut starts = Vec::with_capacity(plans.len() + 1);
+        let mut n = 0;
+        for p in &plans {
+            starts.push(n);
+            n += p.n_batches();
+        }
+        starts.push(n);
+        Concat { plans, starts }
+    }
+}
+
+impl BatchPlan for Concat {
+    fn n_batches(&self) -> usize {
+        *self.starts.last().expect("starts holds the total")
+    }
+    fn batch(&self, i: usize) -> Result<BatchRequest> {
+        let p = self.starts.partition_point(|&s| s <= i) - 1;
+        self.plans[p].batch(i - self.starts[p])
     }
 }

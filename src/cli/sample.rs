@@ -1,0 +1,378 @@
+//! `cellarrow sample`: sampled batches as an Arrow IPC stream, or a summary.
+
+use std::collections::HashSet;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::AsArray;
+use arrow::datatypes::UInt64Type;
+use arrow::ipc::writer::StreamWriter;
+use clap::{Args, ValueEnum};
+
+use crate::corpus::Corpus;
+use crate::error::{Error, Result};
+use crate::loader::{
+    BatchOptions, BatchPlan, DenseGenes, Gatherer, Loader, LoaderOptions, SampledCells, SampledGroups,
+    ValueOutput,
+};
+use crate::sample::{
+    Cohort, GroupConfig, LabelMode, RandomCells, RandomGroups, RegionConfig, Regions, SampleIndex,
+    Shard, ShardPolicy, ShardState,
+};
+
+/// The samplers of the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SamplerKind {
+    /// Random cells, a fresh permutation of the cohort per epoch.
+    Random,
+    /// Groups of `--group-size` random cells of one sample.
+    Groups,
+    /// Regions from `--regions FILE` or `--region-column COL`.
+    Regions,
+    /// Square blocks of tissue (spatial samples).
+    Blocks,
+}
+
+/// How uneven shards are equalised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyArg {
+    /// Sizes differ by at most one.
+    Even,
+    /// Equal sizes; the tail of the epoch is dropped.
+    DropLast,
+    /// Equal sizes; the tail is padded with repeated items.
+    Pad,
+}
+
+/// Label use of the groups sampler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LabelModeArg {
+    /// Labels ignored.
+    None,
+    /// One label per group, labels drawn equally often.
+    ClassBalanced,
+    /// Each group mixes labels in the sample's proportions.
+    Stratified,
+}
+
+/// The sampler, its shard and the cohort: shared by `sample` and `bench`.
+#[derive(Debug, Clone, Args)]
+pub struct SamplerArgs {
+    /// Sampler.
+    #[arg(long, value_enum, default_value = "random")]
+    pub sampler: SamplerKind,
+    /// Cells per batch (random), or groups per batch (groups, regions, blocks; default 1).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Drop the last, shorter batch of random cells.
+    #[arg(long)]
+    pub drop_last: bool,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Epoch.
+    #[arg(long, default_value_t = 0)]
+    pub epoch: u64,
+    /// Rank of this process.
+    #[arg(long, default_value_t = 0)]
+    pub rank: u32,
+    /// Number of ranks.
+    #[arg(long, default_value_t = 1)]
+    pub world_size: u32,
+    /// Data-loading worker within the rank.
+    #[arg(long, default_value_t = 0)]
+    pub worker: u32,
+    /// Data-loading workers per rank.
+    #[arg(long, default_value_t = 1)]
+    pub workers: u32,
+    /// How uneven shards are equalised.
+    #[arg(long, value_enum, default_value = "even")]
+    pub policy: PolicyArg,
+    /// Resume: items (cells or groups) of this shard already served in the epoch.
+    #[arg(long, default_value_t = 0)]
+    pub position: u64,
+    /// Groups: cells per group.
+    #[arg(long, default_value_t = 32)]
+    pub group_size: usize,
+    /// Groups: obs column of labels (for --label-mode); regions: the obs column whose values are regions.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Groups: how labels shape a group.
+    #[arg(long, value_enum, default_value = "none")]
+    pub label_mode: LabelModeArg,
+    /// Regions: a regions manifest (Parquet, or CSV by extension); default: `--label` values,
+    /// else the corpus's `regions.parquet`.
+    #[arg(long)]
+    pub regions: Option<PathBuf>,
+    /// Regions: downsample larger regions to this many cells.
+    #[arg(long)]
+    pub max_cells: Option<usize>,
+    /// Regions: leave out regions with fewer cells.
+    #[arg(long, default_value_t = 1)]
+    pub min_cells: usize,
+    /// Only cells matching this SQL predicate on obs (e.g. "cell_type = 'T cell'").
+    #[cfg(feature = "sql")]
+    #[arg(long = "where", value_name = "PREDICATE")]
+    pub where_: Option<String>,
+    /// Only the cells of this cohort file (written by `cellarrow query --cohort`).
+    #[cfg(feature = "sql")]
+    #[arg(long, value_name = "FILE")]
+    pub cohort: Option<PathBuf>,
+}
+
+impl SamplerArgs {
+    /// The shard of this process.
+    pub fn shard(&self) -> Result<Shard> {
+        Shard::new(self.rank, self.world_size, self.worker, self.workers)
+    }
+
+    fn policy(&self) -> ShardPolicy {
+        match self.policy {
+            PolicyArg::Even => ShardPolicy::Even,
+            PolicyArg::DropLast => ShardPolicy::DropLast,
+            PolicyArg::Pad => ShardPolicy::Pad,
+        }
+    }
+
+    /// Whether the sampler serves groups (and batches carry a `group` column).
+    pub fn grouped(&self) -> bool {
+        self.sampler != SamplerKind::Random
+    }
+
+    /// The cohort: `--where` and `--cohort` (intersected when both are given), else every cell.
+    pub fn cohort(&self, corpus: &Arc<Corpus>) -> Result<Cohort> {
+        #[cfg(feature = "sql")]
+        {
+            let mut cells: Option<Vec<u64>> = None;
+            if let Some(pred) = &self.where_ {
+                cells = Some(crate::query::cohort_where(corpus, pred)?.into_cells());
+            }
+            if let Some(path) = &self.cohort {
+                let file = crate::query::read_cohort(path)?.into_cells();
+                cells = Some(match cells {
+                    None => file,
+                    Some(c) => {
+                        let keep: HashSet<u64> = file.into_iter().collect();
+                        c.into_iter().filter(|x| keep.contains(x)).collect()
+                    }
+                });
+            }
+            if let Some(c) = cells {
+                return Cohort::from_cells_checked(c, corpus.n_cells());
+            }
+        }
+        Ok(Cohort::all(corpus.n_cells()))
+    }
+
+    /// The batch plan of this shard for `--sampler` with `batch_size` overriding `--batch-size`.
+    pub fn plan(&self, corpus: &Arc<Corpus>, cohort: Cohort, batch_size: Option<usize>) -> Result<Arc<dyn BatchPlan>> {
+        let shard = self.shard()?;
+        let state = ShardState { epoch: self.epoch, start: 0, position: self.position };
+        let policy = self.policy();
+        let per_batch = batch_size.or(self.batch_size);
+        let groups_per_batch = per_batch.unwrap_or(1);
+        Ok(match self.sampler {
+            SamplerKind::Random => {
+                let s = RandomCells::new(cohort, self.seed);
+                Arc::new(SampledCells::new(s, shard, policy, state, per_batch.unwrap_or(256), self.drop_last)?)
+            }
+            SamplerKind::Groups => {
+                let label_mode = match self.label_mode {
+                    LabelModeArg::None => LabelMode::None,
+                    LabelModeArg::ClassBalanced => LabelMode::ClassBalanced,
+                    LabelModeArg::Stratified => LabelMode::Stratified,
+                };
+                if label_mode != LabelMode::None && self.label.is_none() {
+                    return Err(Error::invalid_input("--label-mode needs --label COLUMN"));
+                }
+                let index = SampleIndex::from_corpus(corpus, self.label.as_deref())?;
+                let cfg = GroupConfig { label_mode, ..GroupConfig::new(self.group_size, self.seed) };
+                let s = RandomGroups::new(&index, cohort, cfg)?;
+                Arc::new(SampledGroups::new(s, shard, policy, state, groups_per_batch)?)
+            }
+            SamplerKind::Regions => {
+                let index = SampleIndex::from_corpus(corpus, self.label.as_deref())?;
+                let cfg = RegionConfig {
+                    min_cells: self.min_cells,
+                    max_cells: self.max_cells,
+                    ..RegionConfig::new(self.seed)
+                };
+                let default_regions = corpus.table_path("regions");
+                let s = match (&self.regions, &self.label) {
+                    (Some(path), _) => Regions::from_manifest(&index, cohort, path, cfg)?,
+                    (None, Some(_)) => Regions::from_obs_column(&index, cohort, cfg)?,
+                    (None, None) if default_regions.exists() => {
+                        Regions::from_manifest(&index, cohort, &default_regions, cfg)?
+                    }
+                    (None, None) => {
+                        return Err(Error::invalid_input(
+                            "the regions sampler needs --regions FILE or --label COLUMN (the corpus has no regions.parquet)",
+                        ))
+                    }
+                };
+                Arc::new(SampledGroups::new(s, shard, policy, state, groups_per_batch)?)
+            }
+            SamplerKind::Blocks => {
+                return Err(Error::invalid_input("the blocks sampler is not available in this build yet"))
+            }
+        })
+    }
+}
+
+/// What a batch holds: value type, dense genes, obs columns, coordinates.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// Value type of the output: native (as stored), f32 or f64.
+    #[arg(long, default_value = "native")]
+    pub values: ValueOutput,
+    /// Dense output over these genes (comma-separated names; `id:N` for a gene id; `all`).
+    #[arg(long, value_delimiter = ',')]
+    pub dense: Option<Vec<String>>,
+    /// obs columns to add (comma-separated or repeated).
+    #[arg(long = "obs", value_delimiter = ',')]
+    pub obs: Vec<String>,
+    /// Add the coordinate columns x, y (and z).
+    #[arg(long)]
+    pub coords: bool,
+}
+
+impl OutputArgs {
+    /// The batch options (`grouped` adds the `group` column).
+    pub fn batch_options(&self, grouped: bool) -> Result<BatchOptions> {
+        let dense = match &self.dense {
+            None => None,
+            Some(list) if list.len() == 1 && list[0] == "all" => Some(DenseGenes::All),
+            Some(list) if list.iter().all(|g| g.starts_with("id:")) => Some(DenseGenes::Ids(
+                list.iter()
+                    .map(|g| {
+                        g[3..].parse::<u32>().map_err(|_| Error::invalid_input(format!("--dense: {g:?} is not id:NUMBER")))
+                    })
+                    .collect::<Result<_>>()?,
+            )),
+            Some(list) if list.iter().any(|g| g.starts_with("id:")) => {
+                return Err(Error::invalid_input("--dense: give either gene names or id:N entries, not both"))
+            }
+            Some(list) => Some(DenseGenes::Names(list.clone())),
+        };
+        Ok(BatchOptions {
+            values: self.values,
+            dense,
+            obs_columns: self.obs.clone(),
+            coordinates: self.coords,
+            group_column: grouped,
+        })
+    }
+}
+
+/// Arguments of `cellarrow sample`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    cellarrow sample my.corpus --batch-size 256 --seed 1 --epoch 0 --summary\n  \
+    cellarrow sample my.corpus --rank 1 --world-size 4 --obs cell_type -o rank1.arrow\n  \
+    cellarrow sample my.corpus --sampler regions --label niche --coords -o regions.arrow")]
+pub struct SampleArgs {
+    /// The corpus directory.
+    pub corpus: PathBuf,
+    #[command(flatten)]
+    pub sampler: SamplerArgs,
+    #[command(flatten)]
+    pub output_args: OutputArgs,
+    /// Write the Arrow IPC stream here (default: standard output).
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// Print a summary instead of writing batches.
+    #[arg(long)]
+    pub summary: bool,
+    /// Stop after this many batches.
+    #[arg(long)]
+    pub max_batches: Option<usize>,
+    /// Loader threads (0: gather on the main thread).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Batches gathered ahead.
+    #[arg(long, default_value_t = 8)]
+    pub prefetch: usize,
+}
+
+/// Runs `cellarrow sample`.
+pub fn run(args: SampleArgs) -> Result<()> {
+    let corpus = Arc::new(Corpus::open(&args.corpus)?);
+    let cohort = args.sampler.cohort(&corpus)?;
+    let plan = args.sampler.plan(&corpus, cohort, None)?;
+    let options = args.output_args.batch_options(args.sampler.grouped())?;
+    let gatherer = Arc::new(Gatherer::new(corpus, options)?);
+    let schema = gatherer.schema();
+    let loader = Loader::new(gatherer, plan, LoaderOptions { threads: args.threads, prefetch: args.prefetch, start: 0 });
+    let loader = loader.take(args.max_batches.unwrap_or(usize::MAX));
+
+    if args.summary {
+        return summarise(loader);
+    }
+    match &args.output {
+        Some(path) => {
+            let file = std::fs::File::create(path).map_err(|e| Error::io(path, "creating", e))?;
+            write_stream(loader, &schema, std::io::BufWriter::with_capacity(1 << 20, file), path)
+        }
+        None => {
+            let stdout = std::io::stdout();
+            if stdout.is_terminal() {
+                return Err(Error::invalid_input(
+                    "standard output is a terminal; write the Arrow stream with --output FILE, pipe it, or use --summary",
+                ));
+            }
+            write_stream(loader, &schema, std::io::BufWriter::with_capacity(1 << 20, stdout.lock()), Path::new("<stdout>"))
+        }
+    }
+}
+
+fn write_stream<W: Write>(
+    batches: impl Iterator<Item = Result<arrow::record_batch::RecordBatch>>,
+    schema: &arrow::datatypes::SchemaRef,
+    out: W,
+    path: &Path,
+) -> Result<()> {
+    use crate::error::Context;
+    let mut writer = StreamWriter::try_new(out, schema).at(path)?;
+    for b in batches {
+        writer.write(&b?).at(path)?;
+    }
+    writer.finish().at(path)?;
+    writer.into_inner().at(path)?.flush().map_err(|e| Error::io(path, "writing", e))
+}
+
+fn summarise(batches: impl Iterator<Item = Result<arrow::record_batch::RecordBatch>>) -> Result<()> {
+    let started = Instant::now();
+    let (mut n_batches, mut cells, mut nnz, mut bytes) = (0usize, 0u64, 0u64, 0usize);
+    let (mut min_rows, mut max_rows) = (usize::MAX, 0usize);
+    let mut distinct = HashSet::new();
+    let mut first: Vec<u64> = Vec::new();
+    for b in batches {
+        let b = b?;
+        n_batches += 1;
+        cells += b.num_rows() as u64;
+        min_rows = min_rows.min(b.num_rows());
+        max_rows = max_rows.max(b.num_rows());
+        bytes += b.get_array_memory_size();
+        let ids = b.column_by_name("cell").map(|c| c.as_primitive::<UInt64Type>().values().to_vec()).unwrap_or_default();
+        if first.len() < 8 {
+            first.extend(ids.iter().take(8 - first.len()));
+        }
+        distinct.extend(ids);
+        if let Some(v) = b.column_by_name("values") {
+            nnz += v.as_list::<i32>().values().len() as u64;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("batches        {n_batches}");
+    println!("cells          {cells} ({} distinct)", distinct.len());
+    if n_batches > 0 {
+        println!("cells/batch    {min_rows}..{max_rows}");
+    }
+    println!("non-zeros      {nnz}");
+    println!("batch memory   {:.1} MB", bytes as f64 / 1e6);
+    println!("first cells    {first:?}");
+    println!("time           {secs:.3} s ({:.0} cells/s)", cells as f64 / secs.max(1e-9));
+    Ok(())
+}
