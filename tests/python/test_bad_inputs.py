@@ -301,3 +301,29 @@ def test_spatial_with_wrong_column_count(case, run_cellarrow):
     out = case / "out.corpus"
     proc = run_cellarrow("convert", p, "-o", out, check=False)
     assert_refused(proc, out, "fourd.h5ad", "spatial")
+
+
+def test_duplicate_genes_sum_of_floats(case, run_cellarrow):
+    """Two f32 values whose sum is not an f32: the summed value is stored exactly."""
+    genes = ["A", "DUP", "B", "DUP"]
+    x = np.zeros((6, 4), dtype=np.float32)
+    x[:, 0] = 2.5
+    x[1, 1], x[1, 3] = 1.0, 2.0**-30
+    x[4, 1], x[4, 3] = 0.75, 0.5
+    path = write(make_adata(sp.csr_matrix(x), "fdup", genes=genes), case / "fdups.h5ad")
+    out = case / "sum.corpus"
+    run_cellarrow("convert", path, "-o", out, "--duplicate-genes", "sum", "--quiet")
+    corpus = read_corpus(out)
+    want = assert_sample_matches(corpus, "fdups", read(path))
+    assert corpus.manifest["value_type"] == expected_value_type(want.data)
+
+
+def test_non_finite_values(case, run_cellarrow):
+    rng = np.random.default_rng(4)
+    x = rng.random((8, 5)).astype(np.float32)
+    x[2, 1] = np.nan
+    x[5, 3] = np.inf
+    bad = write(make_adata(x, "nanx"), case / "nanvalues.h5ad")
+    out = case / "out.corpus"
+    proc = run_cellarrow("convert", bad, "-o", out, check=False)
+    assert_refused(proc, out, "nanvalues.h5ad", "X")
