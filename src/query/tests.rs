@@ -696,3 +696,54 @@ fn empty_results_still_print_their_header() {
     let s: BTreeSet<_> = schema.fields().iter().map(|f| f.name().clone()).collect();
     assert_eq!(s.len(), 2);
 }
+
+/// The same layer over a real corpus written by `corpus::testing` and opened with `Corpus`.
+#[test]
+fn a_real_corpus_answers_sql_expr_blocks_and_cohorts() {
+    use crate::corpus::testing::{write_corpus_with, Row, TestCorpusOptions};
+    let mut rng = Rng(7);
+    let n = 40usize;
+    let n_genes = 12u64;
+    let rows: Vec<Row> = (0..n)
+        .map(|_| {
+            let genes: Vec<u32> = (0..n_genes as u32).filter(|_| rng.below(4) == 0).collect();
+            let values = genes.iter().map(|_| 1.0 + rng.below(5) as f64).collect();
+            (genes, values)
+        })
+        .collect();
+    let coords: Vec<Option<[f64; 2]>> =
+        (0..n).map(|i| (i < 30).then(|| [100.0 * rng.unit(), 50.0 * rng.unit()])).collect();
+    let types = ["T cell", "B cell"];
+    let cell_type: Vec<&str> = (0..n).map(|i| types[i % 2]).collect();
+    let opts = TestCorpusOptions {
+        coords: Some(coords.clone()),
+        obs_columns: vec![(
+            "cell_type".to_string(),
+            Arc::new(cell_type.iter().map(|s| Some(*s)).collect::<DictionaryArray<Int32Type>>()) as ArrayRef,
+        )],
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_corpus_with(dir.path(), n_genes, &rows, &[("a", 30), ("b", 10)], &opts).unwrap();
+    let corpus = Arc::new(crate::Corpus::open(dir.path()).unwrap());
+    let e = QueryEngine::new(corpus.clone()).unwrap();
+
+    let want_expr = |cell: usize, gene: u32| -> f64 {
+        let (g, v) = &rows[cell];
+        g.iter().position(|&x| x == gene).map_or(0.0, |p| v[p])
+    };
+    let b = e.sql("SELECT cell, expr(cell, 'gene3') AS v FROM obs ORDER BY cell").unwrap();
+    let got = column_f64(&b, "v");
+    for (i, v) in got.iter().enumerate() {
+        assert_eq!(*v, Some(want_expr(i, 3)), "cell {i}");
+    }
+    let c = cohort(&corpus, "SELECT cell FROM obs WHERE cell_type = 'T cell' AND expr(cell, 'gene3') > 0").unwrap();
+    let want: Vec<u64> = (0..n).filter(|&i| i % 2 == 0 && want_expr(i, 3) > 0.0).map(|i| i as u64).collect();
+    assert_eq!(c.cells(), want);
+    assert_eq!(cohort_where(&corpus, "sample_id = 'b'").unwrap().cells(), (30..40).collect::<Vec<u64>>());
+
+    // Blocks of 25 over sample a: the counts add up to the cells with coordinates.
+    let b = e.sql("SELECT sample_id, SUM(n_cells) AS n FROM blocks(25) GROUP BY sample_id").unwrap();
+    assert_eq!(column_strings(&b, "sample_id"), [Some("a".to_string())]);
+    assert_eq!(column_u64(&b, "n"), [30]);
+}
