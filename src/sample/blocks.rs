@@ -1,0 +1,3 @@
+//! Spatial blocks.
+pub struct BlockConfig;
+pub struct SpatialBlocks;
