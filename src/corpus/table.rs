@@ -4,8 +4,8 @@ use std::fs::File;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::DataType;
+use arrow::array::{Array, ArrayRef, AsArray, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
@@ -60,11 +60,26 @@ pub fn write_parquet(path: &Path, batches: &[RecordBatch]) -> Result<u64> {
 /// Reads a Parquet file, optionally only some columns (returned in the order asked).
 /// Errors (including a corrupted file) are [`ErrorKind::InvalidCorpus`] naming the file.
 pub fn read_parquet(path: &Path, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::new();
+    scan_parquet(path, columns, |b| {
+        out.push(b);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Streams a Parquet file batch by batch (64Ki rows), optionally only some columns in the
+/// order asked, so that memory stays bounded whatever the table size.
+pub fn scan_parquet(
+    path: &Path,
+    columns: Option<&[&str]>,
+    mut f: impl FnMut(RecordBatch) -> Result<()>,
+) -> Result<()> {
     let bad = |msg: String| Error::corpus(path, msg);
     let file = File::open(path).map_err(|e| Error::io(path, "opening", e))?;
     // The parquet crate reports most corruption as errors but can panic on some; never let a
     // damaged corpus file take the process down.
-    catch_unwind(AssertUnwindSafe(|| -> Result<Vec<RecordBatch>> {
+    catch_unwind(AssertUnwindSafe(|| -> Result<()> {
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|e| bad(format!("not a readable Parquet file: {e}")))?;
         let arrow_schema = builder.schema().clone();
@@ -74,7 +89,10 @@ pub fn read_parquet(path: &Path, columns: Option<&[&str]>) -> Result<Vec<RecordB
                 let mut idx = Vec::with_capacity(cols.len());
                 for c in cols {
                     let i = arrow_schema.index_of(c).map_err(|_| {
-                        bad(format!("no column {c:?} (has: {})", arrow_schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")))
+                        bad(format!(
+                            "no column {c:?} (has: {})",
+                            arrow_schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                        ))
                     })?;
                     idx.push(i);
                 }
@@ -83,20 +101,23 @@ pub fn read_parquet(path: &Path, columns: Option<&[&str]>) -> Result<Vec<RecordB
                 let mut sorted = idx.clone();
                 sorted.sort_unstable();
                 sorted.dedup();
-                let order: Vec<usize> = idx.iter().map(|i| sorted.binary_search(i).expect("index is in sorted")).collect();
+                let order: Vec<usize> =
+                    idx.iter().map(|i| sorted.binary_search(i).expect("index is in sorted")).collect();
                 (builder.with_projection(mask), Some(order))
             }
         };
-        let reader = builder.with_batch_size(ROW_GROUP_ROWS).build().map_err(|e| bad(format!("reading Parquet: {e}")))?;
-        let mut out = Vec::new();
+        let reader = builder
+            .with_batch_size(ROW_GROUP_ROWS)
+            .build()
+            .map_err(|e| bad(format!("reading Parquet: {e}")))?;
         for b in reader {
             let b = b.map_err(|e| bad(format!("reading Parquet: {e}")))?;
-            out.push(match &order {
+            f(match &order {
                 Some(o) => b.project(o).map_err(|e| bad(format!("projecting columns: {e}")))?,
                 None => b,
-            });
+            })?;
         }
-        Ok(out)
+        Ok(())
     }))
     .map_err(|_| bad("malformed Parquet file (the reader panicked)".into()))?
 }
@@ -137,34 +158,35 @@ impl Corpus {
 pub(crate) fn column_strings(path: &Path, name: &str, batches: &[RecordBatch]) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for b in batches {
-        let col = arrow::compute::cast(b.column(0), &DataType::Utf8)
-            .map_err(|e| Error::corpus(path, format!("column {name:?} is not text: {e}")))?;
-        let s = col.as_string::<i32>();
-        if s.null_count() != 0 {
-            let row = out.len() + (0..s.len()).find(|&i| s.is_null(i)).unwrap_or(0);
-            return Err(Error::corpus(path, format!("column {name:?} is null at row {row}")));
-        }
+        let s = as_strings(path, name, b.column(0), out.len() as u64)?;
         out.extend(s.iter().map(|v| v.unwrap_or_default().to_owned()));
     }
     Ok(out)
 }
 
-/// Column 0 of each batch as non-null u64 (any integer type that casts losslessly).
-pub(crate) fn column_u64(path: &Path, name: &str, batches: &[RecordBatch]) -> Result<Vec<u64>> {
-    let mut out = Vec::new();
-    for b in batches {
-        let c = b.column(0);
-        if !c.data_type().is_integer() {
-            return Err(Error::corpus(path, format!("column {name:?} has type {}, expected an integer", c.data_type())));
-        }
-        let col = arrow::compute::cast_with_options(c, &DataType::UInt64, &arrow::compute::CastOptions { safe: false, ..Default::default() })
-            .map_err(|e| Error::corpus(path, format!("column {name:?} does not fit u64: {e}")))?;
-        let a = col.as_primitive::<arrow::datatypes::UInt64Type>();
-        if a.null_count() != 0 {
-            let row = out.len() + (0..a.len()).find(|&i| a.is_null(i)).unwrap_or(0);
-            return Err(Error::corpus(path, format!("column {name:?} is null at row {row}")));
-        }
-        out.extend_from_slice(a.values());
+/// A text column (Utf8, LargeUtf8, Utf8View or a dictionary of them) as non-null Utf8;
+/// `row0` is the table row of the column's first entry, for messages.
+pub(crate) fn as_strings(path: &Path, name: &str, col: &ArrayRef, row0: u64) -> Result<StringArray> {
+    let c = arrow::compute::cast(col, &DataType::Utf8)
+        .map_err(|e| Error::corpus(path, format!("column {name:?} is not text: {e}")))?;
+    let s = c.as_string::<i32>().clone();
+    if let Some(i) = (0..s.len()).find(|&i| s.is_null(i)) {
+        return Err(Error::corpus(path, format!("row {}: column {name:?} is null", row0 + i as u64)));
     }
-    Ok(out)
+    Ok(s)
+}
+
+/// An integer column as non-null u64; `row0` is the table row of its first entry, for messages.
+pub(crate) fn as_u64(path: &Path, name: &str, col: &ArrayRef, row0: u64) -> Result<UInt64Array> {
+    if !col.data_type().is_integer() {
+        return Err(Error::corpus(path, format!("column {name:?} has type {}, expected an integer", col.data_type())));
+    }
+    let opts = arrow::compute::CastOptions { safe: false, ..Default::default() };
+    let c = arrow::compute::cast_with_options(col, &DataType::UInt64, &opts)
+        .map_err(|e| Error::corpus(path, format!("column {name:?} does not fit u64: {e}")))?;
+    let a = c.as_primitive::<UInt64Type>().clone();
+    if let Some(i) = (0..a.len()).find(|&i| a.is_null(i)) {
+        return Err(Error::corpus(path, format!("row {}: column {name:?} is null", row0 + i as u64)));
+    }
+    Ok(a)
 }

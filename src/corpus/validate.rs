@@ -1,19 +1,292 @@
 //! `validate`: checksums and every structural invariant of a corpus.
 
+use std::collections::HashSet;
 use std::path::Path;
 
-use crate::error::Result;
+use arrow::array::Array;
+
+use super::manifest::{resolve, MANIFEST_FILE};
+use super::reader::{check_files, open_matrix, MatrixBatch};
+use super::table::{as_strings, as_u64, scan_parquet};
+use super::{sha256_file, Indices, Manifest, Values};
+use crate::error::{Error, Result};
 
 /// What `validate` found.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ValidationReport {
+    /// Files whose size and sha256 matched the manifest (manifest.json itself not counted).
     pub files_checked: usize,
+    /// Cells whose matrix rows were checked.
     pub cells_checked: u64,
+    /// Non-zeros checked.
     pub nnz_checked: u64,
 }
 
 /// Checks every checksum and structural invariant; the error names the first file and row that fail.
+///
+/// In order: the manifest (JSON Schema, version, consistency), the set of files on disk against
+/// `files` (nothing missing, nothing extra), every file's size and sha256, then each matrix
+/// part (schema, batch offsets starting at 0 and monotone, gene ids below `n_genes` and strictly
+/// increasing within each cell, finite values, counts against the manifest), `obs.parquet`
+/// (`cell` = 0..n_cells, `sample_id` matching the sample ranges), `genes.parquet` (`gene` =
+/// row, unique non-null names, n_genes rows) and `samples.parquet` (rows equal to the manifest's
+/// samples). Every failure is [`crate::ErrorKind::InvalidCorpus`] (or `Io` if a file cannot be
+/// read at all); corrupted files give an error, never a panic.
+///
+/// ```no_run
+/// let report = cellarrow::corpus::validate("corpus")?;
+/// println!("{} files, {} cells, {} non-zeros", report.files_checked, report.cells_checked, report.nnz_checked);
+/// # Ok::<(), cellarrow::Error>(())
+/// ```
 pub fn validate(dir: impl AsRef<Path>) -> Result<ValidationReport> {
-    let _ = dir;
-    todo!()
+    let root = dir.as_ref();
+    let manifest = Manifest::read(root)?;
+    let mut report = ValidationReport::default();
+
+    check_file_set(root, &manifest)?;
+    check_files(root, &manifest)?;
+    for f in &manifest.files {
+        let p = resolve(root, &f.path)?;
+        let (sha, bytes) = sha256_file(&p)?;
+        if bytes != f.bytes {
+            return Err(Error::corpus(root.join(&f.path), format!("is {bytes} bytes, manifest.json says {}", f.bytes)));
+        }
+        if sha != f.sha256 {
+            return Err(Error::corpus(
+                root.join(&f.path),
+                format!("sha256 mismatch: the file hashes to {sha}, manifest.json says {}", f.sha256),
+            ));
+        }
+        report.files_checked += 1;
+    }
+
+    for name in ["obs.parquet", "genes.parquet", "samples.parquet"] {
+        if manifest.file(name).is_none() {
+            return Err(Error::corpus(root.join(name), "required table is missing from manifest.json files"));
+        }
+    }
+
+    let matrix = open_matrix(root, &manifest)?;
+    for b in &matrix.batches {
+        let path = root.join(&manifest.matrix.parts[b.part()].path);
+        check_batch(&path, b, manifest.n_genes)?;
+        report.cells_checked += b.n_cells() as u64;
+        report.nnz_checked += b.nnz() as u64;
+    }
+    if report.cells_checked != manifest.n_cells || report.nnz_checked != manifest.nnz {
+        return Err(Error::corpus(root.join(MANIFEST_FILE), format!(
+            "matrix holds {} cells and {} non-zeros, manifest.json says {} and {}",
+            report.cells_checked, report.nnz_checked, manifest.n_cells, manifest.nnz
+        )));
+    }
+    drop(matrix);
+
+    check_obs(root, &manifest)?;
+    check_genes(root, &manifest)?;
+    check_samples(root, &manifest)?;
+    Ok(report)
+}
+
+/// Files on disk (except manifest.json) must be exactly those listed.
+fn check_file_set(root: &Path, manifest: &Manifest) -> Result<()> {
+    let listed: HashSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+    let mut on_disk = Vec::new();
+    walk(root, "", &mut on_disk)?;
+    on_disk.sort();
+    for rel in &on_disk {
+        if rel != MANIFEST_FILE && !listed.contains(rel.as_str()) {
+            return Err(Error::corpus(root.join(rel), "is not listed in manifest.json (extra file)"));
+        }
+    }
+    let present: HashSet<&str> = on_disk.iter().map(String::as_str).collect();
+    for f in &manifest.files {
+        if !present.contains(f.path.as_str()) {
+            return Err(Error::corpus(root.join(&f.path), "listed in manifest.json but missing"));
+        }
+    }
+    Ok(())
+}
+
+/// Relative `/`-joined paths of every non-directory entry; symlinks are listed, not followed.
+fn walk(root: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
+    let dir = root.join(prefix);
+    let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, "listing", e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(&dir, "listing", e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            return Err(Error::corpus(entry.path(), "file name is not UTF-8 (not part of a corpus)"));
+        };
+        let rel = if prefix.is_empty() { name.to_owned() } else { format!("{prefix}/{name}") };
+        let ft = entry.file_type().map_err(|e| Error::io(entry.path(), "reading file type", e))?;
+        if ft.is_dir() {
+            walk(root, &rel, out)?;
+        } else {
+            out.push(rel);
+        }
+    }
+    Ok(())
+}
+
+fn check_batch(path: &Path, b: &MatrixBatch, n_genes: u64) -> Result<()> {
+    let first = b.first_cell();
+    let bad = |cell: u64, msg: String| Err(Error::corpus(path, format!("cell {cell}: {msg}")));
+    let off = b.offsets();
+    if off[0] != 0 {
+        return bad(first, format!("batch offsets start at {}, expected 0", off[0]));
+    }
+    for r in 0..off.len() - 1 {
+        if off[r + 1] < off[r] {
+            return bad(first + r as u64, format!("indptr decreases ({} > {})", off[r], off[r + 1]));
+        }
+    }
+    let nnz = *off.last().expect("offsets are non-empty") as usize;
+    if b.indices().len() != nnz || b.values().len() != nnz {
+        return bad(first, format!(
+            "batch indptr ends at {nnz} but it holds {} gene ids and {} values",
+            b.indices().len(),
+            b.values().len()
+        ));
+    }
+    let voff = b.record_batch().column(1).as_any().downcast_ref::<arrow::array::ListArray>().map(|l| l.value_offsets());
+    if let Some(voff) = voff {
+        if let Some(r) = (0..off.len()).find(|&r| voff[r] != off[r]) {
+            return bad(first + r.saturating_sub(1) as u64, "indices and values have different list offsets".into());
+        }
+    }
+    match b.indices() {
+        Indices::U16(ix) => check_indices(ix, off, first, n_genes).or_else(|(c, m)| bad(c, m))?,
+        Indices::U32(ix) => check_indices(ix, off, first, n_genes).or_else(|(c, m)| bad(c, m))?,
+    }
+    let nonfinite = |pos: usize| {
+        let r = off.partition_point(|&o| o as usize <= pos) - 1;
+        first + r as u64
+    };
+    match b.values() {
+        Values::F32(v) => {
+            if let Some(p) = v.iter().position(|x| !x.is_finite()) {
+                return bad(nonfinite(p), format!("value {} is not finite", v[p]));
+            }
+        }
+        Values::F64(v) => {
+            if let Some(p) = v.iter().position(|x| !x.is_finite()) {
+                return bad(nonfinite(p), format!("value {} is not finite", v[p]));
+            }
+        }
+        Values::U16(_) | Values::U32(_) => {}
+    }
+    Ok(())
+}
+
+fn check_indices<T: Copy + Into<u64>>(
+    ix: &[T],
+    off: &[i32],
+    first: u64,
+    n_genes: u64,
+) -> std::result::Result<(), (u64, String)> {
+    for r in 0..off.len() - 1 {
+        let row = &ix[off[r] as usize..off[r + 1] as usize];
+        let mut prev: Option<u64> = None;
+        for &g in row {
+            let g: u64 = g.into();
+            if g >= n_genes {
+                return Err((first + r as u64, format!("gene index {g} >= n_genes {n_genes}")));
+            }
+            if let Some(p) = prev {
+                if g <= p {
+                    return Err((first + r as u64, format!("gene indices not strictly increasing ({p} then {g})")));
+                }
+            }
+            prev = Some(g);
+        }
+    }
+    Ok(())
+}
+
+fn check_obs(root: &Path, m: &Manifest) -> Result<()> {
+    let path = root.join("obs.parquet");
+    let mut row = 0u64;
+    let mut sample = 0usize;
+    scan_parquet(&path, Some(&["cell", "sample_id"]), |b| {
+        let cells = as_u64(&path, "cell", b.column(0), row)?;
+        let ids = as_strings(&path, "sample_id", b.column(1), row)?;
+        for i in 0..cells.len() {
+            let r = row + i as u64;
+            if cells.value(i) != r {
+                return Err(Error::corpus(&path, format!("row {r}: cell is {}, expected {r}", cells.value(i))));
+            }
+            while sample < m.samples.len() && r >= m.samples[sample].first_cell + m.samples[sample].n_cells {
+                sample += 1;
+            }
+            let want = m.samples.get(sample).map(|s| s.sample_id.as_str()).unwrap_or("");
+            if ids.value(i) != want {
+                return Err(Error::corpus(&path, format!(
+                    "row {r} (cell {r}): sample_id is {:?}, expected {want:?} from manifest.json",
+                    ids.value(i)
+                )));
+            }
+        }
+        row += cells.len() as u64;
+        Ok(())
+    })?;
+    if row != m.n_cells {
+        return Err(Error::corpus(&path, format!("has {row} rows, manifest.json says n_cells = {}", m.n_cells)));
+    }
+    Ok(())
+}
+
+fn check_genes(root: &Path, m: &Manifest) -> Result<()> {
+    let path = root.join("genes.parquet");
+    let mut row = 0u64;
+    let mut names = HashSet::new();
+    scan_parquet(&path, Some(&["gene", "name"]), |b| {
+        let genes = as_u64(&path, "gene", b.column(0), row)?;
+        let name = as_strings(&path, "name", b.column(1), row)?;
+        for i in 0..genes.len() {
+            let r = row + i as u64;
+            if genes.value(i) != r {
+                return Err(Error::corpus(&path, format!("row {r}: gene is {}, expected {r}", genes.value(i))));
+            }
+            if !names.insert(name.value(i).to_owned()) {
+                return Err(Error::corpus(&path, format!("row {r}: gene name {:?} appears twice", name.value(i))));
+            }
+        }
+        row += genes.len() as u64;
+        Ok(())
+    })?;
+    if row != m.n_genes {
+        return Err(Error::corpus(&path, format!("has {row} rows, manifest.json says n_genes = {}", m.n_genes)));
+    }
+    Ok(())
+}
+
+fn check_samples(root: &Path, m: &Manifest) -> Result<()> {
+    let path = root.join("samples.parquet");
+    let mut row = 0usize;
+    let cols = ["sample_id", "first_cell", "n_cells", "nnz", "spatial_dims"];
+    scan_parquet(&path, Some(&cols), |b| {
+        let id = as_strings(&path, "sample_id", b.column(0), row as u64)?;
+        let nums: Vec<_> = (1..5)
+            .map(|c| as_u64(&path, cols[c], b.column(c), row as u64))
+            .collect::<Result<_>>()?;
+        for i in 0..b.num_rows() {
+            let r = row + i;
+            let Some(s) = m.samples.get(r) else {
+                return Err(Error::corpus(&path, format!("row {r}: more samples than manifest.json lists ({})", m.samples.len())));
+            };
+            let got = (id.value(i), nums[0].value(i), nums[1].value(i), nums[2].value(i), nums[3].value(i));
+            let want = (s.sample_id.as_str(), s.first_cell, s.n_cells, s.nnz, s.spatial_dims as u64);
+            if got != want {
+                return Err(Error::corpus(&path, format!(
+                    "row {r}: (sample_id, first_cell, n_cells, nnz, spatial_dims) is {got:?}, manifest.json says {want:?}"
+                )));
+            }
+        }
+        row += b.num_rows();
+        Ok(())
+    })?;
+    if row != m.samples.len() {
+        return Err(Error::corpus(&path, format!("has {row} rows, manifest.json lists {} samples", m.samples.len())));
+    }
+    Ok(())
 }
