@@ -376,3 +376,84 @@ fn summarise(batches: impl Iterator<Item = Result<arrow::record_batch::RecordBat
     println!("time           {secs:.3} s ({:.0} cells/s)", cells as f64 / secs.max(1e-9));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{UInt16Type, UInt64Type};
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+    use crate::corpus::testing::{random_rows, write_corpus};
+    use crate::sample::{Cohort, RandomCells, Sampler, Shard, ShardPolicy, ShardState};
+
+    fn sample(args: &[&str]) -> crate::Result<()> {
+        let cli = Cli::try_parse_from(std::iter::once("cellarrow").chain(args.iter().copied()))
+            .map_err(|e| crate::Error::invalid_input(e.to_string()))?;
+        match cli.command {
+            Command::Sample(a) => super::run(a),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sample_writes_the_shard_stream_as_arrow_ipc() {
+        let dir = tempfile::tempdir().unwrap();
+        let corpus = dir.path().join("c");
+        let rows = random_rows(30, 50, 0.2, 3);
+        write_corpus(&corpus, 50, &rows, &[("a", 10), ("b", 20)]).unwrap();
+        let out = dir.path().join("rank1.arrow");
+        let c = corpus.to_str().unwrap();
+        let o = out.to_str().unwrap();
+        sample(&[
+            "sample", c, "--batch-size", "4", "--seed", "9", "--epoch", "2", "--rank", "1", "--world-size", "2",
+            "--obs", "obs_name", "--threads", "3", "--output", o,
+        ])
+        .unwrap();
+
+        let reader = arrow::ipc::reader::StreamReader::try_new(std::fs::File::open(&out).unwrap(), None).unwrap();
+        let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+        assert_eq!(batches.len(), 4, "15 cells in batches of 4");
+        let mut cells = Vec::new();
+        for b in &batches {
+            let ids = b.column_by_name("cell").unwrap().as_primitive::<UInt64Type>();
+            let idx = b.column_by_name("indices").unwrap().as_list::<i32>();
+            let val = b.column_by_name("values").unwrap().as_list::<i32>();
+            for r in 0..b.num_rows() {
+                let cell = ids.value(r) as usize;
+                let genes: Vec<u32> = idx.value(r).as_primitive::<UInt16Type>().values().iter().map(|&g| g as u32).collect();
+                let values: Vec<f64> = val.value(r).as_primitive::<UInt16Type>().values().iter().map(|&v| v as f64).collect();
+                assert_eq!((genes, values), rows[cell], "cell {cell}");
+                cells.push(cell as u64);
+            }
+            assert!(b.column_by_name("obs_name").is_some());
+        }
+        let sampler = RandomCells::new(Cohort::all(30), 9);
+        let shard = Shard::new(1, 2, 0, 1).unwrap();
+        let expect: Vec<u64> = sampler.stream(shard, ShardPolicy::Even, ShardState::epoch_start(2)).unwrap().collect();
+        assert_eq!(cells, expect);
+
+        sample(&["sample", c, "--summary", "--sampler", "groups", "--group-size", "5", "--batch-size", "2"]).unwrap();
+        let e = sample(&["sample", c, "--summary", "--rank", "2", "--world-size", "2"]).unwrap_err();
+        assert!(e.message().contains("rank 2"), "{e}");
+    }
+
+    #[cfg(feature = "sql")]
+    #[test]
+    fn where_restricts_the_cohort() {
+        let dir = tempfile::tempdir().unwrap();
+        let corpus = dir.path().join("c");
+        write_corpus(&corpus, 10, &random_rows(12, 10, 0.3, 1), &[("a", 5), ("b", 7)]).unwrap();
+        let out = dir.path().join("b.arrow");
+        sample(&[
+            "sample", corpus.to_str().unwrap(), "--where", "sample_id = 'b'", "--output", out.to_str().unwrap(),
+        ])
+        .unwrap();
+        let reader = arrow::ipc::reader::StreamReader::try_new(std::fs::File::open(&out).unwrap(), None).unwrap();
+        let mut cells: Vec<u64> = reader
+            .flat_map(|b| b.unwrap().column_by_name("cell").unwrap().as_primitive::<UInt64Type>().values().to_vec())
+            .collect();
+        cells.sort_unstable();
+        assert_eq!(cells, (5..12).collect::<Vec<_>>());
+    }
+}
