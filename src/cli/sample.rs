@@ -18,8 +18,8 @@ use crate::loader::{
     ValueOutput,
 };
 use crate::sample::{
-    Cohort, GroupConfig, LabelMode, RandomCells, RandomGroups, RegionConfig, Regions, SampleIndex,
-    Shard, ShardPolicy, ShardState,
+    BlockConfig, Cohort, GroupConfig, LabelMode, RandomCells, RandomGroups, RegionConfig, Regions, SampleIndex,
+    Shard, ShardPolicy, ShardState, SpatialBlocks,
 };
 
 /// The samplers of the command line.
@@ -31,7 +31,7 @@ pub enum SamplerKind {
     Groups,
     /// Regions from `--regions FILE` or `--region-column COL`.
     Regions,
-    /// Square blocks of tissue (spatial samples).
+    /// Square (or cubic) blocks of tissue of `--block-size`, spatial samples only.
     Blocks,
 }
 
@@ -106,12 +106,18 @@ pub struct SamplerArgs {
     /// else the corpus's `regions.parquet`.
     #[arg(long)]
     pub regions: Option<PathBuf>,
-    /// Regions: downsample larger regions to this many cells.
+    /// Regions and blocks: downsample larger groups to this many cells.
     #[arg(long)]
     pub max_cells: Option<usize>,
-    /// Regions: leave out regions with fewer cells.
+    /// Regions and blocks: leave out groups with fewer cells.
     #[arg(long, default_value_t = 1)]
     pub min_cells: usize,
+    /// Blocks: edge length of a block, in coordinate units.
+    #[arg(long)]
+    pub block_size: Option<f64>,
+    /// Blocks: distance between neighbouring blocks (default: the block size, a tiling).
+    #[arg(long)]
+    pub stride: Option<f64>,
     /// Only cells matching this SQL predicate on obs (e.g. "cell_type = 'T cell'").
     #[cfg(feature = "sql")]
     #[arg(long = "where", value_name = "PREDICATE")]
@@ -215,7 +221,23 @@ impl SamplerArgs {
                 Arc::new(SampledGroups::new(s, shard, policy, state, groups_per_batch)?)
             }
             SamplerKind::Blocks => {
-                return Err(Error::invalid_input("the blocks sampler is not available in this build yet"))
+                let index = SampleIndex::from_corpus(corpus, None)?;
+                let size = match self.block_size {
+                    Some(s) => s,
+                    None => {
+                        return Err(Error::invalid_input(
+                            "the blocks sampler needs --block-size (edge length in coordinate units)",
+                        ))
+                    }
+                };
+                let cfg = BlockConfig {
+                    stride: self.stride,
+                    min_cells: self.min_cells,
+                    max_cells: self.max_cells,
+                    ..BlockConfig::new(size, self.seed)
+                };
+                let s = SpatialBlocks::new(&index, cohort, cfg)?;
+                Arc::new(SampledGroups::new(s, shard, policy, state, groups_per_batch)?)
             }
         })
     }
@@ -436,6 +458,44 @@ mod tests {
         sample(&["sample", c, "--summary", "--sampler", "groups", "--group-size", "5", "--batch-size", "2"]).unwrap();
         let e = sample(&["sample", c, "--summary", "--rank", "2", "--world-size", "2"]).unwrap_err();
         assert!(e.message().contains("rank 2"), "{e}");
+    }
+
+    #[test]
+    fn blocks_tile_a_spatial_sample_with_a_group_column_and_coordinates() {
+        use crate::corpus::testing::{write_corpus_with, TestCorpusOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let corpus = dir.path().join("c");
+        let coords = (0..36).map(|i| Some([(i % 6) as f64, (i / 6) as f64])).collect();
+        let opts = TestCorpusOptions { coords: Some(coords), ..Default::default() };
+        write_corpus_with(&corpus, 10, &random_rows(36, 10, 0.3, 2), &[("t", 36)], &opts).unwrap();
+        let out = dir.path().join("blocks.arrow");
+        sample(&[
+            "sample", corpus.to_str().unwrap(), "--sampler", "blocks", "--block-size", "3", "--batch-size", "2",
+            "--coords", "--output", out.to_str().unwrap(),
+        ])
+        .unwrap();
+        let reader = arrow::ipc::reader::StreamReader::try_new(std::fs::File::open(&out).unwrap(), None).unwrap();
+        let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+        assert_eq!(batches.len(), 2, "4 blocks of 3x3, 2 per batch");
+        let mut cells = Vec::new();
+        for b in &batches {
+            let ids = b.column_by_name("cell").unwrap().as_primitive::<UInt64Type>();
+            let grp = b.column_by_name("group").unwrap().as_primitive::<UInt64Type>();
+            let x = b.column_by_name("x").unwrap().as_primitive::<arrow::datatypes::Float64Type>();
+            let y = b.column_by_name("y").unwrap().as_primitive::<arrow::datatypes::Float64Type>();
+            // Cells of one group share a block: the same (x / 3, y / 3) tile.
+            for r in 1..b.num_rows() {
+                if grp.value(r) == grp.value(r - 1) {
+                    let tile = |i: usize| ((x.value(i) / 3.0) as u32, (y.value(i) / 3.0) as u32);
+                    assert_eq!(tile(r), tile(r - 1));
+                }
+            }
+            cells.extend(ids.values().iter().copied());
+        }
+        cells.sort_unstable();
+        assert_eq!(cells, (0..36).collect::<Vec<_>>(), "a tiling serves every cell once");
+        let e = sample(&["sample", corpus.to_str().unwrap(), "--sampler", "blocks", "--summary"]).unwrap_err();
+        assert!(e.message().contains("--block-size"), "{e}");
     }
 
     #[cfg(feature = "sql")]
