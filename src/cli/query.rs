@@ -89,10 +89,26 @@ pub fn run(args: QueryArgs) -> Result<()> {
                     format!("{:?}", args.format).to_lowercase()
                 )));
             }
-            write_results(&engine, &args.sql, args.format, std::io::BufWriter::new(stdout))?;
+            match write_results(&engine, &args.sql, args.format, std::io::BufWriter::new(stdout)) {
+                // The reader went away (`| head`): not a failure of the query.
+                Err(e) if is_broken_pipe(&e) => return Ok(()),
+                other => other?,
+            }
         }
     }
     Ok(())
+}
+
+fn is_broken_pipe(e: &Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) {
+            return true;
+        }
+        source = s.source();
+    }
+    // arrow's CSV and JSON writers keep only the message of the I/O error.
+    e.message().contains("Broken pipe")
 }
 
 /// Streams the result of `sql` into `out` in `format`.
