@@ -366,3 +366,18 @@ fn the_smallest_corpus_works_through_write_corpus() {
     let g = Gatherer::new(corpus, BatchOptions::default()).unwrap();
     assert_eq!(csr_rows(&g.gather(&[2, 0, 1], None).unwrap()), vec![rows[2].clone(), rows[0].clone(), rows[1].clone()]);
 }
+
+/// Writes the benchmark corpus of the loader targets (50,000 cells x 20,000 genes, 5% dense,
+/// u16 indices and counts) to `$CELLARROW_BENCH_CORPUS`, for `cellarrow bench`:
+/// `CELLARROW_BENCH_CORPUS=/tmp/bench.corpus cargo test --lib write_bench_corpus -- --ignored`.
+#[test]
+#[ignore = "writes a 200 MB corpus; run by hand before `cellarrow bench`"]
+fn write_bench_corpus() {
+    let Ok(path) = std::env::var("CELLARROW_BENCH_CORPUS") else {
+        panic!("set CELLARROW_BENCH_CORPUS to the directory to create");
+    };
+    let rows = random_rows(50_000, 20_000, 0.05, 42);
+    let opts = TestCorpusOptions { batch_rows: 65_536, part_cells: 16_384, ..Default::default() };
+    let m = write_corpus_with(std::path::Path::new(&path), 20_000, &rows, &[("s0", 25_000), ("s1", 25_000)], &opts).unwrap();
+    assert_eq!((m.index_type, m.value_type), (IndexType::Uint16, ValueType::Uint16));
+}
