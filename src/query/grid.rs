@@ -5,12 +5,14 @@
 //! `std` and [`crate::error`] on purpose: it can be used (or moved) outside the `sql` feature.
 //!
 //! Geometry: per axis, block `k` covers `[origin + k * stride, origin + k * stride + size)`,
-//! where `origin` is the sample's minimum finite coordinate on that axis. Blocks are numbered
-//! for `k = 0 ..` while their lower bound is `<= max`, so `counts[a] = floor((max - min) /
-//! stride) + 1`. The block id is row-major with x fastest:
-//! `id = kx + nx * (ky + ny * kz)`. With `stride < size` blocks overlap and a cell lies in
-//! several; with `stride > size` there are gaps and a cell may lie in none. Cells with a
-//! non-finite (NaN, infinite or missing) coordinate lie in no block.
+//! where `origin` is the minimum finite coordinate on that axis over the sample's cells whose
+//! coordinates are finite on all its axes. Per axis the grid has `n` blocks, `k = 0 .. n`,
+//! where block `n - 1` is the first whose upper bound passes the maximum `max`:
+//! `n = 1` if `max - min < size`, else `floor((max - min - size) / stride) + 2` (the same
+//! count as the block sampler). The block id is row-major with the last axis fastest:
+//! `id = (kx * ny + ky) * nz + kz` (`nz = 1`, `kz = 0` in 2-D). With `stride < size` blocks
+//! overlap and a cell lies in several; with `stride > size` there are gaps and a cell may lie
+//! in none. Cells with a non-finite (NaN, infinite or missing) coordinate lie in no block.
 
 use crate::error::{Error, Result};
 
@@ -34,7 +36,7 @@ pub struct BlockGrid {
 /// use cellarrow::query::block_grid;
 /// let grid = block_grid(&[0.0, 10.0], &[250.0, 90.0], 100.0, 100.0).unwrap();
 /// assert_eq!(grid.counts(), &[3, 1]);
-/// // x = 150 is in block column 1, y = 20 in row 0: id = 1 + 3 * 0.
+/// // x = 150 is in block column 1, y = 20 in row 0: id = 1 * 1 + 0.
 /// let mut ids = Vec::new();
 /// grid.blocks_containing(&[150.0, 20.0], |id| ids.push(id));
 /// assert_eq!(ids, [1]);
@@ -69,20 +71,13 @@ pub fn block_grid(min: &[f64], max: &[f64], size: f64, stride: f64) -> Result<Bl
             )));
         }
         origin[a] = min[a];
-        let steps = ((max[a] - min[a]) / stride).floor();
-        if steps >= u64::MAX as f64 {
+        let ext = max[a] - min[a];
+        let n = if ext < size { 1.0 } else { ((ext - size) / stride).floor() + 2.0 };
+        if !(n < (1u64 << 53) as f64) {
             return Err(too_many_blocks(size, stride));
         }
-        let mut n = steps as u64 + 1;
-        // Rounding in the division may leave the last origin just above max or one block short.
-        while n > 1 && lower(origin[a], stride, n - 1) > max[a] {
-            n -= 1;
-        }
-        while lower(origin[a], stride, n) <= max[a] {
-            n += 1;
-        }
-        counts[a] = n;
-        total = total.checked_mul(n).ok_or_else(|| too_many_blocks(size, stride))?;
+        counts[a] = n as u64;
+        total = total.checked_mul(counts[a]).ok_or_else(|| too_many_blocks(size, stride))?;
     }
     Ok(BlockGrid { dims, origin, size, stride, counts })
 }
@@ -126,11 +121,12 @@ impl BlockGrid {
         self.stride
     }
 
-    /// The id of the block with per-axis indices `k` (x fastest). Panics if `k` is outside the grid.
+    /// The id of the block with per-axis indices `k` (last axis fastest). Panics if `k` is
+    /// outside the grid.
     pub fn block_id(&self, k: &[u64]) -> u64 {
         assert_eq!(k.len(), self.dims, "block index has the wrong number of axes");
         let mut id = 0;
-        for a in (0..self.dims).rev() {
+        for a in 0..self.dims {
             assert!(k[a] < self.counts[a], "block index {k:?} outside grid {:?}", self.counts());
             id = id * self.counts[a] + k[a];
         }
@@ -142,7 +138,7 @@ impl BlockGrid {
         assert!(id < self.n_blocks(), "block id {id} outside grid {:?}", self.counts());
         let mut k = [0; 3];
         let mut rest = id;
-        for a in 0..self.dims {
+        for a in (0..self.dims).rev() {
             k[a] = rest % self.counts[a];
             rest /= self.counts[a];
         }
@@ -212,11 +208,11 @@ impl BlockGrid {
             }
         }
         let (rx, ry, rz) = (ranges[0], ranges[1], ranges[2]);
-        let (nx, ny) = (self.counts[0], self.counts[1]);
-        for kz in rz.0..=rz.1 {
+        let (ny, nz) = (self.counts[1], self.counts[2]);
+        for kx in rx.0..=rx.1 {
             for ky in ry.0..=ry.1 {
-                for kx in rx.0..=rx.1 {
-                    f(kx + nx * (ky + ny * kz));
+                for kz in rz.0..=rz.1 {
+                    f((kx * ny + ky) * nz + kz);
                 }
             }
         }

@@ -472,12 +472,16 @@ fn brute_force_blocks(cells: &[Cell], size: f64, stride: f64) -> BTreeMap<(Strin
         let pts: Vec<Vec<f64>> = cells.iter().filter(|c| c.sample == sample).filter_map(point).collect();
         let min: Vec<f64> = (0..dims).map(|a| pts.iter().map(|p| p[a]).fold(f64::INFINITY, f64::min)).collect();
         let max: Vec<f64> = (0..dims).map(|a| pts.iter().map(|p| p[a]).fold(f64::NEG_INFINITY, f64::max)).collect();
-        let n: Vec<u64> = (0..dims).map(|a| (0..).take_while(|&k| min[a] + k as f64 * stride <= max[a]).count() as u64).collect();
+        // Up to the first block whose upper bound passes the maximum.
+        let n: Vec<u64> = (0..dims)
+            .map(|a| 1 + (0..).take_while(|&k| min[a] + k as f64 * stride + size <= max[a]).count() as u64)
+            .collect();
         let total: u64 = n.iter().product();
         for id in 0..total {
+            // Last axis fastest.
             let mut k = vec![0; dims];
             let mut rest = id;
-            for a in 0..dims {
+            for a in (0..dims).rev() {
                 k[a] = rest % n[a];
                 rest /= n[a];
             }
@@ -609,8 +613,9 @@ fn region_column_must_exist() {
 
 #[test]
 fn block_grid_ids_round_trip_and_membership_agrees_with_bounds() {
-    let g = block_grid(&[-3.0, 1.0, 0.5], &[17.0, 9.0, 4.0], 4.0, 3.0).unwrap();
+    let g = block_grid(&[-3.0, 1.0, 0.5], &[17.0, 9.0, 5.0], 4.0, 3.0).unwrap();
     assert_eq!(g.counts(), &[7, 3, 2]);
+    assert_eq!(g.block_id(&[1, 2, 1]), (3 + 2) * 2 + 1);
     for id in 0..g.n_blocks() {
         let k = g.block_index(id);
         assert_eq!(g.block_id(&k), id);
@@ -633,6 +638,8 @@ fn block_grid_ids_round_trip_and_membership_agrees_with_bounds() {
     // A point on the upper edge of the extent belongs to the last block.
     let g = block_grid(&[0.0, 0.0], &[10.0, 10.0], 5.0, 5.0).unwrap();
     assert_eq!(g.counts(), &[3, 3]);
+    // Overlapping blocks stop at the first one that reaches past the maximum.
+    assert_eq!(block_grid(&[0.0, 0.0], &[100.0, 3.0], 10.0, 5.0).unwrap().counts(), &[20, 1]);
     let mut ids = vec![];
     g.blocks_containing(&[10.0, 10.0], |id| ids.push(id));
     assert_eq!(ids, [8]);
