@@ -188,6 +188,9 @@ impl Spill {
 
 /// Converts one sample. `first_part` and `first_cell` were assigned by the plan, so samples
 /// convert in parallel into their final places.
+///
+/// Returns `None` when summing duplicate entries produced a value that the planned value type
+/// cannot hold (two u16 counts adding past 65,535, say): the caller retries with a wider type.
 pub fn convert_sample(
     plan: &Planned,
     opts: &ConvertOptions,
@@ -195,7 +198,7 @@ pub fn convert_sample(
     first_part: usize,
     first_cell: u64,
     progress: &ProgressBar,
-) -> Result<SampleOutput> {
+) -> Result<Option<SampleOutput>> {
     let path = &plan.input.path;
     let h5 = H5ad::open(path)?;
     let matrix = h5.matrix(&opts.source)?;
@@ -220,6 +223,9 @@ pub fn convert_sample(
     for chunk in matrix.chunks(opts.chunk_nnz) {
         let mut chunk = chunk?;
         let (s, c) = remap_chunk(&mut chunk, &plan.gene_map, &mut scratch);
+        if c.merged_duplicates > 0 && !chunk.values.iter().all(|&v| layout.value_type.holds(v)) {
+            return Ok(None);
+        }
         stats.extend(s);
         counts.nnz_outside_vocab += c.nnz_outside_vocab;
         counts.merged_duplicates += c.merged_duplicates;
@@ -244,7 +250,7 @@ pub fn convert_sample(
     let obs_path = layout.dir.join(format!("obs-staging-{first_part:05}.parquet"));
     let batch = obs_batch(&h5, plan, opts, layout, first_cell, &stats, order.as_deref())?;
     corpus::write_parquet(&obs_path, &[batch])?;
-    Ok(SampleOutput { parts, nnz, counts, gene_cells, obs_path })
+    Ok(Some(SampleOutput { parts, nnz, counts, gene_cells, obs_path }))
 }
 
 /// The sample's obs rows in storage order: reserved columns, coordinates, then source columns.

@@ -30,7 +30,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 pub use input::{read_input_manifest, resolve_inputs, InputSample};
-pub use vocab::{DuplicateGenes, Vocabulary};
+pub use vocab::{DuplicateGenes, GeneSlot, Vocabulary};
 
 use crate::corpus::{IndexType, ValueType};
 use crate::error::{Error, Result};
@@ -131,7 +131,7 @@ pub(crate) struct Planned {
     pub stats: ValueStats,
     pub sha256: String,
     /// Source column -> vocabulary id.
-    pub gene_map: Vec<Option<u32>>,
+    pub gene_map: Vec<GeneSlot>,
     /// (dims, row-major coordinates) for spatial samples.
     pub coords: Option<(usize, Vec<f64>)>,
 }
@@ -214,6 +214,21 @@ pub fn choose_value_type(stats: &ValueStats) -> ValueType {
     }
 }
 
+/// The next type up that holds sums of values of `t`.
+fn wider(t: ValueType) -> ValueType {
+    match t {
+        ValueType::Uint16 => ValueType::Uint32,
+        _ => ValueType::Float64,
+    }
+}
+
+fn clear_dir(dir: &std::path::Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, "listing", e))?.flatten() {
+        std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), "removing", e))?;
+    }
+    Ok(())
+}
+
 fn merge_stats(all: impl Iterator<Item = ValueStats>) -> ValueStats {
     all.fold(
         ValueStats { count: 0, min: f64::INFINITY, max: f64::NEG_INFINITY, all_integer: true, all_f32_exact: true, non_finite: 0 },
@@ -262,7 +277,7 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
         return Err(Error::invalid_input("the gene vocabulary is empty"));
     }
     let index_type = if vocab.len() <= 1 << 16 { IndexType::Uint16 } else { IndexType::Uint32 };
-    let value_type = choose_value_type(&merge_stats(plans.iter().map(|p| p.stats)));
+    let mut value_type = choose_value_type(&merge_stats(plans.iter().map(|p| p.stats)));
     let total_nnz: u64 = plans.iter().map(|p| p.stats.count).sum();
     let total_cells: u64 = plans.iter().map(|p| p.n_obs).sum();
     // About 4 Mi non-zeros per record batch keeps the writer's buffers small whatever the
@@ -270,7 +285,7 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
     let avg = (total_nnz / total_cells.max(1)).max(1);
     let batch_rows = ((4u64 << 20) / avg).clamp(256, 65_536).next_power_of_two().min(65_536) as usize;
     let coord_dims = plans.iter().filter_map(|p| p.coords.as_ref().map(|c| c.0)).max().unwrap_or(0);
-    let layout = job::Layout {
+    let mut layout = job::Layout {
         dir: &dir,
         index_type,
         value_type,
@@ -303,24 +318,39 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
             b
         })
         .collect();
-    let outputs: Vec<job::SampleOutput> = pool.install(|| {
-        plans
-            .par_iter()
-            .zip(starts.par_iter())
-            .zip(bars.par_iter())
-            .map(|((p, &(first_part, first_cell)), bar)| {
-                let out = job::convert_sample(p, opts, &layout, first_part, first_cell, bar);
-                bar.finish_with_message(if out.is_ok() { "done" } else { "failed" });
-                out
-            })
-            .collect::<Result<_>>()
-    })?;
+    let outputs: Vec<job::SampleOutput> = loop {
+        let outputs: Vec<Option<job::SampleOutput>> = pool.install(|| {
+            plans
+                .par_iter()
+                .zip(starts.par_iter())
+                .zip(bars.par_iter())
+                .map(|((p, &(first_part, first_cell)), bar)| {
+                    bar.reset();
+                    let out = job::convert_sample(p, opts, &layout, first_part, first_cell, bar);
+                    bar.finish_with_message(if out.is_ok() { "done" } else { "failed" });
+                    out
+                })
+                .collect::<Result<_>>()
+        })?;
+        if let Some(all) = outputs.into_iter().collect::<Option<Vec<_>>>() {
+            break all;
+        }
+        // Summed duplicates outgrew the type chosen from the source values: start over wider.
+        value_type = wider(value_type);
+        layout.value_type = value_type;
+        clear_dir(&dir.join("matrix"))?;
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, "listing", e))?.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("obs-staging-") {
+                std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), "removing", e))?;
+            }
+        }
+    };
     let _ = multi.clear();
 
     let mut warnings = Vec::new();
     for (p, o) in plans.iter().zip(&outputs) {
         if o.counts.nnz_outside_vocab > 0 {
-            let outside = p.gene_map.iter().filter(|m| m.is_none()).count();
+            let outside = p.gene_map.iter().filter(|m| **m == GeneSlot::Outside).count();
             warnings.push(format!(
                 "{}: {} genes ({} non-zeros) are outside the vocabulary and were not stored; see samples.parquet",
                 p.input.sample_id, outside, o.counts.nnz_outside_vocab

@@ -1,6 +1,7 @@
 //! Per-row work of the converter: remap gene ids into the vocabulary, sort, merge duplicates,
 //! drop zeros, and keep per-cell totals over all source genes.
 
+use super::vocab::GeneSlot;
 use crate::h5ad::CsrChunk;
 
 /// Per-cell figures taken before any vocabulary filter.
@@ -26,7 +27,7 @@ pub struct RowCounts {
 ///
 /// Work happens inside the chunk's own buffers (a row never grows), with one reused scratch
 /// vector for rows that need sorting, so no memory is allocated per row.
-pub fn remap_chunk(chunk: &mut CsrChunk, map: &[Option<u32>], scratch: &mut Vec<(u32, f64)>) -> (Vec<CellStats>, RowCounts) {
+pub fn remap_chunk(chunk: &mut CsrChunk, map: &[GeneSlot], scratch: &mut Vec<(u32, f64)>) -> (Vec<CellStats>, RowCounts) {
     let n_rows = chunk.n_rows();
     let mut stats = Vec::with_capacity(n_rows);
     let mut counts = RowCounts::default();
@@ -46,14 +47,15 @@ pub fn remap_chunk(chunk: &mut CsrChunk, map: &[Option<u32>], scratch: &mut Vec<
             cell.nnz += 1;
             cell.total += v;
             match map[chunk.indices[k] as usize] {
-                Some(id) => {
+                GeneSlot::Gene(id) => {
                     if last.is_some_and(|l| l >= id) {
                         sorted = false;
                     }
                     last = Some(id);
                     scratch.push((id, v));
                 }
-                None => counts.nnz_outside_vocab += 1,
+                GeneSlot::Outside => counts.nnz_outside_vocab += 1,
+                GeneSlot::Duplicate => {}
             }
         }
         if !sorted {
@@ -120,7 +122,7 @@ mod tests {
     #[test]
     fn remap_sorts_drops_zeros_and_counts_outside_genes() {
         // Source genes 0..4 map to vocabulary ids 3, 1, none, 0.
-        let map = [Some(3), Some(1), None, Some(0)];
+        let map = [GeneSlot::Gene(3), GeneSlot::Gene(1), GeneSlot::Outside, GeneSlot::Gene(0)];
         let mut c = chunk(&[&[(0, 1.0), (1, 2.0), (2, 5.0), (3, 0.0)], &[], &[(3, 7.0), (2, 1.0)]]);
         let (stats, counts) = remap_chunk(&mut c, &map, &mut Vec::new());
         assert_eq!(rows(&c), vec![vec![(1, 2.0), (3, 1.0)], vec![], vec![(0, 7.0)]]);
@@ -132,7 +134,7 @@ mod tests {
 
     #[test]
     fn duplicate_ids_in_a_row_are_summed() {
-        let map = [Some(0), Some(0), Some(1)];
+        let map = [GeneSlot::Gene(0), GeneSlot::Gene(0), GeneSlot::Gene(1)];
         let mut c = chunk(&[&[(2, 1.0), (1, 2.0), (0, 3.0)], &[(0, 1.0), (1, -1.0)]]);
         let (_, counts) = remap_chunk(&mut c, &map, &mut Vec::new());
         assert_eq!(rows(&c), vec![vec![(0, 5.0), (1, 1.0)], vec![]]);

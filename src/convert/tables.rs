@@ -11,7 +11,7 @@ use parquet::arrow::ArrowWriter;
 use rayon::prelude::*;
 
 use super::job::{Layout, SampleOutput};
-use super::{source_label, ConvertOptions, Planned, Vocabulary};
+use super::{source_label, ConvertOptions, GeneSlot, Planned, Vocabulary};
 use crate::corpus::{self, FileEntry, Manifest, MatrixInfo, SampleEntry, FORMAT_NAME, FORMAT_VERSION};
 use crate::error::{Context, Error, Result};
 
@@ -81,7 +81,14 @@ fn write_genes(dir: &std::path::Path, plans: &[Planned], outputs: &[SampleOutput
     let n = vocab.len();
     let mut n_samples = vec![0u32; n];
     for p in plans {
-        let ids: BTreeSet<u32> = p.gene_map.iter().flatten().copied().collect();
+        let ids: BTreeSet<u32> = p
+            .gene_map
+            .iter()
+            .filter_map(|s| match s {
+                GeneSlot::Gene(id) => Some(*id),
+                _ => None,
+            })
+            .collect();
         for id in ids {
             n_samples[id as usize] += 1;
         }
@@ -121,7 +128,7 @@ fn write_samples(
         ("n_source_genes".into(), Arc::new(UInt64Array::from_iter_values(plans.iter().map(|p| p.genes.len() as u64)))),
         (
             "n_genes_outside_vocab".into(),
-            Arc::new(UInt64Array::from_iter_values(plans.iter().map(|p| p.gene_map.iter().filter(|m| m.is_none()).count() as u64))),
+            Arc::new(UInt64Array::from_iter_values(plans.iter().map(|p| p.gene_map.iter().filter(|m| **m == GeneSlot::Outside).count() as u64))),
         ),
         ("nnz_outside_vocab".into(), Arc::new(UInt64Array::from_iter_values(outputs.iter().map(|o| o.counts.nnz_outside_vocab)))),
         (

@@ -18,6 +18,17 @@ pub enum DuplicateGenes {
     First,
 }
 
+/// Where one source column goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeneSlot {
+    /// Stored under this vocabulary id.
+    Gene(u32),
+    /// Not in a fixed vocabulary: counted per sample, not stored.
+    Outside,
+    /// A later duplicate column under [`DuplicateGenes::First`]: ignored.
+    Duplicate,
+}
+
 /// The gene names in id order, with a lookup from name to id.
 #[derive(Debug, Clone, Default)]
 pub struct Vocabulary {
@@ -76,30 +87,29 @@ impl Vocabulary {
     }
 
     /// Maps one file's genes (in column order) to vocabulary ids, adding new genes unless the
-    /// vocabulary is fixed. Columns without an id are outside the vocabulary (or later
-    /// duplicates under [`DuplicateGenes::First`]).
-    pub fn map_file(&mut self, genes: &[String], duplicates: DuplicateGenes, file: &Path) -> Result<Vec<Option<u32>>> {
+    /// vocabulary is fixed.
+    pub fn map_file(&mut self, genes: &[String], duplicates: DuplicateGenes, file: &Path) -> Result<Vec<GeneSlot>> {
         check_duplicates(genes, duplicates, file)?;
         let mut seen: HashMap<&str, ()> = HashMap::new();
         let mut map = Vec::with_capacity(genes.len());
         for g in genes {
             let first = seen.insert(g.as_str(), ()).is_none();
             if !first && duplicates == DuplicateGenes::First {
-                map.push(None);
+                map.push(GeneSlot::Duplicate);
                 continue;
             }
-            let id = match self.ids.get(g) {
-                Some(&id) => Some(id),
-                None if self.fixed => None,
+            let slot = match self.ids.get(g) {
+                Some(&id) => GeneSlot::Gene(id),
+                None if self.fixed => GeneSlot::Outside,
                 None => {
                     let id = u32::try_from(self.names.len())
                         .map_err(|_| Error::invalid_input("more than 2^32 genes in the vocabulary"))?;
                     self.names.push(g.clone());
                     self.ids.insert(g.clone(), id);
-                    Some(id)
+                    GeneSlot::Gene(id)
                 }
             };
-            map.push(id);
+            map.push(slot);
         }
         Ok(map)
     }
@@ -169,8 +179,8 @@ mod tests {
         let a = vocab.map_file(&v(&["A", "B", "C"]), DuplicateGenes::Error, Path::new("a")).unwrap();
         let b = vocab.map_file(&v(&["C", "D", "A"]), DuplicateGenes::Error, Path::new("b")).unwrap();
         assert_eq!(vocab.names(), &v(&["A", "B", "C", "D"])[..]);
-        assert_eq!(a, vec![Some(0), Some(1), Some(2)]);
-        assert_eq!(b, vec![Some(2), Some(3), Some(0)]);
+        assert_eq!(a, vec![GeneSlot::Gene(0), GeneSlot::Gene(1), GeneSlot::Gene(2)]);
+        assert_eq!(b, vec![GeneSlot::Gene(2), GeneSlot::Gene(3), GeneSlot::Gene(0)]);
     }
 
     #[test]
@@ -186,16 +196,16 @@ mod tests {
     fn duplicate_policies_sum_and_first() {
         let mut vocab = Vocabulary::union();
         let sum = vocab.map_file(&v(&["A", "A"]), DuplicateGenes::Sum, Path::new("f")).unwrap();
-        assert_eq!(sum, vec![Some(0), Some(0)]);
+        assert_eq!(sum, vec![GeneSlot::Gene(0), GeneSlot::Gene(0)]);
         let first = vocab.map_file(&v(&["A", "A"]), DuplicateGenes::First, Path::new("f")).unwrap();
-        assert_eq!(first, vec![Some(0), None]);
+        assert_eq!(first, vec![GeneSlot::Gene(0), GeneSlot::Duplicate]);
     }
 
     #[test]
     fn fixed_vocabulary_does_not_grow() {
         let mut vocab = Vocabulary::fixed(v(&["A", "B"]), Path::new("vocab.txt")).unwrap();
         let m = vocab.map_file(&v(&["B", "Z"]), DuplicateGenes::Error, Path::new("f")).unwrap();
-        assert_eq!(m, vec![Some(1), None]);
+        assert_eq!(m, vec![GeneSlot::Gene(1), GeneSlot::Outside]);
         assert_eq!(vocab.len(), 2);
         assert!(Vocabulary::fixed(v(&["A", "A"]), Path::new("vocab.txt")).is_err());
     }
