@@ -140,7 +140,7 @@ impl PartWriter {
     ///
     /// ```
     /// use cellarrow::corpus::{IndexType, PartWriter, ValueType};
-    /// let dir = tempfile::tempdir()?;
+    /// let dir = tempfile::tempdir().unwrap();
     /// let mut w = PartWriter::create(dir.path().join("part-00000.arrow"), IndexType::Uint16, ValueType::Uint16, 65536)?;
     /// // two cells: {3: 1.0, 7: 2.0} and {}
     /// w.push(&[0, 2, 2], &[3, 7], &[1.0, 2.0])?;

@@ -27,7 +27,7 @@ pub const ROW_GROUP_ROWS: usize = 64 * 1024;
 /// use std::sync::Arc;
 /// use arrow::array::{ArrayRef, UInt32Array};
 /// use arrow::record_batch::RecordBatch;
-/// let dir = tempfile::tempdir()?;
+/// let dir = tempfile::tempdir().unwrap();
 /// let batch = RecordBatch::try_from_iter([("gene", Arc::new(UInt32Array::from(vec![0, 1])) as ArrayRef)])?;
 /// let bytes = cellarrow::corpus::write_parquet(&dir.path().join("genes.parquet"), &[batch])?;
 /// assert!(bytes > 0);

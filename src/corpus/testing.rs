@@ -2,7 +2,7 @@
 //!
 //! ```
 //! use cellarrow::corpus::testing::{write_corpus, Row};
-//! let dir = tempfile::tempdir()?;
+//! let dir = tempfile::tempdir().unwrap();
 //! // 3 cells over 10 genes: two in sample "a", one in sample "b".
 //! let rows: Vec<Row> = vec![
 //!     (vec![0, 4], vec![1.0, 2.0]),
