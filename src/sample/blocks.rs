@@ -429,6 +429,26 @@ mod tests {
         assert_ne!(b.item(5, 0).cells, b.item(6, 0).cells);
     }
 
+    /// The target: 1,000,000 cells and 10,000 blocks, first group in under a second.
+    /// Asserted in optimised builds; unoptimised test builds only report the time.
+    #[test]
+    fn first_group_latency_at_one_million_cells() {
+        let n = 1_000_000u64;
+        let mut rng = Rng::new(1);
+        let coords: Vec<[f64; 3]> = (0..n).map(|_| [rng.unit() * 1000.0, rng.unit() * 1000.0, f64::NAN]).collect();
+        let idx = index(coords, 2);
+        let t = std::time::Instant::now();
+        let b = SpatialBlocks::new(&idx, Cohort::all(n), BlockConfig::new(10.0, 0)).unwrap();
+        let g = b.item(0, 0);
+        let dt = t.elapsed();
+        eprintln!("1e6 cells, {} blocks: first group of {} cells after {dt:?}", b.len(), g.cells.len());
+        assert_eq!(b.len(), 10_000);
+        assert_eq!((0..b.len()).map(|i| b.block_cells(i).len() as u64).sum::<u64>(), n);
+        if !cfg!(debug_assertions) {
+            assert!(dt.as_secs_f64() < 1.0, "{dt:?}");
+        }
+    }
+
     #[test]
     fn bad_settings() {
         let idx = index(vec![[0.0; 3]], 2);
