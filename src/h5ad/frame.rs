@@ -511,9 +511,8 @@ pub(crate) fn obsm(h5: &H5ad, key: &str) -> Result<Option<(usize, Vec<f64>)>> {
             }
         }
     };
-    let rows = if cols == 0 { 0 } else { values.len() / cols };
-    if let Some(n) = n_obs {
-        if cols > 0 && rows as u64 != n {
+    if let (Some(n), Some(rows)) = (n_obs, values.len().checked_div(cols)) {
+        if rows as u64 != n {
             return Err(Error::h5ad(path, obj, format!("has {rows} rows but obs has {n}")));
         }
     }

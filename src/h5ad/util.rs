@@ -195,7 +195,6 @@ fn read_dyn_bytes(c: &hdf5::Container, mem: &TypeDescriptor, n: usize) -> hdf5::
     let r = c.as_reader().read_into_raw(&mut buf);
     DYN_TYPE.with(|t| *t.borrow_mut() = None);
     r?;
-    // SAFETY: DynByte is repr(transparent) over u8.
     Ok(buf.into_iter().map(|b| b.0).collect())
 }
 
