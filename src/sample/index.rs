@@ -307,6 +307,42 @@ mod tests {
     use arrow::datatypes::Int32Type;
 
     #[test]
+    fn from_corpus_feeds_the_samplers() {
+        use crate::corpus::testing::{random_rows, write_corpus_with, TestCorpusOptions};
+        use crate::sample::{BlockConfig, Cohort, RegionConfig, Regions, Sampler, SpatialBlocks};
+        let dir = tempfile::tempdir().unwrap();
+        let n = 30usize;
+        let rows = random_rows(n, 12, 0.3, 5);
+        // Sample "a" (10 cells) is not spatial, sample "b" (20 cells) is on a 5 x 4 grid.
+        let coords: Vec<Option<[f64; 2]>> =
+            (0..n).map(|i| (i >= 10).then(|| [((i - 10) % 5) as f64, ((i - 10) / 5) as f64])).collect();
+        let ct: DictionaryArray<Int32Type> = (0..n).map(|i| Some(["x", "y", "z"][i % 3])).collect();
+        let opts = TestCorpusOptions {
+            coords: Some(coords),
+            obs_columns: vec![("cell_type".to_string(), Arc::new(ct) as _)],
+            ..Default::default()
+        };
+        write_corpus_with(dir.path(), 12, &rows, &[("a", 10), ("b", 20)], &opts).unwrap();
+        let corpus = Corpus::open(dir.path()).unwrap();
+        let idx = SampleIndex::from_corpus(&corpus, Some("cell_type")).unwrap();
+        assert_eq!(idx.samples.iter().map(|s| s.spatial_dims).collect::<Vec<_>>(), vec![0, 2]);
+        let labels = idx.labels.as_ref().unwrap();
+        assert_eq!(labels.names, vec!["x", "y", "z"]);
+        assert_eq!(labels.codes[4], 1);
+        let c = idx.coords.as_ref().unwrap();
+        assert!(c[3][0].is_nan());
+        assert_eq!(c[17][..2], [2.0, 1.0]);
+        let blocks = SpatialBlocks::new(&idx, Cohort::all(30), BlockConfig::new(2.0, 0)).unwrap();
+        // 5 x 4 grid in blocks of 2: 3 x 2 blocks.
+        assert_eq!(blocks.len(), 6);
+        assert_eq!((0..6).map(|p| blocks.item(0, p).cells.len()).sum::<usize>(), 20);
+        let regions = Regions::from_obs_column(&idx, Cohort::all(30), RegionConfig::new(0)).unwrap();
+        assert_eq!(regions.len(), 6); // 3 labels in each of 2 samples
+        let e = SampleIndex::from_corpus(&corpus, Some("no_such_column")).unwrap_err();
+        assert!(e.to_string().contains("no_such_column"), "{e}");
+    }
+
+    #[test]
     fn from_batches_reads_coords_and_labels() {
         let samples = vec![
             SampleRange { sample_id: "a".into(), first_cell: 0, n_cells: 2, spatial_dims: 0 },
