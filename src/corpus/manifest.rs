@@ -236,7 +236,7 @@ impl Manifest {
             if p.n_cells > 0 {
                 let s = self.samples.iter().find(|s| s.first_cell <= p.first_cell && p.first_cell < s.first_cell + s.n_cells);
                 if let Some(s) = s {
-                    if p.first_cell + p.n_cells > s.first_cell + s.n_cells {
+                    if p.first_cell.saturating_add(p.n_cells) > s.first_cell + s.n_cells {
                         return bad(format!(
                             "matrix.parts[{i}] {:?} spans past the end of sample {}",
                             p.path, s.sample_id

@@ -636,3 +636,16 @@ print(json.dumps({"types": [str(t.schema.field(i).type) for i in range(2)],
         .collect();
     assert_eq!(&rows_py[..], &rows[..8], "first part holds 8 cells");
 }
+
+#[test]
+fn rejects_overflowing_counts() {
+    let d = tmp();
+    small_corpus(d.path());
+    edit_manifest(d.path(), |v| {
+        v["matrix"]["part_cells"] = u64::MAX.into();
+        v["matrix"]["parts"][0]["n_cells"] = u64::MAX.into();
+    });
+    assert_invalid(Corpus::open(d.path()), "spans past the end of sample a");
+    edit_manifest(d.path(), |v| v["n_cells"] = u64::MAX.into());
+    assert_invalid(Corpus::open(d.path()), "");
+}
