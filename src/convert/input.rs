@@ -22,7 +22,10 @@ pub fn resolve_inputs(args: &[PathBuf]) -> Result<Vec<InputSample>> {
         return Err(Error::invalid_input("no input files given"));
     }
     let is_manifest = |p: &Path| {
-        matches!(p.extension().and_then(|e| e.to_str()), Some("json" | "csv" | "JSON" | "CSV"))
+        matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("json" | "csv" | "JSON" | "CSV")
+        )
     };
     let samples = if args.len() == 1 && is_manifest(&args[0]) {
         read_input_manifest(&args[0])?
@@ -36,7 +39,11 @@ pub fn resolve_inputs(args: &[PathBuf]) -> Result<Vec<InputSample>> {
         args.iter()
             .map(|p| {
                 let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-                InputSample { path: p.clone(), sample_id: stem.to_string(), metadata: BTreeMap::new() }
+                InputSample {
+                    path: p.clone(),
+                    sample_id: stem.to_string(),
+                    metadata: BTreeMap::new(),
+                }
             })
             .collect()
     };
@@ -60,14 +67,26 @@ pub fn read_input_manifest(path: &Path) -> Result<Vec<InputSample>> {
         .into_iter()
         .enumerate()
         .map(|(i, mut rec)| {
-            let file = rec.remove("path").filter(|p| !p.is_empty()).ok_or_else(|| {
-                Error::invalid_input(format!("record {}: missing \"path\"", i + 1)).with_path(path)
-            })?;
+            let file = rec
+                .remove("path")
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| {
+                    Error::invalid_input(format!("record {}: missing \"path\"", i + 1))
+                        .with_path(path)
+                })?;
             let file = PathBuf::from(file);
-            let file = if file.is_absolute() { file } else { base.join(file) };
+            let file = if file.is_absolute() {
+                file
+            } else {
+                base.join(file)
+            };
             let sample_id = match rec.remove("sample_id") {
                 Some(s) if !s.is_empty() => s,
-                _ => file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string(),
+                _ => file
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or_default()
+                    .to_string(),
             };
             if !file.is_file() {
                 return Err(Error::invalid_input(format!(
@@ -77,7 +96,11 @@ pub fn read_input_manifest(path: &Path) -> Result<Vec<InputSample>> {
                 ))
                 .with_path(path));
             }
-            Ok(InputSample { path: file, sample_id, metadata: rec })
+            Ok(InputSample {
+                path: file,
+                sample_id,
+                metadata: rec,
+            })
         })
         .collect()
 }
@@ -91,8 +114,10 @@ fn read_json_records(path: &Path) -> Result<Vec<BTreeMap<String, String>>> {
         serde_json::Value::Object(mut o) => match o.remove("samples") {
             Some(serde_json::Value::Array(a)) => a,
             _ => {
-                return Err(Error::invalid_input("expected an array of samples or {\"samples\": [...]}")
-                    .with_path(path))
+                return Err(Error::invalid_input(
+                    "expected an array of samples or {\"samples\": [...]}",
+                )
+                .with_path(path))
             }
         },
         _ => return Err(Error::invalid_input("expected an array of samples").with_path(path)),
@@ -111,7 +136,9 @@ fn read_json_records(path: &Path) -> Result<Vec<BTreeMap<String, String>>> {
                     (k, v)
                 })
                 .collect()),
-            _ => Err(Error::invalid_input(format!("record {} is not an object", i + 1)).with_path(path)),
+            _ => Err(
+                Error::invalid_input(format!("record {} is not an object", i + 1)).with_path(path),
+            ),
         })
         .collect()
 }
@@ -121,14 +148,22 @@ fn read_csv_records(path: &Path) -> Result<Vec<BTreeMap<String, String>>> {
         .map_err(|e| Error::invalid_input(format!("cannot read CSV: {e}")).with_path(path))?;
     let headers = reader
         .headers()
-        .map_err(|e| Error::invalid_input(format!("cannot read the CSV header: {e}")).with_path(path))?
+        .map_err(|e| {
+            Error::invalid_input(format!("cannot read the CSV header: {e}")).with_path(path)
+        })?
         .clone();
     let mut out = Vec::new();
     for (i, row) in reader.records().enumerate() {
         let row = row.map_err(|e| {
             Error::invalid_input(format!("CSV line {}: {e}", i + 2)).with_path(path)
         })?;
-        out.push(headers.iter().zip(row.iter()).map(|(k, v)| (k.trim().to_string(), v.to_string())).collect());
+        out.push(
+            headers
+                .iter()
+                .zip(row.iter())
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .collect(),
+        );
     }
     Ok(out)
 }

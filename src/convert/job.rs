@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, DictionaryArray, Float64Array, StringArray, UInt32Array, UInt64Array};
+use arrow::array::{
+    ArrayRef, DictionaryArray, Float64Array, StringArray, UInt32Array, UInt64Array,
+};
 use arrow::datatypes::Int32Type;
 use arrow::record_batch::RecordBatch;
 use indicatif::ProgressBar;
@@ -49,7 +51,13 @@ struct PartSink<'a> {
 
 impl<'a> PartSink<'a> {
     fn new(layout: &'a Layout<'a>, first_part: usize, first_cell: u64) -> Self {
-        PartSink { layout, next_part: first_part, next_cell: first_cell, current: None, done: Vec::new() }
+        PartSink {
+            layout,
+            next_part: first_part,
+            next_cell: first_cell,
+            current: None,
+            done: Vec::new(),
+        }
     }
 
     /// Appends rows `0..n` of local CSR, splitting across parts as needed.
@@ -57,7 +65,11 @@ impl<'a> PartSink<'a> {
         let n = indptr.len() - 1;
         let mut r = 0;
         while r < n {
-            if self.current.as_ref().is_some_and(|(_, e)| e.n_cells == self.layout.part_cells) {
+            if self
+                .current
+                .as_ref()
+                .is_some_and(|(_, e)| e.n_cells == self.layout.part_cells)
+            {
                 self.close()?;
             }
             if self.current.is_none() {
@@ -69,7 +81,12 @@ impl<'a> PartSink<'a> {
                     self.layout.value_type,
                     self.layout.batch_rows,
                 )?;
-                let entry = PartEntry { path: rel, first_cell: self.next_cell, n_cells: 0, nnz: 0 };
+                let entry = PartEntry {
+                    path: rel,
+                    first_cell: self.next_cell,
+                    n_cells: 0,
+                    nnz: 0,
+                };
                 self.current = Some((w, entry));
             }
             let (w, entry) = self.current.as_mut().expect("a part is open");
@@ -105,71 +122,147 @@ impl<'a> PartSink<'a> {
 }
 
 /// Source-order rows of a spatial sample, kept on disk until they can be written in curve
-/// order; memory stays bounded by the chunk size whatever the sample size.
+/// order. Entries are stored in the corpus's own index and value types (so the file is no
+/// larger than the parts) and read back with positioned reads into one reused buffer: memory
+/// stays bounded by the chunk size whatever the sample size.
 struct Spill {
-    dir: tempfile::TempDir,
-    indptr: Vec<u64>,
-    indices: std::io::BufWriter<std::fs::File>,
-    values: std::io::BufWriter<std::fs::File>,
-    nnz: u64,
+    file: tempfile::NamedTempFile<std::fs::File>,
+    out: std::io::BufWriter<std::fs::File>,
+    /// Byte offset of each row's entries; a row's entries are its indices then its values.
+    offsets: Vec<u64>,
+    /// Bytes written so far.
+    written: u64,
+    /// Entries of each row.
+    lens: Vec<u32>,
+    index_type: IndexType,
+    value_type: ValueType,
+}
+
+fn index_width(t: IndexType) -> usize {
+    match t {
+        IndexType::Uint16 => 2,
+        IndexType::Uint32 => 4,
+    }
+}
+
+fn value_width(t: ValueType) -> usize {
+    match t {
+        ValueType::Uint16 => 2,
+        ValueType::Uint32 | ValueType::Float32 => 4,
+        ValueType::Float64 => 8,
+    }
 }
 
 impl Spill {
-    fn new(parent: &Path) -> Result<Spill> {
-        let dir = tempfile::Builder::new()
+    fn new(parent: &Path, index_type: IndexType, value_type: ValueType) -> Result<Spill> {
+        let file = tempfile::Builder::new()
             .prefix("spill-")
-            .tempdir_in(parent)
-            .map_err(|e| Error::io(parent, "creating a spill directory", e))?;
-        let open = |name: &str| -> Result<std::io::BufWriter<std::fs::File>> {
-            let p = dir.path().join(name);
-            let f = std::fs::File::create(&p).map_err(|e| Error::io(&p, "creating", e))?;
-            Ok(std::io::BufWriter::with_capacity(1 << 20, f))
-        };
-        let (indices, values) = (open("indices")?, open("values")?);
-        Ok(Spill { indptr: vec![0], indices, values, nnz: 0, dir })
+            .tempfile_in(parent)
+            .map_err(|e| Error::io(parent, "creating a spill file", e))?;
+        let out = file
+            .reopen()
+            .map_err(|e| Error::io(file.path(), "opening", e))?;
+        let out = std::io::BufWriter::with_capacity(1 << 20, out);
+        Ok(Spill {
+            file,
+            out,
+            offsets: Vec::new(),
+            written: 0,
+            lens: Vec::new(),
+            index_type,
+            value_type,
+        })
     }
 
     fn push(&mut self, chunk: &CsrChunk) -> Result<()> {
         use std::io::Write;
-        for w in chunk.indptr.windows(2) {
-            self.indptr.push(self.nnz + w[1]);
+        let mut bytes = Vec::with_capacity(
+            chunk.indices.len() * (index_width(self.index_type) + value_width(self.value_type)),
+        );
+        for r in 0..chunk.n_rows() {
+            let (a, b) = (chunk.indptr[r] as usize, chunk.indptr[r + 1] as usize);
+            self.offsets.push(self.written + bytes.len() as u64);
+            for &i in &chunk.indices[a..b] {
+                match self.index_type {
+                    IndexType::Uint16 => bytes.extend_from_slice(&(i as u16).to_le_bytes()),
+                    IndexType::Uint32 => bytes.extend_from_slice(&i.to_le_bytes()),
+                }
+            }
+            for &v in &chunk.values[a..b] {
+                match self.value_type {
+                    ValueType::Uint16 => bytes.extend_from_slice(&(v as u16).to_le_bytes()),
+                    ValueType::Uint32 => bytes.extend_from_slice(&(v as u32).to_le_bytes()),
+                    ValueType::Float32 => bytes.extend_from_slice(&(v as f32).to_le_bytes()),
+                    ValueType::Float64 => bytes.extend_from_slice(&v.to_le_bytes()),
+                }
+            }
+            self.lens.push((b - a) as u32);
         }
-        self.nnz += chunk.indices.len() as u64;
-        let ib: Vec<u8> = chunk.indices.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let vb: Vec<u8> = chunk.values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.indices.write_all(&ib).map_err(|e| Error::io(self.dir.path(), "spilling rows", e))?;
-        self.values.write_all(&vb).map_err(|e| Error::io(self.dir.path(), "spilling rows", e))?;
+        self.out
+            .write_all(&bytes)
+            .map_err(|e| Error::io(self.file.path(), "spilling rows", e))?;
+        self.written += bytes.len() as u64;
         Ok(())
     }
 
     /// Writes the rows in `order` (positions in source order) to `sink`, `max_nnz` at a time.
     fn drain(self, order: &[u64], sink: &mut PartSink<'_>, max_nnz: usize) -> Result<()> {
-        let Spill { dir, indptr, indices, values, .. } = self;
-        let flush = |w: std::io::BufWriter<std::fs::File>| {
-            w.into_inner()
-                .map_err(|e| Error::io(dir.path(), "spilling rows", e.into_error()))
-                .and_then(|f| f.sync_data().map_err(|e| Error::io(dir.path(), "spilling rows", e)))
+        use std::os::unix::fs::FileExt;
+        let Spill {
+            file,
+            out,
+            offsets,
+            lens,
+            index_type,
+            value_type,
+            ..
+        } = self;
+        let f = out
+            .into_inner()
+            .map_err(|e| Error::io(file.path(), "spilling rows", e.into_error()))?;
+        drop(f);
+        let (iw, vw) = (index_width(index_type), value_width(value_type));
+        let mut buf = Vec::new();
+        let mut out = CsrChunk {
+            row_start: 0,
+            indptr: vec![0],
+            indices: Vec::new(),
+            values: Vec::new(),
         };
-        flush(indices)?;
-        flush(values)?;
-        let map = |name: &str| -> Result<Option<memmap2::Mmap>> {
-            let p = dir.path().join(name);
-            let f = std::fs::File::open(&p).map_err(|e| Error::io(&p, "opening", e))?;
-            if f.metadata().map_err(|e| Error::io(&p, "reading", e))?.len() == 0 {
-                return Ok(None);
-            }
-            // SAFETY: the spill files are private to this conversion and no longer written.
-            unsafe { memmap2::Mmap::map(&f) }.map(Some).map_err(|e| Error::io(&p, "mapping", e))
-        };
-        let (im, vm) = (map("indices")?, map("values")?);
-        let read_u32 = |k: usize| u32::from_le_bytes(im.as_ref().expect("non-empty")[4 * k..4 * k + 4].try_into().expect("4 bytes"));
-        let read_f64 = |k: usize| f64::from_le_bytes(vm.as_ref().expect("non-empty")[8 * k..8 * k + 8].try_into().expect("8 bytes"));
-        let mut out = CsrChunk { row_start: 0, indptr: vec![0], indices: Vec::new(), values: Vec::new() };
         for &src in order {
-            let (a, b) = (indptr[src as usize] as usize, indptr[src as usize + 1] as usize);
-            for k in a..b {
-                out.indices.push(read_u32(k));
-                out.values.push(read_f64(k));
+            let (start, len) = (offsets[src as usize], lens[src as usize] as usize);
+            buf.resize(len * (iw + vw), 0);
+            file.as_file()
+                .read_exact_at(&mut buf, start)
+                .map_err(|e| Error::io(file.path(), "reading spilled rows", e))?;
+            let (ib, vb) = buf.split_at(len * iw);
+            match index_type {
+                IndexType::Uint16 => out.indices.extend(
+                    ib.chunks_exact(2)
+                        .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32),
+                ),
+                IndexType::Uint32 => out.indices.extend(
+                    ib.chunks_exact(4)
+                        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                ),
+            }
+            match value_type {
+                ValueType::Uint16 => out.values.extend(
+                    vb.chunks_exact(2)
+                        .map(|c| u16::from_le_bytes([c[0], c[1]]) as f64),
+                ),
+                ValueType::Uint32 => out.values.extend(
+                    vb.chunks_exact(4)
+                        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64),
+                ),
+                ValueType::Float32 => out.values.extend(
+                    vb.chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64),
+                ),
+                ValueType::Float64 => out.values.extend(
+                    vb.chunks_exact(8)
+                        .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))),
+                ),
             }
             out.indptr.push(out.indices.len() as u64);
             if out.indices.len() >= max_nnz {
@@ -212,7 +305,11 @@ pub fn convert_sample(
 
     let mut sink = PartSink::new(layout, first_part, first_cell);
     let mut spill = match order {
-        Some(_) => Some(Spill::new(layout.dir)?),
+        Some(_) => Some(Spill::new(
+            layout.dir,
+            layout.index_type,
+            layout.value_type,
+        )?),
         None => None,
     };
     let mut stats: Vec<CellStats> = Vec::with_capacity(n);
@@ -240,17 +337,37 @@ pub fn convert_sample(
         progress.inc(chunk.n_rows() as u64);
     }
     if stats.len() != n {
-        return Err(Error::h5ad(path, matrix.object(), format!("read {} rows, expected {n}", stats.len())));
+        return Err(Error::h5ad(
+            path,
+            matrix.object(),
+            format!("read {} rows, expected {n}", stats.len()),
+        ));
     }
     if let (Some(s), Some(order)) = (spill, order.as_ref()) {
         s.drain(order, &mut sink, opts.chunk_nnz)?;
     }
     let parts = sink.finish()?;
 
-    let obs_path = layout.dir.join(format!("obs-staging-{first_part:05}.parquet"));
-    let batch = obs_batch(&h5, plan, opts, layout, first_cell, &stats, order.as_deref())?;
+    let obs_path = layout
+        .dir
+        .join(format!("obs-staging-{first_part:05}.parquet"));
+    let batch = obs_batch(
+        &h5,
+        plan,
+        opts,
+        layout,
+        first_cell,
+        &stats,
+        order.as_deref(),
+    )?;
     corpus::write_parquet(&obs_path, &[batch])?;
-    Ok(Some(SampleOutput { parts, nnz, counts, gene_cells, obs_path }))
+    Ok(Some(SampleOutput {
+        parts,
+        nnz,
+        counts,
+        gene_cells,
+        obs_path,
+    }))
 }
 
 /// The sample's obs rows in storage order: reserved columns, coordinates, then source columns.
@@ -278,34 +395,71 @@ fn obs_batch(
     };
     let take_idx = UInt64Array::from(source_rows.clone());
     let mut fields: Vec<(String, ArrayRef)> = Vec::new();
-    fields.push(("cell".into(), Arc::new(UInt64Array::from_iter_values(first_cell..first_cell + n as u64))));
-    let sample: DictionaryArray<Int32Type> =
-        DictionaryArray::new(arrow::array::Int32Array::from(vec![0; n]), Arc::new(StringArray::from(vec![plan.input.sample_id.as_str()])));
+    fields.push((
+        "cell".into(),
+        Arc::new(UInt64Array::from_iter_values(
+            first_cell..first_cell + n as u64,
+        )),
+    ));
+    let sample: DictionaryArray<Int32Type> = DictionaryArray::new(
+        arrow::array::Int32Array::from(vec![0; n]),
+        Arc::new(StringArray::from(vec![plan.input.sample_id.as_str()])),
+    );
     fields.push(("sample_id".into(), Arc::new(sample)));
-    fields.push(("obs_name".into(), Arc::new(StringArray::from_iter_values(source_rows.iter().map(|&r| frame.index[r as usize].as_str())))));
-    fields.push(("source_row".into(), Arc::new(UInt64Array::from(source_rows.clone()))));
+    fields.push((
+        "obs_name".into(),
+        Arc::new(StringArray::from_iter_values(
+            source_rows
+                .iter()
+                .map(|&r| frame.index[r as usize].as_str()),
+        )),
+    ));
+    fields.push((
+        "source_row".into(),
+        Arc::new(UInt64Array::from(source_rows.clone())),
+    ));
     // Stats are in source order; storage order follows `order`.
-    fields.push(("nnz".into(), Arc::new(UInt32Array::from_iter_values(source_rows.iter().map(|&r| stats[r as usize].nnz)))));
-    fields.push(("total".into(), Arc::new(Float64Array::from_iter_values(source_rows.iter().map(|&r| stats[r as usize].total)))));
+    fields.push((
+        "nnz".into(),
+        Arc::new(UInt32Array::from_iter_values(
+            source_rows.iter().map(|&r| stats[r as usize].nnz),
+        )),
+    ));
+    fields.push((
+        "total".into(),
+        Arc::new(Float64Array::from_iter_values(
+            source_rows.iter().map(|&r| stats[r as usize].total),
+        )),
+    ));
     for d in 0..layout.coord_dims {
         let name = ["x", "y", "z"][d];
         let col: Float64Array = match &plan.coords {
-            Some((dims, coords)) if d < *dims => {
-                source_rows.iter().map(|&r| Some(coords[r as usize * dims + d])).collect()
-            }
+            Some((dims, coords)) if d < *dims => source_rows
+                .iter()
+                .map(|&r| Some(coords[r as usize * dims + d]))
+                .collect(),
             _ => std::iter::repeat_n(None::<f64>, n).collect(),
         };
         fields.push((name.into(), Arc::new(col)));
     }
     for (name, col) in &frame.columns {
         if col.len() != n {
-            return Err(Error::h5ad(h5.path(), format!("obs/{name}"), format!("has {} rows, expected {n}", col.len())));
+            return Err(Error::h5ad(
+                h5.path(),
+                format!("obs/{name}"),
+                format!("has {} rows, expected {n}", col.len()),
+            ));
         }
         let col = match order {
-            Some(_) => arrow::compute::take(col.as_ref(), &take_idx, None).at_object(h5.path(), &format!("obs/{name}"))?,
+            Some(_) => arrow::compute::take(col.as_ref(), &take_idx, None)
+                .at_object(h5.path(), &format!("obs/{name}"))?,
             None => col.clone(),
         };
-        let name = if RESERVED_OBS.contains(&name.as_str()) { format!("obs_{name}") } else { name.clone() };
+        let name = if RESERVED_OBS.contains(&name.as_str()) {
+            format!("obs_{name}")
+        } else {
+            name.clone()
+        };
         fields.push((name, col));
     }
     RecordBatch::try_from_iter(fields).at_object(h5.path(), "obs")

@@ -38,7 +38,17 @@ use crate::h5ad::{H5ad, MatrixSource, ValueStats};
 
 /// obs.parquet columns that cellarrow writes itself; source columns of these names are renamed
 /// `obs_<name>`.
-pub const RESERVED_OBS: &[&str] = &["cell", "sample_id", "obs_name", "source_row", "nnz", "total", "x", "y", "z"];
+pub const RESERVED_OBS: &[&str] = &[
+    "cell",
+    "sample_id",
+    "obs_name",
+    "source_row",
+    "nnz",
+    "total",
+    "x",
+    "y",
+    "z",
+];
 
 /// How to convert. [`ConvertOptions::new`] gives the defaults of `cellarrow convert`.
 #[derive(Debug, Clone, Serialize)]
@@ -72,7 +82,10 @@ pub struct ConvertOptions {
     pub progress: bool,
 }
 
-fn source_name<S: serde::Serializer>(s: &MatrixSource, ser: S) -> std::result::Result<S::Ok, S::Error> {
+fn source_name<S: serde::Serializer>(
+    s: &MatrixSource,
+    ser: S,
+) -> std::result::Result<S::Ok, S::Error> {
     ser.serialize_str(&source_label(s))
 }
 
@@ -142,23 +155,36 @@ fn plan_one(input: &InputSample, opts: &ConvertOptions) -> Result<Planned> {
         return Err(Error::invalid_input("input file does not exist").with_path(path));
     }
     if path.is_dir() {
-        return Err(Error::invalid_input("input is a directory, expected an .h5ad file").with_path(path));
+        return Err(
+            Error::invalid_input("input is a directory, expected an .h5ad file").with_path(path),
+        );
     }
     let h5 = H5ad::open(path)?;
     let matrix = h5.matrix(&opts.source)?;
     let (n_obs, n_vars) = matrix.shape();
     if n_obs == 0 {
-        return Err(Error::h5ad(path, matrix.object(), "the matrix has zero cells"));
+        return Err(Error::h5ad(
+            path,
+            matrix.object(),
+            "the matrix has zero cells",
+        ));
     }
     if n_vars == 0 {
-        return Err(Error::h5ad(path, "var", "the file has no genes (var is empty)"));
+        return Err(Error::h5ad(
+            path,
+            "var",
+            "the file has no genes (var is empty)",
+        ));
     }
     let genes = h5.gene_names(&opts.source, opts.gene_column.as_deref())?;
     if genes.len() as u64 != n_vars {
         return Err(Error::h5ad(
             path,
             "var",
-            format!("{} gene names for a matrix of {n_vars} columns", genes.len()),
+            format!(
+                "{} gene names for a matrix of {n_vars} columns",
+                genes.len()
+            ),
         ));
     }
     vocab::check_duplicates(&genes, opts.duplicate_genes, path)?;
@@ -167,7 +193,10 @@ fn plan_one(input: &InputSample, opts: &ConvertOptions) -> Result<Planned> {
         return Err(Error::h5ad(
             path,
             matrix.object(),
-            format!("{} values are NaN or infinite; the corpus stores finite values only", stats.non_finite),
+            format!(
+                "{} values are NaN or infinite; the corpus stores finite values only",
+                stats.non_finite
+            ),
         ));
     }
     let coords = match h5.obsm(&opts.spatial_key)? {
@@ -180,7 +209,11 @@ fn plan_one(input: &InputSample, opts: &ConvertOptions) -> Result<Planned> {
                 ));
             }
             if coords.len() as u64 != n_obs * dims as u64 {
-                return Err(Error::h5ad(path, format!("obsm/{}", opts.spatial_key), "has a different number of rows than X"));
+                return Err(Error::h5ad(
+                    path,
+                    format!("obsm/{}", opts.spatial_key),
+                    "has a different number of rows than X",
+                ));
             }
             Some((dims, coords))
         }
@@ -193,8 +226,15 @@ fn plan_one(input: &InputSample, opts: &ConvertOptions) -> Result<Planned> {
         }
         None => None,
     };
-    let (sha256, _) = crate::corpus::sha256_file(path)?;
-    Ok(Planned { input: input.clone(), n_obs, genes, stats, sha256, gene_map: Vec::new(), coords })
+    Ok(Planned {
+        input: input.clone(),
+        n_obs,
+        genes,
+        stats,
+        sha256: String::new(),
+        gene_map: Vec::new(),
+        coords,
+    })
 }
 
 /// The narrowest type that holds every value losslessly.
@@ -223,7 +263,10 @@ fn wider(t: ValueType) -> ValueType {
 }
 
 fn clear_dir(dir: &std::path::Path) -> Result<()> {
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, "listing", e))?.flatten() {
+    for entry in std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, "listing", e))?
+        .flatten()
+    {
         std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), "removing", e))?;
     }
     Ok(())
@@ -231,7 +274,14 @@ fn clear_dir(dir: &std::path::Path) -> Result<()> {
 
 fn merge_stats(all: impl Iterator<Item = ValueStats>) -> ValueStats {
     all.fold(
-        ValueStats { count: 0, min: f64::INFINITY, max: f64::NEG_INFINITY, all_integer: true, all_f32_exact: true, non_finite: 0 },
+        ValueStats {
+            count: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            all_integer: true,
+            all_f32_exact: true,
+            non_finite: 0,
+        },
         |a, b| ValueStats {
             count: a.count + b.count,
             min: a.min.min(b.min),
@@ -256,7 +306,11 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
     if inputs.is_empty() {
         return Err(Error::invalid_input("no input files given"));
     }
-    let threads = if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        opts.threads
+    };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -269,22 +323,38 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
     let staging = output::Staging::create(&opts.output, opts.overwrite)?;
     let dir = staging.path().to_path_buf();
 
-    let mut plans: Vec<Planned> = pool.install(|| inputs.par_iter().map(|i| plan_one(i, opts)).collect::<Result<_>>())?;
+    let mut plans: Vec<Planned> = pool.install(|| {
+        inputs
+            .par_iter()
+            .map(|i| plan_one(i, opts))
+            .collect::<Result<_>>()
+    })?;
     for p in plans.iter_mut() {
         p.gene_map = vocab.map_file(&p.genes, opts.duplicate_genes, &p.input.path)?;
     }
     if vocab.is_empty() {
         return Err(Error::invalid_input("the gene vocabulary is empty"));
     }
-    let index_type = if vocab.len() <= 1 << 16 { IndexType::Uint16 } else { IndexType::Uint32 };
-    let mut value_type = choose_value_type(&merge_stats(plans.iter().map(|p| p.stats)));
+    let index_type = if vocab.len() <= 1 << 16 {
+        IndexType::Uint16
+    } else {
+        IndexType::Uint32
+    };
+    let value_type = choose_value_type(&merge_stats(plans.iter().map(|p| p.stats)));
     let total_nnz: u64 = plans.iter().map(|p| p.stats.count).sum();
     let total_cells: u64 = plans.iter().map(|p| p.n_obs).sum();
     // About 4 Mi non-zeros per record batch keeps the writer's buffers small whatever the
     // density, while batches stay large enough to amortise their headers.
     let avg = (total_nnz / total_cells.max(1)).max(1);
-    let batch_rows = ((4u64 << 20) / avg).clamp(256, 65_536).next_power_of_two().min(65_536) as usize;
-    let coord_dims = plans.iter().filter_map(|p| p.coords.as_ref().map(|c| c.0)).max().unwrap_or(0);
+    let batch_rows = ((4u64 << 20) / avg)
+        .clamp(256, 65_536)
+        .next_power_of_two()
+        .min(65_536) as usize;
+    let coord_dims = plans
+        .iter()
+        .filter_map(|p| p.coords.as_ref().map(|c| c.0))
+        .max()
+        .unwrap_or(0);
     let mut layout = job::Layout {
         dir: &dir,
         index_type,
@@ -318,39 +388,71 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
             b
         })
         .collect();
-    let outputs: Vec<job::SampleOutput> = loop {
-        let outputs: Vec<Option<job::SampleOutput>> = pool.install(|| {
-            plans
-                .par_iter()
-                .zip(starts.par_iter())
-                .zip(bars.par_iter())
-                .map(|((p, &(first_part, first_cell)), bar)| {
-                    bar.reset();
-                    let out = job::convert_sample(p, opts, &layout, first_part, first_cell, bar);
-                    bar.finish_with_message(if out.is_ok() { "done" } else { "failed" });
-                    out
-                })
-                .collect::<Result<_>>()
-        })?;
-        if let Some(all) = outputs.into_iter().collect::<Option<Vec<_>>>() {
-            break all;
-        }
-        // Summed duplicates outgrew the type chosen from the source values: start over wider.
-        value_type = wider(value_type);
-        layout.value_type = value_type;
-        clear_dir(&dir.join("matrix"))?;
-        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, "listing", e))?.flatten() {
-            if entry.file_name().to_string_lossy().starts_with("obs-staging-") {
-                std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), "removing", e))?;
+    // Hashing the sources runs beside the conversion: it is pure I/O and CPU that would
+    // otherwise add a full read of every input to the wall time.
+    let convert_all = |layout: &mut job::Layout<'_>| -> Result<Vec<job::SampleOutput>> {
+        loop {
+            let outputs: Vec<Option<job::SampleOutput>> = {
+                plans
+                    .par_iter()
+                    .zip(starts.par_iter())
+                    .zip(bars.par_iter())
+                    .map(|((p, &(first_part, first_cell)), bar)| {
+                        bar.reset();
+                        let out =
+                            job::convert_sample(p, opts, &layout, first_part, first_cell, bar);
+                        bar.finish_with_message(if out.is_ok() { "done" } else { "failed" });
+                        out
+                    })
+                    .collect::<Result<_>>()
+            }?;
+            if let Some(all) = outputs.into_iter().collect::<Option<Vec<_>>>() {
+                return Ok(all);
+            }
+            // Summed duplicates outgrew the type chosen from the source values: start over wider.
+            layout.value_type = wider(layout.value_type);
+            clear_dir(&dir.join("matrix"))?;
+            for entry in std::fs::read_dir(&dir)
+                .map_err(|e| Error::io(&dir, "listing", e))?
+                .flatten()
+            {
+                if entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("obs-staging-")
+                {
+                    std::fs::remove_file(entry.path())
+                        .map_err(|e| Error::io(entry.path(), "removing", e))?;
+                }
             }
         }
     };
+    let (hashes, outputs) = pool.install(|| {
+        rayon::join(
+            || {
+                inputs
+                    .par_iter()
+                    .map(|i| crate::corpus::sha256_file(&i.path).map(|h| h.0))
+                    .collect::<Result<Vec<_>>>()
+            },
+            || convert_all(&mut layout),
+        )
+    });
+    let outputs = outputs?;
+    for (p, h) in plans.iter_mut().zip(hashes?) {
+        p.sha256 = h;
+    }
+    let value_type = layout.value_type;
     let _ = multi.clear();
 
     let mut warnings = Vec::new();
     for (p, o) in plans.iter().zip(&outputs) {
         if o.counts.nnz_outside_vocab > 0 {
-            let outside = p.gene_map.iter().filter(|m| **m == GeneSlot::Outside).count();
+            let outside = p
+                .gene_map
+                .iter()
+                .filter(|m| **m == GeneSlot::Outside)
+                .count();
             warnings.push(format!(
                 "{}: {} genes ({} non-zeros) are outside the vocabulary and were not stored; see samples.parquet",
                 p.input.sample_id, outside, o.counts.nnz_outside_vocab

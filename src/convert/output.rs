@@ -19,10 +19,9 @@ pub struct Staging {
 }
 
 fn sibling(dest: &Path, tag: &str, pid: u32) -> Result<PathBuf> {
-    let name = dest
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::invalid_input("the output path needs a final directory name").with_path(dest))?;
+    let name = dest.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        Error::invalid_input("the output path needs a final directory name").with_path(dest)
+    })?;
     Ok(dest.with_file_name(format!(".{name}{tag}{pid}")))
 }
 
@@ -38,12 +37,20 @@ fn recover(dest: &Path) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let Some(name) = dest.file_name().and_then(|n| n.to_str()) else { return Ok(()) };
-    let Ok(entries) = std::fs::read_dir(&parent) else { return Ok(()) };
+    let Some(name) = dest.file_name().and_then(|n| n.to_str()) else {
+        return Ok(());
+    };
+    let Ok(entries) = std::fs::read_dir(&parent) else {
+        return Ok(());
+    };
     for entry in entries.flatten() {
         let file_name = entry.file_name();
-        let Some(f) = file_name.to_str() else { continue };
-        let Some(rest) = f.strip_prefix('.').and_then(|r| r.strip_prefix(name)) else { continue };
+        let Some(f) = file_name.to_str() else {
+            continue;
+        };
+        let Some(rest) = f.strip_prefix('.').and_then(|r| r.strip_prefix(name)) else {
+            continue;
+        };
         let (tag, pid) = if let Some(p) = rest.strip_prefix(TMP_TAG) {
             (TMP_TAG, p)
         } else if let Some(p) = rest.strip_prefix(OLD_TAG) {
@@ -51,15 +58,19 @@ fn recover(dest: &Path) -> Result<()> {
         } else {
             continue;
         };
-        let Ok(pid) = pid.parse::<u32>() else { continue };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
         if pid_alive(pid) && pid != std::process::id() {
             continue;
         }
         let path = entry.path();
         if tag == OLD_TAG && !dest.exists() && path.join("manifest.json").is_file() {
-            std::fs::rename(&path, dest).map_err(|e| Error::io(&path, "restoring the previous corpus", e))?;
+            std::fs::rename(&path, dest)
+                .map_err(|e| Error::io(&path, "restoring the previous corpus", e))?;
         } else {
-            std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, "removing a stale temporary directory", e))?;
+            std::fs::remove_dir_all(&path)
+                .map_err(|e| Error::io(&path, "removing a stale temporary directory", e))?;
         }
     }
     Ok(())
@@ -82,7 +93,9 @@ impl Staging {
             }
             let is_corpus = dest.join("manifest.json").is_file();
             let is_empty = dest.is_dir()
-                && std::fs::read_dir(dest).map(|mut d| d.next().is_none()).unwrap_or(false);
+                && std::fs::read_dir(dest)
+                    .map(|mut d| d.next().is_none())
+                    .unwrap_or(false);
             if !is_corpus && !is_empty {
                 return Err(Error::new(
                     ErrorKind::DestinationExists,
@@ -95,8 +108,13 @@ impl Staging {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, "removing", e))?;
         }
-        std::fs::create_dir_all(tmp.join("matrix")).map_err(|e| Error::io(&tmp, "creating the output directory", e))?;
-        Ok(Staging { tmp, dest: dest.to_path_buf(), committed: false })
+        std::fs::create_dir_all(tmp.join("matrix"))
+            .map_err(|e| Error::io(&tmp, "creating the output directory", e))?;
+        Ok(Staging {
+            tmp,
+            dest: dest.to_path_buf(),
+            committed: false,
+        })
     }
 
     /// The directory being written.
@@ -110,11 +128,15 @@ impl Staging {
         sync_dir(&self.tmp)?;
         if self.dest.exists() {
             let old = sibling(&self.dest, OLD_TAG, std::process::id())?;
-            std::fs::rename(&self.dest, &old).map_err(|e| Error::io(&self.dest, "moving the previous corpus aside", e))?;
-            std::fs::rename(&self.tmp, &self.dest).map_err(|e| Error::io(&self.dest, "renaming the new corpus into place", e))?;
-            std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, "removing the previous corpus", e))?;
+            std::fs::rename(&self.dest, &old)
+                .map_err(|e| Error::io(&self.dest, "moving the previous corpus aside", e))?;
+            std::fs::rename(&self.tmp, &self.dest)
+                .map_err(|e| Error::io(&self.dest, "renaming the new corpus into place", e))?;
+            std::fs::remove_dir_all(&old)
+                .map_err(|e| Error::io(&old, "removing the previous corpus", e))?;
         } else {
-            std::fs::rename(&self.tmp, &self.dest).map_err(|e| Error::io(&self.dest, "renaming the new corpus into place", e))?;
+            std::fs::rename(&self.tmp, &self.dest)
+                .map_err(|e| Error::io(&self.dest, "renaming the new corpus into place", e))?;
         }
         if let Some(parent) = self.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
             sync_dir(parent)?;

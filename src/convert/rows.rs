@@ -27,7 +27,11 @@ pub struct RowCounts {
 ///
 /// Work happens inside the chunk's own buffers (a row never grows), with one reused scratch
 /// vector for rows that need sorting, so no memory is allocated per row.
-pub fn remap_chunk(chunk: &mut CsrChunk, map: &[GeneSlot], scratch: &mut Vec<(u32, f64)>) -> (Vec<CellStats>, RowCounts) {
+pub fn remap_chunk(
+    chunk: &mut CsrChunk,
+    map: &[GeneSlot],
+    scratch: &mut Vec<(u32, f64)>,
+) -> (Vec<CellStats>, RowCounts) {
     let n_rows = chunk.n_rows();
     let mut stats = Vec::with_capacity(n_rows);
     let mut counts = RowCounts::default();
@@ -99,7 +103,12 @@ mod tests {
     use super::*;
 
     fn chunk(rows: &[&[(u32, f64)]]) -> CsrChunk {
-        let mut c = CsrChunk { row_start: 0, indptr: vec![0], indices: vec![], values: vec![] };
+        let mut c = CsrChunk {
+            row_start: 0,
+            indptr: vec![0],
+            indices: vec![],
+            values: vec![],
+        };
         for row in rows {
             for &(i, v) in *row {
                 c.indices.push(i);
@@ -114,7 +123,11 @@ mod tests {
         (0..c.n_rows())
             .map(|r| {
                 let (a, b) = (c.indptr[r] as usize, c.indptr[r + 1] as usize);
-                c.indices[a..b].iter().copied().zip(c.values[a..b].iter().copied()).collect()
+                c.indices[a..b]
+                    .iter()
+                    .copied()
+                    .zip(c.values[a..b].iter().copied())
+                    .collect()
             })
             .collect()
     }
@@ -122,10 +135,22 @@ mod tests {
     #[test]
     fn remap_sorts_drops_zeros_and_counts_outside_genes() {
         // Source genes 0..4 map to vocabulary ids 3, 1, none, 0.
-        let map = [GeneSlot::Gene(3), GeneSlot::Gene(1), GeneSlot::Outside, GeneSlot::Gene(0)];
-        let mut c = chunk(&[&[(0, 1.0), (1, 2.0), (2, 5.0), (3, 0.0)], &[], &[(3, 7.0), (2, 1.0)]]);
+        let map = [
+            GeneSlot::Gene(3),
+            GeneSlot::Gene(1),
+            GeneSlot::Outside,
+            GeneSlot::Gene(0),
+        ];
+        let mut c = chunk(&[
+            &[(0, 1.0), (1, 2.0), (2, 5.0), (3, 0.0)],
+            &[],
+            &[(3, 7.0), (2, 1.0)],
+        ]);
         let (stats, counts) = remap_chunk(&mut c, &map, &mut Vec::new());
-        assert_eq!(rows(&c), vec![vec![(1, 2.0), (3, 1.0)], vec![], vec![(0, 7.0)]]);
+        assert_eq!(
+            rows(&c),
+            vec![vec![(1, 2.0), (3, 1.0)], vec![], vec![(0, 7.0)]]
+        );
         assert_eq!(stats[0], CellStats { nnz: 3, total: 8.0 });
         assert_eq!(stats[1], CellStats { nnz: 0, total: 0.0 });
         assert_eq!(stats[2], CellStats { nnz: 2, total: 8.0 });

@@ -3,7 +3,11 @@
 
 /// Bits per axis of the Z-order key: 32 in 2-D, 21 in 3-D (a 64-bit key either way).
 fn bits_per_axis(dims: usize) -> u32 {
-    if dims >= 3 { 21 } else { 32 }
+    if dims >= 3 {
+        21
+    } else {
+        32
+    }
 }
 
 /// Spreads the low `bits` bits of `v` so that bit i lands at bit `i * stride`.
@@ -26,7 +30,10 @@ fn spread(v: u64, bits: u32, stride: u32) -> u64 {
 /// assert_eq!(z_order(&coords, 2), vec![0, 2, 1, 3]);
 /// ```
 pub fn z_order(coords: &[f64], dims: usize) -> Vec<u64> {
-    assert!(dims > 0 && coords.len() % dims == 0, "coordinates must have `dims` columns");
+    assert!(
+        dims > 0 && coords.len() % dims == 0,
+        "coordinates must have `dims` columns"
+    );
     let n = coords.len() / dims;
     let mut lo = vec![f64::INFINITY; dims];
     let mut hi = vec![f64::NEG_INFINITY; dims];
@@ -40,7 +47,11 @@ pub fn z_order(coords: &[f64], dims: usize) -> Vec<u64> {
     let bits = bits_per_axis(dims);
     // One scale for every axis keeps the curve isotropic: a square block stays a square of cells.
     let span = (0..dims).map(|d| hi[d] - lo[d]).fold(0.0f64, f64::max);
-    let scale = if span > 0.0 { ((1u64 << bits) - 1) as f64 / span } else { 0.0 };
+    let scale = if span > 0.0 {
+        ((1u64 << bits) - 1) as f64 / span
+    } else {
+        0.0
+    };
     let stride = dims as u32;
     let mut keys: Vec<(u64, u64)> = coords
         .chunks_exact(dims)
@@ -70,7 +81,18 @@ mod tests {
 
     #[test]
     fn z_order_is_a_permutation_with_non_finite_last() {
-        let coords = [5.0, 5.0, f64::NAN, 1.0, 0.0, 0.0, 10.0, 10.0, 1.0, f64::INFINITY];
+        let coords = [
+            5.0,
+            5.0,
+            f64::NAN,
+            1.0,
+            0.0,
+            0.0,
+            10.0,
+            10.0,
+            1.0,
+            f64::INFINITY,
+        ];
         let order = z_order(&coords, 2);
         assert_eq!(order, vec![2, 0, 3, 1, 4]);
     }
@@ -105,8 +127,10 @@ mod tests {
             position[cell as usize] = pos;
         }
         for (x0, y0) in [(0, 0), (8, 16), (40, 48)] {
-            let mut pos: Vec<usize> =
-                (y0..y0 + 8).flat_map(|y| (x0..x0 + 8).map(move |x| y * 64 + x)).map(|c| position[c]).collect();
+            let mut pos: Vec<usize> = (y0..y0 + 8)
+                .flat_map(|y| (x0..x0 + 8).map(move |x| y * 64 + x))
+                .map(|c| position[c])
+                .collect();
             pos.sort_unstable();
             let runs = 1 + pos.windows(2).filter(|w| w[1] != w[0] + 1).count();
             assert!(runs <= 4, "an 8x8 block at ({x0},{y0}) is {runs} runs");

@@ -12,7 +12,9 @@ use rayon::prelude::*;
 
 use super::job::{Layout, SampleOutput};
 use super::{source_label, ConvertOptions, GeneSlot, Planned, Vocabulary};
-use crate::corpus::{self, FileEntry, Manifest, MatrixInfo, SampleEntry, FORMAT_NAME, FORMAT_VERSION};
+use crate::corpus::{
+    self, FileEntry, Manifest, MatrixInfo, SampleEntry, FORMAT_NAME, FORMAT_VERSION,
+};
 use crate::error::{Context, Error, Result};
 
 pub(crate) struct Written {
@@ -34,16 +36,27 @@ pub(crate) fn finish(
     write_samples(dir, plans, outputs, starts, opts)?;
     merge_obs(dir, outputs)?;
 
-    let parts: Vec<_> = outputs.iter().flat_map(|o| o.parts.iter().cloned()).collect();
+    let parts: Vec<_> = outputs
+        .iter()
+        .flat_map(|o| o.parts.iter().cloned())
+        .collect();
     let n_cells: u64 = parts.iter().map(|p| p.n_cells).sum();
     let nnz: u64 = parts.iter().map(|p| p.nnz).sum();
-    let mut rel: Vec<String> = vec!["genes.parquet".into(), "samples.parquet".into(), "obs.parquet".into()];
+    let mut rel: Vec<String> = vec![
+        "genes.parquet".into(),
+        "samples.parquet".into(),
+        "obs.parquet".into(),
+    ];
     rel.extend(parts.iter().map(|p| p.path.clone()));
     let files: Vec<FileEntry> = rel
         .par_iter()
         .map(|r| {
             let (sha256, bytes) = corpus::sha256_file(&dir.join(r))?;
-            Ok(FileEntry { path: r.clone(), bytes, sha256 })
+            Ok(FileEntry {
+                path: r.clone(),
+                bytes,
+                sha256,
+            })
         })
         .collect::<Result<_>>()?;
     let bytes = files.iter().map(|f| f.bytes).sum();
@@ -68,16 +81,30 @@ pub(crate) fn finish(
         nnz,
         index_type: layout.index_type,
         value_type: layout.value_type,
-        matrix: MatrixInfo { batch_rows: layout.batch_rows as u64, part_cells: layout.part_cells, parts },
+        matrix: MatrixInfo {
+            batch_rows: layout.batch_rows as u64,
+            part_cells: layout.part_cells,
+            parts,
+        },
         samples,
-        options: serde_json::to_value(opts).map_err(|e| Error::invalid_input(format!("options: {e}")))?,
+        options: serde_json::to_value(opts)
+            .map_err(|e| Error::invalid_input(format!("options: {e}")))?,
         files,
     };
     manifest.write(dir)?;
-    Ok(Written { n_cells, nnz, bytes })
+    Ok(Written {
+        n_cells,
+        nnz,
+        bytes,
+    })
 }
 
-fn write_genes(dir: &std::path::Path, plans: &[Planned], outputs: &[SampleOutput], vocab: &Vocabulary) -> Result<()> {
+fn write_genes(
+    dir: &std::path::Path,
+    plans: &[Planned],
+    outputs: &[SampleOutput],
+    vocab: &Vocabulary,
+) -> Result<()> {
     let n = vocab.len();
     let mut n_samples = vec![0u32; n];
     for p in plans {
@@ -100,8 +127,14 @@ fn write_genes(dir: &std::path::Path, plans: &[Planned], outputs: &[SampleOutput
         }
     }
     let batch = RecordBatch::try_from_iter([
-        ("gene", Arc::new(UInt32Array::from_iter_values(0..n as u32)) as ArrayRef),
-        ("name", Arc::new(StringArray::from_iter_values(vocab.names()))),
+        (
+            "gene",
+            Arc::new(UInt32Array::from_iter_values(0..n as u32)) as ArrayRef,
+        ),
+        (
+            "name",
+            Arc::new(StringArray::from_iter_values(vocab.names())),
+        ),
         ("n_samples", Arc::new(UInt32Array::from(n_samples))),
         ("n_cells", Arc::new(UInt64Array::from(n_cells))),
     ])?;
@@ -116,34 +149,76 @@ fn write_samples(
     starts: &[(usize, u64)],
     opts: &ConvertOptions,
 ) -> Result<()> {
-    let text = |f: &dyn Fn(&Planned) -> String| -> ArrayRef { Arc::new(StringArray::from_iter_values(plans.iter().map(f))) };
+    let text = |f: &dyn Fn(&Planned) -> String| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(plans.iter().map(f)))
+    };
     let mut cols: Vec<(String, ArrayRef)> = vec![
         ("sample_id".into(), text(&|p| p.input.sample_id.clone())),
-        ("source_path".into(), text(&|p| p.input.path.display().to_string())),
+        (
+            "source_path".into(),
+            text(&|p| p.input.path.display().to_string()),
+        ),
         ("source_sha256".into(), text(&|p| p.sha256.clone())),
-        ("first_cell".into(), Arc::new(UInt64Array::from_iter_values(starts.iter().map(|s| s.1)))),
-        ("n_cells".into(), Arc::new(UInt64Array::from_iter_values(plans.iter().map(|p| p.n_obs)))),
-        ("nnz".into(), Arc::new(UInt64Array::from_iter_values(outputs.iter().map(|o| o.nnz)))),
-        ("matrix_source".into(), text(&|_| source_label(&opts.source))),
-        ("n_source_genes".into(), Arc::new(UInt64Array::from_iter_values(plans.iter().map(|p| p.genes.len() as u64)))),
+        (
+            "first_cell".into(),
+            Arc::new(UInt64Array::from_iter_values(starts.iter().map(|s| s.1))),
+        ),
+        (
+            "n_cells".into(),
+            Arc::new(UInt64Array::from_iter_values(plans.iter().map(|p| p.n_obs))),
+        ),
+        (
+            "nnz".into(),
+            Arc::new(UInt64Array::from_iter_values(outputs.iter().map(|o| o.nnz))),
+        ),
+        (
+            "matrix_source".into(),
+            text(&|_| source_label(&opts.source)),
+        ),
+        (
+            "n_source_genes".into(),
+            Arc::new(UInt64Array::from_iter_values(
+                plans.iter().map(|p| p.genes.len() as u64),
+            )),
+        ),
         (
             "n_genes_outside_vocab".into(),
-            Arc::new(UInt64Array::from_iter_values(plans.iter().map(|p| p.gene_map.iter().filter(|m| **m == GeneSlot::Outside).count() as u64))),
+            Arc::new(UInt64Array::from_iter_values(plans.iter().map(|p| {
+                p.gene_map
+                    .iter()
+                    .filter(|m| **m == GeneSlot::Outside)
+                    .count() as u64
+            }))),
         ),
-        ("nnz_outside_vocab".into(), Arc::new(UInt64Array::from_iter_values(outputs.iter().map(|o| o.counts.nnz_outside_vocab)))),
+        (
+            "nnz_outside_vocab".into(),
+            Arc::new(UInt64Array::from_iter_values(
+                outputs.iter().map(|o| o.counts.nnz_outside_vocab),
+            )),
+        ),
         (
             "spatial_dims".into(),
-            Arc::new(UInt8Array::from_iter_values(plans.iter().map(|p| p.coords.as_ref().map_or(0, |c| c.0 as u8)))),
+            Arc::new(UInt8Array::from_iter_values(
+                plans
+                    .iter()
+                    .map(|p| p.coords.as_ref().map_or(0, |c| c.0 as u8)),
+            )),
         ),
     ];
-    let keys: BTreeSet<&str> = plans.iter().flat_map(|p| p.input.metadata.keys().map(String::as_str)).collect();
+    let keys: BTreeSet<&str> = plans
+        .iter()
+        .flat_map(|p| p.input.metadata.keys().map(String::as_str))
+        .collect();
     for key in keys {
         if cols.iter().any(|(n, _)| n == key) {
             return Err(Error::invalid_input(format!(
                 "input manifest column {key:?} clashes with a samples.parquet column; rename it"
             )));
         }
-        let col: StringArray = plans.iter().map(|p| p.input.metadata.get(key).map(String::as_str)).collect();
+        let col: StringArray = plans
+            .iter()
+            .map(|p| p.input.metadata.get(key).map(String::as_str))
+            .collect();
         cols.push((key.to_string(), Arc::new(col)));
     }
     let batch = RecordBatch::try_from_iter(cols)?;
@@ -164,7 +239,9 @@ fn unify(a: &DataType, b: &DataType) -> DataType {
     if a.is_numeric() && b.is_numeric() {
         return Float64;
     }
-    let is_text = |t: &DataType| matches!(t, Utf8 | LargeUtf8 | Utf8View) || matches!(t, Dictionary(_, v) if **v == Utf8);
+    let is_text = |t: &DataType| {
+        matches!(t, Utf8 | LargeUtf8 | Utf8View) || matches!(t, Dictionary(_, v) if **v == Utf8)
+    };
     if is_text(a) && is_text(b) {
         return Dictionary(Box::new(Int32), Box::new(Utf8));
     }
@@ -173,13 +250,19 @@ fn unify(a: &DataType, b: &DataType) -> DataType {
 
 fn parquet_schema(path: &std::path::Path) -> Result<SchemaRef> {
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, "opening", e))?;
-    Ok(ParquetRecordBatchReaderBuilder::try_new(f).at(path)?.schema().clone())
+    Ok(ParquetRecordBatchReaderBuilder::try_new(f)
+        .at(path)?
+        .schema()
+        .clone())
 }
 
 /// Streams every sample's staging obs table into one obs.parquet with the union schema, then
 /// removes the staging tables.
 fn merge_obs(dir: &std::path::Path, outputs: &[SampleOutput]) -> Result<()> {
-    let schemas: Vec<SchemaRef> = outputs.iter().map(|o| parquet_schema(&o.obs_path)).collect::<Result<_>>()?;
+    let schemas: Vec<SchemaRef> = outputs
+        .iter()
+        .map(|o| parquet_schema(&o.obs_path))
+        .collect::<Result<_>>()?;
     let mut fields: Vec<Field> = Vec::new();
     for s in &schemas {
         for f in s.fields() {
@@ -192,10 +275,16 @@ fn merge_obs(dir: &std::path::Path, outputs: &[SampleOutput]) -> Result<()> {
     let schema = Arc::new(Schema::new(fields));
     let path = dir.join("obs.parquet");
     let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, "creating", e))?;
-    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(obs_properties())).at(&path)?;
+    let mut writer =
+        ArrowWriter::try_new(file, schema.clone(), Some(obs_properties())).at(&path)?;
     for o in outputs {
-        let f = std::fs::File::open(&o.obs_path).map_err(|e| Error::io(&o.obs_path, "opening", e))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(f).at(&o.obs_path)?.with_batch_size(65_536).build().at(&o.obs_path)?;
+        let f =
+            std::fs::File::open(&o.obs_path).map_err(|e| Error::io(&o.obs_path, "opening", e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+            .at(&o.obs_path)?
+            .with_batch_size(65_536)
+            .build()
+            .at(&o.obs_path)?;
         for batch in reader {
             let batch = batch.at(&o.obs_path)?;
             let cols: Vec<ArrayRef> = schema
@@ -207,19 +296,25 @@ fn merge_obs(dir: &std::path::Path, outputs: &[SampleOutput]) -> Result<()> {
                     None => Ok(new_null_array(field.data_type(), batch.num_rows())),
                 })
                 .collect::<Result<_>>()?;
-            writer.write(&RecordBatch::try_new(schema.clone(), cols)?).at(&path)?;
+            writer
+                .write(&RecordBatch::try_new(schema.clone(), cols)?)
+                .at(&path)?;
         }
         std::fs::remove_file(&o.obs_path).map_err(|e| Error::io(&o.obs_path, "removing", e))?;
     }
     writer.close().at(&path)?;
-    std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(|e| Error::io(&path, "syncing", e))?;
+    std::fs::File::open(&path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(&path, "syncing", e))?;
     Ok(())
 }
 
 /// Same settings as [`corpus::write_parquet`]: zstd, row groups of 64 Ki rows.
 fn obs_properties() -> parquet::file::properties::WriterProperties {
     parquet::file::properties::WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::default()))
+        .set_compression(parquet::basic::Compression::ZSTD(
+            parquet::basic::ZstdLevel::default(),
+        ))
         .set_max_row_group_row_count(Some(65_536))
         .build()
 }
