@@ -5,8 +5,8 @@ use std::hint::black_box;
 
 use cellarrow::sample::rng::Rng;
 use cellarrow::sample::{
-    BlockConfig, BlockShuffle, Cohort, Permutation, RandomCells, SampleIndex, SampleRange, Sampler, Shard, ShardPolicy,
-    ShardState, ShardStream, SpatialBlocks,
+    BlockConfig, BlockShuffle, Cohort, Permutation, RandomCells, SampleIndex, SampleRange, Sampler,
+    Shard, ShardPolicy, ShardState, ShardStream, SpatialBlocks,
 };
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -30,7 +30,8 @@ fn permutation(c: &mut Criterion) {
     g.bench_function("random_cells_shard_stream/1e9 cells, 8 shards", |b| {
         b.iter(|| {
             let shard = Shard::new(3, 4, 1, 2).unwrap();
-            let s = ShardStream::new(&cells, shard, ShardPolicy::Even, ShardState::epoch_start(5)).unwrap();
+            let s = ShardStream::new(&cells, shard, ShardPolicy::Even, ShardState::epoch_start(5))
+                .unwrap();
             black_box(s.take(n as usize).fold(0u64, |a, x| a ^ x))
         })
     });
@@ -44,11 +45,18 @@ fn permutation(c: &mut Criterion) {
 /// One 2-D sample of `n` cells uniform on a 1000 x 1000 square; blocks of 10 give 10,000.
 fn spatial_index(n: u64) -> SampleIndex {
     let mut rng = Rng::new(1);
-    let coords: Vec<[f64; 3]> = (0..n).map(|_| [rng.unit() * 1000.0, rng.unit() * 1000.0, f64::NAN]).collect();
-    SampleIndex::new(vec![SampleRange { sample_id: "tissue".into(), first_cell: 0, n_cells: n, spatial_dims: 2 }])
-        .unwrap()
-        .with_coords(coords)
-        .unwrap()
+    let coords: Vec<[f64; 3]> = (0..n)
+        .map(|_| [rng.unit() * 1000.0, rng.unit() * 1000.0, f64::NAN])
+        .collect();
+    SampleIndex::new(vec![SampleRange {
+        sample_id: "tissue".into(),
+        first_cell: 0,
+        n_cells: n,
+        spatial_dims: 2,
+    }])
+    .unwrap()
+    .with_coords(coords)
+    .unwrap()
 }
 
 fn blocks(c: &mut Criterion) {
@@ -75,14 +83,26 @@ fn blocks(c: &mut Criterion) {
                 cfg.stride = Some(5.0);
                 cfg
             },
-            |cfg| black_box(SpatialBlocks::new(&idx, Cohort::all(n), cfg).unwrap().item(0, 0)),
+            |cfg| {
+                black_box(
+                    SpatialBlocks::new(&idx, Cohort::all(n), cfg)
+                        .unwrap()
+                        .item(0, 0),
+                )
+            },
             BatchSize::LargeInput,
         )
     });
     let s = SpatialBlocks::new(&idx, Cohort::all(n), BlockConfig::new(10.0, 3)).unwrap();
     g.throughput(Throughput::Elements(s.len()));
     g.bench_function("epoch_of_groups/10k blocks", |b| {
-        b.iter(|| black_box((0..s.len()).map(|p| s.item(1, p).cells.len()).sum::<usize>()))
+        b.iter(|| {
+            black_box(
+                (0..s.len())
+                    .map(|p| s.item(1, p).cells.len())
+                    .sum::<usize>(),
+            )
+        })
     });
     g.finish();
 }

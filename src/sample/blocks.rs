@@ -100,14 +100,21 @@ impl SpatialBlocks {
     pub fn new(index: &SampleIndex, cohort: Cohort, cfg: BlockConfig) -> Result<SpatialBlocks> {
         let stride = cfg.stride.unwrap_or(cfg.size);
         if !(cfg.size.is_finite() && cfg.size > 0.0) {
-            return Err(Error::invalid_input(format!("block size must be finite and > 0, got {}", cfg.size)));
+            return Err(Error::invalid_input(format!(
+                "block size must be finite and > 0, got {}",
+                cfg.size
+            )));
         }
         if !(stride.is_finite() && stride > 0.0) {
-            return Err(Error::invalid_input(format!("block stride must be finite and > 0, got {stride}")));
+            return Err(Error::invalid_input(format!(
+                "block stride must be finite and > 0, got {stride}"
+            )));
         }
         if let Some(d) = cfg.dims {
             if d != 2 && d != 3 {
-                return Err(Error::invalid_input(format!("block dims must be 2 or 3, got {d}")));
+                return Err(Error::invalid_input(format!(
+                    "block dims must be 2 or 3, got {d}"
+                )));
             }
         }
         if cfg.min_cells == 0 {
@@ -116,11 +123,16 @@ impl SpatialBlocks {
         if cfg.max_cells == Some(0) {
             return Err(Error::invalid_input("max_cells must be at least 1"));
         }
-        let coords = index
-            .coords
-            .clone()
-            .ok_or_else(|| Error::invalid_input("spatial blocks need cell coordinates, but none were loaded"))?;
-        let mut out = SpatialBlocks { blocks: vec![], offsets: vec![0], cells: vec![], coords, cfg };
+        let coords = index.coords.clone().ok_or_else(|| {
+            Error::invalid_input("spatial blocks need cell coordinates, but none were loaded")
+        })?;
+        let mut out = SpatialBlocks {
+            blocks: vec![],
+            offsets: vec![0],
+            cells: vec![],
+            coords,
+            cfg,
+        };
         for (si, s) in index.samples.iter().enumerate() {
             let dims = match (s.spatial_dims, out.cfg.dims) {
                 (0, _) => continue,
@@ -157,7 +169,11 @@ impl SpatialBlocks {
         let mut grid = 1u64;
         for a in 0..d {
             let ext = hi[a] - lo[a];
-            let na = if ext < size { 1.0 } else { ((ext - size) / stride).floor() + 2.0 };
+            let na = if ext < size {
+                1.0
+            } else {
+                ((ext - size) / stride).floor() + 2.0
+            };
             if !(na < (1u64 << 40) as f64) {
                 return Err(Error::invalid_input(format!(
                     "block grid too large: {na} blocks along axis {a} (extent {ext}, stride {stride})"
@@ -165,7 +181,9 @@ impl SpatialBlocks {
             }
             n[a] = na as u64;
             grid = grid.checked_mul(n[a]).ok_or_else(|| {
-                Error::invalid_input(format!("block grid too large for size {size} and stride {stride}"))
+                Error::invalid_input(format!(
+                    "block grid too large for size {size} and stride {stride}"
+                ))
             })?;
         }
         // Block index range of one coordinate along axis a (exact test against the bounds).
@@ -269,7 +287,14 @@ impl SpatialBlocks {
                 min[a] = start(a, idx[a]);
                 max[a] = min[a] + size;
             }
-            self.blocks.push(BlockInfo { sample, bounds: Bounds { dims: d as u8, min, max } });
+            self.blocks.push(BlockInfo {
+                sample,
+                bounds: Bounds {
+                    dims: d as u8,
+                    min,
+                    max,
+                },
+            });
         }
         self.cells.truncate(write);
         Ok(())
@@ -302,9 +327,16 @@ impl Sampler for SpatialBlocks {
     }
 
     fn item(&self, epoch: u64, pos: u64) -> Group {
-        let perm = Permutation::new(self.len(), hash_words(&[self.cfg.seed, epoch, TAG_BLOCK_ORDER]));
+        let perm = Permutation::new(
+            self.len(),
+            hash_words(&[self.cfg.seed, epoch, TAG_BLOCK_ORDER]),
+        );
         let b = perm.at(pos);
-        let cells = downsample(self.block_cells(b), self.cfg.max_cells, hash_words(&[self.cfg.seed, epoch, b, TAG_BLOCK_DOWN]));
+        let cells = downsample(
+            self.block_cells(b),
+            self.cfg.max_cells,
+            hash_words(&[self.cfg.seed, epoch, b, TAG_BLOCK_DOWN]),
+        );
         let info = self.blocks[b as usize];
         let mut g = Group::plain(cells, info.sample, GroupKey::Block(b));
         g.bounds = Some(info.bounds);
@@ -323,15 +355,22 @@ mod tests {
 
     fn index(coords: Vec<[f64; 3]>, dims: u8) -> SampleIndex {
         let n = coords.len() as u64;
-        SampleIndex::new(vec![SampleRange { sample_id: "t".into(), first_cell: 0, n_cells: n, spatial_dims: dims }])
-            .unwrap()
-            .with_coords(coords)
-            .unwrap()
+        SampleIndex::new(vec![SampleRange {
+            sample_id: "t".into(),
+            first_cell: 0,
+            n_cells: n,
+            spatial_dims: dims,
+        }])
+        .unwrap()
+        .with_coords(coords)
+        .unwrap()
     }
 
     /// Membership by brute force: every grid block tested against every cell.
     fn brute(coords: &[[f64; 3]], size: f64, stride: f64, d: usize) -> Vec<Vec<u64>> {
-        let fin: Vec<usize> = (0..coords.len()).filter(|&i| coords[i][..d].iter().all(|v| v.is_finite())).collect();
+        let fin: Vec<usize> = (0..coords.len())
+            .filter(|&i| coords[i][..d].iter().all(|v| v.is_finite()))
+            .collect();
         let mut lo = [f64::INFINITY; 3];
         let mut hi = [f64::NEG_INFINITY; 3];
         for &i in &fin {
@@ -343,7 +382,13 @@ mod tests {
         let mut out = Vec::new();
         let n: Vec<u64> = (0..3)
             .map(|a| {
-                if a >= d { 1 } else if hi[a] - lo[a] < size { 1 } else { ((hi[a] - lo[a] - size) / stride).floor() as u64 + 2 }
+                if a >= d {
+                    1
+                } else if hi[a] - lo[a] < size {
+                    1
+                } else {
+                    ((hi[a] - lo[a] - size) / stride).floor() as u64 + 2
+                }
             })
             .collect();
         for i in 0..n[0] {
@@ -372,13 +417,24 @@ mod tests {
     #[test]
     fn matches_brute_force() {
         let mut rng = Rng::new(11);
-        for (d, size, stride) in [(2, 3.0, 3.0), (2, 3.0, 1.5), (2, 2.0, 5.0), (3, 4.0, 2.5), (2, 0.7, 0.7), (3, 100.0, 100.0)] {
+        for (d, size, stride) in [
+            (2, 3.0, 3.0),
+            (2, 3.0, 1.5),
+            (2, 2.0, 5.0),
+            (3, 4.0, 2.5),
+            (2, 0.7, 0.7),
+            (3, 100.0, 100.0),
+        ] {
             let coords: Vec<[f64; 3]> = (0..400)
                 .map(|i| {
                     if i % 37 == 0 {
                         [f64::NAN, 1.0, 1.0]
                     } else {
-                        [rng.unit() * 20.0, (rng.below(10) as f64) * 1.5, rng.unit() * 10.0 - 5.0]
+                        [
+                            rng.unit() * 20.0,
+                            (rng.below(10) as f64) * 1.5,
+                            rng.unit() * 10.0 - 5.0,
+                        ]
                     }
                 })
                 .collect();
@@ -393,7 +449,10 @@ mod tests {
             assert_eq!(got, want, "d={d} size={size} stride={stride}");
             for i in 0..b.len() {
                 let (_, bounds) = b.block(i);
-                assert!(b.block_cells(i).iter().all(|&c| bounds.contains(&coords[c as usize])));
+                assert!(b
+                    .block_cells(i)
+                    .iter()
+                    .all(|&c| bounds.contains(&coords[c as usize])));
             }
         }
     }
@@ -401,8 +460,15 @@ mod tests {
     #[test]
     fn sparse_grid_path_matches() {
         // Two far-apart clusters: the grid is much larger than the cells.
-        let coords: Vec<[f64; 3]> =
-            (0..50).map(|i| if i < 25 { [i as f64 * 0.01, 0.0, 0.0] } else { [1e6 + i as f64 * 0.01, 1e6, 0.0] }).collect();
+        let coords: Vec<[f64; 3]> = (0..50)
+            .map(|i| {
+                if i < 25 {
+                    [i as f64 * 0.01, 0.0, 0.0]
+                } else {
+                    [1e6 + i as f64 * 0.01, 1e6, 0.0]
+                }
+            })
+            .collect();
         let idx = index(coords.clone(), 2);
         let b = SpatialBlocks::new(&idx, Cohort::all(50), BlockConfig::new(1.0, 0)).unwrap();
         assert_eq!(b.len(), 2);
@@ -411,7 +477,9 @@ mod tests {
 
     #[test]
     fn min_max_and_normalise() {
-        let coords: Vec<[f64; 3]> = (0..100).map(|i| [(i % 10) as f64, (i / 10) as f64, 0.0]).collect();
+        let coords: Vec<[f64; 3]> = (0..100)
+            .map(|i| [(i % 10) as f64, (i / 10) as f64, 0.0])
+            .collect();
         let idx = index(coords, 2);
         let mut cfg = BlockConfig::new(4.0, 3);
         cfg.min_cells = 10;
@@ -423,7 +491,12 @@ mod tests {
         for p in 0..4 {
             let g = b.item(5, p);
             assert_eq!(g.cells.len(), 12);
-            assert!(g.normalized.as_ref().unwrap().iter().all(|&v| (0.0..1.0).contains(&v)));
+            assert!(g
+                .normalized
+                .as_ref()
+                .unwrap()
+                .iter()
+                .all(|&v| (0.0..1.0).contains(&v)));
             assert_eq!(g.coords.as_ref().unwrap().len(), 24);
         }
         assert_ne!(b.item(5, 0).cells, b.item(6, 0).cells);
@@ -435,15 +508,26 @@ mod tests {
     fn first_group_latency_at_one_million_cells() {
         let n = 1_000_000u64;
         let mut rng = Rng::new(1);
-        let coords: Vec<[f64; 3]> = (0..n).map(|_| [rng.unit() * 1000.0, rng.unit() * 1000.0, f64::NAN]).collect();
+        let coords: Vec<[f64; 3]> = (0..n)
+            .map(|_| [rng.unit() * 1000.0, rng.unit() * 1000.0, f64::NAN])
+            .collect();
         let idx = index(coords, 2);
         let t = std::time::Instant::now();
         let b = SpatialBlocks::new(&idx, Cohort::all(n), BlockConfig::new(10.0, 0)).unwrap();
         let g = b.item(0, 0);
         let dt = t.elapsed();
-        eprintln!("1e6 cells, {} blocks: first group of {} cells after {dt:?}", b.len(), g.cells.len());
+        eprintln!(
+            "1e6 cells, {} blocks: first group of {} cells after {dt:?}",
+            b.len(),
+            g.cells.len()
+        );
         assert_eq!(b.len(), 10_000);
-        assert_eq!((0..b.len()).map(|i| b.block_cells(i).len() as u64).sum::<u64>(), n);
+        assert_eq!(
+            (0..b.len())
+                .map(|i| b.block_cells(i).len() as u64)
+                .sum::<u64>(),
+            n
+        );
         if !cfg!(debug_assertions) {
             assert!(dt.as_secs_f64() < 1.0, "{dt:?}");
         }
@@ -452,7 +536,12 @@ mod tests {
     #[test]
     fn bad_settings() {
         let idx = index(vec![[0.0; 3]], 2);
-        for (size, stride) in [(0.0, None), (-1.0, None), (f64::NAN, None), (1.0, Some(0.0))] {
+        for (size, stride) in [
+            (0.0, None),
+            (-1.0, None),
+            (f64::NAN, None),
+            (1.0, Some(0.0)),
+        ] {
             let mut cfg = BlockConfig::new(size, 0);
             cfg.stride = stride;
             let e = SpatialBlocks::new(&idx, Cohort::all(1), cfg).unwrap_err();

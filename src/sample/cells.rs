@@ -50,13 +50,21 @@ pub struct RandomCells {
 impl RandomCells {
     /// A uniform permutation of `cohort` per epoch (without replacement).
     pub fn new(cohort: Cohort, seed: u64) -> RandomCells {
-        RandomCells { cohort, seed, mode: Mode::Permutation }
+        RandomCells {
+            cohort,
+            seed,
+            mode: Mode::Permutation,
+        }
     }
 
     /// `draws` uniform draws with replacement per epoch. An empty cohort gives empty epochs.
     pub fn with_replacement(cohort: Cohort, seed: u64, draws: u64) -> RandomCells {
         let draws = if cohort.is_empty() { 0 } else { draws };
-        RandomCells { cohort, seed, mode: Mode::Replacement { draws } }
+        RandomCells {
+            cohort,
+            seed,
+            mode: Mode::Replacement { draws },
+        }
     }
 
     /// `draws` draws per epoch with probability proportional to `weights` (one per cohort
@@ -72,7 +80,14 @@ impl RandomCells {
         let table = AliasTable::new(weights).ok_or_else(|| {
             Error::invalid_input("weights must be finite, non-negative and not all zero")
         })?;
-        Ok(RandomCells { cohort, seed, mode: Mode::Weighted { table: Arc::new(table), draws } })
+        Ok(RandomCells {
+            cohort,
+            seed,
+            mode: Mode::Weighted {
+                table: Arc::new(table),
+                draws,
+            },
+        })
     }
 
     /// Weighted by label: a cell's weight is the weight of its label in `weights` (labels
@@ -85,8 +100,11 @@ impl RandomCells {
         seed: u64,
         draws: u64,
     ) -> Result<RandomCells> {
-        let per_label: Vec<f64> =
-            labels.names.iter().map(|n| weights.get(n).copied().unwrap_or(default_weight)).collect();
+        let per_label: Vec<f64> = labels
+            .names
+            .iter()
+            .map(|n| weights.get(n).copied().unwrap_or(default_weight))
+            .collect();
         let w = cohort_weights(&cohort, labels, |code| per_label[code as usize])?;
         Self::weighted(cohort, &w, seed, draws)
     }
@@ -94,11 +112,19 @@ impl RandomCells {
     /// Class-balanced: a cell's weight is `1 / (cells of its label in the cohort)`, so every
     /// label present is drawn equally often in expectation. Cells with a null label are
     /// never drawn.
-    pub fn inverse_class_frequency(cohort: Cohort, labels: &Labels, seed: u64, draws: u64) -> Result<RandomCells> {
+    pub fn inverse_class_frequency(
+        cohort: Cohort,
+        labels: &Labels,
+        seed: u64,
+        draws: u64,
+    ) -> Result<RandomCells> {
         let mut counts = vec![0u64; labels.names.len()];
         for c in cohort.iter() {
             let code = *labels.codes.get(c as usize).ok_or_else(|| {
-                Error::invalid_input(format!("cohort cell {c} has no label (labels cover {} cells)", labels.codes.len()))
+                Error::invalid_input(format!(
+                    "cohort cell {c} has no label (labels cover {} cells)",
+                    labels.codes.len()
+                ))
             })?;
             if code != NO_LABEL {
                 counts[code as usize] += 1;

@@ -25,7 +25,11 @@ pub struct Bounds {
 impl Bounds {
     /// A 2-D box.
     pub fn new2(min: [f64; 2], max: [f64; 2]) -> Bounds {
-        Bounds { dims: 2, min: [min[0], min[1], 0.0], max: [max[0], max[1], 0.0] }
+        Bounds {
+            dims: 2,
+            min: [min[0], min[1], 0.0],
+            max: [max[0], max[1], 0.0],
+        }
     }
     /// A 3-D box.
     pub fn new3(min: [f64; 3], max: [f64; 3]) -> Bounds {
@@ -79,7 +83,15 @@ pub struct Group {
 impl Group {
     /// A group of plain cells.
     pub fn plain(cells: Vec<u64>, sample: u32, key: GroupKey) -> Group {
-        Group { cells, sample, key, bounds: None, coords: None, normalized: None, dims: 0 }
+        Group {
+            cells,
+            sample,
+            key,
+            bounds: None,
+            coords: None,
+            normalized: None,
+            dims: 0,
+        }
     }
     /// Number of cells.
     pub fn len(&self) -> usize {
@@ -108,7 +120,11 @@ impl Group {
                     .flat_map(|p| {
                         (0..d).map(move |a| {
                             let ext = b.max[a] - b.min[a];
-                            if ext > 0.0 { (p[a] - b.min[a]) / ext } else { 0.0 }
+                            if ext > 0.0 {
+                                (p[a] - b.min[a]) / ext
+                            } else {
+                                0.0
+                            }
                         })
                     })
                     .collect();

@@ -157,8 +157,14 @@ impl RandomGroups {
                 index.n_cells
             )));
         }
-        if let Some((l, w)) = cfg.label_weights.iter().find(|(_, w)| !w.is_finite() || **w < 0.0) {
-            return Err(Error::invalid_input(format!("label weight of {l:?} must be finite and >= 0, got {w}")));
+        if let Some((l, w)) = cfg
+            .label_weights
+            .iter()
+            .find(|(_, w)| !w.is_finite() || **w < 0.0)
+        {
+            return Err(Error::invalid_input(format!(
+                "label weight of {l:?} must be finite and >= 0, got {w}"
+            )));
         }
         let k = cfg.k as u64;
         let exclude = cfg.too_few == TooFewCells::Exclude;
@@ -178,7 +184,11 @@ impl RandomGroups {
                     sample_weights.push(n as f64);
                     entries.push(SampleEntry {
                         sample: si as u32,
-                        pools: vec![Pool { label: NO_LABEL, start: r.start, len: n }],
+                        pools: vec![Pool {
+                            label: NO_LABEL,
+                            start: r.start,
+                            len: n,
+                        }],
                         label_table: None,
                         quotas: vec![],
                     });
@@ -219,27 +229,50 @@ impl RandomGroups {
                     }
                     let pools: Vec<Pool> = (0..n_labels)
                         .filter(|&l| counts[l + 1] > counts[l])
-                        .map(|l| Pool { label: l as u32, start: base as u64 + counts[l], len: counts[l + 1] - counts[l] })
+                        .map(|l| Pool {
+                            label: l as u32,
+                            start: base as u64 + counts[l],
+                            len: counts[l + 1] - counts[l],
+                        })
                         .collect();
                     let entry = if mode == LabelMode::ClassBalanced {
-                        let pools: Vec<Pool> = pools.into_iter().filter(|p| !(exclude && p.len < k)).collect();
-                        let w: Vec<f64> = pools.iter().map(|p| weight_of[p.label as usize]).collect();
-                        let Some(table) = AliasTable::new(&w) else { continue };
+                        let pools: Vec<Pool> = pools
+                            .into_iter()
+                            .filter(|p| !(exclude && p.len < k))
+                            .collect();
+                        let w: Vec<f64> =
+                            pools.iter().map(|p| weight_of[p.label as usize]).collect();
+                        let Some(table) = AliasTable::new(&w) else {
+                            continue;
+                        };
                         let n: u64 = pools.iter().map(|p| p.len).sum();
                         eligible_cells += n;
                         sample_weights.push(n as f64);
-                        SampleEntry { sample: si as u32, pools, label_table: Some(table), quotas: vec![] }
+                        SampleEntry {
+                            sample: si as u32,
+                            pools,
+                            label_table: Some(table),
+                            quotas: vec![],
+                        }
                     } else {
                         if total == 0 || (exclude && total < k) {
                             continue;
                         }
-                        let shares: Vec<f64> =
-                            pools.iter().map(|p| weight_of[p.label as usize] * p.len as f64).collect();
-                        let caps: Option<Vec<u64>> = exclude.then(|| pools.iter().map(|p| p.len).collect());
+                        let shares: Vec<f64> = pools
+                            .iter()
+                            .map(|p| weight_of[p.label as usize] * p.len as f64)
+                            .collect();
+                        let caps: Option<Vec<u64>> =
+                            exclude.then(|| pools.iter().map(|p| p.len).collect());
                         let quotas = apportion(k, &shares, caps.as_deref());
                         eligible_cells += total;
                         sample_weights.push(total as f64);
-                        SampleEntry { sample: si as u32, pools, label_table: None, quotas }
+                        SampleEntry {
+                            sample: si as u32,
+                            pools,
+                            label_table: None,
+                            quotas,
+                        }
                     };
                     entries.push(entry);
                 }
@@ -256,7 +289,15 @@ impl RandomGroups {
         })?;
         let groups = cfg.groups_per_epoch.unwrap_or((eligible_cells / k).max(1));
         let use_cells = cfg.label_mode != LabelMode::None;
-        Ok(RandomGroups { cohort, cells, use_cells, entries, sample_table, groups, cfg })
+        Ok(RandomGroups {
+            cohort,
+            cells,
+            use_cells,
+            entries,
+            sample_table,
+            groups,
+            cfg,
+        })
     }
 
     /// The settings.
@@ -271,7 +312,11 @@ impl RandomGroups {
 
     #[inline]
     fn cell(&self, pool: &Pool, i: u64) -> u64 {
-        if self.use_cells { self.cells[(pool.start + i) as usize] } else { self.cohort.at(pool.start + i) }
+        if self.use_cells {
+            self.cells[(pool.start + i) as usize]
+        } else {
+            self.cohort.at(pool.start + i)
+        }
     }
 
     fn draw(&self, pool: &Pool, want: u64, rng: &mut Rng, out: &mut Vec<u64>) {
@@ -298,11 +343,23 @@ fn apportion(k: u64, shares: &[f64], caps: Option<&[u64]>) -> Vec<u64> {
     let mut left = k;
     while left > 0 && open.iter().any(|&o| o) {
         let total: f64 = (0..n).filter(|&i| open[i]).map(|i| shares[i]).sum();
-        let ideal: Vec<f64> = (0..n).map(|i| if open[i] { left as f64 * shares[i] / total } else { 0.0 }).collect();
+        let ideal: Vec<f64> = (0..n)
+            .map(|i| {
+                if open[i] {
+                    left as f64 * shares[i] / total
+                } else {
+                    0.0
+                }
+            })
+            .collect();
         let mut add: Vec<u64> = ideal.iter().map(|x| x.floor() as u64).collect();
         let mut rest = left - add.iter().sum::<u64>();
         let mut order: Vec<usize> = (0..n).filter(|&i| open[i]).collect();
-        order.sort_by(|&a, &b| (ideal[b] - ideal[b].floor()).total_cmp(&(ideal[a] - ideal[a].floor())).then(a.cmp(&b)));
+        order.sort_by(|&a, &b| {
+            (ideal[b] - ideal[b].floor())
+                .total_cmp(&(ideal[a] - ideal[a].floor()))
+                .then(a.cmp(&b))
+        });
         for &i in order.iter().cycle().take(order.len() * 2) {
             if rest == 0 {
                 break;
@@ -339,7 +396,11 @@ impl Sampler for RandomGroups {
     }
 
     fn item(&self, epoch: u64, pos: u64) -> Group {
-        assert!(pos < self.groups, "position {pos} out of range 0..{}", self.groups);
+        assert!(
+            pos < self.groups,
+            "position {pos} out of range 0..{}",
+            self.groups
+        );
         let mut rng = Rng::new(hash_words(&[self.cfg.seed, epoch, pos, TAG_GROUP]));
         let e = &self.entries[self.sample_table.sample(&mut rng) as usize];
         let mut cells = Vec::with_capacity(self.cfg.k);
@@ -349,7 +410,10 @@ impl Sampler for RandomGroups {
                 GroupKey::Sample
             }
             LabelMode::ClassBalanced => {
-                let table = e.label_table.as_ref().expect("class-balanced entries have a label table");
+                let table = e
+                    .label_table
+                    .as_ref()
+                    .expect("class-balanced entries have a label table");
                 let pool = &e.pools[table.sample(&mut rng) as usize];
                 self.draw(pool, self.cfg.k as u64, &mut rng, &mut cells);
                 GroupKey::Label(pool.label)
@@ -378,7 +442,12 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, &n)| {
-                let s = SampleRange { sample_id: format!("s{i}"), first_cell: first, n_cells: n, spatial_dims: 0 };
+                let s = SampleRange {
+                    sample_id: format!("s{i}"),
+                    first_cell: first,
+                    n_cells: n,
+                    spatial_dims: 0,
+                };
                 first += n;
                 s
             })
@@ -399,7 +468,10 @@ mod tests {
     #[test]
     fn apportion_sums_and_caps() {
         assert_eq!(apportion(10, &[1.0, 1.0], None), vec![5, 5]);
-        assert_eq!(apportion(10, &[1.0, 1.0, 1.0], None).iter().sum::<u64>(), 10);
+        assert_eq!(
+            apportion(10, &[1.0, 1.0, 1.0], None).iter().sum::<u64>(),
+            10
+        );
         assert_eq!(apportion(10, &[9.0, 1.0], Some(&[100, 0])), vec![10, 0]);
         assert_eq!(apportion(10, &[1.0, 1.0], Some(&[2, 100])), vec![2, 8]);
         assert_eq!(apportion(7, &[0.0, 3.0], None), vec![0, 7]);
@@ -417,7 +489,9 @@ mod tests {
             c.sort();
             c.dedup();
             assert_eq!(c.len(), 6);
-            assert!(c.iter().all(|&x| x >= r.first_cell && x < r.first_cell + r.n_cells));
+            assert!(c
+                .iter()
+                .all(|&x| x >= r.first_cell && x < r.first_cell + r.n_cells));
         }
     }
 
@@ -428,9 +502,23 @@ mod tests {
         let e = RandomGroups::new(&idx, Cohort::all(3), cfg.clone()).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
         cfg.too_few = TooFewCells::Replacement;
-        assert_eq!(RandomGroups::new(&idx, Cohort::all(3), cfg.clone()).unwrap().item(0, 0).cells.len(), 5);
+        assert_eq!(
+            RandomGroups::new(&idx, Cohort::all(3), cfg.clone())
+                .unwrap()
+                .item(0, 0)
+                .cells
+                .len(),
+            5
+        );
         cfg.too_few = TooFewCells::Truncate;
-        assert_eq!(RandomGroups::new(&idx, Cohort::all(3), cfg.clone()).unwrap().item(0, 0).cells.len(), 3);
+        assert_eq!(
+            RandomGroups::new(&idx, Cohort::all(3), cfg.clone())
+                .unwrap()
+                .item(0, 0)
+                .cells
+                .len(),
+            3
+        );
         cfg.k = 0;
         assert!(RandomGroups::new(&idx, Cohort::all(3), cfg).is_err());
     }
@@ -438,7 +526,17 @@ mod tests {
     #[test]
     fn class_balanced_and_stratified() {
         // One sample: 80 cells of l0, 16 of l1, 4 of l2.
-        let codes: Vec<u32> = (0..100).map(|i| if i < 80 { 0 } else if i < 96 { 1 } else { 2 }).collect();
+        let codes: Vec<u32> = (0..100)
+            .map(|i| {
+                if i < 80 {
+                    0
+                } else if i < 96 {
+                    1
+                } else {
+                    2
+                }
+            })
+            .collect();
         let idx = index(&[100], Some(codes.clone()), 3);
         let mut cfg = GroupConfig::new(8, 4);
         cfg.label_mode = LabelMode::ClassBalanced;

@@ -68,7 +68,11 @@ impl Labels {
             *c = remap[*c as usize];
         }
         let names = order.iter().map(|&o| names[o as usize].clone()).collect();
-        Labels { column: column.to_string(), names, codes }
+        Labels {
+            column: column.to_string(),
+            names,
+            codes,
+        }
     }
 }
 
@@ -118,7 +122,12 @@ impl SampleIndex {
             }
             next += s.n_cells;
         }
-        Ok(SampleIndex { n_cells: next, samples, labels: None, coords: None })
+        Ok(SampleIndex {
+            n_cells: next,
+            samples,
+            labels: None,
+            coords: None,
+        })
     }
 
     /// Adds labels (one code per cell).
@@ -131,8 +140,14 @@ impl SampleIndex {
                 self.n_cells
             )));
         }
-        if let Some(bad) = labels.codes.iter().find(|&&c| c != NO_LABEL && c as usize >= labels.names.len()) {
-            return Err(Error::invalid_input(format!("label code {bad} has no name")));
+        if let Some(bad) = labels
+            .codes
+            .iter()
+            .find(|&&c| c != NO_LABEL && c as usize >= labels.names.len())
+        {
+            return Err(Error::invalid_input(format!(
+                "label code {bad} has no name"
+            )));
         }
         self.labels = Some(Arc::new(labels));
         Ok(self)
@@ -156,7 +171,10 @@ impl SampleIndex {
         if cell >= self.n_cells {
             return None;
         }
-        Some(self.samples.partition_point(|s| s.first_cell + s.n_cells <= cell))
+        Some(
+            self.samples
+                .partition_point(|s| s.first_cell + s.n_cells <= cell),
+        )
     }
 
     /// The sample index of `sample_id`.
@@ -166,17 +184,18 @@ impl SampleIndex {
 
     /// The labels, or an `InvalidInput` error naming what needed them.
     pub fn require_labels(&self, what: &str) -> Result<&Labels> {
-        self.labels
-            .as_deref()
-            .ok_or_else(|| Error::invalid_input(format!("{what} needs a label column, but none was loaded")))
+        self.labels.as_deref().ok_or_else(|| {
+            Error::invalid_input(format!("{what} needs a label column, but none was loaded"))
+        })
     }
 
     /// The coordinates, or an `InvalidInput` error naming what needed them.
     pub fn require_coords(&self, what: &str) -> Result<&[[f64; 3]]> {
-        self.coords
-            .as_deref()
-            .map(|v| v.as_slice())
-            .ok_or_else(|| Error::invalid_input(format!("{what} needs cell coordinates, but none were loaded")))
+        self.coords.as_deref().map(|v| v.as_slice()).ok_or_else(|| {
+            Error::invalid_input(format!(
+                "{what} needs cell coordinates, but none were loaded"
+            ))
+        })
     }
 
     /// Builds the index from a corpus: the samples of its manifest, and from `obs.parquet`
@@ -215,7 +234,8 @@ impl SampleIndex {
         }
         drop(builder);
         let batches = corpus.read_table("obs", Some(&cols))?;
-        Self::from_obs_batches(samples, &batches, spatial, label_column).map_err(|e| e.with_path(&path))
+        Self::from_obs_batches(samples, &batches, spatial, label_column)
+            .map_err(|e| e.with_path(&path))
     }
 
     /// Builds the index from obs record batches (rows in cell order, or with a `cell` column
@@ -283,7 +303,11 @@ impl SampleIndex {
             let mut row = 0usize;
             for b in batches {
                 let col = b.column_by_name(lc).ok_or_else(|| {
-                    Error::new(crate::ErrorKind::InvalidCorpus, format!("obs has no column {lc:?}")).with_object(lc)
+                    Error::new(
+                        crate::ErrorKind::InvalidCorpus,
+                        format!("obs has no column {lc:?}"),
+                    )
+                    .with_object(lc)
                 })?;
                 let col = arrow::compute::cast(col, &DataType::Utf8)?;
                 let col = col.as_string::<i32>();
@@ -314,8 +338,9 @@ mod tests {
         let n = 30usize;
         let rows = random_rows(n, 12, 0.3, 5);
         // Sample "a" (10 cells) is not spatial, sample "b" (20 cells) is on a 5 x 4 grid.
-        let coords: Vec<Option<[f64; 2]>> =
-            (0..n).map(|i| (i >= 10).then(|| [((i - 10) % 5) as f64, ((i - 10) / 5) as f64])).collect();
+        let coords: Vec<Option<[f64; 2]>> = (0..n)
+            .map(|i| (i >= 10).then(|| [((i - 10) % 5) as f64, ((i - 10) / 5) as f64]))
+            .collect();
         let ct: DictionaryArray<Int32Type> = (0..n).map(|i| Some(["x", "y", "z"][i % 3])).collect();
         let opts = TestCorpusOptions {
             coords: Some(coords),
@@ -325,7 +350,13 @@ mod tests {
         write_corpus_with(dir.path(), 12, &rows, &[("a", 10), ("b", 20)], &opts).unwrap();
         let corpus = Corpus::open(dir.path()).unwrap();
         let idx = SampleIndex::from_corpus(&corpus, Some("cell_type")).unwrap();
-        assert_eq!(idx.samples.iter().map(|s| s.spatial_dims).collect::<Vec<_>>(), vec![0, 2]);
+        assert_eq!(
+            idx.samples
+                .iter()
+                .map(|s| s.spatial_dims)
+                .collect::<Vec<_>>(),
+            vec![0, 2]
+        );
         let labels = idx.labels.as_ref().unwrap();
         assert_eq!(labels.names, vec!["x", "y", "z"]);
         assert_eq!(labels.codes[4], 1);
@@ -335,8 +366,12 @@ mod tests {
         let blocks = SpatialBlocks::new(&idx, Cohort::all(30), BlockConfig::new(2.0, 0)).unwrap();
         // 5 x 4 grid in blocks of 2: 3 x 2 blocks.
         assert_eq!(blocks.len(), 6);
-        assert_eq!((0..6).map(|p| blocks.item(0, p).cells.len()).sum::<usize>(), 20);
-        let regions = Regions::from_obs_column(&idx, Cohort::all(30), RegionConfig::new(0)).unwrap();
+        assert_eq!(
+            (0..6).map(|p| blocks.item(0, p).cells.len()).sum::<usize>(),
+            20
+        );
+        let regions =
+            Regions::from_obs_column(&idx, Cohort::all(30), RegionConfig::new(0)).unwrap();
         assert_eq!(regions.len(), 6); // 3 labels in each of 2 samples
         let e = SampleIndex::from_corpus(&corpus, Some("no_such_column")).unwrap_err();
         assert!(e.to_string().contains("no_such_column"), "{e}");
@@ -345,19 +380,44 @@ mod tests {
     #[test]
     fn from_batches_reads_coords_and_labels() {
         let samples = vec![
-            SampleRange { sample_id: "a".into(), first_cell: 0, n_cells: 2, spatial_dims: 0 },
-            SampleRange { sample_id: "b".into(), first_cell: 2, n_cells: 2, spatial_dims: 2 },
+            SampleRange {
+                sample_id: "a".into(),
+                first_cell: 0,
+                n_cells: 2,
+                spatial_dims: 0,
+            },
+            SampleRange {
+                sample_id: "b".into(),
+                first_cell: 2,
+                n_cells: 2,
+                spatial_dims: 2,
+            },
         ];
-        let labels: DictionaryArray<Int32Type> = vec![Some("T"), Some("B"), None, Some("T")].into_iter().collect();
+        let labels: DictionaryArray<Int32Type> = vec![Some("T"), Some("B"), None, Some("T")]
+            .into_iter()
+            .collect();
         let b = RecordBatch::try_from_iter(vec![
-            ("cell", Arc::new(UInt64Array::from(vec![0u64, 1, 2, 3])) as _),
-            ("x", Arc::new(Float64Array::from(vec![None, None, Some(1.0), Some(2.0)])) as _),
-            ("y", Arc::new(Float64Array::from(vec![None, None, Some(3.0), Some(4.0)])) as _),
+            (
+                "cell",
+                Arc::new(UInt64Array::from(vec![0u64, 1, 2, 3])) as _,
+            ),
+            (
+                "x",
+                Arc::new(Float64Array::from(vec![None, None, Some(1.0), Some(2.0)])) as _,
+            ),
+            (
+                "y",
+                Arc::new(Float64Array::from(vec![None, None, Some(3.0), Some(4.0)])) as _,
+            ),
             ("ct", Arc::new(labels) as _),
-            ("s", Arc::new(StringArray::from(vec!["a", "a", "b", "b"])) as _),
+            (
+                "s",
+                Arc::new(StringArray::from(vec!["a", "a", "b", "b"])) as _,
+            ),
         ])
         .unwrap();
-        let idx = SampleIndex::from_obs_batches(samples.clone(), &[b.clone()], true, Some("ct")).unwrap();
+        let idx =
+            SampleIndex::from_obs_batches(samples.clone(), &[b.clone()], true, Some("ct")).unwrap();
         let l = idx.labels.as_ref().unwrap();
         assert_eq!(l.names, vec!["B", "T"]);
         assert_eq!(l.codes, vec![1, 0, NO_LABEL, 1]);

@@ -32,29 +32,29 @@
 //! assert_eq!(cells.len(), 250);
 //! ```
 
-pub mod rng;
-mod permutation;
-mod shard;
+mod blocks;
+mod cells;
 mod cohort;
 mod group;
-mod cells;
 mod groups;
 mod index;
-mod regions;
-mod blocks;
-mod shuffle;
+mod permutation;
 #[cfg(test)]
 mod props;
+mod regions;
+pub mod rng;
+mod shard;
+mod shuffle;
 
-pub use permutation::Permutation;
-pub use shard::{Layout, Shard, ShardPolicy, ShardState, ShardStream};
+pub use blocks::{BlockConfig, SpatialBlocks};
+pub use cells::RandomCells;
 pub use cohort::Cohort;
 pub use group::{Bounds, Group, GroupKey};
-pub use cells::RandomCells;
 pub use groups::{GroupConfig, LabelMode, RandomGroups, SampleChoice, TooFewCells};
 pub use index::{Labels, SampleIndex, SampleRange, NO_LABEL};
+pub use permutation::Permutation;
 pub use regions::{RegionConfig, RegionMembers, RegionSpec, Regions};
-pub use blocks::{BlockConfig, SpatialBlocks};
+pub use shard::{Layout, Shard, ShardPolicy, ShardState, ShardStream};
 pub use shuffle::{mean_label_entropy, BlockShuffle};
 
 /// An epoch as a position-addressable sequence of items.
@@ -71,11 +71,21 @@ pub trait Sampler: Send + Sync {
     fn item(&self, epoch: u64, pos: u64) -> Self::Item;
 
     /// Number of items `shard` serves in `epoch` under `policy`.
-    fn shard_len(&self, epoch: u64, shard: Shard, policy: ShardPolicy) -> Result<u64, crate::Error> {
+    fn shard_len(
+        &self,
+        epoch: u64,
+        shard: Shard,
+        policy: ShardPolicy,
+    ) -> Result<u64, crate::Error> {
         Ok(Layout::new(self.epoch_len(epoch), 0, shard, policy)?.len())
     }
     /// The stream of `shard` from `state` (use [`ShardState::epoch_start`] for a fresh epoch).
-    fn stream(&self, shard: Shard, policy: ShardPolicy, state: ShardState) -> Result<ShardStream<'_, Self>, crate::Error>
+    fn stream(
+        &self,
+        shard: Shard,
+        policy: ShardPolicy,
+        state: ShardState,
+    ) -> Result<ShardStream<'_, Self>, crate::Error>
     where
         Self: Sized,
     {

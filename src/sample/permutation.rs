@@ -31,7 +31,11 @@ pub struct Permutation {
 impl Permutation {
     /// The permutation of `[0, n)` selected by `key`.
     pub fn new(n: u64, key: u64) -> Permutation {
-        let bits = if n <= 1 { 0 } else { 64 - (n - 1).leading_zeros() };
+        let bits = if n <= 1 {
+            0
+        } else {
+            64 - (n - 1).leading_zeros()
+        };
         let half_bits = bits.div_ceil(2).max(1);
         let mut keys = [0u64; ROUNDS];
         let mut k = key;
@@ -54,7 +58,11 @@ impl Permutation {
 
     #[inline]
     fn mask(&self) -> u64 {
-        if self.half_bits >= 64 { u64::MAX } else { (1u64 << self.half_bits) - 1 }
+        if self.half_bits >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.half_bits) - 1
+        }
     }
 
     #[inline]
@@ -89,7 +97,11 @@ impl Permutation {
     /// The value at position `i`. Panics if `i >= len()` (a caller bug).
     #[inline]
     pub fn at(&self, i: u64) -> u64 {
-        assert!(i < self.n, "permutation position {i} out of range 0..{}", self.n);
+        assert!(
+            i < self.n,
+            "permutation position {i} out of range 0..{}",
+            self.n
+        );
         if self.n == 1 {
             return 0;
         }
@@ -103,7 +115,11 @@ impl Permutation {
     /// The position of value `v` (the inverse of [`Permutation::at`]). Panics if `v >= len()`.
     #[inline]
     pub fn index_of(&self, v: u64) -> u64 {
-        assert!(v < self.n, "permutation value {v} out of range 0..{}", self.n);
+        assert!(
+            v < self.n,
+            "permutation value {v} out of range 0..{}",
+            self.n
+        );
         if self.n == 1 {
             return 0;
         }
@@ -155,7 +171,10 @@ mod tests {
         let same = (0..n).filter(|&i| a.at(i) == b.at(i)).count();
         assert!(same < 10, "{same} fixed agreements");
         // Not close to the identity: mean displacement near n/3.
-        let disp: f64 = (0..n).map(|i| (a.at(i) as f64 - i as f64).abs()).sum::<f64>() / n as f64;
+        let disp: f64 = (0..n)
+            .map(|i| (a.at(i) as f64 - i as f64).abs())
+            .sum::<f64>()
+            / n as f64;
         assert!(disp > n as f64 * 0.25 && disp < n as f64 * 0.42, "{disp}");
     }
 

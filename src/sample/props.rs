@@ -11,19 +11,36 @@ use super::rng::Rng;
 use super::*;
 
 /// A sampler's items, per shard, with their global positions.
-fn shard_items<S: Sampler>(s: &S, epoch: u64, shard: Shard, policy: ShardPolicy) -> Vec<(u64, S::Item)> {
+fn shard_items<S: Sampler>(
+    s: &S,
+    epoch: u64,
+    shard: Shard,
+    policy: ShardPolicy,
+) -> Vec<(u64, S::Item)> {
     let st = ShardStream::new(s, shard, policy, ShardState::epoch_start(epoch)).unwrap();
     let layout = *st.layout();
-    st.enumerate().map(|(i, item)| (layout.global(i as u64), item)).collect()
+    st.enumerate()
+        .map(|(i, item)| (layout.global(i as u64), item))
+        .collect()
 }
 
 fn shards(world: u32, workers: u32) -> Vec<Shard> {
-    (0..world).flat_map(|r| (0..workers).map(move |w| Shard::new(r, world, w, workers).unwrap())).collect()
+    (0..world)
+        .flat_map(|r| (0..workers).map(move |w| Shard::new(r, world, w, workers).unwrap()))
+        .collect()
 }
 
 /// Checks every sharding property of one sampler; `distinct` says whether items of one epoch
 /// are distinct (no replacement), so disjointness also holds for items, not only positions.
-fn check<S: Sampler>(s: &S, world: u32, workers: u32, epoch: u64, cut: u64, new_world: u32, distinct: bool) -> Result<(), TestCaseError>
+fn check<S: Sampler>(
+    s: &S,
+    world: u32,
+    workers: u32,
+    epoch: u64,
+    cut: u64,
+    new_world: u32,
+    distinct: bool,
+) -> Result<(), TestCaseError>
 where
     S::Item: Debug + Clone + serde::Serialize,
 {
@@ -40,7 +57,10 @@ where
     let mut sizes = Vec::new();
     for &sh in &all {
         let items = shard_items(s, epoch, sh, ShardPolicy::Even);
-        prop_assert_eq!(items.len() as u64, s.shard_len(epoch, sh, ShardPolicy::Even).unwrap());
+        prop_assert_eq!(
+            items.len() as u64,
+            s.shard_len(epoch, sh, ShardPolicy::Even).unwrap()
+        );
         sizes.push(items.len() as u64);
         for (p, it) in items {
             prop_assert!(!seen[p as usize], "position {} served twice", p);
@@ -51,7 +71,10 @@ where
     prop_assert!(seen.iter().all(|&x| x), "a position was not served");
     prop_assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
     if distinct {
-        let mut keys: Vec<String> = epoch_items.iter().map(|i| serde_json::to_string(i).unwrap()).collect();
+        let mut keys: Vec<String> = epoch_items
+            .iter()
+            .map(|i| serde_json::to_string(i).unwrap())
+            .collect();
         keys.sort();
         keys.dedup();
         prop_assert_eq!(keys.len() as u64, n, "items of one epoch repeat");
@@ -87,9 +110,18 @@ where
 
     // Same inputs, same stream.
     let sh = all[(cut % g) as usize];
-    let a: Vec<S::Item> = shard_items(s, epoch, sh, ShardPolicy::Even).into_iter().map(|x| x.1).collect();
-    let b: Vec<S::Item> = shard_items(s, epoch, sh, ShardPolicy::Even).into_iter().map(|x| x.1).collect();
-    prop_assert_eq!(a.iter().map(key).collect::<Vec<_>>(), b.iter().map(key).collect::<Vec<_>>());
+    let a: Vec<S::Item> = shard_items(s, epoch, sh, ShardPolicy::Even)
+        .into_iter()
+        .map(|x| x.1)
+        .collect();
+    let b: Vec<S::Item> = shard_items(s, epoch, sh, ShardPolicy::Even)
+        .into_iter()
+        .map(|x| x.1)
+        .collect();
+    prop_assert_eq!(
+        a.iter().map(key).collect::<Vec<_>>(),
+        b.iter().map(key).collect::<Vec<_>>()
+    );
 
     // A different epoch gives a different order (when the epoch is long enough to tell).
     if n >= 12 {
@@ -99,11 +131,18 @@ where
 
     // Resume in the same layout: save after `k` items (through serde), restore, continue.
     let k = cut % (a.len() as u64 + 1);
-    let mut st = ShardStream::new(s, sh, ShardPolicy::Even, ShardState::epoch_start(epoch)).unwrap();
+    let mut st =
+        ShardStream::new(s, sh, ShardPolicy::Even, ShardState::epoch_start(epoch)).unwrap();
     let head: Vec<S::Item> = st.by_ref().take(k as usize).collect();
-    let saved: ShardState = serde_json::from_str(&serde_json::to_string(&st.state()).unwrap()).unwrap();
-    let tail: Vec<S::Item> = ShardStream::new(s, sh, ShardPolicy::Even, saved).unwrap().collect();
-    prop_assert_eq!([head, tail].concat().iter().map(key).collect::<Vec<_>>(), a.iter().map(key).collect::<Vec<_>>());
+    let saved: ShardState =
+        serde_json::from_str(&serde_json::to_string(&st.state()).unwrap()).unwrap();
+    let tail: Vec<S::Item> = ShardStream::new(s, sh, ShardPolicy::Even, saved)
+        .unwrap()
+        .collect();
+    prop_assert_eq!(
+        [head, tail].concat().iter().map(key).collect::<Vec<_>>(),
+        a.iter().map(key).collect::<Vec<_>>()
+    );
 
     // Elastic resume: every shard yields j items, the job is checkpointed, merged, and a job of
     // `new_world` shards finishes the epoch: every position exactly once overall.
@@ -111,7 +150,8 @@ where
     let mut served = vec![0u32; n as usize];
     let mut states = Vec::new();
     for &sh in &all {
-        let mut st = ShardStream::new(s, sh, ShardPolicy::Even, ShardState::epoch_start(epoch)).unwrap();
+        let mut st =
+            ShardStream::new(s, sh, ShardPolicy::Even, ShardState::epoch_start(epoch)).unwrap();
         for _ in 0..j {
             let p = st.next_global().unwrap();
             let it = st.next().unwrap();
@@ -130,7 +170,10 @@ where
             served[p as usize] += 1;
         }
     }
-    prop_assert!(served.iter().all(|&c| c == 1), "elastic resume lost or repeated a position");
+    prop_assert!(
+        served.iter().all(|&c| c == 1),
+        "elastic resume lost or repeated a position"
+    );
     Ok(())
 }
 
@@ -141,18 +184,35 @@ fn sample_index(sizes: &[u64], n_labels: u32, seed: u64) -> SampleIndex {
         .iter()
         .enumerate()
         .map(|(i, &n)| {
-            let s = SampleRange { sample_id: format!("s{i}"), first_cell: first, n_cells: n, spatial_dims: if i % 2 == 0 { 2 } else { 3 } };
+            let s = SampleRange {
+                sample_id: format!("s{i}"),
+                first_cell: first,
+                n_cells: n,
+                spatial_dims: if i % 2 == 0 { 2 } else { 3 },
+            };
             first += n;
             s
         })
         .collect();
-    let codes: Vec<u32> = (0..first).map(|_| rng.below(n_labels as u64) as u32).collect();
+    let codes: Vec<u32> = (0..first)
+        .map(|_| rng.below(n_labels as u64) as u32)
+        .collect();
     let coords: Vec<[f64; 3]> = (0..first)
-        .map(|i| if i % 29 == 5 { [f64::NAN; 3] } else { [rng.unit() * 30.0, rng.unit() * 30.0, rng.unit() * 10.0] })
+        .map(|i| {
+            if i % 29 == 5 {
+                [f64::NAN; 3]
+            } else {
+                [rng.unit() * 30.0, rng.unit() * 30.0, rng.unit() * 10.0]
+            }
+        })
         .collect();
     SampleIndex::new(samples)
         .unwrap()
-        .with_labels(Labels { column: "ct".into(), names: (0..n_labels).map(|l| format!("l{l}")).collect(), codes })
+        .with_labels(Labels {
+            column: "ct".into(),
+            names: (0..n_labels).map(|l| format!("l{l}")).collect(),
+            codes,
+        })
         .unwrap()
         .with_coords(coords)
         .unwrap()
@@ -167,7 +227,10 @@ fn cohort_of(n: u64, keep_mod: u64, seed: u64) -> Cohort {
 }
 
 fn cfg() -> ProptestConfig {
-    ProptestConfig { cases: 48, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases: 48,
+        ..ProptestConfig::default()
+    }
 }
 
 proptest! {
@@ -287,7 +350,15 @@ fn label_weights_map() {
     let idx = sample_index(&[200], 2, 1);
     let mut w = HashMap::new();
     w.insert("l0".to_string(), 0.0);
-    let s = RandomCells::label_weights(Cohort::all(200), idx.labels.as_ref().unwrap(), &w, 1.0, 3, 100).unwrap();
+    let s = RandomCells::label_weights(
+        Cohort::all(200),
+        idx.labels.as_ref().unwrap(),
+        &w,
+        1.0,
+        3,
+        100,
+    )
+    .unwrap();
     let codes = &idx.labels.as_ref().unwrap().codes;
     assert!((0..100).all(|p| codes[s.item(0, p) as usize] == 1));
 }

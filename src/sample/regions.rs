@@ -54,7 +54,13 @@ pub struct RegionConfig {
 impl RegionConfig {
     /// All regions with at least one cell, no downsampling, coordinates attached.
     pub fn new(seed: u64) -> RegionConfig {
-        RegionConfig { seed, min_cells: 1, max_cells: None, with_coords: true, normalize: false }
+        RegionConfig {
+            seed,
+            min_cells: 1,
+            max_cells: None,
+            with_coords: true,
+            normalize: false,
+        }
     }
 }
 
@@ -99,15 +105,27 @@ impl Regions {
     /// Regions from explicit definitions. Errors: unknown sample id, a listed cell outside its
     /// sample, a duplicated (sample, region) id, a box region without coordinates in `index`,
     /// `min_cells == 0` or `max_cells == Some(0)`.
-    pub fn from_specs(index: &SampleIndex, cohort: Cohort, specs: Vec<RegionSpec>, cfg: RegionConfig) -> Result<Regions> {
+    pub fn from_specs(
+        index: &SampleIndex,
+        cohort: Cohort,
+        specs: Vec<RegionSpec>,
+        cfg: RegionConfig,
+    ) -> Result<Regions> {
         check_cfg(&cfg)?;
-        let by_id: HashMap<&str, usize> =
-            index.samples.iter().enumerate().map(|(i, s)| (s.sample_id.as_str(), i)).collect();
+        let by_id: HashMap<&str, usize> = index
+            .samples
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.sample_id.as_str(), i))
+            .collect();
         let mut seen = std::collections::HashSet::new();
         let mut out = Builder::new(index, &cfg);
         for spec in specs {
             let si = *by_id.get(spec.sample_id.as_str()).ok_or_else(|| {
-                Error::invalid_input(format!("region {:?}: unknown sample {:?}", spec.region_id, spec.sample_id))
+                Error::invalid_input(format!(
+                    "region {:?}: unknown sample {:?}",
+                    spec.region_id, spec.sample_id
+                ))
             })?;
             if !seen.insert((si, spec.region_id.clone())) {
                 return Err(Error::invalid_input(format!(
@@ -133,7 +151,10 @@ impl Regions {
                 RegionMembers::Bbox(b) => {
                     let coords = index.require_coords("a region given by a bounding box")?;
                     let r = cohort.range(lo, hi);
-                    let ids: Vec<u64> = r.map(|p| cohort.at(p)).filter(|&c| b.contains_closed(&coords[c as usize])).collect();
+                    let ids: Vec<u64> = r
+                        .map(|p| cohort.at(p))
+                        .filter(|&c| b.contains_closed(&coords[c as usize]))
+                        .collect();
                     (ids, Some(b))
                 }
             };
@@ -145,7 +166,11 @@ impl Regions {
 
     /// One region per distinct value of the index's label column within each sample (cells
     /// with a null value belong to no region). Region ids are the values.
-    pub fn from_obs_column(index: &SampleIndex, cohort: Cohort, cfg: RegionConfig) -> Result<Regions> {
+    pub fn from_obs_column(
+        index: &SampleIndex,
+        cohort: Cohort,
+        cfg: RegionConfig,
+    ) -> Result<Regions> {
         check_cfg(&cfg)?;
         let labels = index.require_labels("regions from an obs column")?;
         let mut out = Builder::new(index, &cfg);
@@ -170,7 +195,12 @@ impl Regions {
     }
 
     /// Regions from a regions manifest file (see [`Regions::read_manifest`]).
-    pub fn from_manifest(index: &SampleIndex, cohort: Cohort, path: &Path, cfg: RegionConfig) -> Result<Regions> {
+    pub fn from_manifest(
+        index: &SampleIndex,
+        cohort: Cohort,
+        path: &Path,
+        cfg: RegionConfig,
+    ) -> Result<Regions> {
         let specs = Self::read_manifest(path)?;
         Self::from_specs(index, cohort, specs, cfg).map_err(|e| e.with_path(path))
     }
@@ -181,7 +211,10 @@ impl Regions {
     /// `z_min`, `z_max` for 3-D; one row per region). A row whose `cell` is empty uses the box
     /// columns. Regions keep the order of their first row.
     pub fn read_manifest(path: &Path) -> Result<Vec<RegionSpec>> {
-        let rows = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+        let rows = if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+        {
             read_csv_rows(path)?
         } else {
             read_parquet_rows(path)?
@@ -223,7 +256,11 @@ impl Regions {
             .into_iter()
             .map(|k| {
                 let members = specs.remove(&k).expect("every ordered key has a spec");
-                RegionSpec { sample_id: k.0, region_id: k.1, members }
+                RegionSpec {
+                    sample_id: k.0,
+                    region_id: k.1,
+                    members,
+                }
             })
             .collect())
     }
@@ -268,7 +305,14 @@ struct Builder<'a> {
 
 impl<'a> Builder<'a> {
     fn new(index: &'a SampleIndex, cfg: &'a RegionConfig) -> Self {
-        Builder { index, cfg, regions: vec![], offsets: vec![0], cells: vec![], dims: vec![] }
+        Builder {
+            index,
+            cfg,
+            regions: vec![],
+            offsets: vec![0],
+            cells: vec![],
+            dims: vec![],
+        }
     }
     fn push(&mut self, sample: u32, region_id: String, cells: Vec<u64>, bounds: Option<Bounds>) {
         if cells.len() < self.cfg.min_cells {
@@ -283,11 +327,26 @@ impl<'a> Builder<'a> {
         self.cells.extend_from_slice(&cells);
         self.offsets.push(self.cells.len() as u64);
         self.dims.push(dims);
-        self.regions.push(RegionInfo { sample, region_id, bounds });
+        self.regions.push(RegionInfo {
+            sample,
+            region_id,
+            bounds,
+        });
     }
     fn finish(self) -> Regions {
-        let coords = if self.cfg.with_coords { self.index.coords.clone() } else { None };
-        Regions { regions: self.regions, offsets: self.offsets, cells: self.cells, dims: self.dims, coords, cfg: self.cfg.clone() }
+        let coords = if self.cfg.with_coords {
+            self.index.coords.clone()
+        } else {
+            None
+        };
+        Regions {
+            regions: self.regions,
+            offsets: self.offsets,
+            cells: self.cells,
+            dims: self.dims,
+            coords,
+            cfg: self.cfg.clone(),
+        }
     }
 }
 
@@ -322,10 +381,17 @@ impl Sampler for Regions {
     }
 
     fn item(&self, epoch: u64, pos: u64) -> Group {
-        let perm = Permutation::new(self.len(), hash_words(&[self.cfg.seed, epoch, TAG_REGION_ORDER]));
+        let perm = Permutation::new(
+            self.len(),
+            hash_words(&[self.cfg.seed, epoch, TAG_REGION_ORDER]),
+        );
         let r = perm.at(pos);
         let all = self.region_cells(r);
-        let cells = downsample(all, self.cfg.max_cells, hash_words(&[self.cfg.seed, epoch, r, TAG_REGION_DOWN]));
+        let cells = downsample(
+            all,
+            self.cfg.max_cells,
+            hash_words(&[self.cfg.seed, epoch, r, TAG_REGION_DOWN]),
+        );
         let info = &self.regions[r as usize];
         let mut g = Group::plain(cells, info.sample, GroupKey::Region(r));
         g.bounds = info.bounds;
@@ -359,8 +425,12 @@ struct Row {
 
 fn make_bbox(v: [Option<f64>; 6]) -> Option<Bounds> {
     match v {
-        [Some(x0), Some(y0), Some(x1), Some(y1), Some(z0), Some(z1)] => Some(Bounds::new3([x0, y0, z0], [x1, y1, z1])),
-        [Some(x0), Some(y0), Some(x1), Some(y1), None, None] => Some(Bounds::new2([x0, y0], [x1, y1])),
+        [Some(x0), Some(y0), Some(x1), Some(y1), Some(z0), Some(z1)] => {
+            Some(Bounds::new3([x0, y0, z0], [x1, y1, z1]))
+        }
+        [Some(x0), Some(y0), Some(x1), Some(y1), None, None] => {
+            Some(Bounds::new2([x0, y0], [x1, y1]))
+        }
         _ => None,
     }
 }
@@ -368,30 +438,55 @@ fn make_bbox(v: [Option<f64>; 6]) -> Option<Bounds> {
 const BOX_COLS: [&str; 6] = ["x_min", "y_min", "x_max", "y_max", "z_min", "z_max"];
 
 fn read_csv_rows(path: &Path) -> Result<Vec<Row>> {
-    let mut rdr = csv::Reader::from_path(path).map_err(|e| Error::invalid_input(e.to_string()).with_path(path))?;
-    let headers = rdr.headers().map_err(|e| Error::invalid_input(e.to_string()).with_path(path))?.clone();
+    let mut rdr = csv::Reader::from_path(path)
+        .map_err(|e| Error::invalid_input(e.to_string()).with_path(path))?;
+    let headers = rdr
+        .headers()
+        .map_err(|e| Error::invalid_input(e.to_string()).with_path(path))?
+        .clone();
     let col = |name: &str| headers.iter().position(|h| h.trim() == name);
     let need = |name: &str| {
-        col(name).ok_or_else(|| Error::invalid_input(format!("missing column {name:?}")).with_path(path))
+        col(name)
+            .ok_or_else(|| Error::invalid_input(format!("missing column {name:?}")).with_path(path))
     };
     let (sc, rc) = (need("sample_id")?, need("region_id")?);
     let cc = col("cell");
     let bc: Vec<Option<usize>> = BOX_COLS.iter().map(|c| col(c)).collect();
     if cc.is_none() && bc[..4].iter().any(|c| c.is_none()) {
-        return Err(Error::invalid_input("needs a cell column or the x_min, y_min, x_max, y_max columns").with_path(path));
+        return Err(Error::invalid_input(
+            "needs a cell column or the x_min, y_min, x_max, y_max columns",
+        )
+        .with_path(path));
     }
     let mut rows = Vec::new();
     for (i, rec) in rdr.records().enumerate() {
         let rec = rec.map_err(|e| Error::invalid_input(e.to_string()).with_path(path))?;
-        let field = |c: Option<usize>| c.and_then(|c| rec.get(c)).map(str::trim).filter(|s| !s.is_empty());
+        let field = |c: Option<usize>| {
+            c.and_then(|c| rec.get(c))
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+        };
         let line = i + 2;
         let cell = field(cc)
-            .map(|s| s.parse::<u64>().map_err(|_| Error::invalid_input(format!("line {line}: cell {s:?} is not a cell id")).with_path(path)))
+            .map(|s| {
+                s.parse::<u64>().map_err(|_| {
+                    Error::invalid_input(format!("line {line}: cell {s:?} is not a cell id"))
+                        .with_path(path)
+                })
+            })
             .transpose()?;
         let mut b = [None; 6];
         for (a, c) in bc.iter().enumerate() {
             b[a] = field(*c)
-                .map(|s| s.parse::<f64>().map_err(|_| Error::invalid_input(format!("line {line}: {} {s:?} is not a number", BOX_COLS[a])).with_path(path)))
+                .map(|s| {
+                    s.parse::<f64>().map_err(|_| {
+                        Error::invalid_input(format!(
+                            "line {line}: {} {s:?} is not a number",
+                            BOX_COLS[a]
+                        ))
+                        .with_path(path)
+                    })
+                })
                 .transpose()?;
         }
         rows.push(Row {
@@ -414,9 +509,9 @@ fn read_parquet_rows(path: &Path) -> Result<Vec<Row>> {
     for batch in reader {
         let batch = batch.at(path)?;
         let text = |name: &str| -> Result<arrow::array::ArrayRef> {
-            let c = batch
-                .column_by_name(name)
-                .ok_or_else(|| Error::invalid_input(format!("missing column {name:?}")).with_path(path))?;
+            let c = batch.column_by_name(name).ok_or_else(|| {
+                Error::invalid_input(format!("missing column {name:?}")).with_path(path)
+            })?;
             Ok(arrow::compute::cast(c, &DataType::Utf8).at_object(path, name)?)
         };
         let (s, r) = (text("sample_id")?, text("region_id")?);
@@ -433,7 +528,10 @@ fn read_parquet_rows(path: &Path) -> Result<Vec<Row>> {
             });
         }
         if cell.is_none() && boxes[..4].iter().any(|c| c.is_none()) {
-            return Err(Error::invalid_input("needs a cell column or the x_min, y_min, x_max, y_max columns").with_path(path));
+            return Err(Error::invalid_input(
+                "needs a cell column or the x_min, y_min, x_max, y_max columns",
+            )
+            .with_path(path));
         }
         for i in 0..batch.num_rows() {
             let cell = cell.as_ref().and_then(|c| {
@@ -448,8 +546,16 @@ fn read_parquet_rows(path: &Path) -> Result<Vec<Row>> {
                 });
             }
             rows.push(Row {
-                sample_id: if s.is_valid(i) { s.value(i).to_string() } else { String::new() },
-                region_id: if r.is_valid(i) { r.value(i).to_string() } else { String::new() },
+                sample_id: if s.is_valid(i) {
+                    s.value(i).to_string()
+                } else {
+                    String::new()
+                },
+                region_id: if r.is_valid(i) {
+                    r.value(i).to_string()
+                } else {
+                    String::new()
+                },
                 cell,
                 bbox: make_bbox(b),
             });
@@ -464,10 +570,22 @@ mod tests {
     use crate::sample::SampleRange;
 
     fn spatial_index() -> SampleIndex {
-        let coords: Vec<[f64; 3]> = (0..20).map(|i| [(i % 5) as f64, (i / 5) as f64, f64::NAN]).collect();
+        let coords: Vec<[f64; 3]> = (0..20)
+            .map(|i| [(i % 5) as f64, (i / 5) as f64, f64::NAN])
+            .collect();
         SampleIndex::new(vec![
-            SampleRange { sample_id: "s0".into(), first_cell: 0, n_cells: 10, spatial_dims: 2 },
-            SampleRange { sample_id: "s1".into(), first_cell: 10, n_cells: 10, spatial_dims: 2 },
+            SampleRange {
+                sample_id: "s0".into(),
+                first_cell: 0,
+                n_cells: 10,
+                spatial_dims: 2,
+            },
+            SampleRange {
+                sample_id: "s1".into(),
+                first_cell: 10,
+                n_cells: 10,
+                spatial_dims: 2,
+            },
         ])
         .unwrap()
         .with_coords(coords)
@@ -492,7 +610,10 @@ mod tests {
         assert_eq!(r.region_cells(0), &[0, 3]);
         // s1 cells 10..20 at x = i % 5, y = i / 5 (so y in 2..4): box x<=1, y<=2 -> cells 10, 11.
         assert_eq!(r.region_cells(1), &[10, 11]);
-        let g = (0..2).map(|p| r.item(0, p)).find(|g| g.key == GroupKey::Region(1)).unwrap();
+        let g = (0..2)
+            .map(|p| r.item(0, p))
+            .find(|g| g.key == GroupKey::Region(1))
+            .unwrap();
         assert_eq!(g.coords.as_deref(), Some(&[0.0, 2.0, 1.0, 2.0][..]));
         assert_eq!(g.normalized.as_deref(), Some(&[0.0, 1.0, 1.0, 1.0][..]));
     }
@@ -502,10 +623,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("r.csv");
         std::fs::write(&p, "sample_id,region_id,cell\ns0,a,15\n").unwrap();
-        let e = Regions::from_manifest(&spatial_index(), Cohort::all(20), &p, RegionConfig::new(0)).unwrap_err();
+        let e = Regions::from_manifest(&spatial_index(), Cohort::all(20), &p, RegionConfig::new(0))
+            .unwrap_err();
         assert!(e.to_string().contains("cell 15 is not in sample"), "{e}");
         std::fs::write(&p, "sample_id,region_id,cell\nzz,a,1\n").unwrap();
-        let e = Regions::from_manifest(&spatial_index(), Cohort::all(20), &p, RegionConfig::new(0)).unwrap_err();
+        let e = Regions::from_manifest(&spatial_index(), Cohort::all(20), &p, RegionConfig::new(0))
+            .unwrap_err();
         assert!(e.to_string().contains("unknown sample"), "{e}");
         assert!(e.to_string().contains("r.csv"), "{e}");
     }
@@ -517,8 +640,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("regions.parquet");
         let b = RecordBatch::try_from_iter(vec![
-            ("sample_id", Arc::new(StringArray::from(vec!["s1", "s1", "s0"])) as _),
-            ("region_id", Arc::new(StringArray::from(vec!["a", "a", "b"])) as _),
+            (
+                "sample_id",
+                Arc::new(StringArray::from(vec!["s1", "s1", "s0"])) as _,
+            ),
+            (
+                "region_id",
+                Arc::new(StringArray::from(vec!["a", "a", "b"])) as _,
+            ),
             ("cell", Arc::new(UInt64Array::from(vec![12u64, 19, 4])) as _),
         ])
         .unwrap();

@@ -56,7 +56,9 @@ pub struct Rng {
 impl Rng {
     /// A generator whose whole output is determined by `key`.
     pub fn new(key: u64) -> Rng {
-        Rng { state: splitmix64(key) }
+        Rng {
+            state: splitmix64(key),
+        }
     }
     /// Next 64 random bits.
     #[inline]

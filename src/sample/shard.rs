@@ -40,21 +40,38 @@ impl Shard {
     /// A checked shard: `world_size >= 1`, `num_workers >= 1`, `rank < world_size`,
     /// `worker < num_workers`; otherwise an [`crate::ErrorKind::InvalidInput`] error.
     pub fn new(rank: u32, world_size: u32, worker: u32, num_workers: u32) -> Result<Shard> {
-        let s = Shard { rank, world_size, worker, num_workers };
+        let s = Shard {
+            rank,
+            world_size,
+            worker,
+            num_workers,
+        };
         s.validate()?;
         Ok(s)
     }
     /// The whole epoch in one shard (rank 0 of 1, worker 0 of 1).
     pub fn single() -> Shard {
-        Shard { rank: 0, world_size: 1, worker: 0, num_workers: 1 }
+        Shard {
+            rank: 0,
+            world_size: 1,
+            worker: 0,
+            num_workers: 1,
+        }
     }
     /// The shard with flattened id `id` out of `world_size * num_workers`.
     pub fn from_id(id: u64, world_size: u32, num_workers: u32) -> Result<Shard> {
         if num_workers == 0 || world_size == 0 {
-            return Err(Error::invalid_input("world_size and num_workers must be at least 1"));
+            return Err(Error::invalid_input(
+                "world_size and num_workers must be at least 1",
+            ));
         }
         let w = num_workers as u64;
-        Shard::new((id / w).min(u32::MAX as u64) as u32, world_size, (id % w) as u32, num_workers)
+        Shard::new(
+            (id / w).min(u32::MAX as u64) as u32,
+            world_size,
+            (id % w) as u32,
+            num_workers,
+        )
     }
     /// Checks the invariants listed at [`Shard::new`].
     pub fn validate(&self) -> Result<()> {
@@ -62,7 +79,9 @@ impl Shard {
             return Err(Error::invalid_input("world_size must be at least 1, got 0"));
         }
         if self.num_workers == 0 {
-            return Err(Error::invalid_input("num_workers must be at least 1, got 0"));
+            return Err(Error::invalid_input(
+                "num_workers must be at least 1, got 0",
+            ));
         }
         if self.rank >= self.world_size {
             return Err(Error::invalid_input(format!(
@@ -133,14 +152,24 @@ impl Layout {
     /// `start` (0 for a fresh epoch; a `start` past the end leaves nothing to serve).
     pub fn new(epoch_len: u64, start: u64, shard: Shard, policy: ShardPolicy) -> Result<Layout> {
         shard.validate()?;
-        Ok(Layout { n: epoch_len, start: start.min(epoch_len), id: shard.id(), count: shard.count(), policy })
+        Ok(Layout {
+            n: epoch_len,
+            start: start.min(epoch_len),
+            id: shard.id(),
+            count: shard.count(),
+            policy,
+        })
     }
     /// Number of items this shard serves.
     pub fn len(&self) -> u64 {
         let r = self.n - self.start;
         match self.policy {
             ShardPolicy::Even => {
-                if self.id < r { (r - self.id - 1) / self.count + 1 } else { 0 }
+                if self.id < r {
+                    (r - self.id - 1) / self.count + 1
+                } else {
+                    0
+                }
             }
             ShardPolicy::DropLast => r / self.count,
             ShardPolicy::Pad => r.div_ceil(self.count),
@@ -187,7 +216,11 @@ pub struct ShardState {
 impl ShardState {
     /// The beginning of `epoch`.
     pub fn epoch_start(epoch: u64) -> ShardState {
-        ShardState { epoch, start: 0, position: 0 }
+        ShardState {
+            epoch,
+            start: 0,
+            position: 0,
+        }
     }
 
     /// Merges the saved states of all shards of one job into the state from which a job with
@@ -219,17 +252,29 @@ impl ShardState {
         let mut consumed = 0u64;
         for (shard, st) in states {
             shard.validate()?;
-            if shard.world_size != first_shard.world_size || shard.num_workers != first_shard.num_workers {
-                return Err(Error::invalid_input("shard states come from jobs of different sizes"));
+            if shard.world_size != first_shard.world_size
+                || shard.num_workers != first_shard.num_workers
+            {
+                return Err(Error::invalid_input(
+                    "shard states come from jobs of different sizes",
+                ));
             }
             if st.epoch != first.epoch || st.start != first.start {
                 return Err(Error::invalid_input(format!(
                     "shard {} is at epoch {} start {}, shard {} at epoch {} start {}",
-                    shard.id(), st.epoch, st.start, first_shard.id(), first.epoch, first.start
+                    shard.id(),
+                    st.epoch,
+                    st.start,
+                    first_shard.id(),
+                    first.epoch,
+                    first.start
                 )));
             }
             if std::mem::replace(&mut seen[shard.id() as usize], true) {
-                return Err(Error::invalid_input(format!("shard {} given twice", shard.id())));
+                return Err(Error::invalid_input(format!(
+                    "shard {} given twice",
+                    shard.id()
+                )));
             }
             consumed += st.position;
         }
@@ -244,7 +289,11 @@ impl ShardState {
                 )));
             }
         }
-        Ok(ShardState { epoch: first.epoch, start: first.start + consumed, position: 0 })
+        Ok(ShardState {
+            epoch: first.epoch,
+            start: first.start + consumed,
+            position: 0,
+        })
     }
 }
 
@@ -272,14 +321,29 @@ pub struct ShardStream<'a, S: Sampler + ?Sized> {
 
 impl<'a, S: Sampler + ?Sized> ShardStream<'a, S> {
     /// The stream of `shard` continuing from `state`.
-    pub fn new(sampler: &'a S, shard: Shard, policy: ShardPolicy, state: ShardState) -> Result<Self> {
+    pub fn new(
+        sampler: &'a S,
+        shard: Shard,
+        policy: ShardPolicy,
+        state: ShardState,
+    ) -> Result<Self> {
         let n = sampler.epoch_len(state.epoch);
         let layout = Layout::new(n, state.start, shard, policy)?;
-        Ok(ShardStream { sampler, epoch: state.epoch, layout, start: state.start, pos: state.position })
+        Ok(ShardStream {
+            sampler,
+            epoch: state.epoch,
+            layout,
+            start: state.start,
+            pos: state.position,
+        })
     }
     /// The state to save: restoring it continues with the next item.
     pub fn state(&self) -> ShardState {
-        ShardState { epoch: self.epoch, start: self.start, position: self.pos }
+        ShardState {
+            epoch: self.epoch,
+            start: self.start,
+            position: self.pos,
+        }
     }
     /// The shard's layout.
     pub fn layout(&self) -> &Layout {
@@ -332,7 +396,8 @@ mod tests {
                 let mut all = Vec::new();
                 let mut lens = Vec::new();
                 for r in 0..g {
-                    let l = Layout::new(n, 0, Shard::new(r, g, 0, 1).unwrap(), ShardPolicy::Even).unwrap();
+                    let l = Layout::new(n, 0, Shard::new(r, g, 0, 1).unwrap(), ShardPolicy::Even)
+                        .unwrap();
                     lens.push(l.len());
                     all.extend((0..l.len()).map(|i| l.global(i)));
                 }
@@ -341,7 +406,11 @@ mod tests {
                 assert!(lens.iter().max().unwrap() - lens.iter().min().unwrap() <= 1);
                 for pol in [ShardPolicy::DropLast, ShardPolicy::Pad] {
                     let ls: Vec<u64> = (0..g)
-                        .map(|r| Layout::new(n, 0, Shard::new(r, g, 0, 1).unwrap(), pol).unwrap().len())
+                        .map(|r| {
+                            Layout::new(n, 0, Shard::new(r, g, 0, 1).unwrap(), pol)
+                                .unwrap()
+                                .len()
+                        })
                         .collect();
                     assert!(ls.iter().all(|&x| x == ls[0]));
                 }
@@ -353,10 +422,19 @@ mod tests {
     fn merge_rejects_out_of_step() {
         let s0 = Shard::new(0, 2, 0, 1).unwrap();
         let s1 = Shard::new(1, 2, 0, 1).unwrap();
-        let st = |p| ShardState { epoch: 0, start: 0, position: p };
+        let st = |p| ShardState {
+            epoch: 0,
+            start: 0,
+            position: p,
+        };
         assert!(ShardState::merge(&[(s0, st(3)), (s1, st(5))]).is_err());
         assert!(ShardState::merge(&[(s0, st(3))]).is_err());
         assert!(ShardState::merge(&[(s0, st(3)), (s0, st(3))]).is_err());
-        assert_eq!(ShardState::merge(&[(s0, st(3)), (s1, st(3))]).unwrap().start, 6);
+        assert_eq!(
+            ShardState::merge(&[(s0, st(3)), (s1, st(3))])
+                .unwrap()
+                .start,
+            6
+        );
     }
 }

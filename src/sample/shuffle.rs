@@ -40,15 +40,24 @@ impl BlockShuffle {
     /// Runs of `run_len` cells, windows of `window_runs` runs. Both must be at least 1.
     pub fn new(cohort: Cohort, run_len: u64, window_runs: u64, seed: u64) -> Result<BlockShuffle> {
         if run_len == 0 {
-            return Err(Error::invalid_input("block shuffle run_len must be at least 1"));
+            return Err(Error::invalid_input(
+                "block shuffle run_len must be at least 1",
+            ));
         }
         if window_runs == 0 {
-            return Err(Error::invalid_input("block shuffle window_runs must be at least 1"));
+            return Err(Error::invalid_input(
+                "block shuffle window_runs must be at least 1",
+            ));
         }
         let window = run_len
             .checked_mul(window_runs)
             .ok_or_else(|| Error::invalid_input("block shuffle window too large"))?;
-        Ok(BlockShuffle { cohort, run_len, window, seed })
+        Ok(BlockShuffle {
+            cohort,
+            run_len,
+            window,
+            seed,
+        })
     }
 }
 
@@ -65,7 +74,9 @@ impl Sampler for BlockShuffle {
         let w = pos / self.window;
         let wstart = w * self.window;
         let wlen = self.window.min(n - wstart);
-        let q = wstart + Permutation::new(wlen, hash_words(&[self.seed, epoch, w, TAG_WINDOW])).at(pos - wstart);
+        let q = wstart
+            + Permutation::new(wlen, hash_words(&[self.seed, epoch, w, TAG_WINDOW]))
+                .at(pos - wstart);
         let full = n / self.run_len;
         let (j, off) = (q / self.run_len, q % self.run_len);
         let run = if j < full {
@@ -91,7 +102,11 @@ pub fn mean_label_entropy(labels: &[u32], batch_size: usize) -> f64 {
         return 0.0;
     }
     let full = labels.len() / batch_size;
-    let batches: Vec<&[u32]> = if full == 0 { vec![labels] } else { labels.chunks_exact(batch_size).collect() };
+    let batches: Vec<&[u32]> = if full == 0 {
+        vec![labels]
+    } else {
+        labels.chunks_exact(batch_size).collect()
+    };
     let mut total = 0.0;
     for b in &batches {
         let mut counts = std::collections::HashMap::new();
@@ -99,7 +114,10 @@ pub fn mean_label_entropy(labels: &[u32], batch_size: usize) -> f64 {
             *counts.entry(l).or_insert(0usize) += 1;
         }
         let n = b.len() as f64;
-        total -= counts.values().map(|&c| (c as f64 / n) * (c as f64 / n).log2()).sum::<f64>();
+        total -= counts
+            .values()
+            .map(|&c| (c as f64 / n) * (c as f64 / n).log2())
+            .sum::<f64>();
     }
     total / batches.len() as f64
 }
@@ -119,7 +137,11 @@ mod tests {
         let rnd: Vec<u32> = (0..n).map(|p| label(random.item(0, p))).collect();
         let bs = BlockShuffle::new(Cohort::all(n), 16, 128, 1).unwrap();
         let blk: Vec<u32> = (0..n).map(|p| label(bs.item(0, p))).collect();
-        let (e_seq, e_rnd, e_blk) = (mean_label_entropy(&seq, 64), mean_label_entropy(&rnd, 64), mean_label_entropy(&blk, 64));
+        let (e_seq, e_rnd, e_blk) = (
+            mean_label_entropy(&seq, 64),
+            mean_label_entropy(&rnd, 64),
+            mean_label_entropy(&blk, 64),
+        );
         assert!(e_seq < 0.1, "{e_seq}");
         assert!(e_blk > 0.85 * e_rnd, "block {e_blk} vs random {e_rnd}");
         // Runs of 1 in one window over everything is a full shuffle.
