@@ -99,7 +99,10 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         eprintln!("cellarrow: warning: {w}");
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary).expect("summary serialises"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).expect("summary serialises")
+        );
     } else if !args.quiet {
         println!(
             "{}: {} samples, {} cells, {} genes, {} non-zeros ({:?} values, {:?} gene ids), {:.1} MB, {:.2} bytes/nnz, {:.1} s",

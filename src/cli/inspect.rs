@@ -10,7 +10,9 @@ use crate::Corpus;
 
 /// Summarise a corpus: counts, types, samples, obs columns, size on disk.
 #[derive(Debug, Args)]
-#[command(after_long_help = "Examples:\n  cellarrow inspect my.corpus\n  cellarrow inspect my.corpus --json | jq .n_cells")]
+#[command(
+    after_long_help = "Examples:\n  cellarrow inspect my.corpus\n  cellarrow inspect my.corpus --json | jq .n_cells"
+)]
 pub struct InspectArgs {
     /// The corpus directory
     pub corpus: PathBuf,
@@ -24,7 +26,10 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let corpus = Corpus::open(&args.corpus)?;
     let info = describe(&corpus)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&info).expect("info serialises"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&info).expect("info serialises")
+        );
     } else {
         print!("{info}");
     }

@@ -63,7 +63,10 @@ pub struct QueryArgs {
 /// Runs `cellarrow query`.
 pub fn run(args: QueryArgs) -> Result<()> {
     let corpus = Arc::new(Corpus::open(&args.corpus)?);
-    let options = QueryOptions { threads: args.threads, region_column: args.region_column.clone() };
+    let options = QueryOptions {
+        threads: args.threads,
+        region_column: args.region_column.clone(),
+    };
     let engine = QueryEngine::with_options(corpus, &options)?;
 
     if let Some(path) = &args.cohort {
@@ -79,7 +82,8 @@ pub fn run(args: QueryArgs) -> Result<()> {
             let mut tmp = crate::query::temp_beside(path)?;
             let file = std::io::BufWriter::new(tmp.as_file_mut());
             write_results(&engine, &args.sql, args.format, file)?;
-            tmp.persist(path).map_err(|e| Error::io(path, "writing results", e.error))?;
+            tmp.persist(path)
+                .map_err(|e| Error::io(path, "writing results", e.error))?;
         }
         None => {
             let stdout = std::io::stdout();
@@ -89,7 +93,12 @@ pub fn run(args: QueryArgs) -> Result<()> {
                     format!("{:?}", args.format).to_lowercase()
                 )));
             }
-            match write_results(&engine, &args.sql, args.format, std::io::BufWriter::new(stdout)) {
+            match write_results(
+                &engine,
+                &args.sql,
+                args.format,
+                std::io::BufWriter::new(stdout),
+            ) {
                 // The reader went away (`| head`): not a failure of the query.
                 Err(e) if is_broken_pipe(&e) => return Ok(()),
                 other => other?,
@@ -102,7 +111,9 @@ pub fn run(args: QueryArgs) -> Result<()> {
 fn is_broken_pipe(e: &Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
-        if s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        {
             return true;
         }
         source = s.source();
@@ -112,7 +123,12 @@ fn is_broken_pipe(e: &Error) -> bool {
 }
 
 /// Streams the result of `sql` into `out` in `format`.
-fn write_results<W: Write + Send>(engine: &QueryEngine, sql: &str, format: OutputFormat, out: W) -> Result<()> {
+fn write_results<W: Write + Send>(
+    engine: &QueryEngine,
+    sql: &str,
+    format: OutputFormat,
+    out: W,
+) -> Result<()> {
     let mut out = Some(out);
     let mut writer: Option<ResultWriter<W>> = None;
     let schema = engine.for_each_batch(sql, |batch| {
@@ -124,7 +140,11 @@ fn write_results<W: Write + Send>(engine: &QueryEngine, sql: &str, format: Outpu
     })?;
     let writer = match writer {
         Some(w) => w,
-        None => ResultWriter::new(format, &schema, out.take().expect("not taken without a batch"))?,
+        None => ResultWriter::new(
+            format,
+            &schema,
+            out.take().expect("not taken without a batch"),
+        )?,
     };
     writer.finish()?;
     Ok(())

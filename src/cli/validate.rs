@@ -36,7 +36,10 @@ pub fn run(args: ValidateArgs) -> Result<()> {
     let compared = if args.against.is_empty() {
         None
     } else {
-        Some(crate::convert::verify::against(&args.corpus, &args.against)?)
+        Some(crate::convert::verify::against(
+            &args.corpus,
+            &args.against,
+        )?)
     };
     if !args.quiet {
         println!(
@@ -47,7 +50,10 @@ pub fn run(args: ValidateArgs) -> Result<()> {
             report.nnz_checked
         );
         if let Some(c) = compared {
-            println!("values equal the sources: {} files, {} cells, {} non-zeros compared", c.files, c.cells, c.nnz);
+            println!(
+                "values equal the sources: {} files, {} cells, {} non-zeros compared",
+                c.files, c.cells, c.nnz
+            );
         }
     }
     Ok(())

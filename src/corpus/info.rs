@@ -55,7 +55,12 @@ pub fn describe(corpus: &Corpus) -> Result<CorpusInfo> {
         .map_err(|e| Error::io(corpus.root(), "reading the manifest size", e))?
         .len();
     let disk_bytes = manifest_bytes + m.files.iter().map(|f| f.bytes).sum::<u64>();
-    let matrix_bytes = m.files.iter().filter(|f| f.path.starts_with("matrix/")).map(|f| f.bytes).sum();
+    let matrix_bytes = m
+        .files
+        .iter()
+        .filter(|f| f.path.starts_with("matrix/"))
+        .map(|f| f.bytes)
+        .sum();
     Ok(CorpusInfo {
         path: corpus.root().display().to_string(),
         format_version: m.format_version,
@@ -69,13 +74,21 @@ pub fn describe(corpus: &Corpus) -> Result<CorpusInfo> {
         samples: m
             .samples
             .iter()
-            .map(|s| SampleInfo { sample_id: s.sample_id.clone(), n_cells: s.n_cells, nnz: s.nnz, spatial_dims: s.spatial_dims })
+            .map(|s| SampleInfo {
+                sample_id: s.sample_id.clone(),
+                n_cells: s.n_cells,
+                nnz: s.nnz,
+                spatial_dims: s.spatial_dims,
+            })
             .collect(),
         spatial_samples: m.samples.iter().filter(|s| s.spatial_dims > 0).count(),
         obs_columns: schema
             .fields()
             .iter()
-            .map(|f| ColumnInfo { name: f.name().clone(), data_type: f.data_type().to_string() })
+            .map(|f| ColumnInfo {
+                name: f.name().clone(),
+                data_type: f.data_type().to_string(),
+            })
             .collect(),
         disk_bytes,
         bytes_per_nnz: disk_bytes as f64 / m.nnz.max(1) as f64,
@@ -86,11 +99,24 @@ pub fn describe(corpus: &Corpus) -> Result<CorpusInfo> {
 impl std::fmt::Display for CorpusInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "corpus      {}", self.path)?;
-        writeln!(f, "format      cellarrow {} ({})", self.format_version, self.created_by)?;
+        writeln!(
+            f,
+            "format      cellarrow {} ({})",
+            self.format_version, self.created_by
+        )?;
         writeln!(f, "cells       {}", self.n_cells)?;
         writeln!(f, "genes       {}", self.n_genes)?;
-        writeln!(f, "non-zeros   {} ({:.1}% dense)", self.nnz, 100.0 * self.nnz as f64 / (self.n_cells as f64 * self.n_genes as f64).max(1.0))?;
-        writeln!(f, "types       gene ids {:?}, values {:?}", self.index_type, self.value_type)?;
+        writeln!(
+            f,
+            "non-zeros   {} ({:.1}% dense)",
+            self.nnz,
+            100.0 * self.nnz as f64 / (self.n_cells as f64 * self.n_genes as f64).max(1.0)
+        )?;
+        writeln!(
+            f,
+            "types       gene ids {:?}, values {:?}",
+            self.index_type, self.value_type
+        )?;
         writeln!(
             f,
             "disk        {:.2} MB ({} matrix parts, {:.2} MB), {:.2} bytes per non-zero",
@@ -99,14 +125,38 @@ impl std::fmt::Display for CorpusInfo {
             self.matrix_bytes as f64 / 1e6,
             self.bytes_per_nnz
         )?;
-        writeln!(f, "samples     {} ({} spatial)", self.samples.len(), self.spatial_samples)?;
-        let width = self.samples.iter().map(|s| s.sample_id.len()).max().unwrap_or(0).max(9);
+        writeln!(
+            f,
+            "samples     {} ({} spatial)",
+            self.samples.len(),
+            self.spatial_samples
+        )?;
+        let width = self
+            .samples
+            .iter()
+            .map(|s| s.sample_id.len())
+            .max()
+            .unwrap_or(0)
+            .max(9);
         for s in &self.samples {
-            let spatial = if s.spatial_dims > 0 { format!("  {}-D coordinates", s.spatial_dims) } else { String::new() };
-            writeln!(f, "  {:<width$}  {:>10} cells  {:>12} non-zeros{spatial}", s.sample_id, s.n_cells, s.nnz)?;
+            let spatial = if s.spatial_dims > 0 {
+                format!("  {}-D coordinates", s.spatial_dims)
+            } else {
+                String::new()
+            };
+            writeln!(
+                f,
+                "  {:<width$}  {:>10} cells  {:>12} non-zeros{spatial}",
+                s.sample_id, s.n_cells, s.nnz
+            )?;
         }
         writeln!(f, "obs columns {}", self.obs_columns.len())?;
-        let width = self.obs_columns.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        let width = self
+            .obs_columns
+            .iter()
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(0);
         for c in &self.obs_columns {
             writeln!(f, "  {:<width$}  {}", c.name, c.data_type)?;
         }

@@ -71,8 +71,12 @@ impl ValueType {
 
     /// The narrowest type that holds every value exactly (`Uint16` for no values).
     pub fn narrowest(values: impl IntoIterator<Item = f64>) -> ValueType {
-        const ORDER: [ValueType; 4] =
-            [ValueType::Uint16, ValueType::Uint32, ValueType::Float32, ValueType::Float64];
+        const ORDER: [ValueType; 4] = [
+            ValueType::Uint16,
+            ValueType::Uint32,
+            ValueType::Float32,
+            ValueType::Float64,
+        ];
         let mut level = 0usize;
         for v in values {
             while level < 3 && !ORDER[level].holds(v) {
@@ -105,7 +109,10 @@ impl Manifest {
         let text = match std::fs::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::corpus(&path, "no manifest.json: not a cellarrow corpus"));
+                return Err(Error::corpus(
+                    &path,
+                    "no manifest.json: not a cellarrow corpus",
+                ));
             }
             Err(e) => return Err(Error::io(&path, "reading", e)),
         };
@@ -119,7 +126,10 @@ impl Manifest {
         check_format(&value)?;
         check_schema(&value)?;
         let manifest: Manifest = serde_json::from_value(value).map_err(|e| {
-            Error::new(ErrorKind::InvalidCorpus, format!("does not match format 1: {e}"))
+            Error::new(
+                ErrorKind::InvalidCorpus,
+                format!("does not match format 1: {e}"),
+            )
         })?;
         manifest.check()?;
         Ok(manifest)
@@ -139,7 +149,8 @@ impl Manifest {
         text.push(b'\n');
         let tmp = dir.join(".manifest.json.tmp");
         let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, "creating", e))?;
-        f.write_all(&text).map_err(|e| Error::io(&tmp, "writing", e))?;
+        f.write_all(&text)
+            .map_err(|e| Error::io(&tmp, "writing", e))?;
         f.sync_all().map_err(|e| Error::io(&tmp, "syncing", e))?;
         drop(f);
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, "renaming into place", e))?;
@@ -152,7 +163,10 @@ impl Manifest {
     pub fn check(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::new(ErrorKind::InvalidCorpus, msg));
         if self.format != FORMAT_NAME {
-            return bad(format!("format is {:?}, expected {FORMAT_NAME:?}", self.format));
+            return bad(format!(
+                "format is {:?}, expected {FORMAT_NAME:?}",
+                self.format
+            ));
         }
         if self.format_version != FORMAT_VERSION {
             return bad(version_message(self.format_version as u64));
@@ -164,7 +178,10 @@ impl Manifest {
             ));
         }
         if self.matrix.batch_rows == 0 || self.matrix.batch_rows > i32::MAX as u64 {
-            return bad(format!("matrix.batch_rows {} is out of range", self.matrix.batch_rows));
+            return bad(format!(
+                "matrix.batch_rows {} is out of range",
+                self.matrix.batch_rows
+            ));
         }
         if self.matrix.part_cells == 0 {
             return bad("matrix.part_cells is 0".into());
@@ -179,7 +196,12 @@ impl Manifest {
             if !files.insert(f.path.as_str()) {
                 return bad(format!("files lists {:?} twice", f.path));
             }
-            if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            if f.sha256.len() != 64
+                || !f
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
                 return bad(format!("files: {:?} has a malformed sha256", f.path));
             }
         }
@@ -193,7 +215,10 @@ impl Manifest {
                 ));
             }
             if !matches!(s.spatial_dims, 0 | 2 | 3) {
-                return bad(format!("samples[{i}] ({}): spatial_dims {} is not 0, 2 or 3", s.sample_id, s.spatial_dims));
+                return bad(format!(
+                    "samples[{i}] ({}): spatial_dims {} is not 0, 2 or 3",
+                    s.sample_id, s.spatial_dims
+                ));
             }
             next = add(next, s.n_cells)?;
             nnz = add(nnz, s.nnz)?;
@@ -216,7 +241,10 @@ impl Manifest {
         for (i, p) in self.matrix.parts.iter().enumerate() {
             check_rel_path(&p.path).map_err(|e| e.with_object("matrix.parts"))?;
             if !files.contains(p.path.as_str()) {
-                return bad(format!("matrix.parts[{i}] {:?} is not listed in files", p.path));
+                return bad(format!(
+                    "matrix.parts[{i}] {:?} is not listed in files",
+                    p.path
+                ));
             }
             if !part_paths.insert(p.path.as_str()) {
                 return bad(format!("matrix.parts lists {:?} twice", p.path));
@@ -234,7 +262,9 @@ impl Manifest {
                 ));
             }
             if p.n_cells > 0 {
-                let s = self.samples.iter().find(|s| s.first_cell <= p.first_cell && p.first_cell < s.first_cell + s.n_cells);
+                let s = self.samples.iter().find(|s| {
+                    s.first_cell <= p.first_cell && p.first_cell < s.first_cell + s.n_cells
+                });
                 if let Some(s) = s {
                     if p.first_cell.saturating_add(p.n_cells) > s.first_cell + s.n_cells {
                         return bad(format!(
@@ -320,7 +350,10 @@ fn check_schema(value: &serde_json::Value) -> Result<()> {
 /// none of them `.` or `..`, no backslash or NUL.
 pub fn check_rel_path(p: &str) -> Result<()> {
     let bad = |why: &str| {
-        Err(Error::new(ErrorKind::InvalidCorpus, format!("path {p:?} {why}")))
+        Err(Error::new(
+            ErrorKind::InvalidCorpus,
+            format!("path {p:?} {why}"),
+        ))
     };
     if p.is_empty() {
         return bad("is empty");
@@ -347,21 +380,29 @@ pub fn check_rel_path(p: &str) -> Result<()> {
 pub fn resolve(root: &Path, rel: &str) -> Result<PathBuf> {
     check_rel_path(rel).map_err(|e| e.with_path(root.join(MANIFEST_FILE)))?;
     let joined = root.join(rel);
-    debug_assert!(Path::new(rel).components().all(|c| matches!(c, Component::Normal(_))));
+    debug_assert!(Path::new(rel)
+        .components()
+        .all(|c| matches!(c, Component::Normal(_))));
     let canon_root = root
         .canonicalize()
         .map_err(|e| Error::io(root, "resolving the corpus directory", e))?;
     let canon = match joined.canonicalize() {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::corpus(&joined, "listed in manifest.json but missing"));
+            return Err(Error::corpus(
+                &joined,
+                "listed in manifest.json but missing",
+            ));
         }
         Err(e) => return Err(Error::io(&joined, "resolving", e)),
     };
     if !canon.starts_with(&canon_root) {
         return Err(Error::corpus(
             &joined,
-            format!("resolves to {} outside the corpus directory", canon.display()),
+            format!(
+                "resolves to {} outside the corpus directory",
+                canon.display()
+            ),
         ));
     }
     Ok(canon)
