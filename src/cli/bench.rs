@@ -13,13 +13,20 @@ use crate::loader::{BatchPlan, Concat, Gatherer};
 
 /// Arguments of `cellarrow bench`.
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  cellarrow bench my.corpus --batch-size 256 --threads 1,2 --epochs 3")]
+#[command(
+    after_help = "Example:\n  cellarrow bench my.corpus --batch-size 256 --threads 1,2 --epochs 3"
+)]
 pub struct BenchArgs {
     /// The corpus directory.
     pub corpus: PathBuf,
     /// Samplers to measure (comma-separated); those that cannot be built on this corpus are
     /// reported and skipped.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "random,groups,regions,blocks")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "random,groups,regions,blocks"
+    )]
     pub samplers: Vec<SamplerKind>,
     /// Loader thread counts to measure (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
@@ -38,6 +45,7 @@ pub struct BenchArgs {
 
 /// Runs `cellarrow bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
+    bench::keep_freed_memory();
     let corpus = Arc::new(Corpus::open(&args.corpus)?);
     let m = corpus.manifest();
     println!(
@@ -53,12 +61,31 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let cohort = args.sampler.cohort(&corpus)?;
     println!(
         "{:<8} {:>3} {:>7} {:>10} {:>12} {:>9} {:>9} {:>9} {:>10} {:>6} {:>10}",
-        "sampler", "thr", "batches", "cells", "cells/s", "MB/s", "p50 ms", "p99 ms", "memcpy MB/s", "ratio", "anon RSS"
+        "sampler",
+        "thr",
+        "batches",
+        "cells",
+        "cells/s",
+        "MB/s",
+        "p50 ms",
+        "p99 ms",
+        "memcpy MB/s",
+        "ratio",
+        "anon RSS"
     );
     for &kind in &args.samplers {
-        let sargs = SamplerArgs { sampler: kind, ..args.sampler.clone() };
+        let sargs = SamplerArgs {
+            sampler: kind,
+            ..args.sampler.clone()
+        };
         let plans: Result<Vec<Arc<dyn BatchPlan>>> = (0..args.epochs.max(1))
-            .map(|e| SamplerArgs { epoch: sargs.epoch + e, ..sargs.clone() }.plan(&corpus, cohort.clone(), None))
+            .map(|e| {
+                SamplerArgs {
+                    epoch: sargs.epoch + e,
+                    ..sargs.clone()
+                }
+                .plan(&corpus, cohort.clone(), None)
+            })
             .collect();
         let plan: Arc<dyn BatchPlan> = match plans {
             Ok(p) => Arc::new(Concat::new(p)),
@@ -70,14 +97,23 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let options = args.output_args.batch_options(sargs.grouped())?;
         let gatherer = Arc::new(Gatherer::new(corpus.clone(), options)?);
         // An untimed pass first, so every run finds the same pages in memory.
-        bench::run(gatherer.clone(), plan.clone(), args.threads.iter().copied().max().unwrap_or(1), args.prefetch)?;
+        bench::run(
+            gatherer.clone(),
+            plan.clone(),
+            args.threads.iter().copied().max().unwrap_or(1),
+            args.prefetch,
+        )?;
         let mut one: Option<f64> = None;
         for &t in &args.threads {
             let r = bench::run(gatherer.clone(), plan.clone(), t, args.prefetch)?;
             print_row(kind, &r);
             match one {
                 None if t == 1 => one = Some(r.cells_per_s),
-                Some(base) if t > 1 => println!("{:<8} {t} threads: {:.2}x one thread", "", r.cells_per_s / base),
+                Some(base) if t > 1 => println!(
+                    "{:<8} {t} threads: {:.2}x one thread",
+                    "",
+                    r.cells_per_s / base
+                ),
                 _ => {}
             }
         }
@@ -96,7 +132,10 @@ fn name(kind: SamplerKind) -> &'static str {
 
 fn print_row(kind: SamplerKind, r: &BenchResult) {
     let limit = bench::memcpy_limit(&r.batch_bytes);
-    let rss = r.peak_anon_rss_kib.map(|k| format!("{:.1} MB", k as f64 / 1024.0)).unwrap_or_else(|| "n/a".into());
+    let rss = r
+        .peak_anon_rss_kib
+        .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
+        .unwrap_or_else(|| "n/a".into());
     println!(
         "{:<8} {:>3} {:>7} {:>10} {:>12.0} {:>9.0} {:>9.3} {:>9.3} {:>10.0} {:>6.2} {:>10}",
         name(kind),

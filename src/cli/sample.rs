@@ -14,12 +14,12 @@ use clap::{Args, ValueEnum};
 use crate::corpus::Corpus;
 use crate::error::{Error, Result};
 use crate::loader::{
-    BatchOptions, BatchPlan, DenseGenes, Gatherer, Loader, LoaderOptions, SampledCells, SampledGroups,
-    ValueOutput,
+    BatchOptions, BatchPlan, DenseGenes, Gatherer, Loader, LoaderOptions, SampledCells,
+    SampledGroups, ValueOutput,
 };
 use crate::sample::{
-    BlockConfig, Cohort, GroupConfig, LabelMode, RandomCells, RandomGroups, RegionConfig, Regions, SampleIndex,
-    Shard, ShardPolicy, ShardState, SpatialBlocks,
+    BlockConfig, Cohort, GroupConfig, LabelMode, RandomCells, RandomGroups, RegionConfig, Regions,
+    SampleIndex, Shard, ShardPolicy, ShardState, SpatialBlocks,
 };
 
 /// The samplers of the command line.
@@ -173,16 +173,32 @@ impl SamplerArgs {
     }
 
     /// The batch plan of this shard for `--sampler` with `batch_size` overriding `--batch-size`.
-    pub fn plan(&self, corpus: &Arc<Corpus>, cohort: Cohort, batch_size: Option<usize>) -> Result<Arc<dyn BatchPlan>> {
+    pub fn plan(
+        &self,
+        corpus: &Arc<Corpus>,
+        cohort: Cohort,
+        batch_size: Option<usize>,
+    ) -> Result<Arc<dyn BatchPlan>> {
         let shard = self.shard()?;
-        let state = ShardState { epoch: self.epoch, start: 0, position: self.position };
+        let state = ShardState {
+            epoch: self.epoch,
+            start: 0,
+            position: self.position,
+        };
         let policy = self.policy();
         let per_batch = batch_size.or(self.batch_size);
         let groups_per_batch = per_batch.unwrap_or(1);
         Ok(match self.sampler {
             SamplerKind::Random => {
                 let s = RandomCells::new(cohort, self.seed);
-                Arc::new(SampledCells::new(s, shard, policy, state, per_batch.unwrap_or(256), self.drop_last)?)
+                Arc::new(SampledCells::new(
+                    s,
+                    shard,
+                    policy,
+                    state,
+                    per_batch.unwrap_or(256),
+                    self.drop_last,
+                )?)
             }
             SamplerKind::Groups => {
                 let label_mode = match self.label_mode {
@@ -194,9 +210,18 @@ impl SamplerArgs {
                     return Err(Error::invalid_input("--label-mode needs --label COLUMN"));
                 }
                 let index = SampleIndex::from_corpus(corpus, self.label.as_deref())?;
-                let cfg = GroupConfig { label_mode, ..GroupConfig::new(self.group_size, self.seed) };
+                let cfg = GroupConfig {
+                    label_mode,
+                    ..GroupConfig::new(self.group_size, self.seed)
+                };
                 let s = RandomGroups::new(&index, cohort, cfg)?;
-                Arc::new(SampledGroups::new(s, shard, policy, state, groups_per_batch)?)
+                Arc::new(SampledGroups::new(
+                    s,
+                    shard,
+                    policy,
+                    state,
+                    groups_per_batch,
+                )?)
             }
             SamplerKind::Regions => {
                 let index = SampleIndex::from_corpus(corpus, self.label.as_deref())?;
@@ -218,17 +243,21 @@ impl SamplerArgs {
                         ))
                     }
                 };
-                Arc::new(SampledGroups::new(s, shard, policy, state, groups_per_batch)?)
+                Arc::new(SampledGroups::new(
+                    s,
+                    shard,
+                    policy,
+                    state,
+                    groups_per_batch,
+                )?)
             }
             SamplerKind::Blocks => {
                 let index = SampleIndex::from_corpus(corpus, None)?;
                 let size = match self.block_size {
                     Some(s) => s,
-                    None => {
-                        return Err(Error::invalid_input(
-                            "the blocks sampler needs --block-size (edge length in coordinate units)",
-                        ))
-                    }
+                    None => return Err(Error::invalid_input(
+                        "the blocks sampler needs --block-size (edge length in coordinate units)",
+                    )),
                 };
                 let cfg = BlockConfig {
                     stride: self.stride,
@@ -237,7 +266,13 @@ impl SamplerArgs {
                     ..BlockConfig::new(size, self.seed)
                 };
                 let s = SpatialBlocks::new(&index, cohort, cfg)?;
-                Arc::new(SampledGroups::new(s, shard, policy, state, groups_per_batch)?)
+                Arc::new(SampledGroups::new(
+                    s,
+                    shard,
+                    policy,
+                    state,
+                    groups_per_batch,
+                )?)
             }
         })
     }
@@ -269,12 +304,16 @@ impl OutputArgs {
             Some(list) if list.iter().all(|g| g.starts_with("id:")) => Some(DenseGenes::Ids(
                 list.iter()
                     .map(|g| {
-                        g[3..].parse::<u32>().map_err(|_| Error::invalid_input(format!("--dense: {g:?} is not id:NUMBER")))
+                        g[3..].parse::<u32>().map_err(|_| {
+                            Error::invalid_input(format!("--dense: {g:?} is not id:NUMBER"))
+                        })
                     })
                     .collect::<Result<_>>()?,
             )),
             Some(list) if list.iter().any(|g| g.starts_with("id:")) => {
-                return Err(Error::invalid_input("--dense: give either gene names or id:N entries, not both"))
+                return Err(Error::invalid_input(
+                    "--dense: give either gene names or id:N entries, not both",
+                ))
             }
             Some(list) => Some(DenseGenes::Names(list.clone())),
         };
@@ -320,13 +359,22 @@ pub struct SampleArgs {
 
 /// Runs `cellarrow sample`.
 pub fn run(args: SampleArgs) -> Result<()> {
+    crate::loader::bench::keep_freed_memory();
     let corpus = Arc::new(Corpus::open(&args.corpus)?);
     let cohort = args.sampler.cohort(&corpus)?;
     let plan = args.sampler.plan(&corpus, cohort, None)?;
     let options = args.output_args.batch_options(args.sampler.grouped())?;
     let gatherer = Arc::new(Gatherer::new(corpus, options)?);
     let schema = gatherer.schema();
-    let loader = Loader::new(gatherer, plan, LoaderOptions { threads: args.threads, prefetch: args.prefetch, start: 0 });
+    let loader = Loader::new(
+        gatherer,
+        plan,
+        LoaderOptions {
+            threads: args.threads,
+            prefetch: args.prefetch,
+            start: 0,
+        },
+    );
     let loader = loader.take(args.max_batches.unwrap_or(usize::MAX));
 
     if args.summary {
@@ -335,7 +383,12 @@ pub fn run(args: SampleArgs) -> Result<()> {
     match &args.output {
         Some(path) => {
             let file = std::fs::File::create(path).map_err(|e| Error::io(path, "creating", e))?;
-            write_stream(loader, &schema, std::io::BufWriter::with_capacity(1 << 20, file), path)
+            write_stream(
+                loader,
+                &schema,
+                std::io::BufWriter::with_capacity(1 << 20, file),
+                path,
+            )
         }
         None => {
             let stdout = std::io::stdout();
@@ -344,7 +397,12 @@ pub fn run(args: SampleArgs) -> Result<()> {
                     "standard output is a terminal; write the Arrow stream with --output FILE, pipe it, or use --summary",
                 ));
             }
-            write_stream(loader, &schema, std::io::BufWriter::with_capacity(1 << 20, stdout.lock()), Path::new("<stdout>"))
+            write_stream(
+                loader,
+                &schema,
+                std::io::BufWriter::with_capacity(1 << 20, stdout.lock()),
+                Path::new("<stdout>"),
+            )
         }
     }
 }
@@ -361,10 +419,16 @@ fn write_stream<W: Write>(
         writer.write(&b?).at(path)?;
     }
     writer.finish().at(path)?;
-    writer.into_inner().at(path)?.flush().map_err(|e| Error::io(path, "writing", e))
+    writer
+        .into_inner()
+        .at(path)?
+        .flush()
+        .map_err(|e| Error::io(path, "writing", e))
 }
 
-fn summarise(batches: impl Iterator<Item = Result<arrow::record_batch::RecordBatch>>) -> Result<()> {
+fn summarise(
+    batches: impl Iterator<Item = Result<arrow::record_batch::RecordBatch>>,
+) -> Result<()> {
     let started = Instant::now();
     let (mut n_batches, mut cells, mut nnz, mut bytes) = (0usize, 0u64, 0u64, 0usize);
     let (mut min_rows, mut max_rows) = (usize::MAX, 0usize);
@@ -377,7 +441,10 @@ fn summarise(batches: impl Iterator<Item = Result<arrow::record_batch::RecordBat
         min_rows = min_rows.min(b.num_rows());
         max_rows = max_rows.max(b.num_rows());
         bytes += b.get_array_memory_size();
-        let ids = b.column_by_name("cell").map(|c| c.as_primitive::<UInt64Type>().values().to_vec()).unwrap_or_default();
+        let ids = b
+            .column_by_name("cell")
+            .map(|c| c.as_primitive::<UInt64Type>().values().to_vec())
+            .unwrap_or_default();
         if first.len() < 8 {
             first.extend(ids.iter().take(8 - first.len()));
         }
@@ -395,7 +462,10 @@ fn summarise(batches: impl Iterator<Item = Result<arrow::record_batch::RecordBat
     println!("non-zeros      {nnz}");
     println!("batch memory   {:.1} MB", bytes as f64 / 1e6);
     println!("first cells    {first:?}");
-    println!("time           {secs:.3} s ({:.0} cells/s)", cells as f64 / secs.max(1e-9));
+    println!(
+        "time           {secs:.3} s ({:.0} cells/s)",
+        cells as f64 / secs.max(1e-9)
+    );
     Ok(())
 }
 
@@ -428,23 +498,56 @@ mod tests {
         let c = corpus.to_str().unwrap();
         let o = out.to_str().unwrap();
         sample(&[
-            "sample", c, "--batch-size", "4", "--seed", "9", "--epoch", "2", "--rank", "1", "--world-size", "2",
-            "--obs", "obs_name", "--threads", "3", "--output", o,
+            "sample",
+            c,
+            "--batch-size",
+            "4",
+            "--seed",
+            "9",
+            "--epoch",
+            "2",
+            "--rank",
+            "1",
+            "--world-size",
+            "2",
+            "--obs",
+            "obs_name",
+            "--threads",
+            "3",
+            "--output",
+            o,
         ])
         .unwrap();
 
-        let reader = arrow::ipc::reader::StreamReader::try_new(std::fs::File::open(&out).unwrap(), None).unwrap();
+        let reader =
+            arrow::ipc::reader::StreamReader::try_new(std::fs::File::open(&out).unwrap(), None)
+                .unwrap();
         let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
         assert_eq!(batches.len(), 4, "15 cells in batches of 4");
         let mut cells = Vec::new();
         for b in &batches {
-            let ids = b.column_by_name("cell").unwrap().as_primitive::<UInt64Type>();
+            let ids = b
+                .column_by_name("cell")
+                .unwrap()
+                .as_primitive::<UInt64Type>();
             let idx = b.column_by_name("indices").unwrap().as_list::<i32>();
             let val = b.column_by_name("values").unwrap().as_list::<i32>();
             for r in 0..b.num_rows() {
                 let cell = ids.value(r) as usize;
-                let genes: Vec<u32> = idx.value(r).as_primitive::<UInt16Type>().values().iter().map(|&g| g as u32).collect();
-                let values: Vec<f64> = val.value(r).as_primitive::<UInt16Type>().values().iter().map(|&v| v as f64).collect();
+                let genes: Vec<u32> = idx
+                    .value(r)
+                    .as_primitive::<UInt16Type>()
+                    .values()
+                    .iter()
+                    .map(|&g| g as u32)
+                    .collect();
+                let values: Vec<f64> = val
+                    .value(r)
+                    .as_primitive::<UInt16Type>()
+                    .values()
+                    .iter()
+                    .map(|&v| v as f64)
+                    .collect();
                 assert_eq!((genes, values), rows[cell], "cell {cell}");
                 cells.push(cell as u64);
             }
@@ -452,11 +555,26 @@ mod tests {
         }
         let sampler = RandomCells::new(Cohort::all(30), 9);
         let shard = Shard::new(1, 2, 0, 1).unwrap();
-        let expect: Vec<u64> = sampler.stream(shard, ShardPolicy::Even, ShardState::epoch_start(2)).unwrap().collect();
+        let expect: Vec<u64> = sampler
+            .stream(shard, ShardPolicy::Even, ShardState::epoch_start(2))
+            .unwrap()
+            .collect();
         assert_eq!(cells, expect);
 
-        sample(&["sample", c, "--summary", "--sampler", "groups", "--group-size", "5", "--batch-size", "2"]).unwrap();
-        let e = sample(&["sample", c, "--summary", "--rank", "2", "--world-size", "2"]).unwrap_err();
+        sample(&[
+            "sample",
+            c,
+            "--summary",
+            "--sampler",
+            "groups",
+            "--group-size",
+            "5",
+            "--batch-size",
+            "2",
+        ])
+        .unwrap();
+        let e =
+            sample(&["sample", c, "--summary", "--rank", "2", "--world-size", "2"]).unwrap_err();
         assert!(e.message().contains("rank 2"), "{e}");
     }
 
@@ -465,24 +583,59 @@ mod tests {
         use crate::corpus::testing::{write_corpus_with, TestCorpusOptions};
         let dir = tempfile::tempdir().unwrap();
         let corpus = dir.path().join("c");
-        let coords = (0..36).map(|i| Some([(i % 6) as f64, (i / 6) as f64])).collect();
-        let opts = TestCorpusOptions { coords: Some(coords), ..Default::default() };
-        write_corpus_with(&corpus, 10, &random_rows(36, 10, 0.3, 2), &[("t", 36)], &opts).unwrap();
+        let coords = (0..36)
+            .map(|i| Some([(i % 6) as f64, (i / 6) as f64]))
+            .collect();
+        let opts = TestCorpusOptions {
+            coords: Some(coords),
+            ..Default::default()
+        };
+        write_corpus_with(
+            &corpus,
+            10,
+            &random_rows(36, 10, 0.3, 2),
+            &[("t", 36)],
+            &opts,
+        )
+        .unwrap();
         let out = dir.path().join("blocks.arrow");
         sample(&[
-            "sample", corpus.to_str().unwrap(), "--sampler", "blocks", "--block-size", "3", "--batch-size", "2",
-            "--coords", "--output", out.to_str().unwrap(),
+            "sample",
+            corpus.to_str().unwrap(),
+            "--sampler",
+            "blocks",
+            "--block-size",
+            "3",
+            "--batch-size",
+            "2",
+            "--coords",
+            "--output",
+            out.to_str().unwrap(),
         ])
         .unwrap();
-        let reader = arrow::ipc::reader::StreamReader::try_new(std::fs::File::open(&out).unwrap(), None).unwrap();
+        let reader =
+            arrow::ipc::reader::StreamReader::try_new(std::fs::File::open(&out).unwrap(), None)
+                .unwrap();
         let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
         assert_eq!(batches.len(), 2, "4 blocks of 3x3, 2 per batch");
         let mut cells = Vec::new();
         for b in &batches {
-            let ids = b.column_by_name("cell").unwrap().as_primitive::<UInt64Type>();
-            let grp = b.column_by_name("group").unwrap().as_primitive::<UInt64Type>();
-            let x = b.column_by_name("x").unwrap().as_primitive::<arrow::datatypes::Float64Type>();
-            let y = b.column_by_name("y").unwrap().as_primitive::<arrow::datatypes::Float64Type>();
+            let ids = b
+                .column_by_name("cell")
+                .unwrap()
+                .as_primitive::<UInt64Type>();
+            let grp = b
+                .column_by_name("group")
+                .unwrap()
+                .as_primitive::<UInt64Type>();
+            let x = b
+                .column_by_name("x")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Float64Type>();
+            let y = b
+                .column_by_name("y")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Float64Type>();
             // Cells of one group share a block: the same (x / 3, y / 3) tile.
             for r in 1..b.num_rows() {
                 if grp.value(r) == grp.value(r - 1) {
@@ -493,8 +646,19 @@ mod tests {
             cells.extend(ids.values().iter().copied());
         }
         cells.sort_unstable();
-        assert_eq!(cells, (0..36).collect::<Vec<_>>(), "a tiling serves every cell once");
-        let e = sample(&["sample", corpus.to_str().unwrap(), "--sampler", "blocks", "--summary"]).unwrap_err();
+        assert_eq!(
+            cells,
+            (0..36).collect::<Vec<_>>(),
+            "a tiling serves every cell once"
+        );
+        let e = sample(&[
+            "sample",
+            corpus.to_str().unwrap(),
+            "--sampler",
+            "blocks",
+            "--summary",
+        ])
+        .unwrap_err();
         assert!(e.message().contains("--block-size"), "{e}");
     }
 
@@ -503,15 +667,35 @@ mod tests {
     fn where_restricts_the_cohort() {
         let dir = tempfile::tempdir().unwrap();
         let corpus = dir.path().join("c");
-        write_corpus(&corpus, 10, &random_rows(12, 10, 0.3, 1), &[("a", 5), ("b", 7)]).unwrap();
+        write_corpus(
+            &corpus,
+            10,
+            &random_rows(12, 10, 0.3, 1),
+            &[("a", 5), ("b", 7)],
+        )
+        .unwrap();
         let out = dir.path().join("b.arrow");
         sample(&[
-            "sample", corpus.to_str().unwrap(), "--where", "sample_id = 'b'", "--output", out.to_str().unwrap(),
+            "sample",
+            corpus.to_str().unwrap(),
+            "--where",
+            "sample_id = 'b'",
+            "--output",
+            out.to_str().unwrap(),
         ])
         .unwrap();
-        let reader = arrow::ipc::reader::StreamReader::try_new(std::fs::File::open(&out).unwrap(), None).unwrap();
+        let reader =
+            arrow::ipc::reader::StreamReader::try_new(std::fs::File::open(&out).unwrap(), None)
+                .unwrap();
         let mut cells: Vec<u64> = reader
-            .flat_map(|b| b.unwrap().column_by_name("cell").unwrap().as_primitive::<UInt64Type>().values().to_vec())
+            .flat_map(|b| {
+                b.unwrap()
+                    .column_by_name("cell")
+                    .unwrap()
+                    .as_primitive::<UInt64Type>()
+                    .values()
+                    .to_vec()
+            })
             .collect();
         cells.sort_unstable();
         assert_eq!(cells, (5..12).collect::<Vec<_>>());

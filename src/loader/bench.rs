@@ -39,13 +39,26 @@ pub struct BenchResult {
 }
 
 /// Runs `plan` through a [`Loader`] with `threads` threads, touching every value of every batch.
-pub fn run(gatherer: Arc<Gatherer>, plan: Arc<dyn BatchPlan>, threads: usize, prefetch: usize) -> Result<BenchResult> {
+pub fn run(
+    gatherer: Arc<Gatherer>,
+    plan: Arc<dyn BatchPlan>,
+    threads: usize,
+    prefetch: usize,
+) -> Result<BenchResult> {
     let mut lat: Vec<Duration> = Vec::with_capacity(plan.n_batches());
     let mut batch_bytes = Vec::with_capacity(plan.n_batches());
     let (mut cells, mut nnz, mut bytes, mut checksum) = (0u64, 0u64, 0u64, 0f64);
     let mut peak = anon_rss_kib();
     let started = Instant::now();
-    let mut loader = Loader::new(gatherer, plan, LoaderOptions { threads, prefetch, start: 0 });
+    let mut loader = Loader::new(
+        gatherer,
+        plan,
+        LoaderOptions {
+            threads,
+            prefetch,
+            start: 0,
+        },
+    );
     loop {
         let t = Instant::now();
         let Some(batch) = loader.next() else { break };
@@ -133,7 +146,11 @@ fn touch(batch: &RecordBatch) -> (u64, usize, f64) {
     fn sum_list(l: &ListArray) -> (u64, usize, f64) {
         let v = l.values();
         let s = sum_values(v.as_ref());
-        (v.len() as u64, v.len() * v.data_type().primitive_width().unwrap_or(0), s)
+        (
+            v.len() as u64,
+            v.len() * v.data_type().primitive_width().unwrap_or(0),
+            s,
+        )
     }
     let mut out = (0u64, 0usize, 0f64);
     if let Some(idx) = batch.column_by_name("indices") {
@@ -157,10 +174,40 @@ fn touch(batch: &RecordBatch) -> (u64, usize, f64) {
 
 fn sum_values(v: &dyn Array) -> f64 {
     match v.data_type() {
-        DataType::UInt16 => v.as_primitive::<UInt16Type>().values().iter().map(|&x| x as u64).sum::<u64>() as f64,
-        DataType::UInt32 => v.as_primitive::<UInt32Type>().values().iter().map(|&x| x as u64).sum::<u64>() as f64,
-        DataType::Float32 => v.as_primitive::<Float32Type>().values().iter().map(|&x| x as f64).sum(),
+        DataType::UInt16 => v
+            .as_primitive::<UInt16Type>()
+            .values()
+            .iter()
+            .map(|&x| x as u64)
+            .sum::<u64>() as f64,
+        DataType::UInt32 => v
+            .as_primitive::<UInt32Type>()
+            .values()
+            .iter()
+            .map(|&x| x as u64)
+            .sum::<u64>() as f64,
+        DataType::Float32 => v
+            .as_primitive::<Float32Type>()
+            .values()
+            .iter()
+            .map(|&x| x as f64)
+            .sum(),
         DataType::Float64 => v.as_primitive::<Float64Type>().values().iter().sum(),
         _ => 0.0,
+    }
+}
+
+/// Keeps freed batch buffers in the process heap (glibc `mallopt`): without it, glibc returns
+/// the memory of a dropped batch to the kernel (heap trimming, or `munmap` above the mmap
+/// threshold) and the next batch page-faults fresh zeroed pages in, which costs about as much
+/// as the copy itself. Process-wide; call once at start-up, before the loader threads exist.
+/// Does nothing on other C libraries.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before other threads allocate.
+    unsafe {
+        // 32 MiB is glibc's largest mmap threshold on 64-bit targets.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
 }
