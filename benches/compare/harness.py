@@ -401,7 +401,8 @@ def cell(r, key, unit, base, higher):
         return "n/a" + (f": {v['na']}" if len(v.get("na", "")) < 40 else "¹")
     s = fmt(v, unit)
     if isinstance(base, (int, float)) and base:
-        s += f" ({v / base:.2f}×)"
+        ratio = v / base
+        s += f" ({ratio:.2f}×)" if ratio >= 0.1 else f" ({ratio:.2g}×)"
     return s
 
 
@@ -452,8 +453,10 @@ def render(mode, cohorts, tools, results, meta, mem_pair, vers, mach, l0, l1, st
                 s = cell(r, key, unit, base, higher)
                 reason = (r.get("all") or {}).get("na") if "all" in r else (r.get(key) or {}).get("na") if isinstance(r.get(key), dict) else None
                 if reason and (s.endswith("¹") or s == "n/a"):
-                    foot.append(f"{c} / {TOOLS[t][0]} / {label}: {reason}")
-                    s = f"n/a [{len(foot)}]"
+                    note = f"{c} / {TOOLS[t][0]}: {reason}" if "all" in r else f"{c} / {TOOLS[t][0]} / {label}: {reason}"
+                    if note not in foot:
+                        foot.append(note)
+                    s = f"n/a [{foot.index(note) + 1}]"
                 row.append(s)
             L.append(f"| {label} | {unit} | " + " | ".join(row) + " |")
         L.append("")

@@ -22,10 +22,10 @@ def convert(h5ad: str, outdir: str) -> None:
 
     out = pathlib.Path(outdir)
     cache = out.parent / (out.name + ".hf-cache")
-    adata = ad.read_h5ad(h5ad, backed="r")
-    n = adata.n_obs
-
-    def gen():
+    def gen(path):
+        # Opened inside the generator: `from_generator` pickles its arguments to fingerprint them.
+        adata = ad.read_h5ad(path, backed="r")
+        n = adata.n_obs
         for r0 in range(0, n, 8192):
             m = sp.csr_matrix(adata.X[r0:min(n, r0 + 8192)])
             for r in range(m.shape[0]):
@@ -36,9 +36,10 @@ def convert(h5ad: str, outdir: str) -> None:
         "indices": datasets.Sequence(datasets.Value("int32")),
         "values": datasets.Sequence(datasets.Value("float32")),
     })
-    ds = datasets.Dataset.from_generator(gen, features=features, cache_dir=str(cache))
+    ds = datasets.Dataset.from_generator(gen, features=features, cache_dir=str(cache), gen_kwargs={"path": str(h5ad)})
     ds.save_to_disk(str(out))
-    (out / "genes.txt").write_text("\n".join(map(str, adata.var_names)) + "\n")
+    var = ad.read_h5ad(h5ad, backed="r").var_names
+    (out / "genes.txt").write_text("\n".join(map(str, var)) + "\n")
     del ds
     shutil.rmtree(cache, ignore_errors=True)
 
