@@ -257,7 +257,7 @@ def main():
         mem_pair = ("syn-10k", "syn-100k")
     else:
         cohorts = [("syn-50k", (50_000, 20_000, 0.05)), ("syn-1m", (1_000_000, 2_000, 0.01)), ("mouse-10k", mouse)]
-        sizes = {"single": 2000, "batches": 40, "groups": 64, "blocks": 64, "loader": 10240, "check": 300}
+        sizes = {"single": 500, "batches": 40, "groups": 64, "blocks": 64, "loader": 10240, "check": 300}
         mem_pair = ("syn-50k", "syn-1m")
     if a.cohorts:
         keep = set(a.cohorts.split(","))

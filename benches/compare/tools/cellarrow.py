@@ -66,19 +66,36 @@ class Corpus:
         self.np = np
 
     def cells(self, cell_ids):
+        """CSR (indptr, indices, values) of `cell_ids`, in that order: one vectorised gather per
+        record batch touched (no per-cell Python loop)."""
         np = self.np
         cell_ids = np.asarray(cell_ids, dtype=np.int64)
         b = np.searchsorted(self.starts, cell_ids, side="right") - 1
+        lens = np.empty(len(cell_ids), dtype=np.int64)
+        begins = np.empty(len(cell_ids), dtype=np.int64)
+        ub = np.unique(b)
+        for bi in ub.tolist():
+            sel = np.nonzero(b == bi)[0] if len(ub) > 1 else slice(None)
+            off = self.batches[bi][0]
+            r = cell_ids[sel] - self.starts[bi]
+            begins[sel] = off[r]
+            lens[sel] = off[r + 1] - off[r]
         ptr = np.zeros(len(cell_ids) + 1, dtype=np.int64)
-        idx_parts, val_parts = [], []
-        for k, (c, bi) in enumerate(zip(cell_ids.tolist(), b.tolist())):
-            off, ind, val = self.batches[bi]
-            r = c - int(self.starts[bi])
-            s, e = int(off[r]), int(off[r + 1])
-            idx_parts.append(ind[s:e])
-            val_parts.append(val[s:e])
-            ptr[k + 1] = ptr[k] + (e - s)
-        return ptr, idx_parts, val_parts
+        np.cumsum(lens, out=ptr[1:])
+        total = int(ptr[-1])
+        # position of every output non-zero in its batch's child arrays
+        src = np.arange(total, dtype=np.int64) + np.repeat(begins - ptr[:-1], lens)
+        if len(ub) == 1:
+            _, ind, val = self.batches[int(ub[0])]
+            return ptr, ind[src], val[src]
+        ind = np.empty(total, dtype=self.batches[0][1].dtype)
+        val = np.empty(total, dtype=self.batches[0][2].dtype)
+        owner = np.repeat(b, lens)
+        for bi in ub.tolist():
+            m = owner == bi
+            ind[m] = self.batches[bi][1][src[m]]
+            val[m] = self.batches[bi][2][src[m]]
+        return ptr, ind, val
 
 
 def open(outdir: str, h5ad: str):
@@ -93,9 +110,7 @@ def fetch_cells(h, ids):
     import numpy as np
     import scipy.sparse as sp
 
-    ptr, ip, vp = h.cells(h.cell_of[np.asarray(ids, dtype=np.int64)])
-    ind = np.concatenate(ip) if ip else np.empty(0, np.uint16)
-    val = np.concatenate(vp) if vp else np.empty(0, np.float32)
+    ptr, ind, val = h.cells(h.cell_of[np.asarray(ids, dtype=np.int64)])
     return sp.csr_matrix((val, ind, ptr), shape=(len(ptr) - 1, h.n_genes))
 
 
