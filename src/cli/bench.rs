@@ -60,7 +60,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     );
     let cohort = args.sampler.cohort(&corpus)?;
     println!(
-        "{:<8} {:>3} {:>7} {:>10} {:>12} {:>9} {:>9} {:>9} {:>10} {:>6} {:>10}",
+        "{:<8} {:>3} {:>7} {:>10} {:>12} {:>9} {:>9} {:>9} {:>11} {:>6} {:>10}",
         "sampler",
         "thr",
         "batches",
@@ -137,7 +137,7 @@ fn print_row(kind: SamplerKind, r: &BenchResult) {
         .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
         .unwrap_or_else(|| "n/a".into());
     println!(
-        "{:<8} {:>3} {:>7} {:>10} {:>12.0} {:>9.0} {:>9.3} {:>9.3} {:>10.0} {:>6.2} {:>10}",
+        "{:<8} {:>3} {:>7} {:>10} {:>12.0} {:>9.0} {:>9.3} {:>9.3} {:>11.0} {:>6.2} {:>10}",
         name(kind),
         r.threads,
         r.batches,
