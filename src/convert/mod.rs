@@ -272,27 +272,6 @@ fn clear_dir(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn merge_stats(all: impl Iterator<Item = ValueStats>) -> ValueStats {
-    all.fold(
-        ValueStats {
-            count: 0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-            all_integer: true,
-            all_f32_exact: true,
-            non_finite: 0,
-        },
-        |a, b| ValueStats {
-            count: a.count + b.count,
-            min: a.min.min(b.min),
-            max: a.max.max(b.max),
-            all_integer: a.all_integer && b.all_integer,
-            all_f32_exact: a.all_f32_exact && b.all_f32_exact,
-            non_finite: a.non_finite + b.non_finite,
-        },
-    )
-}
-
 fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} cells {msg}")
         .expect("static template")
@@ -340,7 +319,11 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
     } else {
         IndexType::Uint32
     };
-    let value_type = choose_value_type(&merge_stats(plans.iter().map(|p| p.stats)));
+    let value_type = choose_value_type(
+        &plans
+            .iter()
+            .fold(ValueStats::empty(), |acc, p| acc.merge(p.stats)),
+    );
     let total_nnz: u64 = plans.iter().map(|p| p.stats.count).sum();
     let total_cells: u64 = plans.iter().map(|p| p.n_obs).sum();
     // About 4 Mi non-zeros per record batch keeps the writer's buffers small whatever the

@@ -53,26 +53,24 @@ pub fn z_order(coords: &[f64], dims: usize) -> Vec<u64> {
         0.0
     };
     let stride = dims as u32;
-    let mut keys: Vec<(u64, u64)> = coords
+    let mut keys: Vec<(bool, u64, u64)> = coords
         .chunks_exact(dims)
         .enumerate()
         .map(|(i, row)| {
             if !finite(row) {
-                return (u64::MAX, i as u64);
+                return (true, 0, i as u64);
             }
             let mut key = 0u64;
             for d in 0..dims {
                 let q = ((row[d] - lo[d]) * scale) as u64;
                 key |= spread(q, bits, stride) << d;
             }
-            (key, i as u64)
+            (false, key, i as u64)
         })
         .collect();
-    // Finite keys can reach u64::MAX only in 2-D at the far corner; the row index breaks the tie
-    // in favour of source order, which is harmless.
     keys.sort_unstable();
     debug_assert_eq!(keys.len(), n);
-    keys.into_iter().map(|(_, i)| i).collect()
+    keys.into_iter().map(|(_, _, i)| i).collect()
 }
 
 #[cfg(test)]

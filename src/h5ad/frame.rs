@@ -45,12 +45,18 @@ fn open_frame(h5: &H5ad, object: &str) -> Result<Option<FrameNode>> {
             TypeDescriptor::Compound(ct) => {
                 let mut fields = ct.fields;
                 fields.sort_by_key(|f| f.index);
-                Ok(Some(FrameNode::Compound(ds, fields.into_iter().map(|f| (f.name, f.ty)).collect())))
+                Ok(Some(FrameNode::Compound(
+                    ds,
+                    fields.into_iter().map(|f| (f.name, f.ty)).collect(),
+                )))
             }
             other => Err(Error::h5ad(
                 path,
                 object,
-                format!("expected a dataframe group or compound dataset, found a {} dataset", dtype_name(&other)),
+                format!(
+                    "expected a dataframe group or compound dataset, found a {} dataset",
+                    dtype_name(&other)
+                ),
             )),
         },
     }
@@ -59,13 +65,19 @@ fn open_frame(h5: &H5ad, object: &str) -> Result<Option<FrameNode>> {
 /// The index column of a dataframe group: the `_index` attribute, else `_index` or `index`.
 fn index_name(g: &Group) -> Option<String> {
     attr_string(g, "_index").or_else(|| {
-        ["_index", "index"].into_iter().find(|n| g.link_exists(n)).map(str::to_string)
+        ["_index", "index"]
+            .into_iter()
+            .find(|n| g.link_exists(n))
+            .map(str::to_string)
     })
 }
 
 /// The index field of a legacy compound dataframe.
 fn compound_index(fields: &[(String, TypeDescriptor)]) -> Option<&(String, TypeDescriptor)> {
-    fields.iter().find(|(n, _)| n == "index").or_else(|| fields.iter().find(|(n, _)| n == "_index"))
+    fields
+        .iter()
+        .find(|(n, _)| n == "index")
+        .or_else(|| fields.iter().find(|(n, _)| n == "_index"))
 }
 
 /// Number of rows of a dataframe, without reading it; `None` when the object is absent.
@@ -74,11 +86,20 @@ pub(crate) fn frame_len(h5: &H5ad, object: &str) -> Result<Option<u64>> {
         None => Ok(None),
         Some(FrameNode::Compound(ds, _)) => Ok(Some(ds.size() as u64)),
         Some(FrameNode::Group(g)) => {
-            let name = index_name(&g)
-                .ok_or_else(|| Error::h5ad(h5.path(), object, "dataframe without an index (_index attribute)"))?;
+            let name = index_name(&g).ok_or_else(|| {
+                Error::h5ad(
+                    h5.path(),
+                    object,
+                    "dataframe without an index (_index attribute)",
+                )
+            })?;
             match open_node(&g, &name, h5.path(), &join(object, &name))? {
                 Some(Node::Dataset(ds)) => Ok(Some(ds.size() as u64)),
-                _ => Err(Error::h5ad(h5.path(), join(object, &name), "index column missing or not a dataset")),
+                _ => Err(Error::h5ad(
+                    h5.path(),
+                    join(object, &name),
+                    "index column missing or not a dataset",
+                )),
             }
         }
     }
@@ -89,10 +110,19 @@ pub(crate) fn read_frame(h5: &H5ad, object: &str, columns: Option<&[String]>) ->
     let path = h5.path();
     let wanted = |name: &str| columns.is_none_or(|c| c.iter().any(|x| x == name));
     match open_frame(h5, object)? {
-        None => Err(Error::h5ad(path, object, "missing: the file has no such dataframe")),
+        None => Err(Error::h5ad(
+            path,
+            object,
+            "missing: the file has no such dataframe",
+        )),
         Some(FrameNode::Group(g)) => {
-            let idx_name = index_name(&g)
-                .ok_or_else(|| Error::h5ad(path, object, "dataframe without an index (_index attribute)"))?;
+            let idx_name = index_name(&g).ok_or_else(|| {
+                Error::h5ad(
+                    path,
+                    object,
+                    "dataframe without an index (_index attribute)",
+                )
+            })?;
             let (idx, _) = read_column(h5, &g, object, &idx_name)?;
             let index = to_strings(&idx, path, &join(object, &idx_name))?;
             let order = match attr_strings(&g, "column-order") {
@@ -116,20 +146,33 @@ pub(crate) fn read_frame(h5: &H5ad, object: &str, columns: Option<&[String]>) ->
                 }
                 out.push((name.clone(), arr));
             }
-            Ok(Frame { index, columns: out })
+            Ok(Frame {
+                index,
+                columns: out,
+            })
         }
         Some(FrameNode::Compound(ds, fields)) => {
             check_filters(&ds, path, object)?;
             let Some((idx_name, idx_ty)) = compound_index(&fields) else {
-                return Err(Error::h5ad(path, object, "legacy dataframe without an index field"));
+                return Err(Error::h5ad(
+                    path,
+                    object,
+                    "legacy dataframe without an index field",
+                ));
             };
             let idx = read_compound_field(h5, &ds, object, idx_name, idx_ty, false)?;
             let index = to_strings(&idx, path, object)?;
             let mut out = Vec::new();
             for (name, ty) in fields.iter().filter(|(n, _)| n != idx_name && wanted(n)) {
-                out.push((name.clone(), read_compound_field(h5, &ds, object, name, ty, true)?));
+                out.push((
+                    name.clone(),
+                    read_compound_field(h5, &ds, object, name, ty, true)?,
+                ));
             }
-            Ok(Frame { index, columns: out })
+            Ok(Frame {
+                index,
+                columns: out,
+            })
         }
     }
 }
@@ -181,14 +224,23 @@ fn read_compound_field(
             let v = read_field_f64(ds, name, path, &obj)?;
             Arc::new(Float32Array::from_iter_values(v.iter().map(|&x| x as f32)))
         }
-        TypeDescriptor::Float(_) => Arc::new(Float64Array::from(read_field_f64(ds, name, path, &obj)?)),
-        TypeDescriptor::Boolean => Arc::new(BooleanArray::from(read_field_bool(ds, name, path, &obj)?)),
-        t if is_string(t) => Arc::new(StringArray::from(read_field_strings(ds, name, t, path, &obj)?)),
+        TypeDescriptor::Float(_) => {
+            Arc::new(Float64Array::from(read_field_f64(ds, name, path, &obj)?))
+        }
+        TypeDescriptor::Boolean => {
+            Arc::new(BooleanArray::from(read_field_bool(ds, name, path, &obj)?))
+        }
+        t if is_string(t) => Arc::new(StringArray::from(read_field_strings(
+            ds, name, t, path, &obj,
+        )?)),
         other => {
             return Err(Error::unsupported(
                 path,
                 obj,
-                format!("legacy dataframe field of dtype {} is not supported", dtype_name(other)),
+                format!(
+                    "legacy dataframe field of dtype {} is not supported",
+                    dtype_name(other)
+                ),
             ))
         }
     };
@@ -216,7 +268,10 @@ fn read_column(h5: &H5ad, g: &Group, frame_obj: &str, name: &str) -> Result<(Arr
                 return Err(Error::unsupported(
                     path,
                     obj,
-                    format!("a dataframe column must be 1-D, found {} dimensions", ds.ndim()),
+                    format!(
+                        "a dataframe column must be 1-D, found {} dimensions",
+                        ds.ndim()
+                    ),
                 ));
             }
             check_filters(&ds, path, &obj)?;
@@ -227,7 +282,11 @@ fn read_column(h5: &H5ad, g: &Group, frame_obj: &str, name: &str) -> Result<(Arr
                 let cat_rel = format!("__categories/{name}");
                 let cat_obj = join(frame_obj, &cat_rel);
                 let Some(Node::Dataset(cds)) = open_node(g, &cat_rel, path, &cat_obj)? else {
-                    return Err(Error::h5ad(path, cat_obj, "categories of a legacy categorical are missing"));
+                    return Err(Error::h5ad(
+                        path,
+                        cat_obj,
+                        "categories of a legacy categorical are missing",
+                    ));
                 };
                 let cats = read_category_values(&cds, path, &cat_obj)?;
                 let ordered = attr_bool(&cds, "ordered").unwrap_or(false);
@@ -244,7 +303,11 @@ fn read_column(h5: &H5ad, g: &Group, frame_obj: &str, name: &str) -> Result<(Arr
                 let cobj = join(&obj, "codes");
                 let ct = dtype(&codes_ds, path, &cobj)?;
                 if !is_integer(&ct) {
-                    return Err(Error::h5ad(path, cobj, format!("codes must be integers, found {}", dtype_name(&ct))));
+                    return Err(Error::h5ad(
+                        path,
+                        cobj,
+                        format!("codes must be integers, found {}", dtype_name(&ct)),
+                    ));
                 }
                 let codes = read_all::<i64>(&codes_ds, path, &cobj)?;
                 let ordered = attr_bool(&sub, "ordered").unwrap_or(false);
@@ -261,7 +324,11 @@ fn read_column(h5: &H5ad, g: &Group, frame_obj: &str, name: &str) -> Result<(Arr
                     _ => is_string(&vt),
                 };
                 if !type_ok {
-                    return Err(Error::h5ad(path, vobj, format!("{enc} values of dtype {}", dtype_name(&vt))));
+                    return Err(Error::h5ad(
+                        path,
+                        vobj,
+                        format!("{enc} values of dtype {}", dtype_name(&vt)),
+                    ));
                 }
                 let values = plain_array(&values_ds, &vt, path, &vobj)?;
                 let mobj = join(&obj, "mask");
@@ -283,7 +350,11 @@ fn read_column(h5: &H5ad, g: &Group, frame_obj: &str, name: &str) -> Result<(Arr
                 obj,
                 format!("column encoding-type {other:?} is not supported"),
             )),
-            None => Err(Error::h5ad(path, obj, "a column group without encoding-type")),
+            None => Err(Error::h5ad(
+                path,
+                obj,
+                "a column group without encoding-type",
+            )),
         },
     }
 }
@@ -301,11 +372,18 @@ fn member_dataset(g: &Group, obj: &str, name: &str, path: &std::path::Path) -> R
 
 fn read_all<T: hdf5::H5Type>(ds: &Dataset, path: &std::path::Path, obj: &str) -> Result<Vec<T>> {
     check_filters(ds, path, obj)?;
-    ds.as_reader().read_raw::<T>().map_err(|e| h5err(path, obj, e))
+    ds.as_reader()
+        .read_raw::<T>()
+        .map_err(|e| h5err(path, obj, e))
 }
 
 /// A 1-D dataset as an Arrow array of its own dtype.
-fn plain_array(ds: &Dataset, desc: &TypeDescriptor, path: &std::path::Path, obj: &str) -> Result<ArrayRef> {
+fn plain_array(
+    ds: &Dataset,
+    desc: &TypeDescriptor,
+    path: &std::path::Path,
+    obj: &str,
+) -> Result<ArrayRef> {
     use TypeDescriptor as T;
     Ok(match desc {
         T::Integer(IntSize::U1) => Arc::new(Int8Array::from(read_all::<i8>(ds, path, obj)?)),
@@ -345,7 +423,12 @@ fn scalar_text(arr: &ArrayRef, i: usize) -> String {
     use arrow::array::AsArray;
     use arrow::datatypes as dt;
     match arr.data_type() {
-        DataType::Boolean => if arr.as_boolean().value(i) { "True" } else { "False" }.to_string(),
+        DataType::Boolean => if arr.as_boolean().value(i) {
+            "True"
+        } else {
+            "False"
+        }
+        .to_string(),
         DataType::Float32 => format!("{:?}", arr.as_primitive::<dt::Float32Type>().value(i)),
         DataType::Float64 => format!("{:?}", arr.as_primitive::<dt::Float64Type>().value(i)),
         _ => arrow::util::display::array_value_to_string(arr, i).unwrap_or_default(),
@@ -353,7 +436,12 @@ fn scalar_text(arr: &ArrayRef, i: usize) -> String {
 }
 
 /// A dictionary array from pandas codes (negative = missing) and category labels.
-fn categorical(codes: &[i64], cats: Vec<String>, path: &std::path::Path, obj: &str) -> Result<ArrayRef> {
+fn categorical(
+    codes: &[i64],
+    cats: Vec<String>,
+    path: &std::path::Path,
+    obj: &str,
+) -> Result<ArrayRef> {
     let n = cats.len() as i64;
     let mut keys = Vec::with_capacity(codes.len());
     for (row, &c) in codes.iter().enumerate() {
@@ -369,7 +457,10 @@ fn categorical(codes: &[i64], cats: Vec<String>, path: &std::path::Path, obj: &s
             keys.push(Some(c as i32));
         }
     }
-    let dict = DictionaryArray::<Int32Type>::try_new(Int32Array::from(keys), Arc::new(StringArray::from(cats)))?;
+    let dict = DictionaryArray::<Int32Type>::try_new(
+        Int32Array::from(keys),
+        Arc::new(StringArray::from(cats)),
+    )?;
     Ok(Arc::new(dict))
 }
 
@@ -377,14 +468,25 @@ fn categorical(codes: &[i64], cats: Vec<String>, path: &std::path::Path, obj: &s
 fn to_strings(arr: &ArrayRef, path: &std::path::Path, obj: &str) -> Result<Vec<String>> {
     use arrow::array::AsArray;
     if let Some(i) = (0..arr.len()).find(|&i| arr.is_null(i)) {
-        return Err(Error::h5ad(path, obj, format!("missing value at row {i} where names are required")));
+        return Err(Error::h5ad(
+            path,
+            obj,
+            format!("missing value at row {i} where names are required"),
+        ));
     }
     Ok(match arr.data_type() {
-        DataType::Utf8 => arr.as_string::<i32>().iter().map(|s| s.unwrap_or_default().to_string()).collect(),
+        DataType::Utf8 => arr
+            .as_string::<i32>()
+            .iter()
+            .map(|s| s.unwrap_or_default().to_string())
+            .collect(),
         DataType::Dictionary(_, _) => {
             let d = arr.as_dictionary::<Int32Type>();
             let vals = d.values().as_string::<i32>();
-            d.keys().iter().map(|k| vals.value(k.unwrap_or_default() as usize).to_string()).collect()
+            d.keys()
+                .iter()
+                .map(|k| vals.value(k.unwrap_or_default() as usize).to_string())
+                .collect()
         }
         _ => (0..arr.len()).map(|i| scalar_text(arr, i)).collect(),
     })
@@ -397,9 +499,11 @@ pub(crate) fn gene_names(h5: &H5ad, object: &str, column: Option<&str>) -> Resul
         Some(col) => {
             let frame = read_frame(h5, object, Some(&[col.to_string()]))?;
             let Some((_, arr)) = frame.columns.into_iter().find(|(n, _)| n == col) else {
-                return Err(Error::invalid_input(format!("no column {col:?} to take gene names from"))
-                    .with_path(h5.path())
-                    .with_object(object));
+                return Err(Error::invalid_input(format!(
+                    "no column {col:?} to take gene names from"
+                ))
+                .with_path(h5.path())
+                .with_object(object));
             };
             let obj = join(object, col);
             if !matches!(arr.data_type(), DataType::Utf8 | DataType::Dictionary(_, _)) {
@@ -450,46 +554,63 @@ pub(crate) fn obsm(h5: &H5ad, key: &str) -> Result<Option<(usize, Vec<f64>)>> {
     let n_obs = frame_len(h5, "/obs")?;
     let (cols, values) = match open_node(root, "obsm", path, "/obsm")? {
         None => return Ok(None),
-        Some(Node::Group(g)) => match open_node(&g, key, path, &obj)? {
-            None => return Ok(None),
-            Some(Node::Group(sub)) => {
-                let enc = encoding_type(&sub).unwrap_or_else(|| "group".to_string());
-                return Err(Error::unsupported(
+        Some(Node::Group(g)) => {
+            match open_node(&g, key, path, &obj)? {
+                None => return Ok(None),
+                Some(Node::Group(sub)) => {
+                    let enc = encoding_type(&sub).unwrap_or_else(|| "group".to_string());
+                    return Err(Error::unsupported(
                     path,
                     obj,
                     format!("obsm entry of encoding {enc:?} is not supported (a numeric 2-D array is)"),
                 ));
-            }
-            Some(Node::Dataset(ds)) => {
-                match encoding_type(&ds).as_deref() {
-                    None | Some("array") => {}
-                    Some(other) => {
-                        return Err(Error::unsupported(path, obj, format!("obsm entry of encoding {other:?} is not supported")))
-                    }
                 }
-                let desc = dtype(&ds, path, &obj)?;
-                if !is_numeric(&desc) {
-                    return Err(Error::unsupported(
-                        path,
-                        obj,
-                        format!("obsm entry of dtype {} is not supported (numbers are)", dtype_name(&desc)),
-                    ));
-                }
-                let shape = ds.shape();
-                let cols = match shape.len() {
-                    1 => 1,
-                    2 => shape[1],
-                    n => {
-                        return Err(Error::unsupported(path, obj, format!("obsm entry with {n} dimensions is not supported")))
+                Some(Node::Dataset(ds)) => {
+                    match encoding_type(&ds).as_deref() {
+                        None | Some("array") => {}
+                        Some(other) => {
+                            return Err(Error::unsupported(
+                                path,
+                                obj,
+                                format!("obsm entry of encoding {other:?} is not supported"),
+                            ))
+                        }
                     }
-                };
-                (cols, read_all::<f64>(&ds, path, &obj)?)
+                    let desc = dtype(&ds, path, &obj)?;
+                    if !is_numeric(&desc) {
+                        return Err(Error::unsupported(
+                            path,
+                            obj,
+                            format!(
+                                "obsm entry of dtype {} is not supported (numbers are)",
+                                dtype_name(&desc)
+                            ),
+                        ));
+                    }
+                    let shape = ds.shape();
+                    let cols = match shape.len() {
+                        1 => 1,
+                        2 => shape[1],
+                        n => {
+                            return Err(Error::unsupported(
+                                path,
+                                obj,
+                                format!("obsm entry with {n} dimensions is not supported"),
+                            ))
+                        }
+                    };
+                    (cols, read_all::<f64>(&ds, path, &obj)?)
+                }
             }
-        },
+        }
         Some(Node::Dataset(ds)) => {
             // Pre-0.7: one compound dataset whose fields are fixed-size arrays.
             let TypeDescriptor::Compound(ct) = dtype(&ds, path, "/obsm")? else {
-                return Err(Error::h5ad(path, "/obsm", "expected a group or a compound dataset"));
+                return Err(Error::h5ad(
+                    path,
+                    "/obsm",
+                    "expected a group or a compound dataset",
+                ));
             };
             let Some(field) = ct.fields.iter().find(|f| f.name == key) else {
                 return Ok(None);
@@ -513,7 +634,11 @@ pub(crate) fn obsm(h5: &H5ad, key: &str) -> Result<Option<(usize, Vec<f64>)>> {
     };
     if let (Some(n), Some(rows)) = (n_obs, values.len().checked_div(cols)) {
         if rows as u64 != n {
-            return Err(Error::h5ad(path, obj, format!("has {rows} rows but obs has {n}")));
+            return Err(Error::h5ad(
+                path,
+                obj,
+                format!("has {rows} rows but obs has {n}"),
+            ));
         }
     }
     Ok(Some((cols, values)))

@@ -30,8 +30,15 @@ const PLAN_WINDOW: u64 = 1 << 16;
 
 /// Where a matrix's numbers live.
 pub(crate) enum Store {
-    Sparse { data: Dataset, indices: Dataset, indptr: Dataset, nnz: u64 },
-    Dense { ds: Dataset },
+    Sparse {
+        data: Dataset,
+        indices: Dataset,
+        indptr: Dataset,
+        nnz: u64,
+    },
+    Dense {
+        ds: Dataset,
+    },
 }
 
 /// CSC access structures: column pointers and per-row non-zero counts.
@@ -76,73 +83,135 @@ pub(crate) fn open_matrix<'a>(h5: &'a H5ad, source: &MatrixSource) -> Result<Mat
         Node::Group(g) => open_sparse(&g, path, &object)?,
         Node::Dataset(ds) => open_dense(&ds, path, &object)?,
     };
-    Ok(Matrix { h5, object, encoding, shape, store, csc: OnceLock::new() })
+    Ok(Matrix {
+        h5,
+        object,
+        encoding,
+        shape,
+        store,
+        csc: OnceLock::new(),
+    })
 }
 
-fn open_dense(ds: &Dataset, path: &Path, object: &str) -> Result<(MatrixEncoding, (u64, u64), Store)> {
+fn open_dense(
+    ds: &Dataset,
+    path: &Path,
+    object: &str,
+) -> Result<(MatrixEncoding, (u64, u64), Store)> {
     match encoding_type(ds).as_deref() {
         None | Some("array") => {}
         Some(other) => {
-            return Err(Error::unsupported(path, object, format!("matrix encoding-type {other:?} is not supported")))
+            return Err(Error::unsupported(
+                path,
+                object,
+                format!("matrix encoding-type {other:?} is not supported"),
+            ))
         }
     }
     let desc = dtype(ds, path, object)?;
     if is_string(&desc) {
-        return Err(Error::unsupported(path, object, "the matrix holds strings, not numbers"));
+        return Err(Error::unsupported(
+            path,
+            object,
+            "the matrix holds strings, not numbers",
+        ));
     }
     if !is_numeric(&desc) {
         return Err(Error::unsupported(
             path,
             object,
-            format!("matrix dtype {} is not supported (integers and floats are)", dtype_name(&desc)),
+            format!(
+                "matrix dtype {} is not supported (integers and floats are)",
+                dtype_name(&desc)
+            ),
         ));
     }
     let shape = ds.shape();
     if shape.len() != 2 {
-        return Err(Error::h5ad(path, object, format!("a dense matrix must be 2-D, found {} dimensions", shape.len())));
+        return Err(Error::h5ad(
+            path,
+            object,
+            format!(
+                "a dense matrix must be 2-D, found {} dimensions",
+                shape.len()
+            ),
+        ));
     }
     check_filters(ds, path, object)?;
-    Ok((MatrixEncoding::Dense, (shape[0] as u64, shape[1] as u64), Store::Dense { ds: ds.clone() }))
+    Ok((
+        MatrixEncoding::Dense,
+        (shape[0] as u64, shape[1] as u64),
+        Store::Dense { ds: ds.clone() },
+    ))
 }
 
-fn open_sparse(g: &Group, path: &Path, object: &str) -> Result<(MatrixEncoding, (u64, u64), Store)> {
-    let (encoding, shape) = match encoding_type(g).as_deref() {
-        Some("csr_matrix") => (MatrixEncoding::Csr, attr_ints(g, "shape")),
-        Some("csc_matrix") => (MatrixEncoding::Csc, attr_ints(g, "shape")),
-        Some(other) => {
-            return Err(Error::unsupported(path, object, format!("matrix encoding-type {other:?} is not supported")))
-        }
-        None => match attr_string(g, "h5sparse_format").as_deref() {
-            Some("csr") => (MatrixEncoding::Csr, attr_ints(g, "h5sparse_shape")),
-            Some("csc") => (MatrixEncoding::Csc, attr_ints(g, "h5sparse_shape")),
+fn open_sparse(
+    g: &Group,
+    path: &Path,
+    object: &str,
+) -> Result<(MatrixEncoding, (u64, u64), Store)> {
+    let (encoding, shape) =
+        match encoding_type(g).as_deref() {
+            Some("csr_matrix") => (MatrixEncoding::Csr, attr_ints(g, "shape")),
+            Some("csc_matrix") => (MatrixEncoding::Csc, attr_ints(g, "shape")),
             Some(other) => {
-                return Err(Error::unsupported(path, object, format!("legacy sparse format {other:?} is not supported")))
+                return Err(Error::unsupported(
+                    path,
+                    object,
+                    format!("matrix encoding-type {other:?} is not supported"),
+                ))
             }
-            None => {
-                return Err(Error::h5ad(
+            None => match attr_string(g, "h5sparse_format").as_deref() {
+                Some("csr") => (MatrixEncoding::Csr, attr_ints(g, "h5sparse_shape")),
+                Some("csc") => (MatrixEncoding::Csc, attr_ints(g, "h5sparse_shape")),
+                Some(other) => {
+                    return Err(Error::unsupported(
+                        path,
+                        object,
+                        format!("legacy sparse format {other:?} is not supported"),
+                    ))
+                }
+                None => return Err(Error::h5ad(
                     path,
                     object,
                     "a group without encoding-type or h5sparse_format attribute is not a matrix",
-                ))
-            }
-        },
-    };
+                )),
+            },
+        };
     let shape = match shape.as_deref() {
         Some([r, c]) if *r >= 0 && *c >= 0 => (*r as u64, *c as u64),
-        Some(s) => return Err(Error::h5ad(path, object, format!("shape attribute must be two non-negative numbers, found {s:?}"))),
-        None => return Err(Error::h5ad(path, object, "sparse matrix without a shape attribute")),
+        Some(s) => {
+            return Err(Error::h5ad(
+                path,
+                object,
+                format!("shape attribute must be two non-negative numbers, found {s:?}"),
+            ))
+        }
+        None => {
+            return Err(Error::h5ad(
+                path,
+                object,
+                "sparse matrix without a shape attribute",
+            ))
+        }
     };
     let member = |name: &str| -> Result<Dataset> {
         let obj = join(object, name);
         match open_node(g, name, path, &obj)? {
             Some(Node::Dataset(ds)) => {
                 if ds.ndim() != 1 {
-                    return Err(Error::h5ad(path, obj, format!("must be 1-D, found {} dimensions", ds.ndim())));
+                    return Err(Error::h5ad(
+                        path,
+                        obj,
+                        format!("must be 1-D, found {} dimensions", ds.ndim()),
+                    ));
                 }
                 check_filters(&ds, path, &obj)?;
                 Ok(ds)
             }
-            Some(Node::Group(_)) => Err(Error::h5ad(path, obj, "expected a dataset, found a group")),
+            Some(Node::Group(_)) => {
+                Err(Error::h5ad(path, obj, "expected a dataset, found a group"))
+            }
             None => Err(Error::h5ad(path, obj, "missing from the sparse matrix")),
         }
     };
@@ -152,20 +221,31 @@ fn open_sparse(g: &Group, path: &Path, object: &str) -> Result<(MatrixEncoding, 
     let data_obj = join(object, "data");
     let d = dtype(&data, path, &data_obj)?;
     if is_string(&d) {
-        return Err(Error::unsupported(path, data_obj, "the matrix holds strings, not numbers"));
+        return Err(Error::unsupported(
+            path,
+            data_obj,
+            "the matrix holds strings, not numbers",
+        ));
     }
     if !is_numeric(&d) {
         return Err(Error::unsupported(
             path,
             data_obj,
-            format!("matrix dtype {} is not supported (integers and floats are)", dtype_name(&d)),
+            format!(
+                "matrix dtype {} is not supported (integers and floats are)",
+                dtype_name(&d)
+            ),
         ));
     }
     for (ds, name) in [(&indices, "indices"), (&indptr, "indptr")] {
         let obj = join(object, name);
         let t = dtype(ds, path, &obj)?;
         if !is_integer(&t) {
-            return Err(Error::h5ad(path, obj, format!("must hold integers, found {}", dtype_name(&t))));
+            return Err(Error::h5ad(
+                path,
+                obj,
+                format!("must hold integers, found {}", dtype_name(&t)),
+            ));
         }
     }
     let nnz = data.size() as u64;
@@ -198,7 +278,11 @@ fn open_sparse(g: &Group, path: &Path, object: &str) -> Result<(MatrixEncoding, 
     let first = read_i64(&indptr, 0..1, path, &indptr_obj)?[0];
     let last = read_i64(&indptr, major..major + 1, path, &indptr_obj)?[0];
     if first != 0 {
-        return Err(Error::h5ad(path, indptr_obj, format!("must start at 0, starts at {first}")));
+        return Err(Error::h5ad(
+            path,
+            indptr_obj,
+            format!("must start at 0, starts at {first}"),
+        ));
     }
     if last != nnz as i64 {
         return Err(Error::h5ad(
@@ -207,11 +291,25 @@ fn open_sparse(g: &Group, path: &Path, object: &str) -> Result<(MatrixEncoding, 
             format!("ends at {last} but data has {nnz} values"),
         ));
     }
-    Ok((encoding, shape, Store::Sparse { data, indices, indptr, nnz }))
+    Ok((
+        encoding,
+        shape,
+        Store::Sparse {
+            data,
+            indices,
+            indptr,
+            nnz,
+        },
+    ))
 }
 
 /// Reads `range` of a 1-D dataset converted to `T`.
-fn read_1d<T: hdf5::H5Type>(ds: &Dataset, range: Range<u64>, path: &Path, object: &str) -> Result<Vec<T>> {
+fn read_1d<T: hdf5::H5Type>(
+    ds: &Dataset,
+    range: Range<u64>,
+    path: &Path,
+    object: &str,
+) -> Result<Vec<T>> {
     let arr = ds
         .as_reader()
         .read_slice_1d::<T, _>(range.start as usize..range.end as usize)
@@ -234,7 +332,12 @@ fn check_monotone(p: &[i64], offset: u64, what: &str, path: &Path, object: &str)
             return Err(Error::h5ad(
                 path,
                 object,
-                format!("not monotone at {what} {} ({} > {})", offset + i as u64, w[0], w[1]),
+                format!(
+                    "not monotone at {what} {} ({} > {})",
+                    offset + i as u64,
+                    w[0],
+                    w[1]
+                ),
             ));
         }
     }
@@ -260,9 +363,15 @@ impl<'a> Matrix<'a> {
             .with_object(self.object.clone()));
         }
         match (&self.store, self.encoding) {
-            (Store::Sparse { data, indices, indptr, nnz }, MatrixEncoding::Csr) => {
-                self.read_csr(data, indices, indptr, *nnz, start, end)
-            }
+            (
+                Store::Sparse {
+                    data,
+                    indices,
+                    indptr,
+                    nnz,
+                },
+                MatrixEncoding::Csr,
+            ) => self.read_csr(data, indices, indptr, *nnz, start, end),
             (Store::Sparse { data, indices, .. }, _) => self.read_csc(data, indices, start, end),
             (Store::Dense { ds }, _) => self.read_dense(ds, start, end),
         }
@@ -286,7 +395,9 @@ impl<'a> Matrix<'a> {
             return Err(Error::h5ad(
                 path,
                 ip_obj,
-                format!("rows {start}..{end} point at values {a}..{b}, outside the {nnz} stored values"),
+                format!(
+                    "rows {start}..{end} point at values {a}..{b}, outside the {nnz} stored values"
+                ),
             ));
         }
         let (a, b) = (a as u64, b as u64);
@@ -299,18 +410,30 @@ impl<'a> Matrix<'a> {
                 return Err(Error::h5ad(
                     path,
                     self.sub("indices"),
-                    format!("column index {j} at position {} is outside 0..{n_cols}", a + k as u64),
+                    format!(
+                        "column index {j} at position {} is outside 0..{n_cols}",
+                        a + k as u64
+                    ),
                 ));
             }
             out.push(j as u32);
         }
         let indptr = p.iter().map(|&x| (x as u64) - a).collect();
-        Ok(CsrChunk { row_start: start, indptr, indices: out, values })
+        Ok(CsrChunk {
+            row_start: start,
+            indptr,
+            indices: out,
+            values,
+        })
     }
 
     fn read_dense(&self, ds: &Dataset, start: u64, end: u64) -> Result<CsrChunk> {
         let n_cols = self.shape.1 as usize;
-        let mut chunk = CsrChunk { row_start: start, indptr: vec![0], ..Default::default() };
+        let mut chunk = CsrChunk {
+            row_start: start,
+            indptr: vec![0],
+            ..Default::default()
+        };
         let rows_per_block = (BLOCK / n_cols.max(1)).max(1) as u64;
         let mut r0 = start;
         while r0 < end {
@@ -327,7 +450,9 @@ impl<'a> Matrix<'a> {
                     chunk.indptr.push(chunk.values.len() as u64);
                 }
             } else {
-                chunk.indptr.extend(std::iter::repeat_n(0, (r1 - r0) as usize));
+                chunk
+                    .indptr
+                    .extend(std::iter::repeat_n(0, (r1 - r0) as usize));
             }
             r0 = r1;
         }
@@ -355,7 +480,13 @@ impl<'a> Matrix<'a> {
         if let Some(ix) = self.csc.get() {
             return Ok(ix);
         }
-        let Store::Sparse { indices, indptr, nnz, .. } = &self.store else {
+        let Store::Sparse {
+            indices,
+            indptr,
+            nnz,
+            ..
+        } = &self.store
+        else {
             unreachable!("csc_index on a non-sparse matrix");
         };
         let path = self.path();
@@ -376,7 +507,10 @@ impl<'a> Matrix<'a> {
                     return Err(Error::h5ad(
                         path,
                         idx_obj.clone(),
-                        format!("row index {r} at position {} is outside 0..{n_rows}", k0 + k as u64),
+                        format!(
+                            "row index {r} at position {} is outside 0..{n_rows}",
+                            k0 + k as u64
+                        ),
                     ));
                 }
                 row_nnz[r as usize] += 1;
@@ -387,7 +521,13 @@ impl<'a> Matrix<'a> {
         Ok(self.csc.get().expect("set just above"))
     }
 
-    fn read_csc(&self, data: &Dataset, indices: &Dataset, start: u64, end: u64) -> Result<CsrChunk> {
+    fn read_csc(
+        &self,
+        data: &Dataset,
+        indices: &Dataset,
+        start: u64,
+        end: u64,
+    ) -> Result<CsrChunk> {
         let ix = self.csc_index()?;
         let path = self.path();
         let mut indptr = Vec::with_capacity((end - start) as usize + 1);
@@ -429,7 +569,12 @@ impl<'a> Matrix<'a> {
             }
             k0 = k1;
         }
-        Ok(CsrChunk { row_start: start, indptr, indices: out_idx, values: out_val })
+        Ok(CsrChunk {
+            row_start: start,
+            indptr,
+            indices: out_idx,
+            values: out_val,
+        })
     }
 
     /// End of the chunk starting at `start`: as many rows as fit in `max_nnz` stored values.
@@ -479,7 +624,10 @@ impl<'a> Matrix<'a> {
         }
     }
 
-    pub(crate) fn chunks_impl(&self, max_nnz: usize) -> impl Iterator<Item = Result<CsrChunk>> + '_ {
+    pub(crate) fn chunks_impl(
+        &self,
+        max_nnz: usize,
+    ) -> impl Iterator<Item = Result<CsrChunk>> + '_ {
         let max_nnz = max_nnz.max(1) as u64;
         let mut next = 0u64;
         let mut failed = false;
@@ -500,7 +648,7 @@ impl<'a> Matrix<'a> {
     }
 
     pub(crate) fn value_stats_impl(&self) -> Result<ValueStats> {
-        let mut acc = StatsAcc::default();
+        let mut acc = ValueStats::empty();
         match &self.store {
             Store::Sparse { data, nnz, .. } => {
                 let mut k0 = 0u64;
@@ -524,63 +672,6 @@ impl<'a> Matrix<'a> {
                 }
             }
         }
-        Ok(acc.finish())
-    }
-}
-
-/// Running [`ValueStats`]; zeros are not stored values and are skipped.
-struct StatsAcc {
-    count: u64,
-    min: f64,
-    max: f64,
-    all_integer: bool,
-    all_f32_exact: bool,
-    non_finite: u64,
-}
-
-impl Default for StatsAcc {
-    fn default() -> Self {
-        StatsAcc {
-            count: 0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-            all_integer: true,
-            all_f32_exact: true,
-            non_finite: 0,
-        }
-    }
-}
-
-impl StatsAcc {
-    fn push(&mut self, v: f64) {
-        if v == 0.0 {
-            return;
-        }
-        self.count += 1;
-        if !v.is_finite() {
-            self.non_finite += 1;
-            self.all_integer = false;
-            return;
-        }
-        self.min = self.min.min(v);
-        self.max = self.max.max(v);
-        if v.fract() != 0.0 {
-            self.all_integer = false;
-        }
-        if (v as f32) as f64 != v {
-            self.all_f32_exact = false;
-        }
-    }
-
-    fn finish(self) -> ValueStats {
-        let (min, max) = if self.min <= self.max { (self.min, self.max) } else { (0.0, 0.0) };
-        ValueStats {
-            count: self.count,
-            min,
-            max,
-            all_integer: self.all_integer,
-            all_f32_exact: self.all_f32_exact,
-            non_finite: self.non_finite,
-        }
+        Ok(acc)
     }
 }

@@ -4,8 +4,8 @@
 //! as Arrow arrays, and `obsm` coordinate arrays, in both the current encoding
 //! (`encoding-type` attributes) and the legacy pre-0.7 layout.
 
-use std::sync::OnceLock;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use arrow::array::ArrayRef;
 
@@ -83,6 +83,62 @@ pub struct ValueStats {
     pub non_finite: u64,
 }
 
+impl ValueStats {
+    /// No values seen yet (`min > max` until the first value).
+    pub fn empty() -> Self {
+        ValueStats {
+            count: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            all_integer: true,
+            all_f32_exact: true,
+            non_finite: 0,
+        }
+    }
+
+    /// Adds one value; zeros are not stored values and are skipped.
+    pub fn push(&mut self, v: f64) {
+        if v == 0.0 {
+            return;
+        }
+        self.count += 1;
+        if !v.is_finite() {
+            self.non_finite += 1;
+            self.all_integer = false;
+            return;
+        }
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        if v.fract() != 0.0 {
+            self.all_integer = false;
+        }
+        if (v as f32) as f64 != v {
+            self.all_f32_exact = false;
+        }
+    }
+
+    /// The stats of two disjoint sets of values together.
+    ///
+    /// ```
+    /// use cellarrow::h5ad::ValueStats;
+    /// let (mut a, mut b) = (ValueStats::empty(), ValueStats::empty());
+    /// a.push(3.0);
+    /// b.push(0.5);
+    /// let both = a.merge(b);
+    /// assert_eq!((both.count, both.min, both.max, both.all_integer), (2, 0.5, 3.0, false));
+    /// ```
+    pub fn merge(self, other: ValueStats) -> ValueStats {
+        ValueStats {
+            count: self.count + other.count,
+            min: self.min.min(other.min),
+            max: self.max.max(other.max),
+            all_integer: self.all_integer && other.all_integer,
+            all_f32_exact: self.all_f32_exact && other.all_f32_exact,
+            non_finite: self.non_finite + other.non_finite,
+        }
+    }
+}
+
 /// A dataframe (obs, var, raw/var): its index and its columns as Arrow arrays.
 ///
 /// Categoricals are `DictionaryArray<Int32, Utf8>` (dictionary values in category order);
@@ -123,7 +179,8 @@ impl H5ad {
         // through `Error` instead.
         hdf5::silence_errors(true);
         let file = hdf5::File::open(&path).map_err(|e| {
-            Error::new(ErrorKind::NotHdf5, format!("not a readable HDF5 file: {e}")).with_path(&path)
+            Error::new(ErrorKind::NotHdf5, format!("not a readable HDF5 file: {e}"))
+                .with_path(&path)
         })?;
         Ok(H5ad { path, file })
     }
@@ -138,7 +195,11 @@ impl H5ad {
         }
         match frame::frame_len(self, "/obs")? {
             Some(n) => Ok(n),
-            None => Err(Error::h5ad(&self.path, "/X", "no X and no obs: the number of cells is unknown")),
+            None => Err(Error::h5ad(
+                &self.path,
+                "/X",
+                "no X and no obs: the number of cells is unknown",
+            )),
         }
     }
     /// The obs dataframe; `columns` limits which columns are read (the index is always read).
@@ -171,7 +232,9 @@ impl H5ad {
     /// The HDF5 object holding the var dataframe of `source`.
     fn var_object(&self, source: &MatrixSource) -> String {
         match source {
-            MatrixSource::Raw if !self.file.link_exists("raw") && self.file.link_exists("raw.var") => {
+            MatrixSource::Raw
+                if !self.file.link_exists("raw") && self.file.link_exists("raw.var") =>
+            {
                 "/raw.var".to_string()
             }
             MatrixSource::Raw => "/raw/var".to_string(),

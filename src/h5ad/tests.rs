@@ -33,7 +33,11 @@ fn fixtures() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
-        let out = Command::new(python()).arg(script()).arg(dir.path()).output().expect("running python");
+        let out = Command::new(python())
+            .arg(script())
+            .arg(dir.path())
+            .output()
+            .expect("running python");
         assert!(
             out.status.success(),
             "make_h5ad.py failed (set CELLARROW_PYTHON to a Python with anndata):\n{}",
@@ -56,19 +60,34 @@ fn oracle(name: &str) -> Value {
 /// anndata's view of a real file under tests/data.
 fn describe_real(name: &str) -> Value {
     let p = crate_dir().join("tests/data").join(name);
-    let out = Command::new(python()).arg(script()).arg("--describe").arg(&p).output().expect("python");
-    assert!(out.status.success(), "describe {name}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(python())
+        .arg(script())
+        .arg("--describe")
+        .arg(&p)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "describe {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("describe JSON")
 }
 
 fn f64s(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap_or(f64::NAN))
+        .collect()
 }
 
 /// Equal up to serde_json's float parsing, which may be off by an ulp or two (its exact
 /// `float_roundtrip` mode is not enabled in this crate).
 fn same(a: f64, b: f64) -> bool {
-    a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 4.0 * f64::EPSILON * a.abs().max(b.abs())
+    a == b
+        || (a.is_nan() && b.is_nan())
+        || (a - b).abs() <= 4.0 * f64::EPSILON * a.abs().max(b.abs())
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -77,7 +96,10 @@ fn close(a: f64, b: f64) -> bool {
 
 /// Reads the whole matrix through `chunks(max_nnz)` and compares it with anndata's oracle.
 fn check_matrix(m: &Matrix<'_>, want: &Value, max_nnz: usize, label: &str) {
-    let shape = (want["shape"][0].as_u64().unwrap(), want["shape"][1].as_u64().unwrap());
+    let shape = (
+        want["shape"][0].as_u64().unwrap(),
+        want["shape"][1].as_u64().unwrap(),
+    );
     assert_eq!(m.shape(), shape, "{label}: shape");
     let mut next = 0u64;
     let mut row_sum = Vec::new();
@@ -91,7 +113,11 @@ fn check_matrix(m: &Matrix<'_>, want: &Value, max_nnz: usize, label: &str) {
         assert_eq!(*c.indptr.last().unwrap() as usize, c.values.len());
         assert_eq!(c.indices.len(), c.values.len());
         assert!(c.n_rows() >= 1);
-        assert!(c.values.len() <= max_nnz || c.n_rows() == 1, "{label}: chunk of {} values", c.values.len());
+        assert!(
+            c.values.len() <= max_nnz || c.n_rows() == 1,
+            "{label}: chunk of {} values",
+            c.values.len()
+        );
         for i in 0..c.n_rows() {
             let r = c.row_start + i as u64;
             let (a, b) = (c.indptr[i] as usize, c.indptr[i + 1] as usize);
@@ -114,7 +140,12 @@ fn check_matrix(m: &Matrix<'_>, want: &Value, max_nnz: usize, label: &str) {
         next += c.n_rows() as u64;
     }
     assert_eq!(next, shape.0, "{label}: chunks cover all rows");
-    let want_nnz: Vec<u64> = want["row_nnz"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    let want_nnz: Vec<u64> = want["row_nnz"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
     assert_eq!(row_nnz, want_nnz, "{label}: non-zeros per row");
     for (r, (a, b)) in row_sum.iter().zip(f64s(&want["row_sum"])).enumerate() {
         assert!(close(*a, b), "{label}: row {r} sum {a} vs anndata {b}");
@@ -143,41 +174,89 @@ fn check_column(name: &str, arr: &ArrayRef, want: &Value, label: &str) {
     let label = format!("{label}: column {name}");
     match want["kind"].as_str().unwrap() {
         "categorical" => {
-            assert!(matches!(arr.data_type(), DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8), "{label}: {}", arr.data_type());
+            assert!(
+                matches!(arr.data_type(), DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8),
+                "{label}: {}",
+                arr.data_type()
+            );
             let d = arr.as_dictionary::<Int32Type>();
-            let cats: Vec<String> = d.values().as_string::<i32>().iter().map(|s| s.unwrap().to_string()).collect();
-            let want_cats: Vec<String> =
-                want["categories"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+            let cats: Vec<String> = d
+                .values()
+                .as_string::<i32>()
+                .iter()
+                .map(|s| s.unwrap().to_string())
+                .collect();
+            let want_cats: Vec<String> = want["categories"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_string())
+                .collect();
             assert_eq!(cats, want_cats, "{label}: categories");
-            let codes: Vec<i64> = want["codes"].as_array().unwrap().iter().map(|c| c.as_i64().unwrap()).collect();
-            let got: Vec<i64> = d.keys().iter().map(|k| k.map(i64::from).unwrap_or(-1)).collect();
+            let codes: Vec<i64> = want["codes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_i64().unwrap())
+                .collect();
+            let got: Vec<i64> = d
+                .keys()
+                .iter()
+                .map(|k| k.map(i64::from).unwrap_or(-1))
+                .collect();
             assert_eq!(got, codes, "{label}: codes");
         }
         "string" => {
             assert_eq!(arr.data_type(), &DataType::Utf8, "{label}");
-            let got: Vec<Option<String>> = arr.as_string::<i32>().iter().map(|s| s.map(str::to_string)).collect();
-            let w: Vec<Option<String>> =
-                want["values"].as_array().unwrap().iter().map(|v| v.as_str().map(str::to_string)).collect();
+            let got: Vec<Option<String>> = arr
+                .as_string::<i32>()
+                .iter()
+                .map(|s| s.map(str::to_string))
+                .collect();
+            let w: Vec<Option<String>> = want["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect();
             assert_eq!(got, w, "{label}");
         }
         "bool" | "nullable-bool" => {
             assert_eq!(arr.data_type(), &DataType::Boolean, "{label}");
             let got: Vec<Option<bool>> = arr.as_boolean().iter().collect();
-            let w: Vec<Option<bool>> = want["values"].as_array().unwrap().iter().map(Value::as_bool).collect();
+            let w: Vec<Option<bool>> = want["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(Value::as_bool)
+                .collect();
             assert_eq!(got, w, "{label}");
             if want["kind"] == "bool" {
                 assert_eq!(arr.null_count(), 0);
             }
         }
         "int" | "nullable-int" => {
-            assert_eq!(numpy_name(arr.data_type()), want["dtype"].as_str().unwrap(), "{label}: dtype");
+            assert_eq!(
+                numpy_name(arr.data_type()),
+                want["dtype"].as_str().unwrap(),
+                "{label}: dtype"
+            );
             let c = arrow::compute::cast(arr, &DataType::Int64).unwrap();
             let got: Vec<Option<i64>> = c.as_primitive::<Int64Type>().iter().collect();
-            let w: Vec<Option<i64>> = want["values"].as_array().unwrap().iter().map(Value::as_i64).collect();
+            let w: Vec<Option<i64>> = want["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(Value::as_i64)
+                .collect();
             assert_eq!(got, w, "{label}");
         }
         "float" => {
-            assert_eq!(numpy_name(arr.data_type()), want["dtype"].as_str().unwrap(), "{label}: dtype");
+            assert_eq!(
+                numpy_name(arr.data_type()),
+                want["dtype"].as_str().unwrap(),
+                "{label}: dtype"
+            );
             let c = arrow::compute::cast(arr, &DataType::Float64).unwrap();
             let got: Vec<f64> = c.as_primitive::<Float64Type>().values().to_vec();
             for (i, (a, b)) in got.iter().zip(f64s(&want["values"])).enumerate() {
@@ -189,10 +268,20 @@ fn check_column(name: &str, arr: &ArrayRef, want: &Value, label: &str) {
 }
 
 fn check_frame(frame: &Frame, want: &Value, label: &str) {
-    let index: Vec<String> = want["index"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+    let index: Vec<String> = want["index"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
     assert_eq!(frame.index, index, "{label}: index");
     let names: Vec<&str> = frame.columns.iter().map(|(n, _)| n.as_str()).collect();
-    let want_names: Vec<&str> = want["column_order"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    let want_names: Vec<&str> = want["column_order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
     assert_eq!(names, want_names, "{label}: columns");
     for (name, arr) in &frame.columns {
         assert_eq!(arr.len(), index.len());
@@ -202,8 +291,15 @@ fn check_frame(frame: &Frame, want: &Value, label: &str) {
 
 fn check_obsm(h5: &H5ad, want: &Value, label: &str) {
     for (key, w) in want["obsm"].as_object().unwrap() {
-        let (cols, values) = h5.obsm(key).unwrap().unwrap_or_else(|| panic!("{label}: obsm {key} missing"));
-        assert_eq!(cols as u64, w["cols"].as_u64().unwrap(), "{label}: obsm {key} columns");
+        let (cols, values) = h5
+            .obsm(key)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{label}: obsm {key} missing"));
+        assert_eq!(
+            cols as u64,
+            w["cols"].as_u64().unwrap(),
+            "{label}: obsm {key} columns"
+        );
         let wv = f64s(&w["values"]);
         assert_eq!(values.len(), wv.len());
         for (a, b) in values.iter().zip(&wv) {
@@ -217,11 +313,19 @@ fn check_obsm(h5: &H5ad, want: &Value, label: &str) {
 fn check_file(path: &Path, want: &Value, max_nnz: usize) {
     let label = path.file_name().unwrap().to_string_lossy().to_string();
     let h5 = H5ad::open(path).unwrap();
-    assert_eq!(h5.n_obs().unwrap(), want["shape"][0].as_u64().unwrap(), "{label}: n_obs");
+    assert_eq!(
+        h5.n_obs().unwrap(),
+        want["shape"][0].as_u64().unwrap(),
+        "{label}: n_obs"
+    );
     let m = h5.matrix(&MatrixSource::X).unwrap();
     assert_eq!(m.object(), "/X");
     check_matrix(&m, &want["X"], max_nnz, &label);
-    check_frame(&h5.obs(None).unwrap(), &want["obs"], &format!("{label} obs"));
+    check_frame(
+        &h5.obs(None).unwrap(),
+        &want["obs"],
+        &format!("{label} obs"),
+    );
     let var = h5.var(&MatrixSource::X).unwrap();
     check_frame(&var, &want["var"], &format!("{label} var"));
     assert_eq!(h5.gene_names(&MatrixSource::X, None).unwrap(), var.index);
@@ -234,17 +338,45 @@ fn check_file(path: &Path, want: &Value, max_nnz: usize) {
     if let Some(raw) = want["raw"].as_object() {
         let m = h5.matrix(&MatrixSource::Raw).unwrap();
         check_matrix(&m, &raw["X"], max_nnz, &format!("{label} raw"));
-        let names: Vec<String> =
-            raw["var_index"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
-        assert_eq!(h5.gene_names(&MatrixSource::Raw, None).unwrap(), names, "{label}: raw var names");
+        let names: Vec<String> = raw["var_index"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            h5.gene_names(&MatrixSource::Raw, None).unwrap(),
+            names,
+            "{label}: raw var names"
+        );
         assert_eq!(h5.var(&MatrixSource::Raw).unwrap().index, names);
     }
 }
 
 const GOOD: &[&str] = &[
-    "csr_f32", "csr_f64", "csr_i32", "csr_i64", "csr_u16", "csr_u32", "csc_f64", "csc_i32", "dense_i32",
-    "dense_f64", "dense_u16", "gzip", "lzf", "dense_gzip", "csr_many_rows", "csc_many_rows",
-    "csr_indptr_i64", "contiguous", "layers_raw", "nullable_obs", "spatial2d", "spatial3d", "legacy07",
+    "csr_f32",
+    "csr_f64",
+    "csr_i32",
+    "csr_i64",
+    "csr_u16",
+    "csr_u32",
+    "csc_f64",
+    "csc_i32",
+    "dense_i32",
+    "dense_f64",
+    "dense_u16",
+    "gzip",
+    "lzf",
+    "dense_gzip",
+    "csr_many_rows",
+    "csc_many_rows",
+    "csr_indptr_i64",
+    "contiguous",
+    "layers_raw",
+    "nullable_obs",
+    "spatial2d",
+    "spatial3d",
+    "legacy07",
     "legacy06",
 ];
 
@@ -261,17 +393,34 @@ fn h5ad_generated_files_match_anndata() {
 
 #[test]
 fn h5ad_encodings_are_reported() {
-    let enc = |n: &str| H5ad::open(file(n)).unwrap().matrix(&MatrixSource::X).unwrap().encoding();
+    let enc = |n: &str| {
+        H5ad::open(file(n))
+            .unwrap()
+            .matrix(&MatrixSource::X)
+            .unwrap()
+            .encoding()
+    };
     assert_eq!(enc("csr_f32"), MatrixEncoding::Csr);
     assert_eq!(enc("csc_f64"), MatrixEncoding::Csc);
     assert_eq!(enc("dense_i32"), MatrixEncoding::Dense);
     assert_eq!(enc("legacy06"), MatrixEncoding::Dense);
     let h5 = H5ad::open(file("legacy06")).unwrap();
     let raw = h5.matrix(&MatrixSource::Raw).unwrap();
-    assert_eq!((raw.encoding(), raw.object()), (MatrixEncoding::Csr, "/raw.X"));
+    assert_eq!(
+        (raw.encoding(), raw.object()),
+        (MatrixEncoding::Csr, "/raw.X")
+    );
     let h5 = H5ad::open(file("layers_raw")).unwrap();
-    assert_eq!(h5.matrix(&MatrixSource::Layer("counts_csc".into())).unwrap().encoding(), MatrixEncoding::Csc);
-    let e = h5.matrix(&MatrixSource::Layer("nope".into())).err().unwrap();
+    assert_eq!(
+        h5.matrix(&MatrixSource::Layer("counts_csc".into()))
+            .unwrap()
+            .encoding(),
+        MatrixEncoding::Csc
+    );
+    let e = h5
+        .matrix(&MatrixSource::Layer("nope".into()))
+        .err()
+        .unwrap();
     assert_eq!(e.kind(), ErrorKind::InvalidH5ad);
     assert_eq!(e.object(), Some("/layers/nope"));
 }
@@ -288,8 +437,14 @@ fn h5ad_read_rows_windows_agree_with_chunks() {
         assert_eq!(w.n_rows() as u64, b - a);
         for i in 0..w.n_rows() {
             let r = a as usize + i;
-            let got = (&w.indices[w.indptr[i] as usize..w.indptr[i + 1] as usize], &w.values[w.indptr[i] as usize..w.indptr[i + 1] as usize]);
-            let full = (&all.indices[all.indptr[r] as usize..all.indptr[r + 1] as usize], &all.values[all.indptr[r] as usize..all.indptr[r + 1] as usize]);
+            let got = (
+                &w.indices[w.indptr[i] as usize..w.indptr[i + 1] as usize],
+                &w.values[w.indptr[i] as usize..w.indptr[i + 1] as usize],
+            );
+            let full = (
+                &all.indices[all.indptr[r] as usize..all.indptr[r + 1] as usize],
+                &all.values[all.indptr[r] as usize..all.indptr[r + 1] as usize],
+            );
             assert_eq!(got, full, "{name} row {r}");
         }
         assert_eq!(m.read_rows(4, 4).unwrap().n_rows(), 0);
@@ -300,20 +455,43 @@ fn h5ad_read_rows_windows_agree_with_chunks() {
 
 #[test]
 fn h5ad_value_stats() {
-    let s = H5ad::open(file("csr_u16")).unwrap().matrix(&MatrixSource::X).unwrap().value_stats().unwrap();
+    let s = H5ad::open(file("csr_u16"))
+        .unwrap()
+        .matrix(&MatrixSource::X)
+        .unwrap()
+        .value_stats()
+        .unwrap();
     assert!(s.all_integer && s.all_f32_exact && s.min >= 1.0 && s.non_finite == 0);
-    let s = H5ad::open(file("csr_f64")).unwrap().matrix(&MatrixSource::X).unwrap().value_stats().unwrap();
+    let s = H5ad::open(file("csr_f64"))
+        .unwrap()
+        .matrix(&MatrixSource::X)
+        .unwrap()
+        .value_stats()
+        .unwrap();
     assert!(!s.all_integer && !s.all_f32_exact && s.min < 0.0);
-    let s = H5ad::open(file("csr_f32")).unwrap().matrix(&MatrixSource::X).unwrap().value_stats().unwrap();
+    let s = H5ad::open(file("csr_f32"))
+        .unwrap()
+        .matrix(&MatrixSource::X)
+        .unwrap()
+        .value_stats()
+        .unwrap();
     assert!(!s.all_integer && s.all_f32_exact);
-    let s = H5ad::open(file("dense_i32")).unwrap().matrix(&MatrixSource::X).unwrap().value_stats().unwrap();
+    let s = H5ad::open(file("dense_i32"))
+        .unwrap()
+        .matrix(&MatrixSource::X)
+        .unwrap()
+        .value_stats()
+        .unwrap();
     assert!(s.all_integer && s.min > 0.0);
 }
 
 #[test]
 fn h5ad_ordered_categoricals_and_gene_columns() {
     let h5 = H5ad::open(file("csr_f32")).unwrap();
-    assert_eq!(h5.ordered_categoricals("/obs").unwrap(), vec!["stage".to_string()]);
+    assert_eq!(
+        h5.ordered_categoricals("/obs").unwrap(),
+        vec!["stage".to_string()]
+    );
     let want = oracle("csr_f32");
     let sym: Vec<String> = want["var"]["columns"]["gene_symbols"]["values"]
         .as_array()
@@ -321,17 +499,32 @@ fn h5ad_ordered_categoricals_and_gene_columns() {
         .iter()
         .map(|s| s.as_str().unwrap().to_string())
         .collect();
-    assert_eq!(h5.gene_names(&MatrixSource::X, Some("gene_symbols")).unwrap(), sym);
-    let e = h5.gene_names(&MatrixSource::X, Some("n_cells")).err().unwrap();
+    assert_eq!(
+        h5.gene_names(&MatrixSource::X, Some("gene_symbols"))
+            .unwrap(),
+        sym
+    );
+    let e = h5
+        .gene_names(&MatrixSource::X, Some("n_cells"))
+        .err()
+        .unwrap();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
-    let e = h5.gene_names(&MatrixSource::X, Some("absent")).err().unwrap();
+    let e = h5
+        .gene_names(&MatrixSource::X, Some("absent"))
+        .err()
+        .unwrap();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     // Only the requested columns are read.
-    let obs = h5.obs(Some(&["score".to_string(), "absent".to_string()])).unwrap();
+    let obs = h5
+        .obs(Some(&["score".to_string(), "absent".to_string()]))
+        .unwrap();
     assert_eq!(obs.columns.len(), 1);
     assert_eq!(obs.columns[0].0, "score");
     let h5 = H5ad::open(file("legacy07")).unwrap();
-    assert_eq!(h5.ordered_categoricals("/obs").unwrap(), vec!["group".to_string()]);
+    assert_eq!(
+        h5.ordered_categoricals("/obs").unwrap(),
+        vec!["group".to_string()]
+    );
 }
 
 #[test]
@@ -370,10 +563,15 @@ fn h5ad_bad_files_fail_cleanly() {
             Ok(())
         })();
         let name = h5ad_path.file_name().unwrap().to_string_lossy().to_string();
-        let e = result.err().unwrap_or_else(|| panic!("{name}: expected an error during {during}"));
+        let e = result
+            .err()
+            .unwrap_or_else(|| panic!("{name}: expected an error during {during}"));
         let kind = format!("{:?}", e.kind());
         assert_eq!(kind, want["kind"].as_str().unwrap(), "{name}: {e}");
-        assert!(e.to_string().contains(&name), "{name}: message names the file: {e}");
+        assert!(
+            e.to_string().contains(&name),
+            "{name}: message names the file: {e}"
+        );
         if let Some(obj) = want["object"].as_str() {
             assert_eq!(e.object(), Some(obj), "{name}: {e}");
         }
@@ -402,8 +600,14 @@ fn h5ad_real_files_match_anndata() {
     }
     // The legacy files, as the converter would use them.
     let h5 = H5ad::open(dir.join("scanpy_pbmc68k_reduced.h5ad")).unwrap();
-    assert_eq!(h5.matrix(&MatrixSource::X).unwrap().encoding(), MatrixEncoding::Dense);
-    assert_eq!(h5.matrix(&MatrixSource::Raw).unwrap().encoding(), MatrixEncoding::Csr);
+    assert_eq!(
+        h5.matrix(&MatrixSource::X).unwrap().encoding(),
+        MatrixEncoding::Dense
+    );
+    assert_eq!(
+        h5.matrix(&MatrixSource::Raw).unwrap().encoding(),
+        MatrixEncoding::Csr
+    );
     let h5 = H5ad::open(dir.join("scvi_pbmc_5k_protein_v3_200cells.h5ad")).unwrap();
     let (cols, v) = h5.obsm("protein_expression").unwrap().unwrap();
     assert_eq!((cols, v.len()), (29, 29 * 200));

@@ -35,18 +35,30 @@ pub(crate) enum Node {
 }
 
 /// Opens `name` (relative to `parent`) as a group or a dataset, `None` when no such link exists.
-pub(crate) fn open_node(parent: &Group, name: &str, path: &Path, object: &str) -> Result<Option<Node>> {
+pub(crate) fn open_node(
+    parent: &Group,
+    name: &str,
+    path: &Path,
+    object: &str,
+) -> Result<Option<Node>> {
     if !parent.link_exists(name) {
         return Ok(None);
     }
-    match parent.loc_type_by_name(name).map_err(|e| h5err(path, object, e))? {
-        hdf5::LocationType::Group => {
-            Ok(Some(Node::Group(parent.group(name).map_err(|e| h5err(path, object, e))?)))
-        }
-        hdf5::LocationType::Dataset => {
-            Ok(Some(Node::Dataset(parent.dataset(name).map_err(|e| h5err(path, object, e))?)))
-        }
-        other => Err(Error::h5ad(path, object, format!("expected a group or dataset, found {other:?}"))),
+    match parent
+        .loc_type_by_name(name)
+        .map_err(|e| h5err(path, object, e))?
+    {
+        hdf5::LocationType::Group => Ok(Some(Node::Group(
+            parent.group(name).map_err(|e| h5err(path, object, e))?,
+        ))),
+        hdf5::LocationType::Dataset => Ok(Some(Node::Dataset(
+            parent.dataset(name).map_err(|e| h5err(path, object, e))?,
+        ))),
+        other => Err(Error::h5ad(
+            path,
+            object,
+            format!("expected a group or dataset, found {other:?}"),
+        )),
     }
 }
 
@@ -81,11 +93,14 @@ pub(crate) fn attr_bool(loc: &Location, name: &str) -> Option<bool> {
     let desc = attr.dtype().ok()?.to_descriptor().ok()?;
     match desc {
         TypeDescriptor::Boolean => attr.read_scalar::<bool>().ok().or_else(|| {
-            attr.read_raw::<bool>().ok().and_then(|v| v.first().copied())
+            attr.read_raw::<bool>()
+                .ok()
+                .and_then(|v| v.first().copied())
         }),
-        TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_) => {
-            attr.read_raw::<i64>().ok().and_then(|v| v.first().map(|x| *x != 0))
-        }
+        TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_) => attr
+            .read_raw::<i64>()
+            .ok()
+            .and_then(|v| v.first().map(|x| *x != 0)),
         _ => attr_string(loc, name).map(|s| s.eq_ignore_ascii_case("true")),
     }
 }
@@ -115,7 +130,10 @@ pub(crate) fn dtype(ds: &Dataset, path: &Path, object: &str) -> Result<TypeDescr
 
 /// A readable numeric dtype: integer or float.
 pub(crate) fn is_numeric(d: &TypeDescriptor) -> bool {
-    matches!(d, TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_) | TypeDescriptor::Float(_))
+    matches!(
+        d,
+        TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_) | TypeDescriptor::Float(_)
+    )
 }
 
 /// True for integer dtypes.
@@ -139,8 +157,12 @@ pub(crate) fn dtype_name(d: &TypeDescriptor) -> String {
     match d {
         TypeDescriptor::Compound(_) => "compound".into(),
         TypeDescriptor::Enum(_) => "enum".into(),
-        TypeDescriptor::VarLenUnicode | TypeDescriptor::VarLenAscii => "variable-length string".into(),
-        TypeDescriptor::FixedAscii(n) | TypeDescriptor::FixedUnicode(n) => format!("fixed string ({n} bytes)"),
+        TypeDescriptor::VarLenUnicode | TypeDescriptor::VarLenAscii => {
+            "variable-length string".into()
+        }
+        TypeDescriptor::FixedAscii(n) | TypeDescriptor::FixedUnicode(n) => {
+            format!("fixed string ({n} bytes)")
+        }
         other => other.to_string(),
     }
 }
@@ -183,7 +205,11 @@ struct DynByte(#[allow(dead_code)] u8);
 
 unsafe impl H5Type for DynByte {
     fn type_descriptor() -> TypeDescriptor {
-        DYN_TYPE.with(|t| t.borrow().clone().expect("DynByte read without a memory type"))
+        DYN_TYPE.with(|t| {
+            t.borrow()
+                .clone()
+                .expect("DynByte read without a memory type")
+        })
     }
 }
 
@@ -207,7 +233,12 @@ unsafe impl<T: H5Type> H5Type for Field<T> {
     fn type_descriptor() -> TypeDescriptor {
         let name = FIELD_NAME.with(|n| n.borrow().clone());
         TypeDescriptor::Compound(CompoundType {
-            fields: vec![CompoundField { name, ty: T::type_descriptor(), offset: 0, index: 0 }],
+            fields: vec![CompoundField {
+                name,
+                ty: T::type_descriptor(),
+                offset: 0,
+                index: 0,
+            }],
             size: std::mem::size_of::<T>(),
         })
     }
@@ -227,14 +258,24 @@ fn fixed_str(b: &[u8]) -> String {
 }
 
 /// Reads `n` strings of any string dtype from a dataset or attribute.
-fn read_strings_container(c: &hdf5::Container, desc: &TypeDescriptor, n: usize) -> hdf5::Result<Vec<String>> {
+fn read_strings_container(
+    c: &hdf5::Container,
+    desc: &TypeDescriptor,
+    n: usize,
+) -> hdf5::Result<Vec<String>> {
     match desc {
-        TypeDescriptor::VarLenUnicode => {
-            Ok(c.as_reader().read_raw::<VarLenUnicode>()?.into_iter().map(|s| s.as_str().to_owned()).collect())
-        }
-        TypeDescriptor::VarLenAscii => {
-            Ok(c.as_reader().read_raw::<VarLenAscii>()?.into_iter().map(|s| s.as_str().to_owned()).collect())
-        }
+        TypeDescriptor::VarLenUnicode => Ok(c
+            .as_reader()
+            .read_raw::<VarLenUnicode>()?
+            .into_iter()
+            .map(|s| s.as_str().to_owned())
+            .collect()),
+        TypeDescriptor::VarLenAscii => Ok(c
+            .as_reader()
+            .read_raw::<VarLenAscii>()?
+            .into_iter()
+            .map(|s| s.as_str().to_owned())
+            .collect()),
         TypeDescriptor::FixedAscii(k) | TypeDescriptor::FixedUnicode(k) => {
             // One spare byte: converting to a NUL-terminated memory type of the same size would
             // drop the last character of a full-width NUL-padded string.
@@ -254,7 +295,11 @@ pub(crate) fn read_strings(ds: &Dataset, path: &Path, object: &str) -> Result<Ve
     check_filters(ds, path, object)?;
     let desc = dtype(ds, path, object)?;
     if !is_string(&desc) {
-        return Err(Error::h5ad(path, object, format!("expected strings, found {}", dtype_name(&desc))));
+        return Err(Error::h5ad(
+            path,
+            object,
+            format!("expected strings, found {}", dtype_name(&desc)),
+        ));
     }
     read_strings_container(ds, &desc, ds.size()).map_err(|e| h5err(path, object, e))
 }
@@ -279,35 +324,64 @@ pub(crate) fn read_field_strings(
                 _ => TypeDescriptor::FixedUnicode(k + 1),
             };
             let mem = TypeDescriptor::Compound(CompoundType {
-                fields: vec![CompoundField { name: field.to_string(), ty: inner, offset: 0, index: 0 }],
+                fields: vec![CompoundField {
+                    name: field.to_string(),
+                    ty: inner,
+                    offset: 0,
+                    index: 0,
+                }],
                 size: k + 1,
             });
             read_dyn_bytes(ds, &mem, n).map(|b| b.chunks(k + 1).map(fixed_str).collect())
         }
         other => {
-            return Err(Error::h5ad(path, object, format!("expected strings, found {}", dtype_name(other))))
+            return Err(Error::h5ad(
+                path,
+                object,
+                format!("expected strings, found {}", dtype_name(other)),
+            ))
         }
     };
     r.map_err(|e| h5err(path, object, e))
 }
 
 /// Reads one numeric field of a compound dataset as f64.
-pub(crate) fn read_field_f64(ds: &Dataset, field: &str, path: &Path, object: &str) -> Result<Vec<f64>> {
+pub(crate) fn read_field_f64(
+    ds: &Dataset,
+    field: &str,
+    path: &Path,
+    object: &str,
+) -> Result<Vec<f64>> {
     read_field::<f64>(ds, field).map_err(|e| h5err(path, object, e))
 }
 
 /// Reads one integer field of a compound dataset as i64.
-pub(crate) fn read_field_i64(ds: &Dataset, field: &str, path: &Path, object: &str) -> Result<Vec<i64>> {
+pub(crate) fn read_field_i64(
+    ds: &Dataset,
+    field: &str,
+    path: &Path,
+    object: &str,
+) -> Result<Vec<i64>> {
     read_field::<i64>(ds, field).map_err(|e| h5err(path, object, e))
 }
 
 /// Reads one unsigned integer field of a compound dataset as u64.
-pub(crate) fn read_field_u64(ds: &Dataset, field: &str, path: &Path, object: &str) -> Result<Vec<u64>> {
+pub(crate) fn read_field_u64(
+    ds: &Dataset,
+    field: &str,
+    path: &Path,
+    object: &str,
+) -> Result<Vec<u64>> {
     read_field::<u64>(ds, field).map_err(|e| h5err(path, object, e))
 }
 
 /// Reads one boolean field of a compound dataset.
-pub(crate) fn read_field_bool(ds: &Dataset, field: &str, path: &Path, object: &str) -> Result<Vec<bool>> {
+pub(crate) fn read_field_bool(
+    ds: &Dataset,
+    field: &str,
+    path: &Path,
+    object: &str,
+) -> Result<Vec<bool>> {
     read_field::<bool>(ds, field).map_err(|e| h5err(path, object, e))
 }
 
@@ -321,7 +395,12 @@ pub(crate) fn read_field_array_f64(
 ) -> Result<Vec<f64>> {
     let inner = TypeDescriptor::FixedArray(Box::new(TypeDescriptor::Float(FloatSize::U8)), k);
     let mem = TypeDescriptor::Compound(CompoundType {
-        fields: vec![CompoundField { name: field.to_string(), ty: inner, offset: 0, index: 0 }],
+        fields: vec![CompoundField {
+            name: field.to_string(),
+            ty: inner,
+            offset: 0,
+            index: 0,
+        }],
         size: 8 * k,
     });
     let bytes = read_dyn_bytes(ds, &mem, ds.size()).map_err(|e| h5err(path, object, e))?;
