@@ -416,6 +416,35 @@ def render(mode, cohorts, tools, results, meta, mem_pair, vers, mach, l0, l1, st
              "In parentheses: the tool's value divided by cellarrow's (throughput: above 1 means faster "
              "than cellarrow; time, memory and bytes: above 1 means larger). n/a: the workload does not exist "
              "for that tool or failed; the footnotes give the reason.\n")
+    L.append("## How to run\n")
+    L.append("```\nbenches/compare/run.sh --quick   # a few minutes: small cohorts, results in ~/.cache/cellarrow/compare-work/quick\n"
+             "benches/compare/run.sh           # full: the cohorts below; rewrites docs/benchmarks.md\n```\n")
+    L.append("run.sh creates the venvs (`~/.cache/cellarrow/compare-venv-<hash>` from Python 3.11 with "
+             "`requirements.txt` and, one by one, `requirements-optional.txt`; `compare-venv-py312-<hash>` for "
+             "annbatch), builds `cellarrow` in release mode without the `sql` feature, writes the synthetic "
+             "cohorts through anndata (`benches/data/make_synthetic.py`, cached in `~/.cache/cellarrow/bench-data`) "
+             "and runs `harness.py`. One adapter per tool lives in `benches/compare/tools/`.\n")
+    L.append("## Workloads\n")
+    L.append("- Ids are source rows of the h5ad, drawn once per run with a fixed seed and shared by every tool; "
+             "stores that reorder cells (cellarrow's Z-order for spatial samples, annbatch's pre-shuffle) map them.")
+    L.append("- Every fetched batch is turned into a `scipy.sparse.csr_matrix` in the store's gene space and every "
+             "value and gene index is summed (nothing lazy can skip work). One untimed pass warms the page cache.")
+    L.append("- *random single cells*: one call per cell. *random batches of 256*: uniformly random ids. "
+             "*groups of 64 from one sample*: 64 distinct cells of one sample, sorted (each cohort is one file, "
+             "so one sample). *spatial blocks*: the cells inside random squares sized to hold ~64 cells at the "
+             "mean density, computed from `obsm['spatial']` and fetched through each tool's id access (no tool's own "
+             "block sampler is used, so every tool reads the same cells).")
+    L.append("- *own loader*: the tool's own recommended random iterator where it has one that cannot take "
+             "given ids (annbatch `Loader` over its pre-shuffled collection, chunk_size 32 and 1); its cells are "
+             "not the shared ids, it is correctness-checked on one batch through `return_index`.")
+    L.append("- *torch DataLoader*: `DataLoader(dataset, batch_size=256, sampler=<shared random ids>, num_workers=0|2)`, "
+             "the tool's own torch dataset and collate function where it has one (bionemo-scdl), otherwise a "
+             "map-style dataset with a batched `__getitems__` over the adapter's fetch; workers persist across "
+             "passes, so the warm-up pass pays their start-up.")
+    L.append("- *conversion*: wall time and peak RSS (`wait4`, children included) of a process running the tool's "
+             "own converter; *bytes per nnz*: every file of the output (for anndata backed: the h5ad itself).")
+    L.append("- *memory*: anonymous memory (`smaps_rollup`) of the reader process after opening the store and "
+             "fetching the random batches.\n")
     L.append("## Machine\n")
     L.append(f"- CPU: {mach['cpu']}, {mach['cores']} cores; memory {mach['memory']}; Linux {mach['kernel']}")
     L.append(f"- Load average (1/5/15 min) at start {l0[0]:.2f}/{l0[1]:.2f}/{l0[2]:.2f}, at end "

@@ -8,7 +8,8 @@
 # cellarrow Python package when python/ holds one, generates the synthetic cohorts (cached in
 # ~/.cache/cellarrow/bench-data) and runs harness.py. Full mode writes docs/benchmarks.md.
 #
-# Environment: PY311, PY312 (interpreters), CELLARROW_CACHE (default ~/.cache/cellarrow).
+# Environment: PY311, PY312 (interpreters), CELLARROW_CACHE (default ~/.cache/cellarrow),
+# COMPARE_BUILD_PY=1 to build and use the cellarrow Python package (slow: default features).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -71,6 +72,7 @@ install_optional "$VENV" "$HERE/requirements-optional.txt"
 PY312_ARG=()
 if [[ -x "$PY312" ]] && make_venv "$VENV312" "$PY312" "$HERE/requirements-py312.txt"; then
   PY312_ARG=(--py312 "$VENV312/bin/python")
+  rm -f "$CACHE/compare-py312.error"
 else
   mkdir -p "$CACHE"
   echo "no Python 3.12 venv: $PY312 missing or its install failed (see $VENV312/install.log)" >"$CACHE/compare-py312.error"
@@ -83,16 +85,17 @@ log "building the cellarrow CLI (release, --no-default-features)"
 (cd "$ROOT" && cargo build --quiet --release --no-default-features --bin cellarrow)
 BIN="$CARGO_TARGET_DIR/release/cellarrow"
 
-# The cellarrow Python package, when present; otherwise the adapter reads the corpus with
-# pyarrow memory-mapping (see tools/cellarrow.py).
-if [[ -f "$ROOT/python/pyproject.toml" || -f "$ROOT/pyproject.toml" ]]; then
-  pkgdir="$ROOT/python"; [[ -f "$pkgdir/pyproject.toml" ]] || pkgdir="$ROOT"
+# The cellarrow Python package. Its extension depends on the cellarrow crate with default
+# features (DataFusion), a ~25 min release build on 2 cores, so it is built only when asked
+# (COMPARE_BUILD_PY=1); otherwise the adapter reads the corpus with pyarrow memory-mapping
+# (see tools/cellarrow.py), or uses a cellarrow package already installed in the venv.
+if [[ "${COMPARE_BUILD_PY:-0}" == 1 && -f "$ROOT/python/pyproject.toml" ]]; then
   stamp="$VENV/cellarrow-pkg.stamp"
   rev="$(cd "$ROOT" && git rev-parse HEAD 2>/dev/null || echo none)"
   if [[ "$(cat "$stamp" 2>/dev/null)" != "$rev" ]]; then
-    log "building the cellarrow Python package from $pkgdir"
-    if "$VENV/bin/python" -m pip install --quiet maturin >/dev/null 2>&1 &&
-       (cd "$pkgdir" && "$VENV/bin/python" -m pip install . >"$VENV/cellarrow-pkg.log" 2>&1); then
+    log "building the cellarrow Python package from $ROOT/python"
+    if "$VENV/bin/python" -m pip install --quiet "maturin>=1.5,<2" >/dev/null 2>&1 &&
+       (cd "$ROOT/python" && "$VENV/bin/python" -m pip install . >"$VENV/cellarrow-pkg.log" 2>&1); then
       echo "$rev" >"$stamp"
     else
       log "cellarrow Python package did not build (see $VENV/cellarrow-pkg.log); using pyarrow directly"
@@ -103,5 +106,11 @@ fi
 
 if [[ "$SETUP_ONLY" == 1 ]]; then log "setup done: $VENV"; exit 0; fi
 
+DOC=()
+case " ${ARGS[*]-} " in
+  *" --quick "*) ;;
+  *) DOC=(--doc "$ROOT/docs/benchmarks.md") ;;
+esac
+
 exec "$VENV/bin/python" "$HERE/harness.py" --bin "$BIN" --data "$CACHE/bench-data" \
-  --work "$CACHE/compare-work" --root "$ROOT" "${PY312_ARG[@]}" ${ARGS[@]+"${ARGS[@]}"}
+  --work "$CACHE/compare-work" --root "$ROOT" "${PY312_ARG[@]}" ${DOC[@]+"${DOC[@]}"} ${ARGS[@]+"${ARGS[@]}"}
