@@ -232,6 +232,8 @@ def main():
     p.add_argument("--tools", default=",".join(TOOLS))
     p.add_argument("--cohorts", default=None, help="comma-separated subset of cohort names")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--convert-repeat", type=int, default=None,
+                   help="conversions per tool (default: --repeat for cohorts up to 100,000 cells, else 1)")
     p.add_argument("--seed", type=int, default=20240601)
     p.add_argument("--reuse", action="store_true", help="reuse existing conversions (no conversion timing)")
     p.add_argument("--doc", default=None, help="write the markdown document here (full mode: docs/benchmarks.md)")
@@ -256,7 +258,7 @@ def main():
         sizes = {"single": 300, "batches": 8, "groups": 16, "blocks": 16, "loader": 2048, "check": 100}
         mem_pair = ("syn-10k", "syn-100k")
     else:
-        cohorts = [("syn-50k", (50_000, 20_000, 0.05)), ("syn-1m", (1_000_000, 2_000, 0.01)), ("mouse-10k", mouse)]
+        cohorts = [("mouse-10k", mouse), ("syn-50k", (50_000, 20_000, 0.05)), ("syn-1m", (1_000_000, 2_000, 0.01))]
         sizes = {"single": 500, "batches": 40, "groups": 64, "blocks": 64, "loader": 10240, "check": 300}
         mem_pair = ("syn-50k", "syn-1m")
     if a.cohorts:
@@ -271,6 +273,27 @@ def main():
         if err.exists():
             not_installed[t] = "pip: " + err.read_text().strip()
 
+    vers = {"harness (3.11)": versions(sys.executable, sorted({d for t in tools for d in TOOLS[t][2] if TOOLS[t][1] == "311"} | {"numpy", "scipy", "torch", "h5py"}))}
+    if a.py312:
+        vers["annbatch venv (3.12)"] = versions(a.py312, ["annbatch", "zarr", "zarrs", "anndata", "numpy", "scipy"])
+    try:
+        vers["cellarrow"] = subprocess.run([a.bin, "--version"], capture_output=True, text=True).stdout.strip()
+        vers["cellarrow commit"] = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                                                  capture_output=True, text=True).stdout.strip()
+    except Exception:
+        pass
+    tool_mod = __import__("tools.cellarrow", fromlist=["backend"])
+
+    def emit(final):
+        doc = render(mode, cohorts, tools, results, meta, mem_pair, vers, machine(), load_start, os.getloadavg(),
+                     started, tool_mod.backend(), not_installed, a)
+        if not final:
+            doc += "\n_(partial: the run was still going when this was written)_\n"
+        (work / "table.md").write_text(doc)
+        if a.doc:
+            pathlib.Path(a.doc).write_text(doc)
+        return doc
+
     results = {}  # (cohort, tool) -> {workload: value or {"na": reason}}
     meta = {}
     for cname, spec in cohorts:
@@ -281,7 +304,7 @@ def main():
         meta[cname] = {"h5ad": h5ad.name, "cells": n_cells, "genes": n_genes, "nnz": nnz,
                        "h5ad_mb": h5ad.stat().st_size / 1e6, "blocks": info["blocks"]}
         log(f"cohort {cname}: {n_cells} x {n_genes}, {nnz} nnz, {info['blocks']} blocks")
-        conv_repeat = a.repeat if n_cells <= 100_000 and not a.quick else 1
+        conv_repeat = a.convert_repeat or (a.repeat if n_cells <= 100_000 and not a.quick else 1)
         meta[cname]["convert_repeats"] = conv_repeat
         for tool in tools:
             r = results.setdefault((cname, tool), {})
@@ -358,24 +381,10 @@ def main():
                     if "rates" in res:
                         r[key + "_runs"] = res["rates"]
         save(work, results, meta)
+        emit(final=False)
 
-    load_end = os.getloadavg()
-    vers = {"harness (3.11)": versions(sys.executable, sorted({d for t in tools for d in TOOLS[t][2] if TOOLS[t][1] == "311"} | {"numpy", "scipy", "torch", "h5py"}))}
-    if a.py312:
-        vers["annbatch venv (3.12)"] = versions(a.py312, ["annbatch", "zarr", "zarrs", "anndata", "numpy", "scipy"])
-    try:
-        vers["cellarrow"] = subprocess.run([a.bin, "--version"], capture_output=True, text=True).stdout.strip()
-        vers["cellarrow commit"] = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                                                  capture_output=True, text=True).stdout.strip()
-    except Exception:
-        pass
-    tool_mod = __import__("tools.cellarrow", fromlist=["backend"])
-    doc = render(mode, cohorts, tools, results, meta, mem_pair, vers, machine(), load_start, load_end, started,
-                 tool_mod.backend(), not_installed, a)
-    print(doc)
-    (work / "table.md").write_text(doc)
+    print(emit(final=True))
     if a.doc:
-        pathlib.Path(a.doc).write_text(doc)
         log(f"wrote {a.doc}")
 
 
