@@ -8,7 +8,8 @@ use clap::Args;
 
 use crate::corpus::Corpus;
 use crate::error::{Error, Result};
-use crate::query::{write_cohort, OutputFormat, QueryEngine, QueryOptions, ResultWriter};
+use crate::query::{OutputFormat, QueryEngine, QueryOptions, ResultWriter};
+use crate::sample::write_cohort;
 
 const EXAMPLES: &str = "\
 Tables: obs (one row per cell), genes, samples, regions (when the corpus has regions.parquet or
@@ -79,7 +80,7 @@ pub fn run(args: QueryArgs) -> Result<()> {
     match &args.output {
         Some(path) => {
             // Written beside the target and renamed, so a failed query leaves no partial file.
-            let mut tmp = crate::query::temp_beside(path)?;
+            let mut tmp = crate::sample::temp_beside(path)?;
             let file = std::io::BufWriter::new(tmp.as_file_mut());
             write_results(&engine, &args.sql, args.format, file)?;
             tmp.persist(path)

@@ -156,7 +156,7 @@ impl SamplerArgs {
                 cells = Some(crate::query::cohort_where(corpus, pred)?.into_cells());
             }
             if let Some(path) = &self.cohort {
-                let file = crate::query::read_cohort(path)?.into_cells();
+                let file = crate::sample::read_cohort(path)?.into_cells();
                 cells = Some(match cells {
                     None => file,
                     Some(c) => {

@@ -1,6 +1,7 @@
 //! The `blocks(size[, stride])` table function: the non-empty spatial blocks of every spatial
-//! sample with their bounds and cell counts, computed from `obs` coordinates with the grid of
-//! [`super::grid`].
+//! sample with their bounds and cell counts, computed from `obs` coordinates with the block
+//! grid of the sampling layer ([`crate::sample::BlockGrid`], anchored by
+//! [`crate::sample::Extent`] over all cells of the sample), the grid the block sampler uses.
 //!
 //! Columns: `sample_id`, `block_id`, `x0`, `y0`, (`z0`), `x1`, `y1`, (`z1`), `n_cells`; the z
 //! columns exist when some sample is 3-D (null for 2-D samples). Bounds are `[x0, x1)`.
@@ -11,47 +12,41 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Builder, RecordBatch, StringBuilder, UInt64Builder};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Builder, RecordBatch, StringBuilder, UInt64Builder,
+};
 use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
 use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{plan_err, DataFusionError, Result as DfResult, ScalarValue};
 use datafusion::logical_expr::Expr;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::grid::{block_grid, BlockGrid};
 use crate::error::{Context, Error, Result};
+use crate::sample::{BlockGrid, Extent};
 
-/// Coordinates extent of one sample, over cells whose coordinates are finite on its axes.
+/// Coordinates extent of one sample.
 #[derive(Debug, Clone)]
 pub(crate) struct SampleExtent {
     pub sample_id: String,
     /// 0 (not spatial), 2 or 3.
     pub dims: usize,
-    pub min: [f64; 3],
-    pub max: [f64; 3],
-    /// Whether any cell had finite coordinates on all `dims` axes.
-    pub any: bool,
+    /// Over the sample's cells with finite coordinates on its `dims` axes; `None` for a
+    /// sample that is not spatial.
+    pub extent: Option<Extent>,
 }
 
+/// Extents over 2 and 3 axes, while the sample's dimensionality is not known yet.
 #[derive(Debug, Clone)]
 struct Running {
-    min2: [f64; 2],
-    max2: [f64; 2],
-    min3: [f64; 3],
-    max3: [f64; 3],
-    any2: bool,
-    any3: bool,
+    e2: Extent,
+    e3: Extent,
 }
 
 impl Running {
     fn new() -> Self {
         Running {
-            min2: [f64::INFINITY; 2],
-            max2: [f64::NEG_INFINITY; 2],
-            min3: [f64::INFINITY; 3],
-            max3: [f64::NEG_INFINITY; 3],
-            any2: false,
-            any3: false,
+            e2: Extent::new(2),
+            e3: Extent::new(3),
         }
     }
 }
@@ -66,12 +61,20 @@ pub(crate) struct BlocksFunction {
 
 impl BlocksFunction {
     pub(crate) fn new(obs: PathBuf, samples: PathBuf) -> Self {
-        BlocksFunction { obs, samples, extents: OnceLock::new() }
+        BlocksFunction {
+            obs,
+            samples,
+            extents: OnceLock::new(),
+        }
     }
 
     fn extents(&self) -> Result<Arc<Vec<SampleExtent>>> {
         self.extents
-            .get_or_init(|| sample_extents(&self.obs, &self.samples).map(Arc::new).map_err(|e| e.to_string()))
+            .get_or_init(|| {
+                sample_extents(&self.obs, &self.samples)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
             .clone()
             .map_err(|e| Error::new(crate::ErrorKind::Query, e))
     }
@@ -81,8 +84,13 @@ impl BlocksFunction {
         let extents = self.extents()?;
         let mut grids: HashMap<&str, (usize, BlockGrid)> = HashMap::new();
         for (i, e) in extents.iter().enumerate() {
-            if e.dims >= 2 && e.any {
-                grids.insert(&e.sample_id, (i, block_grid(&e.min[..e.dims], &e.max[..e.dims], size, stride)?));
+            if let Some(grid) = e
+                .extent
+                .map(|x| x.grid(size, stride))
+                .transpose()?
+                .flatten()
+            {
+                grids.insert(&e.sample_id, (i, grid));
             }
         }
         let three_d = extents.iter().any(|e| e.dims == 3);
@@ -96,7 +104,10 @@ impl BlocksFunction {
                     (Some(x), Some(y)) => (x, y),
                     _ => break,
                 };
-                let (x, y) = (x.as_primitive::<Float64Type>(), y.as_primitive::<Float64Type>());
+                let (x, y) = (
+                    x.as_primitive::<Float64Type>(),
+                    y.as_primitive::<Float64Type>(),
+                );
                 let z = z.as_ref().map(|z| z.as_primitive::<Float64Type>());
                 let sample = sample.as_string::<i32>();
                 let mut current: Option<(&str, Option<&(usize, BlockGrid)>)> = None;
@@ -130,11 +141,15 @@ impl BlocksFunction {
         let n: usize = counts.iter().map(BTreeMap::len).sum();
         let mut sid = StringBuilder::with_capacity(n, n * 8);
         let mut bid = UInt64Builder::with_capacity(n);
-        let mut lo: Vec<Float64Builder> = (0..3).map(|_| Float64Builder::with_capacity(n)).collect();
-        let mut hi: Vec<Float64Builder> = (0..3).map(|_| Float64Builder::with_capacity(n)).collect();
+        let mut lo: Vec<Float64Builder> =
+            (0..3).map(|_| Float64Builder::with_capacity(n)).collect();
+        let mut hi: Vec<Float64Builder> =
+            (0..3).map(|_| Float64Builder::with_capacity(n)).collect();
         let mut cnt = UInt64Builder::with_capacity(n);
         for (e, c) in extents.iter().zip(&counts) {
-            let Some((_, grid)) = grids.get(e.sample_id.as_str()) else { continue };
+            let Some((_, grid)) = grids.get(e.sample_id.as_str()) else {
+                continue;
+            };
             for (&id, &k) in c {
                 let (l, h) = grid.bounds(id);
                 sid.append_value(&e.sample_id);
@@ -153,8 +168,16 @@ impl BlocksFunction {
         }
         let axes = if three_d { 3 } else { 2 };
         let mut columns: Vec<ArrayRef> = vec![Arc::new(sid.finish()), Arc::new(bid.finish())];
-        columns.extend(lo.iter_mut().take(axes).map(|b| Arc::new(b.finish()) as ArrayRef));
-        columns.extend(hi.iter_mut().take(axes).map(|b| Arc::new(b.finish()) as ArrayRef));
+        columns.extend(
+            lo.iter_mut()
+                .take(axes)
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
+        columns.extend(
+            hi.iter_mut()
+                .take(axes)
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
         columns.push(Arc::new(cnt.finish()));
         Ok(RecordBatch::try_new(schema, columns)?)
     }
@@ -184,7 +207,10 @@ impl TableFunctionImpl for BlocksFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
         if exprs.is_empty() || exprs.len() > 2 {
-            return plan_err!("blocks(size[, stride]) takes 1 or 2 arguments, got {}", exprs.len());
+            return plan_err!(
+                "blocks(size[, stride]) takes 1 or 2 arguments, got {}",
+                exprs.len()
+            );
         }
         let number = |e: &Expr, what: &str| -> DfResult<f64> {
             let value = match e {
@@ -193,7 +219,9 @@ impl TableFunctionImpl for BlocksFunction {
             };
             match value {
                 Some(ScalarValue::Float64(Some(v))) if v.is_finite() && v > 0.0 => Ok(v),
-                _ => plan_err!("blocks(size[, stride]): {what} must be a positive number literal, got {e}"),
+                _ => plan_err!(
+                    "blocks(size[, stride]): {what} must be a positive number literal, got {e}"
+                ),
             }
         };
         let size = number(&exprs[0], "size")?;
@@ -201,8 +229,13 @@ impl TableFunctionImpl for BlocksFunction {
             Some(e) => number(e, "stride")?,
             None => size,
         };
-        let batch = self.compute(size, stride).map_err(|e| DataFusionError::External(Box::new(e)))?;
-        Ok(Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?))
+        let batch = self
+            .compute(size, stride)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(Arc::new(MemTable::try_new(
+            batch.schema(),
+            vec![vec![batch]],
+        )?))
     }
 }
 
@@ -264,12 +297,19 @@ pub(crate) fn sample_extents(obs: &Path, samples: &Path) -> Result<Vec<SampleExt
     if samples.exists() {
         for batch in read_columns(samples, &["sample_id", "spatial_dims"])? {
             let batch = batch?;
-            let (Some(s), Some(d)) = (batch.column_by_name("sample_id"), batch.column_by_name("spatial_dims")) else {
+            let (Some(s), Some(d)) = (
+                batch.column_by_name("sample_id"),
+                batch.column_by_name("spatial_dims"),
+            ) else {
                 break;
             };
             let s = arrow::compute::cast(s, &DataType::Utf8).at_object(samples, "sample_id")?;
-            let d = arrow::compute::cast(d, &DataType::UInt64).at_object(samples, "spatial_dims")?;
-            let (s, d) = (s.as_string::<i32>(), d.as_primitive::<arrow::datatypes::UInt64Type>());
+            let d =
+                arrow::compute::cast(d, &DataType::UInt64).at_object(samples, "spatial_dims")?;
+            let (s, d) = (
+                s.as_string::<i32>(),
+                d.as_primitive::<arrow::datatypes::UInt64Type>(),
+            );
             for r in 0..batch.num_rows() {
                 if s.is_valid(r) && d.is_valid(r) {
                     declared.insert(s.value(r).to_string(), d.value(r) as usize);
@@ -285,7 +325,10 @@ pub(crate) fn sample_extents(obs: &Path, samples: &Path) -> Result<Vec<SampleExt
         let Cols { sample, x, y, z } = Cols::of(&batch, obs)?;
         has_z_column |= z.is_some();
         let sample = sample.as_string::<i32>();
-        let (x, y) = (x.as_ref().map(|a| a.as_primitive::<Float64Type>()), y.as_ref().map(|a| a.as_primitive::<Float64Type>()));
+        let (x, y) = (
+            x.as_ref().map(|a| a.as_primitive::<Float64Type>()),
+            y.as_ref().map(|a| a.as_primitive::<Float64Type>()),
+        );
         let z = z.as_ref().map(|a| a.as_primitive::<Float64Type>());
         let mut current: Option<(&str, String)> = None;
         for r in 0..batch.num_rows() {
@@ -299,49 +342,48 @@ pub(crate) fn sample_extents(obs: &Path, samples: &Path) -> Result<Vec<SampleExt
             }
             let key = &current.as_ref().expect("set above").1;
             let (Some(x), Some(y)) = (x, y) else { continue };
-            let get = |a: &arrow::array::Float64Array| a.is_valid(r).then(|| a.value(r)).filter(|v| v.is_finite());
-            let (Some(px), Some(py)) = (get(x), get(y)) else { continue };
-            let run = running.get_mut(key).expect("inserted above");
-            run.any2 = true;
-            for (a, v) in [px, py].into_iter().enumerate() {
-                run.min2[a] = run.min2[a].min(v);
-                run.max2[a] = run.max2[a].max(v);
-            }
-            if let Some(pz) = z.and_then(get) {
-                run.any3 = true;
-                for (a, v) in [px, py, pz].into_iter().enumerate() {
-                    run.min3[a] = run.min3[a].min(v);
-                    run.max3[a] = run.max3[a].max(v);
+            let get = |a: &arrow::array::Float64Array| {
+                if a.is_valid(r) {
+                    a.value(r)
+                } else {
+                    f64::NAN
                 }
-            }
+            };
+            let p = [get(x), get(y), z.map_or(f64::NAN, get)];
+            let run = running.get_mut(key).expect("inserted above");
+            // A point counts for an extent when it is finite on the extent's axes.
+            run.e2.add(&p);
+            run.e3.add(&p);
         }
     }
     Ok(order
         .into_iter()
         .map(|sample_id| {
             let run = &running[&sample_id];
-            let inferred = if run.any3 { 3 } else if run.any2 { 2 } else { 0 };
+            let inferred = if !run.e3.is_empty() {
+                3
+            } else if !run.e2.is_empty() {
+                2
+            } else {
+                0
+            };
             let mut dims = declared.get(&sample_id).copied().unwrap_or(inferred);
             if dims == 3 && !has_z_column {
                 dims = 2;
             }
-            let (mut min, mut max, any) = ([0.0; 3], [0.0; 3], match dims {
-                3 => run.any3,
-                2 => run.any2,
-                _ => false,
-            });
-            match dims {
-                3 => {
-                    min = run.min3;
-                    max = run.max3;
+            let extent = match dims {
+                3 => Some(run.e3),
+                2 => Some(run.e2),
+                _ => {
+                    dims = 0;
+                    None
                 }
-                2 => {
-                    min[..2].copy_from_slice(&run.min2);
-                    max[..2].copy_from_slice(&run.max2);
-                }
-                _ => dims = 0,
+            };
+            SampleExtent {
+                sample_id,
+                dims,
+                extent,
             }
-            SampleExtent { sample_id, dims, min, max, any }
         })
         .collect())
 }

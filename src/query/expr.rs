@@ -9,7 +9,9 @@ use std::sync::{Arc, OnceLock};
 
 use arrow::array::{Array, AsArray, Float64Builder};
 use arrow::datatypes::{DataType, UInt64Type};
-use datafusion::common::{exec_datafusion_err, exec_err, plan_err, Result as DfResult, ScalarValue};
+use datafusion::common::{
+    exec_datafusion_err, exec_err, plan_err, Result as DfResult, ScalarValue,
+};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
@@ -38,7 +40,9 @@ impl CellRows for Corpus {
 /// The value of gene `gene` in a row, 0 where the row has no entry for it.
 pub(crate) fn row_value(indices: Indices<'_>, values: Values<'_>, gene: u32) -> f64 {
     let pos = match indices {
-        Indices::U16(ix) => u16::try_from(gene).ok().and_then(|g| ix.binary_search(&g).ok()),
+        Indices::U16(ix) => u16::try_from(gene)
+            .ok()
+            .and_then(|g| ix.binary_search(&g).ok()),
         Indices::U32(ix) => ix.binary_search(&gene).ok(),
     };
     match (pos, values) {
@@ -59,7 +63,11 @@ pub(crate) struct ExprState {
 
 impl ExprState {
     pub(crate) fn new(rows: Option<Arc<dyn CellRows>>, genes_path: PathBuf) -> Self {
-        ExprState { rows, genes_path, names: OnceLock::new() }
+        ExprState {
+            rows,
+            genes_path,
+            names: OnceLock::new(),
+        }
     }
 
     fn names(&self) -> DfResult<&HashMap<String, u32>> {
@@ -101,13 +109,20 @@ impl ExprState {
             return id(v).map(Some);
         }
         let lower = name.to_lowercase();
-        let mut close: Vec<&str> =
-            names.keys().filter(|k| k.to_lowercase() == lower).map(String::as_str).take(3).collect();
+        let mut close: Vec<&str> = names
+            .keys()
+            .filter(|k| k.to_lowercase() == lower)
+            .map(String::as_str)
+            .take(3)
+            .collect();
         close.sort_unstable();
         if close.is_empty() {
             exec_err!("expr(): unknown gene '{name}' (not a name in genes.parquet nor a gene id)")
         } else {
-            exec_err!("expr(): unknown gene '{name}'; did you mean {}? (gene names are case sensitive)", close.join(", "))
+            exec_err!(
+                "expr(): unknown gene '{name}'; did you mean {}? (gene names are case sensitive)",
+                close.join(", ")
+            )
         }
     }
 }
@@ -148,13 +163,18 @@ pub(crate) struct ExprUdf {
 
 impl ExprUdf {
     pub(crate) fn new(state: Arc<ExprState>) -> Self {
-        ExprUdf { signature: Signature::any(2, Volatility::Immutable), state }
+        ExprUdf {
+            signature: Signature::any(2, Volatility::Immutable),
+            state,
+        }
     }
 }
 
 impl std::fmt::Debug for ExprUdf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExprUdf").field("genes", &self.state.genes_path).finish()
+        f.debug_struct("ExprUdf")
+            .field("genes", &self.state.genes_path)
+            .finish()
     }
 }
 
@@ -179,9 +199,12 @@ impl ScalarUDFImpl for ExprUdf {
         &self.signature
     }
     fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
-        let cell_ok = super::cohort::is_integral(&args[0]) || args[0] == DataType::Null;
+        let cell_ok = crate::sample::is_integral(&args[0]) || args[0] == DataType::Null;
         let gene_ok = args[1].is_integer()
-            || matches!(args[1], DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 | DataType::Null)
+            || matches!(
+                args[1],
+                DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 | DataType::Null
+            )
             || matches!(&args[1], DataType::Dictionary(_, v) if matches!(**v, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8));
         if !cell_ok || !gene_ok {
             return plan_err!(
@@ -234,7 +257,9 @@ impl ScalarUDFImpl for ExprUdf {
             }
             let (cell, gene) = (cells.value(i), gene.expect("checked above"));
             if cell >= n_cells {
-                return exec_err!("expr(): cell {cell} out of range (the corpus has {n_cells} cells)");
+                return exec_err!(
+                    "expr(): cell {cell} out of range (the corpus has {n_cells} cells)"
+                );
             }
             let (ix, vals) = rows.row(cell);
             out.append_value(row_value(ix, vals, gene));
@@ -245,7 +270,9 @@ impl ScalarUDFImpl for ExprUdf {
             && matches!(args.args[0], ColumnarValue::Scalar(_))
             && matches!(args.args[1], ColumnarValue::Scalar(_))
         {
-            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?));
+            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                &array, 0,
+            )?));
         }
         Ok(ColumnarValue::Array(Arc::new(array)))
     }

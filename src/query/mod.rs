@@ -17,8 +17,9 @@
 //! and two functions:
 //!
 //! - `blocks(size[, stride])`, a table function listing the non-empty spatial blocks of every
-//!   spatial sample: `sample_id, block_id, x0, y0, (z0), x1, y1, (z1), n_cells` (see
-//!   [`block_grid`] for the geometry and the block-id convention);
+//!   spatial sample: `sample_id, block_id, x0, y0, (z0), x1, y1, (z1), n_cells`, counted over
+//!   all cells of the sample, on the grid of [`crate::sample::BlockGrid`] (anchoring, geometry
+//!   and block ids), the grid the block sampler uses;
 //! - `expr(cell, gene)`, the value of one gene (name or id) in one cell as `Float64`, read from
 //!   the mapped matrix by binary search, 0 where the cell has no entry.
 //!
@@ -28,13 +29,21 @@
 //! SELECT * FROM blocks(500) WHERE n_cells BETWEEN 20 AND 200 AND sample_id = 's1';
 //! ```
 //!
+//! What comes out feeds the samplers of [`crate::sample`]:
+//!
+//! - [`QueryEngine::cohort`] (and [`cohort`], [`cohort_where`]): the [`Cohort`] of the cells
+//!   a query selects; save it with [`crate::sample::write_cohort`];
+//! - [`block_selection`]: the `(sample_id, block_id)` pairs a query over `blocks(...)`
+//!   selects, for [`crate::sample::BlockConfig::only`];
+//! - [`region_selection`]: the `(sample_id, region_id)` pairs a query over `regions`
+//!   selects, for [`crate::sample::RegionConfig::only`].
+//!
 //! Strings come back as `Utf8` (not `Utf8View`), so results print and export plainly.
 
 mod blocks;
-mod cohort;
 mod expr;
-mod grid;
 mod output;
+mod selection;
 #[cfg(test)]
 mod tests;
 
@@ -52,11 +61,10 @@ use futures::StreamExt;
 use crate::corpus::Corpus;
 use crate::error::{Error, ErrorKind, Result};
 
-pub use cohort::{read_cohort, write_cohort, Cohort, CELL_COLUMN};
-pub use grid::{block_grid, BlockGrid};
-pub use output::{format_table, OutputFormat, ResultWriter};
+use crate::sample::{Cohort, CELL_COLUMN};
 
-pub(crate) use cohort::temp_beside;
+pub use output::{format_table, OutputFormat, ResultWriter};
+pub use selection::{block_selection, region_selection};
 
 pub(crate) use expr::CellRows;
 
@@ -93,7 +101,10 @@ pub struct QueryEngine {
 
 impl std::fmt::Debug for QueryEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueryEngine").field("root", &self.root).field("tables", &self.tables).finish()
+        f.debug_struct("QueryEngine")
+            .field("root", &self.root)
+            .field("tables", &self.tables)
+            .finish()
     }
 }
 
@@ -107,7 +118,12 @@ impl QueryEngine {
     pub fn with_options(corpus: Arc<Corpus>, options: &QueryOptions) -> Result<QueryEngine> {
         let root = corpus.root().to_path_buf();
         let n_cells = corpus.n_cells();
-        Self::from_parts(&root, Some(n_cells), Some(corpus as Arc<dyn CellRows>), options)
+        Self::from_parts(
+            &root,
+            Some(n_cells),
+            Some(corpus as Arc<dyn CellRows>),
+            options,
+        )
     }
 
     /// A session over the tables in `root`; `rows` backs `expr()` (it fails without), and
@@ -119,7 +135,9 @@ impl QueryEngine {
         options: &QueryOptions,
     ) -> Result<QueryEngine> {
         let threads = match options.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()).min(8),
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(8),
             n => n,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -127,9 +145,14 @@ impl QueryEngine {
             .thread_name("cellarrow-sql")
             .enable_all()
             .build()
-            .map_err(|e| Error::new(ErrorKind::Query, format!("starting the query runtime: {e}")).with_source(e))?;
+            .map_err(|e| {
+                Error::new(ErrorKind::Query, format!("starting the query runtime: {e}"))
+                    .with_source(e)
+            })?;
 
-        let mut config = SessionConfig::new().with_target_partitions(threads).with_information_schema(true);
+        let mut config = SessionConfig::new()
+            .with_target_partitions(threads)
+            .with_information_schema(true);
         {
             let o = config.options_mut();
             // Plain Utf8 prints, exports and round-trips through every reader.
@@ -154,24 +177,36 @@ impl QueryEngine {
                 }
                 return Err(Error::corpus(&path, format!("missing table `{table}`")));
             }
-            let url = path.to_str().ok_or_else(|| Error::corpus(&path, "path is not valid UTF-8"))?;
+            let url = path
+                .to_str()
+                .ok_or_else(|| Error::corpus(&path, "path is not valid UTF-8"))?;
             runtime
                 .block_on(ctx.register_parquet(table, url, ParquetReadOptions::default()))
                 .map_err(|e| query_error(e).with_path(&path))?;
             tables.push(table.to_string());
         }
         let engine_tables = tables;
-        let mut engine =
-            QueryEngine { ctx, runtime, root: root.to_path_buf(), n_cells, tables: engine_tables };
+        let mut engine = QueryEngine {
+            ctx,
+            runtime,
+            root: root.to_path_buf(),
+            n_cells,
+            tables: engine_tables,
+        };
         if !engine.tables.iter().any(|t| t == "regions") {
             engine.derive_regions(options.region_column.as_deref())?;
         }
         engine.ctx.register_udtf(
             "blocks",
-            Arc::new(blocks::BlocksFunction::new(obs, root.join("samples.parquet"))),
+            Arc::new(blocks::BlocksFunction::new(
+                obs,
+                root.join("samples.parquet"),
+            )),
         );
         let state = Arc::new(expr::ExprState::new(rows, root.join("genes.parquet")));
-        engine.ctx.register_udf(ScalarUDF::from(expr::ExprUdf::new(state)));
+        engine
+            .ctx
+            .register_udf(ScalarUDF::from(expr::ExprUdf::new(state)));
         Ok(engine)
     }
 
@@ -184,7 +219,10 @@ impl QueryEngine {
             Some(c) => {
                 return Err(Error::new(
                     ErrorKind::Query,
-                    format!("region column `{c}` is not an obs column; obs columns: {}", names.join(", ")),
+                    format!(
+                        "region column `{c}` is not an obs column; obs columns: {}",
+                        names.join(", ")
+                    ),
                 ))
             }
             None if names.contains(&"region") => "region".to_string(),
@@ -196,14 +234,18 @@ impl QueryEngine {
         );
         for axis in ["x", "y", "z"] {
             if names.contains(&axis) {
-                select.push_str(&format!(", MIN({axis}) AS {axis}_min, MAX({axis}) AS {axis}_max"));
+                select.push_str(&format!(
+                    ", MIN({axis}) AS {axis}_min, MAX({axis}) AS {axis}_max"
+                ));
             }
         }
         let sql = format!(
             "CREATE VIEW regions AS SELECT {select} FROM obs WHERE {col} IS NOT NULL \
              GROUP BY sample_id, {col} ORDER BY MIN(cell)"
         );
-        self.runtime.block_on(self.ctx.sql(&sql)).map_err(query_error)?;
+        self.runtime
+            .block_on(self.ctx.sql(&sql))
+            .map_err(query_error)?;
         self.tables.push("regions".to_string());
         Ok(())
     }
@@ -225,7 +267,10 @@ impl QueryEngine {
 
     /// The Arrow schema of a registered table.
     pub fn table_schema(&self, table: &str) -> Result<SchemaRef> {
-        let provider = self.runtime.block_on(self.ctx.table_provider(table)).map_err(query_error)?;
+        let provider = self
+            .runtime
+            .block_on(self.ctx.table_provider(table))
+            .map_err(query_error)?;
         Ok(provider.schema())
     }
 
@@ -273,18 +318,25 @@ impl QueryEngine {
             let schema = df.schema().inner().clone();
             if schema.index_of(CELL_COLUMN).is_err() {
                 let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                return Err(cohort::missing_cell_column("the cohort query", &names));
+                return Err(crate::sample::missing_cell_column(
+                    "the cohort query",
+                    &names,
+                ));
             }
             // Only the cell column crosses the stream, whatever else the query selects.
             let df = df.select_columns(&[CELL_COLUMN]).map_err(query_error)?;
             let mut stream = df.execute_stream().await.map_err(query_error)?;
             while let Some(batch) = stream.next().await {
-                cohort::append_cells(&batch.map_err(query_error)?, &mut cells, "the cohort query")?;
+                crate::sample::append_cells(
+                    &batch.map_err(query_error)?,
+                    &mut cells,
+                    "the cohort query",
+                )?;
             }
             Ok(())
         })?;
         let cohort = Cohort::from_cells(cells);
-        if let Some(&last) = cohort.cells().last() {
+        if let Some(last) = cohort.last() {
             if last >= self.n_cells {
                 return Err(Error::new(
                     ErrorKind::Query,
@@ -346,7 +398,11 @@ pub(crate) fn query_error(e: DataFusionError) -> Error {
         }
     }
     if let DataFusionError::SchemaError(schema_error, _) = root {
-        if let SchemaError::FieldNotFound { field, valid_fields } = schema_error.as_ref() {
+        if let SchemaError::FieldNotFound {
+            field,
+            valid_fields,
+        } = schema_error.as_ref()
+        {
             return unknown_column(field, valid_fields, &root.to_string()).with_source(e);
         }
     }
@@ -362,7 +418,10 @@ fn unknown_column(
     // Group the candidates by table, in first-seen order.
     let mut by_table: Vec<(String, Vec<String>)> = Vec::new();
     for c in valid {
-        let table = c.relation.as_ref().map_or_else(String::new, |r| r.to_string());
+        let table = c
+            .relation
+            .as_ref()
+            .map_or_else(String::new, |r| r.to_string());
         match by_table.iter_mut().find(|(t, _)| *t == table) {
             Some((_, cols)) => cols.push(c.name.clone()),
             None => by_table.push((table, vec![c.name.clone()])),

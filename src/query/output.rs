@@ -42,7 +42,9 @@ fn output_type(t: &DataType, text: bool) -> DataType {
         DataType::Utf8View => DataType::Utf8,
         DataType::BinaryView => DataType::Binary,
         DataType::Dictionary(_, v) if text => output_type(v, text),
-        DataType::Dictionary(k, v) => DataType::Dictionary(k.clone(), Box::new(output_type(v, text))),
+        DataType::Dictionary(k, v) => {
+            DataType::Dictionary(k.clone(), Box::new(output_type(v, text)))
+        }
         other => other.clone(),
     }
 }
@@ -53,7 +55,11 @@ pub fn output_schema(schema: &Schema, format: OutputFormat) -> SchemaRef {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
-        .map(|f| f.as_ref().clone().with_data_type(output_type(f.data_type(), text)))
+        .map(|f| {
+            f.as_ref()
+                .clone()
+                .with_data_type(output_type(f.data_type(), text))
+        })
         .collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
@@ -95,9 +101,15 @@ impl<W: Write + Send> ResultWriter<W> {
         let schema = output_schema(schema, format);
         let inner = match format {
             OutputFormat::Table => Inner::Table(out, Vec::new()),
-            OutputFormat::Csv => Inner::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(out)),
+            OutputFormat::Csv => Inner::Csv(
+                arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(out),
+            ),
             OutputFormat::Json => Inner::Json(
-                arrow::json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow::json::writer::LineDelimited>(out),
+                arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, arrow::json::writer::LineDelimited>(out),
             ),
             OutputFormat::Parquet => {
                 let props = WriterProperties::builder()
@@ -105,7 +117,9 @@ impl<W: Write + Send> ResultWriter<W> {
                     .build();
                 Inner::Parquet(ArrowWriter::try_new(out, schema.clone(), Some(props))?)
             }
-            OutputFormat::Arrow => Inner::Arrow(arrow::ipc::writer::FileWriter::try_new(out, &schema)?),
+            OutputFormat::Arrow => {
+                Inner::Arrow(arrow::ipc::writer::FileWriter::try_new(out, &schema)?)
+            }
         };
         Ok(ResultWriter { schema, inner })
     }
@@ -125,10 +139,13 @@ impl<W: Write + Send> ResultWriter<W> {
 
     /// Finishes the output (footers, the table) and flushes; returns the writer.
     pub fn finish(self) -> Result<W> {
-        let io = |e: std::io::Error| Error::new(ErrorKind::Io, format!("writing results: {e}")).with_source(e);
+        let io = |e: std::io::Error| {
+            Error::new(ErrorKind::Io, format!("writing results: {e}")).with_source(e)
+        };
         let mut out = match self.inner {
             Inner::Table(mut out, batches) => {
-                out.write_all(format_table(&self.schema, &batches)?.as_bytes()).map_err(io)?;
+                out.write_all(format_table(&self.schema, &batches)?.as_bytes())
+                    .map_err(io)?;
                 out
             }
             Inner::Csv(w) => w.into_inner(),
@@ -190,7 +207,11 @@ pub fn format_table(schema: &Schema, batches: &[RecordBatch]) -> Result<String> 
             *w = (*w).max(c.chars().count());
         }
     }
-    let right: Vec<bool> = schema.fields().iter().map(|f| right_aligned(f.data_type())).collect();
+    let right: Vec<bool> = schema
+        .fields()
+        .iter()
+        .map(|f| right_aligned(f.data_type()))
+        .collect();
     let mut out = String::new();
     let rule: String = {
         let mut s = String::from("+");

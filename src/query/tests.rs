@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, AsArray, DictionaryArray, Float64Array, Int64Array, RecordBatch, StringArray,
-    UInt32Array, UInt64Array, UInt8Array,
+    ArrayRef, AsArray, DictionaryArray, Float64Array, RecordBatch, StringArray, UInt32Array,
+    UInt64Array, UInt8Array,
 };
 use arrow::datatypes::{DataType, Float64Type, Int32Type, UInt64Type};
 
@@ -64,7 +64,11 @@ impl CellRows for MemRows {
     }
     fn row(&self, cell: u64) -> (Indices<'_>, Values<'_>) {
         let (a, b) = (self.indptr[cell as usize], self.indptr[cell as usize + 1]);
-        let ix = if self.narrow { Indices::U16(&self.idx16[a..b]) } else { Indices::U32(&self.idx32[a..b]) };
+        let ix = if self.narrow {
+            Indices::U16(&self.idx16[a..b])
+        } else {
+            Indices::U32(&self.idx32[a..b])
+        };
         (ix, Values::F32(&self.values[a..b]))
     }
 }
@@ -79,7 +83,13 @@ impl Fixture {
         self.dir.path()
     }
     fn rows(&self, narrow: bool) -> Arc<MemRows> {
-        let mut m = MemRows { indptr: vec![0], idx32: vec![], idx16: vec![], values: vec![], narrow };
+        let mut m = MemRows {
+            indptr: vec![0],
+            idx32: vec![],
+            idx16: vec![],
+            values: vec![],
+            narrow,
+        };
         for c in &self.cells {
             m.idx32.extend(&c.genes);
             m.idx16.extend(c.genes.iter().map(|&g| g as u16));
@@ -89,8 +99,17 @@ impl Fixture {
         Arc::new(m)
     }
     fn engine(&self) -> QueryEngine {
-        let opts = QueryOptions { threads: 2, ..Default::default() };
-        QueryEngine::from_parts(self.root(), None, Some(self.rows(false) as Arc<dyn CellRows>), &opts).unwrap()
+        let opts = QueryOptions {
+            threads: 2,
+            ..Default::default()
+        };
+        QueryEngine::from_parts(
+            self.root(),
+            None,
+            Some(self.rows(false) as Arc<dyn CellRows>),
+            &opts,
+        )
+        .unwrap()
     }
 }
 
@@ -98,7 +117,9 @@ fn write(path: &Path, columns: Vec<(&str, ArrayRef)>) {
     let batch = RecordBatch::try_from_iter(columns).unwrap();
     let file = std::fs::File::create(path).unwrap();
     // Small row groups so that predicate push-down has several groups to skip.
-    let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(64)).build();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(64))
+        .build();
     let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
@@ -175,24 +196,58 @@ fn fixture() -> Fixture {
     write(
         &root.join("obs.parquet"),
         vec![
-            ("cell", Arc::new(UInt64Array::from_iter_values(0..n as u64)) as ArrayRef),
+            (
+                "cell",
+                Arc::new(UInt64Array::from_iter_values(0..n as u64)) as ArrayRef,
+            ),
             ("sample_id", dict(cells.iter().map(|c| Some(c.sample)))),
-            ("obs_name", Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("bc{i}"))))),
-            ("nnz", Arc::new(UInt32Array::from_iter_values(cells.iter().map(|c| c.genes.len() as u32)))),
-            ("total", Arc::new(Float64Array::from_iter_values(cells.iter().map(|c| c.values.iter().map(|&v| v as f64).sum())))),
+            (
+                "obs_name",
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("bc{i}")),
+                )),
+            ),
+            (
+                "nnz",
+                Arc::new(UInt32Array::from_iter_values(
+                    cells.iter().map(|c| c.genes.len() as u32),
+                )),
+            ),
+            (
+                "total",
+                Arc::new(Float64Array::from_iter_values(
+                    cells
+                        .iter()
+                        .map(|c| c.values.iter().map(|&v| v as f64).sum()),
+                )),
+            ),
             ("x", f64s(&|c| c.x)),
             ("y", f64s(&|c| c.y)),
             ("z", f64s(&|c| c.z)),
             ("cell_type", dict(cells.iter().map(|c| Some(c.cell_type)))),
-            ("tissue", Arc::new(cells.iter().map(|c| Some(c.tissue)).collect::<StringArray>())),
-            ("donor", Arc::new(cells.iter().map(|c| Some(c.donor)).collect::<StringArray>())),
+            (
+                "tissue",
+                Arc::new(
+                    cells
+                        .iter()
+                        .map(|c| Some(c.tissue))
+                        .collect::<StringArray>(),
+                ),
+            ),
+            (
+                "donor",
+                Arc::new(cells.iter().map(|c| Some(c.donor)).collect::<StringArray>()),
+            ),
             ("region", dict(cells.iter().map(|c| c.region))),
         ],
     );
     write(
         &root.join("genes.parquet"),
         vec![
-            ("gene", Arc::new(UInt32Array::from_iter_values(0..GENES.len() as u32)) as ArrayRef),
+            (
+                "gene",
+                Arc::new(UInt32Array::from_iter_values(0..GENES.len() as u32)) as ArrayRef,
+            ),
             ("name", Arc::new(StringArray::from_iter_values(GENES))),
         ],
     );
@@ -208,11 +263,20 @@ fn fixture() -> Fixture {
     write(
         &root.join("samples.parquet"),
         vec![
-            ("sample_id", Arc::new(StringArray::from_iter_values(SAMPLES.map(|s| s.0))) as ArrayRef),
+            (
+                "sample_id",
+                Arc::new(StringArray::from_iter_values(SAMPLES.map(|s| s.0))) as ArrayRef,
+            ),
             ("first_cell", Arc::new(UInt64Array::from(firsts))),
             ("n_cells", Arc::new(UInt64Array::from(counts))),
-            ("spatial_dims", Arc::new(UInt8Array::from_iter_values(SAMPLES.map(|s| s.1)))),
-            ("species", Arc::new(StringArray::from_iter_values(SAMPLES.map(|s| s.2)))),
+            (
+                "spatial_dims",
+                Arc::new(UInt8Array::from_iter_values(SAMPLES.map(|s| s.1))),
+            ),
+            (
+                "species",
+                Arc::new(StringArray::from_iter_values(SAMPLES.map(|s| s.2))),
+            ),
         ],
     );
     Fixture { dir, cells }
@@ -268,7 +332,9 @@ fn counts_per_cell_type_and_tissue_match_the_rows() {
         .collect();
     let mut want = BTreeMap::new();
     for c in &f.cells {
-        *want.entry((c.cell_type.to_string(), c.tissue.to_string())).or_insert(0) += 1;
+        *want
+            .entry((c.cell_type.to_string(), c.tissue.to_string()))
+            .or_insert(0) += 1;
     }
     assert_eq!(got, want);
 }
@@ -298,11 +364,20 @@ fn donor_in_bounding_box_matches_the_rows() {
 #[test]
 fn samples_of_one_species_and_strings_are_plain_utf8() {
     let f = fixture();
-    let b = f.engine().sql("SELECT sample_id, n_cells FROM samples WHERE species = 'human' ORDER BY sample_id").unwrap();
-    assert_eq!(column_strings(&b, "sample_id"), [Some("s1".to_string()), Some("s3".to_string())]);
+    let b = f
+        .engine()
+        .sql("SELECT sample_id, n_cells FROM samples WHERE species = 'human' ORDER BY sample_id")
+        .unwrap();
+    assert_eq!(
+        column_strings(&b, "sample_id"),
+        [Some("s1".to_string()), Some("s3".to_string())]
+    );
     assert_eq!(column_u64(&b, "n_cells"), [150, 70]);
     assert_eq!(b[0].schema().field(0).data_type(), &DataType::Utf8);
-    let b = f.engine().sql("SELECT donor, CAST(cell AS VARCHAR) AS c FROM obs LIMIT 1").unwrap();
+    let b = f
+        .engine()
+        .sql("SELECT donor, CAST(cell AS VARCHAR) AS c FROM obs LIMIT 1")
+        .unwrap();
     assert_eq!(b[0].schema().field(0).data_type(), &DataType::Utf8);
     assert_eq!(b[0].schema().field(1).data_type(), &DataType::Utf8);
 }
@@ -314,19 +389,31 @@ fn unknown_column_lists_the_columns_of_the_table() {
     assert_eq!(err.kind(), ErrorKind::Query);
     let m = err.to_string();
     assert!(m.contains("unknown column `celltype`"), "{m}");
-    assert!(m.contains("columns of obs: cell, sample_id, obs_name"), "{m}");
+    assert!(
+        m.contains("columns of obs: cell, sample_id, obs_name"),
+        "{m}"
+    );
     assert!(m.contains("cell_type"), "{m}");
     assert!(!m.contains("n_samples"), "{m}");
 
-    let err = f.engine().sql("SELECT g.nope FROM genes g JOIN samples s ON true").unwrap_err();
+    let err = f
+        .engine()
+        .sql("SELECT g.nope FROM genes g JOIN samples s ON true")
+        .unwrap_err();
     let m = err.to_string();
-    assert!(m.contains("columns of g: gene, name") && !m.contains("species"), "{m}");
+    assert!(
+        m.contains("columns of g: gene, name") && !m.contains("species"),
+        "{m}"
+    );
 }
 
 #[test]
 fn syntax_errors_keep_the_position() {
     let f = fixture();
-    let err = f.engine().sql("SELECT cell FROM obs WHERE cell_type = = 'T cell'").unwrap_err();
+    let err = f
+        .engine()
+        .sql("SELECT cell FROM obs WHERE cell_type = = 'T cell'")
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Query);
     let m = err.to_string();
     assert!(m.contains("Line: 1, Column"), "{m}");
@@ -335,12 +422,21 @@ fn syntax_errors_keep_the_position() {
 #[test]
 fn cohort_without_cell_column_is_an_error() {
     let f = fixture();
-    let err = f.engine().cohort("SELECT sample_id, cell_type FROM obs").unwrap_err();
+    let err = f
+        .engine()
+        .cohort("SELECT sample_id, cell_type FROM obs")
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Query);
     let m = err.to_string();
-    assert!(m.contains("no `cell` column") && m.contains("sample_id, cell_type"), "{m}");
+    assert!(
+        m.contains("no `cell` column") && m.contains("sample_id, cell_type"),
+        "{m}"
+    );
     // Also with an empty result.
-    let err = f.engine().cohort("SELECT sample_id FROM obs WHERE false").unwrap_err();
+    let err = f
+        .engine()
+        .cohort("SELECT sample_id FROM obs WHERE false")
+        .unwrap_err();
     assert!(err.to_string().contains("no `cell` column"));
 }
 
@@ -355,10 +451,14 @@ fn cohort_is_sorted_and_unique() {
         )
         .unwrap();
     let want: Vec<u64> = (0..f.cells.len() as u64)
-        .filter(|&i| f.cells[i as usize].cell_type == "T cell" || f.cells[i as usize].tissue == "brain")
+        .filter(|&i| {
+            f.cells[i as usize].cell_type == "T cell" || f.cells[i as usize].tissue == "brain"
+        })
         .collect();
-    assert_eq!(c.cells(), want);
-    let w = e.cohort_where("cell_type = 'T cell' OR tissue = 'brain'").unwrap();
+    assert_eq!(c.to_vec(), want);
+    let w = e
+        .cohort_where("cell_type = 'T cell' OR tissue = 'brain'")
+        .unwrap();
     assert_eq!(w, c);
     assert!(e.cohort_where("false").unwrap().is_empty());
 }
@@ -366,62 +466,50 @@ fn cohort_is_sorted_and_unique() {
 #[test]
 fn cohort_with_ids_outside_the_corpus_is_an_error() {
     let f = fixture();
-    let err = f.engine().cohort("SELECT cell + 1000 AS cell FROM obs").unwrap_err();
+    let err = f
+        .engine()
+        .cohort("SELECT cell + 1000 AS cell FROM obs")
+        .unwrap_err();
     assert!(err.to_string().contains("corpus has 300 cells"), "{err}");
-    let err = f.engine().cohort("SELECT CAST(NULL AS BIGINT) AS cell").unwrap_err();
+    let err = f
+        .engine()
+        .cohort("SELECT CAST(NULL AS BIGINT) AS cell")
+        .unwrap_err();
     assert!(err.to_string().contains("null"), "{err}");
 }
 
-#[test]
-fn cohort_file_round_trips_as_one_sorted_uint64_column() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.parquet");
-    let c = Cohort::from_cells(vec![9, 3, 3, 100, 0]);
-    write_cohort(&path, &c).unwrap();
-    let file = std::fs::File::open(&path).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
-    let schema = reader.schema().clone();
-    assert_eq!(schema.fields().len(), 1);
-    assert_eq!(schema.field(0).name(), "cell");
-    assert_eq!(schema.field(0).data_type(), &DataType::UInt64);
-    assert!(!schema.field(0).is_nullable());
-    let batches: Vec<_> = reader.build().unwrap().collect::<std::result::Result<_, _>>().unwrap();
-    assert_eq!(column_u64(&batches, "cell"), [0, 3, 9, 100]);
-    assert_eq!(read_cohort(&path).unwrap(), c);
-    assert!(std::fs::read_dir(dir.path()).unwrap().count() == 1, "no temporary file left behind");
-}
-
-#[test]
-fn cohort_files_from_other_tools_are_normalised_or_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("pandas.parquet");
-    write(&p, vec![("other", Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef), ("cell", Arc::new(Int64Array::from(vec![5, 1, 5])))]);
-    assert_eq!(read_cohort(&p).unwrap().cells(), [1, 5]);
-    let p = dir.path().join("negative.parquet");
-    write(&p, vec![("cell", Arc::new(Int64Array::from(vec![5, -1])) as ArrayRef)]);
-    assert_eq!(read_cohort(&p).unwrap_err().kind(), ErrorKind::InvalidInput);
-    let p = dir.path().join("nocell.parquet");
-    write(&p, vec![("id", Arc::new(Int64Array::from(vec![5])) as ArrayRef)]);
-    let err = read_cohort(&p).unwrap_err();
-    assert!(err.to_string().contains("no `cell` column") && err.to_string().contains("id"), "{err}");
-}
-
 fn expected_expr(c: &Cell, gene: u32) -> f64 {
-    c.genes.iter().position(|&g| g == gene).map_or(0.0, |p| c.values[p] as f64)
+    c.genes
+        .iter()
+        .position(|&g| g == gene)
+        .map_or(0.0, |p| c.values[p] as f64)
 }
 
 #[test]
 fn expr_matches_the_rows_written() {
     let f = fixture();
     for narrow in [false, true] {
-        let opts = QueryOptions { threads: 2, ..Default::default() };
-        let e = QueryEngine::from_parts(f.root(), None, Some(f.rows(narrow) as Arc<dyn CellRows>), &opts).unwrap();
+        let opts = QueryOptions {
+            threads: 2,
+            ..Default::default()
+        };
+        let e = QueryEngine::from_parts(
+            f.root(),
+            None,
+            Some(f.rows(narrow) as Arc<dyn CellRows>),
+            &opts,
+        )
+        .unwrap();
         for (g, name) in GENES.iter().enumerate() {
             let b = e.sql(&format!("SELECT cell, expr(cell, '{name}') AS v, expr(cell, {g}) AS w FROM obs ORDER BY cell")).unwrap();
             let v = column_f64(&b, "v");
             let w = column_f64(&b, "w");
             for (i, c) in f.cells.iter().enumerate() {
-                assert_eq!(v[i], Some(expected_expr(c, g as u32)), "cell {i} gene {name}");
+                assert_eq!(
+                    v[i],
+                    Some(expected_expr(c, g as u32)),
+                    "cell {i} gene {name}"
+                );
                 assert_eq!(w[i], v[i]);
             }
         }
@@ -431,15 +519,21 @@ fn expr_matches_the_rows_written() {
 #[test]
 fn expr_filters_cells_without_a_dense_matrix() {
     let f = fixture();
-    let c = f.engine().cohort_where("cell_type = 'T cell' AND expr(cell, 'CD3E') > 0").unwrap();
+    let c = f
+        .engine()
+        .cohort_where("cell_type = 'T cell' AND expr(cell, 'CD3E') > 0")
+        .unwrap();
     let want: Vec<u64> = (0..f.cells.len())
         .filter(|&i| f.cells[i].cell_type == "T cell" && expected_expr(&f.cells[i], 0) > 0.0)
         .map(|i| i as u64)
         .collect();
     assert!(!want.is_empty());
-    assert_eq!(c.cells(), want);
+    assert_eq!(c.to_vec(), want);
     // A gene given by numeric id in a string, and per-row gene names.
-    let b = f.engine().sql("SELECT expr(5, '2') AS a, expr(5, g.name) AS b FROM genes g WHERE g.gene = 2").unwrap();
+    let b = f
+        .engine()
+        .sql("SELECT expr(5, '2') AS a, expr(5, g.name) AS b FROM genes g WHERE g.gene = 2")
+        .unwrap();
     assert_eq!(column_f64(&b, "a"), [Some(expected_expr(&f.cells[5], 2))]);
     assert_eq!(column_f64(&b, "b"), [Some(expected_expr(&f.cells[5], 2))]);
 }
@@ -448,16 +542,32 @@ fn expr_filters_cells_without_a_dense_matrix() {
 fn expr_reports_unknown_genes_and_cells() {
     let f = fixture();
     let e = f.engine();
-    let m = e.sql("SELECT expr(cell, 'cd3e') FROM obs").unwrap_err().to_string();
-    assert!(m.contains("unknown gene 'cd3e'") && m.contains("CD3E"), "{m}");
-    let m = e.sql("SELECT expr(cell, 99) FROM obs").unwrap_err().to_string();
+    let m = e
+        .sql("SELECT expr(cell, 'cd3e') FROM obs")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        m.contains("unknown gene 'cd3e'") && m.contains("CD3E"),
+        "{m}"
+    );
+    let m = e
+        .sql("SELECT expr(cell, 99) FROM obs")
+        .unwrap_err()
+        .to_string();
     assert!(m.contains("gene id 99 out of range"), "{m}");
-    let m = e.sql("SELECT expr(cell + 1000, 'CD3E') FROM obs").unwrap_err().to_string();
+    let m = e
+        .sql("SELECT expr(cell + 1000, 'CD3E') FROM obs")
+        .unwrap_err()
+        .to_string();
     assert!(m.contains("out of range"), "{m}");
 }
 
 /// Brute force: every grid block of every spatial sample, counted by testing each cell.
-fn brute_force_blocks(cells: &[Cell], size: f64, stride: f64) -> BTreeMap<(String, u64), (Vec<f64>, u64)> {
+fn brute_force_blocks(
+    cells: &[Cell],
+    size: f64,
+    stride: f64,
+) -> BTreeMap<(String, u64), (Vec<f64>, u64)> {
     let mut out = BTreeMap::new();
     for (sample, dims, _) in SAMPLES {
         if dims == 0 {
@@ -469,12 +579,24 @@ fn brute_force_blocks(cells: &[Cell], size: f64, stride: f64) -> BTreeMap<(Strin
             let p: Option<Vec<f64>> = p[..dims].iter().copied().collect();
             p.filter(|p| p.iter().all(|v| v.is_finite()))
         };
-        let pts: Vec<Vec<f64>> = cells.iter().filter(|c| c.sample == sample).filter_map(point).collect();
-        let min: Vec<f64> = (0..dims).map(|a| pts.iter().map(|p| p[a]).fold(f64::INFINITY, f64::min)).collect();
-        let max: Vec<f64> = (0..dims).map(|a| pts.iter().map(|p| p[a]).fold(f64::NEG_INFINITY, f64::max)).collect();
+        let pts: Vec<Vec<f64>> = cells
+            .iter()
+            .filter(|c| c.sample == sample)
+            .filter_map(point)
+            .collect();
+        let min: Vec<f64> = (0..dims)
+            .map(|a| pts.iter().map(|p| p[a]).fold(f64::INFINITY, f64::min))
+            .collect();
+        let max: Vec<f64> = (0..dims)
+            .map(|a| pts.iter().map(|p| p[a]).fold(f64::NEG_INFINITY, f64::max))
+            .collect();
         // Up to the first block whose upper bound passes the maximum.
         let n: Vec<u64> = (0..dims)
-            .map(|a| 1 + (0..).take_while(|&k| min[a] + k as f64 * stride + size <= max[a]).count() as u64)
+            .map(|a| {
+                1 + (0..)
+                    .take_while(|&k| min[a] + k as f64 * stride + size <= max[a])
+                    .count() as u64
+            })
             .collect();
         let total: u64 = n.iter().product();
         for id in 0..total {
@@ -486,7 +608,10 @@ fn brute_force_blocks(cells: &[Cell], size: f64, stride: f64) -> BTreeMap<(Strin
                 rest /= n[a];
             }
             let lo: Vec<f64> = (0..dims).map(|a| min[a] + k[a] as f64 * stride).collect();
-            let count = pts.iter().filter(|p| (0..dims).all(|a| lo[a] <= p[a] && p[a] < lo[a] + size)).count() as u64;
+            let count = pts
+                .iter()
+                .filter(|p| (0..dims).all(|a| lo[a] <= p[a] && p[a] < lo[a] + size))
+                .count() as u64;
             if count > 0 {
                 out.insert((sample.to_string(), id), (lo, count));
             }
@@ -499,13 +624,53 @@ fn brute_force_blocks(cells: &[Cell], size: f64, stride: f64) -> BTreeMap<(Strin
 fn blocks_match_a_brute_force_count() {
     let f = fixture();
     let e = f.engine();
-    for (size, stride) in [(10.0, 10.0), (10.0, 5.0), (10.0, 15.0), (25.0, 25.0), (1000.0, 1000.0)] {
-        let b = e.sql(&format!("SELECT * FROM blocks({size}, {stride}) ORDER BY sample_id, block_id")).unwrap();
-        let names: Vec<String> = b[0].schema().fields().iter().map(|f| f.name().clone()).collect();
-        assert_eq!(names, ["sample_id", "block_id", "x0", "y0", "z0", "x1", "y1", "z1", "n_cells"]);
-        let (sid, bid, n) = (column_strings(&b, "sample_id"), column_u64(&b, "block_id"), column_u64(&b, "n_cells"));
-        let lo = [column_f64(&b, "x0"), column_f64(&b, "y0"), column_f64(&b, "z0")];
-        let hi = [column_f64(&b, "x1"), column_f64(&b, "y1"), column_f64(&b, "z1")];
+    for (size, stride) in [
+        (10.0, 10.0),
+        (10.0, 5.0),
+        (10.0, 15.0),
+        (25.0, 25.0),
+        (1000.0, 1000.0),
+    ] {
+        let b = e
+            .sql(&format!(
+                "SELECT * FROM blocks({size}, {stride}) ORDER BY sample_id, block_id"
+            ))
+            .unwrap();
+        let names: Vec<String> = b[0]
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "sample_id",
+                "block_id",
+                "x0",
+                "y0",
+                "z0",
+                "x1",
+                "y1",
+                "z1",
+                "n_cells"
+            ]
+        );
+        let (sid, bid, n) = (
+            column_strings(&b, "sample_id"),
+            column_u64(&b, "block_id"),
+            column_u64(&b, "n_cells"),
+        );
+        let lo = [
+            column_f64(&b, "x0"),
+            column_f64(&b, "y0"),
+            column_f64(&b, "z0"),
+        ];
+        let hi = [
+            column_f64(&b, "x1"),
+            column_f64(&b, "y1"),
+            column_f64(&b, "z1"),
+        ];
         let mut got = BTreeMap::new();
         for i in 0..sid.len() {
             let s = sid[i].clone().unwrap();
@@ -519,7 +684,11 @@ fn blocks_match_a_brute_force_count() {
             }
             got.insert((s, bid[i]), (l, n[i]));
         }
-        assert_eq!(got, brute_force_blocks(&f.cells, size, stride), "size {size} stride {stride}");
+        assert_eq!(
+            got,
+            brute_force_blocks(&f.cells, size, stride),
+            "size {size} stride {stride}"
+        );
     }
     // blocks(size) means stride = size, and the result filters like any table.
     let a = e.sql("SELECT block_id, n_cells FROM blocks(10) WHERE n_cells BETWEEN 2 AND 4 AND sample_id = 's1' ORDER BY block_id").unwrap();
@@ -536,10 +705,18 @@ fn blocks_match_a_brute_force_count() {
 fn blocks_arguments_are_checked() {
     let f = fixture();
     let e = f.engine();
-    for sql in ["SELECT * FROM blocks()", "SELECT * FROM blocks(0)", "SELECT * FROM blocks(10, 'a')", "SELECT * FROM blocks(1, 2, 3)"] {
+    for sql in [
+        "SELECT * FROM blocks()",
+        "SELECT * FROM blocks(0)",
+        "SELECT * FROM blocks(10, 'a')",
+        "SELECT * FROM blocks(1, 2, 3)",
+    ] {
         let err = e.sql(sql).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Query, "{sql}");
-        assert!(err.to_string().contains("blocks(size[, stride])"), "{sql}: {err}");
+        assert!(
+            err.to_string().contains("blocks(size[, stride])"),
+            "{sql}: {err}"
+        );
     }
 }
 
@@ -549,12 +726,13 @@ fn blocks_of_a_2d_only_corpus_have_no_z_columns() {
     // Drop z and the 3-D sample from obs.
     let path = f.root().join("obs.parquet");
     let file = std::fs::File::open(&path).unwrap();
-    let batches: Vec<RecordBatch> = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap()
-        .collect::<std::result::Result<_, _>>()
-        .unwrap();
+    let batches: Vec<RecordBatch> =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
     let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
     let keep = arrow::compute::kernels::cmp::neq(
         &arrow::compute::cast(batch.column_by_name("sample_id").unwrap(), &DataType::Utf8).unwrap(),
@@ -572,10 +750,22 @@ fn blocks_of_a_2d_only_corpus_have_no_z_columns() {
         .collect();
     write(&path, cols);
     let b = f.engine().sql("SELECT * FROM blocks(20)").unwrap();
-    let names: Vec<String> = b[0].schema().fields().iter().map(|f| f.name().clone()).collect();
-    assert_eq!(names, ["sample_id", "block_id", "x0", "y0", "x1", "y1", "n_cells"]);
+    let names: Vec<String> = b[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names,
+        ["sample_id", "block_id", "x0", "y0", "x1", "y1", "n_cells"]
+    );
     let want = brute_force_blocks(&f.cells, 20.0, 20.0);
-    let total: u64 = want.iter().filter(|((s, _), _)| s == "s1").map(|(_, (_, n))| n).sum();
+    let total: u64 = want
+        .iter()
+        .filter(|((s, _), _)| s == "s1")
+        .map(|(_, (_, n))| n)
+        .sum();
     assert_eq!(column_u64(&b, "n_cells").iter().sum::<u64>(), total);
 }
 
@@ -586,19 +776,31 @@ fn regions_are_derived_from_the_obs_region_column() {
     let mut want: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
     for (i, c) in f.cells.iter().enumerate() {
         if let Some(r) = c.region {
-            let e = want.entry((c.sample.to_string(), r.to_string())).or_insert((0, i as u64));
+            let e = want
+                .entry((c.sample.to_string(), r.to_string()))
+                .or_insert((0, i as u64));
             e.0 += 1;
         }
     }
     let got: BTreeMap<(String, String), (u64, u64)> = column_strings(&b, "sample_id")
         .into_iter()
         .zip(column_strings(&b, "region_id"))
-        .zip(column_u64(&b, "n_cells").into_iter().zip(column_u64(&b, "first_cell")))
+        .zip(
+            column_u64(&b, "n_cells")
+                .into_iter()
+                .zip(column_u64(&b, "first_cell")),
+        )
         .map(|((s, r), v)| ((s.unwrap(), r.unwrap()), v))
         .collect();
     assert_eq!(got, want);
     // A regions.parquet file takes precedence.
-    write(&f.root().join("regions.parquet"), vec![("region_id", Arc::new(StringArray::from(vec!["a"])) as ArrayRef)]);
+    write(
+        &f.root().join("regions.parquet"),
+        vec![(
+            "region_id",
+            Arc::new(StringArray::from(vec!["a"])) as ArrayRef,
+        )],
+    );
     let b = f.engine().sql("SELECT region_id FROM regions").unwrap();
     assert_eq!(column_strings(&b, "region_id"), [Some("a".to_string())]);
 }
@@ -606,43 +808,16 @@ fn regions_are_derived_from_the_obs_region_column() {
 #[test]
 fn region_column_must_exist() {
     let f = fixture();
-    let opts = QueryOptions { threads: 1, region_column: Some("niche".into()) };
+    let opts = QueryOptions {
+        threads: 1,
+        region_column: Some("niche".into()),
+    };
     let err = QueryEngine::from_parts(f.root(), None, None, &opts).unwrap_err();
-    assert!(err.to_string().contains("`niche` is not an obs column") && err.to_string().contains("cell_type"), "{err}");
-}
-
-#[test]
-fn block_grid_ids_round_trip_and_membership_agrees_with_bounds() {
-    let g = block_grid(&[-3.0, 1.0, 0.5], &[17.0, 9.0, 5.0], 4.0, 3.0).unwrap();
-    assert_eq!(g.counts(), &[7, 3, 2]);
-    assert_eq!(g.block_id(&[1, 2, 1]), (3 + 2) * 2 + 1);
-    for id in 0..g.n_blocks() {
-        let k = g.block_index(id);
-        assert_eq!(g.block_id(&k), id);
-    }
-    let mut rng = Rng(42);
-    for _ in 0..2000 {
-        let p = [-4.0 + 22.0 * rng.unit(), 0.0 + 10.0 * rng.unit(), 0.0 + 5.0 * rng.unit()];
-        let mut ids = vec![];
-        g.blocks_containing(&p, |id| ids.push(id));
-        let want: Vec<u64> = (0..g.n_blocks()).filter(|&id| g.contains(id, &p)).collect();
-        assert_eq!(ids, want, "{p:?}");
-    }
-    let mut ids = vec![];
-    g.blocks_containing(&[f64::NAN, 2.0, 1.0], |id| ids.push(id));
-    g.blocks_containing(&[1.0, f64::INFINITY, 1.0], |id| ids.push(id));
-    assert!(ids.is_empty());
-    assert!(block_grid(&[0.0, 0.0], &[1.0, 1.0], 0.0, 1.0).is_err());
-    assert!(block_grid(&[0.0, 0.0], &[1.0, 1.0], 1.0, f64::NAN).is_err());
-    assert!(block_grid(&[0.0, 0.0], &[1e300, 1e300], 1e-300, 1e-300).is_err());
-    // A point on the upper edge of the extent belongs to the last block.
-    let g = block_grid(&[0.0, 0.0], &[10.0, 10.0], 5.0, 5.0).unwrap();
-    assert_eq!(g.counts(), &[3, 3]);
-    // Overlapping blocks stop at the first one that reaches past the maximum.
-    assert_eq!(block_grid(&[0.0, 0.0], &[100.0, 3.0], 10.0, 5.0).unwrap().counts(), &[20, 1]);
-    let mut ids = vec![];
-    g.blocks_containing(&[10.0, 10.0], |id| ids.push(id));
-    assert_eq!(ids, [8]);
+    assert!(
+        err.to_string().contains("`niche` is not an obs column")
+            && err.to_string().contains("cell_type"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -651,11 +826,19 @@ fn results_are_written_in_every_format() {
     let e = f.engine();
     let sql = "SELECT cell, sample_id, cell_type, x FROM obs WHERE cell < 4 ORDER BY cell";
     let mut outputs = HashMap::new();
-    for format in [OutputFormat::Table, OutputFormat::Csv, OutputFormat::Json, OutputFormat::Parquet, OutputFormat::Arrow] {
+    for format in [
+        OutputFormat::Table,
+        OutputFormat::Csv,
+        OutputFormat::Json,
+        OutputFormat::Parquet,
+        OutputFormat::Arrow,
+    ] {
         let mut w: Option<ResultWriter<Vec<u8>>> = None;
         let schema = e
             .for_each_batch(sql, |b| {
-                let w = w.get_or_insert_with(|| ResultWriter::new(format, &b.schema(), Vec::new()).unwrap());
+                let w = w.get_or_insert_with(|| {
+                    ResultWriter::new(format, &b.schema(), Vec::new()).unwrap()
+                });
                 w.write(b)
             })
             .unwrap();
@@ -664,8 +847,16 @@ fn results_are_written_in_every_format() {
     }
     let table = String::from_utf8(outputs[&OutputFormat::Table].clone()).unwrap();
     let lines: Vec<&str> = table.lines().collect();
-    assert!(lines[1].starts_with("| cell | sample_id | cell_type | x "), "{table}");
-    assert!(lines.iter().all(|l| l.len() == lines[0].len() || l.ends_with("rows")), "{table}");
+    assert!(
+        lines[1].starts_with("| cell | sample_id | cell_type | x "),
+        "{table}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.len() == lines[0].len() || l.ends_with("rows")),
+        "{table}"
+    );
     assert_eq!(lines.last().unwrap(), &"4 rows");
     assert!(table.contains("|    3 | s1        |"), "{table}");
     assert!(table.contains("NaN"), "{table}");
@@ -673,7 +864,10 @@ fn results_are_written_in_every_format() {
     let csv = String::from_utf8(outputs[&OutputFormat::Csv].clone()).unwrap();
     let first: Vec<&str> = csv.lines().collect();
     assert_eq!(first[0], "cell,sample_id,cell_type,x");
-    assert!(first[1].starts_with(&format!("0,s1,{},-20", f.cells[0].cell_type)), "{csv}");
+    assert!(
+        first[1].starts_with(&format!("0,s1,{},-20", f.cells[0].cell_type)),
+        "{csv}"
+    );
 
     let json = String::from_utf8(outputs[&OutputFormat::Json].clone()).unwrap();
     let row: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
@@ -682,24 +876,43 @@ fn results_are_written_in_every_format() {
 
     let pq = f.root().join("out.parquet");
     std::fs::write(&pq, &outputs[&OutputFormat::Parquet]).unwrap();
-    let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&pq).unwrap()).unwrap();
-    assert!(r.schema().fields().iter().all(|f| !matches!(f.data_type(), DataType::Utf8View)));
-    let batches: Vec<_> = r.build().unwrap().collect::<std::result::Result<_, _>>().unwrap();
+    let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&pq).unwrap(),
+    )
+    .unwrap();
+    assert!(r
+        .schema()
+        .fields()
+        .iter()
+        .all(|f| !matches!(f.data_type(), DataType::Utf8View)));
+    let batches: Vec<_> = r
+        .build()
+        .unwrap()
+        .collect::<std::result::Result<_, _>>()
+        .unwrap();
     assert_eq!(column_u64(&batches, "cell"), [0, 1, 2, 3]);
 
     let ipc = std::io::Cursor::new(outputs[&OutputFormat::Arrow].clone());
     let r = arrow::ipc::reader::FileReader::try_new(ipc, None).unwrap();
     let batches: Vec<_> = r.collect::<std::result::Result<_, _>>().unwrap();
-    assert_eq!(column_strings(&batches, "sample_id"), vec![Some("s1".to_string()); 4]);
+    assert_eq!(
+        column_strings(&batches, "sample_id"),
+        vec![Some("s1".to_string()); 4]
+    );
 }
 
 #[test]
 fn empty_results_still_print_their_header() {
     let f = fixture();
     let e = f.engine();
-    let schema = e.for_each_batch("SELECT cell, donor FROM obs WHERE false", |_| Ok(())).unwrap();
+    let schema = e
+        .for_each_batch("SELECT cell, donor FROM obs WHERE false", |_| Ok(()))
+        .unwrap();
     let t = format_table(&schema, &[]).unwrap();
-    assert!(t.contains("| cell | donor |") && t.ends_with("0 rows\n"), "{t}");
+    assert!(
+        t.contains("| cell | donor |") && t.ends_with("0 rows\n"),
+        "{t}"
+    );
     let s: BTreeSet<_> = schema.fields().iter().map(|f| f.name().clone()).collect();
     assert_eq!(s.len(), 2);
 }
@@ -718,15 +931,21 @@ fn a_real_corpus_answers_sql_expr_blocks_and_cohorts() {
             (genes, values)
         })
         .collect();
-    let coords: Vec<Option<[f64; 2]>> =
-        (0..n).map(|i| (i < 30).then(|| [100.0 * rng.unit(), 50.0 * rng.unit()])).collect();
+    let coords: Vec<Option<[f64; 2]>> = (0..n)
+        .map(|i| (i < 30).then(|| [100.0 * rng.unit(), 50.0 * rng.unit()]))
+        .collect();
     let types = ["T cell", "B cell"];
     let cell_type: Vec<&str> = (0..n).map(|i| types[i % 2]).collect();
     let opts = TestCorpusOptions {
         coords: Some(coords.clone()),
         obs_columns: vec![(
             "cell_type".to_string(),
-            Arc::new(cell_type.iter().map(|s| Some(*s)).collect::<DictionaryArray<Int32Type>>()) as ArrayRef,
+            Arc::new(
+                cell_type
+                    .iter()
+                    .map(|s| Some(*s))
+                    .collect::<DictionaryArray<Int32Type>>(),
+            ) as ArrayRef,
         )],
         ..Default::default()
     };
@@ -739,18 +958,32 @@ fn a_real_corpus_answers_sql_expr_blocks_and_cohorts() {
         let (g, v) = &rows[cell];
         g.iter().position(|&x| x == gene).map_or(0.0, |p| v[p])
     };
-    let b = e.sql("SELECT cell, expr(cell, 'gene3') AS v FROM obs ORDER BY cell").unwrap();
+    let b = e
+        .sql("SELECT cell, expr(cell, 'gene3') AS v FROM obs ORDER BY cell")
+        .unwrap();
     let got = column_f64(&b, "v");
     for (i, v) in got.iter().enumerate() {
         assert_eq!(*v, Some(want_expr(i, 3)), "cell {i}");
     }
-    let c = cohort(&corpus, "SELECT cell FROM obs WHERE cell_type = 'T cell' AND expr(cell, 'gene3') > 0").unwrap();
-    let want: Vec<u64> = (0..n).filter(|&i| i % 2 == 0 && want_expr(i, 3) > 0.0).map(|i| i as u64).collect();
-    assert_eq!(c.cells(), want);
-    assert_eq!(cohort_where(&corpus, "sample_id = 'b'").unwrap().cells(), (30..40).collect::<Vec<u64>>());
+    let c = cohort(
+        &corpus,
+        "SELECT cell FROM obs WHERE cell_type = 'T cell' AND expr(cell, 'gene3') > 0",
+    )
+    .unwrap();
+    let want: Vec<u64> = (0..n)
+        .filter(|&i| i % 2 == 0 && want_expr(i, 3) > 0.0)
+        .map(|i| i as u64)
+        .collect();
+    assert_eq!(c.to_vec(), want);
+    assert_eq!(
+        cohort_where(&corpus, "sample_id = 'b'").unwrap().to_vec(),
+        (30..40).collect::<Vec<u64>>()
+    );
 
     // Blocks of 25 over sample a: the counts add up to the cells with coordinates.
-    let b = e.sql("SELECT sample_id, SUM(n_cells) AS n FROM blocks(25) GROUP BY sample_id").unwrap();
+    let b = e
+        .sql("SELECT sample_id, SUM(n_cells) AS n FROM blocks(25) GROUP BY sample_id")
+        .unwrap();
     assert_eq!(column_strings(&b, "sample_id"), [Some("a".to_string())]);
     assert_eq!(column_u64(&b, "n"), [30]);
 }

@@ -1,11 +1,13 @@
 //! Spatial blocks: square (2-D) or cubic (3-D) blocks of tissue with a size and a stride.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+use super::grid::{BlockGrid, Extent};
 use super::regions::downsample;
 use super::rng::hash_words;
 use super::{Bounds, Cohort, Group, GroupKey, Permutation, SampleIndex, Sampler};
@@ -24,6 +26,8 @@ pub struct BlockConfig {
     pub stride: Option<f64>,
     /// `None`: each sample's own dimensionality (squares for 2-D samples, cubes for 3-D).
     /// `Some(2)`: squares everywhere (z ignored). `Some(3)`: cubes, 2-D samples are skipped.
+    /// Block ids equal those of the SQL `blocks()` function with `None` (and with a value
+    /// equal to every sample's own dimensionality).
     pub dims: Option<u8>,
     /// Blocks with fewer cohort cells are dropped (at least 1).
     pub min_cells: usize,
@@ -35,6 +39,13 @@ pub struct BlockConfig {
     pub normalize: bool,
     /// Seed of the stream.
     pub seed: u64,
+    /// Only these blocks, as `(sample_id, block_id)` pairs (block ids of the sample's
+    /// [`BlockGrid`]), for example the rows of
+    /// `SELECT sample_id, block_id FROM blocks(size) WHERE ...`; `None`: every block. A
+    /// selected block still needs `min_cells` cohort cells to be kept. Set with
+    /// [`BlockConfig::only`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only: Option<Vec<(String, u64)>>,
 }
 
 impl BlockConfig {
@@ -49,28 +60,50 @@ impl BlockConfig {
             with_coords: true,
             normalize: false,
             seed,
+            only: None,
         }
+    }
+
+    /// Restricts the sampler to the blocks `(sample_id, block_id)` (duplicates are ignored).
+    ///
+    /// ```
+    /// use cellarrow::sample::BlockConfig;
+    /// let cfg = BlockConfig::new(500.0, 0).only([("s1", 3), ("s1", 7), ("s2", 0)]);
+    /// assert_eq!(cfg.only.as_ref().unwrap().len(), 3);
+    /// ```
+    pub fn only<S: Into<String>>(mut self, blocks: impl IntoIterator<Item = (S, u64)>) -> Self {
+        self.only = Some(blocks.into_iter().map(|(s, b)| (s.into(), b)).collect());
+        self
     }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct BlockInfo {
     sample: u32,
+    id: u64,
     bounds: Bounds,
 }
 
-/// Spatial blocks as groups; items are [`Group`]s with `key = GroupKey::Block(i)` and the
-/// block's bounds.
+/// Spatial blocks as groups; items are [`Group`]s with `key = GroupKey::Block(id)`, where
+/// `id` is the block's id in its sample's grid ([`BlockGrid`]), and the block's bounds.
 ///
-/// For every spatial sample, the grid starts at the minimum finite coordinate of the
-/// sample's cohort cells; block `(i, j[, l])` is the half-open box
-/// `[min + i*stride, min + i*stride + size)` per axis, and there are as many blocks per axis as
-/// needed to cover the maximum. Cells with a non-finite coordinate belong to no block.
-/// Building costs O(cells + blocks) (a counting sort by block key; a sort of the memberships
-/// when the grid is much larger than the cells), and memory is one `u64` per (cell, block)
-/// membership plus the block list. An epoch visits every kept block once, in a fresh order
-/// (a keyed [`Permutation`] of the blocks). A block's cells are in id order, which within a
-/// sample is storage (Z-) order.
+/// Every spatial sample has one grid ([`crate::sample::block_grid`]), anchored at the
+/// minimum finite coordinates over *all* the sample's cells (not only the cohort's), the same
+/// grid as the SQL `blocks(size, stride)` table function: `(sample_id, block_id)` from SQL
+/// names the same block here, whatever the cohort. Block `(i, j[, l])` is the half-open box
+/// `[min + i*stride, min + i*stride + size)` per axis, and there are as many blocks per axis
+/// as needed to cover the maximum. Cells with a non-finite coordinate belong to no block.
+/// [`BlockConfig::only`] restricts the sampler to selected blocks.
+///
+/// Building costs O(sample cells + cohort cells + blocks) (a counting sort by block id; a sort
+/// of the memberships when the grid is much larger than the cells), and memory is one `u64`
+/// per (cell, block) membership plus the block list. An epoch visits every kept block once,
+/// in a fresh order (a keyed [`Permutation`] of the blocks). A block's cells are in id order,
+/// which within a sample is storage (Z-) order.
+///
+/// Kept blocks are numbered `0..len()` in (sample, block id) order; [`SpatialBlocks::block`],
+/// [`SpatialBlocks::block_id`] and [`SpatialBlocks::block_cells`] take that number, and
+/// [`SpatialBlocks::position`] finds it from `(sample, block id)`.
 ///
 /// ```
 /// use cellarrow::sample::*;
@@ -82,12 +115,18 @@ struct BlockInfo {
 /// let g = b.item(0, 0);
 /// assert_eq!(g.cells.len(), 25);
 /// assert_eq!(g.bounds.unwrap().max[0] - g.bounds.unwrap().min[0], 5.0);
+/// // Only block 3 (x in [5, 10), y in [5, 10)) of sample "t".
+/// let one = SpatialBlocks::new(&idx, Cohort::all(100), BlockConfig::new(5.0, 0).only([("t", 3)])).unwrap();
+/// assert_eq!(one.len(), 1);
+/// assert_eq!(one.item(0, 0).key, GroupKey::Block(3));
+/// assert_eq!(one.item(0, 0).cells[0], 55);
 /// ```
 #[derive(Debug, Clone)]
 pub struct SpatialBlocks {
     blocks: Vec<BlockInfo>,
     offsets: Vec<u64>,
     cells: Vec<u64>,
+    grids: Vec<Option<BlockGrid>>,
     coords: Arc<Vec<[f64; 3]>>,
     cfg: BlockConfig,
 }
@@ -96,7 +135,9 @@ impl SpatialBlocks {
     /// Buckets the cohort's cells of every spatial sample into blocks. Errors
     /// (`InvalidInput`): no coordinates in `index`, `size` or `stride` not finite and > 0,
     /// `dims` not 2 or 3, `min_cells == 0`, `max_cells == Some(0)`, a grid too large to
-    /// address.
+    /// address; with [`BlockConfig::only`], a sample id that is not in `index` or not spatial
+    /// (under `dims`), or a block id outside its sample's grid (a selection made with another
+    /// block size or stride, or from another corpus).
     pub fn new(index: &SampleIndex, cohort: Cohort, cfg: BlockConfig) -> Result<SpatialBlocks> {
         let stride = cfg.stride.unwrap_or(cfg.size);
         if !(cfg.size.is_finite() && cfg.size > 0.0) {
@@ -126,121 +167,131 @@ impl SpatialBlocks {
         let coords = index.coords.clone().ok_or_else(|| {
             Error::invalid_input("spatial blocks need cell coordinates, but none were loaded")
         })?;
+        // The selection per sample index: sorted, unique block ids.
+        let selected: Option<Vec<Vec<u64>>> = match &cfg.only {
+            None => None,
+            Some(only) => {
+                let by_id: HashMap<&str, usize> = index
+                    .samples
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.sample_id.as_str(), i))
+                    .collect();
+                let mut per = vec![Vec::new(); index.samples.len()];
+                for (sid, id) in only {
+                    let si = *by_id.get(sid.as_str()).ok_or_else(|| {
+                        Error::invalid_input(format!(
+                            "block selection: sample {sid:?} is not in the corpus"
+                        ))
+                    })?;
+                    per[si].push(*id);
+                }
+                for ids in &mut per {
+                    ids.sort_unstable();
+                    ids.dedup();
+                }
+                Some(per)
+            }
+        };
         let mut out = SpatialBlocks {
             blocks: vec![],
             offsets: vec![0],
             cells: vec![],
+            grids: vec![None; index.samples.len()],
             coords,
             cfg,
         };
         for (si, s) in index.samples.iter().enumerate() {
+            let only = selected.as_ref().map(|per| per[si].as_slice());
             let dims = match (s.spatial_dims, out.cfg.dims) {
-                (0, _) => continue,
-                (2, Some(3)) => continue,
+                (0, _) | (2, Some(3)) => {
+                    if let Some(&id) = only.and_then(|ids| ids.first()) {
+                        return Err(Error::invalid_input(format!(
+                            "block selection: block {id} of sample {:?}, which has no {} \
+                             coordinates",
+                            s.sample_id,
+                            if s.spatial_dims == 0 {
+                                "spatial"
+                            } else {
+                                "3-D"
+                            }
+                        )));
+                    }
+                    continue;
+                }
                 (sd, None) => sd,
                 (_, Some(d)) => d,
+            } as usize;
+            if only.is_some_and(|ids| ids.is_empty()) {
+                continue;
+            }
+            let mut extent = Extent::new(dims);
+            let all = s.first_cell as usize..(s.first_cell + s.n_cells) as usize;
+            for p in &out.coords[all] {
+                extent.add(p);
+            }
+            let Some(grid) = extent.grid(out.cfg.size, stride)? else {
+                if let Some(&id) = only.and_then(|ids| ids.first()) {
+                    return Err(Error::invalid_input(format!(
+                        "block selection: block {id} of sample {:?}, which has no cell with \
+                         finite coordinates",
+                        s.sample_id
+                    )));
+                }
+                continue;
             };
+            if let Some(&last) = only.and_then(|ids| ids.last()) {
+                if last >= grid.n_blocks() {
+                    return Err(Error::invalid_input(format!(
+                        "block selection: block {last} of sample {:?} is outside its grid of {} \
+                         blocks for size {} and stride {stride}; was the selection made with \
+                         another block size or stride?",
+                        s.sample_id,
+                        grid.n_blocks(),
+                        out.cfg.size
+                    )));
+                }
+            }
             let r = cohort.range(s.first_cell, s.first_cell + s.n_cells);
             let cells: Vec<u64> = r.map(|p| cohort.at(p)).collect();
-            out.bucket_sample(si as u32, dims as usize, &cells, stride)?;
+            out.bucket_sample(si as u32, &grid, &cells, only);
+            out.grids[si] = Some(grid);
         }
         Ok(out)
     }
 
-    fn bucket_sample(&mut self, sample: u32, d: usize, cells: &[u64], stride: f64) -> Result<()> {
-        let size = self.cfg.size;
+    /// Adds the blocks of one sample (those in `only` when given, a sorted id list).
+    fn bucket_sample(
+        &mut self,
+        sample: u32,
+        grid: &BlockGrid,
+        cells: &[u64],
+        only: Option<&[u64]>,
+    ) {
+        let d = grid.dims();
         let coords = Arc::clone(&self.coords);
-        let finite = |c: u64| coords[c as usize][..d].iter().all(|v| v.is_finite());
-        let mut lo = [f64::INFINITY; 3];
-        let mut hi = [f64::NEG_INFINITY; 3];
-        for &c in cells {
-            if finite(c) {
-                let p = &coords[c as usize];
-                for a in 0..d {
-                    lo[a] = lo[a].min(p[a]);
-                    hi[a] = hi[a].max(p[a]);
-                }
-            }
-        }
-        if !lo[0].is_finite() {
-            return Ok(());
-        }
-        let mut n = [1u64; 3];
-        let mut grid = 1u64;
-        for a in 0..d {
-            let ext = hi[a] - lo[a];
-            let na = if ext < size {
-                1.0
-            } else {
-                ((ext - size) / stride).floor() + 2.0
-            };
-            if !(na < (1u64 << 40) as f64) {
-                return Err(Error::invalid_input(format!(
-                    "block grid too large: {na} blocks along axis {a} (extent {ext}, stride {stride})"
-                )));
-            }
-            n[a] = na as u64;
-            grid = grid.checked_mul(n[a]).ok_or_else(|| {
-                Error::invalid_input(format!(
-                    "block grid too large for size {size} and stride {stride}"
-                ))
-            })?;
-        }
-        // Block index range of one coordinate along axis a (exact test against the bounds).
-        let start = |a: usize, i: u64| lo[a] + i as f64 * stride;
-        let span = |a: usize, x: f64| -> (u64, u64) {
-            let t = (x - lo[a]) / stride;
-            let mut i1 = (t.floor().max(0.0) as u64).min(n[a] - 1);
-            while i1 + 1 < n[a] && start(a, i1 + 1) <= x {
-                i1 += 1;
-            }
-            while i1 > 0 && start(a, i1) > x {
-                i1 -= 1;
-            }
-            let mut i0 = i1;
-            while i0 > 0 && start(a, i0 - 1) + size > x {
-                i0 -= 1;
-            }
-            if !(start(a, i1) <= x && x < start(a, i1) + size) {
-                return (1, 0); // in a gap
-            }
-            while i0 < i1 && !(x < start(a, i0) + size) {
-                i0 += 1;
-            }
-            (i0, i1)
-        };
         let for_each_key = |c: u64, f: &mut dyn FnMut(u64)| {
-            let p = &coords[c as usize];
-            let mut r = [(0u64, 0u64); 3];
-            for a in 0..d {
-                r[a] = span(a, p[a]);
-                if r[a].0 > r[a].1 {
-                    return;
+            grid.blocks_containing(&coords[c as usize][..d], |k| {
+                if only.is_none_or(|ids| ids.binary_search(&k).is_ok()) {
+                    f(k)
                 }
-            }
-            for i in r[0].0..=r[0].1 {
-                for j in r[1].0..=r[1].1 {
-                    for l in r[2].0..=r[2].1 {
-                        f((i * n[1] + j) * n[2] + l);
-                    }
-                }
-            }
+            });
         };
-        let valid: Vec<u64> = cells.iter().copied().filter(|&c| finite(c)).collect();
         let mut members = 0u64;
-        for &c in &valid {
+        for &c in cells {
             for_each_key(c, &mut |_| members += 1);
         }
+        let n_blocks = grid.n_blocks();
         // (key, first, count) of every non-empty block, in key order; cells placed after.
         let base = self.cells.len();
         let mut runs: Vec<(u64, usize, usize)> = Vec::new();
-        if grid <= 4 * members + 4096 {
-            let mut counts = vec![0u32; grid as usize + 1];
-            for &c in &valid {
+        if n_blocks <= 4 * members + 4096 {
+            let mut counts = vec![0u32; n_blocks as usize + 1];
+            for &c in cells {
                 for_each_key(c, &mut |k| counts[k as usize + 1] += 1);
             }
             let mut acc = 0usize;
-            for k in 0..grid as usize {
+            for k in 0..n_blocks as usize {
                 let cnt = counts[k + 1] as usize;
                 if cnt > 0 {
                     runs.push((k as u64, base + acc, cnt));
@@ -249,7 +300,7 @@ impl SpatialBlocks {
                 acc += cnt;
             }
             self.cells.resize(base + acc, 0);
-            for &c in &valid {
+            for &c in cells {
                 for_each_key(c, &mut |k| {
                     let slot = &mut counts[k as usize + 1];
                     self.cells[base + *slot as usize] = c;
@@ -258,7 +309,7 @@ impl SpatialBlocks {
             }
         } else {
             let mut pairs: Vec<(u64, u64)> = Vec::with_capacity(members as usize);
-            for &c in &valid {
+            for &c in cells {
                 for_each_key(c, &mut |k| pairs.push((k, c)));
             }
             pairs.sort_unstable();
@@ -273,31 +324,20 @@ impl SpatialBlocks {
         }
         // Compact: keep blocks with at least min_cells cells.
         let mut write = base;
-        for (k, first, cnt) in runs {
+        for (id, first, cnt) in runs {
             if cnt < self.cfg.min_cells {
                 continue;
             }
             self.cells.copy_within(first..first + cnt, write);
             write += cnt;
             self.offsets.push(write as u64);
-            let idx = [k / (n[1] * n[2]), (k / n[2]) % n[1], k % n[2]];
-            let mut min = [0.0; 3];
-            let mut max = [0.0; 3];
-            for a in 0..d {
-                min[a] = start(a, idx[a]);
-                max[a] = min[a] + size;
-            }
             self.blocks.push(BlockInfo {
                 sample,
-                bounds: Bounds {
-                    dims: d as u8,
-                    min,
-                    max,
-                },
+                id,
+                bounds: grid.block_bounds(id),
             });
         }
         self.cells.truncate(write);
-        Ok(())
     }
 
     /// Number of blocks kept.
@@ -308,14 +348,32 @@ impl SpatialBlocks {
     pub fn is_empty(&self) -> bool {
         self.blocks.is_empty()
     }
-    /// Sample index and bounds of block `i` (the `i` of `GroupKey::Block(i)`).
+    /// Sample index and bounds of kept block `i < len()`.
     pub fn block(&self, i: u64) -> (u32, Bounds) {
         let b = &self.blocks[i as usize];
         (b.sample, b.bounds)
     }
-    /// All cohort cells of block `i`, in id order (before downsampling).
+    /// Sample index and grid block id (the `id` of `GroupKey::Block(id)`) of kept block
+    /// `i < len()`.
+    pub fn block_id(&self, i: u64) -> (u32, u64) {
+        let b = &self.blocks[i as usize];
+        (b.sample, b.id)
+    }
+    /// The kept-block number of block `block_id` of sample index `sample`, if it was kept.
+    pub fn position(&self, sample: u32, block_id: u64) -> Option<u64> {
+        self.blocks
+            .binary_search_by(|b| (b.sample, b.id).cmp(&(sample, block_id)))
+            .ok()
+            .map(|i| i as u64)
+    }
+    /// All cohort cells of kept block `i < len()`, in id order (before downsampling).
     pub fn block_cells(&self, i: u64) -> &[u64] {
         &self.cells[self.offsets[i as usize] as usize..self.offsets[i as usize + 1] as usize]
+    }
+    /// The block grid of sample index `sample`, `None` for a sample without blocks (not
+    /// spatial, no finite coordinates, or not selected).
+    pub fn grid(&self, sample: u32) -> Option<&BlockGrid> {
+        self.grids.get(sample as usize).and_then(Option::as_ref)
     }
 }
 
@@ -332,13 +390,20 @@ impl Sampler for SpatialBlocks {
             hash_words(&[self.cfg.seed, epoch, TAG_BLOCK_ORDER]),
         );
         let b = perm.at(pos);
+        let info = self.blocks[b as usize];
+        // Seeded by the block itself, so a block is downsampled alike with or without `only`.
         let cells = downsample(
             self.block_cells(b),
             self.cfg.max_cells,
-            hash_words(&[self.cfg.seed, epoch, b, TAG_BLOCK_DOWN]),
+            hash_words(&[
+                self.cfg.seed,
+                epoch,
+                info.sample as u64,
+                info.id,
+                TAG_BLOCK_DOWN,
+            ]),
         );
-        let info = self.blocks[b as usize];
-        let mut g = Group::plain(cells, info.sample, GroupKey::Block(b));
+        let mut g = Group::plain(cells, info.sample, GroupKey::Block(info.id));
         g.bounds = Some(info.bounds);
         if self.cfg.with_coords {
             g.attach_coords(&self.coords, info.bounds.dims, self.cfg.normalize);
@@ -455,6 +520,137 @@ mod tests {
                     .all(|&c| bounds.contains(&coords[c as usize])));
             }
         }
+    }
+
+    /// Random 2-D coordinates, with a few non-finite ones.
+    fn scattered(n: usize, seed: u64) -> Vec<[f64; 3]> {
+        let mut rng = Rng::new(seed);
+        (0..n)
+            .map(|i| {
+                if i % 31 == 7 {
+                    [f64::INFINITY, 1.0, f64::NAN]
+                } else {
+                    [rng.unit() * 50.0 - 10.0, rng.unit() * 30.0, f64::NAN]
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn block_ids_do_not_depend_on_the_cohort() {
+        let coords = scattered(500, 5);
+        let idx = index(coords.clone(), 2);
+        let cfg = BlockConfig::new(7.0, 2);
+        let full = SpatialBlocks::new(&idx, Cohort::all(500), cfg.clone()).unwrap();
+        // A cohort without the cells at the extremes: the grid stays anchored on all cells.
+        let cohort = Cohort::from_cells((0..500).filter(|c| c % 3 != 0 && c % 5 != 1).collect());
+        let part = SpatialBlocks::new(&idx, cohort.clone(), cfg).unwrap();
+        assert_eq!(part.grid(0), full.grid(0));
+        let origin = full.grid(0).unwrap().origin().to_vec();
+        let finite: Vec<&[f64; 3]> = coords.iter().filter(|p| p[0].is_finite()).collect();
+        let min_x = finite.iter().map(|p| p[0]).fold(f64::INFINITY, f64::min);
+        let min_y = finite.iter().map(|p| p[1]).fold(f64::INFINITY, f64::min);
+        assert_eq!(origin, [min_x, min_y]);
+        for i in 0..part.len() {
+            let (sample, id) = part.block_id(i);
+            let j = full
+                .position(sample, id)
+                .expect("a block of the cohort is a block of all");
+            let want: Vec<u64> = full
+                .block_cells(j)
+                .iter()
+                .copied()
+                .filter(|&c| cohort.contains(c))
+                .collect();
+            assert_eq!(part.block_cells(i), want);
+            assert_eq!(part.block(i).1, full.block(j).1);
+        }
+        // Keys are grid ids, served with the block's bounds.
+        for p in 0..part.len() {
+            let g = part.item(1, p);
+            let GroupKey::Block(id) = g.key else { panic!() };
+            assert_eq!(g.bounds, Some(full.grid(0).unwrap().block_bounds(id)));
+        }
+    }
+
+    #[test]
+    fn only_serves_the_selected_blocks() {
+        let coords = scattered(400, 9);
+        let idx = index(coords, 2);
+        let mut cfg = BlockConfig::new(6.0, 4);
+        cfg.stride = Some(4.0);
+        cfg.max_cells = Some(5);
+        let full = SpatialBlocks::new(&idx, Cohort::all(400), cfg.clone()).unwrap();
+        let n_blocks = full.grid(0).unwrap().n_blocks();
+        // Every third kept block, plus an empty block (ids of the grid without cells).
+        let mut picked: Vec<u64> = (0..full.len())
+            .step_by(3)
+            .map(|i| full.block_id(i).1)
+            .collect();
+        let empty = (0..n_blocks).find(|&id| full.position(0, id).is_none());
+        let sel: Vec<(&str, u64)> = picked
+            .iter()
+            .chain(empty.iter())
+            .map(|&id| ("t", id))
+            .collect();
+        let only = SpatialBlocks::new(&idx, Cohort::all(400), cfg.clone().only(sel)).unwrap();
+        assert_eq!(only.len() as usize, picked.len());
+        let mut served: Vec<u64> = (0..only.len())
+            .map(|p| {
+                let g = only.item(2, p);
+                let GroupKey::Block(id) = g.key else { panic!() };
+                let j = full.position(0, id).unwrap();
+                assert_eq!(
+                    only.block_cells(only.position(0, id).unwrap()),
+                    full.block_cells(j)
+                );
+                // Downsampling is keyed by the block, not by its position in the sampler.
+                let same = (0..full.len())
+                    .map(|q| full.item(2, q))
+                    .find(|h| h.key == g.key);
+                assert_eq!(same.unwrap().cells, g.cells);
+                id
+            })
+            .collect();
+        served.sort_unstable();
+        picked.sort_unstable();
+        assert_eq!(served, picked);
+
+        // Errors: unknown sample, a block outside the grid.
+        let e = SpatialBlocks::new(&idx, Cohort::all(400), cfg.clone().only([("nope", 0)]))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("\"nope\" is not in the corpus"),
+            "{e}"
+        );
+        let e = SpatialBlocks::new(&idx, Cohort::all(400), cfg.clone().only([("t", n_blocks)]))
+            .unwrap_err();
+        assert!(e.to_string().contains("outside its grid"), "{e}");
+        // An empty selection serves nothing.
+        let none: Vec<(String, u64)> = vec![];
+        assert!(SpatialBlocks::new(&idx, Cohort::all(400), cfg.only(none))
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn only_refuses_blocks_of_non_spatial_samples() {
+        let idx = SampleIndex::new(vec![SampleRange {
+            sample_id: "flat".into(),
+            first_cell: 0,
+            n_cells: 3,
+            spatial_dims: 0,
+        }])
+        .unwrap()
+        .with_coords(vec![[f64::NAN; 3]; 3])
+        .unwrap();
+        let e = SpatialBlocks::new(
+            &idx,
+            Cohort::all(3),
+            BlockConfig::new(1.0, 0).only([("flat", 0)]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("no spatial coordinates"), "{e}");
     }
 
     #[test]

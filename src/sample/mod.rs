@@ -16,12 +16,18 @@
 //! - [`RandomGroups`]: groups of `k` cells from one sample, optionally class-balanced or
 //!   stratified by a label column.
 //! - [`Regions`]: regions from a regions manifest (Parquet/CSV) or from an obs column.
-//! - [`SpatialBlocks`]: square or cubic blocks of tissue with size and stride.
+//! - [`SpatialBlocks`]: square or cubic blocks of tissue with size and stride, on the block
+//!   grid of each sample ([`BlockGrid`], the same grid as the SQL `blocks()` function).
 //! - [`BlockShuffle`]: contiguous runs of cells shuffled as blocks, then mixed in a window:
 //!   a cold-storage friendly order; [`mean_label_entropy`] measures its batch diversity.
 //!
 //! Samplers that need obs data take a [`SampleIndex`]: built once from a corpus
 //! ([`SampleIndex::from_corpus`]) or directly from in-memory vectors.
+//!
+//! A [`Cohort`] is the set of cells a sampler draws from: every cell, a cohort file
+//! ([`read_cohort`], [`write_cohort`]; no `sql` feature needed) or the result of a query
+//! (`query::QueryEngine::cohort`). Regions and blocks selected in SQL restrict the group
+//! samplers through [`RegionConfig::only`] and [`BlockConfig::only`].
 //!
 //! ```
 //! use cellarrow::sample::{Cohort, RandomCells, Sampler, Shard, ShardPolicy, ShardState, ShardStream};
@@ -35,6 +41,7 @@
 mod blocks;
 mod cells;
 mod cohort;
+mod grid;
 mod group;
 mod groups;
 mod index;
@@ -48,7 +55,8 @@ mod shuffle;
 
 pub use blocks::{BlockConfig, SpatialBlocks};
 pub use cells::RandomCells;
-pub use cohort::Cohort;
+pub use cohort::{read_cohort, write_cohort, Cohort, CELL_COLUMN};
+pub use grid::{block_grid, BlockGrid, Extent};
 pub use group::{Bounds, Group, GroupKey};
 pub use groups::{GroupConfig, LabelMode, RandomGroups, SampleChoice, TooFewCells};
 pub use index::{Labels, SampleIndex, SampleRange, NO_LABEL};
@@ -56,6 +64,9 @@ pub use permutation::Permutation;
 pub use regions::{RegionConfig, RegionMembers, RegionSpec, Regions};
 pub use shard::{Layout, Shard, ShardPolicy, ShardState, ShardStream};
 pub use shuffle::{mean_label_entropy, BlockShuffle};
+
+#[cfg(feature = "sql")]
+pub(crate) use cohort::{append_cells, is_integral, missing_cell_column, temp_beside};
 
 /// An epoch as a position-addressable sequence of items.
 ///

@@ -320,7 +320,10 @@ proptest! {
                 prop_assert!(cohort.contains(x));
                 prop_assert!(b.contains(&coords[x as usize]));
             }
-            let GroupKey::Block(bi) = g.key else { unreachable!() };
+            let GroupKey::Block(id) = g.key else { unreachable!() };
+            let bi = s.position(g.sample, id).expect("a served block is kept");
+            prop_assert_eq!(s.block_id(bi), (g.sample, id));
+            prop_assert_eq!(s.grid(g.sample).unwrap().block_bounds(id), b);
             covered.extend(s.block_cells(bi).iter().copied());
         }
         // Tiling (stride = size): every cohort cell with finite coordinates is in a block.

@@ -49,6 +49,11 @@ pub struct RegionConfig {
     pub with_coords: bool,
     /// Also attach coordinates normalised to the region's bounds.
     pub normalize: bool,
+    /// Only these regions, as `(sample_id, region_id)` pairs, for example the rows of
+    /// `SELECT sample_id, region_id FROM regions WHERE ...`; `None`: every region. A selected
+    /// region still needs `min_cells` cohort cells to be kept. Set with [`RegionConfig::only`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only: Option<Vec<(String, String)>>,
 }
 
 impl RegionConfig {
@@ -60,7 +65,101 @@ impl RegionConfig {
             max_cells: None,
             with_coords: true,
             normalize: false,
+            only: None,
         }
+    }
+
+    /// Restricts the sampler to the regions `(sample_id, region_id)` (duplicates are ignored).
+    ///
+    /// ```
+    /// use cellarrow::sample::RegionConfig;
+    /// let cfg = RegionConfig::new(0).only([("s1", "tumour"), ("s2", "stroma")]);
+    /// assert_eq!(cfg.only.as_ref().unwrap().len(), 2);
+    /// ```
+    pub fn only<S: Into<String>, R: Into<String>>(
+        mut self,
+        regions: impl IntoIterator<Item = (S, R)>,
+    ) -> Self {
+        self.only = Some(
+            regions
+                .into_iter()
+                .map(|(s, r)| (s.into(), r.into()))
+                .collect(),
+        );
+        self
+    }
+}
+
+/// The regions of [`RegionConfig::only`], by sample index, each marked once it is defined.
+struct Selection {
+    wanted: HashMap<(u32, String), bool>,
+}
+
+impl Selection {
+    /// `None` without a selection. Errors on a sample id that is not in `index`.
+    fn new(index: &SampleIndex, cfg: &RegionConfig) -> Result<Option<Selection>> {
+        let Some(only) = &cfg.only else {
+            return Ok(None);
+        };
+        let by_id: HashMap<&str, u32> = index
+            .samples
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.sample_id.as_str(), i as u32))
+            .collect();
+        let mut wanted = HashMap::new();
+        for (sid, rid) in only {
+            let si = *by_id.get(sid.as_str()).ok_or_else(|| {
+                Error::invalid_input(format!(
+                    "region selection: sample {sid:?} (region {rid:?}) is not in the corpus"
+                ))
+            })?;
+            wanted.insert((si, rid.clone()), false);
+        }
+        Ok(Some(Selection { wanted }))
+    }
+    /// Whether the region is selected; marks it defined.
+    fn take(&mut self, sample: u32, region_id: &str) -> bool {
+        match self.wanted.get_mut(&(sample, region_id.to_string())) {
+            Some(defined) => {
+                *defined = true;
+                true
+            }
+            None => false,
+        }
+    }
+    /// Whether the sample has a selected region.
+    fn has_sample(&self, sample: u32) -> bool {
+        self.wanted.keys().any(|(s, _)| *s == sample)
+    }
+    /// Errors when a selected region was never defined.
+    fn check_defined(&self, index: &SampleIndex, source: &str) -> Result<()> {
+        let mut missing: Vec<(u32, &str)> = self
+            .wanted
+            .iter()
+            .filter(|(_, &defined)| !defined)
+            .map(|((s, r), _)| (*s, r.as_str()))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        missing.sort_unstable();
+        let n = missing.len();
+        let list: Vec<String> = missing
+            .iter()
+            .take(5)
+            .map(|(s, r)| {
+                format!(
+                    "{:?} of sample {:?}",
+                    r, index.samples[*s as usize].sample_id
+                )
+            })
+            .collect();
+        Err(Error::invalid_input(format!(
+            "region selection: {n} selected region(s) not defined by {source}: {}{}",
+            list.join(", "),
+            if n > 5 { ", ..." } else { "" }
+        )))
     }
 }
 
@@ -104,7 +203,8 @@ pub struct Regions {
 impl Regions {
     /// Regions from explicit definitions. Errors: unknown sample id, a listed cell outside its
     /// sample, a duplicated (sample, region) id, a box region without coordinates in `index`,
-    /// `min_cells == 0` or `max_cells == Some(0)`.
+    /// `min_cells == 0` or `max_cells == Some(0)`; with [`RegionConfig::only`], a selected
+    /// sample that is not in `index` or a selected region that `specs` does not define.
     pub fn from_specs(
         index: &SampleIndex,
         cohort: Cohort,
@@ -119,6 +219,7 @@ impl Regions {
             .map(|(i, s)| (s.sample_id.as_str(), i))
             .collect();
         let mut seen = std::collections::HashSet::new();
+        let mut selection = Selection::new(index, &cfg)?;
         let mut out = Builder::new(index, &cfg);
         for spec in specs {
             let si = *by_id.get(spec.sample_id.as_str()).ok_or_else(|| {
@@ -132,6 +233,11 @@ impl Regions {
                     "region {:?} of sample {:?} defined twice",
                     spec.region_id, spec.sample_id
                 )));
+            }
+            if let Some(sel) = &mut selection {
+                if !sel.take(si as u32, &spec.region_id) {
+                    continue;
+                }
             }
             let s = &index.samples[si];
             let (lo, hi) = (s.first_cell, s.first_cell + s.n_cells);
@@ -161,11 +267,18 @@ impl Regions {
             cells.shrink_to_fit();
             out.push(si as u32, spec.region_id, cells, bounds);
         }
+        if let Some(sel) = &selection {
+            sel.check_defined(index, "the region definitions")?;
+        }
         Ok(out.finish())
     }
 
     /// One region per distinct value of the index's label column within each sample (cells
-    /// with a null value belong to no region). Region ids are the values.
+    /// with a null value belong to no region). Region ids are the values, as text: the
+    /// `region_id` of the SQL `regions` table derived from the same column.
+    ///
+    /// With [`RegionConfig::only`], errors (`InvalidInput`) on a selected sample that is not
+    /// in `index`, or a selected region that no cell of its sample has.
     pub fn from_obs_column(
         index: &SampleIndex,
         cohort: Cohort,
@@ -173,9 +286,29 @@ impl Regions {
     ) -> Result<Regions> {
         check_cfg(&cfg)?;
         let labels = index.require_labels("regions from an obs column")?;
+        let mut selection = Selection::new(index, &cfg)?;
         let mut out = Builder::new(index, &cfg);
         let n_labels = labels.names.len();
         for (si, s) in index.samples.iter().enumerate() {
+            let mut keep: Option<Vec<bool>> = None;
+            if let Some(sel) = &mut selection {
+                if !sel.has_sample(si as u32) {
+                    continue;
+                }
+                // Selected regions defined by any cell of the sample, in the cohort or not.
+                let mut present = vec![false; n_labels];
+                let all = s.first_cell as usize..(s.first_cell + s.n_cells) as usize;
+                for &code in &labels.codes[all] {
+                    if code != NO_LABEL {
+                        present[code as usize] = true;
+                    }
+                }
+                keep = Some(
+                    (0..n_labels)
+                        .map(|l| present[l] && sel.take(si as u32, &labels.names[l]))
+                        .collect(),
+                );
+            }
             let r = cohort.range(s.first_cell, s.first_cell + s.n_cells);
             let mut buckets: Vec<Vec<u64>> = vec![Vec::new(); n_labels];
             for p in r {
@@ -186,10 +319,13 @@ impl Regions {
                 }
             }
             for (l, cells) in buckets.into_iter().enumerate() {
-                if !cells.is_empty() {
+                if !cells.is_empty() && keep.as_ref().is_none_or(|k| k[l]) {
                     out.push(si as u32, labels.names[l].clone(), cells, None);
                 }
             }
+        }
+        if let Some(sel) = &selection {
+            sel.check_defined(index, &format!("obs column {:?}", labels.column))?;
         }
         Ok(out.finish())
     }
@@ -567,7 +703,7 @@ fn read_parquet_rows(path: &Path) -> Result<Vec<Row>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sample::SampleRange;
+    use crate::sample::{Labels, SampleRange};
 
     fn spatial_index() -> SampleIndex {
         let coords: Vec<[f64; 3]> = (0..20)
@@ -631,6 +767,71 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("unknown sample"), "{e}");
         assert!(e.to_string().contains("r.csv"), "{e}");
+    }
+
+    #[test]
+    fn only_serves_the_selected_regions() {
+        let idx = spatial_index()
+            .with_labels(Labels::from_strings(
+                "niche",
+                (0..20)
+                    .map(|i| [Some("a"), Some("b"), None, Some("c")][i % 4])
+                    .collect(),
+            ))
+            .unwrap();
+        let cohort = Cohort::from_cells((0..20).filter(|c| c % 7 != 0).collect());
+        let cfg = RegionConfig::new(3).only([("s0", "a"), ("s1", "c"), ("s1", "a")]);
+        let r = Regions::from_obs_column(&idx, cohort.clone(), cfg).unwrap();
+        let mut got: Vec<(u32, String, Vec<u64>)> = (0..r.len())
+            .map(|i| {
+                let (s, id) = r.region(i);
+                (s, id.to_string(), r.region_cells(i).to_vec())
+            })
+            .collect();
+        got.sort();
+        // s0 = cells 0..10, s1 = cells 10..20; "a" at i % 4 == 0, "c" at i % 4 == 3; no 0, 7, 14.
+        assert_eq!(
+            got,
+            [
+                (0, "a".to_string(), vec![4, 8]),
+                (1, "a".to_string(), vec![12, 16]),
+                (1, "c".to_string(), vec![11, 15, 19]),
+            ]
+        );
+        // A region its sample does not have, and an unknown sample, are errors.
+        let e = Regions::from_obs_column(
+            &idx,
+            cohort.clone(),
+            RegionConfig::new(0).only([("s0", "zz")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("\"zz\" of sample \"s0\""), "{e}");
+        let e = Regions::from_obs_column(&idx, cohort, RegionConfig::new(0).only([("s9", "a")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("\"s9\""), "{e}");
+        // Explicit definitions: a selection picks among them.
+        let specs = vec![
+            RegionSpec {
+                sample_id: "s0".into(),
+                region_id: "r1".into(),
+                members: RegionMembers::Cells(vec![1, 2]),
+            },
+            RegionSpec {
+                sample_id: "s1".into(),
+                region_id: "r1".into(),
+                members: RegionMembers::Cells(vec![12]),
+            },
+        ];
+        let cfg = RegionConfig::new(0).only([("s1", "r1")]);
+        let r = Regions::from_specs(&idx, Cohort::all(20), specs.clone(), cfg).unwrap();
+        assert_eq!((r.len(), r.region_cells(0)), (1, &[12][..]));
+        let cfg = RegionConfig::new(0).only([("s1", "r2")]);
+        let e = Regions::from_specs(&idx, Cohort::all(20), specs, cfg).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("not defined by the region definitions"),
+            "{e}"
+        );
     }
 
     #[test]
