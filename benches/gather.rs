@@ -7,7 +7,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use cellarrow::corpus::testing::{random_rows, write_corpus_with, TestCorpusOptions};
-use cellarrow::loader::{BatchOptions, BatchPlan, DenseGenes, Gatherer, Loader, LoaderOptions, SampledCells, ValueOutput};
+use cellarrow::loader::{
+    BatchOptions, BatchPlan, DenseGenes, Gatherer, Loader, LoaderOptions, SampledCells, ValueOutput,
+};
 use cellarrow::sample::{Cohort, RandomCells, Sampler, Shard, ShardPolicy, ShardState};
 use cellarrow::Corpus;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -19,8 +21,19 @@ const BATCH: usize = 256;
 fn corpus() -> (tempfile::TempDir, Arc<Corpus>) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let rows = random_rows(CELLS, GENES, 0.05, 1);
-    let opts = TestCorpusOptions { batch_rows: 4096, part_cells: 8192, ..Default::default() };
-    write_corpus_with(dir.path(), GENES as u64, &rows, &[("a", CELLS as u64)], &opts).expect("the corpus is written");
+    let opts = TestCorpusOptions {
+        batch_rows: 4096,
+        part_cells: 8192,
+        ..Default::default()
+    };
+    write_corpus_with(
+        dir.path(),
+        GENES as u64,
+        &rows,
+        &[("a", CELLS as u64)],
+        &opts,
+    )
+    .expect("the corpus is written");
     let corpus = Arc::new(Corpus::open(dir.path()).expect("the corpus opens"));
     (dir, corpus)
 }
@@ -35,12 +48,26 @@ fn gather(c: &mut Criterion) {
     g.throughput(Throughput::Bytes((nnz * 4) as u64));
     let cases = [
         ("csr_native", BatchOptions::default()),
-        ("csr_f32", BatchOptions { values: ValueOutput::Float32, ..Default::default() }),
-        ("dense_512_genes", BatchOptions { dense: Some(DenseGenes::Ids((0..512).map(|i| i * 7).collect())), ..Default::default() }),
+        (
+            "csr_f32",
+            BatchOptions {
+                values: ValueOutput::Float32,
+                ..Default::default()
+            },
+        ),
+        (
+            "dense_512_genes",
+            BatchOptions {
+                dense: Some(DenseGenes::Ids((0..512).map(|i| i * 7).collect())),
+                ..Default::default()
+            },
+        ),
     ];
     for (name, options) in cases {
         let gatherer = Gatherer::new(corpus.clone(), options).expect("valid options");
-        g.bench_function(name, |b| b.iter(|| black_box(gatherer.gather(black_box(&cells), None).expect("in range"))));
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(gatherer.gather(black_box(&cells), None).expect("in range")))
+        });
     }
     g.bench_function("memcpy_same_bytes", |b| {
         let src = vec![1u8; nnz * 4];
@@ -55,15 +82,31 @@ fn gather(c: &mut Criterion) {
     let mut g = c.benchmark_group("loader_epoch");
     g.sample_size(10);
     g.throughput(Throughput::Elements(CELLS as u64));
-    let gatherer = Arc::new(Gatherer::new(corpus.clone(), BatchOptions::default()).expect("default options"));
+    let gatherer =
+        Arc::new(Gatherer::new(corpus.clone(), BatchOptions::default()).expect("default options"));
     for threads in [1usize, 2] {
         g.bench_function(format!("threads_{threads}"), |b| {
             b.iter(|| {
                 let plan: Arc<dyn BatchPlan> = Arc::new(
-                    SampledCells::new(sampler.clone(), Shard::single(), ShardPolicy::Even, ShardState::epoch_start(0), BATCH, false)
-                        .expect("a valid shard"),
+                    SampledCells::new(
+                        sampler.clone(),
+                        Shard::single(),
+                        ShardPolicy::Even,
+                        ShardState::epoch_start(0),
+                        BATCH,
+                        false,
+                    )
+                    .expect("a valid shard"),
                 );
-                let loader = Loader::new(gatherer.clone(), plan, LoaderOptions { threads, prefetch: 8, start: 0 });
+                let loader = Loader::new(
+                    gatherer.clone(),
+                    plan,
+                    LoaderOptions {
+                        threads,
+                        prefetch: 8,
+                        start: 0,
+                    },
+                );
                 let mut rows = 0;
                 for b in loader {
                     rows += b.expect("in range").num_rows();

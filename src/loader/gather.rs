@@ -6,9 +6,7 @@ use std::fs::File;
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, FixedSizeListArray, ListArray, PrimitiveArray, UInt64Array,
-};
+use arrow::array::{Array, ArrayRef, FixedSizeListArray, ListArray, PrimitiveArray, UInt64Array};
 use arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{
     ArrowPrimitiveType, DataType, Field, Float32Type, Float64Type, Schema, SchemaRef, UInt16Type,
@@ -76,7 +74,8 @@ impl Gatherer {
         if options.group_column {
             fields.push(Field::new("group", DataType::UInt64, false));
         }
-        let value_dt = output_value_type(manifest.value_type, options.values, options.dense.is_some());
+        let value_dt =
+            output_value_type(manifest.value_type, options.values, options.dense.is_some());
         if options.dense.is_some() {
             fields.push(Field::new(
                 "dense",
@@ -88,8 +87,16 @@ impl Gatherer {
                 IndexType::Uint16 => DataType::UInt16,
                 IndexType::Uint32 => DataType::UInt32,
             };
-            fields.push(Field::new("indices", DataType::List(item_field(index_dt)), false));
-            fields.push(Field::new("values", DataType::List(item_field(value_dt)), false));
+            fields.push(Field::new(
+                "indices",
+                DataType::List(item_field(index_dt)),
+                false,
+            ));
+            fields.push(Field::new(
+                "values",
+                DataType::List(item_field(value_dt)),
+                false,
+            ));
         }
 
         let mut obs_names: Vec<String> = Vec::new();
@@ -101,16 +108,20 @@ impl Gatherer {
                     if obs_schema.field_with_name(axis).is_ok() {
                         obs_names.push(axis.to_string());
                     } else if axis != "z" {
-                        return Err(Error::corpus(&obs_path, format!(
-                            "no coordinate column {axis:?}; is this corpus spatial?"
-                        )));
+                        return Err(Error::corpus(
+                            &obs_path,
+                            format!("no coordinate column {axis:?}; is this corpus spatial?"),
+                        ));
                     }
                 }
             }
             for name in &options.obs_columns {
                 if obs_schema.field_with_name(name).is_err() {
-                    let known: Vec<&str> =
-                        obs_schema.fields().iter().map(|f| f.name().as_str()).collect();
+                    let known: Vec<&str> = obs_schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect();
                     return Err(Error::invalid_input(format!(
                         "obs has no column {name:?}; its columns are {}",
                         known.join(", ")
@@ -134,11 +145,14 @@ impl Gatherer {
             };
             let all = arrow::compute::concat_batches(&schema, &batches).at(&obs_path)?;
             if all.num_rows() as u64 != corpus.n_cells() {
-                return Err(Error::corpus(&obs_path, format!(
-                    "obs has {} rows, the manifest lists {} cells",
-                    all.num_rows(),
-                    corpus.n_cells()
-                )));
+                return Err(Error::corpus(
+                    &obs_path,
+                    format!(
+                        "obs has {} rows, the manifest lists {} cells",
+                        all.num_rows(),
+                        corpus.n_cells()
+                    ),
+                ));
             }
             let mut cols = Vec::with_capacity(names.len());
             for name in &names {
@@ -224,7 +238,11 @@ impl Gatherer {
             }
         }
         let opts = RecordBatchOptions::new().with_row_count(Some(cells.len()));
-        Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &opts)?)
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &opts,
+        )?)
     }
 
     /// Gathers the cells of a [`BatchRequest`].
@@ -238,16 +256,36 @@ impl Gatherer {
         macro_rules! by_value {
             ($I:ty) => {
                 match (m.value_type, self.options.values) {
-                    (ValueType::Uint16, ValueOutput::Native) => csr::<$I, u16, u16>(&self.corpus, cells, copy),
-                    (ValueType::Uint16, ValueOutput::Float32) => csr::<$I, u16, f32>(&self.corpus, cells, to_f32),
-                    (ValueType::Uint16, ValueOutput::Float64) => csr::<$I, u16, f64>(&self.corpus, cells, to_f64),
-                    (ValueType::Uint32, ValueOutput::Native) => csr::<$I, u32, u32>(&self.corpus, cells, copy),
-                    (ValueType::Uint32, ValueOutput::Float32) => csr::<$I, u32, f32>(&self.corpus, cells, to_f32),
-                    (ValueType::Uint32, ValueOutput::Float64) => csr::<$I, u32, f64>(&self.corpus, cells, to_f64),
-                    (ValueType::Float32, ValueOutput::Native | ValueOutput::Float32) => csr::<$I, f32, f32>(&self.corpus, cells, copy),
-                    (ValueType::Float32, ValueOutput::Float64) => csr::<$I, f32, f64>(&self.corpus, cells, to_f64),
-                    (ValueType::Float64, ValueOutput::Native | ValueOutput::Float64) => csr::<$I, f64, f64>(&self.corpus, cells, copy),
-                    (ValueType::Float64, ValueOutput::Float32) => csr::<$I, f64, f32>(&self.corpus, cells, to_f32),
+                    (ValueType::Uint16, ValueOutput::Native) => {
+                        csr::<$I, u16, u16>(&self.corpus, cells, copy)
+                    }
+                    (ValueType::Uint16, ValueOutput::Float32) => {
+                        csr::<$I, u16, f32>(&self.corpus, cells, to_f32)
+                    }
+                    (ValueType::Uint16, ValueOutput::Float64) => {
+                        csr::<$I, u16, f64>(&self.corpus, cells, to_f64)
+                    }
+                    (ValueType::Uint32, ValueOutput::Native) => {
+                        csr::<$I, u32, u32>(&self.corpus, cells, copy)
+                    }
+                    (ValueType::Uint32, ValueOutput::Float32) => {
+                        csr::<$I, u32, f32>(&self.corpus, cells, to_f32)
+                    }
+                    (ValueType::Uint32, ValueOutput::Float64) => {
+                        csr::<$I, u32, f64>(&self.corpus, cells, to_f64)
+                    }
+                    (ValueType::Float32, ValueOutput::Native | ValueOutput::Float32) => {
+                        csr::<$I, f32, f32>(&self.corpus, cells, copy)
+                    }
+                    (ValueType::Float32, ValueOutput::Float64) => {
+                        csr::<$I, f32, f64>(&self.corpus, cells, to_f64)
+                    }
+                    (ValueType::Float64, ValueOutput::Native | ValueOutput::Float64) => {
+                        csr::<$I, f64, f64>(&self.corpus, cells, copy)
+                    }
+                    (ValueType::Float64, ValueOutput::Float32) => {
+                        csr::<$I, f64, f32>(&self.corpus, cells, to_f32)
+                    }
                 }
             };
         }
@@ -267,14 +305,26 @@ impl Gatherer {
         macro_rules! by_value {
             ($I:ty) => {
                 match (m.value_type, f64_out) {
-                    (ValueType::Uint16, false) => dense::<$I, u16, f32>(&self.corpus, cells, lut, w),
+                    (ValueType::Uint16, false) => {
+                        dense::<$I, u16, f32>(&self.corpus, cells, lut, w)
+                    }
                     (ValueType::Uint16, true) => dense::<$I, u16, f64>(&self.corpus, cells, lut, w),
-                    (ValueType::Uint32, false) => dense::<$I, u32, f32>(&self.corpus, cells, lut, w),
+                    (ValueType::Uint32, false) => {
+                        dense::<$I, u32, f32>(&self.corpus, cells, lut, w)
+                    }
                     (ValueType::Uint32, true) => dense::<$I, u32, f64>(&self.corpus, cells, lut, w),
-                    (ValueType::Float32, false) => dense::<$I, f32, f32>(&self.corpus, cells, lut, w),
-                    (ValueType::Float32, true) => dense::<$I, f32, f64>(&self.corpus, cells, lut, w),
-                    (ValueType::Float64, false) => dense::<$I, f64, f32>(&self.corpus, cells, lut, w),
-                    (ValueType::Float64, true) => dense::<$I, f64, f64>(&self.corpus, cells, lut, w),
+                    (ValueType::Float32, false) => {
+                        dense::<$I, f32, f32>(&self.corpus, cells, lut, w)
+                    }
+                    (ValueType::Float32, true) => {
+                        dense::<$I, f32, f64>(&self.corpus, cells, lut, w)
+                    }
+                    (ValueType::Float64, false) => {
+                        dense::<$I, f64, f32>(&self.corpus, cells, lut, w)
+                    }
+                    (ValueType::Float64, true) => {
+                        dense::<$I, f64, f64>(&self.corpus, cells, lut, w)
+                    }
                 }
             };
         }
@@ -300,8 +350,11 @@ fn resolve_genes(corpus: &Corpus, sel: &DenseGenes) -> Result<Vec<u32>> {
         }
         DenseGenes::Names(names) => {
             let vocab = corpus.gene_names()?;
-            let by_name: HashMap<&str, u32> =
-                vocab.iter().enumerate().map(|(i, n)| (n.as_str(), i as u32)).collect();
+            let by_name: HashMap<&str, u32> = vocab
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.as_str(), i as u32))
+                .collect();
             names
                 .iter()
                 .map(|n| {
@@ -534,5 +587,10 @@ fn dense<I: IndexElem, V: ValueElem, O: DenseOut>(
     }
     let child = PrimitiveArray::<O::Arrow>::new(ScalarBuffer::from(out), None);
     let field = item_field(child.data_type().clone());
-    Ok(Arc::new(FixedSizeListArray::try_new(field, width as i32, Arc::new(child), None)?))
+    Ok(Arc::new(FixedSizeListArray::try_new(
+        field,
+        width as i32,
+        Arc::new(child),
+        None,
+    )?))
 }

@@ -35,9 +35,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bench;
 mod gather;
 mod prefetch;
-pub mod bench;
 
 #[cfg(test)]
 mod tests;
@@ -136,9 +136,16 @@ impl CellBatches {
     /// unless `drop_last`, which drops it.
     pub fn new(cells: Vec<u64>, batch_size: usize, drop_last: bool) -> CellBatches {
         let batch_size = batch_size.max(1);
-        let n_batches =
-            if drop_last { cells.len() / batch_size } else { cells.len().div_ceil(batch_size) };
-        CellBatches { cells, batch_size, n_batches }
+        let n_batches = if drop_last {
+            cells.len() / batch_size
+        } else {
+            cells.len().div_ceil(batch_size)
+        };
+        CellBatches {
+            cells,
+            batch_size,
+            n_batches,
+        }
     }
 
     /// The cells, in order.
@@ -154,7 +161,10 @@ impl BatchPlan for CellBatches {
     fn batch(&self, i: usize) -> Result<BatchRequest> {
         let start = i * self.batch_size;
         let end = (start + self.batch_size).min(self.cells.len());
-        Ok(BatchRequest { cells: self.cells[start..end].to_vec(), groups: None })
+        Ok(BatchRequest {
+            cells: self.cells[start..end].to_vec(),
+            groups: None,
+        })
     }
 }
 
@@ -171,7 +181,10 @@ impl GroupBatches {
     /// Chunks `groups` (group id, its cells) into batches of `groups_per_batch` groups (at
     /// least 1).
     pub fn new(groups: Vec<(u64, Vec<u64>)>, groups_per_batch: usize) -> GroupBatches {
-        GroupBatches { groups, groups_per_batch: groups_per_batch.max(1) }
+        GroupBatches {
+            groups,
+            groups_per_batch: groups_per_batch.max(1),
+        }
     }
 }
 
@@ -190,7 +203,10 @@ impl BatchPlan for GroupBatches {
             cells.extend_from_slice(c);
             groups.extend(std::iter::repeat_n(*g, c.len()));
         }
-        Ok(BatchRequest { cells, groups: Some(groups) })
+        Ok(BatchRequest {
+            cells,
+            groups: Some(groups),
+        })
     }
 }
 
@@ -221,27 +237,49 @@ impl<S: Sampler<Item = u64>> SampledCells<S> {
         let layout = Layout::new(sampler.epoch_len(state.epoch), state.start, shard, policy)?;
         let first = state.position.min(layout.len());
         let len = layout.len() - first;
-        Ok(SampledCells { sampler, epoch: state.epoch, layout, first, len, batch_size: batch_size.max(1) as u64, drop_last })
+        Ok(SampledCells {
+            sampler,
+            epoch: state.epoch,
+            layout,
+            first,
+            len,
+            batch_size: batch_size.max(1) as u64,
+            drop_last,
+        })
     }
 
     /// Cells this plan serves.
     pub fn n_items(&self) -> u64 {
-        if self.drop_last { self.len / self.batch_size * self.batch_size } else { self.len }
+        if self.drop_last {
+            self.len / self.batch_size * self.batch_size
+        } else {
+            self.len
+        }
     }
 }
 
 impl<S: Sampler<Item = u64>> BatchPlan for SampledCells<S> {
     fn n_batches(&self) -> usize {
-        let n = if self.drop_last { self.len / self.batch_size } else { self.len.div_ceil(self.batch_size) };
+        let n = if self.drop_last {
+            self.len / self.batch_size
+        } else {
+            self.len.div_ceil(self.batch_size)
+        };
         n as usize
     }
     fn batch(&self, i: usize) -> Result<BatchRequest> {
         let lo = i as u64 * self.batch_size;
         let hi = (lo + self.batch_size).min(self.len);
         let cells = (lo..hi)
-            .map(|j| self.sampler.item(self.epoch, self.layout.global(self.first + j)))
+            .map(|j| {
+                self.sampler
+                    .item(self.epoch, self.layout.global(self.first + j))
+            })
             .collect();
-        Ok(BatchRequest { cells, groups: None })
+        Ok(BatchRequest {
+            cells,
+            groups: None,
+        })
     }
 }
 
@@ -259,11 +297,24 @@ pub struct SampledGroups<S> {
 
 impl<S: Sampler<Item = Group>> SampledGroups<S> {
     /// Batches of `groups_per_batch` (at least 1) groups of `shard` from `state` on.
-    pub fn new(sampler: S, shard: Shard, policy: ShardPolicy, state: ShardState, groups_per_batch: usize) -> Result<Self> {
+    pub fn new(
+        sampler: S,
+        shard: Shard,
+        policy: ShardPolicy,
+        state: ShardState,
+        groups_per_batch: usize,
+    ) -> Result<Self> {
         let layout = Layout::new(sampler.epoch_len(state.epoch), state.start, shard, policy)?;
         let first = state.position.min(layout.len());
         let len = layout.len() - first;
-        Ok(SampledGroups { sampler, epoch: state.epoch, layout, first, len, groups_per_batch: groups_per_batch.max(1) as u64 })
+        Ok(SampledGroups {
+            sampler,
+            epoch: state.epoch,
+            layout,
+            first,
+            len,
+            groups_per_batch: groups_per_batch.max(1) as u64,
+        })
     }
 
     /// Groups this plan serves.
@@ -287,7 +338,10 @@ impl<S: Sampler<Item = Group>> BatchPlan for SampledGroups<S> {
             groups.extend(std::iter::repeat_n(pos, g.cells.len()));
             cells.extend_from_slice(&g.cells);
         }
-        Ok(BatchRequest { cells, groups: Some(groups) })
+        Ok(BatchRequest {
+            cells,
+            groups: Some(groups),
+        })
     }
 }
 

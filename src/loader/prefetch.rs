@@ -25,7 +25,11 @@ pub struct LoaderOptions {
 
 impl Default for LoaderOptions {
     fn default() -> Self {
-        LoaderOptions { threads: 2, prefetch: 8, start: 0 }
+        LoaderOptions {
+            threads: 2,
+            prefetch: 8,
+            start: 0,
+        }
     }
 }
 
@@ -60,7 +64,11 @@ pub struct Loader {
 
 impl Loader {
     /// Starts gathering the batches of `plan` from `options.start` on.
-    pub fn new(gatherer: Arc<Gatherer>, plan: Arc<dyn BatchPlan>, options: LoaderOptions) -> Loader {
+    pub fn new(
+        gatherer: Arc<Gatherer>,
+        plan: Arc<dyn BatchPlan>,
+        options: LoaderOptions,
+    ) -> Loader {
         let end = plan.n_batches();
         let start = options.start.min(end);
         let prefetch = options.prefetch.max(1);
@@ -92,7 +100,17 @@ impl Loader {
         if inline {
             rx = None;
         }
-        Loader { gatherer, plan, shared, rx, threads, pending: BTreeMap::new(), next: start, end, inline }
+        Loader {
+            gatherer,
+            plan,
+            shared,
+            rx,
+            threads,
+            pending: BTreeMap::new(),
+            next: start,
+            end,
+            inline,
+        }
     }
 
     /// The schema of every batch.
@@ -146,7 +164,10 @@ impl Iterator for Loader {
                 if let Some(r) = self.pending.remove(&i) {
                     break r;
                 }
-                let rx = self.rx.as_ref().expect("a threaded loader keeps its receiver until it ends");
+                let rx = self
+                    .rx
+                    .as_ref()
+                    .expect("a threaded loader keeps its receiver until it ends");
                 match rx.recv() {
                     Ok((j, r)) => {
                         self.pending.insert(j, r);
@@ -205,7 +226,10 @@ fn run_batch(gatherer: &Gatherer, plan: &dyn BatchPlan, i: usize) -> Result<Reco
                 .map(|s| s.to_string())
                 .or_else(|| p.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "panic".to_string());
-            Err(Error::new(ErrorKind::InvalidInput, format!("batch {i}: {msg}")))
+            Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("batch {i}: {msg}"),
+            ))
         }
     }
 }
@@ -232,7 +256,10 @@ fn worker(
                 if shared.stop.load(Ordering::SeqCst) {
                     return;
                 }
-                consumed = shared.advanced.wait(consumed).unwrap_or_else(|e| e.into_inner());
+                consumed = shared
+                    .advanced
+                    .wait(consumed)
+                    .unwrap_or_else(|e| e.into_inner());
             }
         }
         if shared.stop.load(Ordering::Relaxed) {

@@ -5,11 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray, DictionaryArray, StringArray};
-use arrow::datatypes::{DataType, Float32Type, Float64Type, Int32Type, UInt16Type, UInt32Type, UInt64Type};
+use arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int32Type, UInt16Type, UInt32Type, UInt64Type,
+};
 use arrow::record_batch::RecordBatch;
 
 use super::*;
-use crate::corpus::testing::{random_rows, write_corpus, write_corpus_with, Row, TestCorpusOptions};
+use crate::corpus::testing::{
+    random_rows, write_corpus, write_corpus_with, Row, TestCorpusOptions,
+};
 use crate::corpus::{Corpus, IndexType, ValueType};
 use crate::sample::{Cohort, RandomCells};
 use crate::ErrorKind;
@@ -29,9 +33,20 @@ fn fixture_rows(rows: Vec<Row>, n_genes: u32, opts: &TestCorpusOptions) -> Fixtu
     let dir = tempfile::tempdir().unwrap();
     let n = rows.len() as u64;
     let a = n / 3;
-    write_corpus_with(dir.path(), n_genes as u64, &rows, &[("a", a), ("b", n - a)], opts).unwrap();
+    write_corpus_with(
+        dir.path(),
+        n_genes as u64,
+        &rows,
+        &[("a", a), ("b", n - a)],
+        opts,
+    )
+    .unwrap();
     let corpus = Arc::new(Corpus::open(dir.path()).unwrap());
-    Fixture { _dir: dir, rows, corpus }
+    Fixture {
+        _dir: dir,
+        rows,
+        corpus,
+    }
 }
 
 fn gatherer(f: &Fixture, options: BatchOptions) -> Arc<Gatherer> {
@@ -49,14 +64,23 @@ fn scrambled(n: u64) -> Vec<u64> {
 fn csr_rows(batch: &RecordBatch) -> Vec<Row> {
     let idx = batch.column_by_name("indices").unwrap().as_list::<i32>();
     let val = batch.column_by_name("values").unwrap().as_list::<i32>();
-    assert_eq!(idx.offsets(), val.offsets(), "indices and values share the indptr");
+    assert_eq!(
+        idx.offsets(),
+        val.offsets(),
+        "indices and values share the indptr"
+    );
     assert_eq!(idx.offsets()[0], 0, "the indptr is local to the batch");
     (0..batch.num_rows())
         .map(|r| {
             let i = idx.value(r);
             let v = val.value(r);
             let genes: Vec<u32> = match i.data_type() {
-                DataType::UInt16 => i.as_primitive::<UInt16Type>().values().iter().map(|&x| x as u32).collect(),
+                DataType::UInt16 => i
+                    .as_primitive::<UInt16Type>()
+                    .values()
+                    .iter()
+                    .map(|&x| x as u32)
+                    .collect(),
                 DataType::UInt32 => i.as_primitive::<UInt32Type>().values().to_vec(),
                 t => panic!("index type {t}"),
             };
@@ -67,16 +91,36 @@ fn csr_rows(batch: &RecordBatch) -> Vec<Row> {
 
 fn to_f64(v: &dyn Array) -> Vec<f64> {
     match v.data_type() {
-        DataType::UInt16 => v.as_primitive::<UInt16Type>().values().iter().map(|&x| x as f64).collect(),
-        DataType::UInt32 => v.as_primitive::<UInt32Type>().values().iter().map(|&x| x as f64).collect(),
-        DataType::Float32 => v.as_primitive::<Float32Type>().values().iter().map(|&x| x as f64).collect(),
+        DataType::UInt16 => v
+            .as_primitive::<UInt16Type>()
+            .values()
+            .iter()
+            .map(|&x| x as f64)
+            .collect(),
+        DataType::UInt32 => v
+            .as_primitive::<UInt32Type>()
+            .values()
+            .iter()
+            .map(|&x| x as f64)
+            .collect(),
+        DataType::Float32 => v
+            .as_primitive::<Float32Type>()
+            .values()
+            .iter()
+            .map(|&x| x as f64)
+            .collect(),
         DataType::Float64 => v.as_primitive::<Float64Type>().values().to_vec(),
         t => panic!("value type {t}"),
     }
 }
 
 fn cells_of(batch: &RecordBatch) -> Vec<u64> {
-    batch.column_by_name("cell").unwrap().as_primitive::<UInt64Type>().values().to_vec()
+    batch
+        .column_by_name("cell")
+        .unwrap()
+        .as_primitive::<UInt64Type>()
+        .values()
+        .to_vec()
 }
 
 #[test]
@@ -93,7 +137,11 @@ fn csr_batches_equal_the_written_rows_for_every_stored_type() {
             .into_iter()
             .map(|(i, v)| (i, v.into_iter().map(|x| x * scale).collect()))
             .collect();
-        let opts = TestCorpusOptions { index_type: Some(it), value_type: Some(vt), ..Default::default() };
+        let opts = TestCorpusOptions {
+            index_type: Some(it),
+            value_type: Some(vt),
+            ..Default::default()
+        };
         let f = fixture_rows(rows, 300, &opts);
         let g = gatherer(&f, BatchOptions::default());
         let cells = scrambled(29);
@@ -103,9 +151,19 @@ fn csr_batches_equal_the_written_rows_for_every_stored_type() {
         let expect: Vec<Row> = cells.iter().map(|&c| f.rows[c as usize].clone()).collect();
         let got = csr_rows(&batch);
         for (k, (e, g)) in expect.iter().zip(&got).enumerate() {
-            assert_eq!(e.0, g.0, "{it:?}/{vt:?}: genes of row {k} (cell {})", cells[k]);
-            let close = e.1.iter().zip(&g.1).all(|(a, b)| (a - b).abs() <= 1e-6 * a.abs().max(1.0));
-            assert!(close && e.1.len() == g.1.len(), "{it:?}/{vt:?}: values of row {k}");
+            assert_eq!(
+                e.0, g.0,
+                "{it:?}/{vt:?}: genes of row {k} (cell {})",
+                cells[k]
+            );
+            let close =
+                e.1.iter()
+                    .zip(&g.1)
+                    .all(|(a, b)| (a - b).abs() <= 1e-6 * a.abs().max(1.0));
+            assert!(
+                close && e.1.len() == g.1.len(),
+                "{it:?}/{vt:?}: values of row {k}"
+            );
         }
     }
 }
@@ -114,13 +172,24 @@ fn csr_batches_equal_the_written_rows_for_every_stored_type() {
 fn native_types_are_kept_and_conversion_gives_the_same_numbers() {
     let f = fixture(20, 100, &TestCorpusOptions::default());
     let cells: Vec<u64> = (0..20).rev().collect();
-    let native = gatherer(&f, BatchOptions::default()).gather(&cells, None).unwrap();
+    let native = gatherer(&f, BatchOptions::default())
+        .gather(&cells, None)
+        .unwrap();
     let idx = native.column_by_name("indices").unwrap().as_list::<i32>();
     assert_eq!(idx.values().data_type(), &DataType::UInt16);
     let val = native.column_by_name("values").unwrap().as_list::<i32>();
     assert_eq!(val.values().data_type(), &DataType::UInt16);
-    for (out, dt) in [(ValueOutput::Float32, DataType::Float32), (ValueOutput::Float64, DataType::Float64)] {
-        let g = gatherer(&f, BatchOptions { values: out, ..Default::default() });
+    for (out, dt) in [
+        (ValueOutput::Float32, DataType::Float32),
+        (ValueOutput::Float64, DataType::Float64),
+    ] {
+        let g = gatherer(
+            &f,
+            BatchOptions {
+                values: out,
+                ..Default::default()
+            },
+        );
         let b = g.gather(&cells, None).unwrap();
         let v = b.column_by_name("values").unwrap().as_list::<i32>();
         assert_eq!(v.values().data_type(), &dt);
@@ -135,7 +204,13 @@ fn dense_equals_csr_expanded_over_a_gene_subset() {
     let names: Vec<String> = genes.iter().map(|g| format!("gene{g}")).collect();
     let cells = scrambled(23);
     for sel in [DenseGenes::Ids(genes.clone()), DenseGenes::Names(names)] {
-        let g = gatherer(&f, BatchOptions { dense: Some(sel), ..Default::default() });
+        let g = gatherer(
+            &f,
+            BatchOptions {
+                dense: Some(sel),
+                ..Default::default()
+            },
+        );
         let b = g.gather(&cells, None).unwrap();
         assert!(b.column_by_name("indices").is_none());
         let d = b.column_by_name("dense").unwrap().as_fixed_size_list();
@@ -144,12 +219,27 @@ fn dense_equals_csr_expanded_over_a_gene_subset() {
         for (r, &c) in cells.iter().enumerate() {
             let (ri, rv) = &f.rows[c as usize];
             for (col, &gene) in genes.iter().enumerate() {
-                let expect = ri.iter().position(|&x| x == gene).map(|p| rv[p]).unwrap_or(0.0);
-                assert_eq!(vals[r * genes.len() + col] as f64, expect, "cell {c} gene {gene}");
+                let expect = ri
+                    .iter()
+                    .position(|&x| x == gene)
+                    .map(|p| rv[p])
+                    .unwrap_or(0.0);
+                assert_eq!(
+                    vals[r * genes.len() + col] as f64,
+                    expect,
+                    "cell {c} gene {gene}"
+                );
             }
         }
     }
-    let all = gatherer(&f, BatchOptions { dense: Some(DenseGenes::All), values: ValueOutput::Float64, ..Default::default() });
+    let all = gatherer(
+        &f,
+        BatchOptions {
+            dense: Some(DenseGenes::All),
+            values: ValueOutput::Float64,
+            ..Default::default()
+        },
+    );
     let b = all.gather(&[5], None).unwrap();
     let d = b.column_by_name("dense").unwrap().as_fixed_size_list();
     let vals = d.values().as_primitive::<Float64Type>().values();
@@ -167,16 +257,40 @@ fn bad_requests_are_errors() {
     let e = g.gather(&[3, 10], None).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     assert!(e.message().contains("cell 10"), "{e}");
-    let e = Gatherer::new(f.corpus.clone(), BatchOptions { dense: Some(DenseGenes::Names(vec!["nope".into()])), ..Default::default() })
-        .unwrap_err();
+    let e = Gatherer::new(
+        f.corpus.clone(),
+        BatchOptions {
+            dense: Some(DenseGenes::Names(vec!["nope".into()])),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
     assert!(e.message().contains("nope"), "{e}");
-    let e = Gatherer::new(f.corpus.clone(), BatchOptions { dense: Some(DenseGenes::Ids(vec![20])), ..Default::default() })
-        .unwrap_err();
+    let e = Gatherer::new(
+        f.corpus.clone(),
+        BatchOptions {
+            dense: Some(DenseGenes::Ids(vec![20])),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
     assert!(e.message().contains("20"), "{e}");
-    let e = Gatherer::new(f.corpus.clone(), BatchOptions { obs_columns: vec!["nope".into()], ..Default::default() })
-        .unwrap_err();
+    let e = Gatherer::new(
+        f.corpus.clone(),
+        BatchOptions {
+            obs_columns: vec!["nope".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
     assert!(e.message().contains("nope"), "{e}");
-    let grouped = gatherer(&f, BatchOptions { group_column: true, ..Default::default() });
+    let grouped = gatherer(
+        &f,
+        BatchOptions {
+            group_column: true,
+            ..Default::default()
+        },
+    );
     assert!(grouped.gather(&[1, 2], None).is_err());
     assert!(grouped.gather(&[1, 2], Some(&[0])).is_err());
 }
@@ -189,13 +303,17 @@ fn empty_batches_and_empty_cells_are_fine() {
     let b = g.gather(&[], None).unwrap();
     assert_eq!(b.num_rows(), 0);
     let b = g.gather(&[0, 2, 1], None).unwrap();
-    assert_eq!(csr_rows(&b), vec![(vec![], vec![]), (vec![], vec![]), (vec![3], vec![2.0])]);
+    assert_eq!(
+        csr_rows(&b),
+        vec![(vec![], vec![]), (vec![], vec![]), (vec![3], vec![2.0])]
+    );
 }
 
 #[test]
 fn obs_columns_and_coordinates_follow_the_cells() {
     let n = 12usize;
-    let coords: Vec<Option<[f64; 2]>> = (0..n).map(|i| Some([i as f64, 100.0 + i as f64])).collect();
+    let coords: Vec<Option<[f64; 2]>> =
+        (0..n).map(|i| Some([i as f64, 100.0 + i as f64])).collect();
     let labels: Vec<&str> = (0..n).map(|i| if i % 3 == 0 { "T" } else { "B" }).collect();
     let dict: DictionaryArray<Int32Type> = labels.iter().copied().collect();
     let opts = TestCorpusOptions {
@@ -204,11 +322,14 @@ fn obs_columns_and_coordinates_follow_the_cells() {
         ..Default::default()
     };
     let f = fixture(n, 30, &opts);
-    let g = gatherer(&f, BatchOptions {
-        coordinates: true,
-        obs_columns: vec!["cell_type".into(), "obs_name".into()],
-        ..Default::default()
-    });
+    let g = gatherer(
+        &f,
+        BatchOptions {
+            coordinates: true,
+            obs_columns: vec!["cell_type".into(), "obs_name".into()],
+            ..Default::default()
+        },
+    );
     let cells = vec![11u64, 0, 4, 4];
     let b = g.gather(&cells, None).unwrap();
     let x = b.column_by_name("x").unwrap().as_primitive::<Float64Type>();
@@ -219,7 +340,10 @@ fn obs_columns_and_coordinates_follow_the_cells() {
         assert_eq!(y.value(r), 100.0 + c as f64);
     }
     let ct = b.column_by_name("cell_type").unwrap();
-    assert!(matches!(ct.data_type(), DataType::Dictionary(_, _)), "categoricals stay dictionaries");
+    assert!(
+        matches!(ct.data_type(), DataType::Dictionary(_, _)),
+        "categoricals stay dictionaries"
+    );
     let ct = arrow::compute::cast(ct, &DataType::Utf8).unwrap();
     let ct = ct.as_any().downcast_ref::<StringArray>().unwrap();
     let got: Vec<&str> = (0..cells.len()).map(|r| ct.value(r)).collect();
@@ -241,18 +365,35 @@ fn loader_order_is_the_plan_order_with_any_thread_count() {
     let g = gatherer(&f, BatchOptions::default());
     let cells = scrambled(61);
     let plan: Arc<dyn BatchPlan> = Arc::new(CellBatches::new(cells.clone(), 5, false));
-    let expect: Vec<RecordBatch> =
-        (0..plan.n_batches()).map(|i| g.gather_request(&plan.batch(i).unwrap()).unwrap()).collect();
+    let expect: Vec<RecordBatch> = (0..plan.n_batches())
+        .map(|i| g.gather_request(&plan.batch(i).unwrap()).unwrap())
+        .collect();
     assert_eq!(expect.len(), 13);
     for threads in [0, 1, 4] {
         for prefetch in [1, 3] {
-            let got = collect(Loader::new(g.clone(), plan.clone(), LoaderOptions { threads, prefetch, start: 0 }));
+            let got = collect(Loader::new(
+                g.clone(),
+                plan.clone(),
+                LoaderOptions {
+                    threads,
+                    prefetch,
+                    start: 0,
+                },
+            ));
             assert_eq!(got, expect, "threads {threads} prefetch {prefetch}");
         }
     }
     let all: Vec<u64> = expect.iter().flat_map(cells_of).collect();
     assert_eq!(all, cells);
-    let resumed = collect(Loader::new(g.clone(), plan.clone(), LoaderOptions { threads: 2, prefetch: 2, start: 10 }));
+    let resumed = collect(Loader::new(
+        g.clone(),
+        plan.clone(),
+        LoaderOptions {
+            threads: 2,
+            prefetch: 2,
+            start: 10,
+        },
+    ));
     assert_eq!(resumed, expect[10..].to_vec());
 }
 
@@ -264,7 +405,15 @@ fn dropping_a_loader_early_does_not_hang() {
     std::thread::spawn(move || {
         let plan: Arc<dyn BatchPlan> = Arc::new(CellBatches::new(scrambled(200), 1, false));
         for take in [0, 1, 7] {
-            let mut loader = Loader::new(g.clone(), plan.clone(), LoaderOptions { threads: 4, prefetch: 2, start: 0 });
+            let mut loader = Loader::new(
+                g.clone(),
+                plan.clone(),
+                LoaderOptions {
+                    threads: 4,
+                    prefetch: 2,
+                    start: 0,
+                },
+            );
             for _ in 0..take {
                 loader.next().unwrap().unwrap();
             }
@@ -272,7 +421,8 @@ fn dropping_a_loader_early_does_not_hang() {
         }
         tx.send(()).unwrap();
     });
-    rx.recv_timeout(Duration::from_secs(30)).expect("dropping the loader joined its threads");
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("dropping the loader joined its threads");
 }
 
 /// A plan whose batch 3 is out of range.
@@ -282,8 +432,15 @@ impl BatchPlan for Failing {
         6
     }
     fn batch(&self, i: usize) -> crate::Result<BatchRequest> {
-        let cells = if i == 3 { vec![1_000_000] } else { vec![i as u64] };
-        Ok(BatchRequest { cells, groups: None })
+        let cells = if i == 3 {
+            vec![1_000_000]
+        } else {
+            vec![i as u64]
+        };
+        Ok(BatchRequest {
+            cells,
+            groups: None,
+        })
     }
 }
 
@@ -292,7 +449,16 @@ fn a_failed_batch_is_yielded_as_an_error_and_ends_the_stream() {
     let f = fixture(10, 20, &TestCorpusOptions::default());
     let g = gatherer(&f, BatchOptions::default());
     for threads in [0, 3] {
-        let out: Vec<_> = Loader::new(g.clone(), Arc::new(Failing), LoaderOptions { threads, prefetch: 4, start: 0 }).collect();
+        let out: Vec<_> = Loader::new(
+            g.clone(),
+            Arc::new(Failing),
+            LoaderOptions {
+                threads,
+                prefetch: 4,
+                start: 0,
+            },
+        )
+        .collect();
         assert_eq!(out.len(), 4, "threads {threads}");
         assert!(out[..3].iter().all(|b| b.is_ok()));
         assert!(out[3].is_err());
@@ -307,12 +473,27 @@ fn sampled_shards_together_serve_the_epoch_once() {
     let mut seen = Vec::new();
     for rank in 0..3 {
         let shard = Shard::new(rank, 3, 0, 1).unwrap();
-        let plan = SampledCells::new(sampler.clone(), shard, ShardPolicy::Even, ShardState::epoch_start(2), 4, false).unwrap();
-        let expect: Vec<u64> = sampler.stream(shard, ShardPolicy::Even, ShardState::epoch_start(2)).unwrap().collect();
-        let got: Vec<u64> = collect(Loader::new(g.clone(), Arc::new(plan), LoaderOptions::default()))
-            .iter()
-            .flat_map(cells_of)
+        let plan = SampledCells::new(
+            sampler.clone(),
+            shard,
+            ShardPolicy::Even,
+            ShardState::epoch_start(2),
+            4,
+            false,
+        )
+        .unwrap();
+        let expect: Vec<u64> = sampler
+            .stream(shard, ShardPolicy::Even, ShardState::epoch_start(2))
+            .unwrap()
             .collect();
+        let got: Vec<u64> = collect(Loader::new(
+            g.clone(),
+            Arc::new(plan),
+            LoaderOptions::default(),
+        ))
+        .iter()
+        .flat_map(cells_of)
+        .collect();
         assert_eq!(got, expect, "rank {rank} follows its shard stream");
         seen.extend(got);
     }
@@ -320,22 +501,42 @@ fn sampled_shards_together_serve_the_epoch_once() {
     assert_eq!(seen, (0..50).collect::<Vec<_>>());
     // Resuming from a saved position continues the same shard stream.
     let shard = Shard::new(1, 3, 0, 1).unwrap();
-    let state = ShardState { epoch: 2, start: 0, position: 5 };
-    let plan = SampledCells::new(sampler.clone(), shard, ShardPolicy::Even, state, 4, false).unwrap();
-    let got: Vec<u64> = collect(Loader::new(g, Arc::new(plan), LoaderOptions::default())).iter().flat_map(cells_of).collect();
-    let expect: Vec<u64> = sampler.stream(shard, ShardPolicy::Even, state).unwrap().collect();
+    let state = ShardState {
+        epoch: 2,
+        start: 0,
+        position: 5,
+    };
+    let plan =
+        SampledCells::new(sampler.clone(), shard, ShardPolicy::Even, state, 4, false).unwrap();
+    let got: Vec<u64> = collect(Loader::new(g, Arc::new(plan), LoaderOptions::default()))
+        .iter()
+        .flat_map(cells_of)
+        .collect();
+    let expect: Vec<u64> = sampler
+        .stream(shard, ShardPolicy::Even, state)
+        .unwrap()
+        .collect();
     assert_eq!(got, expect);
 }
 
 #[test]
 fn group_batches_carry_a_group_column() {
     let f = fixture(10, 20, &TestCorpusOptions::default());
-    let g = gatherer(&f, BatchOptions { group_column: true, ..Default::default() });
+    let g = gatherer(
+        &f,
+        BatchOptions {
+            group_column: true,
+            ..Default::default()
+        },
+    );
     let plan = GroupBatches::new(vec![(7, vec![1, 2]), (8, vec![9]), (9, vec![0, 0, 3])], 2);
     let batches = collect(Loader::new(g, Arc::new(plan), LoaderOptions::default()));
     assert_eq!(batches.len(), 2);
     assert_eq!(cells_of(&batches[0]), vec![1, 2, 9]);
-    let grp = batches[0].column_by_name("group").unwrap().as_primitive::<UInt64Type>();
+    let grp = batches[0]
+        .column_by_name("group")
+        .unwrap()
+        .as_primitive::<UInt64Type>();
     assert_eq!(grp.values().to_vec(), vec![7, 7, 8]);
     assert_eq!(cells_of(&batches[1]), vec![0, 0, 3]);
     let rows = csr_rows(&batches[1]);
@@ -360,11 +561,18 @@ fn bench_counts_what_it_delivers() {
 #[test]
 fn the_smallest_corpus_works_through_write_corpus() {
     let dir = tempfile::tempdir().unwrap();
-    let rows: Vec<Row> = vec![(vec![0, 4], vec![1.0, 2.0]), (vec![], vec![]), (vec![9], vec![5.0])];
+    let rows: Vec<Row> = vec![
+        (vec![0, 4], vec![1.0, 2.0]),
+        (vec![], vec![]),
+        (vec![9], vec![5.0]),
+    ];
     write_corpus(dir.path(), 10, &rows, &[("a", 2), ("b", 1)]).unwrap();
     let corpus = Arc::new(Corpus::open(dir.path()).unwrap());
     let g = Gatherer::new(corpus, BatchOptions::default()).unwrap();
-    assert_eq!(csr_rows(&g.gather(&[2, 0, 1], None).unwrap()), vec![rows[2].clone(), rows[0].clone(), rows[1].clone()]);
+    assert_eq!(
+        csr_rows(&g.gather(&[2, 0, 1], None).unwrap()),
+        vec![rows[2].clone(), rows[0].clone(), rows[1].clone()]
+    );
 }
 
 /// Writes the benchmark corpus of the loader targets (50,000 cells x 20,000 genes, 5% dense,
@@ -377,7 +585,21 @@ fn write_bench_corpus() {
         panic!("set CELLARROW_BENCH_CORPUS to the directory to create");
     };
     let rows = random_rows(50_000, 20_000, 0.05, 42);
-    let opts = TestCorpusOptions { batch_rows: 65_536, part_cells: 16_384, ..Default::default() };
-    let m = write_corpus_with(std::path::Path::new(&path), 20_000, &rows, &[("s0", 25_000), ("s1", 25_000)], &opts).unwrap();
-    assert_eq!((m.index_type, m.value_type), (IndexType::Uint16, ValueType::Uint16));
+    let opts = TestCorpusOptions {
+        batch_rows: 65_536,
+        part_cells: 16_384,
+        ..Default::default()
+    };
+    let m = write_corpus_with(
+        std::path::Path::new(&path),
+        20_000,
+        &rows,
+        &[("s0", 25_000), ("s1", 25_000)],
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(
+        (m.index_type, m.value_type),
+        (IndexType::Uint16, ValueType::Uint16)
+    );
 }
