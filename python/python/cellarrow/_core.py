@@ -1,0 +1,528 @@
+"""Corpus, cohorts, loaders and batches: the pythonic face of ``cellarrow._native``."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+import pyarrow as pa
+
+from . import _native
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+SAMPLERS = ("random", "groups", "regions", "blocks")
+TABLES = ("obs", "genes", "samples", "regions")
+
+
+def open(path: PathLike) -> "Corpus":  # noqa: A001 - the natural name, like io.open
+    """Opens a corpus directory written by ``cellarrow convert``.
+
+    The matrix parts are memory-mapped and their structure is checked; nothing is read into
+    memory until it is asked for.
+
+    >>> import cellarrow
+    >>> corpus = cellarrow.open("my.corpus")              # doctest: +SKIP
+    >>> corpus.n_cells, corpus.n_genes                     # doctest: +SKIP
+    (1107, 507)
+    """
+    return Corpus(path)
+
+
+class Corpus:
+    """A memory-mapped cellarrow corpus.
+
+    Tables come as ``pyarrow.Table`` (``corpus.obs``, ``corpus.genes``, ``corpus.samples``), as
+    ``polars.DataFrame`` (``corpus.table("obs", format="polars")``) or lazily
+    (``corpus.scan("obs")``); ``corpus.query(sql)`` runs the SQL of ``cellarrow query``.
+
+    >>> corpus = cellarrow.open("my.corpus")                                   # doctest: +SKIP
+    >>> corpus.query("SELECT sample_id, COUNT(*) AS n FROM obs GROUP BY 1")     # doctest: +SKIP
+    >>> t = corpus.cohort("SELECT cell FROM obs WHERE cell_type = 'T cell'")   # doctest: +SKIP
+    >>> for batch in t.loader(batch_size=256, seed=0):                         # doctest: +SKIP
+    ...     X = batch.to_scipy()
+    """
+
+    def __init__(self, path: PathLike):
+        self._path = Path(path)
+        self._native = _native.Corpus(os.fspath(path))
+        self._manifest: Optional[dict] = None
+        self._gene_names: Optional[List[str]] = None
+
+    # -- identity --------------------------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        """The corpus directory."""
+        return self._path
+
+    @property
+    def n_cells(self) -> int:
+        return self._native.n_cells
+
+    @property
+    def n_genes(self) -> int:
+        return self._native.n_genes
+
+    @property
+    def nnz(self) -> int:
+        return self._native.nnz
+
+    @property
+    def manifest(self) -> dict:
+        """``manifest.json`` as a dict."""
+        if self._manifest is None:
+            self._manifest = json.loads(self._native.manifest_json)
+        return self._manifest
+
+    @property
+    def gene_names(self) -> List[str]:
+        """Gene names in id order (the column order of ``to_scipy()``)."""
+        if self._gene_names is None:
+            self._gene_names = self._native.gene_names()
+        return self._gene_names
+
+    @property
+    def part_paths(self) -> List[Path]:
+        """The matrix parts (Arrow IPC streams), in cell order."""
+        return [Path(p) for p, _, _ in self._native.parts()]
+
+    def __len__(self) -> int:
+        return self.n_cells
+
+    def __repr__(self) -> str:
+        return f"Corpus({os.fspath(self._path)!r}, n_cells={self.n_cells}, n_genes={self.n_genes}, nnz={self.nnz})"
+
+    # -- tables ----------------------------------------------------------------------------
+    def table(self, name: str, columns: Optional[Sequence[str]] = None, *, format: str = "arrow"):
+        """A corpus table (``obs``, ``genes``, ``samples``, ``regions``).
+
+        ``format="arrow"`` gives a ``pyarrow.Table``, ``"polars"`` a ``polars.DataFrame``
+        (from the same Arrow buffers, no copy).
+
+        >>> corpus.table("obs", ["cell", "sample_id"], format="polars")   # doctest: +SKIP
+        """
+        t = self._native.read_table(name, None if columns is None else list(columns))
+        if t is None:
+            import pyarrow.parquet as pq
+
+            t = pq.read_table(self._path / f"{name}.parquet", columns=columns)
+        else:
+            t = pa.table(t)
+        return _format(t, format)
+
+    @property
+    def obs(self) -> pa.Table:
+        """``obs.parquet``: one row per cell (``cell``, ``sample_id``, ..., source obs columns)."""
+        return self.table("obs")
+
+    @property
+    def genes(self) -> pa.Table:
+        """``genes.parquet``: the gene vocabulary; row ``i`` is gene id ``i``."""
+        return self.table("genes")
+
+    @property
+    def samples(self) -> pa.Table:
+        """``samples.parquet``: one row per source h5ad file."""
+        return self.table("samples")
+
+    def scan(self, name: str):
+        """A lazy ``polars.LazyFrame`` over a corpus table (projection and predicate push-down).
+
+        >>> corpus.scan("obs").filter(pl.col("nnz") > 100).select("cell").collect()  # doctest: +SKIP
+        """
+        import polars as pl
+
+        if name not in TABLES:
+            raise ValueError(f"{name!r} is not a corpus table; expected one of {', '.join(TABLES)}")
+        path = self._path / f"{name}.parquet"
+        if not path.exists():
+            raise ValueError(f"the corpus has no {name} table ({path})")
+        return pl.scan_parquet(path)
+
+    @property
+    def matrix(self) -> pa.Table:
+        """The expression matrix as one Arrow table over the mapped parts, with no copy:
+        ``indices`` and ``values`` list columns, row ``i`` is cell ``i``."""
+        return pa.table(self._native.matrix())
+
+    # -- SQL -------------------------------------------------------------------------------
+    def query(self, sql: str, *, format: str = "arrow"):
+        """Runs one SQL statement over the corpus tables (``obs``, ``genes``, ``samples``,
+        ``regions``; ``blocks(size[, stride])``, ``expr(cell, gene)``), as ``cellarrow query``.
+
+        >>> corpus.query("SELECT cell_type, COUNT(*) AS n FROM obs GROUP BY 1 ORDER BY n DESC")  # doctest: +SKIP
+        >>> corpus.query("SELECT * FROM genes LIMIT 5", format="polars")                         # doctest: +SKIP
+        """
+        return _format(pa.table(self._native.query(sql)), format)
+
+    def cohort(self, sql: str) -> "Cohort":
+        """The cohort (sorted distinct cell ids) of the ``cell`` column of a query.
+
+        >>> t = corpus.cohort("SELECT cell FROM obs WHERE cell_type = 'T cell'")  # doctest: +SKIP
+        >>> len(t)                                                               # doctest: +SKIP
+        """
+        return Cohort(self, _cells_numpy(self._native.cohort(sql)))
+
+    def where(self, predicate: str) -> "Cohort":
+        """The cohort of cells whose obs row satisfies an SQL predicate.
+
+        >>> corpus.where("sample_id = 'donor1' AND nnz > 200")  # doctest: +SKIP
+        """
+        return Cohort(self, _cells_numpy(self._native.cohort_where(predicate)))
+
+    def cells(self, cells: Sequence[int]) -> "Cohort":
+        """A cohort from explicit cell ids (sorted and deduplicated)."""
+        return Cohort(self, np.unique(np.asarray(cells, dtype=np.uint64)))
+
+    # -- loading ---------------------------------------------------------------------------
+    def loader(self, sampler: str = "random", **options: Any) -> "Loader":
+        """Batches over every cell; see :class:`Loader` for the options.
+
+        >>> for batch in corpus.loader(batch_size=256, seed=1, epoch=0):  # doctest: +SKIP
+        ...     X = batch.to_scipy()
+        """
+        return Loader(self, sampler=sampler, **options)
+
+    def to_hf_dataset(self, obs: Optional[Sequence[str]] = None):
+        """A Hugging Face ``datasets.Dataset`` over the mapped matrix parts; see
+        :func:`cellarrow.hf.to_hf_dataset`."""
+        from .hf import to_hf_dataset
+
+        return to_hf_dataset(self, obs=obs)
+
+    def to_hf_iterable(self, sampler: str = "random", **options: Any):
+        """A Hugging Face ``datasets.IterableDataset`` over a sampler; see
+        :func:`cellarrow.hf.to_hf_iterable`."""
+        from .hf import to_hf_iterable
+
+        return to_hf_iterable(self, sampler=sampler, **options)
+
+
+class Cohort:
+    """A set of cells of a corpus (sorted distinct ids), from SQL or a list.
+
+    >>> t = corpus.where("cell_type = 'T cell'")          # doctest: +SKIP
+    >>> t.cells[:5], len(t)                               # doctest: +SKIP
+    >>> loader = t.loader("groups", group_size=16)         # doctest: +SKIP
+    """
+
+    def __init__(self, corpus: Corpus, cells: np.ndarray):
+        self.corpus = corpus
+        self.cells = np.asarray(cells, dtype=np.uint64)
+
+    def __len__(self) -> int:
+        return int(self.cells.shape[0])
+
+    def __repr__(self) -> str:
+        return f"Cohort({len(self)} cells of {self.corpus!r})"
+
+    def __array__(self, dtype=None, copy=None):
+        return self.cells if dtype is None else self.cells.astype(dtype)
+
+    def to_arrow(self) -> pa.Array:
+        """The cell ids as a ``pyarrow.UInt64Array`` (no copy)."""
+        return pa.array(self.cells, type=pa.uint64())
+
+    def obs(self, columns: Optional[Sequence[str]] = None) -> pa.Table:
+        """The obs rows of the cohort (rows are in cell id order)."""
+        t = self.corpus.table("obs", columns)
+        return t.take(pa.array(self.cells.astype(np.int64)))
+
+    def loader(self, sampler: str = "random", **options: Any) -> "Loader":
+        """Batches over the cohort; see :class:`Loader` for the options."""
+        return Loader(self.corpus, sampler=sampler, cohort=self, **options)
+
+    def to_hf_iterable(self, sampler: str = "random", **options: Any):
+        """A Hugging Face ``IterableDataset`` over the cohort; see :func:`cellarrow.hf.to_hf_iterable`."""
+        from .hf import to_hf_iterable
+
+        return to_hf_iterable(self.corpus, sampler=sampler, cohort=self, **options)
+
+
+def _cells_numpy(native_array) -> np.ndarray:
+    return pa.array(native_array).to_numpy(zero_copy_only=True)
+
+
+def _format(t: pa.Table, format: str):
+    if format == "arrow":
+        return t
+    if format == "polars":
+        import polars as pl
+
+        return pl.DataFrame(t)
+    raise ValueError(f"unknown format {format!r}; expected 'arrow' or 'polars'")
+
+
+def cohort_cells(cohort: Any) -> Optional[pa.Array]:
+    """Cell ids of a :class:`Cohort`, a query ``Cohort`` of the core, or any integer sequence,
+    as an Arrow array (or None for every cell)."""
+    if cohort is None:
+        return None
+    if isinstance(cohort, Cohort):
+        return cohort.to_arrow()
+    if hasattr(cohort, "cells") and not callable(cohort.cells):
+        cohort = cohort.cells
+    if isinstance(cohort, (pa.Array, pa.ChunkedArray)):
+        return pa.array(cohort).cast(pa.uint64()) if isinstance(cohort, pa.Array) else cohort.combine_chunks().cast(pa.uint64())
+    return pa.array(np.asarray(cohort, dtype=np.uint64))
+
+
+class Loader:
+    """Batches of one shard of one epoch of a sampler, gathered ahead by Rust threads.
+
+    Iterating yields :class:`Batch` objects; each pass over the loader is one epoch (set it with
+    ``epoch=`` or :meth:`set_epoch`). The Rust threads gather with the GIL released.
+
+    Sampler options:
+
+    - ``sampler``: ``"random"`` (a fresh permutation of the cells per epoch), ``"groups"``
+      (``group_size`` random cells of one sample; ``label``/``label_mode`` for
+      ``"class_balanced"`` or ``"stratified"``), ``"regions"`` (``regions=`` a regions file,
+      or ``label=`` an obs column whose values are regions, else the corpus's regions.parquet),
+      ``"blocks"`` (square tissue blocks of ``block_size``, optional ``stride``).
+    - ``batch_size``: cells per batch (random, default 256) or groups per batch (default 1).
+    - ``seed``, ``epoch``, ``drop_last``, ``min_cells``, ``max_cells``.
+    - ``rank``, ``world_size``, ``worker``, ``num_workers``, ``policy`` (``"even"``,
+      ``"drop_last"``, ``"pad"``): the shard; ``position``: items of the shard already served
+      (to resume).
+
+    Output options: ``obs`` (obs columns to add), ``coords`` (x, y, z), ``dense`` (``"all"``
+    or a list of gene names or ids: a dense ``n_cells x len(dense)`` output instead of CSR),
+    ``values`` (``"native"``, ``"f32"``, ``"f64"``). Loader options: ``threads`` (0 gathers on
+    the calling thread), ``prefetch``.
+
+    >>> loader = corpus.loader("random", batch_size=256, seed=0, obs=["cell_type"])  # doctest: +SKIP
+    >>> for epoch in range(3):                                                       # doctest: +SKIP
+    ...     loader.set_epoch(epoch)
+    ...     for batch in loader:
+    ...         X = batch.to_torch()
+    """
+
+    def __init__(self, corpus: Union[Corpus, PathLike], sampler: str = "random", *, cohort: Any = None, **options: Any):
+        if not isinstance(corpus, Corpus):
+            corpus = Corpus(corpus)
+        if sampler not in SAMPLERS and sampler != "cells":
+            raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+        if isinstance(options.get("dense"), str):
+            options["dense"] = [options["dense"]]
+        if isinstance(options.get("obs"), str):
+            options["obs"] = [options["obs"]]
+        if options.get("regions") is not None:
+            options["regions"] = os.fspath(options["regions"])
+        self.corpus = corpus
+        self.sampler = sampler
+        self._cells = cohort_cells(cohort)
+        self._options = dict(options)
+        self._epoch = int(self._options.pop("epoch", 0))
+        self._position = int(self._options.pop("position", 0))
+        self._native: Optional[Any] = None
+        self._native_key: Optional[tuple] = None
+
+    def _make(self, epoch: int, position: int):
+        return _native.Loader(
+            self.corpus._native, self._cells, sampler=self.sampler, epoch=epoch, position=position, **self._options
+        )
+
+    def _current(self):
+        key = (self._epoch, self._position)
+        if self._native is None or self._native_key != key:
+            self._native = self._make(self._epoch, self._position)
+            self._native_key = key
+        return self._native
+
+    # -- epoch and state -------------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Serves ``epoch`` on the next iteration (from its start)."""
+        self._epoch = int(epoch)
+        self._position = 0
+
+    @property
+    def epoch_len(self) -> int:
+        """Items (cells or groups) of the epoch over all shards."""
+        return self._current().epoch_len
+
+    @property
+    def n_items(self) -> int:
+        """Items (cells or groups) this shard serves from the current position."""
+        return self._current().n_items
+
+    def __len__(self) -> int:
+        """Number of batches of the next iteration."""
+        return self._current().n_batches
+
+    def state_dict(self) -> Dict[str, int]:
+        """Where the loader stands: ``{"epoch", "position"}`` (items of the shard served)."""
+        return {"epoch": self._epoch, "position": self._position}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        """Continues from a :meth:`state_dict`: the next iteration resumes the epoch exactly."""
+        self._epoch = int(state["epoch"])
+        self._position = int(state["position"])
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The Arrow schema of every batch."""
+        return pa.record_batch(self._current().empty_batch()).schema
+
+    def __iter__(self) -> Iterator["Batch"]:
+        native = self._current()
+        self._native = None  # a loader iterates once; the next pass builds a fresh one
+        n_genes = self.corpus.n_genes
+        dense_genes = np.asarray(native.dense_genes, dtype=np.uint32) if native.dense_width else None
+        per_batch = native.items_per_batch
+        end = native.start_position + native.n_items
+        for rb in native:
+            batch = Batch(pa.record_batch(rb), n_genes, dense_genes)
+            self._position = min(self._position + per_batch, end)
+            yield batch
+        # A finished epoch moves on to the next one.
+        self._epoch += 1
+        self._position = 0
+
+
+class Batch:
+    """One batch: an Arrow record batch over Rust-owned buffers, with zero-copy views.
+
+    Columns: ``cell`` (UInt64), ``group`` (grouped samplers), ``indices`` and ``values`` (CSR,
+    list columns whose shared offsets are the indptr) or ``dense`` (FixedSizeList), ``x``/``y``
+    (/``z``) with ``coords``, and the requested obs columns.
+
+    ``pyarrow.record_batch(batch)`` and ``polars.DataFrame(batch)`` take it through the Arrow
+    PyCapsule interface with no copy; ``indptr``, ``indices``, ``values``, ``dense`` and
+    ``cells`` are read-only numpy views of the same memory.
+
+    >>> batch = next(iter(corpus.loader(batch_size=4)))   # doctest: +SKIP
+    >>> batch.cells, batch.indptr                          # doctest: +SKIP
+    >>> batch.to_scipy().shape                             # doctest: +SKIP
+    (4, 507)
+    """
+
+    __slots__ = ("record_batch", "n_genes", "dense_genes")
+
+    def __init__(self, record_batch: pa.RecordBatch, n_genes: int, dense_genes: Optional[np.ndarray] = None):
+        self.record_batch = record_batch
+        self.n_genes = int(n_genes)
+        self.dense_genes = dense_genes
+
+    def __arrow_c_array__(self, requested_schema=None):
+        return self.record_batch.__arrow_c_array__(requested_schema)
+
+    def __arrow_c_schema__(self):
+        return self.record_batch.schema.__arrow_c_schema__()
+
+    def __len__(self) -> int:
+        return self.record_batch.num_rows
+
+    def __repr__(self) -> str:
+        return f"Batch({self.record_batch.num_rows} cells, columns={self.record_batch.schema.names})"
+
+    @property
+    def num_rows(self) -> int:
+        return self.record_batch.num_rows
+
+    @property
+    def is_dense(self) -> bool:
+        return "dense" in self.record_batch.schema.names
+
+    def column(self, name: str) -> pa.Array:
+        return self.record_batch.column(name)
+
+    @property
+    def cells(self) -> np.ndarray:
+        """Global cell ids (uint64 view)."""
+        return self.column("cell").to_numpy(zero_copy_only=True)
+
+    @property
+    def groups(self) -> Optional[np.ndarray]:
+        """Group id of each cell (uint64 view), or None for the random sampler."""
+        if "group" not in self.record_batch.schema.names:
+            return None
+        return self.column("group").to_numpy(zero_copy_only=True)
+
+    @property
+    def indptr(self) -> np.ndarray:
+        """CSR row pointers (int32 view of the list offsets)."""
+        return self.column("indices").offsets.to_numpy(zero_copy_only=True)
+
+    @property
+    def indices(self) -> np.ndarray:
+        """Gene ids of the non-zeros (uint16 or uint32 view)."""
+        return self.column("indices").values.to_numpy(zero_copy_only=True)
+
+    @property
+    def values(self) -> np.ndarray:
+        """The non-zero values (view, in the stored or requested type)."""
+        return self.column("values").values.to_numpy(zero_copy_only=True)
+
+    @property
+    def dense(self) -> np.ndarray:
+        """The dense output as a ``(num_rows, n_dense_genes)`` view (``dense=`` loaders)."""
+        col = self.column("dense")
+        width = col.type.list_size
+        return col.values.to_numpy(zero_copy_only=True).reshape(len(col), width)
+
+    def obs(self, name: str) -> np.ndarray:
+        """An obs column as numpy (a view for numeric columns without nulls)."""
+        col = self.column(name)
+        if pa.types.is_dictionary(col.type):
+            col = col.dictionary_decode()
+        return col.to_numpy(zero_copy_only=False)
+
+    def to_pyarrow(self) -> pa.RecordBatch:
+        return self.record_batch
+
+    def to_polars(self):
+        """A ``polars.DataFrame`` over the same buffers."""
+        import polars as pl
+
+        return pl.DataFrame(self.record_batch)
+
+    def to_scipy(self):
+        """The batch as a ``scipy.sparse.csr_matrix`` of ``num_rows x n_genes`` (dense loaders:
+        ``num_rows x n_dense_genes``). Values are views; scipy widens uint16 gene ids to int32."""
+        import scipy.sparse as sp
+
+        if self.is_dense:
+            return sp.csr_matrix(self.dense)
+        return sp.csr_matrix((self.values, self.indices, self.indptr), shape=(self.num_rows, self.n_genes))
+
+    def to_torch(self, dense: Optional[bool] = None):
+        """The batch as a torch tensor: a sparse CSR tensor ``num_rows x n_genes``, or the dense
+        ``num_rows x n_dense_genes`` tensor of a ``dense=`` loader (a view, no copy).
+
+        ``dense=True`` on a CSR batch expands it to ``num_rows x n_genes``. Sparse gene ids are
+        widened to int32 (torch has no uint16 index type) and integer values become float32;
+        ask the loader for ``values="f32"`` to share the value buffer."""
+        import torch
+
+        if self.is_dense:
+            return _torch_view(self.column("dense").values).reshape(self.num_rows, -1)
+        values = _torch_view(self.column("values").values)
+        if not values.is_floating_point():
+            values = values.to(torch.float32)
+        crow = _torch_view(self.column("indices").offsets)
+        col = torch.from_numpy(self.indices.astype(np.int32))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            t = torch.sparse_csr_tensor(crow, col, values, size=(self.num_rows, self.n_genes), check_invariants=False)
+        return t.to_dense() if dense else t
+
+
+def _torch_view(array: pa.Array):
+    """A torch tensor over an Arrow primitive array's buffer (DLPack, no copy)."""
+    import torch
+
+    try:
+        return torch.from_dlpack(array)
+    except (TypeError, RuntimeError, BufferError, AttributeError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # read-only buffer: torch must not write it
+            return torch.from_numpy(array.to_numpy(zero_copy_only=True))

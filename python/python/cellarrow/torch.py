@@ -1,0 +1,304 @@
+"""PyTorch adapter: :class:`CellDataset`, an ``IterableDataset`` of ready-made batches.
+
+Each ``(rank, worker)`` pair is one shard of the sampler's epoch: the rank and world size come
+from ``torch.distributed`` (or the ``RANK`` / ``WORLD_SIZE`` environment of ``torchrun``), the
+worker and worker count from ``torch.utils.data.get_worker_info()``. Every shard computes only
+its own part of the epoch; the shards of one epoch are disjoint and their union is the epoch
+(shard sizes follow ``policy``: ``"even"`` differ by at most one item, ``"drop_last"`` and
+``"pad"`` are equal).
+
+The dataset yields whole batches, so give the ``DataLoader`` ``batch_size=None``
+(:meth:`CellDataset.dataloader` does):
+
+>>> from cellarrow.torch import CellDataset
+>>> ds = CellDataset("my.corpus", batch_size=256, seed=0, obs=["cell_type"])   # doctest: +SKIP
+>>> loader = ds.dataloader(num_workers=2, persistent_workers=True)             # doctest: +SKIP
+>>> for epoch in range(10):                                                    # doctest: +SKIP
+...     ds.set_epoch(epoch)
+...     for batch in loader:
+...         x = batch["X"]          # torch.sparse_csr_tensor, cells x genes
+...         ids = batch["cell"]
+
+Epoch and resume state live in a shared-memory tensor, so :meth:`set_epoch` and
+:meth:`load_state_dict` reach persistent workers, under both the fork and the spawn start
+methods; the dataset pickles as its settings (the corpus is opened in each worker).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from . import _native
+from ._core import Batch, Cohort, Corpus, Loader, PathLike, cohort_cells
+
+__all__ = ["CellDataset", "collate", "consumed_per_worker"]
+
+# Slots of the shared state tensor.
+_EPOCH, _SEEN, _WORKERS = 0, 1, 2
+
+
+def collate(batch: Batch, output: str = "csr") -> Dict[str, Any]:
+    """Turns a :class:`cellarrow.Batch` into a dict of tensors.
+
+    - ``"X"``: ``output="csr"``: a ``torch.sparse_csr_tensor`` ``cells x genes``;
+      ``output="dense"``: a dense tensor (the loader's ``dense=`` gene subset as a view with no
+      copy, else the CSR batch expanded to all genes).
+    - ``"cell"`` (int64), ``"group"`` (int64, grouped samplers), ``"x"``/``"y"``/``"z"`` and
+      numeric obs columns as tensors; string and categorical obs columns as lists of str.
+
+    >>> collate(next(iter(corpus.loader(batch_size=4))), "dense")["X"].shape   # doctest: +SKIP
+    torch.Size([4, 507])
+    """
+    if output not in ("csr", "dense"):
+        raise ValueError(f"unknown output {output!r}; expected 'csr' or 'dense'")
+    rb = batch.record_batch
+    out: Dict[str, Any] = {"cell": torch.from_numpy(batch.cells.astype(np.int64))}
+    if batch.groups is not None:
+        out["group"] = torch.from_numpy(batch.groups.astype(np.int64))
+    out["X"] = batch.to_torch(dense=(output == "dense"))
+    for name in rb.schema.names:
+        if name in ("cell", "group", "indices", "values", "dense"):
+            continue
+        col = rb.column(name)
+        t = col.type
+        if pa_is_numeric(t) and col.null_count == 0:
+            out[name] = torch.from_numpy(np.array(col.to_numpy(zero_copy_only=False)))
+        else:
+            if hasattr(col, "dictionary_decode") and str(t).startswith("dictionary"):
+                col = col.dictionary_decode()
+            out[name] = col.to_pylist()
+    return out
+
+
+def pa_is_numeric(t) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+
+
+def consumed_per_worker(counts: Sequence[int], seen: int) -> List[int]:
+    """Batches each ``DataLoader`` worker had produced when the loop had consumed ``seen``
+    batches: the ``DataLoader`` takes batches from its workers in turn (worker 0, 1, ...),
+    skipping workers whose shard is exhausted.
+
+    >>> consumed_per_worker([3, 2], 4)
+    [2, 2]
+    >>> consumed_per_worker([3, 1], 4)
+    [3, 1]
+    """
+    c = [0] * len(counts)
+    remaining = int(seen)
+    while remaining > 0:
+        active = [w for w in range(len(counts)) if c[w] < counts[w]]
+        if not active:
+            raise ValueError(f"{seen} batches seen, but the workers only have {sum(counts)}")
+        full = min(min(counts[w] - c[w] for w in active), remaining // len(active))
+        if full > 0:
+            for w in active:
+                c[w] += full
+            remaining -= full * len(active)
+            continue
+        for w in active:
+            if remaining == 0:
+                break
+            c[w] += 1
+            remaining -= 1
+    return c
+
+
+def _distributed() -> tuple:
+    """(rank, world size) from torch.distributed, else RANK / WORLD_SIZE, else (0, 1)."""
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    except Exception:  # pragma: no cover - a broken distributed setup falls back to the env
+        pass
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+class CellDataset(IterableDataset):
+    """An ``IterableDataset`` of batches (dicts of tensors, see :func:`collate`) over one
+    sampler of a corpus or cohort.
+
+    Args:
+        corpus: a corpus directory or :class:`cellarrow.Corpus`.
+        sampler: ``"random"``, ``"groups"``, ``"regions"`` or ``"blocks"``.
+        cohort: a :class:`cellarrow.Cohort` (or cell ids) to draw from; default every cell.
+        output: ``"csr"`` (sparse CSR tensors) or ``"dense"``; with ``dense=[genes]`` the
+            dense tensor is a view of the gathered buffer.
+        rank, world_size: override ``torch.distributed`` / the environment.
+        threads, prefetch: Rust gathering threads per worker and batches gathered ahead.
+        **options: the :class:`cellarrow.Loader` options (``batch_size``, ``seed``, ``epoch``,
+            ``policy``, ``drop_last``, ``group_size``, ``label``, ``block_size``, ``obs``,
+            ``coords``, ``dense``, ``values`` ...).
+
+    Resume: ``state = ds.state_dict(batches_seen=k)`` records the epoch and how many batches
+    this rank's loop consumed; ``ds.load_state_dict(state)`` makes the next iteration serve
+    exactly the rest of that epoch (with the same ``num_workers``, world size and settings).
+    With ``num_workers=0`` the dataset counts the batches itself.
+    """
+
+    def __init__(
+        self,
+        corpus: Union[PathLike, Corpus],
+        sampler: str = "random",
+        *,
+        cohort: Any = None,
+        output: str = "csr",
+        rank: Optional[int] = None,
+        world_size: Optional[int] = None,
+        threads: int = 1,
+        prefetch: int = 4,
+        **options: Any,
+    ):
+        super().__init__()
+        self.path = os.fspath(corpus.path if isinstance(corpus, Corpus) else corpus)
+        self.sampler = sampler
+        cells = cohort_cells(cohort)
+        self.cells = None if cells is None else cells.to_numpy(zero_copy_only=False)
+        if output not in ("csr", "dense"):
+            raise ValueError(f"unknown output {output!r}; expected 'csr' or 'dense'")
+        self.output = output
+        self._rank = rank
+        self._world_size = world_size
+        self.threads = threads
+        self.prefetch = prefetch
+        epoch = int(options.pop("epoch", 0))
+        options.pop("position", None)
+        for key in ("worker", "num_workers"):
+            if key in options:
+                raise TypeError(f"{key} comes from torch.utils.data.get_worker_info(), not an argument")
+        self.options = options
+        # [epoch, batches consumed by the loop to resume from, worker count seen]
+        self._state = torch.zeros(3, dtype=torch.int64).share_memory_()
+        self._state[_EPOCH] = epoch
+        self._seen_here = 0
+        self._corpus: Optional[Corpus] = None
+
+    # -- pickling: settings only -------------------------------------------------------------
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_corpus"] = None
+        return d
+
+    @property
+    def corpus(self) -> Corpus:
+        if self._corpus is None:
+            self._corpus = Corpus(self.path)
+        return self._corpus
+
+    # -- shard -------------------------------------------------------------------------------
+    @property
+    def rank(self) -> int:
+        return self._rank if self._rank is not None else _distributed()[0]
+
+    @property
+    def world_size(self) -> int:
+        return self._world_size if self._world_size is not None else _distributed()[1]
+
+    @property
+    def epoch(self) -> int:
+        return int(self._state[_EPOCH])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Serves ``epoch`` from its start on the next iteration (also in persistent workers)."""
+        self._state[_EPOCH] = int(epoch)
+        self._state[_SEEN] = 0
+        self._seen_here = 0
+
+    def _loader(self, worker: int, num_workers: int, position: int = 0, threads: Optional[int] = None) -> Loader:
+        return Loader(
+            self.corpus,
+            self.sampler,
+            cohort=self.cells,
+            epoch=self.epoch,
+            position=position,
+            rank=self.rank,
+            world_size=self.world_size,
+            worker=worker,
+            num_workers=num_workers,
+            threads=self.threads if threads is None else threads,
+            prefetch=self.prefetch,
+            **self.options,
+        )
+
+    def worker_batches(self, num_workers: int) -> List[int]:
+        """Batches of each DataLoader worker of this rank for the current epoch."""
+        probe = self._loader(0, num_workers, threads=0)
+        n, per = probe.epoch_len, probe._current().items_per_batch
+        policy = self.options.get("policy", "even")
+        drop_last = bool(self.options.get("drop_last", False)) and self.sampler == "random"
+        out = []
+        for w in range(num_workers):
+            items = _native.shard_len(n, self.rank, self.world_size, w, num_workers, policy)
+            out.append(items // per if drop_last else -(-items // per))
+        return out
+
+    def __len__(self) -> int:
+        """Batches of this rank in the current epoch, all workers together (as served by
+        a ``DataLoader`` with ``num_workers=0``)."""
+        return sum(self.worker_batches(1))
+
+    # -- iteration ---------------------------------------------------------------------------
+    def __iter__(self):
+        info = get_worker_info()
+        worker, num_workers = (0, 1) if info is None else (info.id, info.num_workers)
+        in_main = info is None
+        if not in_main:
+            self._state[_WORKERS] = num_workers
+        seen = int(self._state[_SEEN])
+        start = 0
+        if seen:
+            counts = self.worker_batches(num_workers)
+            start = consumed_per_worker(counts, seen)[worker]
+        loader = self._loader(worker, num_workers)
+        per = loader._current().items_per_batch
+        loader.load_state_dict({"epoch": self.epoch, "position": start * per})
+        if in_main:
+            self._seen_here = seen
+        for batch in loader:
+            out = collate(batch, self.output)
+            if in_main:
+                self._seen_here += 1
+            yield out
+
+    # -- state -------------------------------------------------------------------------------
+    def state_dict(self, batches_seen: Optional[int] = None) -> Dict[str, int]:
+        """The resumable state: epoch, batches this rank's loop consumed in it, workers.
+
+        ``batches_seen``: batches the training loop took from the ``DataLoader`` this epoch
+        (needed with ``num_workers > 0``; without workers the dataset counts them).
+        """
+        seen = self._seen_here if batches_seen is None else int(batches_seen)
+        workers = int(self._state[_WORKERS]) or 1
+        return {
+            "epoch": self.epoch,
+            "batches_seen": seen,
+            "num_workers": workers,
+            "rank": self.rank,
+            "world_size": self.world_size,
+        }
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        """Resumes from :meth:`state_dict`: the next iteration serves the rest of the epoch."""
+        if int(state.get("world_size", self.world_size)) != self.world_size:
+            raise ValueError(
+                f"the state was saved with world_size {state['world_size']}, this job has {self.world_size}"
+            )
+        self._state[_EPOCH] = int(state["epoch"])
+        self._state[_SEEN] = int(state["batches_seen"])
+        self._state[_WORKERS] = int(state.get("num_workers", 1))
+        self._seen_here = int(state["batches_seen"])
+
+    def dataloader(self, **kwargs: Any) -> DataLoader:
+        """A ``torch.utils.data.DataLoader`` over this dataset (``batch_size=None``: the
+        dataset yields whole batches)."""
+        kwargs.setdefault("batch_size", None)
+        return DataLoader(self, **kwargs)

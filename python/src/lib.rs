@@ -1,0 +1,410 @@
+//! `cellarrow._native`: the Rust core of the `cellarrow` Python package.
+//!
+//! Thin wrappers: [`PyCorpus`] over [`Corpus`] (tables, SQL, cohorts, the mapped matrix) and
+//! [`PyLoader`] over the prefetching [`Loader`]. Arrow data crosses into Python through the
+//! Arrow PyCapsule interface (`pyo3-arrow`), so no buffer is copied; the GIL is released
+//! while Rust opens, queries or gathers. The pure-Python layer (`cellarrow/*.py`) adds the
+//! pythonic API, numpy/scipy/torch views, Hugging Face and PyTorch adapters.
+
+mod plan;
+
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, ArrayRef, AsArray, UInt64Array};
+use arrow::datatypes::{Field, UInt64Type};
+use arrow::record_batch::RecordBatch;
+use cellarrow::corpus::Corpus;
+use cellarrow::loader::{Gatherer, Loader, LoaderOptions};
+use cellarrow::query::QueryEngine;
+use cellarrow::sample::{Layout, Shard};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3_arrow::{PyArray, PyRecordBatch, PyTable};
+
+use plan::{parse_policy, LoaderSpec};
+
+create_exception!(
+    _native,
+    CellarrowError,
+    PyException,
+    "An error reported by the cellarrow core (corpus, query, sampler or loader)."
+);
+
+/// Maps a core error to a Python exception: invalid input is a `ValueError`, I/O an
+/// `OSError`, anything else a `CellarrowError`; the message names the file and object.
+pub(crate) fn to_py(e: cellarrow::Error) -> PyErr {
+    use cellarrow::ErrorKind as K;
+    let msg = e.to_string();
+    match e.kind() {
+        K::InvalidInput => PyValueError::new_err(msg),
+        K::Io => PyOSError::new_err(msg),
+        _ => CellarrowError::new_err(msg),
+    }
+}
+
+fn table(batches: Vec<RecordBatch>, schema: arrow::datatypes::SchemaRef) -> PyResult<PyTable> {
+    PyTable::try_new(batches, schema)
+}
+
+/// Cell ids from an Arrow array of unsigned or signed integers (a `pyarrow.Array`, or anything
+/// with `__arrow_c_array__`), with no copy through Python objects.
+fn cells_from_array(array: PyArray) -> PyResult<Vec<u64>> {
+    let (array, _) = array.into_inner();
+    let array: ArrayRef =
+        arrow::compute::cast(&array, &arrow::datatypes::DataType::UInt64).map_err(|e| {
+            PyValueError::new_err(format!("cell ids must be non-negative integers: {e}"))
+        })?;
+    if array.null_count() > 0 {
+        return Err(PyValueError::new_err("cell ids must not be null"));
+    }
+    Ok(array.as_primitive::<UInt64Type>().values().to_vec())
+}
+
+fn cells_to_array(cells: Vec<u64>) -> PyArray {
+    let array: ArrayRef = Arc::new(UInt64Array::from(cells));
+    PyArray::new(
+        array,
+        Arc::new(Field::new("cell", arrow::datatypes::DataType::UInt64, false)),
+    )
+}
+
+/// A memory-mapped corpus (see `cellarrow.open`).
+#[pyclass(module = "cellarrow._native", name = "Corpus", frozen)]
+pub struct PyCorpus {
+    pub(crate) corpus: Arc<Corpus>,
+    engine: Mutex<Option<Arc<QueryEngine>>>,
+}
+
+impl PyCorpus {
+    fn engine(&self) -> cellarrow::Result<Arc<QueryEngine>> {
+        let mut guard = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = guard.as_ref() {
+            return Ok(e.clone());
+        }
+        let e = Arc::new(QueryEngine::new(self.corpus.clone())?);
+        *guard = Some(e.clone());
+        Ok(e)
+    }
+}
+
+#[pymethods]
+impl PyCorpus {
+    /// Opens (maps and checks the structure of) the corpus at `path`.
+    #[new]
+    fn new(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+        let corpus = py.detach(|| Corpus::open(&path)).map_err(to_py)?;
+        Ok(PyCorpus {
+            corpus: Arc::new(corpus),
+            engine: Mutex::new(None),
+        })
+    }
+
+    /// The corpus directory.
+    #[getter]
+    fn path(&self) -> std::path::PathBuf {
+        self.corpus.root().to_path_buf()
+    }
+
+    #[getter]
+    fn n_cells(&self) -> u64 {
+        self.corpus.n_cells()
+    }
+
+    #[getter]
+    fn n_genes(&self) -> u64 {
+        self.corpus.n_genes()
+    }
+
+    #[getter]
+    fn nnz(&self) -> u64 {
+        self.corpus.nnz()
+    }
+
+    /// `manifest.json` as a JSON string.
+    #[getter]
+    fn manifest_json(&self) -> PyResult<String> {
+        serde_json::to_string(self.corpus.manifest())
+            .map_err(|e| CellarrowError::new_err(e.to_string()))
+    }
+
+    /// The matrix parts: (absolute path, first cell, number of cells), in cell order.
+    fn parts(&self) -> Vec<(std::path::PathBuf, u64, u64)> {
+        self.corpus
+            .manifest()
+            .matrix
+            .parts
+            .iter()
+            .map(|p| (self.corpus.file_path(&p.path), p.first_cell, p.n_cells))
+            .collect()
+    }
+
+    /// A Parquet table of the corpus (`obs`, `genes`, `samples`, `regions`), optionally only
+    /// some columns, as an Arrow table (PyCapsule), or None when it has no rows.
+    #[pyo3(signature = (name, columns=None))]
+    fn read_table(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        columns: Option<Vec<String>>,
+    ) -> PyResult<Option<PyTable>> {
+        let batches = py
+            .detach(|| {
+                let cols: Option<Vec<&str>> =
+                    columns.as_ref().map(|c| c.iter().map(String::as_str).collect());
+                self.corpus.read_table(name, cols.as_deref())
+            })
+            .map_err(to_py)?;
+        match batches.first() {
+            None => Ok(None),
+            Some(b) => {
+                let schema = b.schema();
+                table(batches, schema).map(Some)
+            }
+        }
+    }
+
+    /// The gene names, in id order.
+    fn gene_names(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        py.detach(|| self.corpus.gene_names()).map_err(to_py)
+    }
+
+    /// The matrix as one Arrow table over the mapped parts (no copy): columns `indices`,
+    /// `values`, one row per cell in id order.
+    fn matrix(&self) -> PyResult<PyTable> {
+        table(
+            self.corpus.matrix_record_batches(),
+            self.corpus.matrix_schema(),
+        )
+    }
+
+    /// Runs one SQL statement (the tables and functions of `cellarrow query`).
+    fn query(&self, py: Python<'_>, sql: &str) -> PyResult<PyTable> {
+        let (batches, schema) = py
+            .detach(|| {
+                let engine = self.engine()?;
+                let mut batches = Vec::new();
+                let schema = engine.for_each_batch(sql, |b| {
+                    batches.push(b.clone());
+                    Ok(())
+                })?;
+                Ok::<_, cellarrow::Error>((batches, schema))
+            })
+            .map_err(to_py)?;
+        // Batches may carry a schema that differs from the plan's in nullability; trust theirs.
+        let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
+        table(batches, schema)
+    }
+
+    /// The sorted, distinct cell ids of the `cell` column of a query, as a UInt64 array.
+    fn cohort(&self, py: Python<'_>, sql: &str) -> PyResult<PyArray> {
+        let cells = py
+            .detach(|| Ok::<_, cellarrow::Error>(self.engine()?.cohort(sql)?.into_cells()))
+            .map_err(to_py)?;
+        Ok(cells_to_array(cells))
+    }
+
+    /// The cells whose obs row satisfies an SQL predicate, as a UInt64 array.
+    fn cohort_where(&self, py: Python<'_>, predicate: &str) -> PyResult<PyArray> {
+        let cells = py
+            .detach(|| {
+                Ok::<_, cellarrow::Error>(self.engine()?.cohort_where(predicate)?.into_cells())
+            })
+            .map_err(to_py)?;
+        Ok(cells_to_array(cells))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Corpus({:?}, n_cells={}, n_genes={}, nnz={})",
+            self.corpus.root(),
+            self.corpus.n_cells(),
+            self.corpus.n_genes(),
+            self.corpus.nnz()
+        )
+    }
+}
+
+/// The batches of one shard of one epoch, gathered ahead by Rust threads.
+#[pyclass(module = "cellarrow._native", name = "Loader", frozen)]
+pub struct PyLoader {
+    inner: Mutex<Loader>,
+    /// Items (cells or groups) of the epoch, over all shards.
+    #[pyo3(get)]
+    epoch_len: u64,
+    /// Items this loader serves from its starting position to the end of the shard.
+    #[pyo3(get)]
+    n_items: u64,
+    /// Items of the shard already served before this loader started.
+    #[pyo3(get)]
+    start_position: u64,
+    /// Items per batch (cells for the random sampler, groups otherwise).
+    #[pyo3(get)]
+    items_per_batch: u64,
+    /// Whether items are groups (batches carry a `group` column).
+    #[pyo3(get)]
+    grouped: bool,
+    /// Width of the dense output (0 for CSR).
+    #[pyo3(get)]
+    dense_width: usize,
+    /// Gene ids of the dense columns, in column order (empty for CSR).
+    #[pyo3(get)]
+    dense_genes: Vec<u32>,
+}
+
+#[pymethods]
+impl PyLoader {
+    /// See `cellarrow.Loader` for the arguments.
+    #[new]
+    #[pyo3(signature = (
+        corpus, cells=None, *, sampler="random", batch_size=None, drop_last=false, seed=0,
+        epoch=0, position=0, rank=0, world_size=1, worker=0, num_workers=1, policy="even",
+        group_size=32, label=None, label_mode="none", regions=None, min_cells=1, max_cells=None,
+        block_size=None, stride=None, values="native", dense=None, obs=Vec::new(),
+        coords=false, threads=2, prefetch=8
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        corpus: &PyCorpus,
+        cells: Option<PyArray>,
+        sampler: &str,
+        batch_size: Option<usize>,
+        drop_last: bool,
+        seed: u64,
+        epoch: u64,
+        position: u64,
+        rank: u32,
+        world_size: u32,
+        worker: u32,
+        num_workers: u32,
+        policy: &str,
+        group_size: usize,
+        label: Option<String>,
+        label_mode: &str,
+        regions: Option<std::path::PathBuf>,
+        min_cells: usize,
+        max_cells: Option<usize>,
+        block_size: Option<f64>,
+        stride: Option<f64>,
+        values: &str,
+        dense: Option<Vec<Bound<'_, PyAny>>>,
+        obs: Vec<String>,
+        coords: bool,
+        threads: usize,
+        prefetch: usize,
+    ) -> PyResult<Self> {
+        let cells = cells.map(cells_from_array).transpose()?;
+        let dense = dense.map(plan::dense_genes).transpose()?;
+        let spec = LoaderSpec {
+            sampler: sampler.to_string(),
+            batch_size,
+            drop_last,
+            seed,
+            epoch,
+            position,
+            shard: Shard::new(rank, world_size, worker, num_workers).map_err(to_py)?,
+            policy: parse_policy(policy)?,
+            group_size,
+            label,
+            label_mode: label_mode.to_string(),
+            regions,
+            min_cells,
+            max_cells,
+            block_size,
+            stride,
+            values: values.parse().map_err(to_py)?,
+            dense,
+            obs,
+            coords,
+        };
+        let corpus = corpus.corpus.clone();
+        let (planned, gatherer) = py
+            .detach(|| {
+                let planned = spec.plan(&corpus, cells)?;
+                let gatherer = Gatherer::new(corpus.clone(), spec.batch_options())?;
+                Ok::<_, cellarrow::Error>((planned, gatherer))
+            })
+            .map_err(to_py)?;
+        let dense_genes = plan::dense_gene_ids(&gatherer, &spec).map_err(to_py)?;
+        let dense_width = gatherer.dense_width();
+        let loader = Loader::new(
+            Arc::new(gatherer),
+            planned.plan,
+            LoaderOptions {
+                threads,
+                prefetch,
+                start: 0,
+            },
+        );
+        Ok(PyLoader {
+            inner: Mutex::new(loader),
+            epoch_len: planned.epoch_len,
+            n_items: planned.n_items,
+            start_position: position,
+            items_per_batch: planned.items_per_batch,
+            grouped: planned.grouped,
+            dense_width,
+            dense_genes,
+        })
+    }
+
+    /// Number of batches this loader yields in all.
+    #[getter]
+    fn n_batches(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).n_batches()
+    }
+
+    /// Batches yielded so far.
+    #[getter]
+    fn batches_done(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).position()
+    }
+
+    /// The Arrow schema of every batch, as an empty record batch.
+    fn empty_batch(&self) -> PyRecordBatch {
+        let schema = self.inner.lock().unwrap_or_else(|p| p.into_inner()).schema();
+        PyRecordBatch::new(RecordBatch::new_empty(schema))
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// The next batch, gathered with the GIL released.
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyRecordBatch>> {
+        let next = py.detach(|| self.inner.lock().unwrap_or_else(|p| p.into_inner()).next());
+        match next {
+            None => Ok(None),
+            Some(Ok(b)) => Ok(Some(PyRecordBatch::new(b))),
+            Some(Err(e)) => Err(to_py(e)),
+        }
+    }
+}
+
+/// Items shard `(rank, worker)` serves in an epoch of `epoch_len` items under `policy`.
+#[pyfunction]
+#[pyo3(signature = (epoch_len, rank, world_size, worker=0, num_workers=1, policy="even"))]
+fn shard_len(
+    epoch_len: u64,
+    rank: u32,
+    world_size: u32,
+    worker: u32,
+    num_workers: u32,
+    policy: &str,
+) -> PyResult<u64> {
+    let shard = Shard::new(rank, world_size, worker, num_workers).map_err(to_py)?;
+    Ok(Layout::new(epoch_len, 0, shard, parse_policy(policy)?)
+        .map_err(to_py)?
+        .len())
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("CellarrowError", m.py().get_type::<CellarrowError>())?;
+    m.add_class::<PyCorpus>()?;
+    m.add_class::<PyLoader>()?;
+    m.add_function(wrap_pyfunction!(shard_len, m)?)?;
+    Ok(())
+}
