@@ -123,7 +123,6 @@ pub struct SamplerArgs {
     #[arg(long = "where", value_name = "PREDICATE")]
     pub where_: Option<String>,
     /// Only the cells of this cohort file (written by `cellarrow query --cohort`).
-    #[cfg(feature = "sql")]
     #[arg(long, value_name = "FILE")]
     pub cohort: Option<PathBuf>,
 }
@@ -149,27 +148,25 @@ impl SamplerArgs {
 
     /// The cohort: `--where` and `--cohort` (intersected when both are given), else every cell.
     pub fn cohort(&self, corpus: &Arc<Corpus>) -> Result<Cohort> {
+        let mut cells: Option<Vec<u64>> = None;
         #[cfg(feature = "sql")]
-        {
-            let mut cells: Option<Vec<u64>> = None;
-            if let Some(pred) = &self.where_ {
-                cells = Some(crate::query::cohort_where(corpus, pred)?.into_cells());
-            }
-            if let Some(path) = &self.cohort {
-                let file = crate::sample::read_cohort(path)?.into_cells();
-                cells = Some(match cells {
-                    None => file,
-                    Some(c) => {
-                        let keep: HashSet<u64> = file.into_iter().collect();
-                        c.into_iter().filter(|x| keep.contains(x)).collect()
-                    }
-                });
-            }
-            if let Some(c) = cells {
-                return Cohort::from_cells_checked(c, corpus.n_cells());
-            }
+        if let Some(pred) = &self.where_ {
+            cells = Some(crate::query::cohort_where(corpus, pred)?.into_cells());
         }
-        Ok(Cohort::all(corpus.n_cells()))
+        if let Some(path) = &self.cohort {
+            let file = crate::sample::read_cohort(path)?.into_cells();
+            cells = Some(match cells {
+                None => file,
+                Some(c) => {
+                    let keep: HashSet<u64> = file.into_iter().collect();
+                    c.into_iter().filter(|x| keep.contains(x)).collect()
+                }
+            });
+        }
+        match cells {
+            Some(c) => Cohort::from_cells_checked(c, corpus.n_cells()),
+            None => Ok(Cohort::all(corpus.n_cells())),
+        }
     }
 
     /// The batch plan of this shard for `--sampler` with `batch_size` overriding `--batch-size`.
