@@ -1,0 +1,131 @@
+"""Batches: values equal anndata's, zero-copy views, scipy / torch / polars conversions."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+import torch
+
+import cellarrow
+from oracle import Oracle
+
+
+@pytest.fixture(scope="module")
+def synth_corpus(synth):
+    return cellarrow.open(synth[0]), Oracle(cellarrow.open(synth[0]), synth[1])
+
+
+@pytest.fixture(scope="module")
+def chr21_corpus(chr21):
+    corpus = cellarrow.open(chr21[0])
+    return corpus, Oracle(corpus, [chr21[1]])
+
+
+@pytest.mark.parametrize("which", ["synth", "chr21"])
+def test_csr_batches_equal_anndata(which, synth_corpus, chr21_corpus):
+    corpus, oracle = synth_corpus if which == "synth" else chr21_corpus
+    seen = []
+    for batch in corpus.loader(batch_size=97, seed=3):
+        X = batch.to_scipy()
+        assert X.shape == (batch.num_rows, corpus.n_genes)
+        np.testing.assert_array_equal(X.toarray(), oracle.dense(batch.cells, corpus.n_genes))
+        seen.extend(batch.cells.tolist())
+    assert sorted(seen) == list(range(corpus.n_cells))
+
+
+def test_dense_gene_subset_equals_anndata_columns(synth_corpus):
+    corpus, oracle = synth_corpus
+    genes = ["g30", "g0", "g54", "g21"]
+    ids = [corpus.gene_names.index(g) for g in genes]
+    for batch in corpus.loader(batch_size=64, seed=0, dense=genes):
+        expect = oracle.dense(batch.cells, corpus.n_genes)[:, ids]
+        np.testing.assert_array_equal(batch.dense, expect)
+        t = batch.to_torch()
+        assert t.shape == (batch.num_rows, 4) and t.layout == torch.strided
+        np.testing.assert_array_equal(t.numpy(), expect)
+    batch = next(iter(corpus.loader(batch_size=8, dense=[ids[0], ids[1]])))
+    assert batch.dense.shape == (8, 2)
+
+
+def test_views_share_the_batch_buffers(synth_corpus):
+    corpus, _ = synth_corpus
+    batch = next(iter(corpus.loader(batch_size=32, seed=1, values="f32")))
+    rb = batch.record_batch
+
+    def addr(arr: pa.Array) -> int:
+        return arr.buffers()[1].address
+
+    values = rb.column("values").values
+    assert batch.values.ctypes.data == addr(values)
+    assert batch.indices.ctypes.data == addr(rb.column("indices").values)
+    assert batch.indptr.ctypes.data == rb.column("indices").buffers()[1].address
+    assert batch.cells.ctypes.data == addr(rb.column("cell"))
+    # Through the PyCapsule interface: the same memory in pyarrow and polars.
+    again = pa.record_batch(batch)
+    assert addr(again.column("values").values) == addr(values)
+    df = pl.DataFrame(batch)
+    assert df.height == 32
+    # torch: the CSR values tensor is a view of the same buffer.
+    t = batch.to_torch()
+    assert t.layout == torch.sparse_csr
+    assert t.values().data_ptr() == addr(values)
+    assert t.crow_indices().data_ptr() == batch.indptr.ctypes.data
+    dense_batch = next(iter(corpus.loader(batch_size=8, dense="all")))
+    assert dense_batch.to_torch().data_ptr() == dense_batch.record_batch.column("dense").values.buffers()[1].address
+
+
+def test_torch_csr_equals_scipy(chr21_corpus):
+    corpus, oracle = chr21_corpus
+    batch = next(iter(corpus.loader(batch_size=50, seed=9)))
+    np.testing.assert_array_equal(batch.to_torch(dense=True).numpy(), batch.to_scipy().toarray())
+    np.testing.assert_array_equal(batch.to_torch().to_dense().numpy(), oracle.dense(batch.cells, corpus.n_genes))
+
+
+def test_obs_and_coordinates_follow_the_cells(synth_corpus):
+    corpus, _ = synth_corpus
+    obs = corpus.table("obs", ["cell", "cell_type", "x", "y"], format="polars")
+    for batch in corpus.loader(batch_size=50, seed=5, obs=["cell_type", "score"], coords=True):
+        cells = batch.cells
+        expect = obs[cells.astype(np.int64)]
+        assert batch.obs("cell_type").tolist() == expect["cell_type"].cast(pl.String).to_list()
+        np.testing.assert_array_equal(batch.obs("x"), expect["x"].to_numpy())
+
+
+def test_loader_epochs_state_and_resume(synth_corpus):
+    corpus, _ = synth_corpus
+    loader = corpus.loader(batch_size=16, seed=2)
+    e0 = np.concatenate([b.cells for b in loader])
+    e1 = np.concatenate([b.cells for b in loader])  # the next pass is the next epoch
+    assert sorted(e0) == sorted(e1) == list(range(220))
+    assert not np.array_equal(e0, e1)
+    loader.set_epoch(0)
+    it = iter(loader)
+    head = [next(it).cells for _ in range(5)]
+    state = loader.state_dict()
+    assert state == {"epoch": 0, "position": 80}
+    resumed = corpus.loader(batch_size=16, seed=2)
+    resumed.load_state_dict(state)
+    tail = [b.cells for b in resumed]
+    np.testing.assert_array_equal(np.concatenate(head + tail), e0)
+
+
+def test_cohort_loader_serves_only_the_cohort(synth_corpus):
+    corpus, _ = synth_corpus
+    t = corpus.where("sample_id = 'sb' AND cell_type <> 'NK'")
+    cells = np.concatenate([b.cells for b in t.loader(batch_size=7, seed=0)])
+    assert sorted(cells.tolist()) == t.cells.tolist()
+    # Any integer sequence (or a pyarrow array) is a cohort too.
+    cells2 = np.concatenate([b.cells for b in cellarrow.Loader(corpus, cohort=pa.array(t.cells), batch_size=7, seed=0)])
+    np.testing.assert_array_equal(cells, cells2)
+
+
+def test_shards_partition_the_epoch(synth_corpus):
+    corpus, _ = synth_corpus
+    parts = [
+        np.concatenate([b.cells for b in corpus.loader(batch_size=10, seed=4, rank=r, world_size=3)])
+        for r in range(3)
+    ]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(220))
+    assert {len(p) for p in parts} <= {73, 74}
