@@ -138,13 +138,22 @@ impl fmt::Display for Error {
 
 impl From<arrow::error::ArrowError> for Error {
     fn from(e: arrow::error::ArrowError) -> Self {
-        Error::new(ErrorKind::Arrow, e.to_string()).with_source(e)
+        // A failed read or write (disk full, permission) is I/O, not a format problem.
+        let kind = match &e {
+            arrow::error::ArrowError::IoError(..) => ErrorKind::Io,
+            _ => ErrorKind::Arrow,
+        };
+        Error::new(kind, e.to_string()).with_source(e)
     }
 }
 
 impl From<parquet::errors::ParquetError> for Error {
     fn from(e: parquet::errors::ParquetError) -> Self {
-        Error::new(ErrorKind::Arrow, e.to_string()).with_source(e)
+        let kind = match &e {
+            parquet::errors::ParquetError::External(x) if x.is::<std::io::Error>() => ErrorKind::Io,
+            _ => ErrorKind::Arrow,
+        };
+        Error::new(kind, e.to_string()).with_source(e)
     }
 }
 
