@@ -987,3 +987,252 @@ fn a_real_corpus_answers_sql_expr_blocks_and_cohorts() {
     assert_eq!(column_strings(&b, "sample_id"), [Some("a".to_string())]);
     assert_eq!(column_u64(&b, "n"), [30]);
 }
+
+/// A corpus from `corpus::testing`: two 2-D samples with unevenly dense coordinates (so that
+/// `blocks(500)` has blocks on both sides of 20..200 cells), a non-spatial one, and a
+/// `region` obs column.
+fn spatial_corpus(
+    dir: &Path,
+) -> (
+    Arc<crate::Corpus>,
+    Vec<Option<[f64; 2]>>,
+    Vec<Option<&'static str>>,
+) {
+    use crate::corpus::testing::{write_corpus_with, TestCorpusOptions};
+    let mut rng = Rng(0x5eed);
+    let samples: [(&str, u64); 3] = [("a", 1500), ("b", 700), ("c", 60)];
+    let mut coords = Vec::new();
+    let mut regions = Vec::new();
+    for (s, n) in samples {
+        for _ in 0..n {
+            let (u, v) = (rng.unit(), rng.unit());
+            coords.push(match s {
+                "a" => Some([3000.0 * u * u, 2000.0 * v]),
+                "b" => Some([-1234.5 + 1700.0 * u, 77.25 + 1100.0 * v * v * v]),
+                _ => None,
+            });
+            regions.push(
+                [Some("r1"), Some("r2"), None, Some("r3"), Some("r1")][rng.below(5) as usize],
+            );
+        }
+    }
+    let n = coords.len();
+    let rows: Vec<crate::corpus::testing::Row> =
+        (0..n).map(|i| (vec![(i % 5) as u32], vec![1.0])).collect();
+    let opts = TestCorpusOptions {
+        batch_rows: 256,
+        part_cells: 1024,
+        coords: Some(coords.clone()),
+        obs_columns: vec![(
+            "region".to_string(),
+            Arc::new(
+                regions
+                    .iter()
+                    .copied()
+                    .collect::<DictionaryArray<Int32Type>>(),
+            ) as ArrayRef,
+        )],
+        ..Default::default()
+    };
+    write_corpus_with(dir, 5, &rows, &samples, &opts).unwrap();
+    (Arc::new(crate::Corpus::open(dir).unwrap()), coords, regions)
+}
+
+/// Brute-force tiling blocks of `size` of every spatial sample: `(sample_id, block_id)` to
+/// the cells of `cohort` in the block, with the grid anchored at the minimum over all cells.
+fn brute_force_tiling(
+    corpus: &crate::Corpus,
+    coords: &[Option<[f64; 2]>],
+    size: f64,
+    cohort: &crate::sample::Cohort,
+) -> BTreeMap<(String, u64), Vec<u64>> {
+    let mut out: BTreeMap<(String, u64), Vec<u64>> = BTreeMap::new();
+    for s in &corpus.manifest().samples {
+        let cells = s.first_cell..s.first_cell + s.n_cells;
+        let pts: Vec<(u64, [f64; 2])> = cells
+            .filter_map(|c| coords[c as usize].map(|p| (c, p)))
+            .collect();
+        if pts.is_empty() {
+            continue;
+        }
+        let min = [0, 1].map(|a| pts.iter().map(|(_, p)| p[a]).fold(f64::INFINITY, f64::min));
+        let max = [0, 1].map(|a| {
+            pts.iter()
+                .map(|(_, p)| p[a])
+                .fold(f64::NEG_INFINITY, f64::max)
+        });
+        let n = [0, 1].map(|a| {
+            1 + (0..)
+                .take_while(|&k| min[a] + k as f64 * size + size <= max[a])
+                .count() as u64
+        });
+        for (c, p) in pts {
+            if !cohort.contains(c) {
+                continue;
+            }
+            // The one k per axis with min + k * size <= p < min + k * size + size.
+            let k = [0, 1].map(|a| {
+                (0..n[a])
+                    .find(|&k| {
+                        let lo = min[a] + k as f64 * size;
+                        lo <= p[a] && p[a] < lo + size
+                    })
+                    .unwrap()
+            });
+            out.entry((s.sample_id.clone(), k[0] * n[1] + k[1]))
+                .or_default()
+                .push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn blocks_selected_in_sql_are_the_blocks_the_sampler_serves() {
+    use crate::sample::{BlockConfig, Cohort, GroupKey, SampleIndex, Sampler, SpatialBlocks};
+    let dir = tempfile::tempdir().unwrap();
+    let (corpus, coords, _) = spatial_corpus(dir.path());
+    let e = QueryEngine::new(corpus.clone()).unwrap();
+    let sel = block_selection(
+        &e,
+        "SELECT sample_id, block_id FROM blocks(500) WHERE n_cells BETWEEN 20 AND 200",
+    )
+    .unwrap();
+    let all = brute_force_tiling(&corpus, &coords, 500.0, &Cohort::all(corpus.n_cells()));
+    let want: BTreeMap<(String, u64), Vec<u64>> = all
+        .iter()
+        .filter(|(_, cells)| (20..=200).contains(&cells.len()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    // The filter keeps some blocks of both samples and drops others.
+    assert!(want.keys().any(|(s, _)| s == "a") && want.keys().any(|(s, _)| s == "b"));
+    assert!(want.len() < all.len());
+    assert_eq!(sel, want.keys().cloned().collect::<Vec<_>>());
+
+    let index = SampleIndex::from_corpus(&corpus, None).unwrap();
+    let served = |cohort: Cohort| -> BTreeMap<(String, u64), Vec<u64>> {
+        let cfg = BlockConfig::new(500.0, 11).only(sel.clone());
+        let s = SpatialBlocks::new(&index, cohort, cfg).unwrap();
+        (0..s.epoch_len(3))
+            .map(|p| {
+                let g = s.item(3, p);
+                let GroupKey::Block(id) = g.key else {
+                    panic!("{:?}", g.key)
+                };
+                (
+                    (index.samples[g.sample as usize].sample_id.clone(), id),
+                    g.cells,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(served(Cohort::all(corpus.n_cells())), want);
+
+    // With a cohort the block ids keep their meaning: the same blocks, their cohort cells.
+    let cohort = e
+        .cohort("SELECT cell FROM obs WHERE cell % 3 <> 0")
+        .unwrap();
+    let want_cohort: BTreeMap<(String, u64), Vec<u64>> =
+        brute_force_tiling(&corpus, &coords, 500.0, &cohort)
+            .into_iter()
+            .filter(|(k, _)| want.contains_key(k))
+            .collect();
+    assert_eq!(served(cohort), want_cohort);
+}
+
+#[test]
+fn regions_selected_in_sql_are_the_regions_the_sampler_serves() {
+    use crate::sample::{Cohort, RegionConfig, Regions, SampleIndex, Sampler};
+    let dir = tempfile::tempdir().unwrap();
+    let (corpus, _, regions) = spatial_corpus(dir.path());
+    let e = QueryEngine::new(corpus.clone()).unwrap();
+    let sel = region_selection(
+        &e,
+        "SELECT sample_id, region_id, n_cells FROM regions WHERE n_cells BETWEEN 100 AND 400",
+    )
+    .unwrap();
+    let mut want: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+    for s in &corpus.manifest().samples {
+        for c in s.first_cell..s.first_cell + s.n_cells {
+            if let Some(r) = regions[c as usize] {
+                want.entry((s.sample_id.clone(), r.to_string()))
+                    .or_default()
+                    .push(c);
+            }
+        }
+    }
+    let n_all = want.len();
+    want.retain(|_, cells| (100..=400).contains(&cells.len()));
+    assert!(!want.is_empty() && want.len() < n_all);
+    assert_eq!(sel, want.keys().cloned().collect::<Vec<_>>());
+
+    let index = SampleIndex::from_corpus(&corpus, Some("region")).unwrap();
+    let cfg = RegionConfig::new(5).only(sel);
+    let s = Regions::from_obs_column(&index, Cohort::all(corpus.n_cells()), cfg).unwrap();
+    let got: BTreeMap<(String, String), Vec<u64>> = (0..s.epoch_len(0))
+        .map(|p| {
+            let g = s.item(0, p);
+            let crate::sample::GroupKey::Region(i) = g.key else {
+                panic!()
+            };
+            let (sample, region) = s.region(i);
+            (
+                (
+                    index.samples[sample as usize].sample_id.clone(),
+                    region.to_string(),
+                ),
+                g.cells,
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn selections_need_their_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (corpus, _, _) = spatial_corpus(dir.path());
+    let e = QueryEngine::new(corpus).unwrap();
+    let err = block_selection(&e, "SELECT sample_id, n_cells FROM blocks(500)").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Query);
+    let m = err.to_string();
+    assert!(
+        m.contains("no `block_id` column")
+            && m.contains("sample_id, n_cells")
+            && m.contains("FROM blocks("),
+        "{m}"
+    );
+    let m = block_selection(&e, "SELECT 1 AS x")
+        .unwrap_err()
+        .to_string();
+    assert!(m.contains("no `sample_id` or `block_id` column"), "{m}");
+    let m = block_selection(
+        &e,
+        "SELECT sample_id, CAST(NULL AS BIGINT) AS block_id FROM blocks(500)",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(m.contains("`block_id` has") && m.contains("null"), "{m}");
+    let m = block_selection(&e, "SELECT 'a' AS sample_id, -1 AS block_id")
+        .unwrap_err()
+        .to_string();
+    assert!(m.contains("not block ids"), "{m}");
+    let m = block_selection(&e, "SELECT 'a' AS sample_id, 1.5 AS block_id")
+        .unwrap_err()
+        .to_string();
+    assert!(m.contains("expected integer block ids"), "{m}");
+    let m = region_selection(&e, "SELECT region_id FROM regions")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        m.contains("no `sample_id` column") && m.contains("region_id"),
+        "{m}"
+    );
+    // An empty selection is not an error.
+    assert!(block_selection(
+        &e,
+        "SELECT sample_id, block_id FROM blocks(500) WHERE false"
+    )
+    .unwrap()
+    .is_empty());
+}
