@@ -7,3 +7,4 @@ mod corruption;
 mod concurrency;
 mod containment;
 mod crash;
+mod fuzz_regressions;
