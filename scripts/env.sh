@@ -34,5 +34,6 @@ if [ ! -x "$VENV/bin/python" ] || [ ! -f "$VENV/.complete" ]; then
     touch "$VENV/.complete"
 fi
 export PY="$VENV/bin/python"
+export VIRTUAL_ENV="$VENV"  # where `maturin develop` installs the Python package
 export CELLARROW_PYTHON="$PY"
 export PATH="$VENV/bin:$PATH"

@@ -20,8 +20,11 @@ stage "cellarrow builds without the sql feature" cargo check --lib --no-default-
 stage "building the cellarrow binary" cargo build --bin cellarrow
 export CELLARROW_BIN="$CARGO_TARGET_DIR/debug/cellarrow"
 
+# The Python package (PyO3 extension, dev profile, same target dir) installed into the venv.
+stage "python package (maturin develop)" "$PY" -m maturin develop --quiet -m python/Cargo.toml
+
 # pytest exits 5 when it collected nothing: that fails the stage like any other non-zero code.
-stage "pytest" "$PY" -m pytest -q tests/python
+stage "pytest" "$PY" -m pytest -q tests/python tests/python_pkg
 
 if [ ${#failed[@]} -gt 0 ]; then
     printf '\nFAILED stages: %s\n' "${failed[*]}" >&2

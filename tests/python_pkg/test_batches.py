@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import cellarrow
-from oracle import Oracle
+from pkg_oracle import Oracle
 
 
 @pytest.fixture(scope="module")

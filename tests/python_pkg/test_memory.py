@@ -8,7 +8,7 @@ import psutil
 import pytest
 
 import cellarrow
-from conftest import DATA, convert
+from pkg_fixtures import DATA, convert
 
 
 def private_mb() -> float:
