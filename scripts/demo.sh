@@ -19,6 +19,6 @@ run query "$OUT/cohort.corpus" "SELECT count(*) AS cd3e_positive FROM obs WHERE 
 run sample "$OUT/cohort.corpus" --sampler random --batch-size 256 --seed 7 --where "sample_id = 'mouse_brain_10k' AND nnz > 500" --summary
 
 run convert tests/data/squidpy_visium_mouse_brain_49spots.h5ad -o "$OUT/visium.corpus" --overwrite
-run query "$OUT/visium.corpus" "SELECT * FROM blocks(1000) WHERE n_cells >= 3 ORDER BY n_cells DESC LIMIT 5"
-run sample "$OUT/visium.corpus" --sampler blocks --block-size 1000 --min-cells 3 --seed 1 --summary
+run query "$OUT/visium.corpus" "SELECT * FROM blocks(300) ORDER BY n_cells DESC LIMIT 5"
+run sample "$OUT/visium.corpus" --sampler blocks --block-size 300 --seed 1 --blocks-sql "SELECT sample_id, block_id FROM blocks(300) WHERE n_cells BETWEEN 3 AND 10" --summary
 printf '\ncorpora written under %s\n' "$OUT"

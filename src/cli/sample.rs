@@ -14,26 +14,11 @@ use clap::{Args, ValueEnum};
 use crate::corpus::Corpus;
 use crate::error::{Error, Result};
 use crate::loader::{
-    BatchOptions, BatchPlan, DenseGenes, Gatherer, Loader, LoaderOptions, SampledCells,
-    SampledGroups, ValueOutput,
+    BatchOptions, BatchPlan, DenseGenes, Gatherer, Loader, LoaderOptions, SamplerSpec, ValueOutput,
 };
-use crate::sample::{
-    BlockConfig, Cohort, GroupConfig, LabelMode, RandomCells, RandomGroups, RegionConfig, Regions,
-    SampleIndex, Shard, ShardPolicy, ShardState, SpatialBlocks,
-};
+use crate::sample::{Cohort, LabelMode, Shard, ShardPolicy};
 
-/// The samplers of the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SamplerKind {
-    /// Random cells, a fresh permutation of the cohort per epoch.
-    Random,
-    /// Groups of `--group-size` random cells of one sample.
-    Groups,
-    /// Regions from `--regions FILE` or `--region-column COL`.
-    Regions,
-    /// Square (or cubic) blocks of tissue of `--block-size`, spatial samples only.
-    Blocks,
-}
+pub use crate::loader::SamplerKind;
 
 /// How uneven shards are equalised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -125,6 +110,17 @@ pub struct SamplerArgs {
     /// Only the cells of this cohort file (written by `cellarrow query --cohort`).
     #[arg(long, value_name = "FILE")]
     pub cohort: Option<PathBuf>,
+    /// Blocks: serve only the blocks this query returns (`sample_id`, `block_id` columns), e.g.
+    /// "SELECT sample_id, block_id FROM blocks(500) WHERE n_cells BETWEEN 20 AND 200";
+    /// use the same size as --block-size.
+    #[cfg(feature = "sql")]
+    #[arg(long, value_name = "SQL", requires = "block_size")]
+    pub blocks_sql: Option<String>,
+    /// Regions: serve only the regions this query returns (`sample_id`, `region_id` columns),
+    /// e.g. "SELECT sample_id, region_id FROM regions WHERE n_cells > 50".
+    #[cfg(feature = "sql")]
+    #[arg(long, value_name = "SQL")]
+    pub regions_sql: Option<String>,
 }
 
 impl SamplerArgs {
@@ -148,25 +144,68 @@ impl SamplerArgs {
 
     /// The cohort: `--where` and `--cohort` (intersected when both are given), else every cell.
     pub fn cohort(&self, corpus: &Arc<Corpus>) -> Result<Cohort> {
-        let mut cells: Option<Vec<u64>> = None;
+        #[allow(unused_mut)]
+        let mut cohort = Cohort::all(corpus.n_cells());
         #[cfg(feature = "sql")]
         if let Some(pred) = &self.where_ {
-            cells = Some(crate::query::cohort_where(corpus, pred)?.into_cells());
+            cohort = crate::query::cohort_where(corpus, pred)?;
         }
         if let Some(path) = &self.cohort {
-            let file = crate::sample::read_cohort(path)?.into_cells();
-            cells = Some(match cells {
-                None => file,
-                Some(c) => {
-                    let keep: HashSet<u64> = file.into_iter().collect();
-                    c.into_iter().filter(|x| keep.contains(x)).collect()
-                }
-            });
+            let file = crate::sample::read_cohort(path)?;
+            file.check_range(corpus.n_cells())
+                .map_err(|e| e.with_path(path))?;
+            cohort = cohort.intersect(&file);
         }
-        match cells {
-            Some(c) => Cohort::from_cells_checked(c, corpus.n_cells()),
-            None => Ok(Cohort::all(corpus.n_cells())),
+        Ok(cohort)
+    }
+
+    /// The sampler settings as the library's [`SamplerSpec`]; `--blocks-sql` and
+    /// `--regions-sql` are run here, so the sampler serves exactly the groups SQL chose.
+    pub fn spec(&self, corpus: &Arc<Corpus>) -> Result<SamplerSpec> {
+        if self.sampler == SamplerKind::Blocks && self.block_size.is_none() {
+            return Err(Error::invalid_input(
+                "the blocks sampler needs --block-size (edge length in coordinate units)",
+            ));
         }
+        if self.label_mode != LabelModeArg::None && self.label.is_none() {
+            return Err(Error::invalid_input("--label-mode needs --label COLUMN"));
+        }
+        #[allow(unused_mut)]
+        let mut spec = SamplerSpec {
+            seed: self.seed,
+            epoch: self.epoch,
+            position: self.position,
+            shard: self.shard()?,
+            policy: self.policy(),
+            batch_size: self.batch_size,
+            drop_last: self.drop_last,
+            group_size: self.group_size,
+            label: self.label.clone(),
+            label_mode: match self.label_mode {
+                LabelModeArg::None => LabelMode::None,
+                LabelModeArg::ClassBalanced => LabelMode::ClassBalanced,
+                LabelModeArg::Stratified => LabelMode::Stratified,
+            },
+            regions: self.regions.clone(),
+            min_cells: self.min_cells,
+            max_cells: self.max_cells,
+            block_size: self.block_size,
+            stride: self.stride,
+            ..SamplerSpec::new(self.sampler, self.seed)
+        };
+        #[cfg(feature = "sql")]
+        if self.blocks_sql.is_some() || self.regions_sql.is_some() {
+            let engine = crate::query::QueryEngine::new(corpus.clone())?;
+            if let Some(sql) = &self.blocks_sql {
+                spec.only_blocks = Some(crate::query::block_selection(&engine, sql)?);
+            }
+            if let Some(sql) = &self.regions_sql {
+                spec.only_regions = Some(crate::query::region_selection(&engine, sql)?);
+            }
+        }
+        #[cfg(not(feature = "sql"))]
+        let _ = corpus;
+        Ok(spec)
     }
 
     /// The batch plan of this shard for `--sampler` with `batch_size` overriding `--batch-size`.
@@ -176,102 +215,9 @@ impl SamplerArgs {
         cohort: Cohort,
         batch_size: Option<usize>,
     ) -> Result<Arc<dyn BatchPlan>> {
-        let shard = self.shard()?;
-        let state = ShardState {
-            epoch: self.epoch,
-            start: 0,
-            position: self.position,
-        };
-        let policy = self.policy();
-        let per_batch = batch_size.or(self.batch_size);
-        let groups_per_batch = per_batch.unwrap_or(1);
-        Ok(match self.sampler {
-            SamplerKind::Random => {
-                let s = RandomCells::new(cohort, self.seed);
-                Arc::new(SampledCells::new(
-                    s,
-                    shard,
-                    policy,
-                    state,
-                    per_batch.unwrap_or(256),
-                    self.drop_last,
-                )?)
-            }
-            SamplerKind::Groups => {
-                let label_mode = match self.label_mode {
-                    LabelModeArg::None => LabelMode::None,
-                    LabelModeArg::ClassBalanced => LabelMode::ClassBalanced,
-                    LabelModeArg::Stratified => LabelMode::Stratified,
-                };
-                if label_mode != LabelMode::None && self.label.is_none() {
-                    return Err(Error::invalid_input("--label-mode needs --label COLUMN"));
-                }
-                let index = SampleIndex::from_corpus(corpus, self.label.as_deref())?;
-                let cfg = GroupConfig {
-                    label_mode,
-                    ..GroupConfig::new(self.group_size, self.seed)
-                };
-                let s = RandomGroups::new(&index, cohort, cfg)?;
-                Arc::new(SampledGroups::new(
-                    s,
-                    shard,
-                    policy,
-                    state,
-                    groups_per_batch,
-                )?)
-            }
-            SamplerKind::Regions => {
-                let index = SampleIndex::from_corpus(corpus, self.label.as_deref())?;
-                let cfg = RegionConfig {
-                    min_cells: self.min_cells,
-                    max_cells: self.max_cells,
-                    ..RegionConfig::new(self.seed)
-                };
-                let default_regions = corpus.table_path("regions");
-                let s = match (&self.regions, &self.label) {
-                    (Some(path), _) => Regions::from_manifest(&index, cohort, path, cfg)?,
-                    (None, Some(_)) => Regions::from_obs_column(&index, cohort, cfg)?,
-                    (None, None) if default_regions.exists() => {
-                        Regions::from_manifest(&index, cohort, &default_regions, cfg)?
-                    }
-                    (None, None) => {
-                        return Err(Error::invalid_input(
-                            "the regions sampler needs --regions FILE or --label COLUMN (the corpus has no regions.parquet)",
-                        ))
-                    }
-                };
-                Arc::new(SampledGroups::new(
-                    s,
-                    shard,
-                    policy,
-                    state,
-                    groups_per_batch,
-                )?)
-            }
-            SamplerKind::Blocks => {
-                let index = SampleIndex::from_corpus(corpus, None)?;
-                let size = match self.block_size {
-                    Some(s) => s,
-                    None => return Err(Error::invalid_input(
-                        "the blocks sampler needs --block-size (edge length in coordinate units)",
-                    )),
-                };
-                let cfg = BlockConfig {
-                    stride: self.stride,
-                    min_cells: self.min_cells,
-                    max_cells: self.max_cells,
-                    ..BlockConfig::new(size, self.seed)
-                };
-                let s = SpatialBlocks::new(&index, cohort, cfg)?;
-                Arc::new(SampledGroups::new(
-                    s,
-                    shard,
-                    policy,
-                    state,
-                    groups_per_batch,
-                )?)
-            }
-        })
+        let mut spec = self.spec(corpus)?;
+        spec.batch_size = batch_size.or(self.batch_size);
+        Ok(spec.plan(corpus, cohort)?.plan)
     }
 }
 
@@ -657,6 +603,103 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.message().contains("--block-size"), "{e}");
+    }
+
+    #[cfg(feature = "sql")]
+    #[test]
+    fn blocks_sql_serves_exactly_the_blocks_the_query_chose() {
+        use crate::corpus::testing::{write_corpus_with, TestCorpusOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let corpus = dir.path().join("c");
+        let xy = |i: u64| ((i % 6) as f64, (i / 6) as f64);
+        let coords = (0..36).map(|i| Some([xy(i).0, xy(i).1])).collect();
+        let opts = TestCorpusOptions {
+            coords: Some(coords),
+            ..Default::default()
+        };
+        write_corpus_with(
+            &corpus,
+            10,
+            &random_rows(36, 10, 0.3, 2),
+            &[("t", 36)],
+            &opts,
+        )
+        .unwrap();
+        let c = corpus.to_str().unwrap();
+        let engine = crate::query::QueryEngine::new(std::sync::Arc::new(
+            crate::Corpus::open(&corpus).unwrap(),
+        ))
+        .unwrap();
+        let chosen =
+            "SELECT sample_id, block_id, x0, y0, x1, y1 FROM blocks(3) WHERE block_id IN (0, 3)";
+        let bounds: Vec<(f64, f64, f64, f64)> = engine
+            .sql(chosen)
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                let f = |n: &str| {
+                    b.column_by_name(n)
+                        .unwrap()
+                        .as_primitive::<arrow::datatypes::Float64Type>()
+                        .clone()
+                };
+                let (x0, y0, x1, y1) = (f("x0"), f("y0"), f("x1"), f("y1"));
+                (0..b.num_rows())
+                    .map(move |r| (x0.value(r), y0.value(r), x1.value(r), y1.value(r)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(bounds.len(), 2);
+        let expected: Vec<u64> = (0..36)
+            .filter(|&i| {
+                let (x, y) = xy(i);
+                bounds
+                    .iter()
+                    .any(|&(x0, y0, x1, y1)| x >= x0 && x < x1 && y >= y0 && y < y1)
+            })
+            .collect();
+        let out = dir.path().join("chosen.arrow");
+        sample(&[
+            "sample",
+            c,
+            "--sampler",
+            "blocks",
+            "--block-size",
+            "3",
+            "--blocks-sql",
+            chosen,
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .unwrap();
+        let reader =
+            arrow::ipc::reader::StreamReader::try_new(std::fs::File::open(&out).unwrap(), None)
+                .unwrap();
+        let mut cells: Vec<u64> = reader
+            .flat_map(|b| {
+                b.unwrap()
+                    .column_by_name("cell")
+                    .unwrap()
+                    .as_primitive::<UInt64Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        cells.sort_unstable();
+        assert_eq!(cells, expected);
+        let e = sample(&[
+            "sample",
+            c,
+            "--sampler",
+            "blocks",
+            "--block-size",
+            "3",
+            "--blocks-sql",
+            "SELECT 1 AS x",
+            "--summary",
+        ])
+        .unwrap_err();
+        assert!(e.message().contains("block_id"), "{e}");
     }
 
     #[cfg(feature = "sql")]

@@ -38,12 +38,14 @@
 pub mod bench;
 mod gather;
 mod prefetch;
+pub mod spec;
 
 #[cfg(test)]
 mod tests;
 
 pub use gather::Gatherer;
 pub use prefetch::{Loader, LoaderOptions};
+pub use spec::{Planned, SamplerKind, SamplerSpec};
 
 use std::sync::Arc;
 
