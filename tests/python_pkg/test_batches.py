@@ -129,3 +129,28 @@ def test_shards_partition_the_epoch(synth_corpus):
     ]
     assert sorted(np.concatenate(parts).tolist()) == list(range(220))
     assert {len(p) for p in parts} <= {73, 74}
+
+
+def test_the_gil_is_released_while_rust_gathers(chr21_corpus):
+    import threading
+
+    corpus, _ = chr21_corpus
+    ticks, stop = [0], threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            ticks[0] += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        during = []
+        for seed in range(3):
+            loader = iter(corpus.loader(batch_size=1024, seed=seed, threads=0, dense="all"))
+            before = ticks[0]
+            next(loader)  # gathered on this thread, inside Rust, with the GIL released
+            during.append(ticks[0] - before)
+    finally:
+        stop.set()
+        t.join()
+    assert sum(during) > 0, "a Python thread ran while batches were gathered"
