@@ -47,7 +47,13 @@ pub struct Error {
 impl Error {
     /// A new error of `kind` with a message.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, path: None, object: None, message: message.into(), source: None }
+        Error {
+            kind,
+            path: None,
+            object: None,
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// Shorthand for [`ErrorKind::InvalidInput`].
@@ -61,8 +67,14 @@ impl Error {
     }
 
     /// Shorthand for [`ErrorKind::InvalidH5ad`] about one object of one file.
-    pub fn h5ad(path: impl AsRef<Path>, object: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::InvalidH5ad, message).with_path(path).with_object(object)
+    pub fn h5ad(
+        path: impl AsRef<Path>,
+        object: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::new(ErrorKind::InvalidH5ad, message)
+            .with_path(path)
+            .with_object(object)
     }
 
     /// Shorthand for [`ErrorKind::Unsupported`] about one object of one file.
@@ -71,7 +83,9 @@ impl Error {
         object: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
-        Self::new(ErrorKind::Unsupported, message).with_path(path).with_object(object)
+        Self::new(ErrorKind::Unsupported, message)
+            .with_path(path)
+            .with_object(object)
     }
 
     /// An I/O error on `path`, saying what was being done (`"creating"`, `"reading"` ...).

@@ -6,15 +6,15 @@
 //! [`sample`] draws cells and groups with deterministic sharding, [`loader`] gathers them
 //! into Arrow batches, and [`cli`] is the command line over all of them.
 
+pub mod cli;
+pub mod convert;
+pub mod corpus;
 pub mod error;
 pub mod h5ad;
-pub mod corpus;
-pub mod convert;
+pub mod loader;
 #[cfg(feature = "sql")]
 pub mod query;
 pub mod sample;
-pub mod loader;
-pub mod cli;
 
 pub use corpus::Corpus;
 pub use error::{Error, ErrorKind, Result};

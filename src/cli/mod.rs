@@ -7,13 +7,13 @@ use clap::{Parser, Subcommand};
 
 use crate::error::Result;
 
+pub mod bench;
 pub mod convert;
 pub mod inspect;
 #[cfg(feature = "sql")]
 pub mod query;
-pub mod validate;
 pub mod sample;
-pub mod bench;
+pub mod validate;
 
 /// Command-line entry: parses `args` and runs the subcommand.
 #[derive(Debug, Parser)]

@@ -8,16 +8,16 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod checksum;
+pub mod info;
 mod manifest;
 mod part;
 mod reader;
 mod table;
-mod validate;
-pub mod info;
 #[doc(hidden)]
 pub mod testing;
 #[cfg(test)]
 mod tests;
+mod validate;
 
 pub use checksum::{sha256_file, to_hex};
 pub use manifest::{check_rel_path, MANIFEST_FILE, MANIFEST_SCHEMA};

@@ -156,8 +156,10 @@ impl PartWriter {
     ) -> Result<PartWriter> {
         let path = path.as_ref().to_path_buf();
         if batch_rows == 0 || batch_rows > i32::MAX as usize {
-            return Err(Error::invalid_input(format!("batch_rows {batch_rows} is out of range"))
-                .with_path(&path));
+            return Err(
+                Error::invalid_input(format!("batch_rows {batch_rows} is out of range"))
+                    .with_path(&path),
+            );
         }
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -165,7 +167,8 @@ impl PartWriter {
             .open(&path)
             .map_err(|e| Error::io(&path, "creating matrix part", e))?;
         let schema = part_schema(index_type, value_type);
-        let writer = StreamWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema).at(&path)?;
+        let writer =
+            StreamWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema).at(&path)?;
         let mut offsets = Vec::with_capacity(batch_rows + 1);
         offsets.push(0);
         Ok(PartWriter {
@@ -192,18 +195,27 @@ impl PartWriter {
     pub fn push(&mut self, indptr: &[u64], indices: &[u32], values: &[f64]) -> Result<()> {
         let s = &mut *self.state;
         if indptr.is_empty() {
-            return push_err(&s.path, "push: indptr is empty (it needs n_rows + 1 entries)".into());
+            return push_err(
+                &s.path,
+                "push: indptr is empty (it needs n_rows + 1 entries)".into(),
+            );
         }
         if indptr[0] != 0 {
-            return push_err(&s.path, format!("push: indptr[0] is {}, expected 0", indptr[0]));
+            return push_err(
+                &s.path,
+                format!("push: indptr[0] is {}, expected 0", indptr[0]),
+            );
         }
         let last = *indptr.last().expect("indptr is non-empty");
         if last != indices.len() as u64 || indices.len() != values.len() {
-            return push_err(&s.path, format!(
-                "push: indptr ends at {last} but there are {} indices and {} values",
-                indices.len(),
-                values.len()
-            ));
+            return push_err(
+                &s.path,
+                format!(
+                    "push: indptr ends at {last} but there are {} indices and {} values",
+                    indices.len(),
+                    values.len()
+                ),
+            );
         }
         let max_index = match s.index_type {
             IndexType::Uint16 => u16::MAX as u32,
@@ -212,7 +224,10 @@ impl PartWriter {
         for r in 0..indptr.len() - 1 {
             let (a, b) = (indptr[r], indptr[r + 1]);
             if b < a {
-                return push_err(&s.path, format!("push: indptr decreases at row {r} ({a} > {b})"));
+                return push_err(
+                    &s.path,
+                    format!("push: indptr decreases at row {r} ({a} > {b})"),
+                );
             }
             let (a, b) = (a as usize, b as usize);
             let row = &indices[a..b];
@@ -228,15 +243,29 @@ impl PartWriter {
             }
             if let Some(&m) = row.last() {
                 if m > max_index {
-                    return push_err(&s.path, format!("push: row {r}: gene index {m} does not fit {:?}", s.index_type));
+                    return push_err(
+                        &s.path,
+                        format!(
+                            "push: row {r}: gene index {m} does not fit {:?}",
+                            s.index_type
+                        ),
+                    );
                 }
             }
             let batch_nnz = s.indices.len();
-            if s.offsets.len() > s.batch_rows || (batch_nnz + row.len() > s.max_batch_nnz && s.offsets.len() > 1) {
+            if s.offsets.len() > s.batch_rows
+                || (batch_nnz + row.len() > s.max_batch_nnz && s.offsets.len() > 1)
+            {
                 s.flush()?;
             }
             if row.len() > s.max_batch_nnz {
-                return push_err(&s.path, format!("push: row {r} has {} non-zeros, more than a batch holds", row.len()));
+                return push_err(
+                    &s.path,
+                    format!(
+                        "push: row {r} has {} non-zeros, more than a batch holds",
+                        row.len()
+                    ),
+                );
             }
             s.indices.reserve(row.len());
             s.values.reserve(row.len());
@@ -260,12 +289,17 @@ impl PartWriter {
         let file = buf
             .into_inner()
             .map_err(|e| Error::io(&s.path, "flushing matrix part", e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&s.path, "syncing matrix part", e))?;
+        file.sync_all()
+            .map_err(|e| Error::io(&s.path, "syncing matrix part", e))?;
         let bytes = file
             .metadata()
             .map_err(|e| Error::io(&s.path, "reading size of matrix part", e))?
             .len();
-        Ok(PartSummary { n_cells: s.n_cells, nnz: s.nnz, bytes })
+        Ok(PartSummary {
+            n_cells: s.n_cells,
+            nnz: s.nnz,
+            bytes,
+        })
     }
 
     /// The file being written.
@@ -303,12 +337,21 @@ impl PartState {
         let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
         let idx = self.indices.take_array(nnz);
         let val = self.values.take_array(nnz);
-        let indices = ListArray::try_new(item_field(self.index_type.arrow_type()), offsets.clone(), idx, None)
-            .at(&self.path)?;
-        let values = ListArray::try_new(item_field(self.value_type.arrow_type()), offsets, val, None)
-            .at(&self.path)?;
-        let batch = RecordBatch::try_new(self.schema.clone(), vec![Arc::new(indices), Arc::new(values)])
-            .at(&self.path)?;
+        let indices = ListArray::try_new(
+            item_field(self.index_type.arrow_type()),
+            offsets.clone(),
+            idx,
+            None,
+        )
+        .at(&self.path)?;
+        let values =
+            ListArray::try_new(item_field(self.value_type.arrow_type()), offsets, val, None)
+                .at(&self.path)?;
+        let batch = RecordBatch::try_new(
+            self.schema.clone(),
+            vec![Arc::new(indices), Arc::new(values)],
+        )
+        .at(&self.path)?;
         debug_assert_eq!(batch.num_rows(), rows);
         self.writer.write(&batch).at(&self.path)?;
         Ok(())

@@ -35,7 +35,10 @@ pub const ROW_GROUP_ROWS: usize = 64 * 1024;
 /// ```
 pub fn write_parquet(path: &Path, batches: &[RecordBatch]) -> Result<u64> {
     let Some(first) = batches.first() else {
-        return Err(Error::invalid_input("write_parquet: no batches, so no schema (pass one empty batch)").with_path(path));
+        return Err(Error::invalid_input(
+            "write_parquet: no batches, so no schema (pass one empty batch)",
+        )
+        .with_path(path));
     };
     let schema = first.schema();
     let props = WriterProperties::builder()
@@ -47,13 +50,19 @@ pub fn write_parquet(path: &Path, batches: &[RecordBatch]) -> Result<u64> {
     let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).at(path)?;
     for (i, b) in batches.iter().enumerate() {
         if b.schema().fields() != schema.fields() {
-            return Err(Error::invalid_input(format!("write_parquet: batch {i} has a different schema from batch 0")).with_path(path));
+            return Err(Error::invalid_input(format!(
+                "write_parquet: batch {i} has a different schema from batch 0"
+            ))
+            .with_path(path));
         }
         writer.write(b).at(path)?;
     }
     let file = writer.into_inner().at(path)?;
     file.sync_all().map_err(|e| Error::io(path, "syncing", e))?;
-    let bytes = file.metadata().map_err(|e| Error::io(path, "reading size", e))?.len();
+    let bytes = file
+        .metadata()
+        .map_err(|e| Error::io(path, "reading size", e))?
+        .len();
     Ok(bytes)
 }
 
@@ -91,7 +100,12 @@ pub fn scan_parquet(
                     let i = arrow_schema.index_of(c).map_err(|_| {
                         bad(format!(
                             "no column {c:?} (has: {})",
-                            arrow_schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                            arrow_schema
+                                .fields()
+                                .iter()
+                                .map(|f| f.name().as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ))
                     })?;
                     idx.push(i);
@@ -101,8 +115,10 @@ pub fn scan_parquet(
                 let mut sorted = idx.clone();
                 sorted.sort_unstable();
                 sorted.dedup();
-                let order: Vec<usize> =
-                    idx.iter().map(|i| sorted.binary_search(i).expect("index is in sorted")).collect();
+                let order: Vec<usize> = idx
+                    .iter()
+                    .map(|i| sorted.binary_search(i).expect("index is in sorted"))
+                    .collect();
                 (builder.with_projection(mask), Some(order))
             }
         };
@@ -113,7 +129,9 @@ pub fn scan_parquet(
         for b in reader {
             let b = b.map_err(|e| bad(format!("reading Parquet: {e}")))?;
             f(match &order {
-                Some(o) => b.project(o).map_err(|e| bad(format!("projecting columns: {e}")))?,
+                Some(o) => b
+                    .project(o)
+                    .map_err(|e| bad(format!("projecting columns: {e}")))?,
                 None => b,
             })?;
         }
@@ -132,12 +150,22 @@ impl Corpus {
     /// # Ok::<(), cellarrow::Error>(())
     /// ```
     pub fn read_table(&self, table: &str, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>> {
-        if table.is_empty() || !table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-            return Err(Error::invalid_input(format!("{table:?} is not a corpus table name")));
+        if table.is_empty()
+            || !table
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(Error::invalid_input(format!(
+                "{table:?} is not a corpus table name"
+            )));
         }
         let path = self.table_path(table);
         if !path.exists() {
-            return Err(Error::new(ErrorKind::InvalidInput, format!("the corpus has no {table} table")).with_path(&path));
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("the corpus has no {table} table"),
+            )
+            .with_path(&path));
         }
         read_parquet(&path, columns)
     }
@@ -148,14 +176,25 @@ impl Corpus {
         let batches = self.read_table("genes", Some(&["name"]))?;
         let names = column_strings(&path, "name", &batches)?;
         if names.len() as u64 != self.n_genes() {
-            return Err(Error::corpus(&path, format!("has {} genes, manifest.json says {}", names.len(), self.n_genes())));
+            return Err(Error::corpus(
+                &path,
+                format!(
+                    "has {} genes, manifest.json says {}",
+                    names.len(),
+                    self.n_genes()
+                ),
+            ));
         }
         Ok(names)
     }
 }
 
 /// Column 0 of each batch as non-null strings (Utf8, LargeUtf8, Utf8View or a dictionary of them).
-pub(crate) fn column_strings(path: &Path, name: &str, batches: &[RecordBatch]) -> Result<Vec<String>> {
+pub(crate) fn column_strings(
+    path: &Path,
+    name: &str,
+    batches: &[RecordBatch],
+) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for b in batches {
         let s = as_strings(path, name, b.column(0), out.len() as u64)?;
@@ -166,12 +205,20 @@ pub(crate) fn column_strings(path: &Path, name: &str, batches: &[RecordBatch]) -
 
 /// A text column (Utf8, LargeUtf8, Utf8View or a dictionary of them) as non-null Utf8;
 /// `row0` is the table row of the column's first entry, for messages.
-pub(crate) fn as_strings(path: &Path, name: &str, col: &ArrayRef, row0: u64) -> Result<StringArray> {
+pub(crate) fn as_strings(
+    path: &Path,
+    name: &str,
+    col: &ArrayRef,
+    row0: u64,
+) -> Result<StringArray> {
     let c = arrow::compute::cast(col, &DataType::Utf8)
         .map_err(|e| Error::corpus(path, format!("column {name:?} is not text: {e}")))?;
     let s = c.as_string::<i32>().clone();
     if let Some(i) = (0..s.len()).find(|&i| s.is_null(i)) {
-        return Err(Error::corpus(path, format!("row {}: column {name:?} is null", row0 + i as u64)));
+        return Err(Error::corpus(
+            path,
+            format!("row {}: column {name:?} is null", row0 + i as u64),
+        ));
     }
     Ok(s)
 }
@@ -179,14 +226,26 @@ pub(crate) fn as_strings(path: &Path, name: &str, col: &ArrayRef, row0: u64) -> 
 /// An integer column as non-null u64; `row0` is the table row of its first entry, for messages.
 pub(crate) fn as_u64(path: &Path, name: &str, col: &ArrayRef, row0: u64) -> Result<UInt64Array> {
     if !col.data_type().is_integer() {
-        return Err(Error::corpus(path, format!("column {name:?} has type {}, expected an integer", col.data_type())));
+        return Err(Error::corpus(
+            path,
+            format!(
+                "column {name:?} has type {}, expected an integer",
+                col.data_type()
+            ),
+        ));
     }
-    let opts = arrow::compute::CastOptions { safe: false, ..Default::default() };
+    let opts = arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
     let c = arrow::compute::cast_with_options(col, &DataType::UInt64, &opts)
         .map_err(|e| Error::corpus(path, format!("column {name:?} does not fit u64: {e}")))?;
     let a = c.as_primitive::<UInt64Type>().clone();
     if let Some(i) = (0..a.len()).find(|&i| a.is_null(i)) {
-        return Err(Error::corpus(path, format!("row {}: column {name:?} is null", row0 + i as u64)));
+        return Err(Error::corpus(
+            path,
+            format!("row {}: column {name:?} is null", row0 + i as u64),
+        ));
     }
     Ok(a)
 }

@@ -74,7 +74,12 @@ impl Default for TestCorpusOptions {
 ///
 /// `rows[i]` is cell `i`; `samples` lists `(sample_id, n_cells)` in order and must cover all
 /// rows. Genes are named `gene0`, `gene1` ...; obs names are `<sample_id>-<row in sample>`.
-pub fn write_corpus(dir: &Path, n_genes: u64, rows: &[Row], samples: &[(&str, u64)]) -> Result<Manifest> {
+pub fn write_corpus(
+    dir: &Path,
+    n_genes: u64,
+    rows: &[Row],
+    samples: &[(&str, u64)],
+) -> Result<Manifest> {
     write_corpus_with(dir, n_genes, rows, samples, &TestCorpusOptions::default())
 }
 
@@ -88,11 +93,15 @@ pub fn write_corpus_with(
 ) -> Result<Manifest> {
     let n_cells = rows.len() as u64;
     if samples.iter().map(|s| s.1).sum::<u64>() != n_cells {
-        return Err(Error::invalid_input("write_corpus: sample sizes do not add up to the rows"));
+        return Err(Error::invalid_input(
+            "write_corpus: sample sizes do not add up to the rows",
+        ));
     }
     if let Some(c) = &opts.coords {
         if c.len() as u64 != n_cells {
-            return Err(Error::invalid_input("write_corpus: coords needs one entry per cell"));
+            return Err(Error::invalid_input(
+                "write_corpus: coords needs one entry per cell",
+            ));
         }
     }
     std::fs::create_dir_all(dir.join("matrix")).map_err(|e| Error::io(dir, "creating", e))?;
@@ -110,7 +119,8 @@ pub fn write_corpus_with(
         while start < first + n {
             let end = (start + opts.part_cells).min(first + n);
             let rel = format!("matrix/part-{:05}.arrow", parts.len());
-            let mut w = PartWriter::create(dir.join(&rel), index_type, value_type, opts.batch_rows)?;
+            let mut w =
+                PartWriter::create(dir.join(&rel), index_type, value_type, opts.batch_rows)?;
             let (mut indptr, mut idx, mut val) = (vec![0u64], Vec::new(), Vec::new());
             for r in &rows[start as usize..end as usize] {
                 idx.extend_from_slice(&r.0);
@@ -119,34 +129,86 @@ pub fn write_corpus_with(
             }
             w.push(&indptr, &idx, &val)?;
             let s = w.finish()?;
-            parts.push(PartEntry { path: rel, first_cell: start, n_cells: s.n_cells, nnz: s.nnz });
+            parts.push(PartEntry {
+                path: rel,
+                first_cell: start,
+                n_cells: s.n_cells,
+                nnz: s.nnz,
+            });
             sample_nnz += s.nnz;
             start = end;
         }
         let spatial = match &opts.coords {
-            Some(c) if n > 0 && c[first as usize..(first + n) as usize].iter().all(Option::is_some) => 2,
+            Some(c)
+                if n > 0
+                    && c[first as usize..(first + n) as usize]
+                        .iter()
+                        .all(Option::is_some) =>
+            {
+                2
+            }
             _ => 0,
         };
-        sample_entries.push(SampleEntry { sample_id: id.to_owned(), first_cell: first, n_cells: n, nnz: sample_nnz, spatial_dims: spatial });
+        sample_entries.push(SampleEntry {
+            sample_id: id.to_owned(),
+            first_cell: first,
+            n_cells: n,
+            nnz: sample_nnz,
+            spatial_dims: spatial,
+        });
         first += n;
     }
     let nnz: u64 = rows.iter().map(|r| r.0.len() as u64).sum();
 
     // obs
-    let cell_sample: Vec<&str> = samples.iter().flat_map(|&(id, n)| std::iter::repeat_n(id, n as usize)).collect();
+    let cell_sample: Vec<&str> = samples
+        .iter()
+        .flat_map(|&(id, n)| std::iter::repeat_n(id, n as usize))
+        .collect();
     let source_row: Vec<u64> = samples.iter().flat_map(|&(_, n)| 0..n).collect();
-    let obs_name: Vec<String> = cell_sample.iter().zip(&source_row).map(|(s, r)| format!("{s}-{r}")).collect();
+    let obs_name: Vec<String> = cell_sample
+        .iter()
+        .zip(&source_row)
+        .map(|(s, r)| format!("{s}-{r}"))
+        .collect();
     let mut cols: Vec<(String, ArrayRef)> = vec![
-        ("cell".into(), Arc::new(UInt64Array::from_iter_values(0..n_cells))),
-        ("sample_id".into(), Arc::new(cell_sample.iter().copied().collect::<DictionaryArray<Int32Type>>())),
+        (
+            "cell".into(),
+            Arc::new(UInt64Array::from_iter_values(0..n_cells)),
+        ),
+        (
+            "sample_id".into(),
+            Arc::new(
+                cell_sample
+                    .iter()
+                    .copied()
+                    .collect::<DictionaryArray<Int32Type>>(),
+            ),
+        ),
         ("obs_name".into(), Arc::new(StringArray::from(obs_name))),
         ("source_row".into(), Arc::new(UInt64Array::from(source_row))),
-        ("nnz".into(), Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.0.len() as u32)))),
-        ("total".into(), Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.1.iter().sum::<f64>())))),
+        (
+            "nnz".into(),
+            Arc::new(UInt32Array::from_iter_values(
+                rows.iter().map(|r| r.0.len() as u32),
+            )),
+        ),
+        (
+            "total".into(),
+            Arc::new(Float64Array::from_iter_values(
+                rows.iter().map(|r| r.1.iter().sum::<f64>()),
+            )),
+        ),
     ];
     if let Some(c) = &opts.coords {
-        cols.push(("x".into(), Arc::new(c.iter().map(|p| p.map(|p| p[0])).collect::<Float64Array>())));
-        cols.push(("y".into(), Arc::new(c.iter().map(|p| p.map(|p| p[1])).collect::<Float64Array>())));
+        cols.push((
+            "x".into(),
+            Arc::new(c.iter().map(|p| p.map(|p| p[0])).collect::<Float64Array>()),
+        ));
+        cols.push((
+            "y".into(),
+            Arc::new(c.iter().map(|p| p.map(|p| p[1])).collect::<Float64Array>()),
+        ));
     }
     cols.extend(opts.obs_columns.iter().cloned());
     let obs = RecordBatch::try_from_iter(cols)?;
@@ -162,9 +224,23 @@ pub fn write_corpus_with(
         }
     }
     let genes = RecordBatch::try_from_iter([
-        ("gene", Arc::new(UInt32Array::from_iter_values(0..n_genes as u32)) as ArrayRef),
-        ("name", Arc::new(StringArray::from_iter_values((0..n_genes).map(|g| format!("gene{g}"))))),
-        ("n_samples", Arc::new(UInt32Array::from(vec![samples.len() as u32; n_genes as usize]))),
+        (
+            "gene",
+            Arc::new(UInt32Array::from_iter_values(0..n_genes as u32)) as ArrayRef,
+        ),
+        (
+            "name",
+            Arc::new(StringArray::from_iter_values(
+                (0..n_genes).map(|g| format!("gene{g}")),
+            )),
+        ),
+        (
+            "n_samples",
+            Arc::new(UInt32Array::from(vec![
+                samples.len() as u32;
+                n_genes as usize
+            ])),
+        ),
         ("n_cells", Arc::new(UInt64Array::from(gene_cells))),
     ])?;
     write_parquet(&dir.join("genes.parquet"), &[genes])?;
@@ -172,17 +248,60 @@ pub fn write_corpus_with(
     // samples
     let s = &sample_entries;
     let samples_batch = RecordBatch::try_from_iter([
-        ("sample_id", Arc::new(StringArray::from_iter_values(s.iter().map(|e| e.sample_id.clone()))) as ArrayRef),
-        ("source_path", Arc::new(StringArray::from_iter_values(s.iter().map(|e| format!("{}.h5ad", e.sample_id))))),
-        ("source_sha256", Arc::new(StringArray::from_iter_values(s.iter().map(|_| "0".repeat(64))))),
-        ("first_cell", Arc::new(UInt64Array::from_iter_values(s.iter().map(|e| e.first_cell)))),
-        ("n_cells", Arc::new(UInt64Array::from_iter_values(s.iter().map(|e| e.n_cells)))),
-        ("nnz", Arc::new(UInt64Array::from_iter_values(s.iter().map(|e| e.nnz)))),
-        ("matrix_source", Arc::new(StringArray::from_iter_values(s.iter().map(|_| "X")))),
-        ("n_source_genes", Arc::new(UInt64Array::from_iter_values(s.iter().map(|_| n_genes)))),
-        ("n_genes_outside_vocab", Arc::new(UInt64Array::from_iter_values(s.iter().map(|_| 0)))),
-        ("nnz_outside_vocab", Arc::new(UInt64Array::from_iter_values(s.iter().map(|_| 0)))),
-        ("spatial_dims", Arc::new(UInt8Array::from_iter_values(s.iter().map(|e| e.spatial_dims)))),
+        (
+            "sample_id",
+            Arc::new(StringArray::from_iter_values(
+                s.iter().map(|e| e.sample_id.clone()),
+            )) as ArrayRef,
+        ),
+        (
+            "source_path",
+            Arc::new(StringArray::from_iter_values(
+                s.iter().map(|e| format!("{}.h5ad", e.sample_id)),
+            )),
+        ),
+        (
+            "source_sha256",
+            Arc::new(StringArray::from_iter_values(
+                s.iter().map(|_| "0".repeat(64)),
+            )),
+        ),
+        (
+            "first_cell",
+            Arc::new(UInt64Array::from_iter_values(
+                s.iter().map(|e| e.first_cell),
+            )),
+        ),
+        (
+            "n_cells",
+            Arc::new(UInt64Array::from_iter_values(s.iter().map(|e| e.n_cells))),
+        ),
+        (
+            "nnz",
+            Arc::new(UInt64Array::from_iter_values(s.iter().map(|e| e.nnz))),
+        ),
+        (
+            "matrix_source",
+            Arc::new(StringArray::from_iter_values(s.iter().map(|_| "X"))),
+        ),
+        (
+            "n_source_genes",
+            Arc::new(UInt64Array::from_iter_values(s.iter().map(|_| n_genes))),
+        ),
+        (
+            "n_genes_outside_vocab",
+            Arc::new(UInt64Array::from_iter_values(s.iter().map(|_| 0))),
+        ),
+        (
+            "nnz_outside_vocab",
+            Arc::new(UInt64Array::from_iter_values(s.iter().map(|_| 0))),
+        ),
+        (
+            "spatial_dims",
+            Arc::new(UInt8Array::from_iter_values(
+                s.iter().map(|e| e.spatial_dims),
+            )),
+        ),
     ])?;
     write_parquet(&dir.join("samples.parquet"), &[samples_batch])?;
 
@@ -195,12 +314,21 @@ pub fn write_corpus_with(
         nnz,
         index_type,
         value_type,
-        matrix: MatrixInfo { batch_rows: opts.batch_rows as u64, part_cells: opts.part_cells, parts },
+        matrix: MatrixInfo {
+            batch_rows: opts.batch_rows as u64,
+            part_cells: opts.part_cells,
+            parts,
+        },
         samples: sample_entries,
         options: serde_json::json!({ "testing": true }),
         files: Vec::new(),
     };
-    let mut rels: Vec<String> = manifest.matrix.parts.iter().map(|p| p.path.clone()).collect();
+    let mut rels: Vec<String> = manifest
+        .matrix
+        .parts
+        .iter()
+        .map(|p| p.path.clone())
+        .collect();
     rels.extend(["obs.parquet", "genes.parquet", "samples.parquet"].map(String::from));
     manifest.files = file_entries(dir, &rels)?;
     manifest.write(dir)?;
@@ -212,7 +340,11 @@ pub fn file_entries(dir: &Path, rels: &[String]) -> Result<Vec<FileEntry>> {
     rels.iter()
         .map(|rel| {
             let (sha256, bytes) = sha256_file(&dir.join(rel))?;
-            Ok(FileEntry { path: rel.clone(), bytes, sha256 })
+            Ok(FileEntry {
+                path: rel.clone(),
+                bytes,
+                sha256,
+            })
         })
         .collect()
 }
@@ -223,7 +355,8 @@ pub fn file_entries(dir: &Path, rels: &[String]) -> Result<Vec<FileEntry>> {
 pub fn rehash(dir: &Path) -> Result<()> {
     let path = dir.join(MANIFEST_FILE);
     let text = std::fs::read(&path).map_err(|e| Error::io(&path, "reading", e))?;
-    let mut m: Manifest = serde_json::from_slice(&text).map_err(|e| Error::corpus(&path, e.to_string()))?;
+    let mut m: Manifest =
+        serde_json::from_slice(&text).map_err(|e| Error::corpus(&path, e.to_string()))?;
     let rels: Vec<String> = m.files.iter().map(|f| f.path.clone()).collect();
     m.files = file_entries(dir, &rels)?;
     let text = serde_json::to_vec_pretty(&m).map_err(|e| Error::corpus(&path, e.to_string()))?;

@@ -7,7 +7,9 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 
-use super::testing::{random_rows, rehash, write_corpus, write_corpus_with, Row, TestCorpusOptions};
+use super::testing::{
+    random_rows, rehash, write_corpus, write_corpus_with, Row, TestCorpusOptions,
+};
 use super::*;
 use crate::error::ErrorKind;
 
@@ -29,7 +31,10 @@ fn assert_invalid<T>(r: Result<T, crate::Error>, needle: &str) -> crate::Error {
         Ok(_) => panic!("expected an InvalidCorpus error containing {needle:?}, got Ok"),
         Err(e) => {
             assert_eq!(e.kind(), ErrorKind::InvalidCorpus, "{e}");
-            assert!(e.to_string().contains(needle), "error {e:?} does not contain {needle:?}");
+            assert!(
+                e.to_string().contains(needle),
+                "error {e:?} does not contain {needle:?}"
+            );
             e
         }
     }
@@ -49,7 +54,10 @@ fn sha256_known_vector() {
     std::fs::write(&p, b"abc").unwrap();
     let (hex, n) = sha256_file(&p).unwrap();
     assert_eq!(n, 3);
-    assert_eq!(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    assert_eq!(
+        hex,
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
 }
 
 #[test]
@@ -67,17 +75,35 @@ fn narrowest_types() {
 fn roundtrip_every_index_and_value_type() {
     let rows = small_rows();
     for it in [IndexType::Uint16, IndexType::Uint32] {
-        for vt in [ValueType::Uint16, ValueType::Uint32, ValueType::Float32, ValueType::Float64] {
+        for vt in [
+            ValueType::Uint16,
+            ValueType::Uint32,
+            ValueType::Float32,
+            ValueType::Float64,
+        ] {
             let mut rows = rows.clone();
             if vt == ValueType::Float32 {
-                rows.iter_mut().for_each(|r| r.1.iter_mut().for_each(|v| *v += 0.5));
+                rows.iter_mut()
+                    .for_each(|r| r.1.iter_mut().for_each(|v| *v += 0.5));
             }
             if vt == ValueType::Float64 {
-                rows.iter_mut().for_each(|r| r.1.iter_mut().for_each(|v| *v += 0.1));
+                rows.iter_mut()
+                    .for_each(|r| r.1.iter_mut().for_each(|v| *v += 0.1));
             }
             let d = tmp();
-            let opts = TestCorpusOptions { index_type: Some(it), value_type: Some(vt), ..Default::default() };
-            let m = write_corpus_with(d.path(), 50, &rows, &[("a", 10), ("b", 0), ("c", 13)], &opts).unwrap();
+            let opts = TestCorpusOptions {
+                index_type: Some(it),
+                value_type: Some(vt),
+                ..Default::default()
+            };
+            let m = write_corpus_with(
+                d.path(),
+                50,
+                &rows,
+                &[("a", 10), ("b", 0), ("c", 13)],
+                &opts,
+            )
+            .unwrap();
             assert_eq!(m.matrix.parts.len(), 4, "10 cells -> 8 + 2, 13 -> 8 + 5");
             let c = Corpus::open(d.path()).unwrap();
             assert_eq!(c.n_cells(), 23);
@@ -87,7 +113,8 @@ fn roundtrip_every_index_and_value_type() {
                 assert_eq!(&c.values(cell).to_f64_vec(), val);
                 assert_eq!(c.row_nnz(cell), idx.len());
                 match (c.indices(cell), it) {
-                    (Indices::U16(_), IndexType::Uint16) | (Indices::U32(_), IndexType::Uint32) => {}
+                    (Indices::U16(_), IndexType::Uint16) | (Indices::U32(_), IndexType::Uint32) => {
+                    }
                     _ => panic!("index type"),
                 }
                 let ok = matches!(
@@ -100,7 +127,10 @@ fn roundtrip_every_index_and_value_type() {
                 assert!(ok, "value type");
             }
             // Batches never cross parts and hold at most batch_rows cells.
-            assert!(c.batches().iter().all(|b| b.n_cells() <= 4 && b.n_cells() > 0));
+            assert!(c
+                .batches()
+                .iter()
+                .all(|b| b.n_cells() <= 4 && b.n_cells() > 0));
             let rb = c.matrix_record_batches();
             assert_eq!(rb.iter().map(|b| b.num_rows()).sum::<usize>(), 23);
             let report = validate(d.path()).unwrap();
@@ -168,7 +198,10 @@ fn zero_copy_buffers_lie_in_the_mapping() {
             let child = list.values().to_data();
             let vp = child.buffers()[0].as_ptr() as usize;
             let op = list.offsets().inner().inner().as_ptr() as usize;
-            assert!(range.contains(&vp), "child buffer {vp:#x} outside mapping {range:x?}");
+            assert!(
+                range.contains(&vp),
+                "child buffer {vp:#x} outside mapping {range:x?}"
+            );
             assert!(range.contains(&op), "offsets buffer outside mapping");
         }
         // The slices handed out per cell view the same memory.
@@ -215,12 +248,17 @@ fn part_writer_refuses_bad_input() {
     let d = tmp();
     let p = d.path().join("p.arrow");
     let mut w = PartWriter::create(&p, IndexType::Uint16, ValueType::Uint16, 4).unwrap();
-    assert!(w.push(&[0, 2], &[3, 3], &[1.0, 1.0]).is_err(), "not strictly increasing");
+    assert!(
+        w.push(&[0, 2], &[3, 3], &[1.0, 1.0]).is_err(),
+        "not strictly increasing"
+    );
     assert!(w.push(&[0, 1], &[70000], &[1.0]).is_err(), "u16 overflow");
     assert!(w.push(&[1, 2], &[3], &[1.0]).is_err(), "indptr[0] != 0");
     assert!(w.push(&[0, 2], &[3], &[1.0]).is_err(), "indptr end");
     drop(w);
-    let e = PartWriter::create(&p, IndexType::Uint16, ValueType::Uint16, 4).err().expect("refuses overwrite");
+    let e = PartWriter::create(&p, IndexType::Uint16, ValueType::Uint16, 4)
+        .err()
+        .expect("refuses overwrite");
     assert_eq!(e.kind(), ErrorKind::Io);
 }
 
@@ -230,7 +268,14 @@ fn parquet_keeps_dictionaries_and_projects_in_order() {
     small_corpus(d.path());
     let c = Corpus::open(d.path()).unwrap();
     let obs = c.read_table("obs", None).unwrap();
-    assert!(matches!(obs[0].schema().field_with_name("sample_id").unwrap().data_type(), DataType::Dictionary(..)));
+    assert!(matches!(
+        obs[0]
+            .schema()
+            .field_with_name("sample_id")
+            .unwrap()
+            .data_type(),
+        DataType::Dictionary(..)
+    ));
     let proj = c.read_table("obs", Some(&["total", "cell"])).unwrap();
     assert_eq!(proj[0].schema().field(0).name(), "total");
     assert_eq!(proj[0].schema().field(1).name(), "cell");
@@ -247,14 +292,22 @@ fn parquet_keeps_dictionaries_and_projects_in_order() {
 fn parquet_row_groups_of_64ki() {
     let d = tmp();
     let p = d.path().join("t.parquet");
-    let b = RecordBatch::try_from_iter([("cell", Arc::new(UInt64Array::from_iter_values(0..70_000)) as ArrayRef)]).unwrap();
+    let b = RecordBatch::try_from_iter([(
+        "cell",
+        Arc::new(UInt64Array::from_iter_values(0..70_000)) as ArrayRef,
+    )])
+    .unwrap();
     write_parquet(&p, &[b]).unwrap();
     let f = std::fs::File::open(&p).unwrap();
-    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
+    let builder =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
     let md = builder.metadata();
     assert_eq!(md.num_row_groups(), 2);
     assert_eq!(md.row_group(0).num_rows(), 65536);
-    assert_eq!(md.row_group(0).column(0).compression(), parquet::basic::Compression::ZSTD(Default::default()));
+    assert_eq!(
+        md.row_group(0).column(0).compression(),
+        parquet::basic::Compression::ZSTD(Default::default())
+    );
 }
 
 #[test]
@@ -272,7 +325,10 @@ fn rejects_newer_format_version() {
     let d = tmp();
     small_corpus(d.path());
     edit_manifest(d.path(), |v| v["format_version"] = 2.into());
-    let e = assert_invalid(Corpus::open(d.path()), "format_version 2 is newer than this cellarrow reads (1)");
+    let e = assert_invalid(
+        Corpus::open(d.path()),
+        "format_version 2 is newer than this cellarrow reads (1)",
+    );
     assert!(e.path().unwrap().ends_with("manifest.json"));
     edit_manifest(d.path(), |v| {
         v["format_version"] = 1.into();
@@ -305,7 +361,14 @@ fn small_corpus_fix(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
 
 #[test]
 fn rejects_unsafe_paths() {
-    for bad in ["../x", "/etc/passwd", "matrix/../obs.parquet", "a\\b", "./obs.parquet", "a//b"] {
+    for bad in [
+        "../x",
+        "/etc/passwd",
+        "matrix/../obs.parquet",
+        "a\\b",
+        "./obs.parquet",
+        "a//b",
+    ] {
         let d = tmp();
         small_corpus(d.path());
         edit_manifest(d.path(), |v| v["files"][0]["path"] = bad.into());
@@ -315,7 +378,9 @@ fn rejects_unsafe_paths() {
     }
     let d = tmp();
     small_corpus(d.path());
-    edit_manifest(d.path(), |v| v["matrix"]["parts"][0]["path"] = "../x".into());
+    edit_manifest(d.path(), |v| {
+        v["matrix"]["parts"][0]["path"] = "../x".into()
+    });
     assert_invalid(Corpus::open(d.path()), "");
 }
 
@@ -373,19 +438,29 @@ fn replace_part(dir: &Path, k: usize, schema: Arc<Schema>, cols: Vec<ArrayRef>) 
     let p = dir.join(format!("matrix/part-{k:05}.arrow"));
     let f = std::fs::File::create(&p).unwrap();
     let mut w = StreamWriter::try_new(f, &schema).unwrap();
-    w.write(&RecordBatch::try_new(schema.clone(), cols).unwrap()).unwrap();
+    w.write(&RecordBatch::try_new(schema.clone(), cols).unwrap())
+        .unwrap();
     w.finish().unwrap();
     rehash(dir).unwrap();
 }
 
 fn list(offsets: Vec<i32>, child: ArrayRef) -> ArrayRef {
     let field = Arc::new(Field::new("item", child.data_type().clone(), false));
-    Arc::new(ListArray::new(field, OffsetBuffer::new(offsets.into()), child, None))
+    Arc::new(ListArray::new(
+        field,
+        OffsetBuffer::new(offsets.into()),
+        child,
+        None,
+    ))
 }
 
 /// 3 cells in one part, u16 gene ids and values, n_genes 10.
 fn three_cell_corpus(dir: &Path) {
-    let rows: Vec<Row> = vec![(vec![1, 2], vec![1.0, 2.0]), (vec![3], vec![3.0]), (vec![4, 5], vec![4.0, 5.0])];
+    let rows: Vec<Row> = vec![
+        (vec![1, 2], vec![1.0, 2.0]),
+        (vec![3], vec![3.0]),
+        (vec![4, 5], vec![4.0, 5.0]),
+    ];
     write_corpus(dir, 10, &rows, &[("a", 3)]).unwrap();
 }
 
@@ -397,43 +472,76 @@ fn validate_structure_failures() {
     // Not strictly increasing gene ids: cell 1.
     let d = tmp();
     three_cell_corpus(d.path());
-    replace_part(d.path(), 0, schema.clone(), vec![
-        list(vec![0, 2, 4, 5], u16s(vec![1, 2, 3, 3, 4])),
-        list(vec![0, 2, 4, 5], u16s(vec![1, 2, 3, 3, 4])),
-    ]);
-    let e = assert_invalid(validate(d.path()), "cell 1: gene indices not strictly increasing");
+    replace_part(
+        d.path(),
+        0,
+        schema.clone(),
+        vec![
+            list(vec![0, 2, 4, 5], u16s(vec![1, 2, 3, 3, 4])),
+            list(vec![0, 2, 4, 5], u16s(vec![1, 2, 3, 3, 4])),
+        ],
+    );
+    let e = assert_invalid(
+        validate(d.path()),
+        "cell 1: gene indices not strictly increasing",
+    );
     assert!(e.path().unwrap().ends_with("part-00000.arrow"));
 
     // Gene id >= n_genes: cell 2.
     let d = tmp();
     three_cell_corpus(d.path());
-    replace_part(d.path(), 0, schema.clone(), vec![
-        list(vec![0, 2, 3, 5], u16s(vec![1, 2, 3, 4, 10])),
-        list(vec![0, 2, 3, 5], u16s(vec![1, 2, 3, 4, 5])),
-    ]);
+    replace_part(
+        d.path(),
+        0,
+        schema.clone(),
+        vec![
+            list(vec![0, 2, 3, 5], u16s(vec![1, 2, 3, 4, 10])),
+            list(vec![0, 2, 3, 5], u16s(vec![1, 2, 3, 4, 5])),
+        ],
+    );
     assert_invalid(validate(d.path()), "cell 2: gene index 10 >= n_genes 10");
 
     // Different offsets for indices and values: cell 0.
     let d = tmp();
     three_cell_corpus(d.path());
-    replace_part(d.path(), 0, schema.clone(), vec![
-        list(vec![0, 2, 3, 5], u16s(vec![1, 2, 3, 4, 5])),
-        list(vec![0, 1, 3, 5], u16s(vec![1, 2, 3, 4, 5])),
-    ]);
+    replace_part(
+        d.path(),
+        0,
+        schema.clone(),
+        vec![
+            list(vec![0, 2, 3, 5], u16s(vec![1, 2, 3, 4, 5])),
+            list(vec![0, 1, 3, 5], u16s(vec![1, 2, 3, 4, 5])),
+        ],
+    );
     assert_invalid(validate(d.path()), "different list offsets");
 
     // Wrong schema: Int32 gene ids.
     let d = tmp();
     three_cell_corpus(d.path());
     let bad_schema = Arc::new(Schema::new(vec![
-        Field::new("indices", DataType::List(Arc::new(Field::new("item", DataType::Int32, false))), false),
+        Field::new(
+            "indices",
+            DataType::List(Arc::new(Field::new("item", DataType::Int32, false))),
+            false,
+        ),
         schema.field(1).clone(),
     ]));
-    replace_part(d.path(), 0, bad_schema, vec![
-        list(vec![0, 2, 3, 5], Arc::new(Int32Array::from(vec![1, 2, 3, 4, 5]))),
-        list(vec![0, 2, 3, 5], u16s(vec![1, 2, 3, 4, 5])),
-    ]);
-    assert_invalid(Corpus::open(d.path()), "matrix part schema is (indices: List<Int32>");
+    replace_part(
+        d.path(),
+        0,
+        bad_schema,
+        vec![
+            list(
+                vec![0, 2, 3, 5],
+                Arc::new(Int32Array::from(vec![1, 2, 3, 4, 5])),
+            ),
+            list(vec![0, 2, 3, 5], u16s(vec![1, 2, 3, 4, 5])),
+        ],
+    );
+    assert_invalid(
+        Corpus::open(d.path()),
+        "matrix part schema is (indices: List<Int32>",
+    );
     assert_invalid(validate(d.path()), "matrix part schema");
 
     // Per-part count differs from the manifest (consistent manifest, wrong part).
@@ -460,56 +568,98 @@ fn validate_table_failures() {
     let d = tmp();
     three_cell_corpus(d.path());
     let obs = RecordBatch::try_from_iter([
-        ("cell", Arc::new(UInt64Array::from(vec![0u64, 2, 1])) as ArrayRef),
-        ("sample_id", Arc::new(arrow::array::StringArray::from(vec!["a", "a", "a"]))),
+        (
+            "cell",
+            Arc::new(UInt64Array::from(vec![0u64, 2, 1])) as ArrayRef,
+        ),
+        (
+            "sample_id",
+            Arc::new(arrow::array::StringArray::from(vec!["a", "a", "a"])),
+        ),
     ])
     .unwrap();
     write_parquet(&d.path().join("obs.parquet"), &[obs]).unwrap();
     rehash(d.path()).unwrap();
-    assert_invalid(validate(d.path()), "obs.parquet: row 1: cell is 2, expected 1");
+    assert_invalid(
+        validate(d.path()),
+        "obs.parquet: row 1: cell is 2, expected 1",
+    );
 
     // obs: wrong sample id.
     let d = tmp();
     write_corpus(d.path(), 50, &small_rows()[..4], &[("a", 2), ("b", 2)]).unwrap();
     let obs = RecordBatch::try_from_iter([
-        ("cell", Arc::new(UInt64Array::from(vec![0u64, 1, 2, 3])) as ArrayRef),
-        ("sample_id", Arc::new(arrow::array::StringArray::from(vec!["a", "a", "a", "b"]))),
+        (
+            "cell",
+            Arc::new(UInt64Array::from(vec![0u64, 1, 2, 3])) as ArrayRef,
+        ),
+        (
+            "sample_id",
+            Arc::new(arrow::array::StringArray::from(vec!["a", "a", "a", "b"])),
+        ),
     ])
     .unwrap();
     write_parquet(&d.path().join("obs.parquet"), &[obs]).unwrap();
     rehash(d.path()).unwrap();
-    assert_invalid(validate(d.path()), "row 2 (cell 2): sample_id is \"a\", expected \"b\"");
+    assert_invalid(
+        validate(d.path()),
+        "row 2 (cell 2): sample_id is \"a\", expected \"b\"",
+    );
 
     // obs: too few rows.
     let d = tmp();
     three_cell_corpus(d.path());
     let obs = RecordBatch::try_from_iter([
-        ("cell", Arc::new(UInt64Array::from(vec![0u64, 1])) as ArrayRef),
-        ("sample_id", Arc::new(arrow::array::StringArray::from(vec!["a", "a"]))),
+        (
+            "cell",
+            Arc::new(UInt64Array::from(vec![0u64, 1])) as ArrayRef,
+        ),
+        (
+            "sample_id",
+            Arc::new(arrow::array::StringArray::from(vec!["a", "a"])),
+        ),
     ])
     .unwrap();
     write_parquet(&d.path().join("obs.parquet"), &[obs]).unwrap();
     rehash(d.path()).unwrap();
-    assert_invalid(validate(d.path()), "has 2 rows, manifest.json says n_cells = 3");
+    assert_invalid(
+        validate(d.path()),
+        "has 2 rows, manifest.json says n_cells = 3",
+    );
 
     // genes: wrong row count.
     let d = tmp();
     three_cell_corpus(d.path());
     let genes = RecordBatch::try_from_iter([
-        ("gene", Arc::new(arrow::array::UInt32Array::from(vec![0u32, 1])) as ArrayRef),
-        ("name", Arc::new(arrow::array::StringArray::from(vec!["x", "y"]))),
+        (
+            "gene",
+            Arc::new(arrow::array::UInt32Array::from(vec![0u32, 1])) as ArrayRef,
+        ),
+        (
+            "name",
+            Arc::new(arrow::array::StringArray::from(vec!["x", "y"])),
+        ),
     ])
     .unwrap();
     write_parquet(&d.path().join("genes.parquet"), &[genes]).unwrap();
     rehash(d.path()).unwrap();
-    assert_invalid(validate(d.path()), "genes.parquet: has 2 rows, manifest.json says n_genes = 10");
+    assert_invalid(
+        validate(d.path()),
+        "genes.parquet: has 2 rows, manifest.json says n_genes = 10",
+    );
 
     // genes: duplicate name.
     let d = tmp();
     write_corpus(d.path(), 2, &[(vec![0], vec![1.0])], &[("a", 1)]).unwrap();
     let genes = RecordBatch::try_from_iter([
-        ("gene", Arc::new(arrow::array::UInt32Array::from(vec![0u32, 1])) as ArrayRef),
-        ("name", Arc::new(arrow::array::StringArray::from(vec!["x", "x"]))),
+        (
+            "gene",
+            Arc::new(arrow::array::UInt32Array::from(vec![0u32, 1])) as ArrayRef,
+        ),
+        (
+            "name",
+            Arc::new(arrow::array::StringArray::from(vec!["x", "x"])),
+        ),
     ])
     .unwrap();
     write_parquet(&d.path().join("genes.parquet"), &[genes]).unwrap();
@@ -520,11 +670,17 @@ fn validate_table_failures() {
     let d = tmp();
     three_cell_corpus(d.path());
     let b = RecordBatch::try_from_iter([
-        ("sample_id", Arc::new(arrow::array::StringArray::from(vec!["zz"])) as ArrayRef),
+        (
+            "sample_id",
+            Arc::new(arrow::array::StringArray::from(vec!["zz"])) as ArrayRef,
+        ),
         ("first_cell", Arc::new(UInt64Array::from(vec![0u64]))),
         ("n_cells", Arc::new(UInt64Array::from(vec![3u64]))),
         ("nnz", Arc::new(UInt64Array::from(vec![5u64]))),
-        ("spatial_dims", Arc::new(arrow::array::UInt8Array::from(vec![0u8]))),
+        (
+            "spatial_dims",
+            Arc::new(arrow::array::UInt8Array::from(vec![0u8])),
+        ),
     ])
     .unwrap();
     write_parquet(&d.path().join("samples.parquet"), &[b]).unwrap();
@@ -539,7 +695,13 @@ fn validate_table_failures() {
 fn corrupted_files_never_panic() {
     let d = tmp();
     small_corpus(d.path());
-    let files = ["matrix/part-00000.arrow", "obs.parquet", "genes.parquet", "samples.parquet", MANIFEST_FILE];
+    let files = [
+        "matrix/part-00000.arrow",
+        "obs.parquet",
+        "genes.parquet",
+        "samples.parquet",
+        MANIFEST_FILE,
+    ];
     for rel in files {
         let p = d.path().join(rel);
         let orig = std::fs::read(&p).unwrap();
@@ -550,14 +712,21 @@ fn corrupted_files_never_panic() {
             b[off] ^= 0xFF;
             std::fs::write(&p, &b).unwrap();
             let r = validate(d.path());
-            let e = r.err().unwrap_or_else(|| panic!("{rel} flipped at {off} validated"));
+            let e = r
+                .err()
+                .unwrap_or_else(|| panic!("{rel} flipped at {off} validated"));
             assert_eq!(e.kind(), ErrorKind::InvalidCorpus, "{rel} at {off}: {e}");
-            let _ = Corpus::open(d.path()).map(|c| (0..c.n_cells()).map(|i| c.row_nnz(i)).sum::<usize>());
+            let _ = Corpus::open(d.path())
+                .map(|c| (0..c.n_cells()).map(|i| c.row_nnz(i)).sum::<usize>());
             if rel != MANIFEST_FILE {
                 rehash(d.path()).unwrap();
                 match validate(d.path()) {
                     Ok(_) => {}
-                    Err(e) => assert_eq!(e.kind(), ErrorKind::InvalidCorpus, "{rel} at {off} rehashed: {e}"),
+                    Err(e) => assert_eq!(
+                        e.kind(),
+                        ErrorKind::InvalidCorpus,
+                        "{rel} at {off} rehashed: {e}"
+                    ),
                 }
                 if let Ok(c) = Corpus::open(d.path()) {
                     for i in 0..c.n_cells() {
@@ -622,15 +791,34 @@ print(json.dumps({"types": [str(t.schema.field(i).type) for i in range(2)],
                   "indices": t.column("indices").to_pylist(),
                   "values": t.column("values").to_pylist()}))
 "#;
-    let out = std::process::Command::new(&py).arg("-c").arg(script).arg(&part).output().expect("run python");
-    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(&py)
+        .arg("-c")
+        .arg(script)
+        .arg(&part)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["types"][0], "list<item: uint16 not null>");
     assert_eq!(v["types"][1], "list<item: float not null>");
     let rows_py: Vec<(Vec<u32>, Vec<f64>)> = (0..8)
         .map(|i| {
-            let idx = v["indices"][i].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
-            let val = v["values"][i].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            let idx = v["indices"][i]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect();
+            let val = v["values"][i]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
             (idx, val)
         })
         .collect();

@@ -49,12 +49,18 @@ pub fn validate(dir: impl AsRef<Path>) -> Result<ValidationReport> {
         let p = resolve(root, &f.path)?;
         let (sha, bytes) = sha256_file(&p)?;
         if bytes != f.bytes {
-            return Err(Error::corpus(root.join(&f.path), format!("is {bytes} bytes, manifest.json says {}", f.bytes)));
+            return Err(Error::corpus(
+                root.join(&f.path),
+                format!("is {bytes} bytes, manifest.json says {}", f.bytes),
+            ));
         }
         if sha != f.sha256 {
             return Err(Error::corpus(
                 root.join(&f.path),
-                format!("sha256 mismatch: the file hashes to {sha}, manifest.json says {}", f.sha256),
+                format!(
+                    "sha256 mismatch: the file hashes to {sha}, manifest.json says {}",
+                    f.sha256
+                ),
             ));
         }
         report.files_checked += 1;
@@ -62,7 +68,10 @@ pub fn validate(dir: impl AsRef<Path>) -> Result<ValidationReport> {
 
     for name in ["obs.parquet", "genes.parquet", "samples.parquet"] {
         if manifest.file(name).is_none() {
-            return Err(Error::corpus(root.join(name), "required table is missing from manifest.json files"));
+            return Err(Error::corpus(
+                root.join(name),
+                "required table is missing from manifest.json files",
+            ));
         }
     }
 
@@ -74,10 +83,13 @@ pub fn validate(dir: impl AsRef<Path>) -> Result<ValidationReport> {
         report.nnz_checked += b.nnz() as u64;
     }
     if report.cells_checked != manifest.n_cells || report.nnz_checked != manifest.nnz {
-        return Err(Error::corpus(root.join(MANIFEST_FILE), format!(
-            "matrix holds {} cells and {} non-zeros, manifest.json says {} and {}",
-            report.cells_checked, report.nnz_checked, manifest.n_cells, manifest.nnz
-        )));
+        return Err(Error::corpus(
+            root.join(MANIFEST_FILE),
+            format!(
+                "matrix holds {} cells and {} non-zeros, manifest.json says {} and {}",
+                report.cells_checked, report.nnz_checked, manifest.n_cells, manifest.nnz
+            ),
+        ));
     }
     drop(matrix);
 
@@ -95,13 +107,19 @@ fn check_file_set(root: &Path, manifest: &Manifest) -> Result<()> {
     on_disk.sort();
     for rel in &on_disk {
         if rel != MANIFEST_FILE && !listed.contains(rel.as_str()) {
-            return Err(Error::corpus(root.join(rel), "is not listed in manifest.json (extra file)"));
+            return Err(Error::corpus(
+                root.join(rel),
+                "is not listed in manifest.json (extra file)",
+            ));
         }
     }
     let present: HashSet<&str> = on_disk.iter().map(String::as_str).collect();
     for f in &manifest.files {
         if !present.contains(f.path.as_str()) {
-            return Err(Error::corpus(root.join(&f.path), "listed in manifest.json but missing"));
+            return Err(Error::corpus(
+                root.join(&f.path),
+                "listed in manifest.json but missing",
+            ));
         }
     }
     Ok(())
@@ -115,10 +133,19 @@ fn walk(root: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
         let entry = entry.map_err(|e| Error::io(&dir, "listing", e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else {
-            return Err(Error::corpus(entry.path(), "file name is not UTF-8 (not part of a corpus)"));
+            return Err(Error::corpus(
+                entry.path(),
+                "file name is not UTF-8 (not part of a corpus)",
+            ));
         };
-        let rel = if prefix.is_empty() { name.to_owned() } else { format!("{prefix}/{name}") };
-        let ft = entry.file_type().map_err(|e| Error::io(entry.path(), "reading file type", e))?;
+        let rel = if prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let ft = entry
+            .file_type()
+            .map_err(|e| Error::io(entry.path(), "reading file type", e))?;
         if ft.is_dir() {
             walk(root, &rel, out)?;
         } else {
@@ -133,25 +160,42 @@ fn check_batch(path: &Path, b: &MatrixBatch, n_genes: u64) -> Result<()> {
     let bad = |cell: u64, msg: String| Err(Error::corpus(path, format!("cell {cell}: {msg}")));
     let off = b.offsets();
     if off[0] != 0 {
-        return bad(first, format!("batch offsets start at {}, expected 0", off[0]));
+        return bad(
+            first,
+            format!("batch offsets start at {}, expected 0", off[0]),
+        );
     }
     for r in 0..off.len() - 1 {
         if off[r + 1] < off[r] {
-            return bad(first + r as u64, format!("indptr decreases ({} > {})", off[r], off[r + 1]));
+            return bad(
+                first + r as u64,
+                format!("indptr decreases ({} > {})", off[r], off[r + 1]),
+            );
         }
     }
     let nnz = *off.last().expect("offsets are non-empty") as usize;
     if b.indices().len() != nnz || b.values().len() != nnz {
-        return bad(first, format!(
-            "batch indptr ends at {nnz} but it holds {} gene ids and {} values",
-            b.indices().len(),
-            b.values().len()
-        ));
+        return bad(
+            first,
+            format!(
+                "batch indptr ends at {nnz} but it holds {} gene ids and {} values",
+                b.indices().len(),
+                b.values().len()
+            ),
+        );
     }
-    let voff = b.record_batch().column(1).as_any().downcast_ref::<arrow::array::ListArray>().map(|l| l.value_offsets());
+    let voff = b
+        .record_batch()
+        .column(1)
+        .as_any()
+        .downcast_ref::<arrow::array::ListArray>()
+        .map(|l| l.value_offsets());
     if let Some(voff) = voff {
         if let Some(r) = (0..off.len()).find(|&r| voff[r] != off[r]) {
-            return bad(first + r.saturating_sub(1) as u64, "indices and values have different list offsets".into());
+            return bad(
+                first + r.saturating_sub(1) as u64,
+                "indices and values have different list offsets".into(),
+            );
         }
     }
     match b.indices() {
@@ -190,11 +234,17 @@ fn check_indices<T: Copy + Into<u64>>(
         for &g in row {
             let g: u64 = g.into();
             if g >= n_genes {
-                return Err((first + r as u64, format!("gene index {g} >= n_genes {n_genes}")));
+                return Err((
+                    first + r as u64,
+                    format!("gene index {g} >= n_genes {n_genes}"),
+                ));
             }
             if let Some(p) = prev {
                 if g <= p {
-                    return Err((first + r as u64, format!("gene indices not strictly increasing ({p} then {g})")));
+                    return Err((
+                        first + r as u64,
+                        format!("gene indices not strictly increasing ({p} then {g})"),
+                    ));
                 }
             }
             prev = Some(g);
@@ -213,24 +263,39 @@ fn check_obs(root: &Path, m: &Manifest) -> Result<()> {
         for i in 0..cells.len() {
             let r = row + i as u64;
             if cells.value(i) != r {
-                return Err(Error::corpus(&path, format!("row {r}: cell is {}, expected {r}", cells.value(i))));
+                return Err(Error::corpus(
+                    &path,
+                    format!("row {r}: cell is {}, expected {r}", cells.value(i)),
+                ));
             }
-            while sample < m.samples.len() && r >= m.samples[sample].first_cell + m.samples[sample].n_cells {
+            while sample < m.samples.len()
+                && r >= m.samples[sample].first_cell + m.samples[sample].n_cells
+            {
                 sample += 1;
             }
-            let want = m.samples.get(sample).map(|s| s.sample_id.as_str()).unwrap_or("");
+            let want = m
+                .samples
+                .get(sample)
+                .map(|s| s.sample_id.as_str())
+                .unwrap_or("");
             if ids.value(i) != want {
-                return Err(Error::corpus(&path, format!(
+                return Err(Error::corpus(
+                    &path,
+                    format!(
                     "row {r} (cell {r}): sample_id is {:?}, expected {want:?} from manifest.json",
                     ids.value(i)
-                )));
+                ),
+                ));
             }
         }
         row += cells.len() as u64;
         Ok(())
     })?;
     if row != m.n_cells {
-        return Err(Error::corpus(&path, format!("has {row} rows, manifest.json says n_cells = {}", m.n_cells)));
+        return Err(Error::corpus(
+            &path,
+            format!("has {row} rows, manifest.json says n_cells = {}", m.n_cells),
+        ));
     }
     Ok(())
 }
@@ -245,17 +310,26 @@ fn check_genes(root: &Path, m: &Manifest) -> Result<()> {
         for i in 0..genes.len() {
             let r = row + i as u64;
             if genes.value(i) != r {
-                return Err(Error::corpus(&path, format!("row {r}: gene is {}, expected {r}", genes.value(i))));
+                return Err(Error::corpus(
+                    &path,
+                    format!("row {r}: gene is {}, expected {r}", genes.value(i)),
+                ));
             }
             if !names.insert(name.value(i).to_owned()) {
-                return Err(Error::corpus(&path, format!("row {r}: gene name {:?} appears twice", name.value(i))));
+                return Err(Error::corpus(
+                    &path,
+                    format!("row {r}: gene name {:?} appears twice", name.value(i)),
+                ));
             }
         }
         row += genes.len() as u64;
         Ok(())
     })?;
     if row != m.n_genes {
-        return Err(Error::corpus(&path, format!("has {row} rows, manifest.json says n_genes = {}", m.n_genes)));
+        return Err(Error::corpus(
+            &path,
+            format!("has {row} rows, manifest.json says n_genes = {}", m.n_genes),
+        ));
     }
     Ok(())
 }
@@ -272,10 +346,28 @@ fn check_samples(root: &Path, m: &Manifest) -> Result<()> {
         for i in 0..b.num_rows() {
             let r = row + i;
             let Some(s) = m.samples.get(r) else {
-                return Err(Error::corpus(&path, format!("row {r}: more samples than manifest.json lists ({})", m.samples.len())));
+                return Err(Error::corpus(
+                    &path,
+                    format!(
+                        "row {r}: more samples than manifest.json lists ({})",
+                        m.samples.len()
+                    ),
+                ));
             };
-            let got = (id.value(i), nums[0].value(i), nums[1].value(i), nums[2].value(i), nums[3].value(i));
-            let want = (s.sample_id.as_str(), s.first_cell, s.n_cells, s.nnz, s.spatial_dims as u64);
+            let got = (
+                id.value(i),
+                nums[0].value(i),
+                nums[1].value(i),
+                nums[2].value(i),
+                nums[3].value(i),
+            );
+            let want = (
+                s.sample_id.as_str(),
+                s.first_cell,
+                s.n_cells,
+                s.nnz,
+                s.spatial_dims as u64,
+            );
             if got != want {
                 return Err(Error::corpus(&path, format!(
                     "row {r}: (sample_id, first_cell, n_cells, nnz, spatial_dims) is {got:?}, manifest.json says {want:?}"
@@ -286,7 +378,13 @@ fn check_samples(root: &Path, m: &Manifest) -> Result<()> {
         Ok(())
     })?;
     if row != m.samples.len() {
-        return Err(Error::corpus(&path, format!("has {row} rows, manifest.json lists {} samples", m.samples.len())));
+        return Err(Error::corpus(
+            &path,
+            format!(
+                "has {row} rows, manifest.json lists {} samples",
+                m.samples.len()
+            ),
+        ));
     }
     Ok(())
 }
