@@ -6,19 +6,17 @@ use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray};
 #[cfg(test)]
 use arrow::array::ListArray;
+use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::buffer::{Buffer, ScalarBuffer};
-use arrow::datatypes::{
-    DataType, Float32Type, Float64Type, SchemaRef, UInt16Type, UInt32Type,
-};
+use arrow::datatypes::{DataType, Float32Type, Float64Type, SchemaRef, UInt16Type, UInt32Type};
 use arrow::ipc::reader::StreamDecoder;
 use arrow::record_batch::RecordBatch;
 use memmap2::Mmap;
 
 use super::manifest::resolve;
-use super::{part_schema, Corpus, Indices, IndexType, Manifest, PartEntry, ValueType, Values};
+use super::{part_schema, Corpus, IndexType, Indices, Manifest, PartEntry, ValueType, Values};
 use crate::error::{Error, Result};
 
 /// The typed child array of `indices`, viewing the mapping.
@@ -210,7 +208,11 @@ impl Corpus {
         let manifest = Manifest::read(&root)?;
         check_files(&root, &manifest)?;
         let matrix = open_matrix(&root, &manifest)?;
-        Ok(Corpus { root, manifest, matrix })
+        Ok(Corpus {
+            root,
+            manifest,
+            matrix,
+        })
     }
 
     /// Every decoded batch of every part, in cell order.
@@ -221,9 +223,16 @@ impl Corpus {
     /// The batch and row holding `cell`. Panics if `cell >= n_cells` (a caller bug).
     #[inline]
     pub fn locate(&self, cell: u64) -> CellLocation {
-        assert!(cell < self.manifest.n_cells, "cell {cell} out of range (corpus has {} cells)", self.manifest.n_cells);
+        assert!(
+            cell < self.manifest.n_cells,
+            "cell {cell} out of range (corpus has {} cells)",
+            self.manifest.n_cells
+        );
         let batch = self.matrix.starts.partition_point(|&s| s <= cell) - 1;
-        CellLocation { batch, row: (cell - self.matrix.starts[batch]) as usize }
+        CellLocation {
+            batch,
+            row: (cell - self.matrix.starts[batch]) as usize,
+        }
     }
 
     /// Gene ids of `cell`, zero-copy. Panics if `cell >= n_cells` (a caller bug).
@@ -252,7 +261,11 @@ impl Corpus {
     /// The matrix as Arrow record batches (`indices`, `values`), zero-copy views of the
     /// mapped parts, in cell order; for export to Python or IPC.
     pub fn matrix_record_batches(&self) -> Vec<RecordBatch> {
-        self.matrix.batches.iter().map(|b| b.batch.clone()).collect()
+        self.matrix
+            .batches
+            .iter()
+            .map(|b| b.batch.clone())
+            .collect()
     }
 
     /// The Arrow schema of the matrix parts.
@@ -272,7 +285,10 @@ pub(crate) fn check_files(root: &Path, manifest: &Manifest) -> Result<()> {
         let p = resolve(root, &f.path)?;
         let md = std::fs::metadata(&p).map_err(|e| Error::io(&p, "reading metadata", e))?;
         if !md.is_file() {
-            return Err(Error::corpus(root.join(&f.path), "listed in manifest.json but is not a regular file"));
+            return Err(Error::corpus(
+                root.join(&f.path),
+                "listed in manifest.json but is not a regular file",
+            ));
         }
         if md.len() != f.bytes {
             return Err(Error::corpus(
@@ -285,17 +301,29 @@ pub(crate) fn check_files(root: &Path, manifest: &Manifest) -> Result<()> {
 }
 
 pub(crate) fn open_matrix(root: &Path, manifest: &Manifest) -> Result<Matrix> {
-    let mut m = Matrix { maps: Vec::new(), batches: Vec::new(), starts: Vec::new() };
+    let mut m = Matrix {
+        maps: Vec::new(),
+        batches: Vec::new(),
+        starts: Vec::new(),
+    };
     for (pi, part) in manifest.matrix.parts.iter().enumerate() {
         let path = root.join(&part.path);
-        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, "opening matrix part", e))?;
-        let len = file.metadata().map_err(|e| Error::io(&path, "reading metadata", e))?.len();
+        let file =
+            std::fs::File::open(&path).map_err(|e| Error::io(&path, "opening matrix part", e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(&path, "reading metadata", e))?
+            .len();
         if len == 0 {
-            return Err(Error::corpus(&path, "matrix part is empty (no Arrow stream)"));
+            return Err(Error::corpus(
+                &path,
+                "matrix part is empty (no Arrow stream)",
+            ));
         }
         // Safety: corpus files are immutable once written; a concurrent writer breaks the
         // format's contract, as it would for any reader of mapped Arrow data.
-        let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, "mapping", e))?);
+        let map =
+            Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, "mapping", e))?);
         let batches = decode_part(&path, &map, manifest, part, pi)?;
         for b in batches {
             m.starts.push(b.first_cell);
@@ -338,7 +366,8 @@ fn decode_part(
     part: &PartEntry,
     part_index: usize,
 ) -> Result<Vec<MatrixBatch>> {
-    let ptr = NonNull::new(map.as_ptr() as *mut u8).expect("a non-empty mapping has a non-null address");
+    let ptr =
+        NonNull::new(map.as_ptr() as *mut u8).expect("a non-empty mapping has a non-null address");
     // Safety: the buffer keeps the mapping alive through its owner and only reads from it.
     let mut buf = unsafe { Buffer::from_custom_allocation(ptr, map.len(), map.clone()) };
     let expected = part_schema(manifest.index_type, manifest.value_type);
@@ -362,7 +391,9 @@ fn decode_part(
                 out.push(b);
             }
         }
-        decoder.finish().map_err(|e| Error::corpus(path, format!("truncated Arrow IPC stream: {e}")))?;
+        decoder
+            .finish()
+            .map_err(|e| Error::corpus(path, format!("truncated Arrow IPC stream: {e}")))?;
         if !checked_schema {
             return Err(Error::corpus(path, "Arrow IPC stream has no schema"));
         }
@@ -382,16 +413,23 @@ fn decode_part(
     let mut out = Vec::with_capacity(decoded.len());
     for (bi, batch) in decoded.into_iter().enumerate() {
         if batch.schema().fields() != expected.fields() {
-            return Err(Error::corpus(path, format!("batch {bi}: schema differs from the stream schema")));
+            return Err(Error::corpus(
+                path,
+                format!("batch {bi}: schema differs from the stream schema"),
+            ));
         }
         if batch.num_rows() == 0 {
             continue;
         }
         if batch.num_rows() as u64 > manifest.matrix.batch_rows {
-            return Err(Error::corpus(path, format!(
-                "batch {bi} (cell {cell}) holds {} rows, more than batch_rows {}",
-                batch.num_rows(), manifest.matrix.batch_rows
-            )));
+            return Err(Error::corpus(
+                path,
+                format!(
+                    "batch {bi} (cell {cell}) holds {} rows, more than batch_rows {}",
+                    batch.num_rows(),
+                    manifest.matrix.batch_rows
+                ),
+            ));
         }
         let mb = typed_batch(path, batch, cell, part_index, bi)?;
         cell += mb.n_cells() as u64;
@@ -400,10 +438,13 @@ fn decode_part(
     }
     let n_cells = cell - part.first_cell;
     if n_cells != part.n_cells || nnz != part.nnz {
-        return Err(Error::corpus(path, format!(
-            "holds {n_cells} cells and {nnz} non-zeros, manifest.json says {} and {}",
-            part.n_cells, part.nnz
-        )));
+        return Err(Error::corpus(
+            path,
+            format!(
+                "holds {n_cells} cells and {nnz} non-zeros, manifest.json says {} and {}",
+                part.n_cells, part.nnz
+            ),
+        ));
     }
     Ok(out)
 }
@@ -413,40 +454,69 @@ fn check_schema(path: &Path, got: &SchemaRef, expected: &SchemaRef) -> Result<()
         s.fields()
             .iter()
             .map(|f| match f.data_type() {
-                DataType::List(item) => format!("{}: List<{}{}>", f.name(), item.data_type(), if item.is_nullable() { ", nullable" } else { "" }),
+                DataType::List(item) => format!(
+                    "{}: List<{}{}>",
+                    f.name(),
+                    item.data_type(),
+                    if item.is_nullable() { ", nullable" } else { "" }
+                ),
                 other => format!("{}: {other}", f.name()),
             })
             .collect::<Vec<_>>()
             .join(", ")
     };
     let ok = got.fields().len() == 2
-        && got.fields().iter().zip(expected.fields().iter()).all(|(g, e)| {
-            g.name() == e.name()
-                && match (g.data_type(), e.data_type()) {
-                    (DataType::List(gi), DataType::List(ei)) => gi.data_type() == ei.data_type() && !gi.is_nullable(),
-                    _ => false,
-                }
-        });
+        && got
+            .fields()
+            .iter()
+            .zip(expected.fields().iter())
+            .all(|(g, e)| {
+                g.name() == e.name()
+                    && match (g.data_type(), e.data_type()) {
+                        (DataType::List(gi), DataType::List(ei)) => {
+                            gi.data_type() == ei.data_type() && !gi.is_nullable()
+                        }
+                        _ => false,
+                    }
+            });
     if ok {
         Ok(())
     } else {
-        Err(Error::corpus(path, format!(
-            "matrix part schema is ({}), expected ({}) as manifest.json says",
-            describe(got),
-            describe(expected)
-        )))
+        Err(Error::corpus(
+            path,
+            format!(
+                "matrix part schema is ({}), expected ({}) as manifest.json says",
+                describe(got),
+                describe(expected)
+            ),
+        ))
     }
 }
 
 /// Extracts the offsets and typed child buffers (views of the mapping) of one batch.
-fn typed_batch(path: &Path, batch: RecordBatch, first_cell: u64, part: usize, bi: usize) -> Result<MatrixBatch> {
-    let bad = |msg: String| Err(Error::corpus(path, format!("batch {bi} (cells from {first_cell}): {msg}")));
+fn typed_batch(
+    path: &Path,
+    batch: RecordBatch,
+    first_cell: u64,
+    part: usize,
+    bi: usize,
+) -> Result<MatrixBatch> {
+    let bad = |msg: String| {
+        Err(Error::corpus(
+            path,
+            format!("batch {bi} (cells from {first_cell}): {msg}"),
+        ))
+    };
     let ind = batch.column(0).as_list_opt::<i32>();
     let val = batch.column(1).as_list_opt::<i32>();
     let (Some(ind), Some(val)) = (ind, val) else {
         return bad("columns are not lists".into());
     };
-    if ind.null_count() != 0 || val.null_count() != 0 || ind.values().null_count() != 0 || val.values().null_count() != 0 {
+    if ind.null_count() != 0
+        || val.null_count() != 0
+        || ind.values().null_count() != 0
+        || val.values().null_count() != 0
+    {
         return bad("contains nulls".into());
     }
     let offsets = ind.offsets().inner().clone();
@@ -470,7 +540,14 @@ fn typed_batch(path: &Path, batch: RecordBatch, first_cell: u64, part: usize, bi
         DataType::Float64 => ValueBuf::F64(prim::<Float64Type>(val.values())),
         t => return bad(format!("values have type {t}")),
     };
-    Ok(MatrixBatch { first_cell, part, offsets, indices, values, batch })
+    Ok(MatrixBatch {
+        first_cell,
+        part,
+        offsets,
+        indices,
+        values,
+        batch,
+    })
 }
 
 fn prim<T: arrow::datatypes::ArrowPrimitiveType>(a: &ArrayRef) -> ScalarBuffer<T::Native> {
