@@ -14,15 +14,15 @@ use arrow::array::{Array, ArrayRef, AsArray, UInt64Array};
 use arrow::datatypes::{Field, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use cellarrow::corpus::Corpus;
-use cellarrow::loader::{Gatherer, Loader, LoaderOptions};
+use cellarrow::loader::{BatchOptions, Gatherer, Loader, LoaderOptions, SamplerKind, SamplerSpec};
 use cellarrow::query::QueryEngine;
-use cellarrow::sample::{Layout, Shard};
+use cellarrow::sample::{Cohort, Layout, Shard};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3_arrow::{PyArray, PyRecordBatch, PyTable};
 
-use plan::{parse_policy, LoaderSpec};
+use plan::{parse_label_mode, parse_policy};
 
 create_exception!(
     _native,
@@ -296,8 +296,17 @@ impl PyLoader {
     ) -> PyResult<Self> {
         let cells = cells.map(cells_from_array).transpose()?;
         let dense = dense.map(plan::dense_genes).transpose()?;
-        let spec = LoaderSpec {
-            sampler: sampler.to_string(),
+        // The library's messages speak of settings; name the Python keywords instead.
+        if sampler == "blocks" && block_size.is_none() {
+            return Err(PyValueError::new_err(
+                "the blocks sampler needs block_size= (edge length in coordinate units)",
+            ));
+        }
+        if label_mode != "none" && label.is_none() {
+            return Err(PyValueError::new_err("label_mode needs label=COLUMN"));
+        }
+        let spec = SamplerSpec {
+            sampler: sampler.parse().map_err(to_py)?,
             batch_size,
             drop_last,
             seed,
@@ -307,26 +316,34 @@ impl PyLoader {
             policy: parse_policy(policy)?,
             group_size,
             label,
-            label_mode: label_mode.to_string(),
+            label_mode: parse_label_mode(label_mode)?,
             regions,
             min_cells,
             max_cells,
             block_size,
             stride,
+            ..SamplerSpec::new(SamplerKind::Random, seed)
+        };
+        let options = BatchOptions {
             values: values.parse().map_err(to_py)?,
             dense,
-            obs,
-            coords,
+            obs_columns: obs,
+            coordinates: coords,
+            group_column: spec.grouped(),
         };
         let corpus = corpus.corpus.clone();
         let (planned, gatherer) = py
             .detach(|| {
-                let planned = spec.plan(&corpus, cells)?;
-                let gatherer = Gatherer::new(corpus.clone(), spec.batch_options())?;
+                let cohort = match cells {
+                    Some(c) => Cohort::from_cells_checked(c, corpus.n_cells())?,
+                    None => Cohort::all(corpus.n_cells()),
+                };
+                let planned = spec.plan(&corpus, cohort)?;
+                let gatherer = Gatherer::new(corpus.clone(), options)?;
                 Ok::<_, cellarrow::Error>((planned, gatherer))
             })
             .map_err(to_py)?;
-        let dense_genes = plan::dense_gene_ids(&gatherer, &spec).map_err(to_py)?;
+        let dense_genes = gatherer.dense_genes().to_vec();
         let dense_width = gatherer.dense_width();
         let loader = Loader::new(
             Arc::new(gatherer),

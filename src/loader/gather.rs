@@ -31,6 +31,8 @@ pub struct Gatherer {
     schema: SchemaRef,
     /// Gene id -> dense column, `NOT_SELECTED` for other genes (dense output only).
     dense_lut: Option<Vec<u32>>,
+    /// Gene ids of the dense columns, in column order (empty for CSR output).
+    dense_genes: Vec<u32>,
     dense_width: usize,
     /// Coordinate columns then the requested obs columns, one row per cell.
     obs: Vec<ArrayRef>,
@@ -53,8 +55,8 @@ impl Gatherer {
         let manifest = corpus.manifest();
         let n_genes = corpus.n_genes();
 
-        let (dense_lut, dense_width) = match &options.dense {
-            None => (None, 0),
+        let (dense_lut, dense_genes, dense_width) = match &options.dense {
+            None => (None, Vec::new(), 0),
             Some(sel) => {
                 let ids = resolve_genes(&corpus, sel)?;
                 let mut lut = vec![NOT_SELECTED; n_genes as usize];
@@ -66,7 +68,8 @@ impl Gatherer {
                     }
                     lut[g as usize] = col as u32;
                 }
-                (Some(lut), ids.len())
+                let width = ids.len();
+                (Some(lut), ids, width)
             }
         };
 
@@ -168,6 +171,7 @@ impl Gatherer {
             options,
             schema: Arc::new(Schema::new(fields)),
             dense_lut,
+            dense_genes,
             dense_width,
             obs,
         })
@@ -191,6 +195,11 @@ impl Gatherer {
     /// Width of the dense output (0 for CSR output).
     pub fn dense_width(&self) -> usize {
         self.dense_width
+    }
+
+    /// Gene ids of the dense columns, in column order (empty for CSR output).
+    pub fn dense_genes(&self) -> &[u32] {
+        &self.dense_genes
     }
 
     /// Gathers one batch. `groups` (one per cell) is required with
