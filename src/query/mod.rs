@@ -407,7 +407,18 @@ pub(crate) fn query_error(e: DataFusionError) -> Error {
         }
     }
     let message = e.strip_backtrace();
+    let message = execution_message(&message).unwrap_or(message);
     Error::new(ErrorKind::Query, message).with_source(e)
+}
+
+/// An error raised by a UDF inside a Parquet row filter reaches us flattened into text
+/// (`Parquet error: External: Compute error: ... Execution("expr(): unknown gene ...")`);
+/// the innermost execution message is the one that tells the user what to fix.
+fn execution_message(message: &str) -> Option<String> {
+    let start = message.rfind("Execution(\"")? + "Execution(\"".len();
+    let rest = &message[start..];
+    let end = rest.rfind("\")")?;
+    Some(rest[..end].replace("\\\"", "\"").replace("\\'", "'"))
 }
 
 fn unknown_column(

@@ -1236,3 +1236,13 @@ fn selections_need_their_columns() {
     .unwrap()
     .is_empty());
 }
+
+#[test]
+fn udf_errors_inside_a_parquet_row_filter_keep_their_own_message() {
+    let flattened = r#"Parquet error: External: Compute error: Error evaluating filter predicate: Execution("expr(): unknown gene 'CD3E' (not a name in genes.parquet nor a gene id)")"#;
+    assert_eq!(
+        super::execution_message(flattened).as_deref(),
+        Some("expr(): unknown gene 'CD3E' (not a name in genes.parquet nor a gene id)")
+    );
+    assert_eq!(super::execution_message("Error during planning: no such table"), None);
+}
