@@ -2,7 +2,7 @@
 //! region samplers ([`crate::sample::BlockConfig::only`], [`crate::sample::RegionConfig::only`]).
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, UInt64Type};
+use arrow::datatypes::DataType;
 use futures::StreamExt;
 
 use super::{query_error, QueryEngine};
@@ -170,37 +170,6 @@ fn strings(column: &dyn Array, name: &str, what: &str) -> Result<Vec<String>> {
 
 /// The block id column as `u64`, refusing nulls, negative and non-integer ids.
 fn block_ids(column: &dyn Array, what: &str) -> Result<Vec<u64>> {
-    if column.null_count() > 0 {
-        return Err(Error::new(
-            ErrorKind::Query,
-            format!(
-                "{what}: column `block_id` has {} null values",
-                column.null_count()
-            ),
-        ));
-    }
-    if !crate::sample::is_integral(column.data_type()) {
-        return Err(Error::new(
-            ErrorKind::Query,
-            format!(
-                "{what}: column `block_id` has type {}, expected integer block ids",
-                column.data_type()
-            ),
-        ));
-    }
-    let cast = arrow::compute::cast_with_options(
-        column,
-        &DataType::UInt64,
-        &arrow::compute::CastOptions {
-            safe: false,
-            ..Default::default()
-        },
-    )
-    .map_err(|e| {
-        Error::new(
-            ErrorKind::Query,
-            format!("{what}: column `block_id` holds values that are not block ids: {e}"),
-        )
-    })?;
-    Ok(cast.as_primitive::<UInt64Type>().values().to_vec())
+    let ids = crate::sample::integer_ids(column, "block_id", "block ids", what, ErrorKind::Query)?;
+    Ok(ids.values().to_vec())
 }

@@ -213,20 +213,40 @@ pub(crate) fn append_cells(batch: &RecordBatch, out: &mut Vec<u64>, what: &str) 
             .collect();
         return Err(missing_cell_column(what, &names));
     };
+    let ids = integer_ids(
+        column,
+        CELL_COLUMN,
+        "cell ids",
+        what,
+        ErrorKind::InvalidInput,
+    )?;
+    out.extend_from_slice(ids.values());
+    Ok(())
+}
+
+/// An id column (cell ids, block ids) as `u64`: any integer type, refusing nulls, negative
+/// and out-of-range values with an error of `kind` naming `what` and the column.
+pub(crate) fn integer_ids(
+    column: &dyn Array,
+    name: &str,
+    ids: &str,
+    what: &str,
+    kind: ErrorKind,
+) -> Result<arrow::array::UInt64Array> {
     if column.null_count() > 0 {
         return Err(Error::new(
-            ErrorKind::InvalidInput,
+            kind,
             format!(
-                "{what}: column `cell` has {} null values; cell ids must not be null",
+                "{what}: column `{name}` has {} null values; {ids} must not be null",
                 column.null_count()
             ),
         ));
     }
     if !is_integral(column.data_type()) {
         return Err(Error::new(
-            ErrorKind::InvalidInput,
+            kind,
             format!(
-                "{what}: column `cell` has type {}, expected integer cell ids (UInt64)",
+                "{what}: column `{name}` has type {}, expected integer {ids} (UInt64)",
                 column.data_type()
             ),
         ));
@@ -241,12 +261,11 @@ pub(crate) fn append_cells(batch: &RecordBatch, out: &mut Vec<u64>, what: &str) 
     )
     .map_err(|e| {
         Error::new(
-            ErrorKind::InvalidInput,
-            format!("{what}: column `cell` holds ids that are not valid cell ids: {e}"),
+            kind,
+            format!("{what}: column `{name}` holds values that are not {ids}: {e}"),
         )
     })?;
-    out.extend_from_slice(cast.as_primitive::<UInt64Type>().values());
-    Ok(())
+    Ok(cast.as_primitive::<UInt64Type>().clone())
 }
 
 /// Integer types, and decimals of scale 0 (what DataFusion makes of `UInt64 + Int64`).

@@ -66,7 +66,7 @@ pub use shard::{Layout, Shard, ShardPolicy, ShardState, ShardStream};
 pub use shuffle::{mean_label_entropy, BlockShuffle};
 
 #[cfg(feature = "sql")]
-pub(crate) use cohort::{append_cells, is_integral, missing_cell_column, temp_beside};
+pub(crate) use cohort::{append_cells, integer_ids, is_integral, missing_cell_column, temp_beside};
 
 /// An epoch as a position-addressable sequence of items.
 ///
