@@ -211,8 +211,8 @@ fn write(path: &std::path::Path, s: &Spec) -> H {
         dataset(&x, "indices", &s.indices)?;
         dataset(&x, "data", &s.data)?;
     } else {
-        let root = f.as_group()?;
-        let d = dataset(&root, "X", &s.data)?;
+        let root: &hdf5::Group = &f;
+        let d = dataset(root, "X", &s.data)?;
         attr(&d, "encoding-type", &s.x_enc)?;
         attr(&d, "encoding-version", &s.x_version)?;
     }
