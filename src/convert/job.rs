@@ -381,12 +381,12 @@ fn obs_batch(
     order: Option<&[u64]>,
 ) -> Result<RecordBatch> {
     let n = stats.len();
-    let frame = h5.obs(opts.obs_columns.as_deref())?;
-    if frame.index.len() != n {
+    let crate::h5ad::Frame { index, columns } = h5.obs(opts.obs_columns.as_deref())?;
+    if index.len() != n {
         return Err(Error::h5ad(
             h5.path(),
             "obs",
-            format!("obs has {} rows but the matrix has {n}", frame.index.len()),
+            format!("obs has {} rows but the matrix has {n}", index.len()),
         ));
     }
     let source_rows: Vec<u64> = match order {
@@ -411,9 +411,12 @@ fn obs_batch(
         Arc::new(StringArray::from_iter_values(
             source_rows
                 .iter()
-                .map(|&r| frame.index[r as usize].as_str()),
+                .map(|&r| index[r as usize].as_str()),
         )),
     ));
+    // The source columns are consumed one by one below, so a large obs table is held about
+    // once, not twice (source and reordered copy) at the peak.
+    drop(index);
     fields.push((
         "source_row".into(),
         Arc::new(UInt64Array::from(source_rows.clone())),
@@ -442,7 +445,7 @@ fn obs_batch(
         };
         fields.push((name.into(), Arc::new(col)));
     }
-    for (name, col) in &frame.columns {
+    for (name, col) in columns {
         if col.len() != n {
             return Err(Error::h5ad(
                 h5.path(),
@@ -453,12 +456,12 @@ fn obs_batch(
         let col = match order {
             Some(_) => arrow::compute::take(col.as_ref(), &take_idx, None)
                 .at_object(h5.path(), &format!("obs/{name}"))?,
-            None => col.clone(),
+            None => col,
         };
         let name = if RESERVED_OBS.contains(&name.as_str()) {
             format!("obs_{name}")
         } else {
-            name.clone()
+            name
         };
         fields.push((name, col));
     }
