@@ -16,8 +16,8 @@ use hdf5::{Dataset, Group};
 
 use super::util::{
     attr_bool, attr_string, attr_strings, check_filters, dtype, dtype_name, encoding_type, h5err,
-    is_integer, is_numeric, is_string, join, open_node, read_field_array_f64, read_field_bool,
-    read_field_f64, read_field_i64, read_field_strings, read_field_u64, read_strings, Node,
+    is_integer, is_numeric, is_string, join, open_node, read_field_array_f64, read_field_as,
+    read_field_strings, read_strings, Node,
 };
 use super::{Frame, H5ad};
 use crate::error::{Error, Result};
@@ -197,13 +197,13 @@ fn read_compound_field(
                 Some(Node::Dataset(c)) => read_category_values(&c, path, &cat_obj)?,
                 _ => return Err(Error::h5ad(path, cat_obj, "categories must be a dataset")),
             };
-            let codes = read_field_i64(ds, name, path, &obj)?;
+            let codes = read_field_as::<i64>(ds, name, path, &obj)?;
             return categorical(&codes, cats, path, &obj);
         }
     }
     let arr: ArrayRef = match ty {
         TypeDescriptor::Integer(s) => {
-            let v = read_field_i64(ds, name, path, &obj)?;
+            let v = read_field_as::<i64>(ds, name, path, &obj)?;
             match s {
                 IntSize::U1 => Arc::new(Int8Array::from_iter_values(v.iter().map(|&x| x as i8))),
                 IntSize::U2 => Arc::new(Int16Array::from_iter_values(v.iter().map(|&x| x as i16))),
@@ -212,7 +212,7 @@ fn read_compound_field(
             }
         }
         TypeDescriptor::Unsigned(s) => {
-            let v = read_field_u64(ds, name, path, &obj)?;
+            let v = read_field_as::<u64>(ds, name, path, &obj)?;
             match s {
                 IntSize::U1 => Arc::new(UInt8Array::from_iter_values(v.iter().map(|&x| x as u8))),
                 IntSize::U2 => Arc::new(UInt16Array::from_iter_values(v.iter().map(|&x| x as u16))),
@@ -221,15 +221,15 @@ fn read_compound_field(
             }
         }
         TypeDescriptor::Float(FloatSize::U4) => {
-            let v = read_field_f64(ds, name, path, &obj)?;
+            let v = read_field_as::<f64>(ds, name, path, &obj)?;
             Arc::new(Float32Array::from_iter_values(v.iter().map(|&x| x as f32)))
         }
-        TypeDescriptor::Float(_) => {
-            Arc::new(Float64Array::from(read_field_f64(ds, name, path, &obj)?))
-        }
-        TypeDescriptor::Boolean => {
-            Arc::new(BooleanArray::from(read_field_bool(ds, name, path, &obj)?))
-        }
+        TypeDescriptor::Float(_) => Arc::new(Float64Array::from(read_field_as::<f64>(
+            ds, name, path, &obj,
+        )?)),
+        TypeDescriptor::Boolean => Arc::new(BooleanArray::from(read_field_as::<bool>(
+            ds, name, path, &obj,
+        )?)),
         t if is_string(t) => Arc::new(StringArray::from(read_field_strings(
             ds, name, t, path, &obj,
         )?)),
@@ -621,7 +621,7 @@ pub(crate) fn obsm(h5: &H5ad, key: &str) -> Result<Option<(usize, Vec<f64>)>> {
                 TypeDescriptor::FixedArray(base, k) if is_numeric(base) => {
                     (*k, read_field_array_f64(&ds, key, *k, path, &obj)?)
                 }
-                t if is_numeric(t) => (1, read_field_f64(&ds, key, path, &obj)?),
+                t if is_numeric(t) => (1, read_field_as::<f64>(&ds, key, path, &obj)?),
                 other => {
                     return Err(Error::unsupported(
                         path,

@@ -345,44 +345,15 @@ pub(crate) fn read_field_strings(
     r.map_err(|e| h5err(path, object, e))
 }
 
-/// Reads one numeric field of a compound dataset as f64.
-pub(crate) fn read_field_f64(
+/// Reads one field of a compound dataset (legacy obs/var), converted to `T` by HDF5
+/// (numeric fields as `f64`, `i64` or `u64`, boolean enums as `bool`).
+pub(crate) fn read_field_as<T: H5Type>(
     ds: &Dataset,
     field: &str,
     path: &Path,
     object: &str,
-) -> Result<Vec<f64>> {
-    read_field::<f64>(ds, field).map_err(|e| h5err(path, object, e))
-}
-
-/// Reads one integer field of a compound dataset as i64.
-pub(crate) fn read_field_i64(
-    ds: &Dataset,
-    field: &str,
-    path: &Path,
-    object: &str,
-) -> Result<Vec<i64>> {
-    read_field::<i64>(ds, field).map_err(|e| h5err(path, object, e))
-}
-
-/// Reads one unsigned integer field of a compound dataset as u64.
-pub(crate) fn read_field_u64(
-    ds: &Dataset,
-    field: &str,
-    path: &Path,
-    object: &str,
-) -> Result<Vec<u64>> {
-    read_field::<u64>(ds, field).map_err(|e| h5err(path, object, e))
-}
-
-/// Reads one boolean field of a compound dataset.
-pub(crate) fn read_field_bool(
-    ds: &Dataset,
-    field: &str,
-    path: &Path,
-    object: &str,
-) -> Result<Vec<bool>> {
-    read_field::<bool>(ds, field).map_err(|e| h5err(path, object, e))
+) -> Result<Vec<T>> {
+    read_field::<T>(ds, field).map_err(|e| h5err(path, object, e))
 }
 
 /// Reads one fixed-array field (`k` elements per row) of a compound dataset as row-major f64.
