@@ -8,7 +8,7 @@
 
 mod plan;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow::array::{Array, ArrayRef, AsArray, UInt64Array};
 use arrow::datatypes::{Field, UInt64Type};
@@ -74,6 +74,8 @@ fn cells_to_array(cells: Vec<u64>) -> PyArray {
 pub struct PyCorpus {
     pub(crate) corpus: Arc<Corpus>,
     engine: Mutex<Option<Arc<QueryEngine>>>,
+    /// CSR batches with the stored value types, for `gather`; built on first use.
+    gatherer: OnceLock<Gatherer>,
 }
 
 impl PyCorpus {
@@ -97,6 +99,7 @@ impl PyCorpus {
         Ok(PyCorpus {
             corpus: Arc::new(corpus),
             engine: Mutex::new(None),
+            gatherer: OnceLock::new(),
         })
     }
 
@@ -212,6 +215,25 @@ impl PyCorpus {
             })
             .map_err(to_py)?;
         Ok(cells_to_array(cells))
+    }
+
+    /// The cells `cells` (any order, repeats allowed) as one CSR batch with the stored value
+    /// types, gathered on the calling thread with the GIL released.
+    fn gather(&self, py: Python<'_>, cells: PyArray) -> PyResult<PyRecordBatch> {
+        let cells = cells_from_array(cells)?;
+        let batch = py
+            .detach(|| {
+                let gatherer = match self.gatherer.get() {
+                    Some(g) => g,
+                    None => {
+                        let g = Gatherer::new(self.corpus.clone(), BatchOptions::default())?;
+                        self.gatherer.get_or_init(|| g)
+                    }
+                };
+                gatherer.gather(&cells, None)
+            })
+            .map_err(to_py)?;
+        Ok(PyRecordBatch::new(batch))
     }
 
     fn __repr__(&self) -> String {

@@ -35,6 +35,26 @@ def test_csr_batches_equal_anndata(which, synth_corpus, chr21_corpus):
     assert sorted(seen) == list(range(corpus.n_cells))
 
 
+def test_map_style_access_equals_anndata_in_the_order_asked(synth_corpus):
+    corpus, oracle = synth_corpus
+    ids = [7, 0, corpus.n_cells - 1, 7, 3]
+    batch = corpus.get(ids)
+    assert batch.cells.tolist() == ids
+    np.testing.assert_array_equal(batch.to_scipy().toarray(), oracle.dense(ids, corpus.n_genes))
+    assert corpus[-1].cells.tolist() == [corpus.n_cells - 1]
+    assert corpus[2:6].cells.tolist() == [2, 3, 4, 5]
+    assert corpus[np.array([4, 1], dtype=np.int32)].cells.tolist() == [4, 1]
+    assert corpus.get([]).num_rows == 0
+    with pytest.raises(IndexError, match="out of range"):
+        corpus[corpus.n_cells]
+    with pytest.raises(IndexError, match="negative"):
+        corpus.get([1, -2])
+    with pytest.raises(ValueError, match=f"out of range: the corpus has {corpus.n_cells} cells"):
+        corpus.get([corpus.n_cells + 5])
+    with pytest.raises(TypeError, match="integers"):
+        corpus.get([1.5])
+
+
 def test_dense_gene_subset_equals_anndata_columns(synth_corpus):
     corpus, oracle = synth_corpus
     genes = ["g30", "g0", "g54", "g21"]

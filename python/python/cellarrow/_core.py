@@ -178,6 +178,39 @@ class Corpus:
         """A cohort from explicit cell ids (sorted and deduplicated)."""
         return Cohort(self, np.unique(np.asarray(cells, dtype=np.uint64)))
 
+    # -- random access -----------------------------------------------------------------------
+    def get(self, cells: Union[int, Sequence[int], np.ndarray]) -> "Batch":
+        """The given cells, in that order (repeats allowed), as one CSR :class:`Batch`.
+
+        Map-style access for code written against per-cell readers (``fetch_cell``,
+        ``dataset[i]``): one Rust gather per call, with the GIL released. For training
+        loops, a :meth:`loader` gathers ahead on its own threads and is faster.
+
+        >>> corpus.get([5, 2, 5]).to_scipy().shape              # doctest: +SKIP
+        (3, 507)
+        """
+        ids = np.asarray(cells)
+        if ids.dtype.kind not in "iu":
+            raise TypeError(f"cell ids must be integers, not {ids.dtype}")
+        ids = ids.reshape(-1)
+        if ids.dtype.kind == "i" and ids.size and int(ids.min()) < 0:
+            raise IndexError(f"cell id {int(ids.min())} is negative")
+        native = self._native.gather(pa.array(ids.astype(np.uint64, copy=False)))
+        return Batch(pa.record_batch(native), self.n_genes)
+
+    def __getitem__(self, key: Union[int, slice, Sequence[int], np.ndarray]) -> "Batch":
+        """``corpus[i]``, ``corpus[-1]``, ``corpus[10:20]`` or ``corpus[[3, 1, 4]]``: the cells as
+        one :class:`Batch` (see :meth:`get`); integers and slices follow Python's indexing."""
+        n = self.n_cells
+        if isinstance(key, slice):
+            return self.get(np.arange(*key.indices(n), dtype=np.int64))
+        if isinstance(key, (int, np.integer)):
+            i = int(key)
+            if not -n <= i < n:
+                raise IndexError(f"cell {i} is out of range: the corpus has {n} cells")
+            return self.get([i % n])
+        return self.get(key)
+
     # -- loading ---------------------------------------------------------------------------
     def loader(self, sampler: str = "random", **options: Any) -> "Loader":
         """Batches over every cell; see :class:`Loader` for the options.
