@@ -43,18 +43,29 @@ pub fn run(args: ValidateArgs) -> Result<()> {
     };
     if !args.quiet {
         println!(
-            "{}: valid ({} files, {} cells, {} non-zeros checked)",
+            "{}: valid ({}, {}, {} checked)",
             args.corpus.display(),
-            report.files_checked,
-            report.cells_checked,
-            report.nnz_checked
+            count(report.files_checked as u64, "file"),
+            count(report.cells_checked, "cell"),
+            count(report.nnz_checked, "non-zero"),
         );
         if let Some(c) = compared {
             println!(
-                "values equal the sources: {} files, {} cells, {} non-zeros compared",
-                c.files, c.cells, c.nnz
+                "values equal the sources: {}, {}, {} compared",
+                count(c.files as u64, "file"),
+                count(c.cells, "cell"),
+                count(c.nnz, "non-zero"),
             );
         }
     }
     Ok(())
+}
+
+/// "1 file", "2 files".
+fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
