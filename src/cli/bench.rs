@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use clap::Args;
 
@@ -78,6 +79,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             sampler: kind,
             ..args.sampler.clone()
         };
+        let started = Instant::now();
         let plans: Result<Vec<Arc<dyn BatchPlan>>> = (0..args.epochs.max(1))
             .map(|e| {
                 SamplerArgs {
@@ -87,15 +89,31 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 .plan(&corpus, cohort.clone(), None)
             })
             .collect();
-        let plan: Arc<dyn BatchPlan> = match plans {
-            Ok(p) => Arc::new(Concat::new(p)),
+        let plans = match plans {
+            Ok(p) => p,
             Err(e) => {
                 println!("{:<8} skipped: {e}", name(kind));
                 continue;
             }
         };
+        let planned = started.elapsed() / args.epochs.max(1) as u32;
         let options = args.output_args.batch_options(sargs.grouped())?;
         let gatherer = Arc::new(Gatherer::new(corpus.clone(), options)?);
+        // What a training job waits for at the start of an epoch: the sampler's plan (block
+        // enumeration, group tables) and the first batch.
+        if plans[0].n_batches() > 0 {
+            let t = Instant::now();
+            gatherer.gather_request(&plans[0].batch(0)?)?;
+            let gathered = t.elapsed();
+            println!(
+                "{:<8} first batch after {:.1} ms: plan {:.1} ms (one epoch), gather {:.2} ms",
+                name(kind),
+                (planned + gathered).as_secs_f64() * 1e3,
+                planned.as_secs_f64() * 1e3,
+                gathered.as_secs_f64() * 1e3
+            );
+        }
+        let plan: Arc<dyn BatchPlan> = Arc::new(Concat::new(plans));
         // An untimed pass first, so every run finds the same pages in memory.
         bench::run(
             gatherer.clone(),
