@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import json
 import os
 import pathlib
@@ -373,7 +374,7 @@ def main():
                     r[w] = res["median"]
                     r[w + "_runs"] = res["rates"]
             if "def own_batches" in src:
-                for key, cs in (("own", None), ("own1", 1)):
+                for key, cs in own_rows(tool):
                     log(f"{cname} {tool} own loader chunk_size={cs}")
                     res, _, _ = runner.worker(tool, "own", cname, h5ad, outdir, ids,
                                               options={"chunk_size": cs, "n_batches": sizes["batches"]})
@@ -386,6 +387,12 @@ def main():
     print(emit(final=True))
     if a.doc:
         log(f"wrote {a.doc}")
+
+
+def own_rows(tool):
+    """The "own loader" rows of a tool: its OWN_ROWS, else the default chunk size and 1."""
+    mod = importlib.import_module(f"tools.{tool}")
+    return getattr(mod, "OWN_ROWS", (("own", None), ("own1", 1)))
 
 
 def getattr_reason(src, name):

@@ -4,12 +4,11 @@
 #   benches/compare/run.sh [--quick] [--setup-only] [harness options...]
 #
 # Creates (or reuses) the harness venvs under ~/.cache/cellarrow, keyed by a hash of the
-# pinned requirements, builds the cellarrow CLI in release mode (no `sql` feature) and the
-# cellarrow Python package when python/ holds one, generates the synthetic cohorts (cached in
-# ~/.cache/cellarrow/bench-data) and runs harness.py. Full mode writes docs/benchmarks.md.
+# pinned requirements, builds the cellarrow CLI and Python package in release mode, generates
+# the synthetic cohorts (cached in ~/.cache/cellarrow/bench-data) and runs harness.py. Full mode writes docs/benchmarks.md.
 #
 # Environment: PY311, PY312 (interpreters), CELLARROW_CACHE (default ~/.cache/cellarrow),
-# COMPARE_BUILD_PY=1 to build and use the cellarrow Python package (slow: default features).
+# CARGO_TARGET_DIR_BENCH (release target dir, default $CELLARROW_CACHE/target-bench-sql).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -79,29 +78,23 @@ else
   PY312_ARG=(--py312-error "$CACHE/compare-py312.error")
 fi
 
-# The cellarrow CLI, release, without the `sql` feature (DataFusion makes a release build slow).
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR_BENCH:-$CACHE/target-bench}"
-log "building the cellarrow CLI (release, --no-default-features)"
-(cd "$ROOT" && cargo build --quiet --release --no-default-features --bin cellarrow)
+# The cellarrow CLI and Python package, release, in one target dir so that they share the
+# dependencies' builds (DataFusion takes ~25 min on 2 cores the first time).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR_BENCH:-$CACHE/target-bench-sql}"
+log "building the cellarrow CLI (release)"
+(cd "$ROOT" && cargo build --quiet --release --bin cellarrow)
 BIN="$CARGO_TARGET_DIR/release/cellarrow"
 
-# The cellarrow Python package. Its extension depends on the cellarrow crate with default
-# features (DataFusion), a ~25 min release build on 2 cores, so it is built only when asked
-# (COMPARE_BUILD_PY=1); otherwise the adapter reads the corpus with pyarrow memory-mapping
-# (see tools/cellarrow.py), or uses a cellarrow package already installed in the venv.
-if [[ "${COMPARE_BUILD_PY:-0}" == 1 && -f "$ROOT/python/pyproject.toml" ]]; then
-  stamp="$VENV/cellarrow-pkg.stamp"
-  rev="$(cd "$ROOT" && git rev-parse HEAD 2>/dev/null || echo none)"
-  if [[ "$(cat "$stamp" 2>/dev/null)" != "$rev" ]]; then
-    log "building the cellarrow Python package from $ROOT/python"
-    if "$VENV/bin/python" -m pip install --quiet "maturin>=1.5,<2" >/dev/null 2>&1 &&
-       (cd "$ROOT/python" && "$VENV/bin/python" -m pip install . >"$VENV/cellarrow-pkg.log" 2>&1); then
-      echo "$rev" >"$stamp"
-    else
-      log "cellarrow Python package did not build (see $VENV/cellarrow-pkg.log); using pyarrow directly"
-      "$VENV/bin/python" -m pip uninstall -y cellarrow >/dev/null 2>&1 || true
-    fi
-  fi
+stamp="$VENV/cellarrow-pkg.stamp"
+rev="$(cd "$ROOT" && git rev-parse HEAD 2>/dev/null || echo none)$(cd "$ROOT" && git status --porcelain python src | sha256sum | cut -c1-8)"
+if [[ "$(cat "$stamp" 2>/dev/null)" != "$rev" ]]; then
+  log "building the cellarrow Python package (release) from $ROOT/python"
+  "$VENV/bin/python" -m pip install --quiet "maturin>=1.5,<2"
+  wheels="$CACHE/compare-wheels"
+  rm -rf "$wheels"
+  (cd "$ROOT" && "$VENV/bin/maturin" build --quiet --release -m python/Cargo.toml -i "$VENV/bin/python" -o "$wheels")
+  "$VENV/bin/python" -m pip install --quiet --force-reinstall --no-deps "$wheels"/cellarrow-*.whl
+  echo "$rev" >"$stamp"
 fi
 
 if [[ "$SETUP_ONLY" == 1 ]]; then log "setup done: $VENV"; exit 0; fi
