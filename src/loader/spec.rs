@@ -153,7 +153,13 @@ impl SamplerSpec {
                 if self.label_mode != LabelMode::None && self.label.is_none() {
                     return Err(Error::invalid_input("a label mode needs a label column"));
                 }
-                let index = SampleIndex::from_corpus(corpus, self.label.as_deref())?;
+                // Groups draw from cell ranges: coordinates are not needed, and labels only
+                // for a label mode.
+                let label = match self.label_mode {
+                    LabelMode::None => None,
+                    _ => self.label.as_deref(),
+                };
+                let index = SampleIndex::from_corpus(corpus, label, false)?;
                 let cfg = GroupConfig {
                     label_mode: self.label_mode,
                     ..GroupConfig::new(self.group_size, self.seed)
@@ -161,7 +167,7 @@ impl SamplerSpec {
                 self.groups_plan(RandomGroups::new(&index, cohort, cfg)?, state)
             }
             SamplerKind::Regions => {
-                let index = SampleIndex::from_corpus(corpus, self.label.as_deref())?;
+                let index = SampleIndex::from_corpus(corpus, self.label.as_deref(), true)?;
                 let mut cfg = RegionConfig {
                     min_cells: self.min_cells,
                     max_cells: self.max_cells,
@@ -189,7 +195,7 @@ impl SamplerSpec {
                         "the blocks sampler needs a block size (edge length in coordinate units)",
                     )
                 })?;
-                let index = SampleIndex::from_corpus(corpus, None)?;
+                let index = SampleIndex::from_corpus(corpus, None, true)?;
                 let mut cfg = BlockConfig {
                     stride: self.stride,
                     min_cells: self.min_cells,

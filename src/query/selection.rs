@@ -28,7 +28,7 @@ use crate::error::{Error, ErrorKind, Result};
 ///     &engine,
 ///     "SELECT sample_id, block_id FROM blocks(500) WHERE n_cells BETWEEN 20 AND 200",
 /// )?;
-/// let index = SampleIndex::from_corpus(&corpus, None)?;
+/// let index = SampleIndex::from_corpus(&corpus, None, true)?;
 /// let cfg = BlockConfig::new(500.0, 0).only(blocks);
 /// let sampler = SpatialBlocks::new(&index, Cohort::all(corpus.n_cells()), cfg)?;
 /// # Ok::<(), cellarrow::Error>(())
@@ -67,7 +67,7 @@ pub fn block_selection(engine: &QueryEngine, sql: &str) -> Result<Vec<(String, u
 /// let corpus = Arc::new(Corpus::open("corpus/")?);
 /// let engine = QueryEngine::new(corpus.clone())?;
 /// let regions = region_selection(&engine, "SELECT sample_id, region_id FROM regions WHERE n_cells >= 50")?;
-/// let index = SampleIndex::from_corpus(&corpus, Some("region"))?;
+/// let index = SampleIndex::from_corpus(&corpus, Some("region"), true)?;
 /// let cfg = RegionConfig::new(0).only(regions);
 /// let sampler = Regions::from_obs_column(&index, Cohort::all(corpus.n_cells()), cfg)?;
 /// # Ok::<(), cellarrow::Error>(())

@@ -1109,7 +1109,7 @@ fn blocks_selected_in_sql_are_the_blocks_the_sampler_serves() {
     assert!(want.len() < all.len());
     assert_eq!(sel, want.keys().cloned().collect::<Vec<_>>());
 
-    let index = SampleIndex::from_corpus(&corpus, None).unwrap();
+    let index = SampleIndex::from_corpus(&corpus, None, true).unwrap();
     let served = |cohort: Cohort| -> BTreeMap<(String, u64), Vec<u64>> {
         let cfg = BlockConfig::new(500.0, 11).only(sel.clone());
         let s = SpatialBlocks::new(&index, cohort, cfg).unwrap();
@@ -1166,7 +1166,7 @@ fn regions_selected_in_sql_are_the_regions_the_sampler_serves() {
     assert!(!want.is_empty() && want.len() < n_all);
     assert_eq!(sel, want.keys().cloned().collect::<Vec<_>>());
 
-    let index = SampleIndex::from_corpus(&corpus, Some("region")).unwrap();
+    let index = SampleIndex::from_corpus(&corpus, Some("region"), true).unwrap();
     let cfg = RegionConfig::new(5).only(sel);
     let s = Regions::from_obs_column(&index, Cohort::all(corpus.n_cells()), cfg).unwrap();
     let got: BTreeMap<(String, String), Vec<u64>> = (0..s.epoch_len(0))

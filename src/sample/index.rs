@@ -199,9 +199,14 @@ impl SampleIndex {
     }
 
     /// Builds the index from a corpus: the samples of its manifest, and from `obs.parquet`
-    /// the coordinates (`x`, `y`, `z` when present) and `label_column` (any type; values are
-    /// compared as strings) when given.
-    pub fn from_corpus(corpus: &Corpus, label_column: Option<&str>) -> Result<SampleIndex> {
+    /// the coordinates (`x`, `y`, `z` when present, if `coordinates`) and `label_column` (any
+    /// type; values are compared as strings) when given. With neither, obs is not read and the
+    /// index takes memory per sample, not per cell.
+    pub fn from_corpus(
+        corpus: &Corpus,
+        label_column: Option<&str>,
+        coordinates: bool,
+    ) -> Result<SampleIndex> {
         let samples = corpus
             .manifest()
             .samples
@@ -213,6 +218,10 @@ impl SampleIndex {
                 spatial_dims: s.spatial_dims,
             })
             .collect::<Vec<_>>();
+        let spatial = coordinates && samples.iter().any(|s| s.spatial_dims > 0);
+        if !spatial && label_column.is_none() {
+            return SampleIndex::new(samples);
+        }
         let path = corpus.table_path("obs");
         let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, "opening", e))?;
         let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
@@ -220,7 +229,6 @@ impl SampleIndex {
         let schema = builder.schema().clone();
         let has = |c: &str| schema.column_with_name(c).is_some();
         let mut cols: Vec<&str> = vec!["cell"];
-        let spatial = samples.iter().any(|s| s.spatial_dims > 0);
         if spatial {
             cols.extend(["x", "y", "z"].into_iter().filter(|c| has(c)));
         }
@@ -349,7 +357,7 @@ mod tests {
         };
         write_corpus_with(dir.path(), 12, &rows, &[("a", 10), ("b", 20)], &opts).unwrap();
         let corpus = Corpus::open(dir.path()).unwrap();
-        let idx = SampleIndex::from_corpus(&corpus, Some("cell_type")).unwrap();
+        let idx = SampleIndex::from_corpus(&corpus, Some("cell_type"), true).unwrap();
         assert_eq!(
             idx.samples
                 .iter()
@@ -373,7 +381,7 @@ mod tests {
         let regions =
             Regions::from_obs_column(&idx, Cohort::all(30), RegionConfig::new(0)).unwrap();
         assert_eq!(regions.len(), 6); // 3 labels in each of 2 samples
-        let e = SampleIndex::from_corpus(&corpus, Some("no_such_column")).unwrap_err();
+        let e = SampleIndex::from_corpus(&corpus, Some("no_such_column"), true).unwrap_err();
         assert!(e.to_string().contains("no_such_column"), "{e}");
     }
 
