@@ -277,18 +277,21 @@ impl SpatialBlocks {
                 }
             });
         };
-        let mut members = 0u64;
+        // Every (block, cell) membership, found once: finding a cell's blocks is the costly part.
+        let mut pairs: Vec<(u64, u64)> = Vec::with_capacity(cells.len());
         for &c in cells {
-            for_each_key(c, &mut |_| members += 1);
+            for_each_key(c, &mut |k| pairs.push((k, c)));
         }
+        let members = pairs.len() as u64;
         let n_blocks = grid.n_blocks();
         // (key, first, count) of every non-empty block, in key order; cells placed after.
         let base = self.cells.len();
         let mut runs: Vec<(u64, usize, usize)> = Vec::new();
         if n_blocks <= 4 * members + 4096 {
+            // Counting sort by block: stable, so each block keeps its cells in cohort order.
             let mut counts = vec![0u32; n_blocks as usize + 1];
-            for &c in cells {
-                for_each_key(c, &mut |k| counts[k as usize + 1] += 1);
+            for &(k, _) in &pairs {
+                counts[k as usize + 1] += 1;
             }
             let mut acc = 0usize;
             for k in 0..n_blocks as usize {
@@ -300,18 +303,12 @@ impl SpatialBlocks {
                 acc += cnt;
             }
             self.cells.resize(base + acc, 0);
-            for &c in cells {
-                for_each_key(c, &mut |k| {
-                    let slot = &mut counts[k as usize + 1];
-                    self.cells[base + *slot as usize] = c;
-                    *slot += 1;
-                });
+            for &(k, c) in &pairs {
+                let slot = &mut counts[k as usize + 1];
+                self.cells[base + *slot as usize] = c;
+                *slot += 1;
             }
         } else {
-            let mut pairs: Vec<(u64, u64)> = Vec::with_capacity(members as usize);
-            for &c in cells {
-                for_each_key(c, &mut |k| pairs.push((k, c)));
-            }
             pairs.sort_unstable();
             let mut i = 0;
             while i < pairs.len() {

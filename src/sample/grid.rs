@@ -299,7 +299,9 @@ impl BlockGrid {
             return None;
         }
         let upper = |k: u64| lower(o, s, k) + size;
-        let mut hi = ((d / s).floor() as u64).min(n - 1);
+        // d >= 0 here, so truncation is floor (and needs no libm call); the loops below fix
+        // any rounding of the division.
+        let mut hi = ((d / s) as u64).min(n - 1);
         while hi > 0 && lower(o, s, hi) > c {
             hi -= 1;
         }
@@ -312,7 +314,7 @@ impl BlockGrid {
         let mut lo = if d < size {
             0
         } else {
-            (((d - size) / s).floor() as u64 + 1).min(hi)
+            (((d - size) / s) as u64 + 1).min(hi)
         };
         while lo > 0 && upper(lo - 1) > c {
             lo -= 1;
