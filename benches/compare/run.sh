@@ -81,10 +81,6 @@ fi
 # The cellarrow CLI and Python package, release, in one target dir so that they share the
 # dependencies' builds (DataFusion takes ~25 min on 2 cores the first time).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR_BENCH:-$CACHE/target-bench-sql}"
-log "building the cellarrow CLI (release)"
-(cd "$ROOT" && cargo build --quiet --release --bin cellarrow)
-BIN="$CARGO_TARGET_DIR/release/cellarrow"
-
 stamp="$VENV/cellarrow-pkg.stamp"
 rev="$(cd "$ROOT" && git rev-parse HEAD 2>/dev/null || echo none)$(cd "$ROOT" && git status --porcelain python src | sha256sum | cut -c1-8)"
 if [[ "$(cat "$stamp" 2>/dev/null)" != "$rev" ]]; then
@@ -96,6 +92,11 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$rev" ]]; then
   "$VENV/bin/python" -m pip install --quiet --force-reinstall --no-deps "$wheels"/cellarrow-*.whl
   echo "$rev" >"$stamp"
 fi
+# --workspace resolves the dependencies' features as for the extension (pyo3-arrow adds
+# arrow's C data interface), so the CLI reuses the extension's build instead of a second one.
+log "building the cellarrow CLI (release)"
+(cd "$ROOT" && cargo build --quiet --release --workspace --bin cellarrow)
+BIN="$CARGO_TARGET_DIR/release/cellarrow"
 
 if [[ "$SETUP_ONLY" == 1 ]]; then log "setup done: $VENV"; exit 0; fi
 
