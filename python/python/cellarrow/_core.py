@@ -190,6 +190,8 @@ class Corpus:
         (3, 507)
         """
         ids = np.asarray(cells)
+        if ids.size == 0:
+            ids = ids.astype(np.uint64)  # [] arrives as float64
         if ids.dtype.kind not in "iu":
             raise TypeError(f"cell ids must be integers, not {ids.dtype}")
         ids = ids.reshape(-1)
