@@ -73,7 +73,8 @@ def to_gene_space(m: sp.csr_matrix, genes: np.ndarray, target: np.ndarray) -> sp
     cols = remap[m.indices]
     if (cols < 0).any():
         raise ValueError("a non-zero falls on a gene outside the reference vocabulary")
-    out = sp.csr_matrix((m.data.astype(np.float64), cols, m.indptr), shape=(m.shape[0], len(target)))
+    # A fresh indptr: the tool's may be a read-only view, and eliminate_zeros writes it.
+    out = sp.csr_matrix((m.data.astype(np.float64), cols, m.indptr.copy()), shape=(m.shape[0], len(target)))
     out.eliminate_zeros()
     out.sort_indices()
     return out

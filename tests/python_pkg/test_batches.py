@@ -55,6 +55,20 @@ def test_map_style_access_equals_anndata_in_the_order_asked(synth_corpus):
         corpus.get([1.5])
 
 
+def test_scipy_views_are_read_only_and_copies_are_not(synth_corpus):
+    corpus, oracle = synth_corpus
+    batch = corpus.get([3, 1])
+    view = batch.to_scipy()
+    with pytest.raises(ValueError, match="read-only"):
+        view.data[:] = 0
+    owned = batch.to_scipy(copy=True)
+    owned.data[:] = 0
+    owned.eliminate_zeros()
+    assert owned.nnz == 0
+    # the batch is untouched
+    np.testing.assert_array_equal(batch.to_scipy().toarray(), oracle.dense([3, 1], corpus.n_genes))
+
+
 def test_dense_gene_subset_equals_anndata_columns(synth_corpus):
     corpus, oracle = synth_corpus
     genes = ["g30", "g0", "g54", "g21"]

@@ -144,7 +144,7 @@ class Batch:
     def to_pyarrow(self) -> pa.RecordBatch: ...
     def to_polars(self) -> Any:
         """A ``polars.DataFrame`` over the same buffers."""
-    def to_scipy(self) -> Any:
+    def to_scipy(self, copy: bool = False) -> Any:
         """A ``scipy.sparse.csr_matrix``."""
     def to_torch(self, dense: Optional[bool] = None) -> Any:
         """A ``torch.Tensor`` (sparse CSR, or dense over the gene subset)."""

@@ -520,14 +520,21 @@ class Batch:
 
         return pl.DataFrame(self.record_batch)
 
-    def to_scipy(self):
+    def to_scipy(self, copy: bool = False):
         """The batch as a ``scipy.sparse.csr_matrix`` of ``num_rows x n_genes`` (dense loaders:
-        ``num_rows x n_dense_genes``). Values are views; scipy widens uint16 gene ids to int32."""
+        ``num_rows x n_dense_genes``).
+
+        Values and row pointers are read-only views of the batch (scipy widens uint16 gene ids
+        to int32), so in-place scipy operations (``X.data *= 2``, ``X.eliminate_zeros()``)
+        raise ``ValueError: ... read-only``; ``copy=True`` gives a matrix that owns its
+        arrays."""
         import scipy.sparse as sp
 
         if self.is_dense:
-            return sp.csr_matrix(self.dense)
-        return sp.csr_matrix((self.values, self.indices, self.indptr), shape=(self.num_rows, self.n_genes))
+            X = sp.csr_matrix(self.dense)
+        else:
+            X = sp.csr_matrix((self.values, self.indices, self.indptr), shape=(self.num_rows, self.n_genes))
+        return X.copy() if copy else X
 
     def to_torch(self, dense: Optional[bool] = None):
         """The batch as a torch tensor: a sparse CSR tensor ``num_rows x n_genes``, or the dense
