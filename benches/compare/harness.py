@@ -437,7 +437,7 @@ def render(mode, cohorts, tools, results, meta, mem_pair, vers, mach, l0, l1, st
              "benches/compare/run.sh           # full: the cohorts below; rewrites docs/benchmarks.md\n```\n")
     L.append("run.sh creates the venvs (`~/.cache/cellarrow/compare-venv-<hash>` from Python 3.11 with "
              "`requirements.txt` and, one by one, `requirements-optional.txt`; `compare-venv-py312-<hash>` for "
-             "annbatch), builds `cellarrow` in release mode without the `sql` feature, writes the synthetic "
+             "annbatch), builds the `cellarrow` Python package (release wheel, installed in the 3.11 venv) and CLI, writes the synthetic "
              "cohorts through anndata (`benches/data/make_synthetic.py`, cached in `~/.cache/cellarrow/bench-data`) "
              "and runs `harness.py`. One adapter per tool lives in `benches/compare/tools/`.\n")
     L.append("## Workloads\n")
@@ -451,8 +451,9 @@ def render(mode, cohorts, tools, results, meta, mem_pair, vers, mach, l0, l1, st
              "mean density, computed from `obsm['spatial']` and fetched through each tool's id access (no tool's own "
              "block sampler is used, so every tool reads the same cells).")
     L.append("- *own loader*: the tool's own recommended random iterator where it has one that cannot take "
-             "given ids (annbatch `Loader` over its pre-shuffled collection, chunk_size 32 and 1); its cells are "
-             "not the shared ids, it is correctness-checked on one batch through `return_index`.")
+             "given ids: cellarrow's `corpus.loader(batch_size=256)` (fully random cells, two Rust threads), "
+             "annbatch's `Loader` over its pre-shuffled collection (chunk_size 32 and 1); its cells are "
+             "not the shared ids, so one of its batches is checked against the source rows of its cell ids.")
     L.append("- *torch DataLoader*: `DataLoader(dataset, batch_size=256, sampler=<shared random ids>, num_workers=0|2)`, "
              "the tool's own torch dataset and collate function where it has one (bionemo-scdl), otherwise a "
              "map-style dataset with a batched `__getitems__` over the adapter's fetch; workers persist across "
