@@ -383,6 +383,13 @@ mod tests {
         assert_eq!(regions.len(), 6); // 3 labels in each of 2 samples
         let e = SampleIndex::from_corpus(&corpus, Some("no_such_column"), true).unwrap_err();
         assert!(e.to_string().contains("no_such_column"), "{e}");
+
+        // Without coordinates or labels the index is per sample: obs is not even opened.
+        std::fs::remove_file(corpus.table_path("obs")).unwrap();
+        let idx = SampleIndex::from_corpus(&corpus, None, false).unwrap();
+        assert!(idx.coords.is_none() && idx.labels.is_none());
+        assert_eq!(idx.n_cells, 30);
+        assert!(SampleIndex::from_corpus(&corpus, None, true).is_err());
     }
 
     #[test]
