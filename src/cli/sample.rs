@@ -431,6 +431,29 @@ mod tests {
         }
     }
 
+    /// The record batches of an Arrow IPC stream written by `cellarrow sample`.
+    fn read_stream(path: &std::path::Path) -> Vec<arrow::record_batch::RecordBatch> {
+        let file = std::fs::File::open(path).unwrap();
+        let reader = arrow::ipc::reader::StreamReader::try_new(file, None).unwrap();
+        reader.map(|b| b.unwrap()).collect()
+    }
+
+    /// The `cell` column of a sampled stream, sorted.
+    fn sorted_cells(path: &std::path::Path) -> Vec<u64> {
+        let mut cells: Vec<u64> = read_stream(path)
+            .iter()
+            .flat_map(|b| {
+                b.column_by_name("cell")
+                    .unwrap()
+                    .as_primitive::<UInt64Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        cells.sort_unstable();
+        cells
+    }
+
     #[test]
     fn sample_writes_the_shard_stream_as_arrow_ipc() {
         let dir = tempfile::tempdir().unwrap();
@@ -462,10 +485,7 @@ mod tests {
         ])
         .unwrap();
 
-        let reader =
-            arrow::ipc::reader::StreamReader::try_new(std::fs::File::open(&out).unwrap(), None)
-                .unwrap();
-        let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+        let batches = read_stream(&out);
         assert_eq!(batches.len(), 4, "15 cells in batches of 4");
         let mut cells = Vec::new();
         for b in &batches {
@@ -556,10 +576,7 @@ mod tests {
             out.to_str().unwrap(),
         ])
         .unwrap();
-        let reader =
-            arrow::ipc::reader::StreamReader::try_new(std::fs::File::open(&out).unwrap(), None)
-                .unwrap();
-        let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+        let batches = read_stream(&out);
         assert_eq!(batches.len(), 2, "4 blocks of 3x3, 2 per batch");
         let mut cells = Vec::new();
         for b in &batches {
@@ -672,20 +689,7 @@ mod tests {
             out.to_str().unwrap(),
         ])
         .unwrap();
-        let reader =
-            arrow::ipc::reader::StreamReader::try_new(std::fs::File::open(&out).unwrap(), None)
-                .unwrap();
-        let mut cells: Vec<u64> = reader
-            .flat_map(|b| {
-                b.unwrap()
-                    .column_by_name("cell")
-                    .unwrap()
-                    .as_primitive::<UInt64Type>()
-                    .values()
-                    .to_vec()
-            })
-            .collect();
-        cells.sort_unstable();
+        let cells = sorted_cells(&out);
         assert_eq!(cells, expected);
         let e = sample(&[
             "sample",
@@ -724,20 +728,7 @@ mod tests {
             out.to_str().unwrap(),
         ])
         .unwrap();
-        let reader =
-            arrow::ipc::reader::StreamReader::try_new(std::fs::File::open(&out).unwrap(), None)
-                .unwrap();
-        let mut cells: Vec<u64> = reader
-            .flat_map(|b| {
-                b.unwrap()
-                    .column_by_name("cell")
-                    .unwrap()
-                    .as_primitive::<UInt64Type>()
-                    .values()
-                    .to_vec()
-            })
-            .collect();
-        cells.sort_unstable();
+        let cells = sorted_cells(&out);
         assert_eq!(cells, (5..12).collect::<Vec<_>>());
     }
 }
