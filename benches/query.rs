@@ -20,7 +20,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 fn query(c: &mut Criterion) {
     let Ok(path) = std::env::var("CELLARROW_QUERY_CORPUS") else {
-        eprintln!("CELLARROW_QUERY_CORPUS is not set: see the top of benches/query.rs; nothing measured");
+        eprintln!(
+            "CELLARROW_QUERY_CORPUS is not set: see the top of benches/query.rs; nothing measured"
+        );
         return;
     };
     let corpus = Arc::new(Corpus::open(&path).expect("the corpus opens"));
@@ -33,11 +35,16 @@ fn query(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("query");
     g.sample_size(20);
-    g.bench_function("filter_1pct_cohort", |b| b.iter(|| black_box(engine.cohort(selective).unwrap())));
+    g.bench_function("filter_1pct_cohort", |b| {
+        b.iter(|| black_box(engine.cohort(selective).unwrap()))
+    });
     g.bench_function("cohort_to_first_batch", |b| {
         b.iter(|| {
             let cohort = engine.cohort(selective).unwrap();
-            let spec = SamplerSpec { batch_size: Some(256), ..SamplerSpec::new(SamplerKind::Random, 1) };
+            let spec = SamplerSpec {
+                batch_size: Some(256),
+                ..SamplerSpec::new(SamplerKind::Random, 1)
+            };
             let planned = spec.plan(&corpus, cohort).unwrap();
             let request = planned.plan.batch(0).unwrap();
             black_box(gatherer.gather_request(&request).unwrap())
@@ -45,7 +52,9 @@ fn query(c: &mut Criterion) {
     });
     // int_1 is uniform on 0..1000: 10% of a million cells.
     let expr = "SELECT sum(expr(cell, 'GENE00042')) FROM obs WHERE int_1 < 100";
-    g.bench_function("expr_over_100k_cells", |b| b.iter(|| black_box(engine.sql(expr).unwrap())));
+    g.bench_function("expr_over_100k_cells", |b| {
+        b.iter(|| black_box(engine.sql(expr).unwrap()))
+    });
     g.finish();
 }
 

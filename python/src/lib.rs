@@ -51,8 +51,8 @@ fn table(batches: Vec<RecordBatch>, schema: arrow::datatypes::SchemaRef) -> PyRe
 /// with `__arrow_c_array__`), with no copy through Python objects.
 fn cells_from_array(array: PyArray) -> PyResult<Vec<u64>> {
     let (array, _) = array.into_inner();
-    let array: ArrayRef =
-        arrow::compute::cast(&array, &arrow::datatypes::DataType::UInt64).map_err(|e| {
+    let array: ArrayRef = arrow::compute::cast(&array, &arrow::datatypes::DataType::UInt64)
+        .map_err(|e| {
             PyValueError::new_err(format!("cell ids must be non-negative integers: {e}"))
         })?;
     if array.null_count() > 0 {
@@ -65,7 +65,11 @@ fn cells_to_array(cells: Vec<u64>) -> PyArray {
     let array: ArrayRef = Arc::new(UInt64Array::from(cells));
     PyArray::new(
         array,
-        Arc::new(Field::new("cell", arrow::datatypes::DataType::UInt64, false)),
+        Arc::new(Field::new(
+            "cell",
+            arrow::datatypes::DataType::UInt64,
+            false,
+        )),
     )
 }
 
@@ -153,8 +157,9 @@ impl PyCorpus {
     ) -> PyResult<Option<PyTable>> {
         let batches = py
             .detach(|| {
-                let cols: Option<Vec<&str>> =
-                    columns.as_ref().map(|c| c.iter().map(String::as_str).collect());
+                let cols: Option<Vec<&str>> = columns
+                    .as_ref()
+                    .map(|c| c.iter().map(String::as_str).collect());
                 self.corpus.read_table(name, cols.as_deref())
             })
             .map_err(to_py)?;
@@ -391,18 +396,28 @@ impl PyLoader {
     /// Number of batches this loader yields in all.
     #[getter]
     fn n_batches(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).n_batches()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .n_batches()
     }
 
     /// Batches yielded so far.
     #[getter]
     fn batches_done(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).position()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .position()
     }
 
     /// The Arrow schema of every batch, as an empty record batch.
     fn empty_batch(&self) -> PyRecordBatch {
-        let schema = self.inner.lock().unwrap_or_else(|p| p.into_inner()).schema();
+        let schema = self
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .schema();
         PyRecordBatch::new(RecordBatch::new_empty(schema))
     }
 

@@ -27,10 +27,16 @@ pub fn dense_genes(list: Vec<Bound<'_, PyAny>>) -> PyResult<DenseGenes> {
     }
     if list.iter().all(|g| g.extract::<String>().is_ok()) {
         return Ok(DenseGenes::Names(
-            list.iter().map(|g| g.extract::<String>()).collect::<PyResult<_>>()?,
+            list.iter()
+                .map(|g| g.extract::<String>())
+                .collect::<PyResult<_>>()?,
         ));
     }
-    match list.iter().map(|g| g.extract::<u32>()).collect::<PyResult<Vec<u32>>>() {
+    match list
+        .iter()
+        .map(|g| g.extract::<u32>())
+        .collect::<PyResult<Vec<u32>>>()
+    {
         Ok(ids) => Ok(DenseGenes::Ids(ids)),
         Err(_) => Err(PyTypeError::new_err(
             "dense: give \"all\", a list of gene names, or a list of gene ids (not mixed)",

@@ -409,9 +409,7 @@ fn obs_batch(
     fields.push((
         "obs_name".into(),
         Arc::new(StringArray::from_iter_values(
-            source_rows
-                .iter()
-                .map(|&r| index[r as usize].as_str()),
+            source_rows.iter().map(|&r| index[r as usize].as_str()),
         )),
     ));
     // The source columns are consumed one by one below, so a large obs table is held about

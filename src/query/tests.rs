@@ -1244,5 +1244,8 @@ fn udf_errors_inside_a_parquet_row_filter_keep_their_own_message() {
         super::execution_message(flattened).as_deref(),
         Some("expr(): unknown gene 'CD3E' (not a name in genes.parquet nor a gene id)")
     );
-    assert_eq!(super::execution_message("Error during planning: no such table"), None);
+    assert_eq!(
+        super::execution_message("Error during planning: no such table"),
+        None
+    );
 }

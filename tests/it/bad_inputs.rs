@@ -286,11 +286,7 @@ fn cases() -> Vec<Case> {
             generated: None,
             setup: |d, _| {
                 let dest = d.join("existing.corpus");
-                convert(
-                    &resolve_inputs(&[chr21()]).unwrap(),
-                    &options(&dest, &[]),
-                )
-                .unwrap();
+                convert(&resolve_inputs(&[chr21()]).unwrap(), &options(&dest, &[])).unwrap();
                 let f = small_copy(d, "new.h5ad");
                 Ok(Setup::new(vec![f], dest, "existing.corpus"))
             },
@@ -340,8 +336,7 @@ fn cases() -> Vec<Case> {
                 } else {
                     use std::os::unix::fs::PermissionsExt;
                     std::fs::create_dir(&ro).unwrap();
-                    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555))
-                        .unwrap();
+                    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
                     Box::new(())
                 };
                 let mut s = Setup::new(vec![f], ro.join("out.corpus"), "readonly");
@@ -373,32 +368,136 @@ fn cases() -> Vec<Case> {
 
     // ---------------------------------------------------------------- generated with anndata/h5py
     let generated: Vec<(&'static str, &'static str, Expect)> = vec![
-        ("missing_x_is_invalid", "missing_x", Refused(InvalidH5ad, Some("/X"))),
-        ("x_of_unknown_encoding_is_unsupported", "x_unknown_encoding", Refused(Unsupported, Some("/X"))),
-        ("x_of_strings_is_unsupported", "x_strings", Refused(Unsupported, Some("/X"))),
-        ("indptr_not_monotone_is_invalid", "indptr_not_monotone", Refused(InvalidH5ad, Some("/X/indptr"))),
-        ("indptr_of_wrong_length_is_invalid", "indptr_short", Refused(InvalidH5ad, Some("/X/indptr"))),
-        ("indices_out_of_range_are_invalid", "indices_out_of_range", Refused(InvalidH5ad, Some("/X/indices"))),
-        ("csc_row_indices_out_of_range_are_invalid", "csc_row_out_of_range", Refused(InvalidH5ad, Some("/X/indices"))),
-        ("shape_attribute_disagreeing_with_data_is_invalid", "shape_mismatch", Refused(InvalidH5ad, Some("/X"))),
-        ("nan_values_are_invalid", "nan_values", Refused(InvalidH5ad, Some("/X"))),
-        ("infinite_values_are_invalid", "inf_values", Refused(InvalidH5ad, Some("/X"))),
-        ("duplicate_genes_are_an_error", "duplicate_genes", Refused(InvalidInput, Some("var"))),
-        ("empty_var_is_invalid", "empty_var", Refused(InvalidH5ad, Some("var"))),
-        ("zero_cells_are_invalid", "zero_cells", Refused(InvalidH5ad, Some("/X"))),
-        ("gene_column_not_found", "base", Refused(InvalidInput, Some("no_such_column"))),
-        ("layer_not_found", "base", Refused(InvalidH5ad, Some("/layers/no_such_layer"))),
-        ("spatial_key_missing_with_require_spatial", "no_spatial", Refused(InvalidH5ad, Some("obsm/spatial"))),
-        ("spatial_key_with_one_column", "spatial_one_column", Refused(InvalidH5ad, Some("obsm/spatial"))),
-        ("obs_column_of_complex_dtype_is_unsupported", "obs_complex_column", Refused(Unsupported, Some("/obs/phase"))),
-        ("obs_column_of_unknown_encoding_is_unsupported", "obs_unknown_encoding", Refused(Unsupported, Some("/obs/cell_type"))),
-        ("categorical_code_out_of_range_is_invalid", "categorical_code_out_of_range", Refused(InvalidH5ad, Some("/obs/cell_type"))),
-        ("unknown_compression_filter_is_unsupported", "unknown_filter", Refused(Unsupported, Some("/X/data"))),
-        ("unsorted_indices_are_sorted", "unsorted_indices", Accepted(unsorted_indices_are_sorted)),
-        ("duplicate_indices_are_summed_with_a_warning", "duplicate_indices", Accepted(duplicate_indices_are_summed)),
-        ("negative_values_are_stored_as_floats", "negative_values", Accepted(negative_values_are_stored)),
-        ("duplicate_obs_names_are_kept", "duplicate_obs", Accepted(duplicate_obs_names_are_kept)),
-        ("spatial_nan_rows_are_kept_last", "spatial_nan_rows", Accepted(spatial_nan_rows_are_kept_last)),
+        (
+            "missing_x_is_invalid",
+            "missing_x",
+            Refused(InvalidH5ad, Some("/X")),
+        ),
+        (
+            "x_of_unknown_encoding_is_unsupported",
+            "x_unknown_encoding",
+            Refused(Unsupported, Some("/X")),
+        ),
+        (
+            "x_of_strings_is_unsupported",
+            "x_strings",
+            Refused(Unsupported, Some("/X")),
+        ),
+        (
+            "indptr_not_monotone_is_invalid",
+            "indptr_not_monotone",
+            Refused(InvalidH5ad, Some("/X/indptr")),
+        ),
+        (
+            "indptr_of_wrong_length_is_invalid",
+            "indptr_short",
+            Refused(InvalidH5ad, Some("/X/indptr")),
+        ),
+        (
+            "indices_out_of_range_are_invalid",
+            "indices_out_of_range",
+            Refused(InvalidH5ad, Some("/X/indices")),
+        ),
+        (
+            "csc_row_indices_out_of_range_are_invalid",
+            "csc_row_out_of_range",
+            Refused(InvalidH5ad, Some("/X/indices")),
+        ),
+        (
+            "shape_attribute_disagreeing_with_data_is_invalid",
+            "shape_mismatch",
+            Refused(InvalidH5ad, Some("/X")),
+        ),
+        (
+            "nan_values_are_invalid",
+            "nan_values",
+            Refused(InvalidH5ad, Some("/X")),
+        ),
+        (
+            "infinite_values_are_invalid",
+            "inf_values",
+            Refused(InvalidH5ad, Some("/X")),
+        ),
+        (
+            "duplicate_genes_are_an_error",
+            "duplicate_genes",
+            Refused(InvalidInput, Some("var")),
+        ),
+        (
+            "empty_var_is_invalid",
+            "empty_var",
+            Refused(InvalidH5ad, Some("var")),
+        ),
+        (
+            "zero_cells_are_invalid",
+            "zero_cells",
+            Refused(InvalidH5ad, Some("/X")),
+        ),
+        (
+            "gene_column_not_found",
+            "base",
+            Refused(InvalidInput, Some("no_such_column")),
+        ),
+        (
+            "layer_not_found",
+            "base",
+            Refused(InvalidH5ad, Some("/layers/no_such_layer")),
+        ),
+        (
+            "spatial_key_missing_with_require_spatial",
+            "no_spatial",
+            Refused(InvalidH5ad, Some("obsm/spatial")),
+        ),
+        (
+            "spatial_key_with_one_column",
+            "spatial_one_column",
+            Refused(InvalidH5ad, Some("obsm/spatial")),
+        ),
+        (
+            "obs_column_of_complex_dtype_is_unsupported",
+            "obs_complex_column",
+            Refused(Unsupported, Some("/obs/phase")),
+        ),
+        (
+            "obs_column_of_unknown_encoding_is_unsupported",
+            "obs_unknown_encoding",
+            Refused(Unsupported, Some("/obs/cell_type")),
+        ),
+        (
+            "categorical_code_out_of_range_is_invalid",
+            "categorical_code_out_of_range",
+            Refused(InvalidH5ad, Some("/obs/cell_type")),
+        ),
+        (
+            "unknown_compression_filter_is_unsupported",
+            "unknown_filter",
+            Refused(Unsupported, Some("/X/data")),
+        ),
+        (
+            "unsorted_indices_are_sorted",
+            "unsorted_indices",
+            Accepted(unsorted_indices_are_sorted),
+        ),
+        (
+            "duplicate_indices_are_summed_with_a_warning",
+            "duplicate_indices",
+            Accepted(duplicate_indices_are_summed),
+        ),
+        (
+            "negative_values_are_stored_as_floats",
+            "negative_values",
+            Accepted(negative_values_are_stored),
+        ),
+        (
+            "duplicate_obs_names_are_kept",
+            "duplicate_obs",
+            Accepted(duplicate_obs_names_are_kept),
+        ),
+        (
+            "spatial_nan_rows_are_kept_last",
+            "spatial_nan_rows",
+            Accepted(spatial_nan_rows_are_kept_last),
+        ),
         ("lzf_is_read", "lzf", Accepted(lzf_equals_gzip)),
     ];
     for (name, file, expect) in generated {
@@ -415,9 +514,15 @@ fn row(c: &Corpus, cell: u64) -> (Vec<u32>, Vec<f64>) {
 
 /// Row i of gen_bad.py's base matrix.
 fn base_row(i: u64) -> (Vec<u32>, Vec<f64>) {
-    let mut r = [((i % 10) as u32, (i + 1) as f64), (((i + 3) % 10) as u32, 2.0)];
+    let mut r = [
+        ((i % 10) as u32, (i + 1) as f64),
+        (((i + 3) % 10) as u32, 2.0),
+    ];
     r.sort_by_key(|e| e.0);
-    (r.iter().map(|e| e.0).collect(), r.iter().map(|e| e.1).collect())
+    (
+        r.iter().map(|e| e.0).collect(),
+        r.iter().map(|e| e.1).collect(),
+    )
 }
 
 fn unsorted_indices_are_sorted(dir: &Path, s: &ConvertSummary, _: &Output) {
@@ -458,7 +563,13 @@ fn obs_column(dir: &Path, name: &str) -> Vec<String> {
             let a = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
             let s = a.as_string::<i32>().clone();
             (0..s.len())
-                .map(|i| if s.is_null(i) { "null".into() } else { s.value(i).to_string() })
+                .map(|i| {
+                    if s.is_null(i) {
+                        "null".into()
+                    } else {
+                        s.value(i).to_string()
+                    }
+                })
                 .collect::<Vec<_>>()
         })
         .collect()

@@ -108,7 +108,14 @@ fn readers_see_correct_values_while_a_conversion_runs() {
     let readers: Vec<_> = (0..READERS)
         .map(|_| {
             Command::new(std::env::current_exe().unwrap())
-                .args(["concurrency::reader_child", "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
+                .args([
+                    "concurrency::reader_child",
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ])
                 .env("CELLARROW_IT_READER", &a)
                 .env("CELLARROW_IT_DIGESTS", &digests)
                 .env("CELLARROW_IT_STOP", &stop)
@@ -126,7 +133,15 @@ fn readers_see_correct_values_while_a_conversion_runs() {
         .collect();
     std::fs::write(&inputs, serde_json::to_vec(&recs).unwrap()).unwrap();
     let b: PathBuf = root.join("b.corpus");
-    let out = cli(["convert".as_ref(), inputs.as_os_str(), "-o".as_ref(), b.as_os_str(), "-q".as_ref(), "--threads".as_ref(), "2".as_ref()]);
+    let out = cli([
+        "convert".as_ref(),
+        inputs.as_os_str(),
+        "-o".as_ref(),
+        b.as_os_str(),
+        "-q".as_ref(),
+        "--threads".as_ref(),
+        "2".as_ref(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     std::fs::write(&stop, b"").unwrap();
 
@@ -141,7 +156,12 @@ fn readers_see_correct_values_while_a_conversion_runs() {
             String::from_utf8_lossy(&o.stderr)
         );
         let line = &text[text.find("READER-OK").unwrap()..];
-        total += line.split_whitespace().nth(3).unwrap().parse::<u64>().unwrap();
+        total += line
+            .split_whitespace()
+            .nth(3)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap();
     }
     eprintln!("{READERS} readers checked {total} cells");
     validate(&a).unwrap();

@@ -26,7 +26,11 @@ fn rename_in_manifest(dest: &Path, from: &str, to: &str) {
     let p = dest.join("manifest.json");
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
     for key in ["files", "parts"] {
-        let list = if key == "files" { &mut v["files"] } else { &mut v["matrix"]["parts"] };
+        let list = if key == "files" {
+            &mut v["files"]
+        } else {
+            &mut v["matrix"]["parts"]
+        };
         for e in list.as_array_mut().unwrap() {
             if e["path"] == from {
                 e["path"] = to.into();
@@ -43,10 +47,15 @@ fn assert_refused(dest: &Path, what: &str, needles: &[&str]) {
         ("open", Corpus::open(dest).map(|_| ())),
         ("validate", validate(dest).map(|_| ())),
     ] {
-        let e = r.err().unwrap_or_else(|| panic!("{what}: {op} accepted it"));
+        let e = r
+            .err()
+            .unwrap_or_else(|| panic!("{what}: {op} accepted it"));
         assert_eq!(e.kind(), ErrorKind::InvalidCorpus, "{what}: {op}: {e}");
         let msg = e.to_string();
-        assert!(needles.iter().any(|n| msg.contains(n)), "{what}: {op}: {msg}");
+        assert!(
+            needles.iter().any(|n| msg.contains(n)),
+            "{what}: {op}: {msg}"
+        );
     }
     let out = cli(["inspect".as_ref(), dest.as_os_str()]);
     assert_no_panic(what, &out);
@@ -67,11 +76,27 @@ fn part_paths_leaving_the_corpus_are_refused() {
     let cases: Vec<(&str, String, &str)> = vec![
         ("parent", "../x".into(), "\"../x\""),
         ("grandparent", "../../x".into(), "\"../../x\""),
-        ("inner parent", "matrix/../../x".into(), "\"matrix/../../x\""),
+        (
+            "inner parent",
+            "matrix/../../x".into(),
+            "\"matrix/../../x\"",
+        ),
         ("absolute", abs.clone(), abs.as_str()),
-        ("dot segment", "matrix/./part-00000.arrow".into(), "matrix/./part"),
-        ("empty segment", "matrix//part-00000.arrow".into(), "matrix//part"),
-        ("backslash", "matrix\\..\\..\\x".into(), "matrix\\\\..\\\\..\\\\x"),
+        (
+            "dot segment",
+            "matrix/./part-00000.arrow".into(),
+            "matrix/./part",
+        ),
+        (
+            "empty segment",
+            "matrix//part-00000.arrow".into(),
+            "matrix//part",
+        ),
+        (
+            "backslash",
+            "matrix\\..\\..\\x".into(),
+            "matrix\\\\..\\\\..\\\\x",
+        ),
     ];
     for (what, path, needle) in cases {
         let _ = std::fs::remove_dir_all(&dest);
@@ -108,8 +133,16 @@ fn symlinks_out_of_the_corpus_are_not_followed() {
     std::fs::remove_dir_all(dest.join("matrix")).unwrap();
     symlink(&outside_matrix, dest.join("matrix")).unwrap();
     // validate lists the directory symlink as an unknown file; open finds it leads outside.
-    assert_refused(&dest, "matrix directory symlink", &[OUTSIDE, "matrix: is not listed"]);
-    assert!(Corpus::open(&dest).err().unwrap().to_string().contains(OUTSIDE));
+    assert_refused(
+        &dest,
+        "matrix directory symlink",
+        &[OUTSIDE, "matrix: is not listed"],
+    );
+    assert!(Corpus::open(&dest)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains(OUTSIDE));
 
     // A relative symlink climbing out.
     std::fs::remove_dir_all(&dest).unwrap();
@@ -168,7 +201,13 @@ fn conversion_writes_only_the_destination() {
     std::fs::write(&manifest, recs.to_string()).unwrap();
     let inputs_before = snapshot(&inputs_dir);
     let dest = out_dir.join("c.corpus");
-    let out = cli(["convert".as_ref(), manifest.as_os_str(), "-o".as_ref(), dest.as_os_str(), "-q".as_ref()]);
+    let out = cli([
+        "convert".as_ref(),
+        manifest.as_os_str(),
+        "-o".as_ref(),
+        dest.as_os_str(),
+        "-q".as_ref(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(snapshot(&inputs_dir), inputs_before, "inputs changed");
     let names: Vec<String> = std::fs::read_dir(&out_dir)

@@ -106,7 +106,10 @@ fn flipped_bytes_are_found_by_validate_without_panics() {
                     );
                     let msg = e.to_string();
                     if rel != "manifest.json" {
-                        assert!(msg.contains(rel.as_str()), "{what}: does not name the file: {msg}");
+                        assert!(
+                            msg.contains(rel.as_str()),
+                            "{what}: does not name the file: {msg}"
+                        );
                     } else {
                         assert!(e.path().is_some(), "{what}: no path: {msg}");
                     }
@@ -142,13 +145,21 @@ fn cli_validate_names_the_corrupt_file() {
         let good = std::fs::read(&path).unwrap();
         let mut bad = good.clone();
         // Past the manifest's opening brace: a byte every file kind depends on.
-        let off = if rel == "manifest.json" { 0 } else { good.len() / 2 };
+        let off = if rel == "manifest.json" {
+            0
+        } else {
+            good.len() / 2
+        };
         bad[off] ^= 0x20;
         std::fs::write(&path, &bad).unwrap();
         let out = cli(["validate".as_ref(), dest.as_os_str()]);
         assert_no_panic(&rel, &out);
         assert_eq!(out.status.code(), Some(1), "{rel}: {}", stderr(&out));
-        let name = Path::new(&rel).file_name().unwrap().to_string_lossy().into_owned();
+        let name = Path::new(&rel)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         assert!(stderr(&out).contains(&name), "{rel}: {}", stderr(&out));
         std::fs::write(&path, &good).unwrap();
     }
@@ -181,7 +192,11 @@ fn truncated_part_is_refused_by_open_and_validate() {
     let out = cli(["inspect".as_ref(), dest.as_os_str()]);
     assert_no_panic("inspect", &out);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("part-00001.arrow"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("part-00001.arrow"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -231,7 +246,10 @@ fn newer_or_older_format_version_is_refused_with_a_clear_message() {
             assert_eq!(e.kind(), ErrorKind::InvalidCorpus);
             let msg = e.to_string();
             assert!(msg.contains("manifest.json"), "{what}: {msg}");
-            assert!(msg.contains(&format!("format_version {version}")), "{what}: {msg}");
+            assert!(
+                msg.contains(&format!("format_version {version}")),
+                "{what}: {msg}"
+            );
             assert!(msg.contains(word), "{what}: {msg}");
         }
         let out = cli(["inspect".as_ref(), dest.as_os_str()]);
@@ -279,7 +297,11 @@ fn cli_prints_no_panic_for_a_corrupt_part_header() {
         assert_no_panic(&format!("part-00000.arrow byte {off}"), &out);
         if !out.status.success() {
             refused += 1;
-            assert!(stderr(&out).contains("part-00000.arrow"), "{}", stderr(&out));
+            assert!(
+                stderr(&out).contains("part-00000.arrow"),
+                "{}",
+                stderr(&out)
+            );
         }
     }
     assert!(refused > 10, "{refused}");

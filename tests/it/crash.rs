@@ -101,7 +101,10 @@ fn kill_dash_nine_never_leaves_a_half_written_corpus() {
             let cells = n_cells(&dest);
             if cells == prev_cells {
                 assert!(with_previous, "{what}");
-                assert_eq!(std::fs::read(dest.join("manifest.json")).unwrap(), prev_manifest);
+                assert_eq!(
+                    std::fs::read(dest.join("manifest.json")).unwrap(),
+                    prev_manifest
+                );
             } else {
                 assert_eq!(cells, new_cells, "{what}");
             }
@@ -112,7 +115,12 @@ fn kill_dash_nine_never_leaves_a_half_written_corpus() {
                 .into_iter()
                 .filter(|n| n.contains(".cellarrow-old-"))
                 .collect();
-            assert_eq!(old.len(), 1, "{what}: destination gone and no previous corpus beside it: {:?}", leftovers(&dest));
+            assert_eq!(
+                old.len(),
+                1,
+                "{what}: destination gone and no previous corpus beside it: {:?}",
+                leftovers(&dest)
+            );
             validate(out_dir.join(&old[0])).unwrap();
         }
         // Nothing but the destination and its hidden siblings is ever written.
@@ -126,12 +134,19 @@ fn kill_dash_nine_never_leaves_a_half_written_corpus() {
 
         let (status, err) = run(None);
         assert!(status.success(), "{what}: rerun failed: {err}");
-        assert_eq!(leftovers(&dest), Vec::<String>::new(), "{what}: after the rerun");
+        assert_eq!(
+            leftovers(&dest),
+            Vec::<String>::new(),
+            "{what}: after the rerun"
+        );
         validate(&dest).unwrap();
         assert_eq!(n_cells(&dest), new_cells);
     }
     eprintln!("{killed} conversions killed, {finished} finished before the kill");
-    assert!(killed >= 3, "only {killed} of 6 conversions were killed mid-way");
+    assert!(
+        killed >= 3,
+        "only {killed} of 6 conversions were killed mid-way"
+    );
 }
 
 /// A conversion killed while it replaces an existing corpus leaves the previous corpus aside
@@ -154,7 +169,12 @@ fn previous_corpus_moved_aside_is_restored_by_the_next_run() {
 
     let bad = tmp.path().join("bad.h5ad");
     std::fs::write(&bad, b"not hdf5").unwrap();
-    let out = cli(["convert".as_ref(), bad.as_os_str(), "-o".as_ref(), dest.as_os_str()]);
+    let out = cli([
+        "convert".as_ref(),
+        bad.as_os_str(),
+        "-o".as_ref(),
+        dest.as_os_str(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     // The failed run refused to overwrite: the restored corpus is in the way.
     assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));

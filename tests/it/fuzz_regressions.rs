@@ -20,7 +20,12 @@ fn inputs(target: &str) -> Vec<PathBuf> {
         .join("fuzz/regressions")
         .join(target);
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v

@@ -3,8 +3,8 @@
 
 mod bad_inputs;
 mod common;
-mod corruption;
 mod concurrency;
 mod containment;
+mod corruption;
 mod crash;
 mod fuzz_regressions;
