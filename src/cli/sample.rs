@@ -14,7 +14,8 @@ use clap::{Args, ValueEnum};
 use crate::corpus::Corpus;
 use crate::error::{Error, Result};
 use crate::loader::{
-    BatchOptions, BatchPlan, DenseGenes, Gatherer, Loader, LoaderOptions, SamplerSpec, ValueOutput,
+    BatchOptions, BatchPlan, DenseGenes, Gatherer, IndexOutput, Loader, LoaderOptions, SamplerSpec,
+    ValueOutput,
 };
 use crate::sample::{Cohort, LabelMode, Shard, ShardPolicy};
 
@@ -227,6 +228,9 @@ pub struct OutputArgs {
     /// Value type of the output: native (as stored), f32 or f64.
     #[arg(long, default_value = "native")]
     pub values: ValueOutput,
+    /// Gene id type of CSR output: native (as stored, u16 or u32) or i32.
+    #[arg(long, default_value = "native")]
+    pub indices: IndexOutput,
     /// Dense output over these genes (comma-separated names; `id:N` for a gene id; `all`).
     #[arg(long, value_delimiter = ',')]
     pub dense: Option<Vec<String>>,
@@ -262,6 +266,7 @@ impl OutputArgs {
         };
         Ok(BatchOptions {
             values: self.values,
+            indices: self.indices,
             dense,
             obs_columns: self.obs.clone(),
             coordinates: self.coords,

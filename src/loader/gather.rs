@@ -7,14 +7,15 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, FixedSizeListArray, ListArray, PrimitiveArray, UInt64Array};
-use arrow::buffer::{OffsetBuffer, ScalarBuffer};
+use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{
-    ArrowPrimitiveType, DataType, Field, Float32Type, Float64Type, Schema, SchemaRef, UInt16Type,
-    UInt32Type,
+    ArrowPrimitiveType, DataType, Field, Float32Type, Float64Type, Int32Type, Schema, SchemaRef,
+    UInt16Type, UInt32Type,
 };
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
-use super::{BatchOptions, BatchRequest, DenseGenes, ValueOutput};
+use super::pool::{BufferPool, Pooled};
+use super::{BatchOptions, BatchRequest, DenseGenes, IndexOutput, ValueOutput};
 use crate::corpus::{Corpus, IndexType, Indices, ValueType, Values};
 use crate::error::{Context, Error, ErrorKind, Result};
 
@@ -24,7 +25,9 @@ const NOT_SELECTED: u32 = u32::MAX;
 /// Builds batches from cell ids for one corpus and one set of [`BatchOptions`].
 ///
 /// Cheap to share across threads: the obs columns are loaded once at construction (as Arrow
-/// arrays; only the requested ones) and gathered with `arrow::compute::take`.
+/// arrays; only the requested ones) and gathered with `arrow::compute::take`. The matrix
+/// buffers of a batch return to the gatherer's pool when the batch is dropped, and the next
+/// batch reuses them.
 pub struct Gatherer {
     corpus: Arc<Corpus>,
     options: BatchOptions,
@@ -36,6 +39,7 @@ pub struct Gatherer {
     dense_width: usize,
     /// Coordinate columns then the requested obs columns, one row per cell.
     obs: Vec<ArrayRef>,
+    pool: Arc<BufferPool>,
 }
 
 impl std::fmt::Debug for Gatherer {
@@ -86,9 +90,17 @@ impl Gatherer {
                 false,
             ));
         } else {
-            let index_dt = match manifest.index_type {
-                IndexType::Uint16 => DataType::UInt16,
-                IndexType::Uint32 => DataType::UInt32,
+            let index_dt = match (options.indices, manifest.index_type) {
+                (IndexOutput::Int32, _) => {
+                    if n_genes > i32::MAX as u64 {
+                        return Err(Error::invalid_input(format!(
+                            "{n_genes} genes do not fit Int32 gene ids; use the native index type"
+                        )));
+                    }
+                    DataType::Int32
+                }
+                (IndexOutput::Native, IndexType::Uint16) => DataType::UInt16,
+                (IndexOutput::Native, IndexType::Uint32) => DataType::UInt32,
             };
             fields.push(Field::new(
                 "indices",
@@ -174,6 +186,7 @@ impl Gatherer {
             dense_genes,
             dense_width,
             obs,
+            pool: Arc::default(),
         })
     }
 
@@ -213,7 +226,7 @@ impl Gatherer {
             .with_path(self.corpus.root()));
         }
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        columns.push(Arc::new(UInt64Array::from(cells.to_vec())));
+        columns.push(Arc::new(self.u64_array(cells)));
         if self.options.group_column {
             let groups = match groups {
                 Some(g) if g.len() == cells.len() => g,
@@ -230,7 +243,7 @@ impl Gatherer {
                     ))
                 }
             };
-            columns.push(Arc::new(UInt64Array::from(groups.to_vec())));
+            columns.push(Arc::new(self.u64_array(groups)));
         }
         match &self.dense_lut {
             Some(lut) => columns.push(self.gather_dense(cells, lut)?),
@@ -254,6 +267,12 @@ impl Gatherer {
         )?)
     }
 
+    fn u64_array(&self, ids: &[u64]) -> UInt64Array {
+        let mut v = self.pool.take::<u64>(ids.len());
+        v.extend_from_slice(ids);
+        UInt64Array::new(self.pool.buffer(v), None)
+    }
+
     /// Gathers the cells of a [`BatchRequest`].
     pub fn gather_request(&self, request: &BatchRequest) -> Result<RecordBatch> {
         self.gather(&request.cells, request.groups.as_deref())
@@ -261,46 +280,49 @@ impl Gatherer {
 
     fn gather_csr(&self, cells: &[u64]) -> Result<(ArrayRef, ArrayRef)> {
         let m = self.corpus.manifest();
+        let (corpus, pool) = (&self.corpus, &self.pool);
         // One dispatch on the type combination per batch; the per-cell loop is monomorphic.
         macro_rules! by_value {
-            ($I:ty) => {
+            ($I:ty, $OI:ty, $pi:expr) => {
                 match (m.value_type, self.options.values) {
                     (ValueType::Uint16, ValueOutput::Native) => {
-                        csr::<$I, u16, u16>(&self.corpus, cells, copy)
+                        csr::<$I, $OI, u16, u16>(corpus, pool, cells, $pi, copy)
                     }
                     (ValueType::Uint16, ValueOutput::Float32) => {
-                        csr::<$I, u16, f32>(&self.corpus, cells, to_f32)
+                        csr::<$I, $OI, u16, f32>(corpus, pool, cells, $pi, to_f32)
                     }
                     (ValueType::Uint16, ValueOutput::Float64) => {
-                        csr::<$I, u16, f64>(&self.corpus, cells, to_f64)
+                        csr::<$I, $OI, u16, f64>(corpus, pool, cells, $pi, to_f64)
                     }
                     (ValueType::Uint32, ValueOutput::Native) => {
-                        csr::<$I, u32, u32>(&self.corpus, cells, copy)
+                        csr::<$I, $OI, u32, u32>(corpus, pool, cells, $pi, copy)
                     }
                     (ValueType::Uint32, ValueOutput::Float32) => {
-                        csr::<$I, u32, f32>(&self.corpus, cells, to_f32)
+                        csr::<$I, $OI, u32, f32>(corpus, pool, cells, $pi, to_f32)
                     }
                     (ValueType::Uint32, ValueOutput::Float64) => {
-                        csr::<$I, u32, f64>(&self.corpus, cells, to_f64)
+                        csr::<$I, $OI, u32, f64>(corpus, pool, cells, $pi, to_f64)
                     }
                     (ValueType::Float32, ValueOutput::Native | ValueOutput::Float32) => {
-                        csr::<$I, f32, f32>(&self.corpus, cells, copy)
+                        csr::<$I, $OI, f32, f32>(corpus, pool, cells, $pi, copy)
                     }
                     (ValueType::Float32, ValueOutput::Float64) => {
-                        csr::<$I, f32, f64>(&self.corpus, cells, to_f64)
+                        csr::<$I, $OI, f32, f64>(corpus, pool, cells, $pi, to_f64)
                     }
                     (ValueType::Float64, ValueOutput::Native | ValueOutput::Float64) => {
-                        csr::<$I, f64, f64>(&self.corpus, cells, copy)
+                        csr::<$I, $OI, f64, f64>(corpus, pool, cells, $pi, copy)
                     }
                     (ValueType::Float64, ValueOutput::Float32) => {
-                        csr::<$I, f64, f32>(&self.corpus, cells, to_f32)
+                        csr::<$I, $OI, f64, f32>(corpus, pool, cells, $pi, to_f32)
                     }
                 }
             };
         }
-        match m.index_type {
-            IndexType::Uint16 => by_value!(u16),
-            IndexType::Uint32 => by_value!(u32),
+        match (m.index_type, self.options.indices) {
+            (IndexType::Uint16, IndexOutput::Native) => by_value!(u16, u16, copy),
+            (IndexType::Uint16, IndexOutput::Int32) => by_value!(u16, i32, to_i32),
+            (IndexType::Uint32, IndexOutput::Native) => by_value!(u32, u32, copy),
+            (IndexType::Uint32, IndexOutput::Int32) => by_value!(u32, i32, to_i32),
         }
     }
 
@@ -315,24 +337,28 @@ impl Gatherer {
             ($I:ty) => {
                 match (m.value_type, f64_out) {
                     (ValueType::Uint16, false) => {
-                        dense::<$I, u16, f32>(&self.corpus, cells, lut, w)
+                        dense::<$I, u16, f32>(&self.corpus, &self.pool, cells, lut, w)
                     }
-                    (ValueType::Uint16, true) => dense::<$I, u16, f64>(&self.corpus, cells, lut, w),
+                    (ValueType::Uint16, true) => {
+                        dense::<$I, u16, f64>(&self.corpus, &self.pool, cells, lut, w)
+                    }
                     (ValueType::Uint32, false) => {
-                        dense::<$I, u32, f32>(&self.corpus, cells, lut, w)
+                        dense::<$I, u32, f32>(&self.corpus, &self.pool, cells, lut, w)
                     }
-                    (ValueType::Uint32, true) => dense::<$I, u32, f64>(&self.corpus, cells, lut, w),
+                    (ValueType::Uint32, true) => {
+                        dense::<$I, u32, f64>(&self.corpus, &self.pool, cells, lut, w)
+                    }
                     (ValueType::Float32, false) => {
-                        dense::<$I, f32, f32>(&self.corpus, cells, lut, w)
+                        dense::<$I, f32, f32>(&self.corpus, &self.pool, cells, lut, w)
                     }
                     (ValueType::Float32, true) => {
-                        dense::<$I, f32, f64>(&self.corpus, cells, lut, w)
+                        dense::<$I, f32, f64>(&self.corpus, &self.pool, cells, lut, w)
                     }
                     (ValueType::Float64, false) => {
-                        dense::<$I, f64, f32>(&self.corpus, cells, lut, w)
+                        dense::<$I, f64, f32>(&self.corpus, &self.pool, cells, lut, w)
                     }
                     (ValueType::Float64, true) => {
-                        dense::<$I, f64, f64>(&self.corpus, cells, lut, w)
+                        dense::<$I, f64, f64>(&self.corpus, &self.pool, cells, lut, w)
                     }
                 }
             };
@@ -410,6 +436,9 @@ impl Elem for u16 {
 }
 impl Elem for u32 {
     type Arrow = UInt32Type;
+}
+impl Elem for i32 {
+    type Arrow = Int32Type;
 }
 impl Elem for f32 {
     type Arrow = Float32Type;
@@ -502,6 +531,11 @@ fn copy<V: Copy>(out: &mut Vec<V>, s: &[V]) {
     out.extend_from_slice(s);
 }
 #[inline]
+fn to_i32<I: IndexElem>(out: &mut Vec<i32>, s: &[I]) {
+    // Gene ids are below the vocabulary size, which the gatherer checked fits i32.
+    out.extend(s.iter().map(|&g| g.usize() as i32));
+}
+#[inline]
 fn to_f32<V: ValueElem>(out: &mut Vec<f32>, s: &[V]) {
     out.extend(s.iter().map(|&v| v.f32()));
 }
@@ -555,13 +589,15 @@ fn prefetch<T>(s: &[T]) {
 }
 
 /// CSR gather: exact sizing from the row lengths, then one copy (or conversion) per cell.
-fn csr<I: IndexElem, V: ValueElem, O: Elem>(
+fn csr<I: IndexElem, OI: Elem + Pooled, V: ValueElem, O: Elem + Pooled>(
     corpus: &Corpus,
+    pool: &Arc<BufferPool>,
     cells: &[u64],
+    put_index: fn(&mut Vec<OI>, &[I]),
     put: fn(&mut Vec<O>, &[V]),
 ) -> Result<(ArrayRef, ArrayRef)> {
     let spans = spans(corpus, cells);
-    let mut offsets: Vec<i32> = Vec::with_capacity(cells.len() + 1);
+    let mut offsets: Vec<i32> = pool.take(cells.len() + 1);
     offsets.push(0);
     let mut total: usize = 0;
     for (_, r) in &spans {
@@ -576,8 +612,8 @@ fn csr<I: IndexElem, V: ValueElem, O: Elem>(
         offsets.push(total as i32);
     }
     let batches = corpus.batches();
-    let mut idx: Vec<I> = Vec::with_capacity(total);
-    let mut val: Vec<O> = Vec::with_capacity(total);
+    let mut idx: Vec<OI> = pool.take(total);
+    let mut val: Vec<O> = pool.take(total);
     for (k, &c) in cells.iter().enumerate() {
         if let Some((b, r)) = spans.get(k + PREFETCH_CELLS) {
             let b = &batches[*b];
@@ -590,12 +626,12 @@ fn csr<I: IndexElem, V: ValueElem, O: Elem>(
         let b = &batches[*b];
         let i = I::slice(b.indices()).ok_or_else(|| type_mismatch(corpus, c, "index"))?;
         let v = V::slice(b.values()).ok_or_else(|| type_mismatch(corpus, c, "value"))?;
-        idx.extend_from_slice(&i[r.clone()]);
+        put_index(&mut idx, &i[r.clone()]);
         put(&mut val, &v[r.clone()]);
     }
-    let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
-    let idx = PrimitiveArray::<I::Arrow>::new(ScalarBuffer::from(idx), None);
-    let val = PrimitiveArray::<O::Arrow>::new(ScalarBuffer::from(val), None);
+    let offsets = OffsetBuffer::new(pool.buffer(offsets));
+    let idx = PrimitiveArray::<OI::Arrow>::new(pool.buffer(idx), None);
+    let val = PrimitiveArray::<O::Arrow>::new(pool.buffer(val), None);
     let idx_field = item_field(idx.data_type().clone());
     let val_field = item_field(val.data_type().clone());
     let indices = ListArray::try_new(idx_field, offsets.clone(), Arc::new(idx), None)?;
@@ -604,14 +640,16 @@ fn csr<I: IndexElem, V: ValueElem, O: Elem>(
 }
 
 /// Dense gather over the selected genes: a zeroed row per cell, scattered through the lookup table.
-fn dense<I: IndexElem, V: ValueElem, O: DenseOut>(
+fn dense<I: IndexElem, V: ValueElem, O: DenseOut + Pooled>(
     corpus: &Corpus,
+    pool: &Arc<BufferPool>,
     cells: &[u64],
     lut: &[u32],
     width: usize,
 ) -> Result<ArrayRef> {
     let batches = corpus.batches();
-    let mut out: Vec<O> = vec![O::default(); cells.len() * width];
+    let mut out: Vec<O> = pool.take(cells.len() * width);
+    out.resize(cells.len() * width, O::default());
     for (row, &c) in cells.iter().enumerate() {
         let loc = corpus.locate(c);
         let b = &batches[loc.batch];
@@ -626,7 +664,7 @@ fn dense<I: IndexElem, V: ValueElem, O: DenseOut>(
             }
         }
     }
-    let child = PrimitiveArray::<O::Arrow>::new(ScalarBuffer::from(out), None);
+    let child = PrimitiveArray::<O::Arrow>::new(pool.buffer(out), None);
     let field = item_field(child.data_type().clone());
     Ok(Arc::new(FixedSizeListArray::try_new(
         field,

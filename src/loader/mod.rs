@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `cell` | `UInt64` | global cell id |
 //! | `group` | `UInt64` | only with [`BatchOptions::group_column`]: the group (region, block ...) of the cell |
-//! | `indices` | `List<UInt16 \| UInt32>` | gene ids of the cell's non-zeros (CSR output) |
+//! | `indices` | `List<UInt16 \| UInt32 \| Int32>` | gene ids of the cell's non-zeros (CSR output; stored type or [`IndexOutput`]) |
 //! | `values` | `List<...>` | the non-zeros, stored type or converted ([`ValueOutput`]) |
 //! | `dense` | `FixedSizeList<Float32 \| Float64, n>` | instead of `indices`/`values` with [`BatchOptions::dense`] |
 //! | `x`, `y`, (`z`) | `Float64` | with [`BatchOptions::coordinates`] |
@@ -37,6 +37,7 @@
 
 pub mod bench;
 mod gather;
+mod pool;
 mod prefetch;
 pub mod spec;
 
@@ -79,6 +80,30 @@ impl std::str::FromStr for ValueOutput {
     }
 }
 
+/// Type of the gene ids in the `indices` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IndexOutput {
+    /// As stored (`UInt16` or `UInt32`): the fewest bytes.
+    #[default]
+    Native,
+    /// Widened to `Int32` while copying: the index type of scipy's CSR matrices and torch's
+    /// sparse CSR tensors, which then take the buffer as it is.
+    Int32,
+}
+
+impl std::str::FromStr for IndexOutput {
+    type Err = crate::error::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "native" | "stored" => Ok(IndexOutput::Native),
+            "i32" | "int32" => Ok(IndexOutput::Int32),
+            _ => Err(crate::error::Error::invalid_input(format!(
+                "unknown index type {s:?}; expected native or i32"
+            ))),
+        }
+    }
+}
+
 /// The genes of a dense output, in column order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DenseGenes {
@@ -95,6 +120,8 @@ pub enum DenseGenes {
 pub struct BatchOptions {
     /// Value type of the output.
     pub values: ValueOutput,
+    /// Gene id type of CSR output.
+    pub indices: IndexOutput,
     /// Dense output over these genes instead of CSR.
     pub dense: Option<DenseGenes>,
     /// `obs.parquet` columns to add, gathered per cell.

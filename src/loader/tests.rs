@@ -82,6 +82,12 @@ fn csr_rows(batch: &RecordBatch) -> Vec<Row> {
                     .map(|&x| x as u32)
                     .collect(),
                 DataType::UInt32 => i.as_primitive::<UInt32Type>().values().to_vec(),
+                DataType::Int32 => i
+                    .as_primitive::<Int32Type>()
+                    .values()
+                    .iter()
+                    .map(|&x| u32::try_from(x).expect("a gene id is not negative"))
+                    .collect(),
                 t => panic!("index type {t}"),
             };
             (genes, to_f64(v.as_ref()))
@@ -195,6 +201,51 @@ fn native_types_are_kept_and_conversion_gives_the_same_numbers() {
         assert_eq!(v.values().data_type(), &dt);
         assert_eq!(csr_rows(&b), csr_rows(&native));
     }
+    for opts in [
+        TestCorpusOptions::default(),
+        TestCorpusOptions {
+            index_type: Some(IndexType::Uint32),
+            ..Default::default()
+        },
+    ] {
+        let f = fixture(20, 100, &opts);
+        let native = gatherer(&f, BatchOptions::default())
+            .gather(&cells, None)
+            .unwrap();
+        let widened = gatherer(
+            &f,
+            BatchOptions {
+                indices: IndexOutput::Int32,
+                values: ValueOutput::Float32,
+                ..Default::default()
+            },
+        )
+        .gather(&cells, None)
+        .unwrap();
+        let idx = widened.column_by_name("indices").unwrap().as_list::<i32>();
+        assert_eq!(idx.values().data_type(), &DataType::Int32);
+        assert_eq!(csr_rows(&widened), csr_rows(&native));
+    }
+}
+
+#[test]
+fn batches_reuse_the_buffers_of_dropped_batches() {
+    let f = fixture(40, 100, &TestCorpusOptions::default());
+    let g = gatherer(&f, BatchOptions::default());
+    let values_ptr = |b: &RecordBatch| {
+        let v = b.column_by_name("values").unwrap().as_list::<i32>();
+        v.values().to_data().buffers()[0].as_ptr()
+    };
+    let first = g.gather(&scrambled(40), None).unwrap();
+    let expect = csr_rows(&first);
+    let p = values_ptr(&first);
+    let held = g.gather(&scrambled(40), None).unwrap();
+    assert_ne!(values_ptr(&held), p, "a live batch's memory is not reused");
+    drop(first);
+    let reused = g.gather(&scrambled(40), None).unwrap();
+    assert_eq!(values_ptr(&reused), p);
+    assert_eq!(csr_rows(&reused), expect);
+    assert_eq!(csr_rows(&held), expect);
 }
 
 #[test]
