@@ -13,13 +13,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use arrow::array::{Array, ArrayRef, AsArray, UInt64Array};
 use arrow::datatypes::{Field, UInt64Type};
 use arrow::record_batch::RecordBatch;
-use cellarrow::corpus::Corpus;
+use cellarrow::corpus::{Corpus, ValueType};
 use cellarrow::loader::{BatchOptions, Gatherer, Loader, LoaderOptions, SamplerKind, SamplerSpec};
 use cellarrow::query::QueryEngine;
 use cellarrow::sample::{Cohort, Layout, Shard};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyOSError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 use pyo3_arrow::{PyArray, PyRecordBatch, PyTable};
 
 use plan::{parse_label_mode, parse_policy};
@@ -71,6 +72,29 @@ fn cells_to_array(cells: Vec<u64>) -> PyArray {
             false,
         )),
     )
+}
+
+/// A new `bytes` object of `len` bytes and its contents, for Rust to fill before Python sees it.
+#[allow(clippy::mut_from_ref)] // the bytes object is new: nothing else refers to its contents
+fn new_bytes(py: Python<'_>, len: usize) -> PyResult<(Bound<'_, PyBytes>, &mut [u8])> {
+    let n = pyo3::ffi::Py_ssize_t::try_from(len)
+        .map_err(|_| PyValueError::new_err(format!("{len} bytes do not fit one object")))?;
+    // SAFETY: a NULL source asks CPython for an uninitialised object of `n` bytes, which it
+    // documents as writable until the object is shared. We own its only reference, the slice
+    // covers exactly its contents and lives no longer than the borrow of `py` (the caller
+    // returns the object after filling it).
+    unsafe {
+        let obj = Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), n),
+        )?
+        .cast_into_unchecked::<PyBytes>();
+        let data = pyo3::ffi::PyBytes_AsString(obj.as_ptr()) as *mut u8;
+        if data.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        Ok((obj, std::slice::from_raw_parts_mut(data, len)))
+    }
 }
 
 /// A memory-mapped corpus (see `cellarrow.open`).
@@ -222,23 +246,45 @@ impl PyCorpus {
         Ok(cells_to_array(cells))
     }
 
-    /// The cells `cells` (any order, repeats allowed) as one CSR batch with the stored value
-    /// types, gathered on the calling thread with the GIL released.
-    fn gather(&self, py: Python<'_>, cells: PyArray) -> PyResult<PyRecordBatch> {
-        let cells = cells_from_array(cells)?;
-        let batch = py
-            .detach(|| {
-                let gatherer = match self.gatherer.get() {
-                    Some(g) => g,
-                    None => {
-                        let g = Gatherer::new(self.corpus.clone(), BatchOptions::default())?;
-                        self.gatherer.get_or_init(|| g)
-                    }
-                };
-                gatherer.gather(&cells, None)
-            })
+    /// The CSR rows of `cells` (native-endian `uint64` ids as bytes; any order, repeats
+    /// allowed) as `(indptr, indices, values)` `bytes` objects: `int32` row pointers from 0,
+    /// `int32` gene ids and the stored values. Rust writes straight into the new objects, with
+    /// the GIL released, so a one-cell call costs a few microseconds.
+    fn gather_csr<'py>(
+        &self,
+        py: Python<'py>,
+        cells: &[u8],
+    ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+        if cells.len() % 8 != 0 {
+            return Err(PyValueError::new_err(
+                "cell ids must be the bytes of a uint64 array",
+            ));
+        }
+        let cells: Vec<u64> = cells
+            .chunks_exact(8)
+            .map(|c| u64::from_ne_bytes(c.try_into().expect("chunks of 8 bytes")))
+            .collect();
+        let gatherer = match self.gatherer.get() {
+            Some(g) => g,
+            None => {
+                let g = py
+                    .detach(|| Gatherer::new(self.corpus.clone(), BatchOptions::default()))
+                    .map_err(to_py)?;
+                self.gatherer.get_or_init(|| g)
+            }
+        };
+        let nnz = gatherer.nnz(&cells).map_err(to_py)?;
+        let value_size = match self.corpus.manifest().value_type {
+            ValueType::Uint16 => 2,
+            ValueType::Uint32 | ValueType::Float32 => 4,
+            ValueType::Float64 => 8,
+        };
+        let (indptr, p) = new_bytes(py, 4 * (cells.len() + 1))?;
+        let (indices, i) = new_bytes(py, 4 * nnz)?;
+        let (values, v) = new_bytes(py, value_size * nnz)?;
+        py.detach(|| gatherer.gather_csr_into(&cells, p, i, v))
             .map_err(to_py)?;
-        Ok(PyRecordBatch::new(batch))
+        Ok((indptr, indices, values))
     }
 
     fn __repr__(&self) -> String {
@@ -287,7 +333,7 @@ impl PyLoader {
         corpus, cells=None, *, sampler="random", batch_size=None, drop_last=false, seed=0,
         epoch=0, position=0, rank=0, world_size=1, worker=0, num_workers=1, policy="even",
         group_size=32, label=None, label_mode="none", regions=None, min_cells=1, max_cells=None,
-        block_size=None, stride=None, values="native", dense=None, obs=Vec::new(),
+        block_size=None, stride=None, values="native", indices="native", dense=None, obs=Vec::new(),
         coords=false, threads=2, prefetch=8
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -315,6 +361,7 @@ impl PyLoader {
         block_size: Option<f64>,
         stride: Option<f64>,
         values: &str,
+        indices: &str,
         dense: Option<Vec<Bound<'_, PyAny>>>,
         obs: Vec<String>,
         coords: bool,
@@ -353,6 +400,7 @@ impl PyLoader {
         };
         let options = BatchOptions {
             values: values.parse().map_err(to_py)?,
+            indices: indices.parse().map_err(to_py)?,
             dense,
             obs_columns: obs,
             coordinates: coords,

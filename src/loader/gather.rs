@@ -218,13 +218,7 @@ impl Gatherer {
     /// Gathers one batch. `groups` (one per cell) is required with
     /// [`BatchOptions::group_column`] and ignored otherwise.
     pub fn gather(&self, cells: &[u64], groups: Option<&[u64]>) -> Result<RecordBatch> {
-        let n_cells = self.corpus.n_cells();
-        if let Some(&bad) = cells.iter().find(|&&c| c >= n_cells) {
-            return Err(Error::invalid_input(format!(
-                "cell {bad} is out of range: the corpus has {n_cells} cells"
-            ))
-            .with_path(self.corpus.root()));
-        }
+        self.check_cells(cells)?;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         columns.push(Arc::new(self.u64_array(cells)));
         if self.options.group_column {
@@ -265,6 +259,79 @@ impl Gatherer {
             columns,
             &opts,
         )?)
+    }
+
+    /// The non-zeros of `cells` together: the length of their CSR `indices` and `values`.
+    pub fn nnz(&self, cells: &[u64]) -> Result<usize> {
+        self.check_cells(cells)?;
+        Ok(spans(&self.corpus, cells).iter().map(|(_, r)| r.len()).sum())
+    }
+
+    /// Writes the CSR rows of `cells` into memory the caller owns, for front ends that
+    /// allocate their own buffers (the Python package writes into `bytes` objects): `indptr`
+    /// gets `cells.len() + 1` native-endian `i32` offsets from 0, `indices` the gene ids as
+    /// `i32`, `values` the values in the stored type ([`Corpus::manifest`]'s `value_type`).
+    /// The slices must have exactly those byte lengths ([`Gatherer::nnz`] gives the count).
+    pub fn gather_csr_into(
+        &self,
+        cells: &[u64],
+        indptr: &mut [u8],
+        indices: &mut [u8],
+        values: &mut [u8],
+    ) -> Result<()> {
+        self.check_cells(cells)?;
+        let spans = spans(&self.corpus, cells);
+        let nnz: usize = spans.iter().map(|(_, r)| r.len()).sum();
+        let m = self.corpus.manifest();
+        let value_size = match m.value_type {
+            ValueType::Uint16 => 2,
+            ValueType::Uint32 | ValueType::Float32 => 4,
+            ValueType::Float64 => 8,
+        };
+        if nnz > i32::MAX as usize
+            || indptr.len() != 4 * (cells.len() + 1)
+            || indices.len() != 4 * nnz
+            || values.len() != value_size * nnz
+        {
+            return Err(Error::invalid_input(format!(
+                "buffers of {}, {} and {} bytes for {} cells with {nnz} non-zeros",
+                indptr.len(),
+                indices.len(),
+                values.len(),
+                cells.len()
+            )));
+        }
+        let mut at = 0usize;
+        indptr[..4].copy_from_slice(&0i32.to_ne_bytes());
+        for ((_, r), dst) in spans.iter().zip(indptr[4..].chunks_exact_mut(4)) {
+            at += r.len();
+            dst.copy_from_slice(&(at as i32).to_ne_bytes());
+        }
+        macro_rules! by_value {
+            ($I:ty) => {
+                match m.value_type {
+                    ValueType::Uint16 => csr_into::<$I, u16>(&self.corpus, &spans, indices, values),
+                    ValueType::Uint32 => csr_into::<$I, u32>(&self.corpus, &spans, indices, values),
+                    ValueType::Float32 => csr_into::<$I, f32>(&self.corpus, &spans, indices, values),
+                    ValueType::Float64 => csr_into::<$I, f64>(&self.corpus, &spans, indices, values),
+                }
+            };
+        }
+        match m.index_type {
+            IndexType::Uint16 => by_value!(u16),
+            IndexType::Uint32 => by_value!(u32),
+        }
+    }
+
+    fn check_cells(&self, cells: &[u64]) -> Result<()> {
+        let n_cells = self.corpus.n_cells();
+        match cells.iter().find(|&&c| c >= n_cells) {
+            Some(bad) => Err(Error::invalid_input(format!(
+                "cell {bad} is out of range: the corpus has {n_cells} cells"
+            ))
+            .with_path(self.corpus.root())),
+            None => Ok(()),
+        }
     }
 
     fn u64_array(&self, ids: &[u64]) -> UInt64Array {
@@ -637,6 +704,41 @@ fn csr<I: IndexElem, OI: Elem + Pooled, V: ValueElem, O: Elem + Pooled>(
     let indices = ListArray::try_new(idx_field, offsets.clone(), Arc::new(idx), None)?;
     let values = ListArray::try_new(val_field, offsets, Arc::new(val), None)?;
     Ok((Arc::new(indices), Arc::new(values)))
+}
+
+/// [`Gatherer::gather_csr_into`]'s copy: `i32` gene ids and stored values, as bytes, cell by
+/// cell in `spans` order (the slices are sized exactly).
+fn csr_into<I: IndexElem, V: ValueElem>(
+    corpus: &Corpus,
+    spans: &[(usize, Range<usize>)],
+    indices: &mut [u8],
+    values: &mut [u8],
+) -> Result<()> {
+    use arrow::datatypes::ToByteSlice;
+    let batches = corpus.batches();
+    let size = std::mem::size_of::<V>();
+    let mut at = 0usize;
+    for (b, r) in spans {
+        let b = &batches[*b];
+        let mismatch = || {
+            Error::corpus(
+                corpus.root(),
+                "the index or value type of a matrix part differs from the manifest",
+            )
+        };
+        let i = I::slice(b.indices()).ok_or_else(mismatch)?;
+        let v = V::slice(b.values()).ok_or_else(mismatch)?;
+        let n = r.len();
+        for (dst, &g) in indices[4 * at..4 * (at + n)]
+            .chunks_exact_mut(4)
+            .zip(&i[r.clone()])
+        {
+            dst.copy_from_slice(&(g.usize() as i32).to_ne_bytes());
+        }
+        values[size * at..size * (at + n)].copy_from_slice(v[r.clone()].to_byte_slice());
+        at += n;
+    }
+    Ok(())
 }
 
 /// Dense gather over the selected genes: a zeroed row per cell, scattered through the lookup table.

@@ -654,3 +654,63 @@ fn write_bench_corpus() {
         (IndexType::Uint16, ValueType::Uint16)
     );
 }
+
+#[test]
+fn gathering_into_caller_memory_gives_the_batch_rows() {
+    for opts in [
+        TestCorpusOptions::default(),
+        TestCorpusOptions {
+            index_type: Some(IndexType::Uint32),
+            value_type: Some(ValueType::Float64),
+            ..Default::default()
+        },
+    ] {
+        let f = fixture(30, 100, &opts);
+        let g = gatherer(&f, BatchOptions::default());
+        let cells: Vec<u64> = vec![7, 0, 29, 7, 13];
+        let expect = csr_rows(&g.gather(&cells, None).unwrap());
+        let nnz = g.nnz(&cells).unwrap();
+        let size = match f.corpus.manifest().value_type {
+            ValueType::Uint16 => 2,
+            ValueType::Uint32 | ValueType::Float32 => 4,
+            ValueType::Float64 => 8,
+        };
+        let (mut p, mut i, mut v) = (
+            vec![0u8; 4 * (cells.len() + 1)],
+            vec![0u8; 4 * nnz],
+            vec![0u8; size * nnz],
+        );
+        g.gather_csr_into(&cells, &mut p, &mut i, &mut v).unwrap();
+        let words = |b: &[u8]| -> Vec<i32> {
+            b.chunks_exact(4)
+                .map(|c| i32::from_ne_bytes(c.try_into().unwrap()))
+                .collect()
+        };
+        let (indptr, genes) = (words(&p), words(&i));
+        let value = |k: usize| -> f64 {
+            let b = &v[k * size..(k + 1) * size];
+            match size {
+                2 => u16::from_ne_bytes(b.try_into().unwrap()) as f64,
+                8 => f64::from_ne_bytes(b.try_into().unwrap()),
+                _ => unreachable!("the fixtures store u16 or f64 values"),
+            }
+        };
+        let got: Vec<Row> = (0..cells.len())
+            .map(|r| {
+                let range = indptr[r] as usize..indptr[r + 1] as usize;
+                (
+                    range.clone().map(|k| genes[k] as u32).collect(),
+                    range.map(value).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(got, expect);
+
+        let err = g
+            .gather_csr_into(&cells, &mut p, &mut i[..4 * nnz - 4], &mut v)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        let err = g.nnz(&[30]).unwrap_err();
+        assert!(err.to_string().contains("cell 30 is out of range"), "{err}");
+    }
+}

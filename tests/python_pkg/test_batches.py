@@ -55,6 +55,36 @@ def test_map_style_access_equals_anndata_in_the_order_asked(synth_corpus):
         corpus.get([1.5])
 
 
+@pytest.mark.parametrize("which", ["synth", "chr21"])
+def test_int32_and_native_gene_ids_give_the_same_matrices(which, synth_corpus, chr21_corpus):
+    corpus, oracle = synth_corpus if which == "synth" else chr21_corpus
+    stored = np.dtype(corpus.manifest["index_type"])
+    wide, narrow = (corpus.loader(batch_size=50, seed=1, indices=i) for i in ("i32", "native"))
+    for a, b in zip(wide, narrow):
+        assert a.indices.dtype == np.int32 and b.indices.dtype == stored
+        X = a.to_scipy()
+        # scipy takes int32 gene ids as they are: no widened copy.
+        assert np.shares_memory(X.indices, a.indices)
+        np.testing.assert_array_equal(X.toarray(), b.to_scipy().toarray())
+        np.testing.assert_array_equal(X.toarray(), oracle.dense(a.cells, corpus.n_genes))
+        t = a.to_torch()
+        assert t.col_indices().data_ptr() == a.indices.ctypes.data
+        np.testing.assert_array_equal(t.to_dense().numpy(), X.toarray())
+    with pytest.raises(ValueError, match="unknown index type"):
+        corpus.loader(indices="i16").schema
+
+
+def test_map_style_batches_match_loader_batches(synth_corpus):
+    corpus, _ = synth_corpus
+    loaded = next(iter(corpus.loader(batch_size=20, seed=5)))
+    got = corpus.get(loaded.cells)
+    assert got.indices.dtype == np.int32 and got.values.dtype == np.dtype(corpus.manifest["value_type"])
+    assert pa.record_batch(got).schema == loaded.record_batch.schema
+    assert pa.record_batch(got).equals(loaded.record_batch)
+    assert pl.DataFrame(got).equals(pl.DataFrame(loaded))
+    assert torch.equal(got.to_torch(dense=True), loaded.to_torch(dense=True))
+
+
 def test_scipy_views_are_read_only_and_copies_are_not(synth_corpus):
     corpus, oracle = synth_corpus
     batch = corpus.get([3, 1])

@@ -96,6 +96,7 @@ class Loader:
         block_size: Optional[float] = None,
         stride: Optional[float] = None,
         values: Literal["native", "f32", "f64"] = "native",
+        indices: Literal["i32", "native"] = "i32",
         dense: Union[None, str, Sequence[str], Sequence[int]] = None,
         obs: Union[str, Sequence[str]] = (),
         coords: bool = False,
@@ -117,8 +118,9 @@ class Loader:
     def __iter__(self) -> Iterator[Batch]: ...
 
 class Batch:
-    record_batch: pa.RecordBatch
     n_genes: int
+    @property
+    def record_batch(self) -> pa.RecordBatch: ...
     dense_genes: Optional[np.ndarray]
     def __arrow_c_array__(self, requested_schema: Any = None) -> Any: ...
     def __arrow_c_schema__(self) -> Any: ...

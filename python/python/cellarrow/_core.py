@@ -183,8 +183,10 @@ class Corpus:
         """The given cells, in that order (repeats allowed), as one CSR :class:`Batch`.
 
         Map-style access for code written against per-cell readers (``fetch_cell``,
-        ``dataset[i]``): one Rust gather per call, with the GIL released. For training
-        loops, a :meth:`loader` gathers ahead on its own threads and is faster.
+        ``dataset[i]``): one Rust gather per call, straight into the batch's memory, with the
+        GIL released. Gene ids come as ``int32`` and values in the stored type, so
+        :meth:`Batch.to_scipy` takes the arrays as they are. For training loops, a
+        :meth:`loader` gathers ahead on its own threads and is faster.
 
         >>> corpus.get([5, 2, 5]).to_scipy().shape              # doctest: +SKIP
         (3, 507)
@@ -197,8 +199,19 @@ class Corpus:
         ids = ids.reshape(-1)
         if ids.dtype.kind == "i" and ids.size and int(ids.min()) < 0:
             raise IndexError(f"cell id {int(ids.min())} is negative")
-        native = self._native.gather(pa.array(ids.astype(np.uint64, copy=False)))
-        return Batch(pa.record_batch(native), self.n_genes)
+        ids = np.ascontiguousarray(ids, dtype=np.uint64)
+        indptr, indices, values = self._native.gather_csr(ids.tobytes())
+        return Batch._from_csr(
+            ids,
+            np.frombuffer(indptr, np.int32),
+            np.frombuffer(indices, np.int32),
+            np.frombuffer(values, self._value_dtype),
+            self.n_genes,
+        )
+
+    @property
+    def _value_dtype(self) -> np.dtype:
+        return np.dtype(self.manifest["value_type"])
 
     def __getitem__(self, key: Union[int, slice, Sequence[int], np.ndarray]) -> "Batch":
         """``corpus[i]``, ``corpus[-1]``, ``corpus[10:20]`` or ``corpus[[3, 1, 4]]``: the cells as
@@ -327,7 +340,8 @@ class Loader:
 
     Output options: ``obs`` (obs columns to add), ``coords`` (x, y, z), ``dense`` (``"all"``
     or a list of gene names or ids: a dense ``n_cells x len(dense)`` output instead of CSR),
-    ``values`` (``"native"``, ``"f32"``, ``"f64"``). Loader options: ``threads`` (0 gathers on
+    ``values`` (``"native"``, ``"f32"``, ``"f64"``), ``indices`` (``"i32"``, the default, which
+    scipy and torch take with no copy, or ``"native"``: the stored uint16/uint32, fewer bytes). Loader options: ``threads`` (0 gathers on
     the calling thread), ``prefetch``.
 
     >>> loader = corpus.loader("random", batch_size=256, seed=0, obs=["cell_type"])  # doctest: +SKIP
@@ -348,6 +362,8 @@ class Loader:
             options["obs"] = [options["obs"]]
         if options.get("regions") is not None:
             options["regions"] = os.fspath(options["regions"])
+        # scipy and torch index with int32: widened while gathering, they take the buffer as is.
+        options.setdefault("indices", "i32")
         self.corpus = corpus
         self.sampler = sampler
         self._cells = cohort_cells(cohort)
@@ -440,12 +456,40 @@ class Batch:
     (4, 507)
     """
 
-    __slots__ = ("record_batch", "n_genes", "dense_genes")
+    __slots__ = ("_rb", "_csr", "n_genes", "dense_genes")
 
     def __init__(self, record_batch: pa.RecordBatch, n_genes: int, dense_genes: Optional[np.ndarray] = None):
-        self.record_batch = record_batch
+        self._rb = record_batch
+        self._csr: Optional[tuple] = None
         self.n_genes = int(n_genes)
         self.dense_genes = dense_genes
+
+    @classmethod
+    def _from_csr(cls, cells: np.ndarray, indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, n_genes: int) -> "Batch":
+        """A CSR batch over numpy arrays (:meth:`Corpus.get`); its record batch is built on
+        first use, over the same memory."""
+        b = cls.__new__(cls)
+        b._rb = None
+        b._csr = (cells, indptr, indices, values)
+        b.n_genes = int(n_genes)
+        b.dense_genes = None
+        return b
+
+    @property
+    def record_batch(self) -> pa.RecordBatch:
+        """The batch as a ``pyarrow.RecordBatch`` (no copy)."""
+        if self._rb is None:
+            cells, indptr, indices, values = self._csr
+            offsets = pa.array(indptr)
+            columns = [pa.array(cells)]
+            fields = [pa.field("cell", pa.uint64(), nullable=False)]
+            for name, child in (("indices", indices), ("values", values)):
+                child = pa.array(child)
+                t = pa.list_(pa.field("item", child.type, nullable=False))
+                columns.append(pa.ListArray.from_arrays(offsets, child, type=t))
+                fields.append(pa.field(name, t, nullable=False))
+            self._rb = pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields))
+        return self._rb
 
     def __arrow_c_array__(self, requested_schema=None):
         return self.record_batch.__arrow_c_array__(requested_schema)
@@ -454,18 +498,20 @@ class Batch:
         return self.record_batch.schema.__arrow_c_schema__()
 
     def __len__(self) -> int:
-        return self.record_batch.num_rows
+        return self.num_rows
 
     def __repr__(self) -> str:
-        return f"Batch({self.record_batch.num_rows} cells, columns={self.record_batch.schema.names})"
+        return f"Batch({self.num_rows} cells, columns={self.record_batch.schema.names})"
 
     @property
     def num_rows(self) -> int:
-        return self.record_batch.num_rows
+        if self._csr is not None:
+            return len(self._csr[0])
+        return self._rb.num_rows
 
     @property
     def is_dense(self) -> bool:
-        return "dense" in self.record_batch.schema.names
+        return self._csr is None and "dense" in self._rb.schema.names
 
     def column(self, name: str) -> pa.Array:
         return self.record_batch.column(name)
@@ -473,28 +519,37 @@ class Batch:
     @property
     def cells(self) -> np.ndarray:
         """Global cell ids (uint64 view)."""
+        if self._csr is not None:
+            return self._csr[0]
         return self.column("cell").to_numpy(zero_copy_only=True)
 
     @property
     def groups(self) -> Optional[np.ndarray]:
         """Group id of each cell (uint64 view), or None for the random sampler."""
-        if "group" not in self.record_batch.schema.names:
+        if self._csr is not None or "group" not in self._rb.schema.names:
             return None
         return self.column("group").to_numpy(zero_copy_only=True)
 
     @property
     def indptr(self) -> np.ndarray:
         """CSR row pointers (int32 view of the list offsets)."""
+        if self._csr is not None:
+            return self._csr[1]
         return self.column("indices").offsets.to_numpy(zero_copy_only=True)
 
     @property
     def indices(self) -> np.ndarray:
-        """Gene ids of the non-zeros (uint16 or uint32 view)."""
+        """Gene ids of the non-zeros (view; int32 unless the loader asked for ``indices="native"``,
+        the stored uint16 or uint32)."""
+        if self._csr is not None:
+            return self._csr[2]
         return self.column("indices").values.to_numpy(zero_copy_only=True)
 
     @property
     def values(self) -> np.ndarray:
         """The non-zero values (view, in the stored or requested type)."""
+        if self._csr is not None:
+            return self._csr[3]
         return self.column("values").values.to_numpy(zero_copy_only=True)
 
     @property
@@ -524,10 +579,10 @@ class Batch:
         """The batch as a ``scipy.sparse.csr_matrix`` of ``num_rows x n_genes`` (dense loaders:
         ``num_rows x n_dense_genes``).
 
-        Values and row pointers are read-only views of the batch (scipy widens uint16 gene ids
-        to int32), so in-place scipy operations (``X.data *= 2``, ``X.eliminate_zeros()``)
-        raise ``ValueError: ... read-only``; ``copy=True`` gives a matrix that owns its
-        arrays."""
+        Values, gene ids and row pointers are read-only views of the batch (``int32`` gene ids
+        are taken as they are; ``indices="native"`` ones are widened), so in-place scipy
+        operations (``X.data *= 2``, ``X.eliminate_zeros()``) raise ``ValueError: ...
+        read-only``; ``copy=True`` gives a matrix that owns its arrays."""
         import scipy.sparse as sp
 
         if self.is_dense:
@@ -540,22 +595,32 @@ class Batch:
         """The batch as a torch tensor: a sparse CSR tensor ``num_rows x n_genes``, or the dense
         ``num_rows x n_dense_genes`` tensor of a ``dense=`` loader (a view, no copy).
 
-        ``dense=True`` on a CSR batch expands it to ``num_rows x n_genes``. Sparse gene ids are
-        widened to int32 (torch has no uint16 index type) and integer values become float32;
-        ask the loader for ``values="f32"`` to share the value buffer."""
+        ``dense=True`` on a CSR batch expands it to ``num_rows x n_genes``. Row pointers and
+        ``int32`` gene ids are shared (``indices="native"`` ones are widened: torch has no
+        uint16 index type); integer values become float32, so ask the loader for
+        ``values="f32"`` to share the value buffer too."""
         import torch
 
         if self.is_dense:
             return _torch_view(self.column("dense").values).reshape(self.num_rows, -1)
-        values = _torch_view(self.column("values").values)
+        values = _torch_from_numpy(self.values)
         if not values.is_floating_point():
             values = values.to(torch.float32)
-        crow = _torch_view(self.column("indices").offsets)
-        col = torch.from_numpy(self.indices.astype(np.int32))
+        crow = _torch_from_numpy(self.indptr)
+        col = _torch_from_numpy(np.asarray(self.indices, dtype=np.int32))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
             t = torch.sparse_csr_tensor(crow, col, values, size=(self.num_rows, self.n_genes), check_invariants=False)
         return t.to_dense() if dense else t
+
+
+def _torch_from_numpy(a: np.ndarray):
+    """A torch tensor over a (possibly read-only) numpy array, with no copy."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # read-only memory: torch must not write it
+        return torch.from_numpy(a)
 
 
 def _torch_view(array: pa.Array):
@@ -565,6 +630,4 @@ def _torch_view(array: pa.Array):
     try:
         return torch.from_dlpack(array)
     except (TypeError, RuntimeError, BufferError, AttributeError):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # read-only buffer: torch must not write it
-            return torch.from_numpy(array.to_numpy(zero_copy_only=True))
+        return _torch_from_numpy(array.to_numpy(zero_copy_only=True))
