@@ -144,3 +144,25 @@ def test_rank_and_world_size_come_from_the_environment(synth, monkeypatch):
     other = [c for b in CellDataset(synth[0], batch_size=20, seed=0, rank=0) for c in b["cell"].tolist()]
     assert len(mine) == len(other) == 110
     assert sorted(mine + other) == list(range(220))
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(values="f32"), dict(obs=["cell_type", "score"], coords=True)])
+def test_collate_has_the_types_and_values_of_batch_to_torch(synth, kw):
+    corpus = cellarrow.open(synth[0])
+    obs = corpus.table("obs", ["cell_type", "score"]).to_pydict() if "obs" in kw else None
+    for batch in corpus.loader("groups", group_size=8, batch_size=3, seed=1, **kw):
+        out = collate(batch)
+        want = batch.to_torch()
+        x = out["X"]
+        assert x.layout == torch.sparse_csr and x.shape == want.shape
+        for part in ("crow_indices", "col_indices", "values"):
+            a, b = getattr(x, part)(), getattr(want, part)()
+            assert a.dtype == b.dtype and torch.equal(a, b), part
+        assert torch.equal(collate(batch, "dense")["X"], want.to_dense())
+        cells = batch.cells.astype(np.int64)
+        assert out["cell"].dtype == torch.int64 and out["cell"].tolist() == cells.tolist()
+        assert out["group"].dtype == torch.int64 and out["group"].tolist() == batch.groups.tolist()
+        if obs is not None:
+            assert out["cell_type"] == [obs["cell_type"][c] for c in cells]
+            assert out["score"].dtype == torch.float64 and out["score"].tolist() == [obs["score"][c] for c in cells]
+            assert out["x"].dtype == torch.float64 and len(out["x"]) == len(cells)

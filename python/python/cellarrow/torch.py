@@ -22,6 +22,11 @@ The dataset yields whole batches, so give the ``DataLoader`` ``batch_size=None``
 Epoch and resume state live in a shared-memory tensor, so :meth:`set_epoch` and
 :meth:`load_state_dict` reach persistent workers, under both the fork and the spawn start
 methods; the dataset pickles as its settings (the corpus is opened in each worker).
+
+On Linux, workers hand their batches to the main process through a shared-memory ring of a few
+reused slots per worker (see ``cellarrow._shm``): the batches arrive as views of the slot with
+no copy, the slot is reused once they are gone. ``CellDataset(..., shared_memory=False)``
+leaves the transport to torch.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from . import _native
+from . import _native, _shm
 from ._core import Batch, Cohort, Corpus, Loader, PathLike, cohort_cells
 
 __all__ = ["CellDataset", "collate", "consumed_per_worker"]
@@ -45,7 +50,8 @@ _EPOCH, _SEEN, _WORKERS = 0, 1, 2
 def collate(batch: Batch, output: str = "csr") -> Dict[str, Any]:
     """Turns a :class:`cellarrow.Batch` into a dict of tensors.
 
-    - ``"X"``: ``output="csr"``: a ``torch.sparse_csr_tensor`` ``cells x genes``;
+    - ``"X"``: ``output="csr"``: a ``torch.sparse_csr_tensor`` ``cells x genes`` with the types
+      of :meth:`cellarrow.Batch.to_torch` (int32 gene ids, integer values as float32);
       ``output="dense"``: a dense tensor (the loader's ``dense=`` gene subset as a view with no
       copy, else the CSR batch expanded to all genes).
     - ``"cell"`` (int64), ``"group"`` (int64, grouped samplers), ``"x"``/``"y"``/``"z"`` and
@@ -54,20 +60,40 @@ def collate(batch: Batch, output: str = "csr") -> Dict[str, Any]:
     >>> collate(next(iter(corpus.loader(batch_size=4))), "dense")["X"].shape   # doctest: +SKIP
     torch.Size([4, 507])
     """
+    return _shm.tensors(_parts(batch, output))
+
+
+def _parts(batch: Batch, output: str) -> Dict[str, Any]:
+    """What :func:`collate` makes, before any copy: each tensor as the batch's array and the
+    tensor's type, so a DataLoader worker can convert it straight into shared memory."""
     if output not in ("csr", "dense"):
         raise ValueError(f"unknown output {output!r}; expected 'csr' or 'dense'")
     rb = batch.record_batch
-    out: Dict[str, Any] = {"cell": torch.from_numpy(batch.cells.astype(np.int64))}
+    out: Dict[str, Any] = {"cell": _shm.Array(batch.cells, np.dtype(np.int64))}
     if batch.groups is not None:
-        out["group"] = torch.from_numpy(batch.groups.astype(np.int64))
-    out["X"] = batch.to_torch(dense=(output == "dense"))
+        out["group"] = _shm.Array(batch.groups, np.dtype(np.int64))
+    if batch.is_dense:
+        dense = rb.column("dense").values.to_numpy(zero_copy_only=True).reshape(batch.num_rows, -1)
+        out["X"] = _shm.Array(dense, dense.dtype)
+    elif output == "dense":
+        x = batch.to_torch(dense=True).numpy()
+        out["X"] = _shm.Array(x, x.dtype)
+    else:
+        values = batch.values
+        out["X"] = _shm.CSR(
+            (batch.num_rows, batch.n_genes),
+            _shm.Array(batch.indptr, batch.indptr.dtype),
+            _shm.Array(batch.indices, np.dtype(np.int32)),
+            _shm.Array(values, values.dtype if values.dtype.kind == "f" else np.dtype(np.float32)),
+        )
     for name in rb.schema.names:
         if name in ("cell", "group", "indices", "values", "dense"):
             continue
         col = rb.column(name)
         t = col.type
         if pa_is_numeric(t) and col.null_count == 0:
-            out[name] = torch.from_numpy(np.array(col.to_numpy(zero_copy_only=False)))
+            a = np.array(col.to_numpy(zero_copy_only=False))
+            out[name] = _shm.Array(a, a.dtype)
         else:
             if hasattr(col, "dictionary_decode") and str(t).startswith("dictionary"):
                 col = col.dictionary_decode()
@@ -135,6 +161,8 @@ class CellDataset(IterableDataset):
             dense tensor is a view of the gathered buffer.
         rank, world_size: override ``torch.distributed`` / the environment.
         threads, prefetch: Rust gathering threads per worker and batches gathered ahead.
+        shared_memory: ``DataLoader`` workers pass batches through a shared-memory ring (Linux,
+            the default there); ``False`` leaves it to torch's own transport.
         **options: the :class:`cellarrow.Loader` options (``batch_size``, ``seed``, ``epoch``,
             ``policy``, ``drop_last``, ``group_size``, ``label``, ``block_size``, ``obs``,
             ``coords``, ``dense``, ``values`` ...).
@@ -156,6 +184,7 @@ class CellDataset(IterableDataset):
         world_size: Optional[int] = None,
         threads: int = 1,
         prefetch: int = 4,
+        shared_memory: bool = _shm.SUPPORTED,
         **options: Any,
     ):
         super().__init__()
@@ -170,6 +199,12 @@ class CellDataset(IterableDataset):
         self._world_size = world_size
         self.threads = threads
         self.prefetch = prefetch
+        if shared_memory and not _shm.SUPPORTED:
+            raise ValueError("shared_memory=True needs Linux (memfd_create); pass shared_memory=False")
+        self.shared_memory = bool(shared_memory)
+        # Batches of one worker alive at once: the DataLoader's prefetch_factor (2) in flight,
+        # the one the loop holds and the one being received.
+        self.ring_slots = 4
         epoch = int(options.pop("epoch", 0))
         options.pop("position", None)
         for key in ("worker", "num_workers"):
@@ -263,11 +298,12 @@ class CellDataset(IterableDataset):
         loader.load_state_dict({"epoch": self.epoch, "position": start * per})
         if in_main:
             self._seen_here = seen
+        ring = self.shared_memory and not in_main
         for batch in loader:
-            out = collate(batch, self.output)
+            parts = _parts(batch, self.output)
             if in_main:
                 self._seen_here += 1
-            yield out
+            yield _shm.share(parts, self.ring_slots) if ring else _shm.tensors(parts)
 
     # -- state -------------------------------------------------------------------------------
     def state_dict(self, batches_seen: Optional[int] = None) -> Dict[str, int]:
@@ -301,4 +337,6 @@ class CellDataset(IterableDataset):
         """A ``torch.utils.data.DataLoader`` over this dataset (``batch_size=None``: the
         dataset yields whole batches)."""
         kwargs.setdefault("batch_size", None)
+        if kwargs.get("num_workers"):
+            self.ring_slots = (kwargs.get("prefetch_factor") or 2) + 2
         return DataLoader(self, **kwargs)

@@ -1,0 +1,430 @@
+"""Batches from ``DataLoader`` worker processes through a persistent shared-memory ring.
+
+torch sends every tensor a worker yields through a fresh shared-memory segment and passes its
+file descriptor over a socket; per batch that costs milliseconds of page faults and messages.
+Here each worker process owns one anonymous memory file (``memfd``) cut into a few slots,
+created once and reused for every batch:
+
+- the worker converts a batch's arrays (described by :class:`Array` and :class:`CSR`: a source
+  and the tensor type) straight into a free slot, and yields a :class:`SharedBatch`, a dict
+  that pickles as a small descriptor (segment, slot, dtype/shape/offset of each array, and the
+  values that travel by value, such as lists of strings);
+- unpickling in the consumer opens ``/proc/<worker pid>/fd/<fd>`` once per segment, maps it and
+  rebuilds the dict of tensors as views of the slot. The views hold a lease on the slot; when
+  the last one is gone the lease clears the slot's flag byte and the worker may reuse it;
+- the worker never waits: with no free slot, or a batch larger than a slot, it yields the plain
+  dict and torch's own transport carries it.
+
+Nothing has a name in a file system, so nothing can be left behind: the memory goes away with
+the worker's descriptor and the consumer's last mapping. The consumer drops its mapping of a
+worker's segment when that worker exits (a thread waits on a pidfd) and its last view dies.
+
+Segment layout: one flag byte per slot (0 free, 1 in use) in the first page, then the slots,
+each a multiple of the page size.
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import mmap
+import os
+import select
+import sys
+import threading
+import warnings
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+
+import numpy as np
+import torch
+
+SUPPORTED = sys.platform.startswith("linux") and hasattr(os, "memfd_create")
+
+_PAGE = mmap.PAGESIZE
+_ALIGN = 64
+_HEADER = _PAGE
+# A slot is sized from the first batch with this much room for larger ones.
+_HEADROOM = 1.5
+
+# (offset in the slot, numpy type string, shape)
+ArraySpec = Tuple[int, str, Tuple[int, ...]]
+
+_counts = {"shared": 0, "received": 0, "mapped": 0}
+
+
+def stats() -> Dict[str, int]:
+    """Counters of this process: ``shared`` batches written to its ring (in a worker),
+    ``received`` batches rebuilt from a worker's ring and ``mapped`` segments mapped (in the
+    consumer)."""
+    return dict(_counts)
+
+
+# -- what a batch is made of ------------------------------------------------------------------
+
+
+class Array(NamedTuple):
+    """A tensor to make: ``source`` as ``dtype`` (a view when the types agree)."""
+
+    source: np.ndarray
+    dtype: np.dtype
+
+
+class CSR(NamedTuple):
+    """A sparse CSR tensor to make from three :class:`Array`."""
+
+    shape: Tuple[int, int]
+    crow: Array
+    col: Array
+    values: Array
+
+
+def tensors(parts: Dict[str, Any]) -> Dict[str, Any]:
+    """``parts`` (values :class:`Array`, :class:`CSR` or anything else, kept as it is) as
+    tensors in this process, sharing the sources' memory where the types agree."""
+
+    def tensor(a: Array) -> torch.Tensor:
+        src = a.source
+        return torch.from_numpy(src if src.dtype == a.dtype else src.astype(a.dtype))
+
+    out: Dict[str, Any] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # read-only sources: torch must not write
+        for key, part in parts.items():
+            if isinstance(part, CSR):
+                part = _csr(part.shape, tensor(part.crow), tensor(part.col), tensor(part.values))
+            elif isinstance(part, Array):
+                part = tensor(part)
+            out[key] = part
+    return out
+
+
+def _csr(shape: Tuple[int, int], crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(crow, col, values, size=shape, check_invariants=False)
+
+
+# -- worker side ------------------------------------------------------------------------------
+
+
+class _Ring:
+    """This worker process's segment: ``slots`` slots of ``slot_size`` bytes."""
+
+    def __init__(self, slots: int, slot_size: int):
+        size = _HEADER + slots * slot_size
+        fd = os.memfd_create("cellarrow-batches", os.MFD_CLOEXEC)
+        try:
+            # Reserving the pages now turns a full memory limit into an error here rather than
+            # a SIGBUS on some later write.
+            os.posix_fallocate(fd, 0, size)
+            self.mm = mmap.mmap(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd, self.slots, self.slot_size = fd, slots, slot_size
+        self.pid = os.getpid()
+        self.ident = (self.pid, fd, os.fstat(fd).st_ino, size)
+        self.addr = ctypes.addressof(ctypes.c_char.from_buffer(self.mm))
+        self.flags = np.asarray(_View(self.mm, self.addr, "|u1", (slots,)))
+        self.next = 0
+
+    def all_free(self) -> bool:
+        return not self.flags.any()
+
+    def take(self) -> Optional[int]:
+        for k in range(self.slots):
+            i = (self.next + k) % self.slots
+            if self.flags[i] == 0:
+                self.flags[i] = 1
+                self.next = i + 1
+                return i
+        return None
+
+    def free(self, slot: int) -> None:
+        self.flags[slot] = 0
+
+    def array(self, claim: "_Claim", spec: ArraySpec) -> np.ndarray:
+        """An array of ``claim``'s slot, which it keeps taken while it lives."""
+        off, typestr, shape = spec
+        return np.asarray(_View(claim, self.addr + _HEADER + claim.slot * self.slot_size + off, typestr, shape))
+
+    def close(self) -> None:
+        # Only the descriptor: the mapping goes with this object, once no view of a slot is left.
+        os.close(self.fd)
+
+
+_ring: Optional[_Ring] = None
+_ring_failed = False
+
+
+def _worker_ring(slots: int, need: int) -> Optional[_Ring]:
+    """This process's ring with at least ``slots`` slots of ``need`` bytes; None while it is
+    too small and in use, or when it cannot be created."""
+    global _ring, _ring_failed
+    ring = _ring
+    if ring is not None and ring.pid != os.getpid():  # inherited through fork: the parent's
+        ring.close()
+        ring = _ring = None
+    if ring is not None and need <= ring.slot_size and slots <= ring.slots:
+        return ring
+    if _ring_failed or (ring is not None and not ring.all_free()):
+        return None
+    size = max(need, ring.slot_size if ring is not None else 0)
+    slot_size = max(1, -(-int(size * _HEADROOM) // _PAGE)) * _PAGE
+    slots = max(slots, ring.slots if ring is not None else 0)
+    if ring is not None:
+        ring.close()
+        _ring = None
+    try:
+        _ring = _Ring(slots, slot_size)
+    except OSError as e:
+        _ring_failed = True
+        warnings.warn(
+            f"cellarrow: no shared-memory batch ring in DataLoader worker {os.getpid()} "
+            f"({slots} x {slot_size} bytes: {e}); its batches go through torch's own transport",
+            RuntimeWarning,
+        )
+    return _ring
+
+
+class _Claim:
+    """A slot written in this worker. Its arrays in this process hold it; when they are gone
+    it is free again, unless its descriptor was sent: then the receiver's lease frees it."""
+
+    __slots__ = ("ring", "slot", "sent")
+
+    def __init__(self, ring: _Ring, slot: int):
+        self.ring, self.slot, self.sent = ring, slot, False
+
+    def __del__(self):
+        try:
+            if not self.sent and self.ring.pid == os.getpid():
+                self.ring.free(self.slot)
+        except (AttributeError, TypeError):  # module globals already gone at interpreter exit
+            pass
+
+
+class SharedBatch(dict):
+    """A batch dict whose tensors are views of a slot of this worker's ring. To code in the
+    worker it is a plain dict; pickled, it becomes the slot's descriptor, and unpickling
+    rebuilds the dict over the slot. With other tensors put under its keys it pickles as a
+    plain dict (through torch's transport)."""
+
+    __slots__ = ("_claim", "_layout")
+
+    def __copy__(self) -> "SharedBatch":
+        # torch's default_convert copies mappings: the copy shares the slot.
+        c = SharedBatch(self)
+        c._claim, c._layout = self._claim, self._layout
+        return c
+
+    def __deepcopy__(self, memo) -> dict:
+        return copy.deepcopy(dict(self), memo)
+
+    def __reduce__(self):
+        claim = self._claim
+        if claim.sent or not self._unchanged():
+            return (dict, (dict(self),))
+        claim.sent = True
+        entries = tuple((key, ("v", self[key]) if spec is None else spec) for key, spec, _ in self._layout)
+        return (_rebuild, (claim.ring.ident, claim.slot, claim.ring.slot_size, entries))
+
+    def _unchanged(self) -> bool:
+        if len(self) != len(self._layout):
+            return False
+        for key, spec, tensor in self._layout:
+            if key not in self or (spec is not None and dict.__getitem__(self, key) is not tensor):
+                return False
+        return True
+
+
+def _place(parts: Dict[str, Any]):
+    """Where each array of ``parts`` goes in a slot: (layout, [(spec, source)], bytes). A
+    layout entry is (key, spec), spec None for a part that travels by value."""
+    arrays: List[Tuple[ArraySpec, np.ndarray]] = []
+    end = 0
+
+    def place(a: Array) -> ArraySpec:
+        nonlocal end
+        dtype = np.dtype(a.dtype)
+        spec = (end, dtype.str, tuple(a.source.shape))
+        arrays.append((spec, a.source))
+        end += -(-a.source.size * dtype.itemsize // _ALIGN) * _ALIGN
+        return spec
+
+    layout = []
+    for key, part in parts.items():
+        if isinstance(part, CSR):
+            spec = ("csr", tuple(part.shape), place(part.crow), place(part.col), place(part.values))
+        elif isinstance(part, Array):
+            spec = ("t", place(part))
+        else:
+            spec = None
+        layout.append((key, spec))
+    return layout, arrays, end
+
+
+def share(parts: Dict[str, Any], slots: int) -> Dict[str, Any]:
+    """In a worker: the batch ``parts`` describe (see :func:`tensors`), converted straight into
+    a free slot of this process's ring, as a :class:`SharedBatch`; made in process memory
+    (:func:`tensors`) when no slot is free or large enough."""
+    layout, arrays, need = _place(parts)
+    ring = _worker_ring(slots, need)
+    slot = None if ring is None else ring.take()
+    if slot is None:
+        return tensors(parts)
+    claim = _Claim(ring, slot)
+    for spec, source in arrays:
+        np.copyto(ring.array(claim, spec), source, casting="unsafe")
+    # The batch handed on in this worker is made of views of the slot: what code in the worker
+    # changes in place is what the consumer receives, and the slot stays taken while any of
+    # them lives (torch's queue pickles in a background thread, maybe after the batch changed).
+    out = SharedBatch()
+    view = lambda spec: torch.from_numpy(ring.array(claim, spec))  # noqa: E731
+    for key, spec in layout:
+        dict.__setitem__(out, key, parts[key] if spec is None else _from_spec(spec, view))
+    out._claim = claim
+    out._layout = [(key, spec, dict.__getitem__(out, key)) for key, spec in layout]
+    _counts["shared"] += 1
+    return out
+
+
+def _from_spec(spec, view: Callable[[ArraySpec], torch.Tensor]) -> torch.Tensor:
+    """The tensor a slot's ``spec`` (``"t"`` or ``"csr"``) describes, over arrays ``view`` gives."""
+    if spec[0] == "t":
+        return view(spec[1])
+    return _csr(spec[1], *(view(a) for a in spec[2:]))
+
+
+# -- consumer side ----------------------------------------------------------------------------
+
+
+class _Mapping:
+    """A worker's segment mapped in this process."""
+
+    def __init__(self, ident: Tuple[int, int, int, int]):
+        pid, fd, ino, size = ident
+        self.ident = ident
+        path = f"/proc/{pid}/fd/{fd}"
+        f = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            st = os.fstat(f)
+            if st.st_ino != ino or st.st_size < size:
+                raise OSError(f"{path} is not the segment the worker sent (inode {st.st_ino}, expected {ino})")
+            self.mm = mmap.mmap(f, size)
+        finally:
+            os.close(f)
+        # The address is taken once; no buffer export is kept, so the mapping lives exactly as
+        # long as this object (the cache entry and the leases hold it).
+        self.addr = ctypes.addressof(ctypes.c_char.from_buffer(self.mm))
+        self.pid = os.getpid()
+
+    def free(self, slot: int) -> None:
+        if self.pid == os.getpid():  # a forked child's copy of a lease must not free the slot
+            self.mm[slot] = 0
+
+
+_lock = threading.Lock()
+_mapped: Dict[int, Tuple[_Mapping, int]] = {}  # worker pid -> (mapping, pidfd)
+
+
+def _attach(ident: Tuple[int, int, int, int]) -> _Mapping:
+    entry = _mapped.get(ident[0])
+    if entry is not None and entry[0].ident == ident:
+        return entry[0]
+    pid = ident[0]
+    with _lock:
+        entry = _mapped.get(pid)
+        if entry is not None and entry[0].ident == ident:
+            return entry[0]
+        # The pidfd is opened before the segment, so it cannot name a later process that
+        # happens to reuse the pid.
+        pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else -1
+        try:
+            m = _Mapping(ident)
+        except BaseException:
+            if pidfd >= 0:
+                os.close(pidfd)
+            raise
+        _mapped[pid] = (m, pidfd)
+        _counts["mapped"] += 1
+    if pidfd >= 0:
+        threading.Thread(target=_forget_on_exit, args=(pid, pidfd), name="cellarrow-shm", daemon=True).start()
+    return m
+
+
+def _forget_on_exit(pid: int, pidfd: int) -> None:
+    """Drops the cache entry of ``pid`` once that process has exited."""
+    try:
+        select.select([pidfd], [], [])
+    finally:
+        with _lock:
+            entry = _mapped.get(pid)
+            if entry is not None and entry[1] == pidfd:
+                del _mapped[pid]
+        os.close(pidfd)
+
+
+def _forget_all_in_child() -> None:
+    # A forked child has none of the threads that wait on these pidfds.
+    global _lock
+    _lock = threading.Lock()
+    for _, pidfd in _mapped.values():
+        if pidfd >= 0:
+            try:
+                os.close(pidfd)
+            except OSError:
+                pass
+    _mapped.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_all_in_child)
+
+
+class _Lease:
+    """Holds one slot while views of it live."""
+
+    __slots__ = ("mapping", "slot")
+
+    def __init__(self, mapping: _Mapping, slot: int):
+        self.mapping, self.slot = mapping, slot
+
+    def __del__(self):
+        try:
+            self.mapping.free(self.slot)
+        except (AttributeError, TypeError, ValueError):  # module globals already gone at exit
+            pass
+
+
+class _View:
+    """An array's memory in a mapping, for ``np.asarray``: the array keeps this, and so
+    ``owner`` (the ring, a claim or a lease), as its base."""
+
+    __slots__ = ("__array_interface__", "owner")
+
+    def __init__(self, owner: Any, addr: int, typestr: str, shape: Tuple[int, ...]):
+        self.__array_interface__ = {"data": (addr, False), "typestr": typestr, "shape": shape, "version": 3}
+        self.owner = owner
+
+
+def _rebuild(ident, slot: int, slot_size: int, entries) -> Dict[str, Any]:
+    """Unpickles a :class:`SharedBatch`: its dict of tensors as views of the slot."""
+    try:
+        mapping = _attach(ident)
+    except OSError as e:
+        raise RuntimeError(
+            f"cellarrow: cannot map the shared-memory batch ring of DataLoader worker {ident[0]} "
+            f"(/proc/{ident[0]}/fd/{ident[1]}): {e}. Create the dataset with "
+            "CellDataset(..., shared_memory=False) to send batches through torch's own transport."
+        ) from e
+    lease = _Lease(mapping, slot)
+    base = mapping.addr + _HEADER + slot * slot_size
+
+    def tensor(spec: ArraySpec) -> torch.Tensor:
+        off, typestr, shape = spec
+        return torch.from_numpy(np.asarray(_View(lease, base + off, typestr, shape)))
+
+    out = {key: spec[1] if spec[0] == "v" else _from_spec(spec, tensor) for key, spec in entries}
+    _counts["received"] += 1
+    return out
