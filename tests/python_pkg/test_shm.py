@@ -189,6 +189,29 @@ def test_a_failed_attach_names_the_option(synth, monkeypatch):
     assert "Permission denied" in str(e.value) and "DataLoader worker" in str(e.value)
 
 
+class Growing(torch.utils.data.IterableDataset):
+    """Batches of one array, the fourth 10x and the fifth 50x the first."""
+
+    SIZES = [1000, 1200, 1100, 10_000, 50_000, 9000]
+
+    def __iter__(self):
+        for i, n in enumerate(self.SIZES):
+            a = np.arange(n, dtype=np.int64) * (i + 1)
+            yield _shm.share({"i": i, "a": _shm.Array(a, np.dtype(np.float32))}, 4)
+
+
+def test_a_larger_batch_starts_a_new_generation_of_the_ring():
+    before = _shm.stats()
+    # All batches are held, so the smaller generations' slots are still taken when they grow.
+    held = list(DataLoader(Growing(), batch_size=None, num_workers=1, multiprocessing_context="fork"))
+    after = _shm.stats()
+    assert after["received"] - before["received"] == 6, "no batch needed torch's transport"
+    assert after["mapped"] - before["mapped"] == 3, "three generations: 1000, 10000 and 50000 values"
+    for i, (b, n) in enumerate(zip(held, Growing.SIZES)):
+        assert b["i"] == i and b["a"].dtype == torch.float32
+        assert torch.equal(b["a"], torch.arange(n, dtype=torch.float32) * (i + 1))
+
+
 def double_in_place(batch):
     batch["score"].mul_(2)
     return batch

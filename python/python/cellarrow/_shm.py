@@ -12,12 +12,14 @@ created once and reused for every batch:
 - unpickling in the consumer opens ``/proc/<worker pid>/fd/<fd>`` once per segment, maps it and
   rebuilds the dict of tensors as views of the slot. The views hold a lease on the slot; when
   the last one is gone the lease clears the slot's flag byte and the worker may reuse it;
-- the worker never waits: with no free slot, or a batch larger than a slot, it yields the plain
-  dict and torch's own transport carries it.
+- the worker never waits: with no free slot it yields the batch as a plain dict and torch's own
+  transport carries it. A batch larger than a slot starts a larger segment (a new generation);
+  the old one is closed once all its slots are free.
 
 Nothing has a name in a file system, so nothing can be left behind: the memory goes away with
-the worker's descriptor and the consumer's last mapping. The consumer drops its mapping of a
-worker's segment when that worker exits (a thread waits on a pidfd) and its last view dies.
+the worker's descriptor and the consumer's last mapping. The consumer keeps the newest segment
+of each worker mapped until that worker exits (a thread waits on a pidfd) and its last view
+dies.
 
 Segment layout: one flag byte per slot (0 free, 1 in use) in the first page, then the slots,
 each a multiple of the page size.
@@ -48,6 +50,8 @@ _HEADROOM = 1.5
 
 # (offset in the slot, numpy type string, shape)
 ArraySpec = Tuple[int, str, Tuple[int, ...]]
+# A worker's segment: (pid, fd, inode, bytes, generation)
+Ident = Tuple[int, int, int, int, int]
 
 _counts = {"shared": 0, "received": 0, "mapped": 0}
 
@@ -108,9 +112,10 @@ def _csr(shape: Tuple[int, int], crow: torch.Tensor, col: torch.Tensor, values: 
 
 
 class _Ring:
-    """This worker process's segment: ``slots`` slots of ``slot_size`` bytes."""
+    """A segment of this worker process: ``slots`` slots of ``slot_size`` bytes. A larger one
+    replaces it when a batch does not fit; ``generation`` counts them."""
 
-    def __init__(self, slots: int, slot_size: int):
+    def __init__(self, slots: int, slot_size: int, generation: int):
         size = _HEADER + slots * slot_size
         fd = os.memfd_create("cellarrow-batches", os.MFD_CLOEXEC)
         try:
@@ -123,7 +128,7 @@ class _Ring:
             raise
         self.fd, self.slots, self.slot_size = fd, slots, slot_size
         self.pid = os.getpid()
-        self.ident = (self.pid, fd, os.fstat(fd).st_ino, size)
+        self.ident = (self.pid, fd, os.fstat(fd).st_ino, size, generation)
         self.addr = ctypes.addressof(ctypes.c_char.from_buffer(self.mm))
         self.flags = np.asarray(_View(self.mm, self.addr, "|u1", (slots,)))
         self.next = 0
@@ -154,29 +159,32 @@ class _Ring:
 
 
 _ring: Optional[_Ring] = None
+# Replaced rings whose slots are not all free yet: their descriptors may still be on the way.
+_retired: List[_Ring] = []
 _ring_failed = False
 
 
 def _worker_ring(slots: int, need: int) -> Optional[_Ring]:
-    """This process's ring with at least ``slots`` slots of ``need`` bytes; None while it is
-    too small and in use, or when it cannot be created."""
+    """This process's ring with at least ``slots`` slots of ``need`` bytes (a new generation
+    when the current one is smaller); None when it cannot be created."""
     global _ring, _ring_failed
+    if _ring is not None and _ring.pid != os.getpid():  # inherited through fork: the parent's
+        for r in _retired + [_ring]:
+            r.close()
+        _ring, _retired[:] = None, []
+    for r in [r for r in _retired if r.all_free()]:
+        r.close()
+        _retired.remove(r)
     ring = _ring
-    if ring is not None and ring.pid != os.getpid():  # inherited through fork: the parent's
-        ring.close()
-        ring = _ring = None
     if ring is not None and need <= ring.slot_size and slots <= ring.slots:
         return ring
-    if _ring_failed or (ring is not None and not ring.all_free()):
+    if _ring_failed:
         return None
     size = max(need, ring.slot_size if ring is not None else 0)
     slot_size = max(1, -(-int(size * _HEADROOM) // _PAGE)) * _PAGE
     slots = max(slots, ring.slots if ring is not None else 0)
-    if ring is not None:
-        ring.close()
-        _ring = None
     try:
-        _ring = _Ring(slots, slot_size)
+        new = _Ring(slots, slot_size, 0 if ring is None else ring.ident[4] + 1)
     except OSError as e:
         _ring_failed = True
         warnings.warn(
@@ -184,7 +192,14 @@ def _worker_ring(slots: int, need: int) -> Optional[_Ring]:
             f"({slots} x {slot_size} bytes: {e}); its batches go through torch's own transport",
             RuntimeWarning,
         )
-    return _ring
+        return None
+    if ring is not None:
+        if ring.all_free():
+            ring.close()
+        else:
+            _retired.append(ring)
+    _ring = new
+    return new
 
 
 class _Claim:
@@ -302,8 +317,8 @@ def _from_spec(spec, view: Callable[[ArraySpec], torch.Tensor]) -> torch.Tensor:
 class _Mapping:
     """A worker's segment mapped in this process."""
 
-    def __init__(self, ident: Tuple[int, int, int, int]):
-        pid, fd, ino, size = ident
+    def __init__(self, ident: Ident):
+        pid, fd, ino, size, _ = ident
         self.ident = ident
         path = f"/proc/{pid}/fd/{fd}"
         f = os.open(path, os.O_RDWR | os.O_CLOEXEC)
@@ -325,18 +340,31 @@ class _Mapping:
 
 
 _lock = threading.Lock()
-_mapped: Dict[int, Tuple[_Mapping, int]] = {}  # worker pid -> (mapping, pidfd)
+_mapped: Dict[int, Tuple[_Mapping, int]] = {}  # worker pid -> (its newest mapping, pidfd)
 
 
-def _attach(ident: Tuple[int, int, int, int]) -> _Mapping:
+def _attach(ident: Ident) -> _Mapping:
+    """The mapping of the segment ``ident`` names; the newest generation of each worker is
+    kept until that worker exits."""
     entry = _mapped.get(ident[0])
     if entry is not None and entry[0].ident == ident:
         return entry[0]
     pid = ident[0]
     with _lock:
         entry = _mapped.get(pid)
-        if entry is not None and entry[0].ident == ident:
-            return entry[0]
+        if entry is not None and _exited(entry):  # the pid now names another process
+            del _mapped[pid]
+            entry = None
+        if entry is not None:
+            if entry[0].ident == ident:
+                return entry[0]
+            if entry[0].ident[4] > ident[4]:
+                # A batch of a replaced generation still on its way: mapped for its views only.
+                return _Mapping(ident)
+            m = _Mapping(ident)
+            _mapped[pid] = (m, entry[1])
+            _counts["mapped"] += 1
+            return m
         # The pidfd is opened before the segment, so it cannot name a later process that
         # happens to reuse the pid.
         pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else -1
@@ -351,6 +379,17 @@ def _attach(ident: Tuple[int, int, int, int]) -> _Mapping:
     if pidfd >= 0:
         threading.Thread(target=_forget_on_exit, args=(pid, pidfd), name="cellarrow-shm", daemon=True).start()
     return m
+
+
+def _exited(entry: Tuple[_Mapping, int]) -> bool:
+    mapping, pidfd = entry
+    if pidfd >= 0:
+        return bool(select.select([pidfd], [], [], 0)[0])
+    pid, fd, ino = mapping.ident[:3]
+    try:
+        return os.stat(f"/proc/{pid}/fd/{fd}").st_ino != ino
+    except OSError:
+        return True
 
 
 def _forget_on_exit(pid: int, pidfd: int) -> None:
