@@ -212,6 +212,34 @@ def test_a_larger_batch_starts_a_new_generation_of_the_ring():
         assert torch.equal(b["a"], torch.arange(n, dtype=torch.float32) * (i + 1))
 
 
+class Empty(torch.utils.data.IterableDataset):
+    """A CSR batch of two cells with no non-zero, and an empty float column."""
+
+    def __iter__(self):
+        crow = np.zeros(3, np.int32)
+        yield _shm.share(
+            {
+                "X": _shm.CSR((2, 5), _shm.Array(crow, crow.dtype), _shm.Array(np.zeros(0, np.uint16), np.dtype(np.int32)),
+                              _shm.Array(np.zeros(0, np.uint16), np.dtype(np.float32))),
+                "e": _shm.Array(np.zeros(0), np.dtype(np.float64)),
+            },
+            4,
+        )
+
+
+@pytest.mark.parametrize("collate_fn, by_ring", [(None, True), (dict, False)])
+def test_empty_arrays_keep_their_types(collate_fn, by_ring):
+    """Through the ring, and as the worker's own views (a plain dict copy goes through torch)."""
+    r0 = received()
+    (b,) = list(DataLoader(Empty(), batch_size=None, num_workers=1, collate_fn=collate_fn, multiprocessing_context="fork"))
+    assert received() - r0 == (1 if by_ring else 0)
+    x = b["X"]
+    assert x.layout == torch.sparse_csr and x.shape == (2, 5)
+    assert x.col_indices().dtype == torch.int32 and x.values().dtype == torch.float32
+    assert b["e"].dtype == torch.float64 and b["e"].shape == (0,)
+    assert torch.equal(x.to_dense(), torch.zeros(2, 5))
+
+
 def double_in_place(batch):
     batch["score"].mul_(2)
     return batch

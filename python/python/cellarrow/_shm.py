@@ -282,20 +282,22 @@ def _place(parts: Dict[str, Any]):
 def share(parts: Dict[str, Any], slots: int) -> Dict[str, Any]:
     """In a worker: the batch ``parts`` describe (see :func:`tensors`), converted straight into
     a free slot of this process's ring, as a :class:`SharedBatch`; made in process memory
-    (:func:`tensors`) when no slot is free or large enough."""
+    (:func:`tensors`) when no slot is free."""
     layout, arrays, need = _place(parts)
     ring = _worker_ring(slots, need)
     slot = None if ring is None else ring.take()
     if slot is None:
         return tensors(parts)
     claim = _Claim(ring, slot)
+    written = {}  # by spec: empty arrays share an offset
     for spec, source in arrays:
-        np.copyto(ring.array(claim, spec), source, casting="unsafe")
+        written[spec] = dst = ring.array(claim, spec)
+        np.copyto(dst, source, casting="unsafe")
     # The batch handed on in this worker is made of views of the slot: what code in the worker
     # changes in place is what the consumer receives, and the slot stays taken while any of
     # them lives (torch's queue pickles in a background thread, maybe after the batch changed).
     out = SharedBatch()
-    view = lambda spec: torch.from_numpy(ring.array(claim, spec))  # noqa: E731
+    view = lambda spec: torch.from_numpy(written[spec])  # noqa: E731
     for key, spec in layout:
         dict.__setitem__(out, key, parts[key] if spec is None else _from_spec(spec, view))
     out._claim = claim
