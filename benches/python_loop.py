@@ -2,11 +2,17 @@
 
 Measures, warm page cache, batch 256, fully random cells:
   1. a plain Python loop over `corpus.loader()` converting every batch to scipy CSR;
-  2. `torch.utils.data.DataLoader` over `cellarrow.torch.CellDataset` (CSR tensors), 0 vs 2 workers;
+  2. `torch.utils.data.DataLoader` over `cellarrow.torch.CellDataset` (CSR tensors): 0 workers
+     vs 2 workers, the workers' batches through cellarrow's shared-memory ring or through
+     torch's own transport; once with Rust gathering threads (2 in the one process, 1 per
+     worker) and once with `threads=0` (each process gathers on its own thread), so the scaling
+     with workers shows on its own. The settings run interleaved, `--rounds` times; the
+     figures are medians, the ratios medians of each round's ratio to the one-process setting,
+     with the share of CPU time a virtual machine's host took meanwhile (steal; Linux);
   3. `corpus.to_hf_dataset()` open time (and on a second, larger corpus with --large).
 
 usage:
-  python benches/python_loop.py CORPUS_OR_H5AD [--large CORPUS_OR_H5AD] [--cells N]
+  python benches/python_loop.py CORPUS_OR_H5AD [--large CORPUS_OR_H5AD] [--cells N] [--rounds R]
 
 An .h5ad argument is converted once with the `cellarrow` binary ($CELLARROW_BIN) into
 `<file>.corpus` next to it. Build the extension in release mode for meaningful figures:
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import time
 import warnings
@@ -56,17 +63,47 @@ def plain_loop(corpus, cells: int, threads: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def dataloader(path: Path, workers: int, cells: int) -> float:
-    ds = CellDataset(path, batch_size=256, seed=0, threads=1 if workers else 2)
-    dl = ds.dataloader(num_workers=workers, multiprocessing_context="fork" if workers else None)
-    it = iter(dl)
-    next(it)  # worker start-up is not throughput
-    n, t0 = 0, time.perf_counter()
-    for b in it:
-        n += len(b["cell"])
-        if n >= cells:
-            break
-    return n / (time.perf_counter() - t0)
+# (label, workers, Rust threads per process, shared-memory ring)
+DATALOADER_SETTINGS = [
+    ("0 workers, 2 threads", 0, 2, False),
+    ("2 workers, 1 thread each, ring", 2, 1, True),
+    ("2 workers, 1 thread each, torch transport", 2, 1, False),
+    ("0 workers, threads=0", 0, 0, False),
+    ("2 workers, threads=0, ring", 2, 0, True),
+    ("2 workers, threads=0, torch transport", 2, 0, False),
+]
+
+
+def cpu_times() -> list:
+    """The machine's CPU time counters (Linux /proc/stat: user ... steal), else []."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return []
+
+
+def steal_share(before: list, after: list) -> float:
+    """The share of CPU time the hypervisor gave to other guests between two cpu_times()."""
+    d = [b - a for a, b in zip(before, after)]
+    return d[7] / sum(d) if len(d) > 7 and sum(d) else float("nan")
+
+
+def dataloader(path: Path, workers: int, threads: int, ring: bool, cells: int) -> tuple:
+    """(cells/s, host steal share) over whole epochs after a first one (worker start-up, each
+    process's first touch of the corpus and of the ring are not throughput)."""
+    ds = CellDataset(path, batch_size=256, seed=0, threads=threads, shared_memory=ring)
+    kw = dict(persistent_workers=True, multiprocessing_context="fork") if workers else {}
+    dl = ds.dataloader(num_workers=workers, **kw)
+    for _ in dl:
+        pass
+    n, epoch, c0, t0 = 0, 1, cpu_times(), time.perf_counter()
+    while n < cells:
+        ds.set_epoch(epoch)
+        epoch += 1
+        for b in dl:
+            n += len(b["cell"])
+    return n / (time.perf_counter() - t0), steal_share(c0, cpu_times())
 
 
 def hf_open(path: Path) -> tuple:
@@ -83,19 +120,35 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("corpus")
     ap.add_argument("--large", help="a larger corpus for the to_hf_dataset open time")
-    ap.add_argument("--cells", type=int, default=200_000, help="cells per measurement")
+    ap.add_argument("--cells", type=int, default=200_000, help="cells per measurement (DataLoader: at least)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the DataLoader settings")
     args = ap.parse_args()
 
     path = corpus_path(args.corpus)
     corpus = cellarrow.open(path)
     warm(corpus)
     print(f"corpus {path}: {corpus.n_cells} cells x {corpus.n_genes} genes, nnz {corpus.nnz}")
-    cells = min(args.cells, corpus.n_cells)
+    cells = min(args.cells, corpus.n_cells)  # the plain loop reads one epoch at most
     plain_loop(corpus, min(cells, 20_000), 2)  # warm-up
     for threads in (0, 2):
         print(f"plain loop + to_scipy, batch 256, random, {threads} Rust threads: {plain_loop(corpus, cells, threads):,.0f} cells/s")
-    for workers in (0, 2):
-        print(f"DataLoader(CellDataset) CSR tensors, {workers} workers: {dataloader(path, workers, cells):,.0f} cells/s")
+    rates = {label: [] for label, *_ in DATALOADER_SETTINGS}
+    steal = {label: [] for label, *_ in DATALOADER_SETTINGS}
+    for _ in range(args.rounds):
+        for label, workers, threads, ring in DATALOADER_SETTINGS:
+            rate, stolen = dataloader(path, workers, threads, ring, args.cells)
+            rates[label].append(rate)
+            steal[label].append(stolen)
+    for label, workers, threads, _ in DATALOADER_SETTINGS:
+        # Against the one-process setting of the same round: the machine drifts between rounds.
+        base = rates["0 workers, 2 threads" if threads else "0 workers, threads=0"]
+        ratio = statistics.median(r / b for r, b in zip(rates[label], base))
+        runs = " ".join(f"{r:,.0f}" for r in rates[label])
+        stolen = " ".join(f"{s:.0%}" for s in steal[label])
+        print(
+            f"DataLoader(CellDataset) CSR tensors, {label}: {statistics.median(rates[label]):,.0f} cells/s, "
+            f"x{ratio:.2f} one process (runs {runs}; host steal {stolen})"
+        )
     for p in [path] + ([corpus_path(args.large)] if args.large else []):
         secs, rows, parts = hf_open(p)
         print(f"to_hf_dataset open: {secs * 1e3:.1f} ms ({rows} rows, {parts} parts) {p}")
