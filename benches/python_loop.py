@@ -8,11 +8,13 @@ Measures, warm page cache, batch 256, fully random cells:
      worker) and once with `threads=0` (each process gathers on its own thread), so the scaling
      with workers shows on its own. The settings run interleaved, `--rounds` times; the
      figures are medians, the ratios medians of each round's ratio to the one-process setting,
-     with the share of CPU time a virtual machine's host took meanwhile (steal; Linux);
+     with the share of CPU time a virtual machine's host took meanwhile (steal; Linux). The
+     one-process figures depend on the allocator's state (after the plain loop, freed batch
+     memory is reused without page faults); --fresh measures each setting in a new process;
   3. `corpus.to_hf_dataset()` open time (and on a second, larger corpus with --large).
 
 usage:
-  python benches/python_loop.py CORPUS_OR_H5AD [--large CORPUS_OR_H5AD] [--cells N] [--rounds R]
+  python benches/python_loop.py CORPUS_OR_H5AD [--large CORPUS_OR_H5AD] [--cells N] [--rounds R] [--fresh]
 
 An .h5ad argument is converted once with the `cellarrow` binary ($CELLARROW_BIN) into
 `<file>.corpus` next to it. Build the extension in release mode for meaningful figures:
@@ -22,9 +24,11 @@ An .h5ad argument is converted once with the `cellarrow` binary ($CELLARROW_BIN)
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -122,9 +126,19 @@ def main() -> None:
     ap.add_argument("--large", help="a larger corpus for the to_hf_dataset open time")
     ap.add_argument("--cells", type=int, default=200_000, help="cells per measurement (DataLoader: at least)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the DataLoader settings")
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="each DataLoader measurement in a new Python process (no allocator state from the ones before)",
+    )
+    ap.add_argument("--setting", type=int, help=argparse.SUPPRESS)  # one measurement, for --fresh
     args = ap.parse_args()
 
     path = corpus_path(args.corpus)
+    if args.setting is not None:
+        _, workers, threads, ring = DATALOADER_SETTINGS[args.setting]
+        print(json.dumps(dataloader(path, workers, threads, ring, args.cells)))
+        return
     corpus = cellarrow.open(path)
     warm(corpus)
     print(f"corpus {path}: {corpus.n_cells} cells x {corpus.n_genes} genes, nnz {corpus.nnz}")
@@ -135,8 +149,12 @@ def main() -> None:
     rates = {label: [] for label, *_ in DATALOADER_SETTINGS}
     steal = {label: [] for label, *_ in DATALOADER_SETTINGS}
     for _ in range(args.rounds):
-        for label, workers, threads, ring in DATALOADER_SETTINGS:
-            rate, stolen = dataloader(path, workers, threads, ring, args.cells)
+        for i, (label, workers, threads, ring) in enumerate(DATALOADER_SETTINGS):
+            if args.fresh:
+                cmd = [sys.executable, __file__, str(path), "--cells", str(args.cells), "--setting", str(i)]
+                rate, stolen = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+            else:
+                rate, stolen = dataloader(path, workers, threads, ring, args.cells)
             rates[label].append(rate)
             steal[label].append(stolen)
     for label, workers, threads, _ in DATALOADER_SETTINGS:
