@@ -11,10 +11,15 @@ Measures, warm page cache, batch 256, fully random cells:
      with the share of CPU time a virtual machine's host took meanwhile (steal; Linux). The
      one-process figures depend on the allocator's state (after the plain loop, freed batch
      memory is reused without page faults); --fresh measures each setting in a new process;
-  3. `corpus.to_hf_dataset()` open time (and on a second, larger corpus with --large).
+  3. `corpus.to_hf_dataset()` open time (and on a second, larger corpus with --large);
+  4. with --cellfm DIR (the same cohort converted by cellfm-datasets, e.g. the comparison
+     harness's `compare-work/full/syn-50k/cellfm_datasets`): its raw `fetch_cell` on random
+     cells and its Hugging Face path (`load_hf_cell_dataset`, streaming), interleaved with the
+     plain loop, and the plain loop's ratios to both.
 
 usage:
   python benches/python_loop.py CORPUS_OR_H5AD [--large CORPUS_OR_H5AD] [--cells N] [--rounds R] [--fresh]
+                                [--cellfm DIR]
 
 An .h5ad argument is converted once with the `cellarrow` binary ($CELLARROW_BIN) into
 `<file>.corpus` next to it. Build the extension in release mode for meaningful figures:
@@ -119,6 +124,45 @@ def hf_open(path: Path) -> tuple:
     return time.perf_counter() - t0, ds.num_rows, len(corpus.part_paths)
 
 
+def cellfm_rates(root: str, n_cells: int, cells: int) -> tuple:
+    """cellfm-datasets on the same cohort: (raw `fetch_cell` on random cells, its streaming
+    Hugging Face path), in cells/s."""
+    import numpy as np
+    from cellfm_dataset import MemmapDataset
+    from cellfm_dataset.hf import load_hf_cell_dataset
+
+    sample = next(iter(MemmapDataset(root).samples.values()))
+    ids = np.random.default_rng(0).integers(0, n_cells, min(cells, 50_000))
+    t0 = time.perf_counter()
+    for i in ids:
+        sample.fetch_cell(int(i))
+    fetch = len(ids) / (time.perf_counter() - t0)
+    hf_cells = min(cells, 20_000)
+    n, t0 = 0, time.perf_counter()
+    for _ in load_hf_cell_dataset(dataset_root=root, streaming=True):
+        n += 1
+        if n >= hf_cells:
+            break
+    return fetch, n / (time.perf_counter() - t0)
+
+
+def compare_cellfm(corpus, root: str, cells: int, rounds: int) -> None:
+    runs = {"loop0": [], "loop2": [], "fetch": [], "hf": []}
+    for _ in range(rounds):
+        runs["loop0"].append(plain_loop(corpus, cells, 0))
+        runs["loop2"].append(plain_loop(corpus, cells, 2))
+        fetch, hf = cellfm_rates(root, corpus.n_cells, cells)
+        runs["fetch"].append(fetch)
+        runs["hf"].append(hf)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    print(f"cellfm-datasets fetch_cell, random cells: {med['fetch']:,.0f} cells/s; its HF path (streaming): {med['hf']:,.0f} cells/s")
+    for k, label in (("loop0", "0 Rust threads"), ("loop2", "2 Rust threads")):
+        print(
+            f"plain loop + to_scipy, {label}: {med[k]:,.0f} cells/s = x{med[k] / med['fetch']:.1f} cellfm fetch_cell, "
+            f"x{med[k] / med['hf']:.1f} its HF path (medians of {rounds} interleaved rounds)"
+        )
+
+
 def main() -> None:
     warnings.filterwarnings("ignore", message="Sparse")  # torch's beta / invariant-check notices
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -131,6 +175,7 @@ def main() -> None:
         action="store_true",
         help="each DataLoader measurement in a new Python process (no allocator state from the ones before)",
     )
+    ap.add_argument("--cellfm", help="the same cohort converted by cellfm-datasets: ratios to its fetch_cell and HF path")
     ap.add_argument("--setting", type=int, help=argparse.SUPPRESS)  # one measurement, for --fresh
     args = ap.parse_args()
 
@@ -146,6 +191,8 @@ def main() -> None:
     plain_loop(corpus, min(cells, 20_000), 2)  # warm-up
     for threads in (0, 2):
         print(f"plain loop + to_scipy, batch 256, random, {threads} Rust threads: {plain_loop(corpus, cells, threads):,.0f} cells/s")
+    if args.cellfm:
+        compare_cellfm(corpus, args.cellfm, cells, args.rounds)
     rates = {label: [] for label, *_ in DATALOADER_SETTINGS}
     steal = {label: [] for label, *_ in DATALOADER_SETTINGS}
     for _ in range(args.rounds):
