@@ -254,8 +254,12 @@ impl PyCorpus {
         &self,
         py: Python<'py>,
         cells: &[u8],
-    ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
-        if cells.len() % 8 != 0 {
+    ) -> PyResult<(
+        Bound<'py, PyBytes>,
+        Bound<'py, PyBytes>,
+        Bound<'py, PyBytes>,
+    )> {
+        if !cells.len().is_multiple_of(8) {
             return Err(PyValueError::new_err(
                 "cell ids must be the bytes of a uint64 array",
             ));

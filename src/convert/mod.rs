@@ -382,8 +382,7 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
                     .zip(bars.par_iter())
                     .map(|((p, &(first_part, first_cell)), bar)| {
                         bar.reset();
-                        let out =
-                            job::convert_sample(p, opts, &layout, first_part, first_cell, bar);
+                        let out = job::convert_sample(p, opts, layout, first_part, first_cell, bar);
                         bar.finish_with_message(if out.is_ok() { "done" } else { "failed" });
                         out
                     })

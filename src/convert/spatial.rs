@@ -31,7 +31,7 @@ fn spread(v: u64, bits: u32, stride: u32) -> u64 {
 /// ```
 pub fn z_order(coords: &[f64], dims: usize) -> Vec<u64> {
     assert!(
-        dims > 0 && coords.len() % dims == 0,
+        dims > 0 && coords.len().is_multiple_of(dims),
         "coordinates must have `dims` columns"
     );
     let n = coords.len() / dims;

@@ -70,7 +70,7 @@ pub fn run(
         bytes += b as u64;
         checksum += s;
         batch_bytes.push(b);
-        if lat.len() % 16 == 0 {
+        if lat.len().is_multiple_of(16) {
             peak = peak.max(anon_rss_kib());
         }
     }

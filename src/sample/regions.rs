@@ -648,7 +648,7 @@ fn read_parquet_rows(path: &Path) -> Result<Vec<Row>> {
             let c = batch.column_by_name(name).ok_or_else(|| {
                 Error::invalid_input(format!("missing column {name:?}")).with_path(path)
             })?;
-            Ok(arrow::compute::cast(c, &DataType::Utf8).at_object(path, name)?)
+            arrow::compute::cast(c, &DataType::Utf8).at_object(path, name)
         };
         let (s, r) = (text("sample_id")?, text("region_id")?);
         let (s, r) = (s.as_string::<i32>(), r.as_string::<i32>());
