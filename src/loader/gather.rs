@@ -264,7 +264,10 @@ impl Gatherer {
     /// The non-zeros of `cells` together: the length of their CSR `indices` and `values`.
     pub fn nnz(&self, cells: &[u64]) -> Result<usize> {
         self.check_cells(cells)?;
-        Ok(spans(&self.corpus, cells).iter().map(|(_, r)| r.len()).sum())
+        Ok(spans(&self.corpus, cells)
+            .iter()
+            .map(|(_, r)| r.len())
+            .sum())
     }
 
     /// Writes the CSR rows of `cells` into memory the caller owns, for front ends that
@@ -312,8 +315,12 @@ impl Gatherer {
                 match m.value_type {
                     ValueType::Uint16 => csr_into::<$I, u16>(&self.corpus, &spans, indices, values),
                     ValueType::Uint32 => csr_into::<$I, u32>(&self.corpus, &spans, indices, values),
-                    ValueType::Float32 => csr_into::<$I, f32>(&self.corpus, &spans, indices, values),
-                    ValueType::Float64 => csr_into::<$I, f64>(&self.corpus, &spans, indices, values),
+                    ValueType::Float32 => {
+                        csr_into::<$I, f32>(&self.corpus, &spans, indices, values)
+                    }
+                    ValueType::Float64 => {
+                        csr_into::<$I, f64>(&self.corpus, &spans, indices, values)
+                    }
                 }
             };
         }
