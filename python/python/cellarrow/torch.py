@@ -165,7 +165,7 @@ class CellDataset(IterableDataset):
             the default there); ``False`` leaves it to torch's own transport.
         **options: the :class:`cellarrow.Loader` options (``batch_size``, ``seed``, ``epoch``,
             ``policy``, ``drop_last``, ``group_size``, ``label``, ``block_size``, ``obs``,
-            ``coords``, ``dense``, ``values`` ...).
+            ``coords``, ``dense``, ``values`` (default ``"f32"``) ...).
 
     Resume: ``state = ds.state_dict(batches_seen=k)`` records the epoch and how many batches
     this rank's loop consumed; ``ds.load_state_dict(state)`` makes the next iteration serve
@@ -205,6 +205,9 @@ class CellDataset(IterableDataset):
         # Batches of one worker alive at once: the DataLoader's prefetch_factor (2) in flight,
         # the one the loop holds and the one being received.
         self.ring_slots = 4
+        # torch computes in floats: the Rust threads convert while gathering, so the tensors
+        # share the gathered buffer instead of being converted again.
+        options.setdefault("values", "f32")
         epoch = int(options.pop("epoch", 0))
         options.pop("position", None)
         for key in ("worker", "num_workers"):
