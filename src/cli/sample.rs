@@ -55,6 +55,12 @@ pub struct SamplerArgs {
     /// Drop the last, shorter batch of random cells.
     #[arg(long)]
     pub drop_last: bool,
+    /// Shuffle: consecutive cells read as one run (larger runs: fewer, longer reads).
+    #[arg(long, default_value_t = 64)]
+    pub shuffle_run: u64,
+    /// Shuffle: runs mixed together in each window (a shuffle buffer of run x window cells).
+    #[arg(long, default_value_t = 64)]
+    pub shuffle_window: u64,
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -140,7 +146,7 @@ impl SamplerArgs {
 
     /// Whether the sampler serves groups (and batches carry a `group` column).
     pub fn grouped(&self) -> bool {
-        self.sampler != SamplerKind::Random
+        self.sampler.grouped()
     }
 
     /// The cohort: `--where` and `--cohort` (intersected when both are given), else every cell.
@@ -180,6 +186,8 @@ impl SamplerArgs {
             policy: self.policy(),
             batch_size: self.batch_size,
             drop_last: self.drop_last,
+            shuffle_run: self.shuffle_run,
+            shuffle_window: self.shuffle_window,
             group_size: self.group_size,
             label: self.label.clone(),
             label_mode: match self.label_mode {
@@ -280,6 +288,7 @@ impl OutputArgs {
 #[command(after_help = "Examples:\n  \
     cellarrow sample my.corpus --batch-size 256 --seed 1 --epoch 0 --summary\n  \
     cellarrow sample my.corpus --rank 1 --world-size 4 --obs cell_type -o rank1.arrow\n  \
+    cellarrow sample my.corpus --sampler shuffle --shuffle-run 128 -o batches.arrow\n  \
     cellarrow sample my.corpus --sampler regions --label niche --coords -o regions.arrow")]
 pub struct SampleArgs {
     /// The corpus directory.
@@ -425,7 +434,9 @@ mod tests {
 
     use crate::cli::{Cli, Command};
     use crate::corpus::testing::{random_rows, write_corpus};
-    use crate::sample::{Cohort, RandomCells, Sampler, Shard, ShardPolicy, ShardState};
+    use crate::sample::{
+        BlockShuffle, Cohort, RandomCells, Sampler, Shard, ShardPolicy, ShardState,
+    };
 
     fn sample(args: &[&str]) -> crate::Result<()> {
         let cli = Cli::try_parse_from(std::iter::once("cellarrow").chain(args.iter().copied()))
@@ -443,9 +454,9 @@ mod tests {
         reader.map(|b| b.unwrap()).collect()
     }
 
-    /// The `cell` column of a sampled stream, sorted.
-    fn sorted_cells(path: &std::path::Path) -> Vec<u64> {
-        let mut cells: Vec<u64> = read_stream(path)
+    /// The `cell` column of a sampled stream, in stream order.
+    fn stream_cells(path: &std::path::Path) -> Vec<u64> {
+        read_stream(path)
             .iter()
             .flat_map(|b| {
                 b.column_by_name("cell")
@@ -454,7 +465,12 @@ mod tests {
                     .values()
                     .to_vec()
             })
-            .collect();
+            .collect()
+    }
+
+    /// The `cell` column of a sampled stream, sorted.
+    fn sorted_cells(path: &std::path::Path) -> Vec<u64> {
+        let mut cells = stream_cells(path);
         cells.sort_unstable();
         cells
     }
@@ -544,6 +560,74 @@ mod tests {
         let e =
             sample(&["sample", c, "--summary", "--rank", "2", "--world-size", "2"]).unwrap_err();
         assert!(e.message().contains("rank 2"), "{e}");
+    }
+
+    #[test]
+    fn shuffle_streams_are_the_block_shuffle_shards_and_partition_the_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let corpus = dir.path().join("c");
+        let rows = random_rows(45, 20, 0.3, 5);
+        write_corpus(&corpus, 20, &rows, &[("a", 45)]).unwrap();
+        let c = corpus.to_str().unwrap();
+        let sampler = BlockShuffle::new(Cohort::all(45), 4, 3, 11).unwrap();
+        let mut all = Vec::new();
+        for rank in 0..2u32 {
+            let out = dir.path().join(format!("rank{rank}.arrow"));
+            let (r, o) = (rank.to_string(), out.to_str().unwrap().to_string());
+            sample(&[
+                "sample",
+                c,
+                "--sampler",
+                "shuffle",
+                "--shuffle-run",
+                "4",
+                "--shuffle-window",
+                "3",
+                "--seed",
+                "11",
+                "--epoch",
+                "1",
+                "--rank",
+                &r,
+                "--world-size",
+                "2",
+                "--batch-size",
+                "8",
+                "-o",
+                &o,
+            ])
+            .unwrap();
+            assert!(
+                read_stream(&out)
+                    .iter()
+                    .all(|b| b.column_by_name("group").is_none()),
+                "cells, not groups"
+            );
+            let got = stream_cells(&out);
+            let shard = Shard::new(rank, 2, 0, 1).unwrap();
+            let expect: Vec<u64> = sampler
+                .stream(shard, ShardPolicy::Even, ShardState::epoch_start(1))
+                .unwrap()
+                .collect();
+            assert_eq!(got, expect, "rank {rank}");
+            all.extend(got);
+        }
+        all.sort_unstable();
+        assert_eq!(all, (0..45).collect::<Vec<u64>>());
+        let e = sample(&[
+            "sample",
+            c,
+            "--summary",
+            "--sampler",
+            "shuffle",
+            "--shuffle-run",
+            "0",
+        ])
+        .unwrap_err();
+        assert!(
+            e.message().contains("a run must hold at least 1 cell"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,8 +8,8 @@ use super::{BatchPlan, SampledCells, SampledGroups};
 use crate::corpus::Corpus;
 use crate::error::{Error, Result};
 use crate::sample::{
-    BlockConfig, Cohort, Group, GroupConfig, LabelMode, RandomCells, RandomGroups, RegionConfig,
-    Regions, SampleIndex, Sampler, Shard, ShardPolicy, ShardState, SpatialBlocks,
+    BlockConfig, BlockShuffle, Cohort, Group, GroupConfig, LabelMode, RandomCells, RandomGroups,
+    RegionConfig, Regions, SampleIndex, Sampler, Shard, ShardPolicy, ShardState, SpatialBlocks,
 };
 
 /// The samplers.
@@ -29,6 +29,9 @@ pub enum SamplerKind {
     /// Random cells, a fresh permutation of the cohort per epoch.
     #[default]
     Random,
+    /// Block shuffle, for cold storage: runs of `shuffle_run` consecutive cells shuffled as
+    /// blocks, then mixed `shuffle_window` runs at a time; every cell once per epoch.
+    Shuffle,
     /// Groups of `group_size` random cells of one sample.
     Groups,
     /// Regions from a regions manifest, an obs column, or the corpus's `regions.parquet`.
@@ -37,16 +40,35 @@ pub enum SamplerKind {
     Blocks,
 }
 
+impl SamplerKind {
+    /// Whether the sampler serves groups of cells (and batches carry a `group` column).
+    pub fn grouped(self) -> bool {
+        !matches!(self, SamplerKind::Random | SamplerKind::Shuffle)
+    }
+
+    /// The name on the command line and in Python.
+    pub fn name(self) -> &'static str {
+        match self {
+            SamplerKind::Random => "random",
+            SamplerKind::Shuffle => "shuffle",
+            SamplerKind::Groups => "groups",
+            SamplerKind::Regions => "regions",
+            SamplerKind::Blocks => "blocks",
+        }
+    }
+}
+
 impl std::str::FromStr for SamplerKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "random" | "cells" => Ok(SamplerKind::Random),
+            "shuffle" => Ok(SamplerKind::Shuffle),
             "groups" => Ok(SamplerKind::Groups),
             "regions" => Ok(SamplerKind::Regions),
             "blocks" => Ok(SamplerKind::Blocks),
             other => Err(Error::invalid_input(format!(
-                "unknown sampler {other:?}; expected random, groups, regions or blocks"
+                "unknown sampler {other:?}; expected random, shuffle, groups, regions or blocks"
             ))),
         }
     }
@@ -77,6 +99,10 @@ pub struct SamplerSpec {
     pub batch_size: Option<usize>,
     /// Drop a last, short batch of cells.
     pub drop_last: bool,
+    /// Shuffle: consecutive cells per run (default 64).
+    pub shuffle_run: u64,
+    /// Shuffle: runs mixed together (default 64), a shuffle buffer of `run * window` cells.
+    pub shuffle_window: u64,
     /// Groups: cells per group.
     pub group_size: usize,
     /// Groups: the label column; regions: the obs column whose values are regions.
@@ -122,6 +148,8 @@ impl SamplerSpec {
             policy: ShardPolicy::Even,
             batch_size: None,
             drop_last: false,
+            shuffle_run: 64,
+            shuffle_window: 64,
             group_size: 64,
             label: None,
             label_mode: LabelMode::None,
@@ -137,7 +165,7 @@ impl SamplerSpec {
 
     /// Whether batches hold groups.
     pub fn grouped(&self) -> bool {
-        self.sampler != SamplerKind::Random
+        self.sampler.grouped()
     }
 
     /// The plan of this shard over `cohort`.
@@ -149,6 +177,11 @@ impl SamplerSpec {
         };
         match self.sampler {
             SamplerKind::Random => self.cells_plan(RandomCells::new(cohort, self.seed), state),
+            SamplerKind::Shuffle => {
+                let s =
+                    BlockShuffle::new(cohort, self.shuffle_run, self.shuffle_window, self.seed)?;
+                self.cells_plan(s, state)
+            }
             SamplerKind::Groups => {
                 if self.label_mode != LabelMode::None && self.label.is_none() {
                     return Err(Error::invalid_input("a label mode needs a label column"));

@@ -41,12 +41,12 @@ impl BlockShuffle {
     pub fn new(cohort: Cohort, run_len: u64, window_runs: u64, seed: u64) -> Result<BlockShuffle> {
         if run_len == 0 {
             return Err(Error::invalid_input(
-                "block shuffle run_len must be at least 1",
+                "block shuffle: a run must hold at least 1 cell (the shuffle run)",
             ));
         }
         if window_runs == 0 {
             return Err(Error::invalid_input(
-                "block shuffle window_runs must be at least 1",
+                "block shuffle: a window must hold at least 1 run (the shuffle window)",
             ));
         }
         let window = run_len

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.skipif(not _shm.SUPPORTED, reason="the ring needs Linux
 
 SAMPLERS = {
     "random": dict(batch_size=16),
+    "shuffle": dict(batch_size=16, shuffle_run=8, shuffle_window=4),
     "groups": dict(group_size=8, batch_size=2),
     "regions": dict(label="niche", batch_size=2),
     "blocks": dict(block_size=4.0, batch_size=3),

@@ -14,6 +14,7 @@ from cellarrow.torch import CellDataset, collate, consumed_per_worker
 
 SAMPLERS = {
     "random": dict(batch_size=16),
+    "shuffle": dict(batch_size=16, shuffle_run=8, shuffle_window=4),
     "groups": dict(group_size=8, batch_size=2),
     "regions": dict(label="niche", batch_size=2),
     "blocks": dict(block_size=4.0, batch_size=3),
@@ -38,7 +39,7 @@ def epoch_items(loader, grouped: bool):
 def test_two_workers_serve_every_item_of_the_epoch_once(synth, sampler):
     ds = CellDataset(synth[0], sampler, seed=7, **SAMPLERS[sampler])
     loader = DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context="fork")
-    grouped = sampler != "random"
+    grouped = sampler not in ("random", "shuffle")
     epoch_len = cellarrow.open(synth[0]).loader(sampler, seed=7, **SAMPLERS[sampler]).epoch_len
     orders = []
     for epoch in range(2):

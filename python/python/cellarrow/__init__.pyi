@@ -11,7 +11,7 @@ __version__: str
 
 PathLike = Union[str, os.PathLike[str]]
 TableFormat = Literal["arrow", "polars"]
-SamplerName = Literal["random", "groups", "regions", "blocks"]
+SamplerName = Literal["random", "cells", "shuffle", "groups", "regions", "blocks"]
 
 class CellarrowError(Exception): ...
 

@@ -155,7 +155,7 @@ class CellDataset(IterableDataset):
 
     Args:
         corpus: a corpus directory or :class:`cellarrow.Corpus`.
-        sampler: ``"random"``, ``"groups"``, ``"regions"`` or ``"blocks"``.
+        sampler: ``"random"``, ``"shuffle"``, ``"groups"``, ``"regions"`` or ``"blocks"``.
         cohort: a :class:`cellarrow.Cohort` (or cell ids) to draw from; default every cell.
         output: ``"csr"`` (sparse CSR tensors) or ``"dense"``; with ``dense=[genes]`` the
             dense tensor is a view of the gathered buffer.
@@ -272,7 +272,7 @@ class CellDataset(IterableDataset):
         probe = self._loader(0, num_workers, threads=0)
         n, per = probe.epoch_len, probe._current().items_per_batch
         policy = self.options.get("policy", "even")
-        drop_last = bool(self.options.get("drop_last", False)) and self.sampler == "random"
+        drop_last = bool(self.options.get("drop_last", False)) and self.sampler in ("random", "cells", "shuffle")
         out = []
         for w in range(num_workers):
             items = _native.shard_len(n, self.rank, self.world_size, w, num_workers, policy)
