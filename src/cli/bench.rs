@@ -11,11 +11,16 @@ use crate::corpus::Corpus;
 use crate::error::Result;
 use crate::loader::bench::{self, BenchResult};
 use crate::loader::{BatchPlan, Concat, Gatherer};
+use crate::sample::{mean_label_entropy, Cohort, SampleIndex};
 
 /// Arguments of `cellarrow bench`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  cellarrow bench my.corpus --batch-size 256 --threads 1,2 --epochs 3"
+    after_help = "Two ways of using several cores are measured. `--threads N`: one consumer, fed by N \
+loader threads that gather ahead (what `cellarrow sample` and the Python loaders do). `--shards N`: \
+N threads, each gathering and consuming its own shard of the epoch (worker i of N), as the \
+data-loader workers or the ranks of one machine do. Every value of every batch is read by the \
+consumer.\n\nExample:\n  cellarrow bench my.corpus --batch-size 256 --threads 1,2 --shards 1,2 --epochs 3"
 )]
 pub struct BenchArgs {
     /// The corpus directory.
@@ -32,6 +37,10 @@ pub struct BenchArgs {
     /// Loader thread counts to measure (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     pub threads: Vec<usize>,
+    /// Shard counts to measure (comma-separated; 0 or none: skip): N threads each reading
+    /// worker shard i of N of the same epochs, gathering on its own thread.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub shards: Vec<usize>,
     /// Epochs per run (consecutive epochs from `--epoch`).
     #[arg(long, default_value_t = 1)]
     pub epochs: u64,
@@ -61,9 +70,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     );
     let cohort = args.sampler.cohort(&corpus)?;
     println!(
-        "{:<8} {:>3} {:>7} {:>10} {:>12} {:>9} {:>9} {:>9} {:>11} {:>6} {:>10}",
+        "{:<8} {:>8} {:>7} {:>10} {:>12} {:>9} {:>9} {:>9} {:>11} {:>6} {:>10}",
         "sampler",
-        "thr",
+        "run",
         "batches",
         "cells",
         "cells/s",
@@ -80,19 +89,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
             ..args.sampler.clone()
         };
         let started = Instant::now();
-        let plans: Result<Vec<Arc<dyn BatchPlan>>> = (0..args.epochs.max(1))
-            .map(|e| {
-                SamplerArgs {
-                    epoch: sargs.epoch + e,
-                    ..sargs.clone()
-                }
-                .plan(&corpus, cohort.clone(), None)
-            })
-            .collect();
-        let plans = match plans {
+        let plan = match epochs(&sargs, &corpus, &cohort, args.epochs, 0, 1) {
             Ok(p) => p,
             Err(e) => {
-                println!("{:<8} skipped: {e}", name(kind));
+                println!("{:<8} skipped: {e}", kind.name());
                 continue;
             }
         };
@@ -101,19 +101,25 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let gatherer = Arc::new(Gatherer::new(corpus.clone(), options)?);
         // What a training job waits for at the start of an epoch: the sampler's plan (block
         // enumeration, group tables) and the first batch.
-        if plans[0].n_batches() > 0 {
+        if plan.n_batches() > 0 {
             let t = Instant::now();
-            gatherer.gather_request(&plans[0].batch(0)?)?;
+            gatherer.gather_request(&plan.batch(0)?)?;
             let gathered = t.elapsed();
             println!(
                 "{:<8} first batch after {:.1} ms: plan {:.1} ms (one epoch), gather {:.2} ms",
-                name(kind),
+                kind.name(),
                 (planned + gathered).as_secs_f64() * 1e3,
                 planned.as_secs_f64() * 1e3,
                 gathered.as_secs_f64() * 1e3
             );
         }
-        let plan: Arc<dyn BatchPlan> = Arc::new(Concat::new(plans));
+        if let (false, Some(label)) = (kind.grouped(), &sargs.label) {
+            let entropy = label_entropy(&corpus, plan.as_ref(), label)?;
+            println!(
+                "{:<8} {label} entropy per batch {entropy:.3} bits (how mixed a batch's labels are; compare random and shuffle)",
+                kind.name(),
+            );
+        }
         // An untimed pass first, so every run finds the same pages in memory.
         bench::run(
             gatherer.clone(),
@@ -124,40 +130,80 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let mut one: Option<f64> = None;
         for &t in &args.threads {
             let r = bench::run(gatherer.clone(), plan.clone(), t, args.prefetch)?;
-            print_row(kind, &r);
-            match one {
-                None if t == 1 => one = Some(r.cells_per_s),
-                Some(base) if t > 1 => println!(
-                    "{:<8} {t} threads: {:.2}x one thread",
-                    "",
-                    r.cells_per_s / base
-                ),
-                _ => {}
-            }
+            print_row(kind, &format!("{t} thr"), &r);
+            scaling(&mut one, t, r.cells_per_s, "threads", "one thread");
+        }
+        let mut one: Option<f64> = None;
+        for &n in args.shards.iter().filter(|&&n| n > 0) {
+            let plans = (0..n)
+                .map(|i| epochs(&sargs, &corpus, &cohort, args.epochs, i, n))
+                .collect::<Result<Vec<_>>>()?;
+            let r = bench::run_shards(gatherer.clone(), plans)?;
+            let label = format!("{n} shard{}", if n == 1 { "" } else { "s" });
+            print_row(kind, &label, &r);
+            scaling(&mut one, n, r.cells_per_s, "shards", "one shard");
         }
     }
     Ok(())
 }
 
-fn name(kind: SamplerKind) -> &'static str {
-    match kind {
-        SamplerKind::Random => "random",
-        SamplerKind::Groups => "groups",
-        SamplerKind::Regions => "regions",
-        SamplerKind::Blocks => "blocks",
+/// The batches of `epochs` consecutive epochs for worker `shard` of `shards` within the
+/// worker shard the arguments name.
+fn epochs(
+    sargs: &SamplerArgs,
+    corpus: &Arc<Corpus>,
+    cohort: &Cohort,
+    epochs: u64,
+    shard: usize,
+    shards: usize,
+) -> Result<Arc<dyn BatchPlan>> {
+    let plans = (0..epochs.max(1))
+        .map(|e| {
+            SamplerArgs {
+                epoch: sargs.epoch + e,
+                worker: sargs.worker * shards as u32 + shard as u32,
+                workers: sargs.workers * shards as u32,
+                ..sargs.clone()
+            }
+            .plan(corpus, cohort.clone(), None)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(Concat::new(plans)))
+}
+
+/// Mean entropy of the `label` obs column over the batches of `plan`.
+fn label_entropy(corpus: &Corpus, plan: &dyn BatchPlan, label: &str) -> Result<f64> {
+    let index = SampleIndex::from_corpus(corpus, Some(label), false)?;
+    let labels = index.require_labels("the label entropy")?;
+    let (mut total, mut batches) = (0.0, 0usize);
+    for b in 0..plan.n_batches() {
+        let cells = plan.batch(b)?.cells;
+        let codes: Vec<u32> = cells.iter().map(|&c| labels.codes[c as usize]).collect();
+        total += mean_label_entropy(&codes, codes.len().max(1));
+        batches += 1;
+    }
+    Ok(total / batches.max(1) as f64)
+}
+
+/// Prints the ratio of `rate` to the first run's when that run had one thread or shard.
+fn scaling(one: &mut Option<f64>, n: usize, rate: f64, what: &str, base_name: &str) {
+    match *one {
+        None if n == 1 => *one = Some(rate),
+        Some(base) if n > 1 => println!("{:<8} {n} {what}: {:.2}x {base_name}", "", rate / base),
+        _ => {}
     }
 }
 
-fn print_row(kind: SamplerKind, r: &BenchResult) {
+fn print_row(kind: SamplerKind, run: &str, r: &BenchResult) {
     let limit = bench::memcpy_limit(&r.batch_bytes);
     let rss = r
         .peak_anon_rss_kib
         .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
         .unwrap_or_else(|| "n/a".into());
     println!(
-        "{:<8} {:>3} {:>7} {:>10} {:>12.0} {:>9.0} {:>9.3} {:>9.3} {:>11.0} {:>6.2} {:>10}",
-        name(kind),
-        r.threads,
+        "{:<8} {:>8} {:>7} {:>10} {:>12.0} {:>9.0} {:>9.3} {:>9.3} {:>11.0} {:>6.2} {:>10}",
+        kind.name(),
+        run,
         r.batches,
         r.cells,
         r.cells_per_s,

@@ -3,7 +3,7 @@
 //! `cellarrow bench` prints these figures; they live here so that the command line stays thin
 //! and the Python package can report the same numbers.
 
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, ListArray};
@@ -16,7 +16,8 @@ use crate::error::Result;
 /// What one loader run delivered, and how fast.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchResult {
-    /// Loader threads (0: gathered on the consumer's thread).
+    /// Loader threads (0: gathered on the consumer's thread); for [`run_shards`], the number
+    /// of shards, each read on its own thread.
     pub threads: usize,
     pub batches: usize,
     pub cells: u64,
@@ -45,53 +46,121 @@ pub fn run(
     threads: usize,
     prefetch: usize,
 ) -> Result<BenchResult> {
-    let mut lat: Vec<Duration> = Vec::with_capacity(plan.n_batches());
-    let mut batch_bytes = Vec::with_capacity(plan.n_batches());
-    let (mut cells, mut nnz, mut bytes, mut checksum) = (0u64, 0u64, 0u64, 0f64);
-    let mut peak = anon_rss_kib();
     let started = Instant::now();
-    let mut loader = Loader::new(
-        gatherer,
-        plan,
-        LoaderOptions {
+    let tally = consume(Loader::new(gatherer, plan, options(threads, prefetch)))?;
+    Ok(tally.result(threads, started.elapsed()))
+}
+
+/// Runs `plans` side by side, one thread each, each thread gathering its own plan's batches
+/// itself and touching every value: how the data-loader workers or the ranks of one machine
+/// read, each its own shard. The figures are those of all shards together over the wall time
+/// from a common start; [`BenchResult::threads`] is the number of shards.
+pub fn run_shards(gatherer: Arc<Gatherer>, plans: Vec<Arc<dyn BatchPlan>>) -> Result<BenchResult> {
+    let n = plans.len();
+    let start = Barrier::new(n + 1);
+    let (tallies, elapsed) = std::thread::scope(|scope| {
+        let handles: Vec<_> = plans
+            .into_iter()
+            .map(|plan| {
+                let (gatherer, start) = (gatherer.clone(), &start);
+                scope.spawn(move || {
+                    let loader = Loader::new(gatherer, plan, options(0, 1));
+                    start.wait();
+                    consume(loader)
+                })
+            })
+            .collect();
+        start.wait();
+        let started = Instant::now();
+        let tallies: Vec<Result<Tally>> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect();
+        (tallies, started.elapsed())
+    });
+    let mut all = Tally::default();
+    for t in tallies {
+        all.merge(t?);
+    }
+    Ok(all.result(n, elapsed))
+}
+
+fn options(threads: usize, prefetch: usize) -> LoaderOptions {
+    LoaderOptions {
+        threads,
+        prefetch,
+        start: 0,
+    }
+}
+
+/// What a consumer saw: per-batch waits and sizes, and the sums over the batches.
+#[derive(Default)]
+struct Tally {
+    lat: Vec<Duration>,
+    batch_bytes: Vec<usize>,
+    cells: u64,
+    nnz: u64,
+    bytes: u64,
+    checksum: f64,
+    peak: Option<u64>,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.lat.extend(other.lat);
+        self.batch_bytes.extend(other.batch_bytes);
+        self.cells += other.cells;
+        self.nnz += other.nnz;
+        self.bytes += other.bytes;
+        self.checksum += other.checksum;
+        self.peak = self.peak.max(other.peak);
+    }
+
+    fn result(mut self, threads: usize, elapsed: Duration) -> BenchResult {
+        let seconds = elapsed.as_secs_f64().max(1e-9);
+        self.lat.sort_unstable();
+        BenchResult {
             threads,
-            prefetch,
-            start: 0,
-        },
-    );
-    loop {
-        let t = Instant::now();
-        let Some(batch) = loader.next() else { break };
-        lat.push(t.elapsed());
-        let batch = batch?;
-        let (n, b, s) = touch(&batch);
-        cells += batch.num_rows() as u64;
-        nnz += n;
-        bytes += b as u64;
-        checksum += s;
-        batch_bytes.push(b);
-        if lat.len().is_multiple_of(16) {
-            peak = peak.max(anon_rss_kib());
+            batches: self.lat.len(),
+            cells: self.cells,
+            nnz: self.nnz,
+            bytes: self.bytes,
+            seconds,
+            cells_per_s: self.cells as f64 / seconds,
+            mb_per_s: self.bytes as f64 / seconds / 1e6,
+            p50: percentile(&self.lat, 0.50),
+            p99: percentile(&self.lat, 0.99),
+            peak_anon_rss_kib: self.peak,
+            checksum: self.checksum,
+            batch_bytes: self.batch_bytes,
         }
     }
-    drop(loader);
-    let seconds = started.elapsed().as_secs_f64().max(1e-9);
-    lat.sort_unstable();
-    Ok(BenchResult {
-        threads,
-        batches: lat.len(),
-        cells,
-        nnz,
-        bytes,
-        seconds,
-        cells_per_s: cells as f64 / seconds,
-        mb_per_s: bytes as f64 / seconds / 1e6,
-        p50: percentile(&lat, 0.50),
-        p99: percentile(&lat, 0.99),
-        peak_anon_rss_kib: peak,
-        checksum,
-        batch_bytes,
-    })
+}
+
+/// Takes every batch of `loader`, timing each wait and touching every value.
+fn consume(mut loader: Loader) -> Result<Tally> {
+    let mut t = Tally {
+        lat: Vec::with_capacity(loader.n_batches()),
+        batch_bytes: Vec::with_capacity(loader.n_batches()),
+        peak: anon_rss_kib(),
+        ..Tally::default()
+    };
+    loop {
+        let waited = Instant::now();
+        let Some(batch) = loader.next() else { break };
+        t.lat.push(waited.elapsed());
+        let batch = batch?;
+        let (n, b, s) = touch(&batch);
+        t.cells += batch.num_rows() as u64;
+        t.nnz += n;
+        t.bytes += b as u64;
+        t.checksum += s;
+        t.batch_bytes.push(b);
+        if t.lat.len().is_multiple_of(16) {
+            t.peak = t.peak.max(anon_rss_kib());
+        }
+    }
+    Ok(t)
 }
 
 /// The limit: MB/s of copying the same per-batch byte counts with one sequential memcpy each,
