@@ -18,7 +18,7 @@ use cellarrow::loader::{BatchOptions, Gatherer, Loader, LoaderOptions, SamplerKi
 use cellarrow::query::QueryEngine;
 use cellarrow::sample::{Cohort, Layout, Shard};
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyOSError, PyValueError};
+use pyo3::exceptions::{PyException, PyIndexError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use pyo3_arrow::{PyArray, PyRecordBatch, PyTable};
@@ -246,14 +246,17 @@ impl PyCorpus {
         Ok(cells_to_array(cells))
     }
 
-    /// The CSR rows of `cells` (native-endian `uint64` ids as bytes; any order, repeats
-    /// allowed) as `(indptr, indices, values)` `bytes` objects: `int32` row pointers from 0,
-    /// `int32` gene ids and the stored values. Rust writes straight into the new objects, with
-    /// the GIL released, so a one-cell call costs a few microseconds.
+    /// The CSR rows of `cells` (native-endian `uint64` ids as bytes, or `int64` ones with
+    /// `signed`; any order, repeats allowed) as `(indptr, indices, values)` `bytes` objects:
+    /// `int32` row pointers from 0, `int32` gene ids and the stored values. Rust writes
+    /// straight into the new objects, so a one-cell call costs a few microseconds; the GIL is
+    /// released for the copy of larger batches.
+    #[pyo3(signature = (cells, signed = false))]
     fn gather_csr<'py>(
         &self,
         py: Python<'py>,
         cells: &[u8],
+        signed: bool,
     ) -> PyResult<(
         Bound<'py, PyBytes>,
         Bound<'py, PyBytes>,
@@ -261,13 +264,21 @@ impl PyCorpus {
     )> {
         if !cells.len().is_multiple_of(8) {
             return Err(PyValueError::new_err(
-                "cell ids must be the bytes of a uint64 array",
+                "cell ids must be the bytes of a uint64 or int64 array",
             ));
         }
         let cells: Vec<u64> = cells
             .chunks_exact(8)
             .map(|c| u64::from_ne_bytes(c.try_into().expect("chunks of 8 bytes")))
             .collect();
+        if signed {
+            if let Some(&bad) = cells.iter().find(|&&c| (c as i64) < 0) {
+                return Err(PyIndexError::new_err(format!(
+                    "cell id {} is negative",
+                    bad as i64
+                )));
+            }
+        }
         let gatherer = match self.gatherer.get() {
             Some(g) => g,
             None => {
@@ -286,8 +297,13 @@ impl PyCorpus {
         let (indptr, p) = new_bytes(py, 4 * (cells.len() + 1))?;
         let (indices, i) = new_bytes(py, 4 * nnz)?;
         let (values, v) = new_bytes(py, value_size * nnz)?;
-        py.detach(|| gatherer.gather_csr_into(&cells, p, i, v))
-            .map_err(to_py)?;
+        // Releasing and taking back the GIL costs more than copying a few cells.
+        if nnz < 1 << 16 {
+            gatherer.gather_csr_into(&cells, p, i, v)
+        } else {
+            py.detach(|| gatherer.gather_csr_into(&cells, p, i, v))
+        }
+        .map_err(to_py)?;
         Ok((indptr, indices, values))
     }
 
@@ -336,7 +352,7 @@ impl PyLoader {
     #[pyo3(signature = (
         corpus, cells=None, *, sampler="random", batch_size=None, drop_last=false, seed=0,
         epoch=0, position=0, rank=0, world_size=1, worker=0, num_workers=1, policy="even",
-        group_size=32, label=None, label_mode="none", regions=None, min_cells=1, max_cells=None,
+        shuffle_run=64, shuffle_window=64, group_size=32, label=None, label_mode="none", regions=None, min_cells=1, max_cells=None,
         block_size=None, stride=None, values="native", indices="native", dense=None, obs=Vec::new(),
         coords=false, threads=2, prefetch=8
     ))]
@@ -356,6 +372,8 @@ impl PyLoader {
         worker: u32,
         num_workers: u32,
         policy: &str,
+        shuffle_run: u64,
+        shuffle_window: u64,
         group_size: usize,
         label: Option<String>,
         label_mode: &str,
@@ -392,6 +410,8 @@ impl PyLoader {
             position,
             shard: Shard::new(rank, world_size, worker, num_workers).map_err(to_py)?,
             policy: parse_policy(policy)?,
+            shuffle_run,
+            shuffle_window,
             group_size,
             label,
             label_mode: parse_label_mode(label_mode)?,

@@ -55,6 +55,36 @@ def test_map_style_access_equals_anndata_in_the_order_asked(synth_corpus):
         corpus.get([1.5])
 
 
+@pytest.mark.parametrize("indices", ["i32", "native"])
+def test_to_scipy_is_the_matrix_scipy_builds_and_passes_its_full_check(indices, synth_corpus):
+    import pickle
+
+    import scipy.sparse as sp
+
+    corpus, oracle = synth_corpus
+    batches = [corpus.get([9, 2, 9, 0]), next(iter(corpus.loader(batch_size=33, seed=2, indices=indices))), corpus.get([])]
+    for batch in batches:
+        X = batch.to_scipy()
+        ref = sp.csr_matrix(
+            (batch.values, np.asarray(batch.indices, dtype=np.int32), batch.indptr), shape=(batch.num_rows, corpus.n_genes)
+        )
+        assert type(X) is sp.csr_matrix and X.shape == ref.shape and X.dtype == ref.dtype
+        assert X.indices.dtype == X.indptr.dtype == np.int32
+        X.check_format(full_check=True)  # scipy's own validation of what it was not asked to check
+        assert X.has_canonical_format and X.has_sorted_indices
+        assert (X != ref).nnz == 0
+        v = np.arange(corpus.n_genes, dtype=np.float64)
+        np.testing.assert_array_equal(X @ v, ref @ v)
+        np.testing.assert_array_equal(X.sum(axis=0), ref.sum(axis=0))
+        np.testing.assert_array_equal(X.tocsc().toarray(), oracle.dense(batch.cells, corpus.n_genes))
+        np.testing.assert_array_equal(pickle.loads(pickle.dumps(X)).toarray(), ref.toarray())
+        if batch.num_rows:
+            np.testing.assert_array_equal(X[1].toarray(), ref[1].toarray())
+        Y = batch.to_scipy(copy=True)
+        Y.data *= 2  # owns its arrays
+        np.testing.assert_array_equal(Y.toarray(), 2 * ref.toarray())
+
+
 @pytest.mark.parametrize("which", ["synth", "chr21"])
 def test_int32_and_native_gene_ids_give_the_same_matrices(which, synth_corpus, chr21_corpus):
     corpus, oracle = synth_corpus if which == "synth" else chr21_corpus

@@ -15,7 +15,7 @@ from . import _native
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-SAMPLERS = ("random", "groups", "regions", "blocks")
+SAMPLERS = ("random", "shuffle", "groups", "regions", "blocks")
 TABLES = ("obs", "genes", "samples", "regions")
 
 
@@ -194,15 +194,15 @@ class Corpus:
         ids = np.asarray(cells)
         if ids.size == 0:
             ids = ids.astype(np.uint64)  # [] arrives as float64
-        if ids.dtype.kind not in "iu":
+        kind = ids.dtype.kind
+        if kind not in "iu":
             raise TypeError(f"cell ids must be integers, not {ids.dtype}")
-        ids = ids.reshape(-1)
-        if ids.dtype.kind == "i" and ids.size and int(ids.min()) < 0:
-            raise IndexError(f"cell id {int(ids.min())} is negative")
-        ids = np.ascontiguousarray(ids, dtype=np.uint64)
-        indptr, indices, values = self._native.gather_csr(ids.tobytes())
+        # Signed ids go over as int64 and Rust refuses negative ones, so no numpy reduction
+        # runs here: a one-cell call is dominated by such fixed costs.
+        ids = np.ascontiguousarray(ids.reshape(-1), dtype=np.int64 if kind == "i" else np.uint64)
+        indptr, indices, values = self._native.gather_csr(ids.tobytes(), kind == "i")
         return Batch._from_csr(
-            ids,
+            ids.view(np.uint64),
             np.frombuffer(indptr, np.int32),
             np.frombuffer(indices, np.int32),
             np.frombuffer(values, self._value_dtype),
@@ -327,7 +327,9 @@ class Loader:
 
     Sampler options:
 
-    - ``sampler``: ``"random"`` (a fresh permutation of the cells per epoch), ``"groups"``
+    - ``sampler``: ``"random"`` (a fresh permutation of the cells per epoch), ``"shuffle"``
+      (for cold storage: runs of ``shuffle_run`` consecutive cells, default 64, shuffled as
+      blocks and mixed ``shuffle_window`` runs at a time, default 64), ``"groups"``
       (``group_size`` random cells of one sample; ``label``/``label_mode`` for
       ``"class_balanced"`` or ``"stratified"``), ``"regions"`` (``regions=`` a regions file,
       or ``label=`` an obs column whose values are regions, else the corpus's regions.parquet),
@@ -588,7 +590,7 @@ class Batch:
         if self.is_dense:
             X = sp.csr_matrix(self.dense)
         else:
-            X = sp.csr_matrix((self.values, self.indices, self.indptr), shape=(self.num_rows, self.n_genes))
+            X = _scipy_csr(self.values, self.indices, self.indptr, (self.num_rows, self.n_genes))
         return X.copy() if copy else X
 
     def to_torch(self, dense: Optional[bool] = None):
@@ -612,6 +614,35 @@ class Batch:
             warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
             t = torch.sparse_csr_tensor(crow, col, values, size=(self.num_rows, self.n_genes), check_invariants=False)
         return t.to_dense() if dense else t
+
+
+# The instance attributes of a scipy csr_matrix, as scipy's own constructor leaves them.
+_CSR_ATTRIBUTES = {"_shape", "maxprint", "indices", "indptr", "data"}
+_csr_template: Any = None  # those attributes of an empty matrix; False: use the constructor
+
+
+def _scipy_csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, shape: tuple):
+    """A ``scipy.sparse.csr_matrix`` over these arrays, which are canonical by construction
+    (gene ids sorted, distinct and in range in every row; row pointers from 0 to nnz).
+
+    scipy's constructor checks all of that again in Python, about 50 us a call: more than
+    gathering a small batch. So the matrix is made like scipy's ``copy`` makes one, from the
+    attributes of a matrix that scipy itself built; a scipy whose matrices hold other
+    attributes than the five known ones gets its constructor."""
+    global _csr_template
+    import scipy.sparse as sp
+
+    if indices.dtype != indptr.dtype:  # scipy wants one index type for both
+        indices = indices.astype(indptr.dtype)
+    if _csr_template is None:
+        empty = sp.csr_matrix((np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(2, np.int32)), shape=(1, 1))
+        _csr_template = dict(vars(empty)) if set(vars(empty)) == _CSR_ATTRIBUTES else False
+    if _csr_template is False:
+        return sp.csr_matrix((data, indices, indptr), shape=shape)
+    X = sp.csr_matrix.__new__(sp.csr_matrix)
+    vars(X).update(_csr_template)
+    X.data, X.indices, X.indptr, X._shape = data, indices, indptr, (int(shape[0]), int(shape[1]))
+    return X
 
 
 def _torch_from_numpy(a: np.ndarray):
