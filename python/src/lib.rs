@@ -354,7 +354,7 @@ impl PyLoader {
         epoch=0, position=0, rank=0, world_size=1, worker=0, num_workers=1, policy="even",
         shuffle_run=64, shuffle_window=64, group_size=32, label=None, label_mode="none", regions=None, min_cells=1, max_cells=None,
         block_size=None, stride=None, values="native", indices="native", dense=None, obs=Vec::new(),
-        coords=false, threads=2, prefetch=8
+        coords=false, bounds=false, threads=2, prefetch=8
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -387,6 +387,7 @@ impl PyLoader {
         dense: Option<Vec<Bound<'_, PyAny>>>,
         obs: Vec<String>,
         coords: bool,
+        bounds: bool,
         threads: usize,
         prefetch: usize,
     ) -> PyResult<Self> {
@@ -429,7 +430,9 @@ impl PyLoader {
             obs_columns: obs,
             coordinates: coords,
             group_column: spec.grouped(),
+            bounds,
         };
+        spec.sampler.check_options(&options).map_err(to_py)?;
         let corpus = corpus.corpus.clone();
         let (planned, gatherer) = py
             .detach(|| {

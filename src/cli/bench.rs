@@ -97,7 +97,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             }
         };
         let planned = started.elapsed() / args.epochs.max(1) as u32;
-        let options = args.output_args.batch_options(sargs.grouped())?;
+        let options = args.output_args.batch_options(kind)?;
         let gatherer = Arc::new(Gatherer::new(corpus.clone(), options)?);
         // What a training job waits for at the start of an epoch: the sampler's plan (block
         // enumeration, group tables) and the first batch.

@@ -144,11 +144,6 @@ impl SamplerArgs {
         }
     }
 
-    /// Whether the sampler serves groups (and batches carry a `group` column).
-    pub fn grouped(&self) -> bool {
-        self.sampler.grouped()
-    }
-
     /// The cohort: `--where` and `--cohort` (intersected when both are given), else every cell.
     pub fn cohort(&self, corpus: &Arc<Corpus>) -> Result<Cohort> {
         #[allow(unused_mut)]
@@ -248,11 +243,16 @@ pub struct OutputArgs {
     /// Add the coordinate columns x, y (and z).
     #[arg(long)]
     pub coords: bool,
+    /// Add each cell's group box (min_x, min_y, max_x, max_y ...) and its coordinates
+    /// normalised to the box (x_norm, y_norm ...): spatial blocks, regions given as boxes.
+    /// Implies --coords.
+    #[arg(long)]
+    pub bounds: bool,
 }
 
 impl OutputArgs {
-    /// The batch options (`grouped` adds the `group` column).
-    pub fn batch_options(&self, grouped: bool) -> Result<BatchOptions> {
+    /// The batch options for `sampler` (grouped samplers add the `group` column).
+    pub fn batch_options(&self, sampler: SamplerKind) -> Result<BatchOptions> {
         let dense = match &self.dense {
             None => None,
             Some(list) if list.len() == 1 && list[0] == "all" => Some(DenseGenes::All),
@@ -272,14 +272,17 @@ impl OutputArgs {
             }
             Some(list) => Some(DenseGenes::Names(list.clone())),
         };
-        Ok(BatchOptions {
+        let options = BatchOptions {
             values: self.values,
             indices: self.indices,
             dense,
             obs_columns: self.obs.clone(),
             coordinates: self.coords,
-            group_column: grouped,
-        })
+            group_column: sampler.grouped(),
+            bounds: self.bounds,
+        };
+        sampler.check_options(&options)?;
+        Ok(options)
     }
 }
 
@@ -289,7 +292,8 @@ impl OutputArgs {
     cellarrow sample my.corpus --batch-size 256 --seed 1 --epoch 0 --summary\n  \
     cellarrow sample my.corpus --rank 1 --world-size 4 --obs cell_type -o rank1.arrow\n  \
     cellarrow sample my.corpus --sampler shuffle --shuffle-run 128 -o batches.arrow\n  \
-    cellarrow sample my.corpus --sampler regions --label niche --coords -o regions.arrow")]
+    cellarrow sample my.corpus --sampler regions --label niche --coords -o regions.arrow\n  \
+    cellarrow sample my.corpus --sampler blocks --block-size 200 --bounds -o blocks.arrow")]
 pub struct SampleArgs {
     /// The corpus directory.
     pub corpus: PathBuf,
@@ -320,7 +324,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let corpus = Arc::new(Corpus::open(&args.corpus)?);
     let cohort = args.sampler.cohort(&corpus)?;
     let plan = args.sampler.plan(&corpus, cohort, None)?;
-    let options = args.output_args.batch_options(args.sampler.grouped())?;
+    let options = args.output_args.batch_options(args.sampler.sampler)?;
     let gatherer = Arc::new(Gatherer::new(corpus, options)?);
     let schema = gatherer.schema();
     let loader = Loader::new(
@@ -631,10 +635,10 @@ mod tests {
     }
 
     #[test]
-    fn blocks_tile_a_spatial_sample_with_a_group_column_and_coordinates() {
+    /// A 6 x 6 grid of cells, one per unit of x and y, in one spatial sample.
+    fn grid_corpus(dir: &std::path::Path) -> std::path::PathBuf {
         use crate::corpus::testing::{write_corpus_with, TestCorpusOptions};
-        let dir = tempfile::tempdir().unwrap();
-        let corpus = dir.path().join("c");
+        let corpus = dir.join("c");
         let coords = (0..36)
             .map(|i| Some([(i % 6) as f64, (i / 6) as f64]))
             .collect();
@@ -650,6 +654,82 @@ mod tests {
             &opts,
         )
         .unwrap();
+        corpus
+    }
+
+    fn f64_column<'a>(
+        b: &'a arrow::record_batch::RecordBatch,
+        name: &str,
+    ) -> &'a arrow::array::Float64Array {
+        b.column_by_name(name)
+            .unwrap_or_else(|| panic!("no column {name}"))
+            .as_primitive::<arrow::datatypes::Float64Type>()
+    }
+
+    #[test]
+    fn blocks_with_bounds_carry_each_cells_box_and_normalised_coordinates() {
+        let dir = tempfile::tempdir().unwrap();
+        let corpus = grid_corpus(dir.path());
+        let c = corpus.to_str().unwrap();
+        let out = dir.path().join("blocks.arrow");
+        let o = out.to_str().unwrap();
+        sample(&[
+            "sample",
+            c,
+            "--sampler",
+            "blocks",
+            "--block-size",
+            "3",
+            "--bounds",
+            "-o",
+            o,
+        ])
+        .unwrap();
+        let mut rows = 0;
+        for b in read_stream(&out) {
+            let grp = b
+                .column_by_name("group")
+                .unwrap()
+                .as_primitive::<UInt64Type>();
+            for axis in ["x", "y"] {
+                let v = f64_column(&b, axis);
+                let (lo, hi) = (
+                    f64_column(&b, &format!("min_{axis}")),
+                    f64_column(&b, &format!("max_{axis}")),
+                );
+                let norm = f64_column(&b, &format!("{axis}_norm"));
+                for r in 0..b.num_rows() {
+                    assert_eq!(
+                        hi.value(r) - lo.value(r),
+                        3.0,
+                        "a block's edge is the block size"
+                    );
+                    assert!(
+                        lo.value(r) <= v.value(r) && v.value(r) < hi.value(r),
+                        "the cell is in its box"
+                    );
+                    assert_eq!(norm.value(r), (v.value(r) - lo.value(r)) / 3.0);
+                    assert!((0.0..1.0).contains(&norm.value(r)));
+                    if r > 0 && grp.value(r) == grp.value(r - 1) {
+                        assert_eq!(lo.value(r), lo.value(r - 1), "one box per group");
+                    }
+                }
+            }
+            assert!(
+                b.column_by_name("z_norm").is_none(),
+                "a 2-D corpus has no z"
+            );
+            rows += b.num_rows();
+        }
+        assert_eq!(rows, 36);
+        let e = sample(&["sample", c, "--bounds", "--summary"]).unwrap_err();
+        assert!(e.message().contains("bounds need groups with a box"), "{e}");
+    }
+
+    #[test]
+    fn blocks_tile_a_spatial_sample_with_a_group_column_and_coordinates() {
+        let dir = tempfile::tempdir().unwrap();
+        let corpus = grid_corpus(dir.path());
         let out = dir.path().join("blocks.arrow");
         sample(&[
             "sample",
@@ -677,14 +757,7 @@ mod tests {
                 .column_by_name("group")
                 .unwrap()
                 .as_primitive::<UInt64Type>();
-            let x = b
-                .column_by_name("x")
-                .unwrap()
-                .as_primitive::<arrow::datatypes::Float64Type>();
-            let y = b
-                .column_by_name("y")
-                .unwrap()
-                .as_primitive::<arrow::datatypes::Float64Type>();
+            let (x, y) = (f64_column(b, "x"), f64_column(b, "y"));
             // Cells of one group share a block: the same (x / 3, y / 3) tile.
             for r in 1..b.num_rows() {
                 if grp.value(r) == grp.value(r - 1) {

@@ -6,7 +6,9 @@ use std::fs::File;
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, FixedSizeListArray, ListArray, PrimitiveArray, UInt64Array};
+use arrow::array::{
+    Array, ArrayRef, AsArray, FixedSizeListArray, ListArray, PrimitiveArray, UInt64Array,
+};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{
     ArrowPrimitiveType, DataType, Field, Float32Type, Float64Type, Int32Type, Schema, SchemaRef,
@@ -18,6 +20,7 @@ use super::pool::{BufferPool, Pooled};
 use super::{BatchOptions, BatchRequest, DenseGenes, IndexOutput, ValueOutput};
 use crate::corpus::{Corpus, IndexType, Indices, ValueType, Values};
 use crate::error::{Context, Error, ErrorKind, Result};
+use crate::sample::Bounds;
 
 /// Marks a gene that is not a column of the dense output.
 const NOT_SELECTED: u32 = u32::MAX;
@@ -39,6 +42,8 @@ pub struct Gatherer {
     dense_width: usize,
     /// Coordinate columns then the requested obs columns, one row per cell.
     obs: Vec<ArrayRef>,
+    /// Coordinate axes of the corpus (2 or 3) with [`BatchOptions::bounds`], else 0.
+    bound_axes: usize,
     pool: Arc<BufferPool>,
 }
 
@@ -116,9 +121,10 @@ impl Gatherer {
 
         let mut obs_names: Vec<String> = Vec::new();
         let obs_path = corpus.table_path("obs");
-        if options.coordinates || !options.obs_columns.is_empty() {
+        let coordinates = options.coordinates || options.bounds;
+        if coordinates || !options.obs_columns.is_empty() {
             let obs_schema = parquet_schema(&obs_path)?;
-            if options.coordinates {
+            if coordinates {
                 for axis in ["x", "y", "z"] {
                     if obs_schema.field_with_name(axis).is_ok() {
                         obs_names.push(axis.to_string());
@@ -172,11 +178,38 @@ impl Gatherer {
             let mut cols = Vec::with_capacity(names.len());
             for name in &names {
                 let i = schema.index_of(name).at(&obs_path)?;
-                fields.push(schema.field(i).clone());
-                cols.push(all.column(i).clone());
+                let (mut field, mut col) = (schema.field(i).clone(), all.column(i).clone());
+                // Coordinates as Float64 whatever their stored type, for the normalised ones.
+                if coordinates && ["x", "y", "z"].contains(name) {
+                    col = arrow::compute::cast(&col, &DataType::Float64).at(&obs_path)?;
+                    field = Field::new(*name, DataType::Float64, field.is_nullable());
+                }
+                fields.push(field);
+                cols.push(col);
             }
             cols
         };
+        let bound_axes = if options.bounds {
+            obs_names
+                .iter()
+                .filter(|n| ["x", "y", "z"].contains(&n.as_str()))
+                .count()
+        } else {
+            0
+        };
+        const AXES: [&str; 3] = ["x", "y", "z"];
+        for prefix in ["min_", "max_"] {
+            for axis in &AXES[..bound_axes] {
+                fields.push(Field::new(
+                    format!("{prefix}{axis}"),
+                    DataType::Float64,
+                    false,
+                ));
+            }
+        }
+        for axis in &AXES[..bound_axes] {
+            fields.push(Field::new(format!("{axis}_norm"), DataType::Float64, true));
+        }
 
         Ok(Gatherer {
             corpus,
@@ -186,6 +219,7 @@ impl Gatherer {
             dense_genes,
             dense_width,
             obs,
+            bound_axes,
             pool: Arc::default(),
         })
     }
@@ -218,6 +252,15 @@ impl Gatherer {
     /// Gathers one batch. `groups` (one per cell) is required with
     /// [`BatchOptions::group_column`] and ignored otherwise.
     pub fn gather(&self, cells: &[u64], groups: Option<&[u64]>) -> Result<RecordBatch> {
+        self.gather_with_bounds(cells, groups, None)
+    }
+
+    fn gather_with_bounds(
+        &self,
+        cells: &[u64],
+        groups: Option<&[u64]>,
+        bounds: Option<&[Bounds]>,
+    ) -> Result<RecordBatch> {
         self.check_cells(cells)?;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         columns.push(Arc::new(self.u64_array(cells)));
@@ -252,6 +295,25 @@ impl Gatherer {
             for col in &self.obs {
                 columns.push(arrow::compute::take(col.as_ref(), &take_idx, None)?);
             }
+        }
+        if self.bound_axes > 0 {
+            let bounds = match bounds {
+                Some(b) if b.len() == cells.len() => b,
+                Some(b) => {
+                    return Err(Error::invalid_input(format!(
+                        "{} group bounds for {} cells",
+                        b.len(),
+                        cells.len()
+                    )))
+                }
+                None => return Err(Error::invalid_input(
+                    "bounds need groups with a box: the blocks sampler, or regions given as boxes",
+                )),
+            };
+            // The coordinate columns come first among the obs ones (see `new`).
+            let first = columns.len() - self.obs.len();
+            let coords: Vec<ArrayRef> = columns[first..first + self.bound_axes].to_vec();
+            columns.extend(box_columns(bounds, &coords, self.bound_axes));
         }
         let opts = RecordBatchOptions::new().with_row_count(Some(cells.len()));
         Ok(RecordBatch::try_new_with_options(
@@ -349,7 +411,11 @@ impl Gatherer {
 
     /// Gathers the cells of a [`BatchRequest`].
     pub fn gather_request(&self, request: &BatchRequest) -> Result<RecordBatch> {
-        self.gather(&request.cells, request.groups.as_deref())
+        self.gather_with_bounds(
+            &request.cells,
+            request.groups.as_deref(),
+            request.bounds.as_deref(),
+        )
     }
 
     fn gather_csr(&self, cells: &[u64]) -> Result<(ArrayRef, ArrayRef)> {
@@ -442,6 +508,34 @@ impl Gatherer {
             IndexType::Uint32 => by_value!(u32),
         }
     }
+}
+
+/// The `min_*`, `max_*` columns of the boxes and the `*_norm` coordinates (null where the
+/// coordinate is null; NaN where it is NaN or the box is flat on that axis).
+fn box_columns(bounds: &[Bounds], coords: &[ArrayRef], axes: usize) -> Vec<ArrayRef> {
+    use arrow::array::Float64Array;
+    let mut out: Vec<ArrayRef> = Vec::with_capacity(3 * axes);
+    let corners: [fn(&Bounds) -> [f64; 3]; 2] = [|b| b.min, |b| b.max];
+    for corner in corners {
+        for a in 0..axes {
+            let v: Float64Array = bounds
+                .iter()
+                .map(|b| corner(b)[a])
+                .collect::<Vec<_>>()
+                .into();
+            out.push(Arc::new(v));
+        }
+    }
+    for (a, coord) in coords.iter().enumerate().take(axes) {
+        let coord = coord.as_primitive::<Float64Type>();
+        let v: Float64Array = coord
+            .iter()
+            .zip(bounds)
+            .map(|(x, b)| x.map(|x| (x - b.min[a]) / (b.max[a] - b.min[a])))
+            .collect();
+        out.push(Arc::new(v));
+    }
+    out
 }
 
 /// Resolves a dense gene selection to gene ids, checking them against the vocabulary.

@@ -11,6 +11,8 @@
 //! | `dense` | `FixedSizeList<Float32 \| Float64, n>` | instead of `indices`/`values` with [`BatchOptions::dense`] |
 //! | `x`, `y`, (`z`) | `Float64` | with [`BatchOptions::coordinates`] |
 //! | obs columns | as in `obs.parquet` | with [`BatchOptions::obs_columns`] |
+//! | `min_x` ... `max_z` | `Float64` | with [`BatchOptions::bounds`]: the box of the cell's group (a spatial block, a region box) |
+//! | `x_norm`, `y_norm`, (`z_norm`) | `Float64` | with [`BatchOptions::bounds`]: the coordinates normalised to that box, `(x - min_x) / (max_x - min_x)` |
 //!
 //! The list offsets of `indices` and `values` are the same buffer: the batch-local CSR indptr,
 //! starting at 0. Every buffer is a plain Arrow buffer, so the batch exports to PyArrow, Polars
@@ -51,7 +53,7 @@ pub use spec::{Planned, SamplerKind, SamplerSpec};
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::sample::{Group, Layout, Sampler, Shard, ShardPolicy, ShardState};
+use crate::sample::{Bounds, Group, Layout, Sampler, Shard, ShardPolicy, ShardState};
 
 /// Value type of the `values` (or `dense`) column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -130,15 +132,21 @@ pub struct BatchOptions {
     pub coordinates: bool,
     /// Add a `group` column (the requests must then carry group ids).
     pub group_column: bool,
+    /// Add the box of each cell's group and the coordinates normalised to it (the requests
+    /// must then carry bounds: spatial blocks, regions given as boxes). Implies `coordinates`.
+    pub bounds: bool,
 }
 
 /// The cells of one batch, and for grouped sampling the group of each cell.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchRequest {
     /// Global cell ids, in output row order.
     pub cells: Vec<u64>,
     /// The group id of each cell (same length as `cells`), for grouped sampling.
     pub groups: Option<Vec<u64>>,
+    /// The box of each cell's group (same length as `cells`), when every group of the batch
+    /// has one (spatial blocks, regions given as boxes).
+    pub bounds: Option<Vec<Bounds>>,
 }
 
 /// A fixed sequence of batches: what the [`Loader`] gathers, in order.
@@ -193,6 +201,7 @@ impl BatchPlan for CellBatches {
         Ok(BatchRequest {
             cells: self.cells[start..end].to_vec(),
             groups: None,
+            bounds: None,
         })
     }
 }
@@ -235,6 +244,7 @@ impl BatchPlan for GroupBatches {
         Ok(BatchRequest {
             cells,
             groups: Some(groups),
+            bounds: None,
         })
     }
 }
@@ -308,6 +318,7 @@ impl<S: Sampler<Item = u64>> BatchPlan for SampledCells<S> {
         Ok(BatchRequest {
             cells,
             groups: None,
+            bounds: None,
         })
     }
 }
@@ -361,15 +372,21 @@ impl<S: Sampler<Item = Group>> BatchPlan for SampledGroups<S> {
         let hi = (lo + self.groups_per_batch).min(self.len);
         let mut cells = Vec::new();
         let mut groups = Vec::new();
+        let mut bounds = Some(Vec::new());
         for j in lo..hi {
             let pos = self.layout.global(self.first + j);
             let g = self.sampler.item(self.epoch, pos);
             groups.extend(std::iter::repeat_n(pos, g.cells.len()));
             cells.extend_from_slice(&g.cells);
+            match (bounds.as_mut(), g.bounds) {
+                (Some(b), Some(gb)) => b.extend(std::iter::repeat_n(gb, g.cells.len())),
+                _ => bounds = None,
+            }
         }
         Ok(BatchRequest {
             cells,
             groups: Some(groups),
+            bounds,
         })
     }
 }

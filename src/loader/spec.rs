@@ -46,6 +46,18 @@ impl SamplerKind {
         !matches!(self, SamplerKind::Random | SamplerKind::Shuffle)
     }
 
+    /// Checks that this sampler's groups can fill the columns `options` asks for: group
+    /// boxes come with spatial blocks and with regions (those given as boxes).
+    pub fn check_options(self, options: &super::BatchOptions) -> Result<()> {
+        if options.bounds && !matches!(self, SamplerKind::Blocks | SamplerKind::Regions) {
+            return Err(Error::invalid_input(format!(
+                "bounds need groups with a box: the blocks sampler, or regions given as boxes, not {}",
+                self.name()
+            )));
+        }
+        Ok(())
+    }
+
     /// The name on the command line and in Python.
     pub fn name(self) -> &'static str {
         match self {

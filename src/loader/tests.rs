@@ -491,6 +491,7 @@ impl BatchPlan for Failing {
         Ok(BatchRequest {
             cells,
             groups: None,
+            bounds: None,
         })
     }
 }

@@ -187,6 +187,30 @@ def test_obs_and_coordinates_follow_the_cells(synth_corpus):
         np.testing.assert_array_equal(batch.obs("x"), expect["x"].to_numpy())
 
 
+def test_blocks_with_bounds_carry_the_box_and_normalised_coordinates(synth_corpus):
+    from cellarrow.torch import collate
+
+    corpus, _ = synth_corpus
+    n = 0
+    for batch in corpus.loader("blocks", block_size=4.0, batch_size=3, bounds=True):
+        rb = pa.record_batch(batch)
+        groups = rb.column("group").to_numpy()
+        for axis in ("x", "y"):
+            v, lo, hi, norm = (rb.column(c).to_numpy() for c in (axis, f"min_{axis}", f"max_{axis}", f"{axis}_norm"))
+            np.testing.assert_allclose(hi - lo, 4.0)
+            assert ((lo <= v) & (v < hi)).all(), "every cell lies in its block"
+            np.testing.assert_allclose(norm, (v - lo) / 4.0)
+            assert ((0 <= norm) & (norm < 1)).all()
+            for g in np.unique(groups):  # one box per group
+                assert len(np.unique(lo[groups == g])) == 1
+        t = collate(batch)
+        assert t["x_norm"].dtype == torch.float64 and t["x_norm"].shape == (batch.num_rows,)
+        n += batch.num_rows
+    assert n == corpus.n_cells, "a tiling serves every cell"
+    with pytest.raises(ValueError, match="bounds need groups with a box"):
+        corpus.loader("random", bounds=True).schema
+
+
 def test_loader_epochs_state_and_resume(synth_corpus):
     corpus, _ = synth_corpus
     loader = corpus.loader(batch_size=16, seed=2)

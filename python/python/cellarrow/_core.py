@@ -340,7 +340,9 @@ class Loader:
       ``"drop_last"``, ``"pad"``): the shard; ``position``: items of the shard already served
       (to resume).
 
-    Output options: ``obs`` (obs columns to add), ``coords`` (x, y, z), ``dense`` (``"all"``
+    Output options: ``obs`` (obs columns to add), ``coords`` (x, y, z), ``bounds`` (blocks,
+    and regions given as boxes: each cell's group box ``min_x`` ... ``max_y`` and its
+    coordinates normalised to it, ``x_norm``, ``y_norm``; implies ``coords``), ``dense`` (``"all"``
     or a list of gene names or ids: a dense ``n_cells x len(dense)`` output instead of CSR),
     ``values`` (``"native"``, ``"f32"``, ``"f64"``), ``indices`` (``"i32"``, the default, which
     scipy and torch take with no copy, or ``"native"``: the stored uint16/uint32, fewer bytes). Loader options: ``threads`` (0 gathers on
