@@ -22,6 +22,9 @@ use crate::corpus::{Corpus, IndexType, Indices, ValueType, Values};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::sample::Bounds;
 
+/// The coordinate columns of `obs.parquet`, in axis order.
+const AXES: [&str; 3] = ["x", "y", "z"];
+
 /// Marks a gene that is not a column of the dense output.
 const NOT_SELECTED: u32 = u32::MAX;
 
@@ -120,14 +123,17 @@ impl Gatherer {
         }
 
         let mut obs_names: Vec<String> = Vec::new();
+        // The coordinate columns come first in `obs_names`, then the requested obs columns.
+        let mut axes = 0;
         let obs_path = corpus.table_path("obs");
         let coordinates = options.coordinates || options.bounds;
         if coordinates || !options.obs_columns.is_empty() {
             let obs_schema = parquet_schema(&obs_path)?;
             if coordinates {
-                for axis in ["x", "y", "z"] {
+                for axis in AXES {
                     if obs_schema.field_with_name(axis).is_ok() {
                         obs_names.push(axis.to_string());
+                        axes += 1;
                     } else if axis != "z" {
                         return Err(Error::corpus(
                             &obs_path,
@@ -180,7 +186,7 @@ impl Gatherer {
                 let i = schema.index_of(name).at(&obs_path)?;
                 let (mut field, mut col) = (schema.field(i).clone(), all.column(i).clone());
                 // Coordinates as Float64 whatever their stored type, for the normalised ones.
-                if coordinates && ["x", "y", "z"].contains(name) {
+                if cols.len() < axes {
                     col = arrow::compute::cast(&col, &DataType::Float64).at(&obs_path)?;
                     field = Field::new(*name, DataType::Float64, field.is_nullable());
                 }
@@ -189,15 +195,7 @@ impl Gatherer {
             }
             cols
         };
-        let bound_axes = if options.bounds {
-            obs_names
-                .iter()
-                .filter(|n| ["x", "y", "z"].contains(&n.as_str()))
-                .count()
-        } else {
-            0
-        };
-        const AXES: [&str; 3] = ["x", "y", "z"];
+        let bound_axes = if options.bounds { axes } else { 0 };
         for prefix in ["min_", "max_"] {
             for axis in &AXES[..bound_axes] {
                 fields.push(Field::new(
@@ -310,7 +308,7 @@ impl Gatherer {
                     "bounds need groups with a box: the blocks sampler, or regions given as boxes",
                 )),
             };
-            // The coordinate columns come first among the obs ones (see `new`).
+            // The coordinate columns come first among the obs ones.
             let first = columns.len() - self.obs.len();
             let coords: Vec<ArrayRef> = columns[first..first + self.bound_axes].to_vec();
             columns.extend(box_columns(bounds, &coords, self.bound_axes));
