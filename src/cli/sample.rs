@@ -634,7 +634,6 @@ mod tests {
         );
     }
 
-    #[test]
     /// A 6 x 6 grid of cells, one per unit of x and y, in one spatial sample.
     fn grid_corpus(dir: &std::path::Path) -> std::path::PathBuf {
         use crate::corpus::testing::{write_corpus_with, TestCorpusOptions};
