@@ -352,9 +352,10 @@ impl PyLoader {
     #[pyo3(signature = (
         corpus, cells=None, *, sampler="random", batch_size=None, drop_last=false, seed=0,
         epoch=0, position=0, rank=0, world_size=1, worker=0, num_workers=1, policy="even",
-        shuffle_run=64, shuffle_window=64, group_size=32, label=None, label_mode="none", regions=None, min_cells=1, max_cells=None,
-        block_size=None, stride=None, values="native", indices="native", dense=None, obs=Vec::new(),
-        coords=false, bounds=false, threads=2, prefetch=8
+        shuffle_run=64, shuffle_window=64, group_size=32, label=None, label_mode="none",
+        regions=None, min_cells=1, max_cells=None, block_size=None, stride=None, values="native",
+        indices="native", dense=None, obs=Vec::new(), coords=false, bounds=false, threads=2,
+        prefetch=8
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(

@@ -88,7 +88,8 @@ pub struct SamplerArgs {
     /// Groups: cells per group.
     #[arg(long, default_value_t = 32)]
     pub group_size: usize,
-    /// Groups: obs column of labels (for --label-mode); regions: the obs column whose values are regions.
+    /// Groups: obs column of labels (for --label-mode); regions: the obs column whose values are
+    /// regions; `cellarrow bench` with random or shuffle: the label whose entropy per batch it prints.
     #[arg(long)]
     pub label: Option<String>,
     /// Groups: how labels shape a group.
