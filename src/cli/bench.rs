@@ -175,14 +175,13 @@ fn epochs(
 fn label_entropy(corpus: &Corpus, plan: &dyn BatchPlan, label: &str) -> Result<f64> {
     let index = SampleIndex::from_corpus(corpus, Some(label), false)?;
     let labels = index.require_labels("the label entropy")?;
-    let (mut total, mut batches) = (0.0, 0usize);
+    let mut total = 0.0;
     for b in 0..plan.n_batches() {
         let cells = plan.batch(b)?.cells;
         let codes: Vec<u32> = cells.iter().map(|&c| labels.codes[c as usize]).collect();
         total += mean_label_entropy(&codes, codes.len().max(1));
-        batches += 1;
     }
-    Ok(total / batches.max(1) as f64)
+    Ok(total / plan.n_batches().max(1) as f64)
 }
 
 /// Prints the ratio of `rate` to the first run's when that run had one thread or shard.

@@ -263,21 +263,12 @@ impl Gatherer {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         columns.push(Arc::new(self.u64_array(cells)));
         if self.options.group_column {
-            let groups = match groups {
-                Some(g) if g.len() == cells.len() => g,
-                Some(g) => {
-                    return Err(Error::invalid_input(format!(
-                        "{} group ids for {} cells",
-                        g.len(),
-                        cells.len()
-                    )))
-                }
-                None => {
-                    return Err(Error::invalid_input(
-                        "the batch options ask for a group column but the batch has no groups",
-                    ))
-                }
-            };
+            let groups = one_per_cell(
+                groups,
+                cells.len(),
+                "group ids",
+                "the batch options ask for a group column but the batch has no groups",
+            )?;
             columns.push(Arc::new(self.u64_array(groups)));
         }
         match &self.dense_lut {
@@ -295,23 +286,16 @@ impl Gatherer {
             }
         }
         if self.bound_axes > 0 {
-            let bounds = match bounds {
-                Some(b) if b.len() == cells.len() => b,
-                Some(b) => {
-                    return Err(Error::invalid_input(format!(
-                        "{} group bounds for {} cells",
-                        b.len(),
-                        cells.len()
-                    )))
-                }
-                None => return Err(Error::invalid_input(
-                    "bounds need groups with a box: the blocks sampler, or regions given as boxes",
-                )),
-            };
+            let bounds = one_per_cell(
+                bounds,
+                cells.len(),
+                "group bounds",
+                "bounds need groups with a box: the blocks sampler, or regions given as boxes",
+            )?;
             // The coordinate columns come first among the obs ones.
             let first = columns.len() - self.obs.len();
             let coords: Vec<ArrayRef> = columns[first..first + self.bound_axes].to_vec();
-            columns.extend(box_columns(bounds, &coords, self.bound_axes));
+            columns.extend(box_columns(bounds, &coords));
         }
         let opts = RecordBatchOptions::new().with_row_count(Some(cells.len()));
         Ok(RecordBatch::try_new_with_options(
@@ -508,10 +492,30 @@ impl Gatherer {
     }
 }
 
-/// The `min_*`, `max_*` columns of the boxes and the `*_norm` coordinates (null where the
-/// coordinate is null; NaN where it is NaN or the box is flat on that axis).
-fn box_columns(bounds: &[Bounds], coords: &[ArrayRef], axes: usize) -> Vec<ArrayRef> {
+/// `given`, which must hold one entry per cell of a batch of `n`; `missing` is the error
+/// when the batch has none.
+fn one_per_cell<'a, T>(
+    given: Option<&'a [T]>,
+    n: usize,
+    what: &str,
+    missing: &str,
+) -> Result<&'a [T]> {
+    match given {
+        Some(g) if g.len() == n => Ok(g),
+        Some(g) => Err(Error::invalid_input(format!(
+            "{} {what} for {n} cells",
+            g.len()
+        ))),
+        None => Err(Error::invalid_input(missing)),
+    }
+}
+
+/// The `min_*`, `max_*` columns of the boxes on the axes of `coords` and the `*_norm`
+/// coordinates (null where the coordinate is null; NaN where it is NaN or the box is flat on
+/// that axis).
+fn box_columns(bounds: &[Bounds], coords: &[ArrayRef]) -> Vec<ArrayRef> {
     use arrow::array::Float64Array;
+    let axes = coords.len();
     let mut out: Vec<ArrayRef> = Vec::with_capacity(3 * axes);
     let corners: [fn(&Bounds) -> [f64; 3]; 2] = [|b| b.min, |b| b.max];
     for corner in corners {
@@ -524,7 +528,7 @@ fn box_columns(bounds: &[Bounds], coords: &[ArrayRef], axes: usize) -> Vec<Array
             out.push(Arc::new(v));
         }
     }
-    for (a, coord) in coords.iter().enumerate().take(axes) {
+    for (a, coord) in coords.iter().enumerate() {
         let coord = coord.as_primitive::<Float64Type>();
         let v: Float64Array = coord
             .iter()

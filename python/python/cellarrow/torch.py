@@ -270,9 +270,11 @@ class CellDataset(IterableDataset):
     def worker_batches(self, num_workers: int) -> List[int]:
         """Batches of each DataLoader worker of this rank for the current epoch."""
         probe = self._loader(0, num_workers, threads=0)
-        n, per = probe.epoch_len, probe._current().items_per_batch
+        native = probe._current()
+        n, per = probe.epoch_len, native.items_per_batch
         policy = self.options.get("policy", "even")
-        drop_last = bool(self.options.get("drop_last", False)) and self.sampler in ("random", "cells", "shuffle")
+        # drop_last applies to batches of cells, not of groups.
+        drop_last = bool(self.options.get("drop_last", False)) and not native.grouped
         out = []
         for w in range(num_workers):
             items = _native.shard_len(n, self.rank, self.world_size, w, num_workers, policy)
