@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 
@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// Batches gathered ahead.
     #[arg(long, default_value_t = 8)]
     pub prefetch: usize,
+    /// One JSON object per line instead of the table, for scripts: a `run` record per
+    /// measurement (with its `threads` or `shards`), a `first_batch` record per sampler.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub sampler: SamplerArgs,
     #[command(flatten)]
@@ -57,32 +61,10 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> Result<()> {
     bench::keep_freed_memory();
     let corpus = Arc::new(Corpus::open(&args.corpus)?);
-    let m = corpus.manifest();
-    println!(
-        "corpus {}: {} cells x {} genes, {} non-zeros ({:.2}% dense), {:?} indices, {:?} values",
-        args.corpus.display(),
-        m.n_cells,
-        m.n_genes,
-        m.nnz,
-        100.0 * m.nnz as f64 / (m.n_cells.max(1) as f64 * m.n_genes.max(1) as f64),
-        m.index_type,
-        m.value_type
-    );
+    let out = Report { json: args.json };
+    out.corpus(&args.corpus, &corpus);
     let cohort = args.sampler.cohort(&corpus)?;
-    println!(
-        "{:<8} {:>8} {:>7} {:>10} {:>12} {:>9} {:>9} {:>9} {:>11} {:>6} {:>10}",
-        "sampler",
-        "run",
-        "batches",
-        "cells",
-        "cells/s",
-        "MB/s",
-        "p50 ms",
-        "p99 ms",
-        "memcpy MB/s",
-        "ratio",
-        "anon RSS"
-    );
+    out.header();
     for &kind in &args.samplers {
         let sargs = SamplerArgs {
             sampler: kind,
@@ -92,7 +74,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let plan = match epochs(&sargs, &corpus, &cohort, args.epochs, 0, 1) {
             Ok(p) => p,
             Err(e) => {
-                println!("{:<8} skipped: {e}", kind.name());
+                out.skipped(kind, &e);
                 continue;
             }
         };
@@ -104,21 +86,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         if plan.n_batches() > 0 {
             let t = Instant::now();
             gatherer.gather_request(&plan.batch(0)?)?;
-            let gathered = t.elapsed();
-            println!(
-                "{:<8} first batch after {:.1} ms: plan {:.1} ms (one epoch), gather {:.2} ms",
-                kind.name(),
-                (planned + gathered).as_secs_f64() * 1e3,
-                planned.as_secs_f64() * 1e3,
-                gathered.as_secs_f64() * 1e3
-            );
+            out.first_batch(kind, planned, t.elapsed());
         }
         if let (false, Some(label)) = (kind.grouped(), &sargs.label) {
             let entropy = label_entropy(&corpus, plan.as_ref(), label)?;
-            println!(
-                "{:<8} {label} entropy per batch {entropy:.3} bits (how mixed a batch's labels are; compare random and shuffle)",
-                kind.name(),
-            );
+            out.entropy(kind, label, entropy);
         }
         // An untimed pass first, so every run finds the same pages in memory.
         bench::run(
@@ -130,8 +102,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let mut one: Option<f64> = None;
         for &t in &args.threads {
             let r = bench::run(gatherer.clone(), plan.clone(), t, args.prefetch)?;
-            print_row(kind, &format!("{t} thr"), &r);
-            scaling(&mut one, t, r.cells_per_s, "threads", "one thread");
+            out.result(kind, Run::Threads(t), &r);
+            out.scaling(&mut one, t, r.cells_per_s, "threads", "one thread");
         }
         let mut one: Option<f64> = None;
         for &n in args.shards.iter().filter(|&&n| n > 0) {
@@ -139,9 +111,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 .map(|i| epochs(&sargs, &corpus, &cohort, args.epochs, i, n))
                 .collect::<Result<Vec<_>>>()?;
             let r = bench::run_shards(gatherer.clone(), plans)?;
-            let label = format!("{n} shard{}", if n == 1 { "" } else { "s" });
-            print_row(kind, &label, &r);
-            scaling(&mut one, n, r.cells_per_s, "shards", "one shard");
+            out.result(kind, Run::Shards(n), &r);
+            out.scaling(&mut one, n, r.cells_per_s, "shards", "one shard");
         }
     }
     Ok(())
@@ -184,33 +155,151 @@ fn label_entropy(corpus: &Corpus, plan: &dyn BatchPlan, label: &str) -> Result<f
     Ok(total / plan.n_batches().max(1) as f64)
 }
 
-/// Prints the ratio of `rate` to the first run's when that run had one thread or shard.
-fn scaling(one: &mut Option<f64>, n: usize, rate: f64, what: &str, base_name: &str) {
-    match *one {
-        None if n == 1 => *one = Some(rate),
-        Some(base) if n > 1 => println!("{:<8} {n} {what}: {:.2}x {base_name}", "", rate / base),
-        _ => {}
-    }
+/// How a measurement used its threads.
+#[derive(Clone, Copy)]
+enum Run {
+    /// N loader threads feeding one consumer.
+    Threads(usize),
+    /// N threads, each gathering and consuming its own shard.
+    Shards(usize),
 }
 
-fn print_row(kind: SamplerKind, run: &str, r: &BenchResult) {
-    let limit = bench::memcpy_limit(&r.batch_bytes);
-    let rss = r
-        .peak_anon_rss_kib
-        .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
-        .unwrap_or_else(|| "n/a".into());
-    println!(
-        "{:<8} {:>8} {:>7} {:>10} {:>12.0} {:>9.0} {:>9.3} {:>9.3} {:>11.0} {:>6.2} {:>10}",
-        kind.name(),
-        run,
-        r.batches,
-        r.cells,
-        r.cells_per_s,
-        r.mb_per_s,
-        r.p50.as_secs_f64() * 1e3,
-        r.p99.as_secs_f64() * 1e3,
-        limit,
-        if limit > 0.0 { r.mb_per_s / limit } else { 0.0 },
-        rss
-    );
+/// Prints the figures as a table for people or, with `--json`, one JSON object per line.
+struct Report {
+    json: bool,
+}
+
+impl Report {
+    fn emit(&self, record: serde_json::Value) {
+        println!("{record}");
+    }
+
+    fn corpus(&self, path: &std::path::Path, corpus: &Corpus) {
+        let m = corpus.manifest();
+        let density = m.nnz as f64 / (m.n_cells.max(1) as f64 * m.n_genes.max(1) as f64);
+        if self.json {
+            return self.emit(serde_json::json!({
+                "record": "corpus", "path": path, "cells": m.n_cells, "genes": m.n_genes,
+                "nnz": m.nnz, "index_type": m.index_type, "value_type": m.value_type,
+            }));
+        }
+        println!(
+            "corpus {}: {} cells x {} genes, {} non-zeros ({:.2}% dense), {:?} indices, {:?} values",
+            path.display(),
+            m.n_cells,
+            m.n_genes,
+            m.nnz,
+            100.0 * density,
+            m.index_type,
+            m.value_type
+        );
+    }
+
+    fn header(&self) {
+        if self.json {
+            return;
+        }
+        println!(
+            "{:<8} {:>8} {:>7} {:>10} {:>12} {:>9} {:>9} {:>9} {:>11} {:>6} {:>10}",
+            "sampler",
+            "run",
+            "batches",
+            "cells",
+            "cells/s",
+            "MB/s",
+            "p50 ms",
+            "p99 ms",
+            "memcpy MB/s",
+            "ratio",
+            "anon RSS"
+        );
+    }
+
+    fn skipped(&self, kind: SamplerKind, why: &crate::Error) {
+        if self.json {
+            return self.emit(serde_json::json!({
+                "record": "skipped", "sampler": kind.name(), "error": why.to_string(),
+            }));
+        }
+        println!("{:<8} skipped: {why}", kind.name());
+    }
+
+    fn first_batch(&self, kind: SamplerKind, planned: Duration, gathered: Duration) {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        if self.json {
+            return self.emit(serde_json::json!({
+                "record": "first_batch", "sampler": kind.name(),
+                "plan_ms": ms(planned), "gather_ms": ms(gathered),
+            }));
+        }
+        println!(
+            "{:<8} first batch after {:.1} ms: plan {:.1} ms (one epoch), gather {:.2} ms",
+            kind.name(),
+            ms(planned + gathered),
+            ms(planned),
+            ms(gathered)
+        );
+    }
+
+    fn entropy(&self, kind: SamplerKind, label: &str, bits: f64) {
+        if self.json {
+            return self.emit(serde_json::json!({
+                "record": "entropy", "sampler": kind.name(), "label": label, "bits": bits,
+            }));
+        }
+        println!(
+            "{:<8} {label} entropy per batch {bits:.3} bits (how mixed a batch's labels are; compare random and shuffle)",
+            kind.name(),
+        );
+    }
+
+    fn result(&self, kind: SamplerKind, run: Run, r: &BenchResult) {
+        let limit = bench::memcpy_limit(&r.batch_bytes);
+        let ratio = if limit > 0.0 { r.mb_per_s / limit } else { 0.0 };
+        let rss_mb = r.peak_anon_rss_kib.map(|k| k as f64 / 1024.0);
+        if self.json {
+            let (threads, shards) = match run {
+                Run::Threads(t) => (Some(t), None),
+                Run::Shards(n) => (None, Some(n)),
+            };
+            return self.emit(serde_json::json!({
+                "record": "run", "sampler": kind.name(), "threads": threads, "shards": shards,
+                "batches": r.batches, "cells": r.cells, "nnz": r.nnz, "bytes": r.bytes,
+                "seconds": r.seconds, "cells_per_s": r.cells_per_s, "mb_per_s": r.mb_per_s,
+                "p50_ms": r.p50.as_secs_f64() * 1e3, "p99_ms": r.p99.as_secs_f64() * 1e3,
+                "memcpy_mb_per_s": limit, "memcpy_ratio": ratio, "peak_anon_rss_mb": rss_mb,
+                "checksum": r.checksum,
+            }));
+        }
+        let label = match run {
+            Run::Threads(t) => format!("{t} thr"),
+            Run::Shards(n) => format!("{n} shard{}", if n == 1 { "" } else { "s" }),
+        };
+        println!(
+            "{:<8} {:>8} {:>7} {:>10} {:>12.0} {:>9.0} {:>9.3} {:>9.3} {:>11.0} {:>6.2} {:>10}",
+            kind.name(),
+            label,
+            r.batches,
+            r.cells,
+            r.cells_per_s,
+            r.mb_per_s,
+            r.p50.as_secs_f64() * 1e3,
+            r.p99.as_secs_f64() * 1e3,
+            limit,
+            ratio,
+            rss_mb.map_or_else(|| "n/a".into(), |mb| format!("{mb:.1} MB"))
+        );
+    }
+
+    /// Prints the ratio of `rate` to the first run's when that run had one thread or shard
+    /// (the JSON records carry the rates; the reader divides).
+    fn scaling(&self, one: &mut Option<f64>, n: usize, rate: f64, what: &str, base_name: &str) {
+        match *one {
+            None if n == 1 => *one = Some(rate),
+            Some(base) if n > 1 && !self.json => {
+                println!("{:<8} {n} {what}: {:.2}x {base_name}", "", rate / base)
+            }
+            _ => {}
+        }
+    }
 }

@@ -1,7 +1,9 @@
-//! Reliability suite: bad inputs, corruption, crash safety, concurrency, containment and the
-//! fuzz regressions. One integration binary (`cargo test --test it`).
+//! Integration suite over the binary: bad inputs, corruption, crash safety, concurrency,
+//! containment, the fuzz regressions and `cellarrow bench --json`. One integration binary
+//! (`cargo test --test it`).
 
 mod bad_inputs;
+mod bench_cli;
 mod common;
 mod concurrency;
 mod containment;
