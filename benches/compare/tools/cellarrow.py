@@ -41,7 +41,9 @@ class _Handle:
         # memory (8 bytes per cell in all), which no other tool needs.
         n = self.corpus.n_cells
         assert n < 2**31
-        self.src_of = self.corpus.table("obs", ["source_row"]).column("source_row").to_numpy().astype(np.int32)
+        # Through DLPack: pyarrow's to_numpy sets up its conversion machinery (about 30 MB).
+        col = self.corpus.table("obs", ["source_row"]).column("source_row")
+        self.src_of = np.concatenate([np.from_dlpack(c) for c in col.chunks]).astype(np.int32)
         assert len(self.src_of) == n
         self.cell_of = np.empty(n, dtype=np.int32)
         self.cell_of[self.src_of] = np.arange(n, dtype=np.int32)

@@ -73,7 +73,7 @@ def _parts(batch: Batch, output: str) -> Dict[str, Any]:
     if batch.groups is not None:
         out["group"] = _shm.Array(batch.groups, np.dtype(np.int64))
     if batch.is_dense:
-        dense = rb.column("dense").values.to_numpy(zero_copy_only=True).reshape(batch.num_rows, -1)
+        dense = batch.dense
         out["X"] = _shm.Array(dense, dense.dtype)
     elif output == "dense":
         x = batch.to_torch(dense=True).numpy()
