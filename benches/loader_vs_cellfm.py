@@ -108,7 +108,7 @@ def main() -> None:
     fetch, rows = runs["fetch_cell"], runs["fetch_rows"]
     print(f"cellfm-datasets fetch_cell, random cells: {med(fetch):,.0f} cells/s (runs {' '.join(f'{x:,.0f}' for x in fetch)})")
     print(f"cellfm-datasets fetch_rows, groups of 64: {med(rows):,.0f} cells/s (runs {' '.join(f'{x:,.0f}' for x in rows)})")
-    for key in sorted(k for k in runs if isinstance(k, tuple)):
+    for key in sorted((k for k in runs if isinstance(k, tuple)), key=lambda k: (k[0], k[2] or 0)):
         sampler, threads, shards = key
         recs = runs[key]
         base = fetch if sampler == "random" else rows
