@@ -246,7 +246,10 @@ impl Spill {
                 Error::io(
                     file.path(),
                     "reading spilled rows",
-                    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the spill file is short"),
+                    std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the spill file is short",
+                    ),
                 )
             })?;
             let (ib, vb) = buf.split_at(len * iw);

@@ -275,8 +275,12 @@ fn merge_obs(dir: &std::path::Path, outputs: &[SampleOutput]) -> Result<()> {
     let schema = Arc::new(Schema::new(fields));
     let path = dir.join("obs.parquet");
     let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, "creating", e))?;
-    let mut writer =
-        ArrowWriter::try_new(file, schema.clone(), Some(obs_properties())).at(&path)?;
+    let mut writer = ArrowWriter::try_new(
+        file,
+        schema.clone(),
+        Some(corpus::writer_properties(&schema)),
+    )
+    .at(&path)?;
     for o in outputs {
         let f =
             std::fs::File::open(&o.obs_path).map_err(|e| Error::io(&o.obs_path, "opening", e))?;
@@ -307,14 +311,4 @@ fn merge_obs(dir: &std::path::Path, outputs: &[SampleOutput]) -> Result<()> {
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io(&path, "syncing", e))?;
     Ok(())
-}
-
-/// Same settings as [`corpus::write_parquet`]: zstd, row groups of 64 Ki rows.
-fn obs_properties() -> parquet::file::properties::WriterProperties {
-    parquet::file::properties::WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::ZSTD(
-            parquet::basic::ZstdLevel::default(),
-        ))
-        .set_max_row_group_row_count(Some(65_536))
-        .build()
 }

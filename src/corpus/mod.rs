@@ -23,6 +23,7 @@ pub use checksum::{sha256_file, to_hex};
 pub use manifest::{check_rel_path, MANIFEST_FILE, MANIFEST_SCHEMA};
 pub use part::part_schema;
 pub use reader::{CellLocation, MatrixBatch};
+pub(crate) use table::writer_properties;
 pub use table::{read_parquet, write_parquet, ROW_GROUP_ROWS};
 pub use validate::{validate, ValidationReport};
 

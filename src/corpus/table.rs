@@ -11,6 +11,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use super::Corpus;
 use crate::error::{Context, Error, ErrorKind, Result};
@@ -41,11 +42,7 @@ pub fn write_parquet(path: &Path, batches: &[RecordBatch]) -> Result<u64> {
         .with_path(path));
     };
     let schema = first.schema();
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_dictionary_enabled(true)
-        .build();
+    let props = writer_properties(&schema);
     let file = File::create(path).map_err(|e| Error::io(path, "creating", e))?;
     let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).at(path)?;
     for (i, b) in batches.iter().enumerate() {
@@ -64,6 +61,24 @@ pub fn write_parquet(path: &Path, batches: &[RecordBatch]) -> Result<u64> {
         .map_err(|e| Error::io(path, "reading size", e))?
         .len();
     Ok(bytes)
+}
+
+/// The settings of every Parquet table of a corpus: zstd, row groups of [`ROW_GROUP_ROWS`]
+/// rows, and dictionary pages only for the columns that are dictionary-encoded in Arrow
+/// (categoricals, sample ids). The other columns hold mostly distinct values (cell ids, obs
+/// names, coordinates): a Parquet dictionary of them costs a hash-table insert per value, about
+/// a sixth of converting a 1,000,000-cell file, and is dropped for plain pages once full.
+pub(crate) fn writer_properties(schema: &arrow::datatypes::Schema) -> WriterProperties {
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_dictionary_enabled(false);
+    for f in schema.fields() {
+        if matches!(f.data_type(), DataType::Dictionary(..)) {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), true);
+        }
+    }
+    props.build()
 }
 
 /// Reads a Parquet file, optionally only some columns (returned in the order asked).
