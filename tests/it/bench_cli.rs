@@ -36,12 +36,8 @@ fn bench_json_runs_read_every_value_of_the_epoch_once() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}")))
         .collect();
-    let of = |kind: &str| -> Vec<&Value> {
-        records
-            .iter()
-            .filter(|r| r["record"] == kind)
-            .collect()
-    };
+    let of =
+        |kind: &str| -> Vec<&Value> { records.iter().filter(|r| r["record"] == kind).collect() };
     let head = of("corpus");
     assert_eq!(head.len(), 1, "{records:?}");
     let (cells, nnz) = (&head[0]["cells"], &head[0]["nnz"]);
