@@ -12,7 +12,7 @@ The figures are medians over the rounds, the ratios medians of each round's rati
 machine's drift between rounds cancels.
 
 usage:
-  python benches/loader_vs_cellfm.py CORPUS CELLFM_DIR [--rounds 3] [--epochs 2] [--bin PATH]
+  python benches/loader_vs_cellfm.py CORPUS CELLFM_DIR [--rounds 3] [--epochs 8] [--bin PATH]
 
 CELLFM_DIR is cellfm-datasets' conversion of the same h5ad, e.g. the comparison harness's
 `compare-work/full/syn-50k/cellfm_datasets`; run with the harness's venv, which has
@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("corpus")
     ap.add_argument("cellfm", help="the same cohort converted by cellfm-datasets")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=2, help="epochs per cellarrow measurement")
+    ap.add_argument("--epochs", type=int, default=8, help="epochs per cellarrow measurement")
     ap.add_argument("--cells", type=int, default=30_000, help="cells per cellfm-datasets measurement")
     ap.add_argument("--bin", default=os.environ.get("CELLARROW_BIN", "cellarrow"))
     args = ap.parse_args()

@@ -736,10 +736,11 @@ fn spans(corpus: &Corpus, cells: &[u64]) -> Vec<(usize, Range<usize>)> {
 
 /// Cells ahead whose first cache lines are requested while the current cell is copied: a
 /// random gather waits on memory at the start of every run, and this overlaps those waits.
-/// 6 cells and 16 lines (1 KiB of each array) measured best on the 50,000 x 20,000 corpus
-/// (about +14% cells/s over no prefetch, `cellarrow bench`); the hardware prefetcher follows
+/// On the 50,000 x 20,000 corpus (`cellarrow bench --threads 0`, 4 interleaved runs each) 2
+/// cells ahead and 16 lines (1 KiB of each array) gave a median of 1.35 M cells/s against
+/// 1.30 M for 6 cells, with less spread; 0 cells gave 1.25 M. The hardware prefetcher follows
 /// a run once it has started.
-const PREFETCH_CELLS: usize = 6;
+const PREFETCH_CELLS: usize = 2;
 const PREFETCH_LINES: usize = 16;
 
 /// Asks for the first [`PREFETCH_LINES`] cache lines of `s` (x86-64; elsewhere nothing).
