@@ -206,9 +206,8 @@ impl Spill {
     }
 
     /// Writes the rows in `order` (positions in source order) to `sink`, `max_nnz` at a time.
-    /// The spill file is mapped: a curve order visits rows all over it, and one read call per
-    /// row (a million on a million-cell sample) cost more than the copy itself.
     fn drain(self, order: &[u64], sink: &mut PartSink<'_>, max_nnz: usize) -> Result<()> {
+        use std::os::unix::fs::FileExt;
         let Spill {
             file,
             out,
@@ -216,24 +215,14 @@ impl Spill {
             lens,
             index_type,
             value_type,
-            written,
+            ..
         } = self;
         let f = out
             .into_inner()
             .map_err(|e| Error::io(file.path(), "spilling rows", e.into_error()))?;
         drop(f);
-        // A sample whose rows are all empty spilled nothing, and an empty file cannot be mapped.
-        let map = if written == 0 {
-            None
-        } else {
-            // SAFETY: the spill file is this job's own temporary file, written and closed
-            // above; nothing else writes it while it is mapped.
-            let m = unsafe { memmap2::Mmap::map(file.as_file()) }
-                .map_err(|e| Error::io(file.path(), "mapping the spill file", e))?;
-            Some(m)
-        };
-        let spilled: &[u8] = map.as_deref().unwrap_or(&[]);
         let (iw, vw) = (index_width(index_type), value_width(value_type));
+        let mut buf = Vec::new();
         let mut out = CsrChunk {
             row_start: 0,
             indptr: vec![0],
@@ -241,17 +230,11 @@ impl Spill {
             values: Vec::new(),
         };
         for &src in order {
-            let (start, len) = (offsets[src as usize] as usize, lens[src as usize] as usize);
-            let buf = spilled.get(start..start + len * (iw + vw)).ok_or_else(|| {
-                Error::io(
-                    file.path(),
-                    "reading spilled rows",
-                    std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the spill file is short",
-                    ),
-                )
-            })?;
+            let (start, len) = (offsets[src as usize], lens[src as usize] as usize);
+            buf.resize(len * (iw + vw), 0);
+            file.as_file()
+                .read_exact_at(&mut buf, start)
+                .map_err(|e| Error::io(file.path(), "reading spilled rows", e))?;
             let (ib, vb) = buf.split_at(len * iw);
             match index_type {
                 IndexType::Uint16 => out.indices.extend(
