@@ -682,4 +682,5 @@ def _torch_view(array: pa.Array):
     try:
         return torch.from_dlpack(array)
     except (TypeError, RuntimeError, BufferError, AttributeError):
-        return _torch_from_numpy(_view(array))
+        # DLPack refused this array, so numpy's DLPack import would too.
+        return _torch_from_numpy(array.to_numpy(zero_copy_only=True))
