@@ -127,16 +127,11 @@ def hf_open(path: Path) -> tuple:
 def cellfm_rates(root: str, n_cells: int, cells: int) -> tuple:
     """cellfm-datasets on the same cohort: (raw `fetch_cell` on random cells, its streaming
     Hugging Face path), in cells/s."""
-    import numpy as np
-    from cellfm_dataset import MemmapDataset
     from cellfm_dataset.hf import load_hf_cell_dataset
 
-    sample = next(iter(MemmapDataset(root).samples.values()))
-    ids = np.random.default_rng(0).integers(0, n_cells, min(cells, 50_000))
-    t0 = time.perf_counter()
-    for i in ids:
-        sample.fetch_cell(int(i))
-    fetch = len(ids) / (time.perf_counter() - t0)
+    from loader_vs_cellfm import cellfm_sample, fetch_cell_rate
+
+    fetch = fetch_cell_rate(cellfm_sample(root), n_cells, min(cells, 50_000))
     hf_cells = min(cells, 20_000)
     n, t0 = 0, time.perf_counter()
     for _ in load_hf_cell_dataset(dataset_root=root, streaming=True):
