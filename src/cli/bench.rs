@@ -103,7 +103,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         for &t in &args.threads {
             let r = bench::run(gatherer.clone(), plan.clone(), t, args.prefetch)?;
             out.result(kind, Run::Threads(t), &r);
-            out.scaling(&mut one, t, r.cells_per_s, "threads", "one thread");
+            out.scaling(&mut one, Run::Threads(t), r.cells_per_s);
         }
         let mut one: Option<f64> = None;
         for &n in args.shards.iter().filter(|&&n| n > 0) {
@@ -112,7 +112,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 .collect::<Result<Vec<_>>>()?;
             let r = bench::run_shards(gatherer.clone(), plans)?;
             out.result(kind, Run::Shards(n), &r);
-            out.scaling(&mut one, n, r.cells_per_s, "shards", "one shard");
+            out.scaling(&mut one, Run::Shards(n), r.cells_per_s);
         }
     }
     Ok(())
@@ -293,7 +293,11 @@ impl Report {
 
     /// Prints the ratio of `rate` to the first run's when that run had one thread or shard
     /// (the JSON records carry the rates; the reader divides).
-    fn scaling(&self, one: &mut Option<f64>, n: usize, rate: f64, what: &str, base_name: &str) {
+    fn scaling(&self, one: &mut Option<f64>, run: Run, rate: f64) {
+        let (n, what, base_name) = match run {
+            Run::Threads(t) => (t, "threads", "one thread"),
+            Run::Shards(n) => (n, "shards", "one shard"),
+        };
         match *one {
             None if n == 1 => *one = Some(rate),
             Some(base) if n > 1 && !self.json => {
