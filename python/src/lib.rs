@@ -14,7 +14,9 @@ use arrow::array::{Array, ArrayRef, AsArray, UInt64Array};
 use arrow::datatypes::{Field, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use cellarrow::corpus::{Corpus, ValueType};
-use cellarrow::loader::{BatchOptions, Gatherer, Loader, LoaderOptions, SamplerKind, SamplerSpec};
+use cellarrow::loader::{
+    BatchOptions, Gatherer, Loader, LoaderOptions, Region, SamplerKind, SamplerSpec,
+};
 use cellarrow::query::QueryEngine;
 use cellarrow::sample::{Cohort, Layout, Shard};
 use pyo3::create_exception;
@@ -509,6 +511,53 @@ impl PyLoader {
             Some(Ok(b)) => Ok(Some(PyRecordBatch::new(b))),
             Some(Err(e)) => Err(to_py(e)),
         }
+    }
+
+    /// The next batch gathered into `memory`, a writable one-dimensional uint8 array (its
+    /// `__array_interface__`), as `(batch, bytes of memory used)`; `None` at the end. The cell
+    /// and group ids and the matrix buffers are written there while they fit; the batch holds
+    /// `memory` until its last buffer is gone. Only for loaders made with `threads=0`.
+    fn next_into(
+        &self,
+        py: Python<'_>,
+        memory: Bound<'_, PyAny>,
+    ) -> PyResult<Option<(PyRecordBatch, usize)>> {
+        let (base, len) = writable_bytes(&memory)?;
+        let owner: Arc<dyn arrow::alloc::Allocation> =
+            Arc::new(std::panic::AssertUnwindSafe(memory.unbind()));
+        // SAFETY: `writable_bytes` read the address and length of a writable, contiguous array
+        // from its `__array_interface__`; `owner` keeps that array, and so its memory, alive
+        // while any buffer of the batch lives.
+        let mut region = unsafe { Region::new(base, len, owner) };
+        let next = py.detach(|| {
+            self.inner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .next_in(&mut region)
+        });
+        match next {
+            None => Ok(None),
+            Some(Ok(b)) => Ok(Some((PyRecordBatch::new(b), region.used()))),
+            Some(Err(e)) => Err(to_py(e)),
+        }
+    }
+}
+
+/// The address and length of a writable, contiguous, one-dimensional uint8 array.
+fn writable_bytes(array: &Bound<'_, PyAny>) -> PyResult<(std::ptr::NonNull<u8>, usize)> {
+    let bad = || PyValueError::new_err("memory must be a writable, contiguous uint8 array");
+    let interface = array.getattr("__array_interface__").map_err(|_| bad())?;
+    let typestr: String = interface.get_item("typestr")?.extract()?;
+    let shape: Vec<usize> = interface.get_item("shape")?.extract()?;
+    let strides = interface.get_item("strides").ok();
+    let contiguous = strides.is_none_or(|s| s.is_none());
+    let (addr, readonly): (usize, bool) = interface.get_item("data")?.extract()?;
+    match (typestr.as_str(), shape.as_slice(), contiguous, readonly) {
+        ("|u1", &[len], true, false) => Ok((
+            std::ptr::NonNull::new(addr as *mut u8).ok_or_else(bad)?,
+            len,
+        )),
+        _ => Err(bad()),
     }
 }
 

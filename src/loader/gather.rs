@@ -16,7 +16,7 @@ use arrow::datatypes::{
 };
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
-use super::pool::{BufferPool, Pooled};
+use super::pool::{BufferPool, OutBuf, Pooled, Region};
 use super::{BatchOptions, BatchRequest, DenseGenes, IndexOutput, ValueOutput};
 use crate::corpus::{Corpus, IndexType, Indices, ValueType, Values};
 use crate::error::{Context, Error, ErrorKind, Result};
@@ -250,7 +250,7 @@ impl Gatherer {
     /// Gathers one batch. `groups` (one per cell) is required with
     /// [`BatchOptions::group_column`] and ignored otherwise.
     pub fn gather(&self, cells: &[u64], groups: Option<&[u64]>) -> Result<RecordBatch> {
-        self.gather_with_bounds(cells, groups, None)
+        self.gather_with_bounds(cells, groups, None, None)
     }
 
     fn gather_with_bounds(
@@ -258,10 +258,11 @@ impl Gatherer {
         cells: &[u64],
         groups: Option<&[u64]>,
         bounds: Option<&[Bounds]>,
+        mut region: Option<&mut Region>,
     ) -> Result<RecordBatch> {
         self.check_cells(cells)?;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        columns.push(Arc::new(self.u64_array(cells)));
+        columns.push(Arc::new(self.u64_array(cells, region.as_deref_mut())));
         if self.options.group_column {
             let groups = one_per_cell(
                 groups,
@@ -269,12 +270,12 @@ impl Gatherer {
                 "group ids",
                 "the batch options ask for a group column but the batch has no groups",
             )?;
-            columns.push(Arc::new(self.u64_array(groups)));
+            columns.push(Arc::new(self.u64_array(groups, region.as_deref_mut())));
         }
         match &self.dense_lut {
-            Some(lut) => columns.push(self.gather_dense(cells, lut)?),
+            Some(lut) => columns.push(self.gather_dense(cells, lut, region)?),
             None => {
-                let (indices, values) = self.gather_csr(cells)?;
+                let (indices, values) = self.gather_csr(cells, region)?;
                 columns.push(indices);
                 columns.push(values);
             }
@@ -385,8 +386,8 @@ impl Gatherer {
         }
     }
 
-    fn u64_array(&self, ids: &[u64]) -> UInt64Array {
-        let mut v = self.pool.take::<u64>(ids.len());
+    fn u64_array(&self, ids: &[u64], region: Option<&mut Region>) -> UInt64Array {
+        let mut v = self.pool.take_in::<u64>(region, ids.len());
         v.extend_from_slice(ids);
         UInt64Array::new(self.pool.buffer(v), None)
     }
@@ -397,45 +398,71 @@ impl Gatherer {
             &request.cells,
             request.groups.as_deref(),
             request.bounds.as_deref(),
+            None,
         )
     }
 
-    fn gather_csr(&self, cells: &[u64]) -> Result<(ArrayRef, ArrayRef)> {
+    /// Gathers the cells of a [`BatchRequest`] into `region`: the cell and group ids and the
+    /// matrix buffers are written there, in that order, as long as they fit (the rest, and the
+    /// obs columns, come from the gatherer's own memory). [`Region::used`] then tells how much
+    /// of it the batch took.
+    pub fn gather_request_in(
+        &self,
+        request: &BatchRequest,
+        region: &mut Region,
+    ) -> Result<RecordBatch> {
+        self.gather_with_bounds(
+            &request.cells,
+            request.groups.as_deref(),
+            request.bounds.as_deref(),
+            Some(region),
+        )
+    }
+
+    fn gather_csr(
+        &self,
+        cells: &[u64],
+        region: Option<&mut Region>,
+    ) -> Result<(ArrayRef, ArrayRef)> {
         let m = self.corpus.manifest();
-        let (corpus, pool) = (&self.corpus, &self.pool);
+        let out = &mut Out {
+            pool: &self.pool,
+            region,
+        };
+        let corpus = &self.corpus;
         // One dispatch on the type combination per batch; the per-cell loop is monomorphic.
         macro_rules! by_value {
             ($I:ty, $OI:ty, $pi:expr) => {
                 match (m.value_type, self.options.values) {
                     (ValueType::Uint16, ValueOutput::Native) => {
-                        csr::<$I, $OI, u16, u16>(corpus, pool, cells, $pi, copy)
+                        csr::<$I, $OI, u16, u16>(corpus, out, cells, $pi, copy)
                     }
                     (ValueType::Uint16, ValueOutput::Float32) => {
-                        csr::<$I, $OI, u16, f32>(corpus, pool, cells, $pi, to_f32)
+                        csr::<$I, $OI, u16, f32>(corpus, out, cells, $pi, to_f32)
                     }
                     (ValueType::Uint16, ValueOutput::Float64) => {
-                        csr::<$I, $OI, u16, f64>(corpus, pool, cells, $pi, to_f64)
+                        csr::<$I, $OI, u16, f64>(corpus, out, cells, $pi, to_f64)
                     }
                     (ValueType::Uint32, ValueOutput::Native) => {
-                        csr::<$I, $OI, u32, u32>(corpus, pool, cells, $pi, copy)
+                        csr::<$I, $OI, u32, u32>(corpus, out, cells, $pi, copy)
                     }
                     (ValueType::Uint32, ValueOutput::Float32) => {
-                        csr::<$I, $OI, u32, f32>(corpus, pool, cells, $pi, to_f32)
+                        csr::<$I, $OI, u32, f32>(corpus, out, cells, $pi, to_f32)
                     }
                     (ValueType::Uint32, ValueOutput::Float64) => {
-                        csr::<$I, $OI, u32, f64>(corpus, pool, cells, $pi, to_f64)
+                        csr::<$I, $OI, u32, f64>(corpus, out, cells, $pi, to_f64)
                     }
                     (ValueType::Float32, ValueOutput::Native | ValueOutput::Float32) => {
-                        csr::<$I, $OI, f32, f32>(corpus, pool, cells, $pi, copy)
+                        csr::<$I, $OI, f32, f32>(corpus, out, cells, $pi, copy)
                     }
                     (ValueType::Float32, ValueOutput::Float64) => {
-                        csr::<$I, $OI, f32, f64>(corpus, pool, cells, $pi, to_f64)
+                        csr::<$I, $OI, f32, f64>(corpus, out, cells, $pi, to_f64)
                     }
                     (ValueType::Float64, ValueOutput::Native | ValueOutput::Float64) => {
-                        csr::<$I, $OI, f64, f64>(corpus, pool, cells, $pi, copy)
+                        csr::<$I, $OI, f64, f64>(corpus, out, cells, $pi, copy)
                     }
                     (ValueType::Float64, ValueOutput::Float32) => {
-                        csr::<$I, $OI, f64, f32>(corpus, pool, cells, $pi, to_f32)
+                        csr::<$I, $OI, f64, f32>(corpus, out, cells, $pi, to_f32)
                     }
                 }
             };
@@ -448,8 +475,17 @@ impl Gatherer {
         }
     }
 
-    fn gather_dense(&self, cells: &[u64], lut: &[u32]) -> Result<ArrayRef> {
+    fn gather_dense(
+        &self,
+        cells: &[u64],
+        lut: &[u32],
+        region: Option<&mut Region>,
+    ) -> Result<ArrayRef> {
         let m = self.corpus.manifest();
+        let out = &mut Out {
+            pool: &self.pool,
+            region,
+        };
         let w = self.dense_width;
         let f64_out = matches!(
             output_value_type(m.value_type, self.options.values, true),
@@ -459,28 +495,28 @@ impl Gatherer {
             ($I:ty) => {
                 match (m.value_type, f64_out) {
                     (ValueType::Uint16, false) => {
-                        dense::<$I, u16, f32>(&self.corpus, &self.pool, cells, lut, w)
+                        dense::<$I, u16, f32>(&self.corpus, out, cells, lut, w)
                     }
                     (ValueType::Uint16, true) => {
-                        dense::<$I, u16, f64>(&self.corpus, &self.pool, cells, lut, w)
+                        dense::<$I, u16, f64>(&self.corpus, out, cells, lut, w)
                     }
                     (ValueType::Uint32, false) => {
-                        dense::<$I, u32, f32>(&self.corpus, &self.pool, cells, lut, w)
+                        dense::<$I, u32, f32>(&self.corpus, out, cells, lut, w)
                     }
                     (ValueType::Uint32, true) => {
-                        dense::<$I, u32, f64>(&self.corpus, &self.pool, cells, lut, w)
+                        dense::<$I, u32, f64>(&self.corpus, out, cells, lut, w)
                     }
                     (ValueType::Float32, false) => {
-                        dense::<$I, f32, f32>(&self.corpus, &self.pool, cells, lut, w)
+                        dense::<$I, f32, f32>(&self.corpus, out, cells, lut, w)
                     }
                     (ValueType::Float32, true) => {
-                        dense::<$I, f32, f64>(&self.corpus, &self.pool, cells, lut, w)
+                        dense::<$I, f32, f64>(&self.corpus, out, cells, lut, w)
                     }
                     (ValueType::Float64, false) => {
-                        dense::<$I, f64, f32>(&self.corpus, &self.pool, cells, lut, w)
+                        dense::<$I, f64, f32>(&self.corpus, out, cells, lut, w)
                     }
                     (ValueType::Float64, true) => {
-                        dense::<$I, f64, f64>(&self.corpus, &self.pool, cells, lut, w)
+                        dense::<$I, f64, f64>(&self.corpus, out, cells, lut, w)
                     }
                 }
             };
@@ -696,22 +732,34 @@ impl DenseOut for f64 {
     }
 }
 
+/// Where the buffers of one batch come from: its region while they fit, else the pool.
+struct Out<'a> {
+    pool: &'a Arc<BufferPool>,
+    region: Option<&'a mut Region>,
+}
+
+impl Out<'_> {
+    fn take<T: Pooled>(&mut self, n: usize) -> OutBuf<T> {
+        self.pool.take_in(self.region.as_deref_mut(), n)
+    }
+}
+
 #[inline]
-fn copy<V: Copy>(out: &mut Vec<V>, s: &[V]) {
+fn copy<V: Pooled>(out: &mut OutBuf<V>, s: &[V]) {
     out.extend_from_slice(s);
 }
 #[inline]
-fn to_i32<I: IndexElem>(out: &mut Vec<i32>, s: &[I]) {
+fn to_i32<I: IndexElem>(out: &mut OutBuf<i32>, s: &[I]) {
     // Gene ids are below the vocabulary size, which the gatherer checked fits i32.
-    out.extend(s.iter().map(|&g| g.usize() as i32));
+    out.extend_map(s, |g| g.usize() as i32);
 }
 #[inline]
-fn to_f32<V: ValueElem>(out: &mut Vec<f32>, s: &[V]) {
-    out.extend(s.iter().map(|&v| v.f32()));
+fn to_f32<V: ValueElem>(out: &mut OutBuf<f32>, s: &[V]) {
+    out.extend_map(s, |v| v.f32());
 }
 #[inline]
-fn to_f64<V: ValueElem>(out: &mut Vec<f64>, s: &[V]) {
-    out.extend(s.iter().map(|&v| v.f64()));
+fn to_f64<V: ValueElem>(out: &mut OutBuf<f64>, s: &[V]) {
+    out.extend_map(s, |v| v.f64());
 }
 
 fn type_mismatch(corpus: &Corpus, cell: u64, what: &str) -> Error {
@@ -762,13 +810,13 @@ fn prefetch<T>(s: &[T]) {
 /// CSR gather: exact sizing from the row lengths, then one copy (or conversion) per cell.
 fn csr<I: IndexElem, OI: Elem + Pooled, V: ValueElem, O: Elem + Pooled>(
     corpus: &Corpus,
-    pool: &Arc<BufferPool>,
+    out: &mut Out<'_>,
     cells: &[u64],
-    put_index: fn(&mut Vec<OI>, &[I]),
-    put: fn(&mut Vec<O>, &[V]),
+    put_index: fn(&mut OutBuf<OI>, &[I]),
+    put: fn(&mut OutBuf<O>, &[V]),
 ) -> Result<(ArrayRef, ArrayRef)> {
     let spans = spans(corpus, cells);
-    let mut offsets: Vec<i32> = pool.take(cells.len() + 1);
+    let mut offsets: OutBuf<i32> = out.take(cells.len() + 1);
     offsets.push(0);
     let mut total: usize = 0;
     for (_, r) in &spans {
@@ -783,8 +831,8 @@ fn csr<I: IndexElem, OI: Elem + Pooled, V: ValueElem, O: Elem + Pooled>(
         offsets.push(total as i32);
     }
     let batches = corpus.batches();
-    let mut idx: Vec<OI> = pool.take(total);
-    let mut val: Vec<O> = pool.take(total);
+    let mut idx: OutBuf<OI> = out.take(total);
+    let mut val: OutBuf<O> = out.take(total);
     for (k, &c) in cells.iter().enumerate() {
         if let Some((b, r)) = spans.get(k + PREFETCH_CELLS) {
             let b = &batches[*b];
@@ -800,9 +848,9 @@ fn csr<I: IndexElem, OI: Elem + Pooled, V: ValueElem, O: Elem + Pooled>(
         put_index(&mut idx, &i[r.clone()]);
         put(&mut val, &v[r.clone()]);
     }
-    let offsets = OffsetBuffer::new(pool.buffer(offsets));
-    let idx = PrimitiveArray::<OI::Arrow>::new(pool.buffer(idx), None);
-    let val = PrimitiveArray::<O::Arrow>::new(pool.buffer(val), None);
+    let offsets = OffsetBuffer::new(out.pool.buffer(offsets));
+    let idx = PrimitiveArray::<OI::Arrow>::new(out.pool.buffer(idx), None);
+    let val = PrimitiveArray::<O::Arrow>::new(out.pool.buffer(val), None);
     let idx_field = item_field(idx.data_type().clone());
     let val_field = item_field(val.data_type().clone());
     let indices = ListArray::try_new(idx_field, offsets.clone(), Arc::new(idx), None)?;
@@ -848,14 +896,15 @@ fn csr_into<I: IndexElem, V: ValueElem>(
 /// Dense gather over the selected genes: a zeroed row per cell, scattered through the lookup table.
 fn dense<I: IndexElem, V: ValueElem, O: DenseOut + Pooled>(
     corpus: &Corpus,
-    pool: &Arc<BufferPool>,
+    alloc: &mut Out<'_>,
     cells: &[u64],
     lut: &[u32],
     width: usize,
 ) -> Result<ArrayRef> {
     let batches = corpus.batches();
-    let mut out: Vec<O> = pool.take(cells.len() * width);
-    out.resize(cells.len() * width, O::default());
+    let mut buf: OutBuf<O> = alloc.take(cells.len() * width);
+    buf.fill(cells.len() * width, O::default());
+    let out = buf.as_mut_slice();
     for (row, &c) in cells.iter().enumerate() {
         let loc = corpus.locate(c);
         let b = &batches[loc.batch];
@@ -870,7 +919,7 @@ fn dense<I: IndexElem, V: ValueElem, O: DenseOut + Pooled>(
             }
         }
     }
-    let child = PrimitiveArray::<O::Arrow>::new(pool.buffer(out), None);
+    let child = PrimitiveArray::<O::Arrow>::new(alloc.pool.buffer(buf), None);
     let field = item_field(child.data_type().clone());
     Ok(Arc::new(FixedSizeListArray::try_new(
         field,

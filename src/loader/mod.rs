@@ -47,6 +47,7 @@ pub mod spec;
 mod tests;
 
 pub use gather::Gatherer;
+pub use pool::Region;
 pub use prefetch::{Loader, LoaderOptions};
 pub use spec::{Planned, SamplerKind, SamplerSpec};
 

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 
 use arrow::record_batch::RecordBatch;
 
-use super::{BatchPlan, Gatherer};
+use super::{BatchPlan, Gatherer, Region};
 use crate::error::{Error, ErrorKind, Result};
 
 /// How a [`Loader`] runs.
@@ -128,37 +128,31 @@ impl Loader {
         self.next
     }
 
-    fn finish(&mut self) {
-        self.next = self.end;
-        self.shutdown();
+    /// The next batch, gathered on this thread into `region` (see
+    /// [`Gatherer::gather_request_in`]); only for loaders made with `threads: 0`, whose
+    /// batches are not gathered ahead.
+    pub fn next_in(&mut self, region: &mut Region) -> Option<Result<RecordBatch>> {
+        if !self.inline {
+            return Some(Err(Error::new(
+                ErrorKind::InvalidInput,
+                "a loader with threads gathers its batches ahead, not into a given region; \
+                 make it with threads: 0",
+            )));
+        }
+        self.advance(|gatherer, plan, i| run_batch(gatherer, plan, i, Some(region)))
     }
 
-    fn shutdown(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        {
-            // Taking the lock orders the stop flag before any waiting worker re-checks it.
-            let _guard = lock(&self.shared.consumed);
-            self.shared.advanced.notify_all();
-        }
-        // Workers blocked in `send` see the receiver gone and exit.
-        self.rx = None;
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-        self.pending.clear();
-    }
-}
-
-impl Iterator for Loader {
-    type Item = Result<RecordBatch>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+    /// Yields batch `self.next` as `inline` gathers it (or as the threads delivered it).
+    fn advance(
+        &mut self,
+        inline: impl FnOnce(&Gatherer, &dyn BatchPlan, usize) -> Result<RecordBatch>,
+    ) -> Option<Result<RecordBatch>> {
         if self.next >= self.end {
             return None;
         }
         let i = self.next;
         let result = if self.inline {
-            run_batch(&self.gatherer, self.plan.as_ref(), i)
+            inline(&self.gatherer, self.plan.as_ref(), i)
         } else {
             loop {
                 if let Some(r) = self.pending.remove(&i) {
@@ -196,6 +190,34 @@ impl Iterator for Loader {
         Some(result)
     }
 
+    fn finish(&mut self) {
+        self.next = self.end;
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        {
+            // Taking the lock orders the stop flag before any waiting worker re-checks it.
+            let _guard = lock(&self.shared.consumed);
+            self.shared.advanced.notify_all();
+        }
+        // Workers blocked in `send` see the receiver gone and exit.
+        self.rx = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.pending.clear();
+    }
+}
+
+impl Iterator for Loader {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.advance(|gatherer, plan, i| run_batch(gatherer, plan, i, None))
+    }
+
     fn size_hint(&self) -> (usize, Option<usize>) {
         let n = self.end - self.next;
         (n, Some(n))
@@ -215,9 +237,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Gathers batch `i`, turning a panic into an error so that the consumer never waits for a
 /// batch that will not come.
-fn run_batch(gatherer: &Gatherer, plan: &dyn BatchPlan, i: usize) -> Result<RecordBatch> {
+fn run_batch(
+    gatherer: &Gatherer,
+    plan: &dyn BatchPlan,
+    i: usize,
+    region: Option<&mut Region>,
+) -> Result<RecordBatch> {
     match std::panic::catch_unwind(AssertUnwindSafe(|| {
-        plan.batch(i).and_then(|req| gatherer.gather_request(&req))
+        plan.batch(i).and_then(|req| match region {
+            Some(r) => gatherer.gather_request_in(&req, r),
+            None => gatherer.gather_request(&req),
+        })
     })) {
         Ok(r) => r,
         Err(p) => {
@@ -265,7 +295,7 @@ fn worker(
         if shared.stop.load(Ordering::Relaxed) {
             return;
         }
-        let r = run_batch(gatherer, plan, i);
+        let r = run_batch(gatherer, plan, i, None);
         if tx.send((i, r)).is_err() {
             return;
         }

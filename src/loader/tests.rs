@@ -715,3 +715,125 @@ fn gathering_into_caller_memory_gives_the_batch_rows() {
         assert!(err.to_string().contains("cell 30 is out of range"), "{err}");
     }
 }
+
+/// Every data buffer of `batch`'s arrays (children included), as byte ranges.
+fn buffer_ranges(batch: &RecordBatch) -> Vec<(String, std::ops::Range<usize>)> {
+    fn walk(
+        name: &str,
+        d: &arrow::array::ArrayData,
+        out: &mut Vec<(String, std::ops::Range<usize>)>,
+    ) {
+        for b in d.buffers() {
+            let p = b.as_ptr() as usize;
+            out.push((name.to_string(), p..p + b.len()));
+        }
+        for c in d.child_data() {
+            walk(name, c, out);
+        }
+    }
+    let mut out = Vec::new();
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        walk(f.name(), &c.to_data(), &mut out);
+    }
+    out
+}
+
+#[test]
+fn batches_gathered_into_a_region_equal_the_gathered_ones_and_lie_in_it() {
+    let f = fixture(40, 60, &TestCorpusOptions::default());
+    let cells = scrambled(40);
+    let cases = [
+        BatchOptions::default(),
+        BatchOptions {
+            values: ValueOutput::Float32,
+            indices: IndexOutput::Int32,
+            obs_columns: vec!["obs_name".into()],
+            ..Default::default()
+        },
+        BatchOptions {
+            dense: Some(DenseGenes::Ids(vec![3, 59, 0])),
+            ..Default::default()
+        },
+    ];
+    for options in cases {
+        let g = gatherer(&f, options.clone());
+        let plan: Arc<dyn BatchPlan> = Arc::new(CellBatches::new(cells.clone(), 16, false));
+        let expect: Vec<RecordBatch> = (0..plan.n_batches())
+            .map(|i| g.gather_request(&plan.batch(i).unwrap()).unwrap())
+            .collect();
+        let mut loader = Loader::new(
+            g.clone(),
+            plan,
+            LoaderOptions {
+                threads: 0,
+                prefetch: 1,
+                start: 0,
+            },
+        );
+        let mut k = 0;
+        loop {
+            let mut memory = vec![0u64; 4096];
+            let start = memory.as_ptr() as usize;
+            let owner = Arc::new(());
+            let base = std::ptr::NonNull::new(memory.as_mut_ptr().cast::<u8>()).unwrap();
+            // SAFETY: `memory` lives until after the batch, which is dropped below.
+            let mut region = unsafe { Region::new(base, memory.len() * 8, owner.clone()) };
+            let Some(b) = loader.next_in(&mut region) else {
+                break;
+            };
+            let b = b.unwrap();
+            assert_eq!(b, expect[k], "batch {k} with {options:?}");
+            let used = start..start + region.used();
+            let ranges = buffer_ranges(&b);
+            for (name, r) in &ranges {
+                let inside = used.contains(&r.start) && r.end <= used.end;
+                // Ids and matrix buffers go to the region; obs columns are Arrow's own.
+                assert_eq!(inside, name != "obs_name", "{name} {r:?} in {used:?}");
+            }
+            assert!(
+                Arc::strong_count(&owner) > 1,
+                "the batch holds the region's owner"
+            );
+            drop(b);
+            assert_eq!(Arc::strong_count(&owner), 2, "the region and this test");
+            k += 1;
+        }
+        assert_eq!(k, expect.len());
+    }
+
+    // A region too small for the matrix: what does not fit comes from the pool.
+    let g = gatherer(&f, BatchOptions::default());
+    let plan: Arc<dyn BatchPlan> = Arc::new(CellBatches::new(cells.clone(), 40, false));
+    let expect = g.gather_request(&plan.batch(0).unwrap()).unwrap();
+    let mut memory = vec![0u64; 48];
+    let base = std::ptr::NonNull::new(memory.as_mut_ptr().cast::<u8>()).unwrap();
+    // SAFETY: as above.
+    let mut region = unsafe { Region::new(base, 384, Arc::new(())) };
+    let mut loader = Loader::new(
+        g.clone(),
+        plan.clone(),
+        LoaderOptions {
+            threads: 0,
+            prefetch: 1,
+            start: 0,
+        },
+    );
+    let b = loader.next_in(&mut region).unwrap().unwrap();
+    assert_eq!(b, expect);
+    // The cell ids fit (after up to 56 bytes to the first 64-byte boundary), the offsets not.
+    assert!((320..=376).contains(&region.used()), "{}", region.used());
+    drop(b);
+
+    let mut threaded = Loader::new(
+        g,
+        plan,
+        LoaderOptions {
+            threads: 1,
+            prefetch: 1,
+            start: 0,
+        },
+    );
+    let err = threaded.next_in(&mut region).unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("threads: 0"), "{err}");
+}

@@ -119,6 +119,41 @@ def test_slots_are_reused_over_a_long_epoch(chr21):
     assert 2 <= after["mapped"] - before["mapped"] <= 6
 
 
+def batch_bytes(b: dict) -> int:
+    """Bytes of the tensors of a received batch."""
+    n = 0
+    for t in b.values():
+        if isinstance(t, torch.Tensor):
+            parts = [t.crow_indices(), t.col_indices(), t.values()] if t.layout == torch.sparse_csr else [t]
+            n += sum(p.numel() * p.element_size() for p in parts)
+    return n
+
+
+@pytest.mark.parametrize("cohort, kw", [("chr21", dict(batch_size=64)), ("synth", dict(batch_size=16, **OBS))])
+def test_workers_gather_their_batches_straight_into_the_ring(request, cohort, kw):
+    path = request.getfixturevalue(cohort)[0]
+    ds = CellDataset(path, seed=8, **kw)
+    expected = in_process(ds, 2)
+    loader = ds.dataloader(num_workers=2, multiprocessing_context="fork")
+    c0, r0 = _shm.stats()["copied"], received()
+    sizes, obs_bytes = [], 0
+    for b in loader:
+        assert_same_batch(b, expected.pop(tuple(b["cell"].tolist())))
+        sizes.append(batch_bytes(b))
+        obs_bytes += sum(b[k].numel() * b[k].element_size() for k in ("x", "y", "score") if k in b)
+    copied = _shm.stats()["copied"] - c0
+    assert not expected and received() - r0 == len(sizes) == sum(ds.worker_batches(2))
+    # Each worker's first batch makes its ring and is copied there; every later batch is
+    # gathered into a slot, all but the obs columns, which are copied after the matrix.
+    assert copied <= sizes[0] + sizes[1] + obs_bytes < sum(sizes)
+
+    # With loader threads in the workers, every batch is gathered first and copied after.
+    threaded = CellDataset(path, seed=8, threads=1, **kw)
+    c0 = _shm.stats()["copied"]
+    check_epoch(threaded.dataloader(num_workers=2, multiprocessing_context="fork"), in_process(threaded, 2))
+    assert _shm.stats()["copied"] - c0 == sum(sizes)
+
+
 def test_holding_every_batch_falls_back_to_torch_and_stays_correct(synth):
     ds = CellDataset(synth[0], batch_size=8, seed=9, **OBS)
     loader = ds.dataloader(num_workers=2, multiprocessing_context="fork")

@@ -6,7 +6,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -447,16 +447,31 @@ class Loader:
         return pa.record_batch(self._current().empty_batch()).schema
 
     def __iter__(self) -> Iterator["Batch"]:
+        for batch, _, _ in self._batches(None):
+            yield batch
+
+    def _batches(self, memory: Optional[Callable[[], Any]]) -> Iterator[Tuple["Batch", Any, int]]:
+        """The batches of the next pass as ``(batch, where, bytes used)``. ``memory``, for a
+        loader with ``threads=0``: called before each batch, it gives a writable uint8 array to
+        gather the batch into (see ``_native.Loader.next_into``), or None for the loader's own
+        memory; ``where`` is what it gave."""
         native = self._current()
         self._native = None  # a loader iterates once; the next pass builds a fresh one
         n_genes = self.corpus.n_genes
         dense_genes = np.asarray(native.dense_genes, dtype=np.uint32) if native.dense_width else None
         per_batch = native.items_per_batch
         end = native.start_position + native.n_items
-        for rb in native:
+        while True:
+            where = None if memory is None else memory()
+            if where is None:
+                rb, used = next(native, None), 0
+            else:
+                rb, used = native.next_into(where) or (None, 0)
+            if rb is None:
+                break
             batch = Batch(pa.record_batch(rb), n_genes, dense_genes)
             self._position = min(self._position + per_batch, end)
-            yield batch
+            yield batch, where, used
         # A finished epoch moves on to the next one.
         self._epoch += 1
         self._position = 0

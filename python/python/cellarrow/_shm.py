@@ -5,9 +5,10 @@ file descriptor over a socket; per batch that costs milliseconds of page faults 
 Here each worker process owns one anonymous memory file (``memfd``) cut into a few slots,
 created once and reused for every batch:
 
-- the worker converts a batch's arrays (described by :class:`Array` and :class:`CSR`: a source
-  and the tensor type) straight into a free slot, and yields a :class:`SharedBatch`, a dict
-  that pickles as a small descriptor (segment, slot, dtype/shape/offset of each array, and the
+- the worker's loader gathers a batch straight into a free slot (:func:`free_slot`), or the
+  worker converts the batch's arrays (described by :class:`Array` and :class:`CSR`: a source
+  and the tensor type) into one; either way it yields a :class:`SharedBatch`, a dict that
+  pickles as a small descriptor (segment, slot, dtype/shape/offset of each array, and the
   values that travel by value, such as lists of strings);
 - unpickling in the consumer opens ``/proc/<worker pid>/fd/<fd>`` once per segment, maps it and
   rebuilds the dict of tensors as views of the slot. The views hold a lease on the slot; when
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import math
 import mmap
 import os
 import select
@@ -53,13 +55,14 @@ ArraySpec = Tuple[int, str, Tuple[int, ...]]
 # A worker's segment: (pid, fd, inode, bytes, generation)
 Ident = Tuple[int, int, int, int, int]
 
-_counts = {"shared": 0, "received": 0, "mapped": 0}
+_counts = {"shared": 0, "received": 0, "mapped": 0, "copied": 0}
 
 
 def stats() -> Dict[str, int]:
     """Counters of this process: ``shared`` batches written to its ring (in a worker),
-    ``received`` batches rebuilt from a worker's ring and ``mapped`` segments mapped (in the
-    consumer)."""
+    ``received`` batches rebuilt from a worker's ring, ``mapped`` segments mapped and
+    ``copied`` bytes of the received batches that their worker copied into the slot rather
+    than gathered there (in the consumer)."""
     return dict(_counts)
 
 
@@ -102,10 +105,20 @@ def tensors(parts: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+_csr_warned = False
+
+
 def _csr(shape: Tuple[int, int], crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+    global _csr_warned
+    if _csr_warned:
         return torch.sparse_csr_tensor(crow, col, values, size=shape, check_invariants=False)
+    # torch warns "sparse CSR support is in beta" on the first CSR tensor of a process only;
+    # catching warnings on every call would cost more than making the tensor.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        out = torch.sparse_csr_tensor(crow, col, values, size=shape, check_invariants=False)
+    _csr_warned = True
+    return out
 
 
 # -- worker side ------------------------------------------------------------------------------
@@ -148,10 +161,9 @@ class _Ring:
     def free(self, slot: int) -> None:
         self.flags[slot] = 0
 
-    def array(self, claim: "_Claim", spec: ArraySpec) -> np.ndarray:
-        """An array of ``claim``'s slot, which it keeps taken while it lives."""
-        off, typestr, shape = spec
-        return np.asarray(_View(claim, self.addr + _HEADER + claim.slot * self.slot_size + off, typestr, shape))
+    def slot(self, claim: "_Claim") -> np.ndarray:
+        """``claim``'s slot as a uint8 array, which keeps it taken while it (or a view) lives."""
+        return np.asarray(_View(claim, self.addr + _HEADER + claim.slot * self.slot_size, "|u1", (self.slot_size,)))
 
     def close(self) -> None:
         # Only the descriptor: the mapping goes with this object, once no view of a slot is left.
@@ -164,10 +176,9 @@ _retired: List[_Ring] = []
 _ring_failed = False
 
 
-def _worker_ring(slots: int, need: int) -> Optional[_Ring]:
-    """This process's ring with at least ``slots`` slots of ``need`` bytes (a new generation
-    when the current one is smaller); None when it cannot be created."""
-    global _ring, _ring_failed
+def _own_ring() -> Optional[_Ring]:
+    """This process's current ring, if it has made one (not one inherited through fork)."""
+    global _ring
     if _ring is not None and _ring.pid != os.getpid():  # inherited through fork: the parent's
         for r in _retired + [_ring]:
             r.close()
@@ -175,7 +186,14 @@ def _worker_ring(slots: int, need: int) -> Optional[_Ring]:
     for r in [r for r in _retired if r.all_free()]:
         r.close()
         _retired.remove(r)
-    ring = _ring
+    return _ring
+
+
+def _worker_ring(slots: int, need: int) -> Optional[_Ring]:
+    """This process's ring with at least ``slots`` slots of ``need`` bytes (a new generation
+    when the current one is smaller); None when it cannot be created."""
+    global _ring, _ring_failed
+    ring = _own_ring()
     if ring is not None and need <= ring.slot_size and slots <= ring.slots:
         return ring
     if _ring_failed:
@@ -225,12 +243,12 @@ class SharedBatch(dict):
     rebuilds the dict over the slot. With other tensors put under its keys it pickles as a
     plain dict (through torch's transport)."""
 
-    __slots__ = ("_claim", "_layout")
+    __slots__ = ("_claim", "_layout", "_copied")
 
     def __copy__(self) -> "SharedBatch":
         # torch's default_convert copies mappings: the copy shares the slot.
         c = SharedBatch(self)
-        c._claim, c._layout = self._claim, self._layout
+        c._claim, c._layout, c._copied = self._claim, self._layout, self._copied
         return c
 
     def __deepcopy__(self, memo) -> dict:
@@ -242,7 +260,7 @@ class SharedBatch(dict):
             return (dict, (dict(self),))
         claim.sent = True
         entries = tuple((key, ("v", self[key]) if spec is None else spec) for key, spec, _ in self._layout)
-        return (_rebuild, (claim.ring.ident, claim.slot, claim.ring.slot_size, entries))
+        return (_rebuild, (claim.ring.ident, claim.slot, claim.ring.slot_size, entries, self._copied))
 
     def _unchanged(self) -> bool:
         if len(self) != len(self._layout):
@@ -253,18 +271,45 @@ class SharedBatch(dict):
         return True
 
 
-def _place(parts: Dict[str, Any]):
-    """Where each array of ``parts`` goes in a slot: (layout, [(spec, source)], bytes). A
-    layout entry is (key, spec), spec None for a part that travels by value."""
-    arrays: List[Tuple[ArraySpec, np.ndarray]] = []
-    end = 0
+def free_slot() -> Optional[np.ndarray]:
+    """In a worker: a free slot of this process's ring, taken, as a writable uint8 array over
+    the whole slot that keeps it taken while the array (or a batch gathered into it) lives;
+    None before the first batch made the ring, or with every slot taken. Give it to
+    :func:`share` with the batch gathered into it."""
+    ring = _own_ring()
+    slot = None if ring is None else ring.take()
+    if slot is None:
+        return None
+    return ring.slot(_Claim(ring, slot))
+
+
+def _same_bits(a: np.dtype, b: np.dtype) -> bool:
+    """Whether an array of type ``a`` serves as one of type ``b`` as it is (ids stored as
+    uint64 are the same bits as int64 ones)."""
+    return a == b or (a.kind in "iu" and b.kind in "iu" and a.itemsize == b.itemsize)
+
+
+def _place(parts: Dict[str, Any], used: Optional[Tuple[int, int]] = None):
+    """Where each array of ``parts`` goes in a slot: (layout, [(spec, source)] to copy, bytes,
+    [spec] of every array). A layout entry is (key, spec), spec None for a part that travels
+    by value. ``used``: (address, bytes) of the start of the slot that already holds arrays
+    gathered there; those of ``parts`` stay where they are, the others go after them."""
+    copies: List[Tuple[ArraySpec, np.ndarray]] = []
+    specs: List[ArraySpec] = []
+    end = 0 if used is None else -(-used[1] // _ALIGN) * _ALIGN
 
     def place(a: Array) -> ArraySpec:
         nonlocal end
-        dtype = np.dtype(a.dtype)
-        spec = (end, dtype.str, tuple(a.source.shape))
-        arrays.append((spec, a.source))
-        end += -(-a.source.size * dtype.itemsize // _ALIGN) * _ALIGN
+        src, dtype = a.source, np.dtype(a.dtype)
+        if used is not None and src.size and src.flags.c_contiguous and _same_bits(src.dtype, dtype):
+            at = src.__array_interface__["data"][0] - used[0]
+            if 0 <= at and at + src.nbytes <= used[1]:
+                specs.append((at, dtype.str, tuple(src.shape)))
+                return specs[-1]
+        spec = (end, dtype.str, tuple(src.shape))
+        copies.append((spec, src))
+        specs.append(spec)
+        end += -(-src.size * dtype.itemsize // _ALIGN) * _ALIGN
         return spec
 
     layout = []
@@ -276,23 +321,36 @@ def _place(parts: Dict[str, Any]):
         else:
             spec = None
         layout.append((key, spec))
-    return layout, arrays, end
+    return layout, copies, end, specs
 
 
-def share(parts: Dict[str, Any], slots: int) -> Dict[str, Any]:
-    """In a worker: the batch ``parts`` describe (see :func:`tensors`), converted straight into
-    a free slot of this process's ring, as a :class:`SharedBatch`; made in process memory
-    (:func:`tensors`) when no slot is free."""
-    layout, arrays, need = _place(parts)
+def share(parts: Dict[str, Any], slots: int, gathered: Optional[np.ndarray] = None, used: int = 0) -> Dict[str, Any]:
+    """In a worker: the batch ``parts`` describe (see :func:`tensors`) in a slot of this
+    process's ring, as a :class:`SharedBatch`; made in process memory (:func:`tensors`) when
+    no slot is free.
+
+    ``gathered``: the :func:`free_slot` the batch was gathered into, of which it took the first
+    ``used`` bytes. Its arrays there are used as they are and the others are copied after them;
+    when they do not fit, the batch is converted into another slot."""
+    if gathered is not None:
+        claim = gathered.base.owner
+        layout, copies, need, specs = _place(parts, (gathered.__array_interface__["data"][0], used))
+        if need <= claim.ring.slot_size:
+            return _fill(parts, claim, layout, copies, specs)
+    layout, copies, need, specs = _place(parts)
     ring = _worker_ring(slots, need)
     slot = None if ring is None else ring.take()
     if slot is None:
         return tensors(parts)
-    claim = _Claim(ring, slot)
-    written = {}  # by spec: empty arrays share an offset
-    for spec, source in arrays:
-        written[spec] = dst = ring.array(claim, spec)
-        np.copyto(dst, source, casting="unsafe")
+    return _fill(parts, _Claim(ring, slot), layout, copies, specs)
+
+
+def _fill(parts: Dict[str, Any], claim: "_Claim", layout, copies, specs) -> "SharedBatch":
+    """The :class:`SharedBatch` of ``parts`` in ``claim``'s slot, after copying ``copies``."""
+    slot = claim.ring.slot(claim)
+    written = {spec: _array(slot, spec) for spec in specs}  # empty arrays share an offset
+    for spec, source in copies:
+        np.copyto(written[spec], source, casting="unsafe")
     # The batch handed on in this worker is made of views of the slot: what code in the worker
     # changes in place is what the consumer receives, and the slot stays taken while any of
     # them lives (torch's queue pickles in a background thread, maybe after the batch changed).
@@ -302,8 +360,16 @@ def share(parts: Dict[str, Any], slots: int) -> Dict[str, Any]:
         dict.__setitem__(out, key, parts[key] if spec is None else _from_spec(spec, view))
     out._claim = claim
     out._layout = [(key, spec, dict.__getitem__(out, key)) for key, spec in layout]
+    out._copied = sum(source.nbytes for _, source in copies)
     _counts["shared"] += 1
     return out
+
+
+def _array(slot: np.ndarray, spec: ArraySpec) -> np.ndarray:
+    """The array ``spec`` describes, a view of ``slot`` (a uint8 array)."""
+    off, typestr, shape = spec
+    dtype = np.dtype(typestr)
+    return slot[off : off + dtype.itemsize * math.prod(shape)].view(dtype).reshape(shape)
 
 
 def _from_spec(spec, view: Callable[[ArraySpec], torch.Tensor]) -> torch.Tensor:
@@ -449,7 +515,7 @@ class _View:
         self.owner = owner
 
 
-def _rebuild(ident, slot: int, slot_size: int, entries) -> Dict[str, Any]:
+def _rebuild(ident, slot: int, slot_size: int, entries, copied: int) -> Dict[str, Any]:
     """Unpickles a :class:`SharedBatch`: its dict of tensors as views of the slot."""
     try:
         mapping = _attach(ident)
@@ -459,13 +525,12 @@ def _rebuild(ident, slot: int, slot_size: int, entries) -> Dict[str, Any]:
             f"(/proc/{ident[0]}/fd/{ident[1]}): {e}. Create the dataset with "
             "CellDataset(..., shared_memory=False) to send batches through torch's own transport."
         ) from e
-    lease = _Lease(mapping, slot)
-    base = mapping.addr + _HEADER + slot * slot_size
+    memory = np.asarray(_View(_Lease(mapping, slot), mapping.addr + _HEADER + slot * slot_size, "|u1", (slot_size,)))
 
     def tensor(spec: ArraySpec) -> torch.Tensor:
-        off, typestr, shape = spec
-        return torch.from_numpy(np.asarray(_View(lease, base + off, typestr, shape)))
+        return torch.from_numpy(_array(memory, spec))
 
     out = {key: spec[1] if spec[0] == "v" else _from_spec(spec, tensor) for key, spec in entries}
     _counts["received"] += 1
+    _counts["copied"] += copied
     return out

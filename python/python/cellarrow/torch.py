@@ -24,9 +24,10 @@ Epoch and resume state live in a shared-memory tensor, so :meth:`set_epoch` and
 methods; the dataset pickles as its settings (the corpus is opened in each worker).
 
 On Linux, workers hand their batches to the main process through a shared-memory ring of a few
-reused slots per worker (see ``cellarrow._shm``): the batches arrive as views of the slot with
-no copy, the slot is reused once they are gone. ``CellDataset(..., shared_memory=False)``
-leaves the transport to torch.
+reused slots per worker (see ``cellarrow._shm``): each worker gathers a batch straight into a
+free slot, the batch arrives as views of the slot with no copy on either side, and the slot is
+reused once they are gone. ``CellDataset(..., shared_memory=False)`` leaves the transport to
+torch.
 """
 
 from __future__ import annotations
@@ -160,7 +161,11 @@ class CellDataset(IterableDataset):
         output: ``"csr"`` (sparse CSR tensors) or ``"dense"``; with ``dense=[genes]`` the
             dense tensor is a view of the gathered buffer.
         rank, world_size: override ``torch.distributed`` / the environment.
-        threads, prefetch: Rust gathering threads per worker and batches gathered ahead.
+        threads, prefetch: Rust threads that gather batches ahead, and how many batches ahead.
+            By default 1 thread without ``DataLoader`` workers, and none in workers with the
+            shared-memory ring: each worker gathers its batch straight into a slot of the
+            ring (worker processes are the parallelism there). Threads in workers gather
+            into their own memory, and each batch is copied into the ring.
         shared_memory: ``DataLoader`` workers pass batches through a shared-memory ring (Linux,
             the default there); ``False`` leaves it to torch's own transport.
         **options: the :class:`cellarrow.Loader` options (``batch_size``, ``seed``, ``epoch``,
@@ -182,7 +187,7 @@ class CellDataset(IterableDataset):
         output: str = "csr",
         rank: Optional[int] = None,
         world_size: Optional[int] = None,
-        threads: int = 1,
+        threads: Optional[int] = None,
         prefetch: int = 4,
         shared_memory: bool = _shm.SUPPORTED,
         **options: Any,
@@ -251,7 +256,7 @@ class CellDataset(IterableDataset):
         self._state[_SEEN] = 0
         self._seen_here = 0
 
-    def _loader(self, worker: int, num_workers: int, position: int = 0, threads: Optional[int] = None) -> Loader:
+    def _loader(self, worker: int, num_workers: int, position: int = 0, threads: int = 1) -> Loader:
         return Loader(
             self.corpus,
             self.sampler,
@@ -262,7 +267,7 @@ class CellDataset(IterableDataset):
             world_size=self.world_size,
             worker=worker,
             num_workers=num_workers,
-            threads=self.threads if threads is None else threads,
+            threads=threads,
             prefetch=self.prefetch,
             **self.options,
         )
@@ -298,17 +303,19 @@ class CellDataset(IterableDataset):
         if seen:
             counts = self.worker_batches(num_workers)
             start = consumed_per_worker(counts, seen)[worker]
-        loader = self._loader(worker, num_workers)
+        ring = self.shared_memory and not in_main
+        threads = self.threads if self.threads is not None else (0 if ring else 1)
+        loader = self._loader(worker, num_workers, threads=threads)
         per = loader._current().items_per_batch
         loader.load_state_dict({"epoch": self.epoch, "position": start * per})
         if in_main:
             self._seen_here = seen
-        ring = self.shared_memory and not in_main
-        for batch in loader:
+        into_slots = ring and threads == 0
+        for batch, slot, used in loader._batches(_shm.free_slot if into_slots else None):
             parts = _parts(batch, self.output)
             if in_main:
                 self._seen_here += 1
-            yield _shm.share(parts, self.ring_slots) if ring else _shm.tensors(parts)
+            yield _shm.share(parts, self.ring_slots, slot, used) if ring else _shm.tensors(parts)
 
     # -- state -------------------------------------------------------------------------------
     def state_dict(self, batches_seen: Optional[int] = None) -> Dict[str, int]:
