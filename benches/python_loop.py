@@ -3,14 +3,18 @@
 Measures, warm page cache, batch 256, fully random cells:
   1. a plain Python loop over `corpus.loader()` converting every batch to scipy CSR;
   2. `torch.utils.data.DataLoader` over `cellarrow.torch.CellDataset` (CSR tensors): 0 workers
-     vs 2 workers, the workers' batches through cellarrow's shared-memory ring or through
-     torch's own transport; once with Rust gathering threads (2 in the one process, 1 per
-     worker) and once with `threads=0` (each process gathers on its own thread), so the scaling
-     with workers shows on its own. The settings run interleaved, `--rounds` times; the
-     figures are medians, the ratios medians of each round's ratio to the one-process setting,
-     with the share of CPU time a virtual machine's host took meanwhile (steal; Linux). The
-     one-process figures depend on the allocator's state (after the plain loop, freed batch
-     memory is reused without page faults); --fresh measures each setting in a new process;
+     (2 Rust gathering threads, or `threads=0`: the process gathers on its own thread) vs 2
+     workers: by default each worker gathers on its own thread straight into a slot of its
+     shared-memory ring; with 1 Rust thread per worker, gathered then copied into the ring;
+     or through torch's own transport. The settings run interleaved, `--rounds` times; the
+     figures are medians, the ratios medians of each round's ratio to the one-process setting
+     with as many Rust threads (`threads=0` for the default), with the share of CPU time a
+     virtual machine's host took meanwhile (steal; Linux). The one-process figures depend on
+     the allocator's state (after the plain loop, freed batch memory is reused without page
+     faults); --fresh measures each setting in a new process;
+     Beside them, the ceiling of this machine: a dataset that only burns as much CPU time per
+     batch as one `threads=0` process spends on a cellarrow batch here, and yields a plain
+     int (no transport cost at all), through the same `DataLoader` with 0 and 2 workers;
   3. `corpus.to_hf_dataset()` open time (and on a second, larger corpus with --large);
   4. with --cellfm DIR (the same cohort converted by cellfm-datasets, e.g. the comparison
      harness's `compare-work/full/syn-50k/cellfm_datasets`): its raw `fetch_cell` on random
@@ -37,6 +41,9 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Optional
+
+import torch
 
 import cellarrow
 from cellarrow.torch import CellDataset
@@ -72,14 +79,13 @@ def plain_loop(corpus, cells: int, threads: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-# (label, workers, Rust threads per process, shared-memory ring)
+# (label, workers, Rust threads per process (None: CellDataset's default), shared-memory ring)
 DATALOADER_SETTINGS = [
     ("0 workers, 2 threads", 0, 2, False),
-    ("2 workers, 1 thread each, ring", 2, 1, True),
-    ("2 workers, 1 thread each, torch transport", 2, 1, False),
     ("0 workers, threads=0", 0, 0, False),
-    ("2 workers, threads=0, ring", 2, 0, True),
-    ("2 workers, threads=0, torch transport", 2, 0, False),
+    ("2 workers, gathered into the ring (default)", 2, None, True),
+    ("2 workers, 1 thread each, copied into the ring", 2, 1, True),
+    ("2 workers, torch transport", 2, 0, False),
 ]
 
 
@@ -98,7 +104,7 @@ def steal_share(before: list, after: list) -> float:
     return d[7] / sum(d) if len(d) > 7 and sum(d) else float("nan")
 
 
-def dataloader(path: Path, workers: int, threads: int, ring: bool, cells: int) -> tuple:
+def dataloader(path: Path, workers: int, threads: Optional[int], ring: bool, cells: int) -> tuple:
     """(cells/s, host steal share) over whole epochs after a first one (worker start-up, each
     process's first touch of the corpus and of the ring are not throughput)."""
     ds = CellDataset(path, batch_size=256, seed=0, threads=threads, shared_memory=ring)
@@ -113,6 +119,35 @@ def dataloader(path: Path, workers: int, threads: int, ring: bool, cells: int) -
         for b in dl:
             n += len(b["cell"])
     return n / (time.perf_counter() - t0), steal_share(c0, cpu_times())
+
+
+class Burn(torch.utils.data.IterableDataset):
+    """`batches` items, each after `us` microseconds of this thread's CPU time; the workers
+    of a DataLoader split them."""
+
+    def __init__(self, us: float, batches: int):
+        self.us, self.batches = us, batches
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        for i in range(worker, self.batches, workers):
+            end = time.thread_time() + self.us * 1e-6
+            while time.thread_time() < end:
+                pass
+            yield i
+
+
+def burn_rate(us: float, workers: int, batches: int) -> float:
+    """Items per second of `Burn` through a DataLoader, after a first epoch."""
+    ds = Burn(us, batches)
+    kw = dict(persistent_workers=True, multiprocessing_context="fork") if workers else {}
+    dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, **kw)
+    for _ in dl:
+        pass
+    t0 = time.perf_counter()
+    n = sum(1 for _ in dl)
+    return n / (time.perf_counter() - t0)
 
 
 def hf_open(path: Path) -> tuple:
@@ -209,6 +244,17 @@ def main() -> None:
             f"DataLoader(CellDataset) CSR tensors, {label}: {statistics.median(rates[label]):,.0f} cells/s, "
             f"x{ratio:.2f} one process (runs {runs}; host steal {stolen})"
         )
+    # The machine's ceiling for 2 workers at the cost of a batch measured above.
+    us = 256 / statistics.median(rates["0 workers, threads=0"]) * 1e6
+    batches = max(200, int(1e6 / us))  # about a second of work per measurement
+    ratios = []
+    for _ in range(args.rounds):
+        one, two = burn_rate(us, 0, batches), burn_rate(us, 2, batches)
+        ratios.append(two / one)
+    print(
+        f"DataLoader ceiling here: a dataset burning {us:.0f} us of CPU per batch and yielding an int, "
+        f"2 workers x{statistics.median(ratios):.2f} one process (runs {' '.join(f'{r:.2f}' for r in ratios)})"
+    )
     for p in [path] + ([corpus_path(args.large)] if args.large else []):
         secs, rows, parts = hf_open(p)
         print(f"to_hf_dataset open: {secs * 1e3:.1f} ms ({rows} rows, {parts} parts) {p}")
