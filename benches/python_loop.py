@@ -23,7 +23,7 @@ Measures, warm page cache, batch 256, fully random cells:
 
 usage:
   python benches/python_loop.py CORPUS_OR_H5AD [--large CORPUS_OR_H5AD] [--cells N] [--rounds R] [--fresh]
-                                [--cellfm DIR]
+                                [--cellfm DIR] [--ceiling-us 1000,2000]
 
 An .h5ad argument is converted once with the `cellarrow` binary ($CELLARROW_BIN) into
 `<file>.corpus` next to it. Build the extension in release mode for meaningful figures:
@@ -206,6 +206,12 @@ def main() -> None:
         help="each DataLoader measurement in a new Python process (no allocator state from the ones before)",
     )
     ap.add_argument("--cellfm", help="the same cohort converted by cellfm-datasets: ratios to its fetch_cell and HF path")
+    ap.add_argument(
+        "--ceiling-us",
+        type=lambda v: [float(x) for x in v.split(",")],
+        default=[],
+        help="more CPU costs per batch (microseconds, comma-separated) for the DataLoader ceiling",
+    )
     ap.add_argument("--setting", type=int, help=argparse.SUPPRESS)  # one measurement, for --fresh
     args = ap.parse_args()
 
@@ -244,17 +250,18 @@ def main() -> None:
             f"DataLoader(CellDataset) CSR tensors, {label}: {statistics.median(rates[label]):,.0f} cells/s, "
             f"x{ratio:.2f} one process (runs {runs}; host steal {stolen})"
         )
-    # The machine's ceiling for 2 workers at the cost of a batch measured above.
-    us = 256 / statistics.median(rates["0 workers, threads=0"]) * 1e6
-    batches = max(200, int(1e6 / us))  # about a second of work per measurement
-    ratios = []
-    for _ in range(args.rounds):
-        one, two = burn_rate(us, 0, batches), burn_rate(us, 2, batches)
-        ratios.append(two / one)
-    print(
-        f"DataLoader ceiling here: a dataset burning {us:.0f} us of CPU per batch and yielding an int, "
-        f"2 workers x{statistics.median(ratios):.2f} one process (runs {' '.join(f'{r:.2f}' for r in ratios)})"
-    )
+    # The machine's ceiling for 2 workers at the cost of a batch measured above (and others).
+    measured = 256 / statistics.median(rates["0 workers, threads=0"]) * 1e6
+    for us in [measured] + args.ceiling_us:
+        batches = max(200, int(1e6 / us))  # about a second of work per measurement
+        ratios = []
+        for _ in range(args.rounds):
+            one, two = burn_rate(us, 0, batches), burn_rate(us, 2, batches)
+            ratios.append(two / one)
+        print(
+            f"DataLoader ceiling here: a dataset burning {us:.0f} us of CPU per batch and yielding an int, "
+            f"2 workers x{statistics.median(ratios):.2f} one process (runs {' '.join(f'{r:.2f}' for r in ratios)})"
+        )
     for p in [path] + ([corpus_path(args.large)] if args.large else []):
         secs, rows, parts = hf_open(p)
         print(f"to_hf_dataset open: {secs * 1e3:.1f} ms ({rows} rows, {parts} parts) {p}")
