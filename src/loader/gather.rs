@@ -33,7 +33,8 @@ const NOT_SELECTED: u32 = u32::MAX;
 /// Cheap to share across threads: the obs columns are loaded once at construction (as Arrow
 /// arrays; only the requested ones) and gathered with `arrow::compute::take`. The matrix
 /// buffers of a batch return to the gatherer's pool when the batch is dropped, and the next
-/// batch reuses them.
+/// batch reuses them; [`Gatherer::gather_request_in`] writes them into the caller's memory
+/// instead.
 pub struct Gatherer {
     corpus: Arc<Corpus>,
     options: BatchOptions,
