@@ -292,8 +292,61 @@ pub fn convert_sample(
     first_cell: u64,
     progress: &ProgressBar,
 ) -> Result<Option<SampleOutput>> {
+    let h5 = H5ad::open(&plan.input.path)?;
+    // The obs side runs beside the matrix on a second thread: reading its columns while the
+    // matrix is read (the library's lock makes the HDF5 reads take turns; the rest overlaps),
+    // then building and writing the staging table while the rows are written into parts.
+    std::thread::scope(|scope| {
+        let frame = scope.spawn(|| h5.obs(opts.obs_columns.as_deref()));
+        let obs = |stats: Vec<CellStats>, order: Option<Vec<u64>>| {
+            let frame = frame
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+            let obs_path = layout
+                .dir
+                .join(format!("obs-staging-{first_part:05}.parquet"));
+            let batch = obs_batch(
+                &h5,
+                frame,
+                plan,
+                layout,
+                first_cell,
+                &stats,
+                order.as_deref(),
+            )?;
+            corpus::write_parquet(&obs_path, &[batch])?;
+            Ok(obs_path)
+        };
+        convert_matrix(
+            &h5,
+            plan,
+            opts,
+            layout,
+            first_part,
+            first_cell,
+            progress,
+            |stats, order| scope.spawn(move || obs(stats, order)),
+        )
+    })
+}
+
+/// The matrix half of [`convert_sample`]: `obs` starts the obs table once the per-cell stats
+/// and the storage order are known, and is joined at the end.
+#[allow(clippy::too_many_arguments)]
+fn convert_matrix<'scope>(
+    h5: &H5ad,
+    plan: &Planned,
+    opts: &ConvertOptions,
+    layout: &Layout<'_>,
+    first_part: usize,
+    first_cell: u64,
+    progress: &ProgressBar,
+    obs: impl FnOnce(
+        Vec<CellStats>,
+        Option<Vec<u64>>,
+    ) -> std::thread::ScopedJoinHandle<'scope, Result<PathBuf>>,
+) -> Result<Option<SampleOutput>> {
     let path = &plan.input.path;
-    let h5 = H5ad::open(path)?;
     let matrix = h5.matrix(&opts.source)?;
     let n = plan.n_obs as usize;
 
@@ -343,24 +396,15 @@ pub fn convert_sample(
             format!("read {} rows, expected {n}", stats.len()),
         ));
     }
-    if let (Some(s), Some(order)) = (spill, order.as_ref()) {
-        s.drain(order, &mut sink, opts.chunk_nnz)?;
-    }
-    let parts = sink.finish()?;
-
-    let obs_path = layout
-        .dir
-        .join(format!("obs-staging-{first_part:05}.parquet"));
-    let batch = obs_batch(
-        &h5,
-        plan,
-        opts,
-        layout,
-        first_cell,
-        &stats,
-        order.as_deref(),
-    )?;
-    corpus::write_parquet(&obs_path, &[batch])?;
+    let obs = obs(stats, order.clone());
+    let drained = match (spill, order.as_ref()) {
+        (Some(s), Some(order)) => s.drain(order, &mut sink, opts.chunk_nnz),
+        _ => Ok(()),
+    };
+    let parts = drained.and_then(|()| sink.finish());
+    // Joined before any error returns, so the obs thread never outlives a failed conversion.
+    let obs_path = obs.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+    let (parts, obs_path) = (parts?, obs_path?);
     Ok(Some(SampleOutput {
         parts,
         nnz,
@@ -373,15 +417,15 @@ pub fn convert_sample(
 /// The sample's obs rows in storage order: reserved columns, coordinates, then source columns.
 fn obs_batch(
     h5: &H5ad,
+    frame: crate::h5ad::Frame,
     plan: &Planned,
-    opts: &ConvertOptions,
     layout: &Layout<'_>,
     first_cell: u64,
     stats: &[CellStats],
     order: Option<&[u64]>,
 ) -> Result<RecordBatch> {
     let n = stats.len();
-    let crate::h5ad::Frame { index, columns } = h5.obs(opts.obs_columns.as_deref())?;
+    let crate::h5ad::Frame { index, columns } = frame;
     if index.len() != n {
         return Err(Error::h5ad(
             h5.path(),
@@ -463,5 +507,8 @@ fn obs_batch(
         };
         fields.push((name, col));
     }
-    RecordBatch::try_from_iter(fields).at_object(h5.path(), "obs")
+    // Every column nullable, as in the obs.parquet of several samples, whose union leaves
+    // a column null where a sample lacks it: one sample's table is obs.parquet as it is.
+    RecordBatch::try_from_iter_with_nullable(fields.into_iter().map(|(n, a)| (n, a, true)))
+        .at_object(h5.path(), "obs")
 }

@@ -257,7 +257,7 @@ fn parquet_schema(path: &std::path::Path) -> Result<SchemaRef> {
 }
 
 /// Streams every sample's staging obs table into one obs.parquet with the union schema, then
-/// removes the staging tables.
+/// removes the staging tables (the only one of a one-sample corpus becomes obs.parquet).
 fn merge_obs(dir: &std::path::Path, outputs: &[SampleOutput]) -> Result<()> {
     let schemas: Vec<SchemaRef> = outputs
         .iter()
@@ -274,6 +274,13 @@ fn merge_obs(dir: &std::path::Path, outputs: &[SampleOutput]) -> Result<()> {
     }
     let schema = Arc::new(Schema::new(fields));
     let path = dir.join("obs.parquet");
+    if let [only] = outputs {
+        // One sample: its staging table was written with the same settings and already is
+        // the whole obs table; rewriting it would decode and compress every row again.
+        debug_assert_eq!(schemas[0].fields(), schema.fields());
+        return std::fs::rename(&only.obs_path, &path)
+            .map_err(|e| Error::io(&only.obs_path, "renaming to obs.parquet", e));
+    }
     let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, "creating", e))?;
     let mut writer = ArrowWriter::try_new(
         file,

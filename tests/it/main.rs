@@ -1,6 +1,6 @@
 //! Integration suite over the binary: bad inputs, corruption, crash safety, concurrency,
-//! containment, the fuzz regressions and `cellarrow bench --json`. One integration binary
-//! (`cargo test --test it`).
+//! containment, the fuzz regressions, the obs table of one sample and `cellarrow bench
+//! --json`. One integration binary (`cargo test --test it`).
 
 mod bad_inputs;
 mod bench_cli;
@@ -10,3 +10,4 @@ mod containment;
 mod corruption;
 mod crash;
 mod fuzz_regressions;
+mod obs_table;
