@@ -317,35 +317,47 @@ pub fn convert_sample(
             corpus::write_parquet(&obs_path, &[batch])?;
             Ok(obs_path)
         };
-        convert_matrix(
-            &h5,
+        let job = Job {
             plan,
             opts,
             layout,
             first_part,
             first_cell,
-            progress,
-            |stats, order| scope.spawn(move || obs(stats, order)),
-        )
+        };
+        convert_matrix(job, &h5, progress, |stats, order| {
+            scope.spawn(move || obs(stats, order))
+        })
     })
+}
+
+/// What both halves of [`convert_sample`] convert and where it goes.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    plan: &'a Planned,
+    opts: &'a ConvertOptions,
+    layout: &'a Layout<'a>,
+    first_part: usize,
+    first_cell: u64,
 }
 
 /// The matrix half of [`convert_sample`]: `obs` starts the obs table once the per-cell stats
 /// and the storage order are known, and is joined at the end.
-#[allow(clippy::too_many_arguments)]
 fn convert_matrix<'scope>(
+    job: Job<'_>,
     h5: &H5ad,
-    plan: &Planned,
-    opts: &ConvertOptions,
-    layout: &Layout<'_>,
-    first_part: usize,
-    first_cell: u64,
     progress: &ProgressBar,
     obs: impl FnOnce(
         Vec<CellStats>,
         Option<Vec<u64>>,
     ) -> std::thread::ScopedJoinHandle<'scope, Result<PathBuf>>,
 ) -> Result<Option<SampleOutput>> {
+    let Job {
+        plan,
+        opts,
+        layout,
+        first_part,
+        first_cell,
+    } = job;
     let path = &plan.input.path;
     let matrix = h5.matrix(&opts.source)?;
     let n = plan.n_obs as usize;
