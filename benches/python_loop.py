@@ -15,8 +15,11 @@ Measures, warm page cache, batch 256, fully random cells:
      Beside them, the ceiling of this machine: a dataset that only burns as much CPU time per
      batch as one `threads=0` process spends on a cellarrow batch here, and yields a plain
      int (no transport cost at all), through the same `DataLoader` with 0 and 2 workers;
-  3. `corpus.to_hf_dataset()` open time (and on a second, larger corpus with --large);
-  4. with --cellfm DIR (the same cohort converted by cellfm-datasets, e.g. the comparison
+  3. memory over whole epochs, each in a fresh process: the anonymous memory of the process
+     (and of its DataLoader workers) after a warm-up epoch and after two more, for the plain
+     loop and for `DataLoader(CellDataset)` with 2 workers (Linux: /proc/PID/smaps_rollup);
+  4. `corpus.to_hf_dataset()` open time (and on a second, larger corpus with --large);
+  5. with --cellfm DIR (the same cohort converted by cellfm-datasets, e.g. the comparison
      harness's `compare-work/full/syn-50k/cellfm_datasets`): its raw `fetch_cell` on random
      cells and its Hugging Face path (`load_hf_cell_dataset`, streaming), interleaved with the
      plain loop, and the plain loop's ratios to both.
@@ -43,6 +46,7 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
+import psutil
 import torch
 
 import cellarrow
@@ -150,6 +154,48 @@ def burn_rate(us: float, workers: int, batches: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def anon_mb(pid: int) -> float:
+    """Anonymous memory of a process (heap, stacks, private copies; not the mapped corpus)."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Anonymous:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no Anonymous line in /proc/{pid}/smaps_rollup")
+
+
+def epoch_memory(path: Path, workers: int) -> tuple:
+    """(MB after a warm-up epoch, MB after two more, cells per epoch): this process plus its
+    DataLoader workers, over whole epochs of batches of 256 random cells as CSR tensors (0
+    workers: the plain loop with `to_scipy`)."""
+    import gc
+
+    if workers:
+        ds = CellDataset(path, batch_size=256, seed=0)
+        dl = ds.dataloader(num_workers=workers, persistent_workers=True, multiprocessing_context="fork")
+
+        def epoch(e: int) -> int:
+            ds.set_epoch(e)
+            return sum(len(b["cell"]) for b in dl)
+
+    else:
+        loader = cellarrow.open(path).loader(batch_size=256, seed=0, threads=2)
+
+        def epoch(e: int) -> int:
+            loader.set_epoch(e)
+            return sum(b.to_scipy().shape[0] for b in loader)
+
+    def total() -> float:
+        gc.collect()
+        me = psutil.Process()
+        return sum(anon_mb(p.pid) for p in [me] + me.children())
+
+    n = epoch(0)
+    before = total()
+    for e in (1, 2):
+        assert epoch(e) == n
+    return before, total(), n
+
+
 def hf_open(path: Path) -> tuple:
     import datasets  # noqa: F401 - the import is not part of the open time
 
@@ -213,9 +259,13 @@ def main() -> None:
         help="more CPU costs per batch (microseconds, comma-separated) for the DataLoader ceiling",
     )
     ap.add_argument("--setting", type=int, help=argparse.SUPPRESS)  # one measurement, for --fresh
+    ap.add_argument("--memory", type=int, help=argparse.SUPPRESS)  # epoch_memory(workers), fresh process
     args = ap.parse_args()
 
     path = corpus_path(args.corpus)
+    if args.memory is not None:
+        print(json.dumps(epoch_memory(path, args.memory)))
+        return
     if args.setting is not None:
         _, workers, threads, ring = DATALOADER_SETTINGS[args.setting]
         print(json.dumps(dataloader(path, workers, threads, ring, args.cells)))
@@ -262,6 +312,14 @@ def main() -> None:
             f"DataLoader ceiling here: a dataset burning {us:.0f} us of CPU per batch and yielding an int, "
             f"2 workers x{statistics.median(ratios):.2f} one process (runs {' '.join(f'{r:.2f}' for r in ratios)})"
         )
+    for p in [path] + ([corpus_path(args.large)] if args.large else []):
+        for workers, what in ((0, "plain loop + to_scipy"), (2, "DataLoader(CellDataset), 2 workers, all processes")):
+            cmd = [sys.executable, __file__, str(p), "--memory", str(workers)]
+            before, after, n = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+            print(
+                f"anonymous memory, {what}: {before:.1f} MB after one epoch of {n:,} cells, "
+                f"{after:.1f} MB after two more ({after - before:+.1f} MB) {p}"
+            )
     for p in [path] + ([corpus_path(args.large)] if args.large else []):
         secs, rows, parts = hf_open(p)
         print(f"to_hf_dataset open: {secs * 1e3:.1f} ms ({rows} rows, {parts} parts) {p}")
