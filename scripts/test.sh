@@ -3,6 +3,10 @@
 # Every stage runs even if an earlier one failed; the exit status is non-zero if any failed.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ROOT"
+# Loaders map obs columns from a cache (src/corpus/columns.rs): the tests fill one of their own.
+CELLARROW_CACHE="$(mktemp -d -t cellarrow-test-cache.XXXXXX)"
+export CELLARROW_CACHE
+trap 'rm -rf "$CELLARROW_CACHE"' EXIT
 failed=()
 stage() {
     local name="$1"; shift

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod checksum;
+pub mod columns;
 pub mod info;
 mod manifest;
 mod part;

@@ -366,47 +366,8 @@ fn decode_part(
     part: &PartEntry,
     part_index: usize,
 ) -> Result<Vec<MatrixBatch>> {
-    let ptr =
-        NonNull::new(map.as_ptr() as *mut u8).expect("a non-empty mapping has a non-null address");
-    // Safety: the buffer keeps the mapping alive through its owner and only reads from it.
-    let mut buf = unsafe { Buffer::from_custom_allocation(ptr, map.len(), map.clone()) };
     let expected = part_schema(manifest.index_type, manifest.value_type);
-    let arrow_err = |e: arrow::error::ArrowError| {
-        Error::corpus(path, format!("not a valid Arrow IPC stream: {e}"))
-    };
-    // Arrow reports most corruption as errors, but a few malformed inputs panic inside it.
-    let decoded = catch_quietly(AssertUnwindSafe(|| -> Result<Vec<RecordBatch>> {
-        let mut decoder = StreamDecoder::new().with_require_alignment(true);
-        let mut out = Vec::new();
-        let mut checked_schema = false;
-        while !buf.is_empty() {
-            let batch = decoder.decode(&mut buf).map_err(arrow_err)?;
-            if !checked_schema {
-                if let Some(schema) = decoder.schema() {
-                    check_schema(path, &schema, &expected)?;
-                    checked_schema = true;
-                }
-            }
-            if let Some(b) = batch {
-                out.push(b);
-            }
-        }
-        decoder
-            .finish()
-            .map_err(|e| Error::corpus(path, format!("truncated Arrow IPC stream: {e}")))?;
-        if !checked_schema {
-            return Err(Error::corpus(path, "Arrow IPC stream has no schema"));
-        }
-        Ok(out)
-    }))
-    .map_err(|p| {
-        let msg = p
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| p.downcast_ref::<&str>().copied())
-            .unwrap_or("unknown panic");
-        Error::corpus(path, format!("malformed Arrow IPC stream ({msg})"))
-    })??;
+    let decoded = decode_mapped(path, map, |schema| check_schema(path, schema, &expected))?;
 
     let mut cell = part.first_cell;
     let mut nnz = 0u64;
@@ -447,6 +408,56 @@ fn decode_part(
         ));
     }
     Ok(out)
+}
+
+/// The record batches of the Arrow IPC stream in `map` (a whole file), with no copy: their
+/// buffers point into the mapping and keep it alive. `check` sees the stream's schema before
+/// any batch is decoded. Corrupt input is an error naming `path`, never a panic.
+pub(crate) fn decode_mapped(
+    path: &Path,
+    map: &Arc<Mmap>,
+    check: impl Fn(&SchemaRef) -> Result<()>,
+) -> Result<Vec<RecordBatch>> {
+    let ptr =
+        NonNull::new(map.as_ptr() as *mut u8).expect("a non-empty mapping has a non-null address");
+    // Safety: the buffer keeps the mapping alive through its owner and only reads from it.
+    let mut buf = unsafe { Buffer::from_custom_allocation(ptr, map.len(), map.clone()) };
+    let arrow_err = |e: arrow::error::ArrowError| {
+        Error::corpus(path, format!("not a valid Arrow IPC stream: {e}"))
+    };
+    // Arrow reports most corruption as errors, but a few malformed inputs panic inside it.
+    catch_quietly(AssertUnwindSafe(|| -> Result<Vec<RecordBatch>> {
+        let mut decoder = StreamDecoder::new().with_require_alignment(true);
+        let mut out = Vec::new();
+        let mut checked_schema = false;
+        while !buf.is_empty() {
+            let batch = decoder.decode(&mut buf).map_err(arrow_err)?;
+            if !checked_schema {
+                if let Some(schema) = decoder.schema() {
+                    check(&schema)?;
+                    checked_schema = true;
+                }
+            }
+            if let Some(b) = batch {
+                out.push(b);
+            }
+        }
+        decoder
+            .finish()
+            .map_err(|e| Error::corpus(path, format!("truncated Arrow IPC stream: {e}")))?;
+        if !checked_schema {
+            return Err(Error::corpus(path, "Arrow IPC stream has no schema"));
+        }
+        Ok(out)
+    }))
+    .map_err(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        Error::corpus(path, format!("malformed Arrow IPC stream ({msg})"))
+    })?
 }
 
 fn check_schema(path: &Path, got: &SchemaRef, expected: &SchemaRef) -> Result<()> {

@@ -166,33 +166,14 @@ impl Gatherer {
             Vec::new()
         } else {
             let names: Vec<&str> = obs_names.iter().map(String::as_str).collect();
-            let batches = corpus.read_table("obs", Some(&names))?;
-            let schema = match batches.first() {
-                Some(b) => b.schema(),
-                None => return Err(Error::corpus(&obs_path, "obs has no rows")),
-            };
-            let all = arrow::compute::concat_batches(&schema, &batches).at(&obs_path)?;
-            if all.num_rows() as u64 != corpus.n_cells() {
-                return Err(Error::corpus(
-                    &obs_path,
-                    format!(
-                        "obs has {} rows, the manifest lists {} cells",
-                        all.num_rows(),
-                        corpus.n_cells()
-                    ),
-                ));
-            }
-            let mut cols = Vec::with_capacity(names.len());
-            for name in &names {
-                let i = schema.index_of(name).at(&obs_path)?;
-                let (mut field, mut col) = (schema.field(i).clone(), all.column(i).clone());
+            // Mapped from the column cache: loader processes share one copy of each column.
+            let mut cols = corpus.obs_columns(&names)?;
+            for (k, (name, col)) in names.iter().zip(cols.iter_mut()).enumerate() {
                 // Coordinates as Float64 whatever their stored type, for the normalised ones.
-                if cols.len() < axes {
-                    col = arrow::compute::cast(&col, &DataType::Float64).at(&obs_path)?;
-                    field = Field::new(*name, DataType::Float64, field.is_nullable());
+                if k < axes {
+                    *col = arrow::compute::cast(col, &DataType::Float64).at(&obs_path)?;
                 }
-                fields.push(field);
-                cols.push(col);
+                fields.push(Field::new(*name, col.data_type().clone(), true));
             }
             cols
         };
