@@ -26,7 +26,7 @@ Measures, warm page cache, batch 256, fully random cells:
 
 usage:
   python benches/python_loop.py CORPUS_OR_H5AD [--large CORPUS_OR_H5AD] [--cells N] [--rounds R] [--fresh]
-                                [--cellfm DIR] [--ceiling-us 1000,2000]
+                                [--cellfm DIR] [--ceiling-us 1000,2000] [--obs COL,COL]
 
 An .h5ad argument is converted once with the `cellarrow` binary ($CELLARROW_BIN) into
 `<file>.corpus` next to it. Build the extension in release mode for meaningful figures:
@@ -163,14 +163,15 @@ def anon_mb(pid: int) -> float:
     raise RuntimeError(f"no Anonymous line in /proc/{pid}/smaps_rollup")
 
 
-def epoch_memory(path: Path, workers: int) -> tuple:
+def epoch_memory(path: Path, workers: int, obs: list) -> tuple:
     """(MB after a warm-up epoch, MB after two more, cells per epoch): this process plus its
     DataLoader workers, over whole epochs of batches of 256 random cells as CSR tensors (0
-    workers: the plain loop with `to_scipy`)."""
+    workers: the plain loop with `to_scipy`), with the obs columns `obs` (and the
+    coordinates, when there are obs columns) in the DataLoader's batches."""
     import gc
 
     if workers:
-        ds = CellDataset(path, batch_size=256, seed=0)
+        ds = CellDataset(path, batch_size=256, seed=0, obs=obs, coords=bool(obs))
         dl = ds.dataloader(num_workers=workers, persistent_workers=True, multiprocessing_context="fork")
 
         def epoch(e: int) -> int:
@@ -260,11 +261,18 @@ def main() -> None:
     )
     ap.add_argument("--setting", type=int, help=argparse.SUPPRESS)  # one measurement, for --fresh
     ap.add_argument("--memory", type=int, help=argparse.SUPPRESS)  # epoch_memory(workers), fresh process
+    ap.add_argument(
+        "--obs",
+        type=lambda v: v.split(","),
+        default=[],
+        help="obs columns (comma-separated) for one more memory measurement: a 2-worker DataLoader "
+        "whose batches carry them and the coordinates (a spatial corpus)",
+    )
     args = ap.parse_args()
 
     path = corpus_path(args.corpus)
     if args.memory is not None:
-        print(json.dumps(epoch_memory(path, args.memory)))
+        print(json.dumps(epoch_memory(path, args.memory, args.obs)))
         return
     if args.setting is not None:
         _, workers, threads, ring = DATALOADER_SETTINGS[args.setting]
@@ -313,8 +321,11 @@ def main() -> None:
             f"2 workers x{statistics.median(ratios):.2f} one process (runs {' '.join(f'{r:.2f}' for r in ratios)})"
         )
     for p in [path] + ([corpus_path(args.large)] if args.large else []):
-        for workers, what in ((0, "plain loop + to_scipy"), (2, "DataLoader(CellDataset), 2 workers, all processes")):
-            cmd = [sys.executable, __file__, str(p), "--memory", str(workers)]
+        runs = [(0, [], "plain loop + to_scipy"), (2, [], "DataLoader(CellDataset), 2 workers, all processes")]
+        if args.obs:
+            runs.append((2, args.obs, f"the same with obs {','.join(args.obs)} and coordinates"))
+        for workers, obs, what in runs:
+            cmd = [sys.executable, __file__, str(p), "--memory", str(workers)] + (["--obs", ",".join(obs)] if obs else [])
             before, after, n = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
             print(
                 f"anonymous memory, {what}: {before:.1f} MB after one epoch of {n:,} cells, "
