@@ -36,11 +36,12 @@ import os
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
+import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from . import _native, _shm
-from ._core import Batch, Cohort, Corpus, Loader, PathLike, cohort_cells
+from ._core import Batch, Cohort, Corpus, Loader, PathLike, _view, cohort_cells
 
 __all__ = ["CellDataset", "collate", "consumed_per_worker"]
 
@@ -93,18 +94,23 @@ def _parts(batch: Batch, output: str) -> Dict[str, Any]:
         col = rb.column(name)
         t = col.type
         if pa_is_numeric(t) and col.null_count == 0:
-            a = np.array(col.to_numpy(zero_copy_only=False))
+            # A view through DLPack: `to_numpy()` would first set up pyarrow's conversion
+            # machinery, about 25 MB in every worker. Booleans are bit-packed: no view.
+            a = col.to_numpy(zero_copy_only=False) if pa.types.is_boolean(t) else _view(col)
             out[name] = _shm.Array(a, a.dtype)
+        elif pa.types.is_dictionary(t) and col.null_count == 0:
+            # Labels from the dictionary by code: decoding the column would go through
+            # pyarrow's compute kernels, which cost every worker memory to set up.
+            labels = col.dictionary.to_pylist()
+            out[name] = [labels[k] for k in _view(col.indices).tolist()]
         else:
-            if hasattr(col, "dictionary_decode") and str(t).startswith("dictionary"):
+            if pa.types.is_dictionary(t):
                 col = col.dictionary_decode()
             out[name] = col.to_pylist()
     return out
 
 
 def pa_is_numeric(t) -> bool:
-    import pyarrow as pa
-
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
 
 
