@@ -167,3 +167,15 @@ def test_collate_has_the_types_and_values_of_batch_to_torch(synth, kw):
             assert out["cell_type"] == [obs["cell_type"][c] for c in cells]
             assert out["score"].dtype == torch.float64 and out["score"].tolist() == [obs["score"][c] for c in cells]
             assert out["x"].dtype == torch.float64 and len(out["x"]) == len(cells)
+
+
+def test_dictionary_labels_by_code_equal_the_decoded_column():
+    import pyarrow as pa
+
+    from cellarrow.torch import _labels
+
+    small = pa.array(["T", "B", "T", "NK"]).dictionary_encode()
+    # A dictionary far larger than the batch takes the per-code path.
+    big = pa.DictionaryArray.from_arrays(pa.array([7, 999, 7], pa.int32()), pa.array([f"c{i}" for i in range(1000)]))
+    for col in (small, big, small.slice(1, 2), big.slice(1)):
+        assert _labels(col) == col.dictionary_decode().to_pylist()

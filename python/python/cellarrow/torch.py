@@ -99,15 +99,30 @@ def _parts(batch: Batch, output: str) -> Dict[str, Any]:
             a = col.to_numpy(zero_copy_only=False) if pa.types.is_boolean(t) else _view(col)
             out[name] = _shm.Array(a, a.dtype)
         elif pa.types.is_dictionary(t) and col.null_count == 0:
-            # Labels from the dictionary by code: decoding the column would go through
-            # pyarrow's compute kernels, which cost every worker memory to set up.
-            labels = col.dictionary.to_pylist()
-            out[name] = [labels[k] for k in _view(col.indices).tolist()]
+            out[name] = _labels(col)
         else:
             if pa.types.is_dictionary(t):
                 col = col.dictionary_decode()
             out[name] = col.to_pylist()
     return out
+
+
+def _labels(col) -> List[Any]:
+    """The values of a dictionary array without nulls, looked up by code: decoding it would
+    go through pyarrow's compute kernels, which cost every worker memory to set up. A
+    dictionary much larger than the batch (a categorical of barcodes, say) is not converted
+    whole for each batch.
+
+    >>> import pyarrow as pa
+    >>> _labels(pa.array(["T", "B", "T"]).dictionary_encode())
+    ['T', 'B', 'T']
+    """
+    codes = _view(col.indices).tolist()
+    d = col.dictionary
+    if len(d) <= 4 * len(codes):
+        labels = d.to_pylist()
+        return [labels[k] for k in codes]
+    return [d[k].as_py() for k in codes]
 
 
 def pa_is_numeric(t) -> bool:
