@@ -291,8 +291,12 @@ def main():
         if not final:
             doc += "\n_(partial: the run was still going when this was written)_\n"
         (work / "table.md").write_text(doc)
-        if a.doc:
-            pathlib.Path(a.doc).write_text(doc)
+        # The document in the repository changes once, whole: a partial one there could be
+        # committed while a run is going (the work folder's copy shows the progress).
+        if a.doc and final:
+            tmp = pathlib.Path(a.doc).with_suffix(".md.tmp")
+            tmp.write_text(doc)
+            tmp.replace(a.doc)
         return doc
 
     results = {}  # (cohort, tool) -> {workload: value or {"na": reason}}
