@@ -293,27 +293,26 @@ pub fn convert_sample(
     progress: &ProgressBar,
 ) -> Result<Option<SampleOutput>> {
     let h5 = H5ad::open(&plan.input.path)?;
+    // Curve order for spatial samples: position i of the output holds source row order[i].
+    // Both halves below read it.
+    let order: Option<Vec<u64>> = plan
+        .coords
+        .as_ref()
+        .map(|(dims, coords)| super::spatial::z_order(coords, *dims));
+    let order = order.as_deref();
     // The obs side runs beside the matrix on a second thread: reading its columns while the
     // matrix is read (the library's lock makes the HDF5 reads take turns; the rest overlaps),
     // then building and writing the staging table while the rows are written into parts.
     std::thread::scope(|scope| {
         let frame = scope.spawn(|| h5.obs(opts.obs_columns.as_deref()));
-        let obs = |stats: Vec<CellStats>, order: Option<Vec<u64>>| {
+        let obs = |stats: Vec<CellStats>| {
             let frame = frame
                 .join()
                 .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
             let obs_path = layout
                 .dir
                 .join(format!("obs-staging-{first_part:05}.parquet"));
-            let batch = obs_batch(
-                &h5,
-                frame,
-                plan,
-                layout,
-                first_cell,
-                &stats,
-                order.as_deref(),
-            )?;
+            let batch = obs_batch(&h5, frame, plan, layout, first_cell, &stats, order)?;
             corpus::write_parquet(&obs_path, &[batch])?;
             Ok(obs_path)
         };
@@ -324,8 +323,8 @@ pub fn convert_sample(
             first_part,
             first_cell,
         };
-        convert_matrix(job, &h5, progress, |stats, order| {
-            scope.spawn(move || obs(stats, order))
+        convert_matrix(job, &h5, order, progress, |stats| {
+            scope.spawn(move || obs(stats))
         })
     })
 }
@@ -340,16 +339,14 @@ struct Job<'a> {
     first_cell: u64,
 }
 
-/// The matrix half of [`convert_sample`]: `obs` starts the obs table once the per-cell stats
-/// and the storage order are known, and is joined at the end.
+/// The matrix half of [`convert_sample`], in storage `order`: `obs` starts the obs table once
+/// the per-cell stats are known, and is joined at the end.
 fn convert_matrix<'scope>(
     job: Job<'_>,
     h5: &H5ad,
+    order: Option<&[u64]>,
     progress: &ProgressBar,
-    obs: impl FnOnce(
-        Vec<CellStats>,
-        Option<Vec<u64>>,
-    ) -> std::thread::ScopedJoinHandle<'scope, Result<PathBuf>>,
+    obs: impl FnOnce(Vec<CellStats>) -> std::thread::ScopedJoinHandle<'scope, Result<PathBuf>>,
 ) -> Result<Option<SampleOutput>> {
     let Job {
         plan,
@@ -361,12 +358,6 @@ fn convert_matrix<'scope>(
     let path = &plan.input.path;
     let matrix = h5.matrix(&opts.source)?;
     let n = plan.n_obs as usize;
-
-    // Curve order for spatial samples: position i of the output holds source row order[i].
-    let order: Option<Vec<u64>> = plan
-        .coords
-        .as_ref()
-        .map(|(dims, coords)| super::spatial::z_order(coords, *dims));
 
     let mut sink = PartSink::new(layout, first_part, first_cell);
     let mut spill = match order {
@@ -408,8 +399,8 @@ fn convert_matrix<'scope>(
             format!("read {} rows, expected {n}", stats.len()),
         ));
     }
-    let obs = obs(stats, order.clone());
-    let drained = match (spill, order.as_ref()) {
+    let obs = obs(stats);
+    let drained = match (spill, order) {
         (Some(s), Some(order)) => s.drain(order, &mut sink, opts.chunk_nnz),
         _ => Ok(()),
     };
