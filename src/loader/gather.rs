@@ -240,11 +240,15 @@ impl Gatherer {
         cells: &[u64],
         groups: Option<&[u64]>,
         bounds: Option<&[Bounds]>,
-        mut region: Option<&mut Region>,
+        region: Option<&mut Region>,
     ) -> Result<RecordBatch> {
         self.check_cells(cells)?;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        columns.push(Arc::new(self.u64_array(cells, region.as_deref_mut())));
+        let out = &mut Out {
+            pool: &self.pool,
+            region,
+        };
+        columns.push(Arc::new(u64_array(out, cells)));
         if self.options.group_column {
             let groups = one_per_cell(
                 groups,
@@ -252,12 +256,12 @@ impl Gatherer {
                 "group ids",
                 "the batch options ask for a group column but the batch has no groups",
             )?;
-            columns.push(Arc::new(self.u64_array(groups, region.as_deref_mut())));
+            columns.push(Arc::new(u64_array(out, groups)));
         }
         match &self.dense_lut {
-            Some(lut) => columns.push(self.gather_dense(cells, lut, region)?),
+            Some(lut) => columns.push(self.gather_dense(out, cells, lut)?),
             None => {
-                let (indices, values) = self.gather_csr(cells, region)?;
+                let (indices, values) = self.gather_csr(out, cells)?;
                 columns.push(indices);
                 columns.push(values);
             }
@@ -368,12 +372,6 @@ impl Gatherer {
         }
     }
 
-    fn u64_array(&self, ids: &[u64], region: Option<&mut Region>) -> UInt64Array {
-        let mut v = self.pool.take_in::<u64>(region, ids.len());
-        v.extend_from_slice(ids);
-        UInt64Array::new(self.pool.buffer(v), None)
-    }
-
     /// Gathers the cells of a [`BatchRequest`].
     pub fn gather_request(&self, request: &BatchRequest) -> Result<RecordBatch> {
         self.gather_with_bounds(
@@ -401,16 +399,8 @@ impl Gatherer {
         )
     }
 
-    fn gather_csr(
-        &self,
-        cells: &[u64],
-        region: Option<&mut Region>,
-    ) -> Result<(ArrayRef, ArrayRef)> {
+    fn gather_csr(&self, out: &mut Out<'_>, cells: &[u64]) -> Result<(ArrayRef, ArrayRef)> {
         let m = self.corpus.manifest();
-        let out = &mut Out {
-            pool: &self.pool,
-            region,
-        };
         let corpus = &self.corpus;
         // One dispatch on the type combination per batch; the per-cell loop is monomorphic.
         macro_rules! by_value {
@@ -457,17 +447,8 @@ impl Gatherer {
         }
     }
 
-    fn gather_dense(
-        &self,
-        cells: &[u64],
-        lut: &[u32],
-        region: Option<&mut Region>,
-    ) -> Result<ArrayRef> {
+    fn gather_dense(&self, out: &mut Out<'_>, cells: &[u64], lut: &[u32]) -> Result<ArrayRef> {
         let m = self.corpus.manifest();
-        let out = &mut Out {
-            pool: &self.pool,
-            region,
-        };
         let w = self.dense_width;
         let f64_out = matches!(
             output_value_type(m.value_type, self.options.values, true),
@@ -724,6 +705,13 @@ impl Out<'_> {
     fn take<T: Pooled>(&mut self, n: usize) -> OutBuf<T> {
         self.pool.take_in(self.region.as_deref_mut(), n)
     }
+}
+
+/// The ids as a UInt64 column.
+fn u64_array(out: &mut Out<'_>, ids: &[u64]) -> UInt64Array {
+    let mut v = out.take::<u64>(ids.len());
+    v.extend_from_slice(ids);
+    UInt64Array::new(out.pool.buffer(v), None)
 }
 
 #[inline]
