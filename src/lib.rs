@@ -12,6 +12,7 @@ pub mod corpus;
 pub mod error;
 pub mod h5ad;
 pub mod loader;
+pub mod ontology;
 #[cfg(feature = "sql")]
 pub mod query;
 pub mod sample;
