@@ -109,7 +109,10 @@ pub fn resolve_column(
 }
 
 /// The term id of each value of `values` (null stays null).
-fn resolve_distinct<'a>(ontology: &'a Ontology, values: &StringArray) -> Result<Vec<Option<&'a str>>> {
+fn resolve_distinct<'a>(
+    ontology: &'a Ontology,
+    values: &StringArray,
+) -> Result<Vec<Option<&'a str>>> {
     values
         .iter()
         .map(|v| match v {

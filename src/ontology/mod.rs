@@ -31,7 +31,7 @@
 //!
 //! # Depth and cuts
 //! The depth of a term is the length of its shortest path up to a root (a term with no parent);
-//! a root has depth 0. [`Ontology::cut_at_depth`] maps a term to its ancestor at a chosen depth,
+//! a root has depth 0 (roots the file defines count before parents it only names). [`Ontology::cut_at_depth`] maps a term to its ancestor at a chosen depth,
 //! and [`Ontology::cut_to_terms`] to its most specific ancestor among a chosen [`TermSet`]: the
 //! coarse labels a class-balanced sampler draws over.
 
@@ -39,8 +39,6 @@ mod column;
 mod json;
 mod locate;
 mod obo;
-#[cfg(test)]
-mod tests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -112,6 +110,8 @@ pub struct Ontology {
     /// Ancestors with distances as the source file states them (the cellxgene JSON); `None`
     /// when they are computed from `parents`.
     given: Option<Vec<Vec<(u32, u32)>>>,
+    /// Terms at this index and beyond are parents the file names without defining.
+    n_defined: usize,
     lineage: Vec<OnceLock<Lineage>>,
 }
 
@@ -201,7 +201,10 @@ impl Ontology {
             if by_id.insert(t.id.clone(), i as u32).is_some() {
                 return Err(parse_error(
                     source,
-                    format!("term {} is defined twice; expected one definition per id", t.id),
+                    format!(
+                        "term {} is defined twice; expected one definition per id",
+                        t.id
+                    ),
                 ));
             }
         }
@@ -271,6 +274,7 @@ impl Ontology {
             by_synonym,
             parents,
             given,
+            n_defined,
             lineage,
         })
     }
@@ -314,10 +318,6 @@ impl Ontology {
 
     pub(crate) fn index(&self, id: &str) -> Option<u32> {
         self.by_id.get(id).copied()
-    }
-
-    pub(crate) fn term_at(&self, i: u32) -> &Term {
-        &self.terms[i as usize]
     }
 
     /// The term id a value names: the id itself, else the exact label, else an exact synonym
@@ -404,14 +404,20 @@ impl Ontology {
             }
         };
         pairs.sort_unstable();
+        // Roots the file defines count first: a `part_of` into an ontology the file does not
+        // carry must not make a deep term look shallow.
+        let root_distance = |defined: bool| {
+            pairs
+                .iter()
+                .filter(|&&(a, _)| self.is_root(a) && (!defined || (a as usize) < self.n_defined))
+                .map(|&(_, d)| d)
+                .min()
+        };
         let depth = if self.is_root(i) {
             0
         } else {
-            pairs
-                .iter()
-                .filter(|&&(a, _)| self.is_root(a))
-                .map(|&(_, d)| d)
-                .min()
+            root_distance(true)
+                .or_else(|| root_distance(false))
                 // Only a JSON file whose ancestors never reach a root gets here.
                 .unwrap_or_else(|| pairs.iter().map(|&(_, d)| d).max().unwrap_or(0))
         };
@@ -462,7 +468,8 @@ impl Ontology {
         v
     }
 
-    /// The depth of a term: its shortest distance up to a root (0 for a root).
+    /// The depth of a term: its shortest distance up to a root (0 for a root), counting the
+    /// roots the file defines before those it only names.
     pub fn depth(&self, id: &str) -> Option<u32> {
         self.index(id).map(|i| self.depth_index(i))
     }
@@ -473,12 +480,17 @@ impl Ontology {
 
     /// The label of a term cut at `depth`: the term itself when it is no deeper, else its
     /// ancestor at that depth. When several ancestors lie at that depth (a term with several
-    /// parents), the nearest one wins, then the smallest id; when none does (possible only
+    /// parents), one the file defines wins over one it only names, then the nearest, then the
+    /// smallest id; when none does (possible only
     /// where the source's ancestors skip a level), the deepest ancestor above `depth`.
     /// `None` for an unknown id.
     pub fn cut_at_depth(&self, id: &str, depth: u32) -> Option<&str> {
         let i = self.index(id)?;
-        Some(self.terms[self.cut_at_depth_index(i, depth) as usize].id.as_str())
+        Some(
+            self.terms[self.cut_at_depth_index(i, depth) as usize]
+                .id
+                .as_str(),
+        )
     }
 
     pub(crate) fn cut_at_depth_index(&self, i: u32, depth: u32) -> u32 {
@@ -486,7 +498,7 @@ impl Ontology {
         if l.depth <= depth {
             return i;
         }
-        // Deeper first, then nearer, then the smaller id.
+        // Deeper first, then terms the file defines, then nearer, then the smaller id.
         let best = l
             .ancestors
             .iter()
@@ -494,9 +506,15 @@ impl Ontology {
             .map(|(&a, &d)| (a, self.depth_index(a), d))
             .filter(|&(_, ad, _)| ad <= depth)
             .min_by(|x, y| {
+                let stub = |t: u32| t as usize >= self.n_defined;
                 y.1.cmp(&x.1)
+                    .then(stub(x.0).cmp(&stub(y.0)))
                     .then(x.2.cmp(&y.2))
-                    .then_with(|| self.terms[x.0 as usize].id.cmp(&self.terms[y.0 as usize].id))
+                    .then_with(|| {
+                        self.terms[x.0 as usize]
+                            .id
+                            .cmp(&self.terms[y.0 as usize].id)
+                    })
             });
         // A term deeper than `depth` has a root (depth 0) among its ancestors.
         best.map_or(i, |b| b.0)
@@ -645,7 +663,9 @@ fn check_acyclic(terms: &[Term], parents: &[Vec<u32>], source: &Path) -> Result<
             children[p as usize].push(c as u32);
         }
     }
-    let mut ready: Vec<u32> = (0..n as u32).filter(|&i| waiting[i as usize] == 0).collect();
+    let mut ready: Vec<u32> = (0..n as u32)
+        .filter(|&i| waiting[i as usize] == 0)
+        .collect();
     let mut done = 0;
     while let Some(t) = ready.pop() {
         done += 1;

@@ -114,14 +114,20 @@ pub(crate) fn parse(text: &str, source: &Path, options: &OboOptions) -> Result<O
         let Some((tag, value)) = line.split_once(':') else {
             return Err(err(
                 line_no,
-                format!("expected `tag: value` or a stanza header, found `{}`", clip(line)),
+                format!(
+                    "expected `tag: value` or a stanza header, found `{}`",
+                    clip(line)
+                ),
             ));
         };
         let tag = tag.trim();
         if tag.is_empty() || tag.contains(char::is_whitespace) {
             return Err(err(
                 line_no,
-                format!("expected `tag: value` or a stanza header, found `{}`", clip(line)),
+                format!(
+                    "expected `tag: value` or a stanza header, found `{}`",
+                    clip(line)
+                ),
             ));
         }
         let value = value.trim();
@@ -139,9 +145,8 @@ pub(crate) fn parse(text: &str, source: &Path, options: &OboOptions) -> Result<O
         };
         match tag {
             "id" => {
-                let id = first_token(value).ok_or_else(|| {
-                    err(line_no, "expected a term id after `id:`".to_string())
-                })?;
+                let id = first_token(value)
+                    .ok_or_else(|| err(line_no, "expected a term id after `id:`".to_string()))?;
                 if let Some(prev) = &stanza.id {
                     return Err(err(
                         line_no,
@@ -170,9 +175,8 @@ pub(crate) fn parse(text: &str, source: &Path, options: &OboOptions) -> Result<O
                 }
             }
             "is_a" => {
-                let parent = first_token(strip_comment(value)).ok_or_else(|| {
-                    err(line_no, "expected a term id after `is_a:`".to_string())
-                })?;
+                let parent = first_token(strip_comment(value))
+                    .ok_or_else(|| err(line_no, "expected a term id after `is_a:`".to_string()))?;
                 stanza.term.parents.push(parent.to_string());
             }
             "relationship" => {

@@ -9,6 +9,7 @@
 //! | `genes` | `genes.parquet` | the vocabulary: `gene`, `name`, `n_samples`, `n_cells` |
 //! | `samples` | `samples.parquet` | one row per source file, with per-sample metadata |
 //! | `regions` | `regions.parquet`, else derived from an obs region column | only when either exists |
+//! | `ontology` | the ontologies given to the engine | see [`QueryEngine::with_ontology`] and `is_a()` |
 //!
 //! A derived `regions` has one row per (sample, region value): `sample_id`, `region_id`,
 //! `n_cells`, `first_cell`, `last_cell` and the bounding box `x_min`, `x_max`, `y_min`, `y_max`
@@ -42,6 +43,7 @@
 
 mod blocks;
 mod expr;
+mod ontology;
 mod output;
 mod selection;
 #[cfg(test)]
@@ -63,6 +65,7 @@ use crate::error::{Error, ErrorKind, Result};
 
 use crate::sample::{Cohort, CELL_COLUMN};
 
+pub use ontology::ONTOLOGY_TABLE;
 pub use output::{format_table, OutputFormat, ResultWriter};
 pub use selection::{block_selection, region_selection};
 
@@ -97,6 +100,7 @@ pub struct QueryEngine {
     root: PathBuf,
     n_cells: u64,
     tables: Vec<String>,
+    ontologies: Vec<Arc<crate::ontology::Ontology>>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -192,6 +196,7 @@ impl QueryEngine {
             root: root.to_path_buf(),
             n_cells,
             tables: engine_tables,
+            ontologies: Vec::new(),
         };
         if !engine.tables.iter().any(|t| t == "regions") {
             engine.derive_regions(options.region_column.as_deref())?;
@@ -207,6 +212,7 @@ impl QueryEngine {
         engine
             .ctx
             .register_udf(ScalarUDF::from(expr::ExprUdf::new(state)));
+        ontology::register(&engine.ctx, &[])?;
         Ok(engine)
     }
 

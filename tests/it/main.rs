@@ -1,6 +1,6 @@
 //! Integration suite over the binary: bad inputs, corruption, crash safety, concurrency,
 //! containment, the fuzz regressions, the obs table of one sample and `cellarrow bench
-//! --json`. One integration binary (`cargo test --test it`).
+//! --json`, ontologies. One integration binary (`cargo test --test it`).
 
 mod bad_inputs;
 mod bench_cli;
@@ -11,3 +11,4 @@ mod corruption;
 mod crash;
 mod fuzz_regressions;
 mod obs_table;
+mod ontology;
