@@ -155,10 +155,9 @@ pub(crate) fn parse(text: &str, source: &Path, options: &OboOptions) -> Result<O
                 }
                 stanza.id = Some(id.to_string());
             }
-            "name" => {
-                if stanza.term.label.is_empty() {
-                    stanza.term.label = unescape(strip_qualifiers(strip_comment(value)).trim());
-                }
+            // The first name counts.
+            "name" if stanza.term.label.is_empty() => {
+                stanza.term.label = unescape(strip_qualifiers(strip_comment(value)).trim());
             }
             "synonym" | "exact_synonym" => {
                 let (text, scope) = synonym(value).ok_or_else(|| {

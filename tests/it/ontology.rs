@@ -627,15 +627,9 @@ mod sql {
     }
 }
 
-/// The newest CL file of the installed cellxgene-ontology-guide package: `CELLARROW_TEST_CL`,
-/// else asked of a Python that has the package.
-fn real_cl() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("CELLARROW_TEST_CL") {
-        return Some(PathBuf::from(p));
-    }
-    let script = "import importlib.resources as r\n\
-        files = [f for f in r.files('cellxgene_ontology_guide').joinpath('data').iterdir() if f.name.startswith('CL-ontology-')]\n\
-        print(max(files, key=lambda f: f.name))";
+/// A Python that has the cellxgene-ontology-guide package: `CELLARROW_PYTHON`, the one of
+/// `VIRTUAL_ENV`, else `python3`.
+fn python_with_guide() -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(p) = std::env::var_os("CELLARROW_PYTHON") {
         candidates.push(p.into());
@@ -644,17 +638,53 @@ fn real_cl() -> Option<PathBuf> {
         candidates.push(PathBuf::from(v).join("bin/python"));
     }
     candidates.push("python3".into());
-    candidates.into_iter().find_map(|py| {
-        let o = Command::new(py).args(["-c", script]).output().ok()?;
-        o.status
-            .success()
-            .then(|| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+    candidates.into_iter().find(|py| {
+        Command::new(py)
+            .args(["-c", "import cellxgene_ontology_guide.ontology_parser"])
+            .output()
+            .is_ok_and(|o| o.status.success())
     })
 }
 
+fn run_python(py: &Path, script: &str) -> String {
+    let o = Command::new(py).args(["-c", script]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// The newest CL file of the installed cellxgene-ontology-guide package: `CELLARROW_TEST_CL`,
+/// else asked of a Python that has the package.
+fn real_cl(py: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("CELLARROW_TEST_CL") {
+        return Some(PathBuf::from(p));
+    }
+    let script = "import importlib.resources as r\n\
+        files = [f for f in r.files('cellxgene_ontology_guide').joinpath('data').iterdir() if f.name.startswith('CL-ontology-')]\n\
+        print(max(files, key=lambda f: f.name))";
+    py.map(|py| PathBuf::from(run_python(py, script)))
+}
+
+/// The package's own answers (its `OntologyParser`), to hold this reader against.
+const ORACLE: &str = r#"
+import json
+from cellxgene_ontology_guide.ontology_parser import OntologyParser
+p = OntologyParser()
+terms = ["CL:0000236", "CL:0000084", "CL:0000542", "CL:0000540", "CL:0000057"]
+labels = ["B cell", "T cell", "neuron", "fibroblast", "lymphocyte"]
+print(json.dumps({
+    "version": p.cxg_schema.supported_ontologies["CL"]["version"],
+    "descendants": {t: sorted(p.get_term_descendants(t, include_self=True)) for t in terms},
+    "ancestors": {t: p.get_term_ancestors_with_distances(t) for t in terms},
+    "parents": {t: sorted(p.get_term_parents(t)) for t in terms},
+    "labels": {l: p.get_term_id_by_label(l, "CL") for l in labels},
+    "synonyms": {t: p.get_term_synonyms(t) for t in terms},
+}))
+"#;
+
 #[test]
 fn the_real_cell_ontology_of_cellxgene_ontology_guide() {
-    let Some(path) = real_cl() else {
+    let py = python_with_guide();
+    let Some(path) = real_cl(py.as_deref()) else {
         eprintln!(
             "skipping: no Cell Ontology file (set CELLARROW_TEST_CL, or install \
              cellxgene-ontology-guide into the Python of CELLARROW_PYTHON or VIRTUAL_ENV)"
@@ -708,4 +738,64 @@ fn the_real_cell_ontology_of_cellxgene_ontology_guide() {
             assert!(cl.depth(c).unwrap() <= d);
         }
     }
+
+    let Some(py) = py else {
+        eprintln!("not compared with OntologyParser: no Python with cellxgene-ontology-guide");
+        return;
+    };
+    let oracle: serde_json::Value = serde_json::from_str(&run_python(&py, ORACLE)).unwrap();
+    if oracle["version"].as_str() != cl.version() {
+        eprintln!(
+            "not compared with OntologyParser: it reads CL {}, the file is {:?}",
+            oracle["version"],
+            cl.version()
+        );
+        return;
+    }
+    let list = |v: &serde_json::Value| -> Vec<String> {
+        let mut l: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect();
+        l.sort();
+        l
+    };
+    for (t, want) in oracle["descendants"].as_object().unwrap() {
+        let got: Vec<String> = cl.descendants(t).iter().map(|s| s.to_string()).collect();
+        assert_eq!(got, list(want), "descendants of {t}");
+    }
+    for (t, want) in oracle["ancestors"].as_object().unwrap() {
+        let mut want: Vec<(String, u32)> = want
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(a, d)| (a.clone(), d.as_u64().unwrap() as u32))
+            .collect();
+        want.sort();
+        let mut got: Vec<(String, u32)> = cl
+            .ancestors(t)
+            .unwrap()
+            .into_iter()
+            .map(|(a, d)| (a.to_string(), d))
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "ancestors of {t}");
+    }
+    for (t, want) in oracle["parents"].as_object().unwrap() {
+        assert_eq!(cl.term(t).unwrap().parents, list(want), "parents of {t}");
+    }
+    for (t, want) in oracle["synonyms"].as_object().unwrap() {
+        let mut got = cl.term(t).unwrap().synonyms.clone();
+        got.sort();
+        assert_eq!(got, list(want), "synonyms of {t}");
+    }
+    for (label, want) in oracle["labels"].as_object().unwrap() {
+        assert_eq!(cl.resolve(label).unwrap(), want.as_str(), "label {label}");
+    }
+    eprintln!(
+        "{}: agrees with OntologyParser on the sampled terms",
+        path.display()
+    );
 }
