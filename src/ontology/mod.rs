@@ -481,9 +481,8 @@ impl Ontology {
     /// The label of a term cut at `depth`: the term itself when it is no deeper, else its
     /// ancestor at that depth. When several ancestors lie at that depth (a term with several
     /// parents), one the file defines wins over one it only names, then the nearest, then the
-    /// smallest id; when none does (possible only
-    /// where the source's ancestors skip a level), the deepest ancestor above `depth`.
-    /// `None` for an unknown id.
+    /// smallest id; when none does (possible only where the source's ancestors skip a level),
+    /// the deepest ancestor above `depth`. `None` for an unknown id.
     pub fn cut_at_depth(&self, id: &str, depth: u32) -> Option<&str> {
         let i = self.index(id)?;
         Some(
