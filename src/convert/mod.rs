@@ -15,6 +15,7 @@
 
 pub mod input;
 mod job;
+pub mod kill;
 pub mod output;
 pub mod rows;
 pub mod spatial;

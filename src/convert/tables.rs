@@ -35,6 +35,7 @@ pub(crate) fn finish(
     write_genes(dir, plans, outputs, vocab)?;
     write_samples(dir, plans, outputs, starts, opts)?;
     merge_obs(dir, outputs)?;
+    super::kill::kill_point("tables-written");
 
     let parts: Vec<_> = outputs
         .iter()
@@ -92,6 +93,7 @@ pub(crate) fn finish(
         files,
     };
     manifest.write(dir)?;
+    super::kill::kill_point("manifest-written");
     Ok(Written {
         n_cells,
         nnz,
