@@ -13,9 +13,11 @@
 //! # Ok::<(), cellarrow::Error>(())
 //! ```
 
+mod append;
 pub mod input;
 mod job;
 pub mod kill;
+pub mod lock;
 pub mod output;
 pub mod rows;
 pub mod spatial;
@@ -30,6 +32,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
 
+pub use append::append;
 pub use input::{read_input_manifest, resolve_inputs, InputSample};
 pub use vocab::{DuplicateGenes, GeneSlot, Vocabulary};
 
