@@ -110,6 +110,7 @@ impl<'a> PartSink<'a> {
     fn close(&mut self) -> Result<()> {
         if let Some((w, entry)) = self.current.take() {
             w.finish()?;
+            super::kill::kill_point("part-written");
             self.done.push(entry);
         }
         Ok(())

@@ -13,8 +13,11 @@
 //! # Ok::<(), cellarrow::Error>(())
 //! ```
 
+mod append;
 pub mod input;
 mod job;
+pub mod kill;
+pub mod lock;
 pub mod output;
 pub mod rows;
 pub mod spatial;
@@ -29,6 +32,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
 
+pub use append::append;
 pub use input::{read_input_manifest, resolve_inputs, InputSample};
 pub use vocab::{DuplicateGenes, GeneSlot, Vocabulary};
 
@@ -262,16 +266,6 @@ fn wider(t: ValueType) -> ValueType {
     }
 }
 
-fn clear_dir(dir: &std::path::Path) -> Result<()> {
-    for entry in std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, "listing", e))?
-        .flatten()
-    {
-        std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), "removing", e))?;
-    }
-    Ok(())
-}
-
 fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} cells {msg}")
         .expect("static template")
@@ -285,15 +279,7 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
     if inputs.is_empty() {
         return Err(Error::invalid_input("no input files given"));
     }
-    let threads = if opts.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        opts.threads
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| Error::invalid_input(format!("cannot start {threads} threads: {e}")))?;
+    let pool = thread_pool(opts)?;
     let mut vocab = match &opts.vocab {
         Some(p) => Vocabulary::read(p)?,
         None => Vocabulary::union(),
@@ -302,6 +288,61 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
     let staging = output::Staging::create(&opts.output, opts.overwrite)?;
     let dir = staging.path().to_path_buf();
 
+    let mut plans = plan_inputs(&pool, inputs, opts, &mut vocab)?;
+    let value_type = choose_value_type(
+        &plans
+            .iter()
+            .fold(ValueStats::empty(), |acc, p| acc.merge(p.stats)),
+    );
+    let mut layout = job::Layout {
+        dir: &dir,
+        index_type: IndexType::for_genes(vocab.len() as u64),
+        value_type,
+        batch_rows: batch_rows(&plans),
+        part_cells: opts.part_cells.max(1),
+        n_genes: vocab.len(),
+        coord_dims: coord_dims(&plans),
+    };
+    let starts = lay_out(&plans, layout.part_cells, 0, 0);
+    let outputs = convert_samples(&pool, &mut plans, &starts, opts, &mut layout, Retry::Widen)?;
+    let warnings = warnings(&plans, &outputs);
+    let written = tables::finish(&dir, &plans, &outputs, &starts, &vocab, &layout, opts)?;
+    staging.commit()?;
+    Ok(ConvertSummary {
+        output: opts.output.clone(),
+        n_samples: plans.len(),
+        n_cells: written.n_cells,
+        n_genes: vocab.len() as u64,
+        nnz: written.nnz,
+        index_type: layout.index_type,
+        value_type: layout.value_type,
+        bytes: written.bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        warnings,
+    })
+}
+
+/// The pool of `opts.threads` threads (0: one per core) that converts files in parallel.
+fn thread_pool(opts: &ConvertOptions) -> Result<rayon::ThreadPool> {
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        opts.threads
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::invalid_input(format!("cannot start {threads} threads: {e}")))
+}
+
+/// Plans every input in parallel, then maps each file's genes into `vocab` in input order (so
+/// a growing vocabulary assigns ids in first-seen order).
+fn plan_inputs(
+    pool: &rayon::ThreadPool,
+    inputs: &[InputSample],
+    opts: &ConvertOptions,
+    vocab: &mut Vocabulary,
+) -> Result<Vec<Planned>> {
     let mut plans: Vec<Planned> = pool.install(|| {
         inputs
             .par_iter()
@@ -314,49 +355,68 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
     if vocab.is_empty() {
         return Err(Error::invalid_input("the gene vocabulary is empty"));
     }
-    let index_type = if vocab.len() <= 1 << 16 {
-        IndexType::Uint16
-    } else {
-        IndexType::Uint32
-    };
-    let value_type = choose_value_type(
-        &plans
-            .iter()
-            .fold(ValueStats::empty(), |acc, p| acc.merge(p.stats)),
-    );
+    Ok(plans)
+}
+
+/// Rows per record batch of a part: about 4 Mi non-zeros per batch keeps the writer's buffers
+/// small whatever the density, while batches stay large enough to amortise their headers.
+fn batch_rows(plans: &[Planned]) -> usize {
     let total_nnz: u64 = plans.iter().map(|p| p.stats.count).sum();
     let total_cells: u64 = plans.iter().map(|p| p.n_obs).sum();
-    // About 4 Mi non-zeros per record batch keeps the writer's buffers small whatever the
-    // density, while batches stay large enough to amortise their headers.
     let avg = (total_nnz / total_cells.max(1)).max(1);
-    let batch_rows = ((4u64 << 20) / avg)
+    ((4u64 << 20) / avg)
         .clamp(256, 65_536)
         .next_power_of_two()
-        .min(65_536) as usize;
-    let coord_dims = plans
+        .min(65_536) as usize
+}
+
+/// Spatial columns of obs: the most dimensions of any sample (0 when none is spatial).
+fn coord_dims(plans: &[Planned]) -> usize {
+    plans
         .iter()
         .filter_map(|p| p.coords.as_ref().map(|c| c.0))
         .max()
-        .unwrap_or(0);
-    let mut layout = job::Layout {
-        dir: &dir,
-        index_type,
-        value_type,
-        batch_rows,
-        part_cells: opts.part_cells.max(1),
-        n_genes: vocab.len(),
-        coord_dims,
-    };
+        .unwrap_or(0)
+}
 
-    // Each sample's first cell and first part number, so samples convert independently.
+/// Each sample's first part number and first cell, from the given starting point, so that
+/// samples convert independently into their final places.
+fn lay_out(
+    plans: &[Planned],
+    part_cells: u64,
+    first_part: usize,
+    first_cell: u64,
+) -> Vec<(usize, u64)> {
     let mut starts = Vec::with_capacity(plans.len());
-    let (mut cell, mut part) = (0u64, 0usize);
-    for p in &plans {
+    let (mut cell, mut part) = (first_cell, first_part);
+    for p in plans {
         starts.push((part, cell));
         cell += p.n_obs;
-        part += p.n_obs.div_ceil(layout.part_cells) as usize;
+        part += p.n_obs.div_ceil(part_cells) as usize;
     }
+    starts
+}
 
+/// What to do when summed duplicates outgrow the planned value type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Start over with the next wider type (a new corpus chooses its type freely).
+    Widen,
+    /// Fail: the type is fixed by the parts already written.
+    Refuse,
+}
+
+/// Converts every sample into its parts and staging obs table, and hashes the sources beside
+/// the conversion (pure I/O and CPU that would otherwise add a full read of every input to the
+/// wall time); the hashes land in `plans`.
+fn convert_samples(
+    pool: &rayon::ThreadPool,
+    plans: &mut [Planned],
+    starts: &[(usize, u64)],
+    opts: &ConvertOptions,
+    layout: &mut job::Layout<'_>,
+    retry: Retry,
+) -> Result<Vec<job::SampleOutput>> {
     let multi = MultiProgress::with_draw_target(if opts.progress {
         ProgressDrawTarget::stderr()
     } else {
@@ -371,12 +431,11 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
             b
         })
         .collect();
-    // Hashing the sources runs beside the conversion: it is pure I/O and CPU that would
-    // otherwise add a full read of every input to the wall time.
+    let plans_ro: &[Planned] = plans;
     let convert_all = |layout: &mut job::Layout<'_>| -> Result<Vec<job::SampleOutput>> {
         loop {
             let outputs: Vec<Option<job::SampleOutput>> = {
-                plans
+                plans_ro
                     .par_iter()
                     .zip(starts.par_iter())
                     .zip(bars.par_iter())
@@ -391,44 +450,76 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
             if let Some(all) = outputs.into_iter().collect::<Option<Vec<_>>>() {
                 return Ok(all);
             }
+            if retry == Retry::Refuse {
+                return Err(Error::invalid_input(format!(
+                    "summing duplicate genes gives values that the corpus's value type {:?} cannot hold",
+                    layout.value_type
+                )));
+            }
             // Summed duplicates outgrew the type chosen from the source values: start over wider.
             layout.value_type = wider(layout.value_type);
-            clear_dir(&dir.join("matrix"))?;
-            for entry in std::fs::read_dir(&dir)
-                .map_err(|e| Error::io(&dir, "listing", e))?
-                .flatten()
-            {
-                if entry
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("obs-staging-")
-                {
-                    std::fs::remove_file(entry.path())
-                        .map_err(|e| Error::io(entry.path(), "removing", e))?;
-                }
-            }
+            remove_sample_outputs(layout.dir, starts)?;
         }
     };
     let (hashes, outputs) = pool.install(|| {
         rayon::join(
             || {
-                inputs
+                plans_ro
                     .par_iter()
-                    .map(|i| crate::corpus::sha256_file(&i.path).map(|h| h.0))
+                    .map(|p| crate::corpus::sha256_file(&p.input.path).map(|h| h.0))
                     .collect::<Result<Vec<_>>>()
             },
-            || convert_all(&mut layout),
+            || convert_all(layout),
         )
     });
     let outputs = outputs?;
     for (p, h) in plans.iter_mut().zip(hashes?) {
         p.sha256 = h;
     }
-    let value_type = layout.value_type;
     let _ = multi.clear();
+    Ok(outputs)
+}
 
+/// Removes what a failed round of [`convert_samples`] wrote: the parts numbered from the first
+/// sample's first part on, and the staging obs tables.
+fn remove_sample_outputs(dir: &std::path::Path, starts: &[(usize, u64)]) -> Result<()> {
+    let first_part = starts.first().map_or(0, |s| s.0);
+    let matrix = dir.join("matrix");
+    for entry in std::fs::read_dir(&matrix)
+        .map_err(|e| Error::io(&matrix, "listing", e))?
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let number = name
+            .strip_prefix("part-")
+            .and_then(|n| n.strip_suffix(".arrow"))
+            .and_then(|n| n.parse::<usize>().ok());
+        if number.is_none_or(|n| n >= first_part) {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| Error::io(entry.path(), "removing", e))?;
+        }
+    }
+    for entry in std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, "listing", e))?
+        .flatten()
+    {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("obs-staging-")
+        {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| Error::io(entry.path(), "removing", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Things the user should know about each sample: genes outside the vocabulary, summed
+/// duplicate entries.
+fn warnings(plans: &[Planned], outputs: &[job::SampleOutput]) -> Vec<String> {
     let mut warnings = Vec::new();
-    for (p, o) in plans.iter().zip(&outputs) {
+    for (p, o) in plans.iter().zip(outputs) {
         if o.counts.nnz_outside_vocab > 0 {
             let outside = p
                 .gene_map
@@ -447,18 +538,5 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
             ));
         }
     }
-    let written = tables::finish(&dir, &plans, &outputs, &starts, &vocab, &layout, opts)?;
-    staging.commit()?;
-    Ok(ConvertSummary {
-        output: opts.output.clone(),
-        n_samples: plans.len(),
-        n_cells: written.n_cells,
-        n_genes: vocab.len() as u64,
-        nnz: written.nnz,
-        index_type,
-        value_type,
-        bytes: written.bytes,
-        seconds: started.elapsed().as_secs_f64(),
-        warnings,
-    })
+    warnings
 }

@@ -130,11 +130,13 @@ impl Staging {
             let old = sibling(&self.dest, OLD_TAG, std::process::id())?;
             std::fs::rename(&self.dest, &old)
                 .map_err(|e| Error::io(&self.dest, "moving the previous corpus aside", e))?;
+            super::kill::kill_point("before-rename");
             std::fs::rename(&self.tmp, &self.dest)
                 .map_err(|e| Error::io(&self.dest, "renaming the new corpus into place", e))?;
             std::fs::remove_dir_all(&old)
                 .map_err(|e| Error::io(&old, "removing the previous corpus", e))?;
         } else {
+            super::kill::kill_point("before-rename");
             std::fs::rename(&self.tmp, &self.dest)
                 .map_err(|e| Error::io(&self.dest, "renaming the new corpus into place", e))?;
         }

@@ -35,6 +35,7 @@ pub(crate) fn finish(
     write_genes(dir, plans, outputs, vocab)?;
     write_samples(dir, plans, outputs, starts, opts)?;
     merge_obs(dir, outputs)?;
+    super::kill::kill_point("tables-written");
 
     let parts: Vec<_> = outputs
         .iter()
@@ -48,17 +49,7 @@ pub(crate) fn finish(
         "obs.parquet".into(),
     ];
     rel.extend(parts.iter().map(|p| p.path.clone()));
-    let files: Vec<FileEntry> = rel
-        .par_iter()
-        .map(|r| {
-            let (sha256, bytes) = corpus::sha256_file(&dir.join(r))?;
-            Ok(FileEntry {
-                path: r.clone(),
-                bytes,
-                sha256,
-            })
-        })
-        .collect::<Result<_>>()?;
+    let files = file_entries(dir, &rel)?;
     let bytes = files.iter().map(|f| f.bytes).sum();
     let samples = plans
         .iter()
@@ -90,13 +81,29 @@ pub(crate) fn finish(
         options: serde_json::to_value(opts)
             .map_err(|e| Error::invalid_input(format!("options: {e}")))?,
         files,
+        lineage: Vec::new(),
     };
     manifest.write(dir)?;
+    super::kill::kill_point("manifest-written");
     Ok(Written {
         n_cells,
         nnz,
         bytes,
     })
+}
+
+/// Size and sha256 of each file of `rel` (relative to `dir`), hashed in parallel.
+pub(crate) fn file_entries(dir: &std::path::Path, rel: &[String]) -> Result<Vec<FileEntry>> {
+    rel.par_iter()
+        .map(|r| {
+            let (sha256, bytes) = corpus::sha256_file(&dir.join(r))?;
+            Ok(FileEntry {
+                path: r.clone(),
+                bytes,
+                sha256,
+            })
+        })
+        .collect()
 }
 
 fn write_genes(
@@ -105,7 +112,16 @@ fn write_genes(
     outputs: &[SampleOutput],
     vocab: &Vocabulary,
 ) -> Result<()> {
-    let n = vocab.len();
+    let (n_samples, n_cells) = gene_counts(plans, outputs, vocab.len());
+    write_genes_table(dir, vocab, n_samples, n_cells)
+}
+
+/// Per vocabulary gene: the samples whose files have it, and the cells with a non-zero of it.
+pub(crate) fn gene_counts(
+    plans: &[Planned],
+    outputs: &[SampleOutput],
+    n: usize,
+) -> (Vec<u32>, Vec<u64>) {
     let mut n_samples = vec![0u32; n];
     for p in plans {
         let ids: BTreeSet<u32> = p
@@ -126,6 +142,17 @@ fn write_genes(
             *acc += c;
         }
     }
+    (n_samples, n_cells)
+}
+
+/// Writes `dir/genes.parquet`: one row per gene, its position its id.
+pub(crate) fn write_genes_table(
+    dir: &std::path::Path,
+    vocab: &Vocabulary,
+    n_samples: Vec<u32>,
+    n_cells: Vec<u64>,
+) -> Result<()> {
+    let n = vocab.len();
     let batch = RecordBatch::try_from_iter([
         (
             "gene",
@@ -149,6 +176,18 @@ fn write_samples(
     starts: &[(usize, u64)],
     opts: &ConvertOptions,
 ) -> Result<()> {
+    let batch = samples_batch(plans, outputs, starts, opts)?;
+    corpus::write_parquet(&dir.join("samples.parquet"), &[batch])?;
+    Ok(())
+}
+
+/// The samples.parquet rows of `plans`: one per source file, then its metadata columns.
+pub(crate) fn samples_batch(
+    plans: &[Planned],
+    outputs: &[SampleOutput],
+    starts: &[(usize, u64)],
+    opts: &ConvertOptions,
+) -> Result<RecordBatch> {
     let text = |f: &dyn Fn(&Planned) -> String| -> ArrayRef {
         Arc::new(StringArray::from_iter_values(plans.iter().map(f)))
     };
@@ -221,9 +260,7 @@ fn write_samples(
             .collect();
         cols.push((key.to_string(), Arc::new(col)));
     }
-    let batch = RecordBatch::try_from_iter(cols)?;
-    corpus::write_parquet(&dir.join("samples.parquet"), &[batch])?;
-    Ok(())
+    Ok(RecordBatch::try_from_iter(cols)?)
 }
 
 /// The column type shared by every sample: equal types stay, numbers widen to Float64 (or
@@ -259,9 +296,27 @@ fn parquet_schema(path: &std::path::Path) -> Result<SchemaRef> {
 /// Streams every sample's staging obs table into one obs.parquet with the union schema, then
 /// removes the staging tables (the only one of a one-sample corpus becomes obs.parquet).
 fn merge_obs(dir: &std::path::Path, outputs: &[SampleOutput]) -> Result<()> {
-    let schemas: Vec<SchemaRef> = outputs
+    let path = dir.join("obs.parquet");
+    if let [only] = outputs {
+        // One sample: its staging table was written with the same settings and already is
+        // the whole obs table; rewriting it would decode and compress every row again.
+        return std::fs::rename(&only.obs_path, &path)
+            .map_err(|e| Error::io(&only.obs_path, "renaming to obs.parquet", e));
+    }
+    let inputs: Vec<&std::path::Path> = outputs.iter().map(|o| o.obs_path.as_path()).collect();
+    merge_tables(&path, &inputs)?;
+    for o in outputs {
+        std::fs::remove_file(&o.obs_path).map_err(|e| Error::io(&o.obs_path, "removing", e))?;
+    }
+    Ok(())
+}
+
+/// Streams the rows of `inputs`, in order, into one Parquet file at `path` whose schema is the
+/// union of theirs (columns in first-seen order, types unified, missing columns null).
+pub(crate) fn merge_tables(path: &std::path::Path, inputs: &[&std::path::Path]) -> Result<()> {
+    let schemas: Vec<SchemaRef> = inputs
         .iter()
-        .map(|o| parquet_schema(&o.obs_path))
+        .map(|p| parquet_schema(p))
         .collect::<Result<_>>()?;
     let mut fields: Vec<Field> = Vec::new();
     for s in &schemas {
@@ -273,31 +328,22 @@ fn merge_obs(dir: &std::path::Path, outputs: &[SampleOutput]) -> Result<()> {
         }
     }
     let schema = Arc::new(Schema::new(fields));
-    let path = dir.join("obs.parquet");
-    if let [only] = outputs {
-        // One sample: its staging table was written with the same settings and already is
-        // the whole obs table; rewriting it would decode and compress every row again.
-        debug_assert_eq!(schemas[0].fields(), schema.fields());
-        return std::fs::rename(&only.obs_path, &path)
-            .map_err(|e| Error::io(&only.obs_path, "renaming to obs.parquet", e));
-    }
-    let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, "creating", e))?;
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, "creating", e))?;
     let mut writer = ArrowWriter::try_new(
         file,
         schema.clone(),
         Some(corpus::writer_properties(&schema)),
     )
-    .at(&path)?;
-    for o in outputs {
-        let f =
-            std::fs::File::open(&o.obs_path).map_err(|e| Error::io(&o.obs_path, "opening", e))?;
+    .at(path)?;
+    for input in inputs {
+        let f = std::fs::File::open(input).map_err(|e| Error::io(input, "opening", e))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(f)
-            .at(&o.obs_path)?
+            .at(input)?
             .with_batch_size(65_536)
             .build()
-            .at(&o.obs_path)?;
+            .at(input)?;
         for batch in reader {
-            let batch = batch.at(&o.obs_path)?;
+            let batch = batch.at(input)?;
             let cols: Vec<ArrayRef> = schema
                 .fields()
                 .iter()
@@ -309,13 +355,12 @@ fn merge_obs(dir: &std::path::Path, outputs: &[SampleOutput]) -> Result<()> {
                 .collect::<Result<_>>()?;
             writer
                 .write(&RecordBatch::try_new(schema.clone(), cols)?)
-                .at(&path)?;
+                .at(path)?;
         }
-        std::fs::remove_file(&o.obs_path).map_err(|e| Error::io(&o.obs_path, "removing", e))?;
     }
-    writer.close().at(&path)?;
-    std::fs::File::open(&path)
+    writer.close().at(path)?;
+    std::fs::File::open(path)
         .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(&path, "syncing", e))?;
+        .map_err(|e| Error::io(path, "syncing", e))?;
     Ok(())
 }

@@ -64,6 +64,14 @@ impl Vocabulary {
         })
     }
 
+    /// A vocabulary that starts from `names` (a corpus's genes, in id order) and grows with
+    /// the inputs: new genes get the next ids, existing ids never change.
+    pub fn growing(names: Vec<String>, origin: &Path) -> Result<Self> {
+        let mut v = Self::fixed(names, origin)?;
+        v.fixed = false;
+        Ok(v)
+    }
+
     /// Reads a fixed vocabulary: a text file with one gene per line, or the `genes.parquet` of
     /// another corpus (its `name` column), so that corpora can share gene ids.
     pub fn read(path: &Path) -> Result<Self> {

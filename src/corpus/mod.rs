@@ -103,6 +103,33 @@ pub struct Manifest {
     /// The conversion options, as given.
     pub options: serde_json::Value,
     pub files: Vec<FileEntry>,
+    /// Every append since the corpus was converted, oldest first (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lineage: Vec<LineageEntry>,
+}
+
+/// One append to a corpus, as recorded in the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LineageEntry {
+    /// `append`.
+    pub operation: String,
+    /// The tool and version that appended.
+    pub created_by: String,
+    /// The first cell id and number of cells added.
+    pub first_cell: u64,
+    pub n_cells: u64,
+    /// The files added, with their sha256.
+    pub sources: Vec<SourceEntry>,
+    /// The options of the append, as given.
+    pub options: serde_json::Value,
+}
+
+/// A source file of an append.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceEntry {
+    pub sample_id: String,
+    pub path: String,
+    pub sha256: String,
 }
 
 /// One cell's gene ids, borrowed from the mapping.

@@ -322,6 +322,7 @@ pub fn write_corpus_with(
         samples: sample_entries,
         options: serde_json::json!({ "testing": true }),
         files: Vec::new(),
+        lineage: Vec::new(),
     };
     let mut rels: Vec<String> = manifest
         .matrix

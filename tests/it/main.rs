@@ -2,6 +2,7 @@
 //! containment, the fuzz regressions, the obs table of one sample and `cellarrow bench
 //! --json`, ontologies. One integration binary (`cargo test --test it`).
 
+mod append;
 mod bad_inputs;
 mod bench_cli;
 mod common;
