@@ -1,100 +1,78 @@
-//! `cellarrow sample`: sampled batches as an Arrow IPC stream, or a summary.
+//! `cellarrow sample`: sampled batches as an Arrow IPC stream, or a summary. The flags only
+//! name the library's settings ([`SamplerSpec`]); defaults and checks are the library's.
 
-use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::AsArray;
-use arrow::datatypes::UInt64Type;
 use arrow::ipc::writer::StreamWriter;
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use crate::corpus::Corpus;
 use crate::error::{Error, Result};
 use crate::loader::{
-    BatchOptions, BatchPlan, DenseGenes, Gatherer, IndexOutput, Loader, LoaderOptions, SamplerSpec,
-    ValueOutput,
+    defaults, DenseGenes, Gatherer, IndexOutput, Loader, SamplerSpec, Summary, ValueOutput,
 };
-use crate::sample::{Cohort, LabelMode, Shard, ShardPolicy};
+use crate::sample::{LabelMode, ShardPolicy};
 
 pub use crate::loader::SamplerKind;
-
-/// How uneven shards are equalised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PolicyArg {
-    /// Sizes differ by at most one.
-    Even,
-    /// Equal sizes; the tail of the epoch is dropped.
-    DropLast,
-    /// Equal sizes; the tail is padded with repeated items.
-    Pad,
-}
-
-/// Label use of the groups sampler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LabelModeArg {
-    /// Labels ignored.
-    None,
-    /// One label per group, labels drawn equally often.
-    ClassBalanced,
-    /// Each group mixes labels in the sample's proportions.
-    Stratified,
-}
 
 /// The sampler, its shard and the cohort: shared by `sample` and `bench`.
 #[derive(Debug, Clone, Args)]
 pub struct SamplerArgs {
     /// Sampler.
-    #[arg(long, value_enum, default_value = "random")]
+    #[arg(long, value_enum, default_value_t = defaults::SAMPLER)]
     pub sampler: SamplerKind,
-    /// Cells per batch (random), or groups per batch (groups, regions, blocks; default 1).
+    /// Cells per batch (random, shuffle; default 256), or groups per batch (groups, regions,
+    /// blocks; default 1).
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Drop the last, shorter batch of random cells.
     #[arg(long)]
     pub drop_last: bool,
     /// Shuffle: consecutive cells read as one run (larger runs: fewer, longer reads).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = defaults::SHUFFLE_RUN)]
     pub shuffle_run: u64,
     /// Shuffle: runs mixed together in each window (a shuffle buffer of run x window cells).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = defaults::SHUFFLE_WINDOW)]
     pub shuffle_window: u64,
     /// Seed of the sampler.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults::SEED)]
     pub seed: u64,
     /// Epoch.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults::EPOCH)]
     pub epoch: u64,
     /// Rank of this process.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults::RANK)]
     pub rank: u32,
     /// Number of ranks.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = defaults::WORLD_SIZE)]
     pub world_size: u32,
     /// Data-loading worker within the rank.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults::WORKER)]
     pub worker: u32,
     /// Data-loading workers per rank.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = defaults::NUM_WORKERS)]
     pub workers: u32,
-    /// How uneven shards are equalised.
-    #[arg(long, value_enum, default_value = "even")]
-    pub policy: PolicyArg,
+    /// How uneven shards are equalised: even (sizes differ by at most one), drop-last (equal
+    /// sizes, the tail dropped) or pad (equal sizes, the tail padded with repeats).
+    #[arg(long, default_value_t = defaults::POLICY)]
+    pub policy: ShardPolicy,
     /// Resume: items (cells or groups) of this shard already served in the epoch.
     #[arg(long, default_value_t = 0)]
     pub position: u64,
     /// Groups: cells per group.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = defaults::GROUP_SIZE)]
     pub group_size: usize,
     /// Groups: obs column of labels (for --label-mode); regions: the obs column whose values are
-    /// regions; `cellarrow bench` with random or shuffle: the label whose entropy per batch it prints.
+    /// regions (also the regions --regions-sql selects from); `cellarrow bench` with random or
+    /// shuffle: the label whose entropy per batch it prints.
     #[arg(long)]
     pub label: Option<String>,
-    /// Groups: how labels shape a group.
-    #[arg(long, value_enum, default_value = "none")]
-    pub label_mode: LabelModeArg,
+    /// Groups: how labels shape a group: none, class-balanced or stratified.
+    #[arg(long, default_value_t = defaults::LABEL_MODE)]
+    pub label_mode: LabelMode,
     /// Regions: a regions manifest (Parquet, or CSV by extension); default: `--label` values,
     /// else the corpus's `regions.parquet`.
     #[arg(long)]
@@ -103,7 +81,7 @@ pub struct SamplerArgs {
     #[arg(long)]
     pub max_cells: Option<usize>,
     /// Regions and blocks: leave out groups with fewer cells.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = defaults::MIN_CELLS)]
     pub min_cells: usize,
     /// Blocks: edge length of a block, in coordinate units.
     #[arg(long)]
@@ -122,107 +100,51 @@ pub struct SamplerArgs {
     /// "SELECT sample_id, block_id FROM blocks(500) WHERE n_cells BETWEEN 20 AND 200";
     /// use the same size as --block-size.
     #[cfg(feature = "sql")]
-    #[arg(long, value_name = "SQL", requires = "block_size")]
+    #[arg(long, value_name = "SQL")]
     pub blocks_sql: Option<String>,
     /// Regions: serve only the regions this query returns (`sample_id`, `region_id` columns),
-    /// e.g. "SELECT sample_id, region_id FROM regions WHERE n_cells > 50".
+    /// e.g. "SELECT sample_id, region_id FROM regions WHERE n_cells > 50"; with --label, the
+    /// `regions` table holds that column's regions.
     #[cfg(feature = "sql")]
     #[arg(long, value_name = "SQL")]
     pub regions_sql: Option<String>,
 }
 
 impl SamplerArgs {
-    /// The shard of this process.
-    pub fn shard(&self) -> Result<Shard> {
-        Shard::new(self.rank, self.world_size, self.worker, self.workers)
-    }
-
-    fn policy(&self) -> ShardPolicy {
-        match self.policy {
-            PolicyArg::Even => ShardPolicy::Even,
-            PolicyArg::DropLast => ShardPolicy::DropLast,
-            PolicyArg::Pad => ShardPolicy::Pad,
-        }
-    }
-
-    /// The cohort: `--where` and `--cohort` (intersected when both are given), else every cell.
-    pub fn cohort(&self, corpus: &Arc<Corpus>) -> Result<Cohort> {
-        #[allow(unused_mut)]
-        let mut cohort = Cohort::all(corpus.n_cells());
-        #[cfg(feature = "sql")]
-        if let Some(pred) = &self.where_ {
-            cohort = crate::query::cohort_where(corpus, pred)?;
-        }
-        if let Some(path) = &self.cohort {
-            let file = crate::sample::read_cohort(path)?;
-            file.check_range(corpus.n_cells())
-                .map_err(|e| e.with_path(path))?;
-            cohort = cohort.intersect(&file);
-        }
-        Ok(cohort)
-    }
-
-    /// The sampler settings as the library's [`SamplerSpec`]; `--blocks-sql` and
-    /// `--regions-sql` are run here, so the sampler serves exactly the groups SQL chose.
-    pub fn spec(&self, corpus: &Arc<Corpus>) -> Result<SamplerSpec> {
-        if self.sampler == SamplerKind::Blocks && self.block_size.is_none() {
-            return Err(Error::invalid_input(
-                "the blocks sampler needs --block-size (edge length in coordinate units)",
-            ));
-        }
-        if self.label_mode != LabelModeArg::None && self.label.is_none() {
-            return Err(Error::invalid_input("--label-mode needs --label COLUMN"));
-        }
-        #[allow(unused_mut)]
-        let mut spec = SamplerSpec {
+    /// The library settings these flags name (batch contents and loader settings are left
+    /// at their defaults; see [`OutputArgs::apply`]).
+    pub fn spec(&self) -> SamplerSpec {
+        SamplerSpec {
+            sampler: self.sampler,
+            batch_size: self.batch_size,
+            drop_last: self.drop_last,
             seed: self.seed,
             epoch: self.epoch,
             position: self.position,
-            shard: self.shard()?,
-            policy: self.policy(),
-            batch_size: self.batch_size,
-            drop_last: self.drop_last,
+            rank: self.rank,
+            world_size: self.world_size,
+            worker: self.worker,
+            num_workers: self.workers,
+            policy: self.policy,
             shuffle_run: self.shuffle_run,
             shuffle_window: self.shuffle_window,
             group_size: self.group_size,
             label: self.label.clone(),
-            label_mode: match self.label_mode {
-                LabelModeArg::None => LabelMode::None,
-                LabelModeArg::ClassBalanced => LabelMode::ClassBalanced,
-                LabelModeArg::Stratified => LabelMode::Stratified,
-            },
+            label_mode: self.label_mode,
             regions: self.regions.clone(),
             min_cells: self.min_cells,
             max_cells: self.max_cells,
             block_size: self.block_size,
             stride: self.stride,
-            ..SamplerSpec::new(self.sampler, self.seed)
-        };
-        #[cfg(feature = "sql")]
-        if self.blocks_sql.is_some() || self.regions_sql.is_some() {
-            let engine = crate::query::QueryEngine::new(corpus.clone())?;
-            if let Some(sql) = &self.blocks_sql {
-                spec.only_blocks = Some(crate::query::block_selection(&engine, sql)?);
-            }
-            if let Some(sql) = &self.regions_sql {
-                spec.only_regions = Some(crate::query::region_selection(&engine, sql)?);
-            }
+            #[cfg(feature = "sql")]
+            where_: self.where_.clone(),
+            cohort: self.cohort.clone(),
+            #[cfg(feature = "sql")]
+            blocks_sql: self.blocks_sql.clone(),
+            #[cfg(feature = "sql")]
+            regions_sql: self.regions_sql.clone(),
+            ..SamplerSpec::default()
         }
-        #[cfg(not(feature = "sql"))]
-        let _ = corpus;
-        Ok(spec)
-    }
-
-    /// The batch plan of this shard for `--sampler` with `batch_size` overriding `--batch-size`.
-    pub fn plan(
-        &self,
-        corpus: &Arc<Corpus>,
-        cohort: Cohort,
-        batch_size: Option<usize>,
-    ) -> Result<Arc<dyn BatchPlan>> {
-        let mut spec = self.spec(corpus)?;
-        spec.batch_size = batch_size.or(self.batch_size);
-        Ok(spec.plan(corpus, cohort)?.plan)
     }
 }
 
@@ -230,10 +152,10 @@ impl SamplerArgs {
 #[derive(Debug, Clone, Args)]
 pub struct OutputArgs {
     /// Value type of the output: native (as stored), f32 or f64.
-    #[arg(long, default_value = "native")]
+    #[arg(long, default_value_t = defaults::VALUES)]
     pub values: ValueOutput,
     /// Gene id type of CSR output: native (as stored, u16 or u32) or i32.
-    #[arg(long, default_value = "native")]
+    #[arg(long, default_value_t = defaults::INDICES)]
     pub indices: IndexOutput,
     /// Dense output over these genes (comma-separated names; `id:N` for a gene id; `all`).
     #[arg(long, value_delimiter = ',')]
@@ -252,38 +174,17 @@ pub struct OutputArgs {
 }
 
 impl OutputArgs {
-    /// The batch options for `sampler` (grouped samplers add the `group` column).
-    pub fn batch_options(&self, sampler: SamplerKind) -> Result<BatchOptions> {
-        let dense = match &self.dense {
-            None => None,
-            Some(list) if list.len() == 1 && list[0] == "all" => Some(DenseGenes::All),
-            Some(list) if list.iter().all(|g| g.starts_with("id:")) => Some(DenseGenes::Ids(
-                list.iter()
-                    .map(|g| {
-                        g[3..].parse::<u32>().map_err(|_| {
-                            Error::invalid_input(format!("--dense: {g:?} is not id:NUMBER"))
-                        })
-                    })
-                    .collect::<Result<_>>()?,
-            )),
-            Some(list) if list.iter().any(|g| g.starts_with("id:")) => {
-                return Err(Error::invalid_input(
-                    "--dense: give either gene names or id:N entries, not both",
-                ))
-            }
-            Some(list) => Some(DenseGenes::Names(list.clone())),
-        };
-        let options = BatchOptions {
+    /// `spec` with the batch contents these flags name.
+    pub fn apply(&self, spec: SamplerSpec) -> Result<SamplerSpec> {
+        Ok(SamplerSpec {
             values: self.values,
             indices: self.indices,
-            dense,
-            obs_columns: self.obs.clone(),
-            coordinates: self.coords,
-            group_column: sampler.grouped(),
+            dense: self.dense.as_deref().map(DenseGenes::from_list).transpose()?,
+            obs: self.obs.clone(),
+            coords: self.coords,
             bounds: self.bounds,
-        };
-        sampler.check_options(&options)?;
-        Ok(options)
+            ..spec
+        })
     }
 }
 
@@ -312,31 +213,37 @@ pub struct SampleArgs {
     #[arg(long)]
     pub max_batches: Option<usize>,
     /// Loader threads (0: gather on the main thread).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = defaults::THREADS)]
     pub threads: usize,
     /// Batches gathered ahead.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = defaults::PREFETCH)]
     pub prefetch: usize,
+}
+
+impl SampleArgs {
+    /// Every setting these flags name.
+    pub fn spec(&self) -> Result<SamplerSpec> {
+        let spec = self.output_args.apply(self.sampler.spec())?;
+        let spec = SamplerSpec {
+            threads: self.threads,
+            prefetch: self.prefetch,
+            ..spec
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
 }
 
 /// Runs `cellarrow sample`.
 pub fn run(args: SampleArgs) -> Result<()> {
     crate::loader::bench::keep_freed_memory();
+    let mut spec = args.spec()?;
     let corpus = Arc::new(Corpus::open(&args.corpus)?);
-    let cohort = args.sampler.cohort(&corpus)?;
-    let plan = args.sampler.plan(&corpus, cohort, None)?;
-    let options = args.output_args.batch_options(args.sampler.sampler)?;
-    let gatherer = Arc::new(Gatherer::new(corpus, options)?);
+    let cohort = spec.select(&corpus, None)?;
+    let plan = spec.plan(&corpus, cohort)?.plan;
+    let gatherer = Arc::new(Gatherer::new(corpus, spec.batch_options())?);
     let schema = gatherer.schema();
-    let loader = Loader::new(
-        gatherer,
-        plan,
-        LoaderOptions {
-            threads: args.threads,
-            prefetch: args.prefetch,
-            start: 0,
-        },
-    );
+    let loader = Loader::new(gatherer, plan, spec.loader_options());
     let loader = loader.take(args.max_batches.unwrap_or(usize::MAX));
 
     if args.summary {
@@ -392,41 +299,22 @@ fn summarise(
     batches: impl Iterator<Item = Result<arrow::record_batch::RecordBatch>>,
 ) -> Result<()> {
     let started = Instant::now();
-    let (mut n_batches, mut cells, mut nnz, mut bytes) = (0usize, 0u64, 0u64, 0usize);
-    let (mut min_rows, mut max_rows) = (usize::MAX, 0usize);
-    let mut distinct = HashSet::new();
-    let mut first: Vec<u64> = Vec::new();
+    let mut s = Summary::default();
     for b in batches {
-        let b = b?;
-        n_batches += 1;
-        cells += b.num_rows() as u64;
-        min_rows = min_rows.min(b.num_rows());
-        max_rows = max_rows.max(b.num_rows());
-        bytes += b.get_array_memory_size();
-        let ids = b
-            .column_by_name("cell")
-            .map(|c| c.as_primitive::<UInt64Type>().values().to_vec())
-            .unwrap_or_default();
-        if first.len() < 8 {
-            first.extend(ids.iter().take(8 - first.len()));
-        }
-        distinct.extend(ids);
-        if let Some(v) = b.column_by_name("values") {
-            nnz += v.as_list::<i32>().values().len() as u64;
-        }
+        s.add(&b?);
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("batches        {n_batches}");
-    println!("cells          {cells} ({} distinct)", distinct.len());
-    if n_batches > 0 {
-        println!("cells/batch    {min_rows}..{max_rows}");
+    println!("batches        {}", s.batches);
+    println!("cells          {} ({} distinct)", s.cells, s.distinct_cells());
+    if let Some((lo, hi)) = s.rows {
+        println!("cells/batch    {lo}..{hi}");
     }
-    println!("non-zeros      {nnz}");
-    println!("batch memory   {:.1} MB", bytes as f64 / 1e6);
-    println!("first cells    {first:?}");
+    println!("non-zeros      {}", s.nnz);
+    println!("batch memory   {:.1} MB", s.bytes as f64 / 1e6);
+    println!("first cells    {:?}", s.first_cells);
     println!(
         "time           {secs:.3} s ({:.0} cells/s)",
-        cells as f64 / secs.max(1e-9)
+        s.cells as f64 / secs.max(1e-9)
     );
     Ok(())
 }
@@ -630,7 +518,7 @@ mod tests {
         ])
         .unwrap_err();
         assert!(
-            e.message().contains("a run must hold at least 1 cell"),
+            e.message().contains("shuffle_run must be at least 1, got 0"),
             "{e}"
         );
     }
@@ -781,7 +669,7 @@ mod tests {
             "--summary",
         ])
         .unwrap_err();
-        assert!(e.message().contains("--block-size"), "{e}");
+        assert!(e.message().contains("needs block_size"), "{e}");
     }
 
     #[cfg(feature = "sql")]
