@@ -24,7 +24,6 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyType};
 use pyo3_arrow::{PyArray, PyRecordBatch, PyTable};
 
-
 create_exception!(
     _native,
     CellarrowError,
@@ -124,9 +123,7 @@ fn table(batches: Vec<RecordBatch>, schema: arrow::datatypes::SchemaRef) -> PyRe
 fn cells_from_array(array: PyArray) -> PyResult<Vec<u64>> {
     let (array, _) = array.into_inner();
     let array: ArrayRef = arrow::compute::cast(&array, &arrow::datatypes::DataType::UInt64)
-        .map_err(|e| {
-            value_error(format!("cell ids must be non-negative integers: {e}"))
-        })?;
+        .map_err(|e| value_error(format!("cell ids must be non-negative integers: {e}")))?;
     if array.null_count() > 0 {
         return Err(value_error("cell ids must not be null"));
     }
@@ -344,10 +341,7 @@ impl PyCorpus {
             .collect();
         if signed {
             if let Some(&bad) = cells.iter().find(|&&c| (c as i64) < 0) {
-                return Err(index_error(format!(
-                    "cell id {} is negative",
-                    bad as i64
-                )));
+                return Err(index_error(format!("cell id {} is negative", bad as i64)));
             }
         }
         let gatherer = match self.gatherer.get() {

@@ -24,9 +24,8 @@ pub fn spec_from_kwargs(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<SamplerS
             if value.is_none() {
                 continue;
             }
-            let json = to_json(&value).map_err(|what| {
-                crate::type_error(format!("{key}: {what}"))
-            })?;
+            let json =
+                to_json(&value).map_err(|what| crate::type_error(format!("{key}: {what}")))?;
             pairs.insert(key, json);
         }
     }
@@ -39,7 +38,9 @@ fn to_json(v: &Bound<'_, PyAny>) -> Result<Value, String> {
     if v.is_instance_of::<PyBool>() {
         return Ok(Value::Bool(v.extract::<bool>().map_err(|e| e.to_string())?));
     }
-    if v.is_instance_of::<PyInt>() || (!v.is_instance_of::<PyFloat>() && v.hasattr("__index__").unwrap_or(false)) {
+    if v.is_instance_of::<PyInt>()
+        || (!v.is_instance_of::<PyFloat>() && v.hasattr("__index__").unwrap_or(false))
+    {
         if let Ok(i) = v.extract::<i64>() {
             return Ok(Value::from(i));
         }
@@ -55,7 +56,9 @@ fn to_json(v: &Bound<'_, PyAny>) -> Result<Value, String> {
             .ok_or_else(|| format!("{f} is not a finite number"));
     }
     if v.is_instance_of::<PyString>() {
-        return Ok(Value::String(v.extract::<String>().map_err(|e| e.to_string())?));
+        return Ok(Value::String(
+            v.extract::<String>().map_err(|e| e.to_string())?,
+        ));
     }
     if v.is_instance_of::<PyList>() || v.is_instance_of::<PyTuple>() {
         return v
@@ -66,12 +69,17 @@ fn to_json(v: &Bound<'_, PyAny>) -> Result<Value, String> {
             .map(Value::Array);
     }
     if v.hasattr("__fspath__").unwrap_or(false) {
-        let path = v.extract::<std::path::PathBuf>().map_err(|e| e.to_string())?;
+        let path = v
+            .extract::<std::path::PathBuf>()
+            .map_err(|e| e.to_string())?;
         return Ok(Value::String(path.to_string_lossy().into_owned()));
     }
     Err(format!(
         "unsupported value of type {}",
-        v.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+        v.get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default()
     ))
 }
 

@@ -79,8 +79,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
             sampler: kind,
             where_: None,
             cohort: None,
-            blocks_sql: base.blocks_sql.clone().filter(|_| kind == SamplerKind::Blocks),
-            regions_sql: base.regions_sql.clone().filter(|_| kind == SamplerKind::Regions),
+            blocks_sql: base
+                .blocks_sql
+                .clone()
+                .filter(|_| kind == SamplerKind::Blocks),
+            regions_sql: base
+                .regions_sql
+                .clone()
+                .filter(|_| kind == SamplerKind::Regions),
             ..base.clone()
         };
         let planned = spec

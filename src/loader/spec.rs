@@ -369,8 +369,8 @@ impl SamplerSpec {
                 )));
             }
         }
-        let spec: SamplerSpec =
-            serde_json::from_value(serde_json::Value::Object(pairs.clone())).map_err(|e| {
+        let spec: SamplerSpec = serde_json::from_value(serde_json::Value::Object(pairs.clone()))
+            .map_err(|e| {
                 // Name the setting: find the pair that fails on its own.
                 let culprit = pairs.iter().find_map(|(k, v)| {
                     let mut one = serde_json::Map::new();
@@ -429,8 +429,16 @@ impl SamplerSpec {
             }
             Ok(())
         };
-        only_for("blocks_sql", self.blocks_sql.is_some(), &[SamplerKind::Blocks])?;
-        only_for("regions_sql", self.regions_sql.is_some(), &[SamplerKind::Regions])?;
+        only_for(
+            "blocks_sql",
+            self.blocks_sql.is_some(),
+            &[SamplerKind::Blocks],
+        )?;
+        only_for(
+            "regions_sql",
+            self.regions_sql.is_some(),
+            &[SamplerKind::Regions],
+        )?;
         if self.regions_sql.is_some() && self.regions.is_some() {
             return Err(Error::invalid_input(
                 "regions_sql selects from the corpus's regions (or the label column), not from a regions file; filter the file instead",
@@ -665,9 +673,9 @@ impl DenseGenes {
         }
         list.iter()
             .map(|g| {
-                g[3..].parse::<u32>().map_err(|_| {
-                    Error::invalid_input(format!("dense: {g:?} is not id:NUMBER"))
-                })
+                g[3..]
+                    .parse::<u32>()
+                    .map_err(|_| Error::invalid_input(format!("dense: {g:?} is not id:NUMBER")))
             })
             .collect::<Result<_>>()
             .map(DenseGenes::Ids)
@@ -698,7 +706,9 @@ impl<'de> Deserialize<'de> for DenseGenes {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
         let list = match DenseText::deserialize(d).map_err(|_| {
-            D::Error::custom("expected \"all\", a list of gene names, or a list of gene ids (not mixed)")
+            D::Error::custom(
+                "expected \"all\", a list of gene names, or a list of gene ids (not mixed)",
+            )
         })? {
             DenseText::Ids(ids) => return Ok(DenseGenes::Ids(ids)),
             DenseText::One(s) => vec![s],
@@ -739,18 +749,51 @@ mod tests {
     #[test]
     fn each_check_names_its_setting() {
         let cases = [
-            (serde_json::json!({"batch_size": 0}), "batch_size must be at least 1, got 0"),
-            (serde_json::json!({"batch_size": -3}), "batch_size must not be negative, got -3"),
-            (serde_json::json!({"shuffle_run": 0}), "shuffle_run must be at least 1"),
-            (serde_json::json!({"group_size": 0}), "group_size must be at least 1"),
-            (serde_json::json!({"world_size": 0}), "world_size must be at least 1"),
+            (
+                serde_json::json!({"batch_size": 0}),
+                "batch_size must be at least 1, got 0",
+            ),
+            (
+                serde_json::json!({"batch_size": -3}),
+                "batch_size must not be negative, got -3",
+            ),
+            (
+                serde_json::json!({"shuffle_run": 0}),
+                "shuffle_run must be at least 1",
+            ),
+            (
+                serde_json::json!({"group_size": 0}),
+                "group_size must be at least 1",
+            ),
+            (
+                serde_json::json!({"world_size": 0}),
+                "world_size must be at least 1",
+            ),
             (serde_json::json!({"sampler": "blocks"}), "needs block_size"),
-            (serde_json::json!({"sampler": "blocks", "block_size": -1.0}), "block_size must be a positive number"),
-            (serde_json::json!({"label_mode": "stratified"}), "label_mode needs label"),
-            (serde_json::json!({"bounds": true}), "bounds need groups with a box"),
-            (serde_json::json!({"blocks_sql": "SELECT 1"}), "blocks_sql is a setting of the blocks sampler"),
-            (serde_json::json!({"batch_sise": 4}), "unknown setting \"batch_sise\""),
-            (serde_json::json!({"sampler": "nope"}), "sampler: unknown sampler \"nope\""),
+            (
+                serde_json::json!({"sampler": "blocks", "block_size": -1.0}),
+                "block_size must be a positive number",
+            ),
+            (
+                serde_json::json!({"label_mode": "stratified"}),
+                "label_mode needs label",
+            ),
+            (
+                serde_json::json!({"bounds": true}),
+                "bounds need groups with a box",
+            ),
+            (
+                serde_json::json!({"blocks_sql": "SELECT 1"}),
+                "blocks_sql is a setting of the blocks sampler",
+            ),
+            (
+                serde_json::json!({"batch_sise": 4}),
+                "unknown setting \"batch_sise\"",
+            ),
+            (
+                serde_json::json!({"sampler": "nope"}),
+                "sampler: unknown sampler \"nope\"",
+            ),
             (serde_json::json!({"seed": "x"}), "seed: invalid type"),
             (serde_json::json!({"dense": ["a", "id:3"]}), "not both"),
         ];
@@ -766,12 +809,24 @@ mod tests {
             assert_eq!(kind.parse::<SamplerKind>().unwrap().to_string(), kind);
         }
         assert_eq!("cells".parse::<SamplerKind>().unwrap(), SamplerKind::Random);
-        assert_eq!("drop-last".parse::<ShardPolicy>().unwrap(), ShardPolicy::DropLast);
-        assert_eq!("class_balanced".parse::<LabelMode>().unwrap(), LabelMode::ClassBalanced);
-        assert_eq!("float32".parse::<ValueOutput>().unwrap(), ValueOutput::Float32);
+        assert_eq!(
+            "drop-last".parse::<ShardPolicy>().unwrap(),
+            ShardPolicy::DropLast
+        );
+        assert_eq!(
+            "class_balanced".parse::<LabelMode>().unwrap(),
+            LabelMode::ClassBalanced
+        );
+        assert_eq!(
+            "float32".parse::<ValueOutput>().unwrap(),
+            ValueOutput::Float32
+        );
         assert_eq!("I32".parse::<IndexOutput>().unwrap(), IndexOutput::Int32);
         let s = from(serde_json::json!({"sampler": "groups", "policy": "pad", "dense": [1, 2], "values": "f64"})).unwrap();
-        assert_eq!((s.sampler, s.policy, s.values), (SamplerKind::Groups, ShardPolicy::Pad, ValueOutput::Float64));
+        assert_eq!(
+            (s.sampler, s.policy, s.values),
+            (SamplerKind::Groups, ShardPolicy::Pad, ValueOutput::Float64)
+        );
         assert_eq!(s.dense, Some(DenseGenes::Ids(vec![1, 2])));
         assert_eq!(s.items_per_batch(), defaults::BATCH_GROUPS);
         assert_eq!(s.to_json()["policy"], "pad");

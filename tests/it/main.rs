@@ -1,9 +1,10 @@
 //! Integration suite over the binary: bad inputs, corruption, crash safety, concurrency,
-//! containment, the fuzz regressions, the obs table of one sample and `cellarrow bench
+//! containment, the fuzz regressions, `cellarrow sample` against the library, the obs table of one sample and `cellarrow bench
 //! --json`. One integration binary (`cargo test --test it`).
 
 mod bad_inputs;
 mod bench_cli;
+mod cli_sample;
 mod common;
 mod concurrency;
 mod containment;
