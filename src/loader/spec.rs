@@ -174,7 +174,7 @@ text_enum!(IndexOutput, "index type", "native or i32", [
 /// use std::sync::Arc;
 /// use cellarrow::loader::{SamplerKind, SamplerSpec};
 /// let corpus = Arc::new(cellarrow::Corpus::open("my.corpus")?);
-/// let spec = SamplerSpec { rank: 0, world_size: 2, batch_size: Some(256), ..SamplerSpec::new(SamplerKind::Random, 7) };
+/// let mut spec = SamplerSpec { rank: 0, world_size: 2, batch_size: Some(256), ..SamplerSpec::new(SamplerKind::Random, 7) };
 /// let cohort = spec.select(&corpus, None)?;
 /// let planned = spec.plan(&corpus, cohort)?;
 /// println!("{} batches for this rank", planned.plan.n_batches());
