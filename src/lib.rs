@@ -4,8 +4,9 @@
 //! [`h5ad`] reads AnnData files, [`corpus`] is the on-disk format and its zero-copy reader,
 //! [`convert`] turns h5ad cohorts into a corpus, [`query`] selects cohorts with SQL,
 //! [`sample`] draws cells and groups with deterministic sharding, [`loader`] gathers them
-//! into Arrow batches, and [`cli`] is the command line over all of them.
+//! into Arrow batches, and `cli` (with the `cli` feature) is the command line over all of them.
 
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod convert;
 pub mod corpus;

@@ -14,34 +14,102 @@ use arrow::array::{Array, ArrayRef, AsArray, UInt64Array};
 use arrow::datatypes::{Field, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use cellarrow::corpus::{Corpus, ValueType};
-use cellarrow::loader::{
-    BatchOptions, Gatherer, Loader, LoaderOptions, Region, SamplerKind, SamplerSpec,
-};
+use cellarrow::loader::{BatchOptions, Gatherer, Loader, Region, SamplerSpec};
 use cellarrow::query::QueryEngine;
-use cellarrow::sample::{Cohort, Layout, Shard};
+use cellarrow::sample::{Cohort, Layout, Shard, ShardPolicy};
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyIndexError, PyOSError, PyValueError};
+use pyo3::exceptions::{PyException, PyIndexError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyType};
 use pyo3_arrow::{PyArray, PyRecordBatch, PyTable};
-
-use plan::{parse_label_mode, parse_policy};
 
 create_exception!(
     _native,
     CellarrowError,
     PyException,
-    "An error reported by the cellarrow core (corpus, query, sampler or loader)."
+    "The base of every error the cellarrow core raises (corpus, query, sampler or loader)."
 );
 
-/// Maps a core error to a Python exception: invalid input is a `ValueError`, I/O an
-/// `OSError`, anything else a `CellarrowError`; the message names the file and object.
+/// The subclasses of [`CellarrowError`] that are also built-in errors, made once per
+/// interpreter: `InvalidInputError` (a `ValueError`), `CellarrowIOError` (an `OSError`) and
+/// `CellarrowIndexError` (an `IndexError`).
+struct ErrorTypes {
+    invalid: Py<PyType>,
+    io: Py<PyType>,
+    index: Py<PyType>,
+    type_: Py<PyType>,
+}
+
+static ERROR_TYPES: PyOnceLock<ErrorTypes> = PyOnceLock::new();
+
+fn error_types(py: Python<'_>) -> &ErrorTypes {
+    ERROR_TYPES.get_or_init(py, || {
+        let make = |name: &str, builtin: Bound<'_, PyType>, doc: &str| -> Py<PyType> {
+            let base = py.get_type::<CellarrowError>();
+            let ns = PyDict::new(py);
+            ns.set_item("__module__", "cellarrow._native")
+                .and_then(|_| ns.set_item("__doc__", doc))
+                .and_then(|_| {
+                    py.get_type::<PyType>()
+                        .call1((name, (base, builtin), ns))?
+                        .cast_into::<PyType>()
+                        .map_err(PyErr::from)
+                })
+                .map(Bound::unbind)
+                .expect("creating an exception class")
+        };
+        ErrorTypes {
+            invalid: make(
+                "InvalidInputError",
+                py.get_type::<PyValueError>(),
+                "A bad argument or setting (also a ValueError).",
+            ),
+            io: make(
+                "CellarrowIOError",
+                py.get_type::<PyOSError>(),
+                "A file could not be read or written (also an OSError).",
+            ),
+            index: make(
+                "CellarrowIndexError",
+                py.get_type::<PyIndexError>(),
+                "A cell id out of range (also an IndexError).",
+            ),
+            type_: make(
+                "CellarrowTypeError",
+                py.get_type::<PyTypeError>(),
+                "An unknown keyword or a value of the wrong type (also a TypeError).",
+            ),
+        }
+    })
+}
+
+/// An `InvalidInputError` (a `CellarrowError` and a `ValueError`) with `msg`.
+pub(crate) fn value_error(msg: impl Into<String>) -> PyErr {
+    let msg = msg.into();
+    Python::attach(|py| PyErr::from_type(error_types(py).invalid.bind(py).clone(), msg))
+}
+
+/// A `CellarrowTypeError` (a `CellarrowError` and a `TypeError`) with `msg`.
+pub(crate) fn type_error(msg: impl Into<String>) -> PyErr {
+    let msg = msg.into();
+    Python::attach(|py| PyErr::from_type(error_types(py).type_.bind(py).clone(), msg))
+}
+
+/// A `CellarrowIndexError` (a `CellarrowError` and an `IndexError`) with `msg`.
+fn index_error(msg: impl Into<String>) -> PyErr {
+    let msg = msg.into();
+    Python::attach(|py| PyErr::from_type(error_types(py).index.bind(py).clone(), msg))
+}
+
+/// Maps a core error to a Python exception, always a `CellarrowError`: invalid input is
+/// also a `ValueError`, I/O also an `OSError`; the message names the file and object.
 pub(crate) fn to_py(e: cellarrow::Error) -> PyErr {
     use cellarrow::ErrorKind as K;
     let msg = e.to_string();
     match e.kind() {
-        K::InvalidInput => PyValueError::new_err(msg),
-        K::Io => PyOSError::new_err(msg),
+        K::InvalidInput => value_error(msg),
+        K::Io => Python::attach(|py| PyErr::from_type(error_types(py).io.bind(py).clone(), msg)),
         _ => CellarrowError::new_err(msg),
     }
 }
@@ -55,11 +123,9 @@ fn table(batches: Vec<RecordBatch>, schema: arrow::datatypes::SchemaRef) -> PyRe
 fn cells_from_array(array: PyArray) -> PyResult<Vec<u64>> {
     let (array, _) = array.into_inner();
     let array: ArrayRef = arrow::compute::cast(&array, &arrow::datatypes::DataType::UInt64)
-        .map_err(|e| {
-            PyValueError::new_err(format!("cell ids must be non-negative integers: {e}"))
-        })?;
+        .map_err(|e| value_error(format!("cell ids must be non-negative integers: {e}")))?;
     if array.null_count() > 0 {
-        return Err(PyValueError::new_err("cell ids must not be null"));
+        return Err(value_error("cell ids must not be null"));
     }
     Ok(array.as_primitive::<UInt64Type>().values().to_vec())
 }
@@ -80,7 +146,7 @@ fn cells_to_array(cells: Vec<u64>) -> PyArray {
 #[allow(clippy::mut_from_ref)] // the bytes object is new: nothing else refers to its contents
 fn new_bytes(py: Python<'_>, len: usize) -> PyResult<(Bound<'_, PyBytes>, &mut [u8])> {
     let n = pyo3::ffi::Py_ssize_t::try_from(len)
-        .map_err(|_| PyValueError::new_err(format!("{len} bytes do not fit one object")))?;
+        .map_err(|_| value_error(format!("{len} bytes do not fit one object")))?;
     // SAFETY: a NULL source asks CPython for an uninitialised object of `n` bytes, which it
     // documents as writable until the object is shared. We own its only reference, the slice
     // covers exactly its contents and lives no longer than the borrow of `py` (the caller
@@ -265,7 +331,7 @@ impl PyCorpus {
         Bound<'py, PyBytes>,
     )> {
         if !cells.len().is_multiple_of(8) {
-            return Err(PyValueError::new_err(
+            return Err(value_error(
                 "cell ids must be the bytes of a uint64 or int64 array",
             ));
         }
@@ -275,10 +341,7 @@ impl PyCorpus {
             .collect();
         if signed {
             if let Some(&bad) = cells.iter().find(|&&c| (c as i64) < 0) {
-                return Err(PyIndexError::new_err(format!(
-                    "cell id {} is negative",
-                    bad as i64
-                )));
+                return Err(index_error(format!("cell id {} is negative", bad as i64)));
             }
         }
         let gatherer = match self.gatherer.get() {
@@ -345,130 +408,74 @@ pub struct PyLoader {
     /// Gene ids of the dense columns, in column order (empty for CSR).
     #[pyo3(get)]
     dense_genes: Vec<u32>,
+    /// The effective settings.
+    spec: SamplerSpec,
 }
 
 #[pymethods]
 impl PyLoader {
-    /// See `cellarrow.Loader` for the arguments.
+    /// See `cellarrow.Loader` for the keywords: the library's settings, by name
+    /// (`cellarrow._native.Loader.setting_names()`); those not given take the library's
+    /// defaults. `cells`: the cohort as cell ids (else every cell), narrowed by `where`,
+    /// `cohort` (a cohort file); `blocks_sql` and `regions_sql` choose blocks and regions.
     #[new]
-    #[pyo3(signature = (
-        corpus, cells=None, *, sampler="random", batch_size=None, drop_last=false, seed=0,
-        epoch=0, position=0, rank=0, world_size=1, worker=0, num_workers=1, policy="even",
-        shuffle_run=64, shuffle_window=64, group_size=32, label=None, label_mode="none",
-        regions=None, min_cells=1, max_cells=None, block_size=None, stride=None, values="native",
-        indices="native", dense=None, obs=Vec::new(), coords=false, bounds=false, threads=2,
-        prefetch=8
-    ))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (corpus, cells=None, **settings))]
     fn new(
         py: Python<'_>,
         corpus: &PyCorpus,
         cells: Option<PyArray>,
-        sampler: &str,
-        batch_size: Option<usize>,
-        drop_last: bool,
-        seed: u64,
-        epoch: u64,
-        position: u64,
-        rank: u32,
-        world_size: u32,
-        worker: u32,
-        num_workers: u32,
-        policy: &str,
-        shuffle_run: u64,
-        shuffle_window: u64,
-        group_size: usize,
-        label: Option<String>,
-        label_mode: &str,
-        regions: Option<std::path::PathBuf>,
-        min_cells: usize,
-        max_cells: Option<usize>,
-        block_size: Option<f64>,
-        stride: Option<f64>,
-        values: &str,
-        indices: &str,
-        dense: Option<Vec<Bound<'_, PyAny>>>,
-        obs: Vec<String>,
-        coords: bool,
-        bounds: bool,
-        threads: usize,
-        prefetch: usize,
+        settings: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let cells = cells.map(cells_from_array).transpose()?;
-        let dense = dense.map(plan::dense_genes).transpose()?;
-        // The library's messages speak of settings; name the Python keywords instead.
-        if sampler == "blocks" && block_size.is_none() {
-            return Err(PyValueError::new_err(
-                "the blocks sampler needs block_size= (edge length in coordinate units)",
-            ));
-        }
-        if label_mode != "none" && label.is_none() {
-            return Err(PyValueError::new_err("label_mode needs label=COLUMN"));
-        }
-        let spec = SamplerSpec {
-            sampler: sampler.parse().map_err(to_py)?,
-            batch_size,
-            drop_last,
-            seed,
-            epoch,
-            position,
-            shard: Shard::new(rank, world_size, worker, num_workers).map_err(to_py)?,
-            policy: parse_policy(policy)?,
-            shuffle_run,
-            shuffle_window,
-            group_size,
-            label,
-            label_mode: parse_label_mode(label_mode)?,
-            regions,
-            min_cells,
-            max_cells,
-            block_size,
-            stride,
-            ..SamplerSpec::new(SamplerKind::Random, seed)
-        };
-        let options = BatchOptions {
-            values: values.parse().map_err(to_py)?,
-            indices: indices.parse().map_err(to_py)?,
-            dense,
-            obs_columns: obs,
-            coordinates: coords,
-            group_column: spec.grouped(),
-            bounds,
-        };
-        spec.sampler.check_options(&options).map_err(to_py)?;
+        let mut spec = plan::spec_from_kwargs(settings)?;
         let corpus = corpus.corpus.clone();
-        let (planned, gatherer) = py
-            .detach(|| {
-                let cohort = match cells {
-                    Some(c) => Cohort::from_cells_checked(c, corpus.n_cells())?,
-                    None => Cohort::all(corpus.n_cells()),
-                };
+        let (planned, gatherer, spec) = py
+            .detach(move || {
+                let cohort = cells
+                    .map(|c| Cohort::from_cells_checked(c, corpus.n_cells()))
+                    .transpose()?;
+                let cohort = spec.select(&corpus, cohort)?;
                 let planned = spec.plan(&corpus, cohort)?;
-                let gatherer = Gatherer::new(corpus.clone(), options)?;
-                Ok::<_, cellarrow::Error>((planned, gatherer))
+                let gatherer = Gatherer::new(corpus.clone(), spec.batch_options())?;
+                Ok::<_, cellarrow::Error>((planned, gatherer, spec))
             })
             .map_err(to_py)?;
         let dense_genes = gatherer.dense_genes().to_vec();
         let dense_width = gatherer.dense_width();
-        let loader = Loader::new(
-            Arc::new(gatherer),
-            planned.plan,
-            LoaderOptions {
-                threads,
-                prefetch,
-                start: 0,
-            },
-        );
+        let loader = Loader::new(Arc::new(gatherer), planned.plan, spec.loader_options());
         Ok(PyLoader {
             inner: Mutex::new(loader),
             epoch_len: planned.epoch_len,
             n_items: planned.n_items,
-            start_position: position,
+            start_position: spec.position,
             items_per_batch: planned.items_per_batch,
             grouped: planned.grouped,
             dense_width,
             dense_genes,
+            spec,
         })
+    }
+
+    /// The names of every setting the constructor takes as a keyword.
+    #[staticmethod]
+    fn setting_names() -> Vec<String> {
+        SamplerSpec::names()
+    }
+
+    /// The library's default of every setting, as a dict.
+    #[staticmethod]
+    fn default_settings(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+        plan::spec_to_dict(py, &SamplerSpec::default())
+    }
+
+    /// Every setting of this loader and its value (given or default), as a dict.
+    #[getter]
+    fn settings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        plan::spec_to_dict(py, &self.spec)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Loader({})", self.spec.to_json())
     }
 
     /// Number of batches this loader yields in all.
@@ -545,7 +552,7 @@ impl PyLoader {
 
 /// The address and length of a writable, contiguous, one-dimensional uint8 array.
 fn writable_bytes(array: &Bound<'_, PyAny>) -> PyResult<(std::ptr::NonNull<u8>, usize)> {
-    let bad = || PyValueError::new_err("memory must be a writable, contiguous uint8 array");
+    let bad = || value_error("memory must be a writable, contiguous uint8 array");
     let interface = array.getattr("__array_interface__").map_err(|_| bad())?;
     let typestr: String = interface.get_item("typestr")?.extract()?;
     let shape: Vec<usize> = interface.get_item("shape")?.extract()?;
@@ -573,7 +580,8 @@ fn shard_len(
     policy: &str,
 ) -> PyResult<u64> {
     let shard = Shard::new(rank, world_size, worker, num_workers).map_err(to_py)?;
-    Ok(Layout::new(epoch_len, 0, shard, parse_policy(policy)?)
+    let policy: ShardPolicy = policy.parse().map_err(to_py)?;
+    Ok(Layout::new(epoch_len, 0, shard, policy)
         .map_err(to_py)?
         .len())
 }
@@ -582,6 +590,11 @@ fn shard_len(
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("CellarrowError", m.py().get_type::<CellarrowError>())?;
+    let types = error_types(m.py());
+    m.add("InvalidInputError", types.invalid.clone_ref(m.py()))?;
+    m.add("CellarrowIOError", types.io.clone_ref(m.py()))?;
+    m.add("CellarrowIndexError", types.index.clone_ref(m.py()))?;
+    m.add("CellarrowTypeError", types.type_.clone_ref(m.py()))?;
     m.add_class::<PyCorpus>()?;
     m.add_class::<PyLoader>()?;
     m.add_function(wrap_pyfunction!(shard_len, m)?)?;

@@ -10,8 +10,7 @@ use super::sample::{OutputArgs, SamplerArgs, SamplerKind};
 use crate::corpus::Corpus;
 use crate::error::Result;
 use crate::loader::bench::{self, BenchResult};
-use crate::loader::{BatchPlan, Concat, Gatherer};
-use crate::sample::{mean_label_entropy, Cohort, SampleIndex};
+use crate::loader::{defaults, Gatherer, SamplerSpec};
 
 /// Arguments of `cellarrow bench`.
 #[derive(Debug, Args)]
@@ -45,7 +44,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub epochs: u64,
     /// Batches gathered ahead.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = defaults::PREFETCH)]
     pub prefetch: usize,
     /// One JSON object per line instead of the table, for scripts: a `run` record per
     /// measurement (with its `threads` or `shards`), a `first_batch` record per sampler.
@@ -60,18 +59,40 @@ pub struct BenchArgs {
 /// Runs `cellarrow bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
     bench::keep_freed_memory();
+    let base = args.output_args.apply(args.sampler.spec())?;
     let corpus = Arc::new(Corpus::open(&args.corpus)?);
     let out = Report { json: args.json };
     out.corpus(&args.corpus, &corpus);
-    let cohort = args.sampler.cohort(&corpus)?;
+    // The cohort is every sampler's; blocks and regions chosen in SQL are the samplers' own.
+    let cohort = SamplerSpec {
+        blocks_sql: None,
+        regions_sql: None,
+        bounds: false,
+        ..base.clone()
+    }
+    .select(&corpus, None)?;
     out.header();
     for &kind in &args.samplers {
-        let sargs = SamplerArgs {
-            sampler: kind,
-            ..args.sampler.clone()
-        };
         let started = Instant::now();
-        let plan = match epochs(&sargs, &corpus, &cohort, args.epochs, 0, 1) {
+        // The cohort is resolved; SQL that chooses groups of another sampler does not apply.
+        let mut spec = SamplerSpec {
+            sampler: kind,
+            where_: None,
+            cohort: None,
+            blocks_sql: base
+                .blocks_sql
+                .clone()
+                .filter(|_| kind == SamplerKind::Blocks),
+            regions_sql: base
+                .regions_sql
+                .clone()
+                .filter(|_| kind == SamplerKind::Regions),
+            ..base.clone()
+        };
+        let planned = spec
+            .select(&corpus, None)
+            .and_then(|_| bench::epochs_plan(&spec, &corpus, &cohort, args.epochs, 0, 1));
+        let plan = match planned {
             Ok(p) => p,
             Err(e) => {
                 out.skipped(kind, &e);
@@ -79,8 +100,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             }
         };
         let planned = started.elapsed() / args.epochs.max(1) as u32;
-        let options = args.output_args.batch_options(kind)?;
-        let gatherer = Arc::new(Gatherer::new(corpus.clone(), options)?);
+        let gatherer = Arc::new(Gatherer::new(corpus.clone(), spec.batch_options())?);
         // What a training job waits for at the start of an epoch: the sampler's plan (block
         // enumeration, group tables) and the first batch.
         if plan.n_batches() > 0 {
@@ -88,8 +108,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             gatherer.gather_request(&plan.batch(0)?)?;
             out.first_batch(kind, planned, t.elapsed());
         }
-        if let (false, Some(label)) = (kind.grouped(), &sargs.label) {
-            let entropy = label_entropy(&corpus, plan.as_ref(), label)?;
+        if let (false, Some(label)) = (kind.grouped(), &spec.label) {
+            let entropy = bench::label_entropy(&corpus, plan.as_ref(), label)?;
             out.entropy(kind, label, entropy);
         }
         // An untimed pass first, so every run finds the same pages in memory.
@@ -108,7 +128,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let mut one: Option<f64> = None;
         for &n in args.shards.iter().filter(|&&n| n > 0) {
             let plans = (0..n)
-                .map(|i| epochs(&sargs, &corpus, &cohort, args.epochs, i, n))
+                .map(|i| bench::epochs_plan(&spec, &corpus, &cohort, args.epochs, i, n))
                 .collect::<Result<Vec<_>>>()?;
             let r = bench::run_shards(gatherer.clone(), plans)?;
             out.result(kind, Run::Shards(n), &r);
@@ -116,43 +136,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The batches of `epochs` consecutive epochs for worker `shard` of `shards` within the
-/// worker shard the arguments name.
-fn epochs(
-    sargs: &SamplerArgs,
-    corpus: &Arc<Corpus>,
-    cohort: &Cohort,
-    epochs: u64,
-    shard: usize,
-    shards: usize,
-) -> Result<Arc<dyn BatchPlan>> {
-    let plans = (0..epochs.max(1))
-        .map(|e| {
-            SamplerArgs {
-                epoch: sargs.epoch + e,
-                worker: sargs.worker * shards as u32 + shard as u32,
-                workers: sargs.workers * shards as u32,
-                ..sargs.clone()
-            }
-            .plan(corpus, cohort.clone(), None)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Arc::new(Concat::new(plans)))
-}
-
-/// Mean entropy of the `label` obs column over the batches of `plan`.
-fn label_entropy(corpus: &Corpus, plan: &dyn BatchPlan, label: &str) -> Result<f64> {
-    let index = SampleIndex::from_corpus(corpus, Some(label), false)?;
-    let labels = index.require_labels("the label entropy")?;
-    let mut total = 0.0;
-    for b in 0..plan.n_batches() {
-        let cells = plan.batch(b)?.cells;
-        let codes: Vec<u32> = cells.iter().map(|&c| labels.codes[c as usize]).collect();
-        total += mean_label_entropy(&codes, codes.len().max(1));
-    }
-    Ok(total / plan.n_batches().max(1) as f64)
 }
 
 /// How a measurement used its threads.

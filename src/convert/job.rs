@@ -8,7 +8,7 @@ use arrow::array::{
 };
 use arrow::datatypes::Int32Type;
 use arrow::record_batch::RecordBatch;
-use indicatif::ProgressBar;
+use progress::ProgressBar;
 
 use super::rows::{remap_chunk, CellStats, RowCounts};
 use super::{ConvertOptions, Planned, RESERVED_OBS};
@@ -515,4 +515,68 @@ fn obs_batch(
     // a column null where a sample lacks it: one sample's table is obs.parquet as it is.
     RecordBatch::try_from_iter_with_nullable(fields.into_iter().map(|(n, a)| (n, a, true)))
         .at_object(h5.path(), "obs")
+}
+
+/// Progress bars: indicatif's with the `progress` feature (the command line turns it on),
+/// else the same calls doing nothing, so the library builds without indicatif.
+pub(super) mod progress {
+    #[cfg(feature = "progress")]
+    pub use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+    #[cfg(not(feature = "progress"))]
+    pub use quiet::*;
+
+    #[cfg(not(feature = "progress"))]
+    mod quiet {
+        use std::borrow::Cow;
+
+        /// Where bars draw: nowhere.
+        pub struct ProgressDrawTarget;
+        impl ProgressDrawTarget {
+            pub fn stderr() -> Self {
+                ProgressDrawTarget
+            }
+            pub fn hidden() -> Self {
+                ProgressDrawTarget
+            }
+        }
+
+        /// A bar style: ignored.
+        pub struct ProgressStyle;
+        impl ProgressStyle {
+            pub fn with_template(_: &str) -> Result<Self, std::convert::Infallible> {
+                Ok(ProgressStyle)
+            }
+            pub fn progress_chars(self, _: &str) -> Self {
+                self
+            }
+        }
+
+        /// A group of bars: none drawn.
+        pub struct MultiProgress;
+        impl MultiProgress {
+            pub fn with_draw_target(_: ProgressDrawTarget) -> Self {
+                MultiProgress
+            }
+            pub fn add(&self, bar: ProgressBar) -> ProgressBar {
+                bar
+            }
+            pub fn clear(&self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+
+        /// A bar that counts nothing.
+        pub struct ProgressBar;
+        impl ProgressBar {
+            pub fn new(_: u64) -> Self {
+                ProgressBar
+            }
+            pub fn set_style(&self, _: ProgressStyle) {}
+            pub fn set_prefix(&self, _: impl Into<Cow<'static, str>>) {}
+            pub fn reset(&self) {}
+            pub fn inc(&self, _: u64) {}
+            pub fn finish_with_message(&self, _: impl Into<Cow<'static, str>>) {}
+        }
+    }
 }

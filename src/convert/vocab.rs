@@ -6,7 +6,8 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 /// What to do when one file names the same gene in two columns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum DuplicateGenes {
     /// Refuse the file and list the duplicates (nothing is merged silently).

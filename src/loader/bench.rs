@@ -10,8 +10,10 @@ use arrow::array::{Array, AsArray, ListArray};
 use arrow::datatypes::{DataType, Float32Type, Float64Type, UInt16Type, UInt32Type};
 use arrow::record_batch::RecordBatch;
 
-use super::{BatchPlan, Gatherer, Loader, LoaderOptions};
+use super::{BatchPlan, Concat, Gatherer, Loader, LoaderOptions, SamplerSpec};
+use crate::corpus::Corpus;
 use crate::error::Result;
+use crate::sample::{mean_label_entropy, Cohort, SampleIndex};
 
 /// What one loader run delivered, and how fast.
 #[derive(Debug, Clone, PartialEq)]
@@ -279,4 +281,43 @@ pub fn keep_freed_memory() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
+}
+
+/// The batches of `epochs` consecutive epochs from `spec.epoch`, for worker `shard` of
+/// `shards` within the worker shard `spec` names (so `shards` threads together read that
+/// shard's epochs).
+pub fn epochs_plan(
+    spec: &SamplerSpec,
+    corpus: &Arc<Corpus>,
+    cohort: &Cohort,
+    epochs: u64,
+    shard: usize,
+    shards: usize,
+) -> Result<Arc<dyn BatchPlan>> {
+    let plans = (0..epochs.max(1))
+        .map(|e| {
+            let s = SamplerSpec {
+                epoch: spec.epoch + e,
+                worker: spec.worker * shards as u32 + shard as u32,
+                num_workers: spec.num_workers * shards as u32,
+                ..spec.clone()
+            };
+            Ok(s.plan(corpus, cohort.clone())?.plan)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(Concat::new(plans)))
+}
+
+/// Mean entropy (bits) of the `label` obs column over the batches of `plan`: how mixed a
+/// batch's labels are.
+pub fn label_entropy(corpus: &Corpus, plan: &dyn BatchPlan, label: &str) -> Result<f64> {
+    let index = SampleIndex::from_corpus(corpus, Some(label), false)?;
+    let labels = index.require_labels("the label entropy")?;
+    let mut total = 0.0;
+    for b in 0..plan.n_batches() {
+        let cells = plan.batch(b)?.cells;
+        let codes: Vec<u32> = cells.iter().map(|&c| labels.codes[c as usize]).collect();
+        total += mean_label_entropy(&codes, codes.len().max(1));
+    }
+    Ok(total / plan.n_batches().max(1) as f64)
 }

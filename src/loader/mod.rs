@@ -42,6 +42,7 @@ mod gather;
 mod pool;
 mod prefetch;
 pub mod spec;
+mod summary;
 
 #[cfg(test)]
 mod tests;
@@ -49,7 +50,8 @@ mod tests;
 pub use gather::Gatherer;
 pub use pool::Region;
 pub use prefetch::{Loader, LoaderOptions};
-pub use spec::{Planned, SamplerKind, SamplerSpec};
+pub use spec::{defaults, Planned, SamplerKind, SamplerSpec};
+pub use summary::Summary;
 
 use std::sync::Arc;
 
@@ -57,11 +59,10 @@ use crate::error::Result;
 use crate::sample::{Bounds, Group, Layout, Sampler, Shard, ShardPolicy, ShardState};
 
 /// Value type of the `values` (or `dense`) column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueOutput {
     /// The corpus value type as stored (dense output uses `Float32` unless the corpus stores
     /// `Float64`).
-    #[default]
     Native,
     /// Converted to `Float32` while copying.
     Float32,
@@ -69,42 +70,14 @@ pub enum ValueOutput {
     Float64,
 }
 
-impl std::str::FromStr for ValueOutput {
-    type Err = crate::error::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "native" | "stored" => Ok(ValueOutput::Native),
-            "f32" | "float32" => Ok(ValueOutput::Float32),
-            "f64" | "float64" => Ok(ValueOutput::Float64),
-            _ => Err(crate::error::Error::invalid_input(format!(
-                "unknown value type {s:?}; expected native, f32 or f64"
-            ))),
-        }
-    }
-}
-
 /// Type of the gene ids in the `indices` column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IndexOutput {
     /// As stored (`UInt16` or `UInt32`): the fewest bytes.
-    #[default]
     Native,
     /// Widened to `Int32` while copying: the index type of scipy's CSR matrices and torch's
     /// sparse CSR tensors, which then take the buffer as it is.
     Int32,
-}
-
-impl std::str::FromStr for IndexOutput {
-    type Err = crate::error::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "native" | "stored" => Ok(IndexOutput::Native),
-            "i32" | "int32" => Ok(IndexOutput::Int32),
-            _ => Err(crate::error::Error::invalid_input(format!(
-                "unknown index type {s:?}; expected native or i32"
-            ))),
-        }
-    }
 }
 
 /// The genes of a dense output, in column order.
@@ -118,8 +91,9 @@ pub enum DenseGenes {
     Names(Vec<String>),
 }
 
-/// What a batch holds besides cell ids.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What a batch holds besides cell ids (the default: CSR in the [`spec::defaults`] types, no
+/// extra columns).
+#[derive(Debug, Clone, PartialEq)]
 pub struct BatchOptions {
     /// Value type of the output.
     pub values: ValueOutput,
@@ -136,6 +110,20 @@ pub struct BatchOptions {
     /// Add the box of each cell's group and the coordinates normalised to it (the requests
     /// must then carry bounds: spatial blocks, regions given as boxes). Implies `coordinates`.
     pub bounds: bool,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        BatchOptions {
+            values: spec::defaults::VALUES,
+            indices: spec::defaults::INDICES,
+            dense: None,
+            obs_columns: Vec::new(),
+            coordinates: false,
+            group_column: false,
+            bounds: false,
+        }
+    }
 }
 
 /// The cells of one batch, and for grouped sampling the group of each cell.

@@ -26,8 +26,8 @@ pub struct LoaderOptions {
 impl Default for LoaderOptions {
     fn default() -> Self {
         LoaderOptions {
-            threads: 2,
-            prefetch: 8,
+            threads: super::spec::defaults::THREADS,
+            prefetch: super::spec::defaults::PREFETCH,
             start: 0,
         }
     }

@@ -1,10 +1,16 @@
-//! One description of "which batches does this shard get", shared by `cellarrow sample`,
-//! `cellarrow bench` and the Python loaders, so every front end builds samplers the same way.
+//! The settings of a loader, parsed and checked once: which batches a shard gets (sampler,
+//! shard, cohort and selection), what a batch holds and how the loader runs. `cellarrow
+//! sample`, `cellarrow bench` and the Python loaders only translate their names into a
+//! [`SamplerSpec`]; its defaults are the constants of [`defaults`], its checks are
+//! [`SamplerSpec::validate`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{BatchPlan, SampledCells, SampledGroups};
+use serde::{Deserialize, Serialize};
+
+use super::{BatchOptions, BatchPlan, DenseGenes, IndexOutput, LoaderOptions, SampledCells};
+use super::{SampledGroups, ValueOutput};
 use crate::corpus::Corpus;
 use crate::error::{Error, Result};
 use crate::sample::{
@@ -12,19 +18,45 @@ use crate::sample::{
     RegionConfig, Regions, SampleIndex, Sampler, Shard, ShardPolicy, ShardState, SpatialBlocks,
 };
 
+/// The default of every setting, in one place; the command line and Python take theirs from
+/// here.
+pub mod defaults {
+    use super::{IndexOutput, LabelMode, SamplerKind, ShardPolicy, ValueOutput};
+
+    pub const SAMPLER: SamplerKind = SamplerKind::Random;
+    pub const SEED: u64 = 0;
+    pub const EPOCH: u64 = 0;
+    /// Cells per batch of the cell samplers (random, shuffle).
+    pub const BATCH_CELLS: usize = 256;
+    /// Groups per batch of the group samplers (groups, regions, blocks).
+    pub const BATCH_GROUPS: usize = 1;
+    pub const RANK: u32 = 0;
+    pub const WORLD_SIZE: u32 = 1;
+    pub const WORKER: u32 = 0;
+    pub const NUM_WORKERS: u32 = 1;
+    pub const POLICY: ShardPolicy = ShardPolicy::Even;
+    /// Runs of 64 cells: long enough that a cold read is one request per run, short enough
+    /// that a batch of 256 mixes four places of the corpus.
+    pub const SHUFFLE_RUN: u64 = 64;
+    pub const SHUFFLE_WINDOW: u64 = 64;
+    /// 32 cells: the group size the command line and Python have always used; a batch of 8
+    /// groups is the 256 cells of a random batch.
+    pub const GROUP_SIZE: usize = 32;
+    pub const LABEL_MODE: LabelMode = LabelMode::None;
+    pub const MIN_CELLS: usize = 1;
+    pub const VALUES: ValueOutput = ValueOutput::Native;
+    /// As stored (u16 or u32): lossless and the fewest bytes; ask for `i32` where a consumer
+    /// (scipy, torch) needs it, and the gather widens while copying.
+    pub const INDICES: IndexOutput = IndexOutput::Native;
+    /// Two gathering threads keep one consumer fed on every corpus measured (`cellarrow bench`).
+    pub const THREADS: usize = 2;
+    /// Batches gathered ahead: enough to hide an uneven batch, bounded memory.
+    pub const PREFETCH: usize = 8;
+}
+
 /// The samplers.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    clap::ValueEnum,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum SamplerKind {
     /// Random cells, a fresh permutation of the cohort per epoch.
     #[default]
@@ -46,18 +78,6 @@ impl SamplerKind {
         !matches!(self, SamplerKind::Random | SamplerKind::Shuffle)
     }
 
-    /// Checks that this sampler's groups can fill the columns `options` asks for: group
-    /// boxes come with spatial blocks and with regions (those given as boxes).
-    pub fn check_options(self, options: &super::BatchOptions) -> Result<()> {
-        if options.bounds && !matches!(self, SamplerKind::Blocks | SamplerKind::Regions) {
-            return Err(Error::invalid_input(format!(
-                "bounds need groups with a box: the blocks sampler, or regions given as boxes, not {}",
-                self.name()
-            )));
-        }
-        Ok(())
-    }
-
     /// The name on the command line and in Python.
     pub fn name(self) -> &'static str {
         match self {
@@ -70,57 +90,126 @@ impl SamplerKind {
     }
 }
 
-impl std::str::FromStr for SamplerKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "random" | "cells" => Ok(SamplerKind::Random),
-            "shuffle" => Ok(SamplerKind::Shuffle),
-            "groups" => Ok(SamplerKind::Groups),
-            "regions" => Ok(SamplerKind::Regions),
-            "blocks" => Ok(SamplerKind::Blocks),
-            other => Err(Error::invalid_input(format!(
-                "unknown sampler {other:?}; expected random, shuffle, groups, regions or blocks"
-            ))),
+/// Text forms of the settings' enums: `FromStr`, `Display` and serde as that text.
+macro_rules! text_enum {
+    ($ty:ty, $what:literal, $expected:literal, [$($name:literal $(| $alias:literal)* => $v:expr),+ $(,)?]) => {
+        impl std::str::FromStr for $ty {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                match s.to_ascii_lowercase().replace('-', "_").as_str() {
+                    $($name $(| $alias)* => Ok($v),)+
+                    _ => Err(Error::invalid_input(format!(
+                        concat!("unknown ", $what, " {:?}; expected ", $expected), s
+                    ))),
+                }
+            }
         }
-    }
+        impl $ty {
+            /// The text of this value (what `FromStr` and serde read).
+            pub fn as_str(self) -> &'static str {
+                $(if self == $v { return $name; })+
+                unreachable!("every value has a name")
+            }
+        }
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+    (serde $ty:ty) => {
+        impl Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(|e: Error| serde::de::Error::custom(e.message().to_string()))
+            }
+        }
+    };
 }
 
-/// Everything that defines the batches of one shard of one epoch.
+text_enum!(SamplerKind, "sampler", "random, shuffle, groups, regions or blocks", [
+    "random" | "cells" => SamplerKind::Random,
+    "shuffle" => SamplerKind::Shuffle,
+    "groups" => SamplerKind::Groups,
+    "regions" => SamplerKind::Regions,
+    "blocks" => SamplerKind::Blocks,
+]);
+text_enum!(serde SamplerKind);
+text_enum!(serde ValueOutput);
+text_enum!(serde IndexOutput);
+// ShardPolicy and LabelMode carry serde's snake_case names, the same text.
+text_enum!(ShardPolicy, "shard policy", "even, drop_last or pad", [
+    "even" => ShardPolicy::Even,
+    "drop_last" => ShardPolicy::DropLast,
+    "pad" => ShardPolicy::Pad,
+]);
+text_enum!(LabelMode, "label_mode", "none, class_balanced or stratified", [
+    "none" => LabelMode::None,
+    "class_balanced" => LabelMode::ClassBalanced,
+    "stratified" => LabelMode::Stratified,
+]);
+text_enum!(ValueOutput, "value type", "native, f32 or f64", [
+    "native" | "stored" => ValueOutput::Native,
+    "f32" | "float32" => ValueOutput::Float32,
+    "f64" | "float64" => ValueOutput::Float64,
+]);
+text_enum!(IndexOutput, "index type", "native or i32", [
+    "native" | "stored" => IndexOutput::Native,
+    "i32" | "int32" => IndexOutput::Int32,
+]);
+
+/// Every setting of a loader: which batches one shard of one epoch gets, what a batch holds,
+/// and how the loader runs. Field names are the Python keywords (and, with dashes, the
+/// command-line flags); serde reads and writes them by those names.
+///
+/// Build one with [`SamplerSpec::new`] (or `Default`) and struct update syntax, or from
+/// name/value pairs with [`SamplerSpec::from_json`]; [`SamplerSpec::validate`] checks it.
 ///
 /// ```no_run
 /// use std::sync::Arc;
 /// use cellarrow::loader::{SamplerKind, SamplerSpec};
-/// use cellarrow::sample::{Cohort, Shard};
 /// let corpus = Arc::new(cellarrow::Corpus::open("my.corpus")?);
-/// let spec = SamplerSpec { shard: Shard::new(0, 2, 0, 1)?, batch_size: Some(256), ..SamplerSpec::new(SamplerKind::Random, 7) };
-/// let planned = spec.plan(&corpus, Cohort::all(corpus.n_cells()))?;
+/// let mut spec = SamplerSpec { rank: 0, world_size: 2, batch_size: Some(256), ..SamplerSpec::new(SamplerKind::Random, 7) };
+/// let cohort = spec.select(&corpus, None)?;
+/// let planned = spec.plan(&corpus, cohort)?;
 /// println!("{} batches for this rank", planned.plan.n_batches());
 /// # Ok::<(), cellarrow::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SamplerSpec {
     pub sampler: SamplerKind,
+    /// Cells per batch (random, shuffle; default [`defaults::BATCH_CELLS`]) or groups per
+    /// batch (others; default [`defaults::BATCH_GROUPS`]).
+    pub batch_size: Option<usize>,
+    /// Drop a last, short batch of cells.
+    pub drop_last: bool,
     pub seed: u64,
     pub epoch: u64,
     /// Items of this shard's stream already consumed (to resume).
     pub position: u64,
-    pub shard: Shard,
+    /// The shard: rank in `0..world_size`, worker in `0..num_workers`.
+    pub rank: u32,
+    pub world_size: u32,
+    pub worker: u32,
+    pub num_workers: u32,
     pub policy: ShardPolicy,
-    /// Cells per batch (random; default 256) or groups per batch (others; default 1).
-    pub batch_size: Option<usize>,
-    /// Drop a last, short batch of cells.
-    pub drop_last: bool,
-    /// Shuffle: consecutive cells per run (default 64).
+    /// Shuffle: consecutive cells per run.
     pub shuffle_run: u64,
-    /// Shuffle: runs mixed together (default 64), a shuffle buffer of `run * window` cells.
+    /// Shuffle: runs mixed together, a shuffle buffer of `run * window` cells.
     pub shuffle_window: u64,
     /// Groups: cells per group.
     pub group_size: usize,
-    /// Groups: the label column; regions: the obs column whose values are regions.
+    /// Groups: the label column (for `label_mode`); regions: the obs column whose values are
+    /// regions (also what `regions_sql` selects from).
     pub label: Option<String>,
     pub label_mode: LabelMode,
-    /// Regions: a regions manifest (Parquet or CSV).
+    /// Regions: a regions manifest (Parquet, or CSV by extension).
     pub regions: Option<PathBuf>,
     /// Regions and blocks: leave out groups with fewer cells.
     pub min_cells: usize,
@@ -130,10 +219,83 @@ pub struct SamplerSpec {
     pub block_size: Option<f64>,
     /// Blocks: distance between neighbouring blocks (default: the size, a tiling).
     pub stride: Option<f64>,
-    /// Blocks: only these `(sample_id, block_id)` (e.g. chosen in SQL with `blocks(size)`).
+    /// Only cells whose obs row satisfies this SQL predicate.
+    #[serde(rename = "where")]
+    pub where_: Option<String>,
+    /// Only the cells of this cohort file (written by `cellarrow query --cohort`).
+    pub cohort: Option<PathBuf>,
+    /// Blocks: only the `(sample_id, block_id)` pairs this query returns (over
+    /// `blocks(block_size)`).
+    pub blocks_sql: Option<String>,
+    /// Regions: only the `(sample_id, region_id)` pairs this query returns (over `regions`).
+    pub regions_sql: Option<String>,
+    /// Value type of the output.
+    pub values: ValueOutput,
+    /// Gene id type of CSR output.
+    pub indices: IndexOutput,
+    /// Dense output over these genes instead of CSR.
+    pub dense: Option<DenseGenes>,
+    /// obs columns to add to each batch.
+    pub obs: Vec<String>,
+    /// Add the coordinate columns.
+    pub coords: bool,
+    /// Add each cell's group box and its coordinates normalised to it (implies `coords`).
+    pub bounds: bool,
+    /// Loader threads (0: gather on the consumer's thread).
+    pub threads: usize,
+    /// Batches gathered ahead.
+    pub prefetch: usize,
+    /// Blocks: only these `(sample_id, block_id)`; set by [`SamplerSpec::select`] from
+    /// `blocks_sql`, or directly.
+    #[serde(skip)]
     pub only_blocks: Option<Vec<(String, u64)>>,
-    /// Regions: only these `(sample_id, region_id)`.
+    /// Regions: only these `(sample_id, region_id)`; set by [`SamplerSpec::select`] from
+    /// `regions_sql`, or directly.
+    #[serde(skip)]
     pub only_regions: Option<Vec<(String, String)>>,
+}
+
+impl Default for SamplerSpec {
+    fn default() -> Self {
+        use defaults as d;
+        SamplerSpec {
+            sampler: d::SAMPLER,
+            batch_size: None,
+            drop_last: false,
+            seed: d::SEED,
+            epoch: d::EPOCH,
+            position: 0,
+            rank: d::RANK,
+            world_size: d::WORLD_SIZE,
+            worker: d::WORKER,
+            num_workers: d::NUM_WORKERS,
+            policy: d::POLICY,
+            shuffle_run: d::SHUFFLE_RUN,
+            shuffle_window: d::SHUFFLE_WINDOW,
+            group_size: d::GROUP_SIZE,
+            label: None,
+            label_mode: d::LABEL_MODE,
+            regions: None,
+            min_cells: d::MIN_CELLS,
+            max_cells: None,
+            block_size: None,
+            stride: None,
+            where_: None,
+            cohort: None,
+            blocks_sql: None,
+            regions_sql: None,
+            values: d::VALUES,
+            indices: d::INDICES,
+            dense: None,
+            obs: Vec::new(),
+            coords: false,
+            bounds: false,
+            threads: d::THREADS,
+            prefetch: d::PREFETCH,
+            only_blocks: None,
+            only_regions: None,
+        }
+    }
 }
 
 /// A shard's batch plan and the counts a front end needs for progress and state.
@@ -148,31 +310,158 @@ pub struct Planned {
     pub grouped: bool,
 }
 
+fn at_least<T: PartialOrd + std::fmt::Display>(name: &str, value: T, min: T) -> Result<()> {
+    if value < min {
+        return Err(Error::invalid_input(format!(
+            "{name} must be at least {min}, got {value}"
+        )));
+    }
+    Ok(())
+}
+
+fn positive(name: &str, value: Option<f64>) -> Result<()> {
+    match value {
+        Some(v) if !(v.is_finite() && v > 0.0) => Err(Error::invalid_input(format!(
+            "{name} must be a positive number, got {v}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 impl SamplerSpec {
-    /// Defaults: the first shard of one, epoch 0, even shards, groups of 64, blocks need a size.
+    /// The defaults with `sampler` and `seed`.
     pub fn new(sampler: SamplerKind, seed: u64) -> SamplerSpec {
         SamplerSpec {
             sampler,
             seed,
-            epoch: 0,
-            position: 0,
-            shard: Shard::single(),
-            policy: ShardPolicy::Even,
-            batch_size: None,
-            drop_last: false,
-            shuffle_run: 64,
-            shuffle_window: 64,
-            group_size: 64,
-            label: None,
-            label_mode: LabelMode::None,
-            regions: None,
-            min_cells: 1,
-            max_cells: None,
-            block_size: None,
-            stride: None,
-            only_blocks: None,
-            only_regions: None,
+            ..SamplerSpec::default()
         }
+    }
+
+    /// The names of every setting (the Python keywords), in declaration order.
+    pub fn names() -> Vec<String> {
+        match serde_json::to_value(SamplerSpec::default()) {
+            Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+            _ => unreachable!("the settings serialise to an object"),
+        }
+    }
+
+    /// The settings as a JSON object of every name and its value.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("the settings serialise")
+    }
+
+    /// Settings from name/value pairs (the defaults for the others), checked with
+    /// [`validate`](Self::validate). Errors name the setting: an unknown name (listing the
+    /// valid ones), a negative number, a value of the wrong type.
+    pub fn from_json(pairs: serde_json::Map<String, serde_json::Value>) -> Result<SamplerSpec> {
+        let names = Self::names();
+        for (name, value) in &pairs {
+            if !names.contains(name) {
+                return Err(Error::invalid_input(format!(
+                    "unknown setting {name:?}; the settings are: {}",
+                    names.join(", ")
+                )));
+            }
+            if let Some(v) = value.as_i64().filter(|v| *v < 0) {
+                return Err(Error::invalid_input(format!(
+                    "{name} must not be negative, got {v}"
+                )));
+            }
+        }
+        let spec: SamplerSpec = serde_json::from_value(serde_json::Value::Object(pairs.clone()))
+            .map_err(|e| {
+                // Name the setting: find the pair that fails on its own.
+                let culprit = pairs.iter().find_map(|(k, v)| {
+                    let mut one = serde_json::Map::new();
+                    one.insert(k.clone(), v.clone());
+                    serde_json::from_value::<SamplerSpec>(serde_json::Value::Object(one))
+                        .err()
+                        .map(|e| format!("{k}: {e} (got {v})"))
+                });
+                Error::invalid_input(culprit.unwrap_or_else(|| e.to_string()))
+            })?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Checks the settings together; errors name the setting. Every check of a setting is
+    /// here (the shard's own in [`Shard::validate`]).
+    pub fn validate(&self) -> Result<()> {
+        self.shard()?;
+        if let Some(b) = self.batch_size {
+            at_least("batch_size", b, 1)?;
+        }
+        at_least("shuffle_run", self.shuffle_run, 1)?;
+        at_least("shuffle_window", self.shuffle_window, 1)?;
+        at_least("group_size", self.group_size, 1)?;
+        if let Some(m) = self.max_cells {
+            at_least("max_cells", m, 1)?;
+        }
+        at_least("prefetch", self.prefetch, 1)?;
+        positive("block_size", self.block_size)?;
+        positive("stride", self.stride)?;
+        let kind = self.sampler;
+        if kind == SamplerKind::Blocks && self.block_size.is_none() {
+            return Err(Error::invalid_input(
+                "the blocks sampler needs block_size (edge length in coordinate units)",
+            ));
+        }
+        if self.label_mode != LabelMode::None && self.label.is_none() {
+            return Err(Error::invalid_input(
+                "label_mode needs label (the obs column of labels)",
+            ));
+        }
+        if self.bounds && !matches!(kind, SamplerKind::Blocks | SamplerKind::Regions) {
+            return Err(Error::invalid_input(format!(
+                "bounds need groups with a box: the blocks sampler, or regions given as boxes, not {}",
+                kind.name()
+            )));
+        }
+        let only_for = |name: &str, given: bool, samplers: &[SamplerKind]| {
+            if given && !samplers.contains(&kind) {
+                let names: Vec<&str> = samplers.iter().map(|s| s.name()).collect();
+                return Err(Error::invalid_input(format!(
+                    "{name} is a setting of the {} sampler, not of {}",
+                    names.join(" and "),
+                    kind.name()
+                )));
+            }
+            Ok(())
+        };
+        only_for(
+            "blocks_sql",
+            self.blocks_sql.is_some(),
+            &[SamplerKind::Blocks],
+        )?;
+        only_for(
+            "regions_sql",
+            self.regions_sql.is_some(),
+            &[SamplerKind::Regions],
+        )?;
+        if self.regions_sql.is_some() && self.regions.is_some() {
+            return Err(Error::invalid_input(
+                "regions_sql selects from the corpus's regions (or the label column), not from a regions file; filter the file instead",
+            ));
+        }
+        #[cfg(not(feature = "sql"))]
+        for (name, given) in [
+            ("where", self.where_.is_some()),
+            ("blocks_sql", self.blocks_sql.is_some()),
+            ("regions_sql", self.regions_sql.is_some()),
+        ] {
+            if given {
+                return Err(Error::invalid_input(format!(
+                    "{name} needs SQL: this build of cellarrow has no `sql` feature"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The shard of this process.
+    pub fn shard(&self) -> Result<Shard> {
+        Shard::new(self.rank, self.world_size, self.worker, self.num_workers)
     }
 
     /// Whether batches hold groups.
@@ -180,8 +469,76 @@ impl SamplerSpec {
         self.sampler.grouped()
     }
 
-    /// The plan of this shard over `cohort`.
+    /// Items (cells or groups) per batch: `batch_size`, or the sampler's default.
+    pub fn items_per_batch(&self) -> usize {
+        self.batch_size.unwrap_or(if self.grouped() {
+            defaults::BATCH_GROUPS
+        } else {
+            defaults::BATCH_CELLS
+        })
+    }
+
+    /// What a batch holds (grouped samplers add the `group` column).
+    pub fn batch_options(&self) -> BatchOptions {
+        BatchOptions {
+            values: self.values,
+            indices: self.indices,
+            dense: self.dense.clone(),
+            obs_columns: self.obs.clone(),
+            coordinates: self.coords,
+            group_column: self.grouped(),
+            bounds: self.bounds,
+        }
+    }
+
+    /// How the loader runs.
+    pub fn loader_options(&self) -> LoaderOptions {
+        LoaderOptions {
+            threads: self.threads,
+            prefetch: self.prefetch,
+            start: 0,
+        }
+    }
+
+    /// The cohort these settings serve, and the blocks or regions they choose: `cells` (or
+    /// every cell), intersected with the `where` predicate and the `cohort` file; `blocks_sql`
+    /// and `regions_sql` run here and fill `only_blocks` and `only_regions`. The regions a
+    /// `regions_sql` query sees are those the sampler serves: the `label` column's values
+    /// when a label is given, else the corpus's `regions.parquet` (or its `region` column).
+    pub fn select(&mut self, corpus: &Arc<Corpus>, cells: Option<Cohort>) -> Result<Cohort> {
+        self.validate()?;
+        let mut cohort = cells.unwrap_or_else(|| Cohort::all(corpus.n_cells()));
+        if let Some(path) = &self.cohort {
+            cohort = cohort.intersect(&cohort_file(path, corpus.n_cells())?);
+        }
+        #[cfg(feature = "sql")]
+        {
+            let sel = crate::query::select(
+                corpus,
+                &crate::query::SelectionSql {
+                    where_: self.where_.as_deref(),
+                    blocks_sql: self.blocks_sql.as_deref(),
+                    regions_sql: self.regions_sql.as_deref(),
+                    region_column: self.label.as_deref(),
+                },
+            )?;
+            if let Some(c) = sel.cohort {
+                cohort = cohort.intersect(&c);
+            }
+            if sel.blocks.is_some() {
+                self.only_blocks = sel.blocks;
+            }
+            if sel.regions.is_some() {
+                self.only_regions = sel.regions;
+            }
+        }
+        Ok(cohort)
+    }
+
+    /// The plan of this shard over `cohort` (see [`select`](Self::select) for the cohort and
+    /// the SQL-chosen groups).
     pub fn plan(&self, corpus: &Arc<Corpus>, cohort: Cohort) -> Result<Planned> {
+        self.validate()?;
         let state = ShardState {
             epoch: self.epoch,
             start: 0,
@@ -195,9 +552,6 @@ impl SamplerSpec {
                 self.cells_plan(s, state)
             }
             SamplerKind::Groups => {
-                if self.label_mode != LabelMode::None && self.label.is_none() {
-                    return Err(Error::invalid_input("a label mode needs a label column"));
-                }
                 // Groups draw from cell ranges: coordinates are not needed, and labels only
                 // for a label mode.
                 let label = match self.label_mode {
@@ -228,18 +582,16 @@ impl SamplerSpec {
                     (None, None) if default_regions.exists() => Regions::from_manifest(&index, cohort, &default_regions, cfg)?,
                     (None, None) => {
                         return Err(Error::invalid_input(
-                            "the regions sampler needs a regions manifest or a label column (the corpus has no regions.parquet)",
+                            "the regions sampler needs regions (a regions manifest) or label (an obs column of regions); the corpus has no regions.parquet",
                         ))
                     }
                 };
                 self.groups_plan(s, state)
             }
             SamplerKind::Blocks => {
-                let size = self.block_size.ok_or_else(|| {
-                    Error::invalid_input(
-                        "the blocks sampler needs a block size (edge length in coordinate units)",
-                    )
-                })?;
+                let size = self
+                    .block_size
+                    .expect("validate: the blocks sampler has a block size");
                 let index = SampleIndex::from_corpus(corpus, None, true)?;
                 let mut cfg = BlockConfig {
                     stride: self.stride,
@@ -261,8 +613,15 @@ impl SamplerSpec {
         state: ShardState,
     ) -> Result<Planned> {
         let epoch_len = s.epoch_len(self.epoch);
-        let per_batch = self.batch_size.unwrap_or(256).max(1);
-        let plan = SampledCells::new(s, self.shard, self.policy, state, per_batch, self.drop_last)?;
+        let per_batch = self.items_per_batch();
+        let plan = SampledCells::new(
+            s,
+            self.shard()?,
+            self.policy,
+            state,
+            per_batch,
+            self.drop_last,
+        )?;
         Ok(Planned {
             epoch_len,
             n_items: plan.n_items(),
@@ -278,8 +637,8 @@ impl SamplerSpec {
         state: ShardState,
     ) -> Result<Planned> {
         let epoch_len = s.epoch_len(self.epoch);
-        let per_batch = self.batch_size.unwrap_or(1).max(1);
-        let plan = SampledGroups::new(s, self.shard, self.policy, state, per_batch)?;
+        let per_batch = self.items_per_batch();
+        let plan = SampledGroups::new(s, self.shard()?, self.policy, state, per_batch)?;
         Ok(Planned {
             epoch_len,
             n_items: plan.n_items(),
@@ -287,5 +646,189 @@ impl SamplerSpec {
             grouped: true,
             plan: Arc::new(plan),
         })
+    }
+}
+
+/// A cohort file, checked against the corpus.
+fn cohort_file(path: &Path, n_cells: u64) -> Result<Cohort> {
+    let file = crate::sample::read_cohort(path)?;
+    file.check_range(n_cells).map_err(|e| e.with_path(path))?;
+    Ok(file)
+}
+
+impl DenseGenes {
+    /// A list of gene names, `id:N` entries (gene ids) or the one word `all`.
+    pub fn from_list(list: &[String]) -> Result<DenseGenes> {
+        if list.len() == 1 && list[0] == "all" {
+            return Ok(DenseGenes::All);
+        }
+        let ids = list.iter().filter(|g| g.starts_with("id:")).count();
+        if ids == 0 {
+            return Ok(DenseGenes::Names(list.to_vec()));
+        }
+        if ids < list.len() {
+            return Err(Error::invalid_input(
+                "dense: give either gene names or id:N entries, not both",
+            ));
+        }
+        list.iter()
+            .map(|g| {
+                g[3..]
+                    .parse::<u32>()
+                    .map_err(|_| Error::invalid_input(format!("dense: {g:?} is not id:NUMBER")))
+            })
+            .collect::<Result<_>>()
+            .map(DenseGenes::Ids)
+    }
+}
+
+/// `dense` as serde sees it: `"all"`, a list of names, or a list of gene ids.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum DenseText {
+    One(String),
+    Ids(Vec<u32>),
+    Names(Vec<String>),
+}
+
+impl Serialize for DenseGenes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            DenseGenes::All => DenseText::One("all".into()),
+            DenseGenes::Ids(ids) => DenseText::Ids(ids.clone()),
+            DenseGenes::Names(n) => DenseText::Names(n.clone()),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for DenseGenes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let list = match DenseText::deserialize(d).map_err(|_| {
+            D::Error::custom(
+                "expected \"all\", a list of gene names, or a list of gene ids (not mixed)",
+            )
+        })? {
+            DenseText::Ids(ids) => return Ok(DenseGenes::Ids(ids)),
+            DenseText::One(s) => vec![s],
+            DenseText::Names(n) => n,
+        };
+        DenseGenes::from_list(&list).map_err(|e| D::Error::custom(e.message().to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(pairs: serde_json::Value) -> Result<SamplerSpec> {
+        match pairs {
+            serde_json::Value::Object(m) => SamplerSpec::from_json(m),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn names_and_defaults_round_trip() {
+        let d = SamplerSpec::default();
+        assert_eq!(d.group_size, defaults::GROUP_SIZE);
+        let back = SamplerSpec::from_json(match d.to_json() {
+            serde_json::Value::Object(m) => m,
+            _ => unreachable!(),
+        })
+        .unwrap();
+        assert_eq!(back, d);
+        let names = SamplerSpec::names();
+        for n in ["where", "blocks_sql", "num_workers", "prefetch", "dense"] {
+            assert!(names.iter().any(|x| x == n), "{n} in {names:?}");
+        }
+        assert!(!names.iter().any(|x| x == "only_blocks"));
+    }
+
+    #[test]
+    fn each_check_names_its_setting() {
+        let cases = [
+            (
+                serde_json::json!({"batch_size": 0}),
+                "batch_size must be at least 1, got 0",
+            ),
+            (
+                serde_json::json!({"batch_size": -3}),
+                "batch_size must not be negative, got -3",
+            ),
+            (
+                serde_json::json!({"shuffle_run": 0}),
+                "shuffle_run must be at least 1",
+            ),
+            (
+                serde_json::json!({"group_size": 0}),
+                "group_size must be at least 1",
+            ),
+            (
+                serde_json::json!({"world_size": 0}),
+                "world_size must be at least 1",
+            ),
+            (serde_json::json!({"sampler": "blocks"}), "needs block_size"),
+            (
+                serde_json::json!({"sampler": "blocks", "block_size": -1.0}),
+                "block_size must be a positive number",
+            ),
+            (
+                serde_json::json!({"label_mode": "stratified"}),
+                "label_mode needs label",
+            ),
+            (
+                serde_json::json!({"bounds": true}),
+                "bounds need groups with a box",
+            ),
+            (
+                serde_json::json!({"blocks_sql": "SELECT 1"}),
+                "blocks_sql is a setting of the blocks sampler",
+            ),
+            (
+                serde_json::json!({"batch_sise": 4}),
+                "unknown setting \"batch_sise\"",
+            ),
+            (
+                serde_json::json!({"sampler": "nope"}),
+                "sampler: unknown sampler \"nope\"",
+            ),
+            (serde_json::json!({"seed": "x"}), "seed: invalid type"),
+            (serde_json::json!({"dense": ["a", "id:3"]}), "not both"),
+        ];
+        for (pairs, want) in cases {
+            let e = from(pairs.clone()).unwrap_err();
+            assert!(e.message().contains(want), "{pairs}: {e}");
+        }
+    }
+
+    #[test]
+    fn enums_parse_their_text_forms_and_print_them_back() {
+        for kind in ["random", "shuffle", "groups", "regions", "blocks"] {
+            assert_eq!(kind.parse::<SamplerKind>().unwrap().to_string(), kind);
+        }
+        assert_eq!("cells".parse::<SamplerKind>().unwrap(), SamplerKind::Random);
+        assert_eq!(
+            "drop-last".parse::<ShardPolicy>().unwrap(),
+            ShardPolicy::DropLast
+        );
+        assert_eq!(
+            "class_balanced".parse::<LabelMode>().unwrap(),
+            LabelMode::ClassBalanced
+        );
+        assert_eq!(
+            "float32".parse::<ValueOutput>().unwrap(),
+            ValueOutput::Float32
+        );
+        assert_eq!("I32".parse::<IndexOutput>().unwrap(), IndexOutput::Int32);
+        let s = from(serde_json::json!({"sampler": "groups", "policy": "pad", "dense": [1, 2], "values": "f64"})).unwrap();
+        assert_eq!(
+            (s.sampler, s.policy, s.values),
+            (SamplerKind::Groups, ShardPolicy::Pad, ValueOutput::Float64)
+        );
+        assert_eq!(s.dense, Some(DenseGenes::Ids(vec![1, 2])));
+        assert_eq!(s.items_per_batch(), defaults::BATCH_GROUPS);
+        assert_eq!(s.to_json()["policy"], "pad");
     }
 }

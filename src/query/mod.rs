@@ -67,7 +67,7 @@ use crate::sample::{Cohort, CELL_COLUMN};
 
 pub use ontology::ONTOLOGY_TABLE;
 pub use output::{format_table, OutputFormat, ResultWriter};
-pub use selection::{block_selection, region_selection};
+pub use selection::{block_selection, region_selection, select, Selection, SelectionSql};
 
 pub(crate) use expr::CellRows;
 

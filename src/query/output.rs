@@ -13,7 +13,8 @@ use parquet::file::properties::WriterProperties;
 use crate::error::{Error, ErrorKind, Result};
 
 /// How query results are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum OutputFormat {
     /// An aligned text table for people.
     #[default]

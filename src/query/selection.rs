@@ -5,8 +5,12 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
 use futures::StreamExt;
 
+use std::sync::Arc;
+
 use super::{query_error, QueryEngine};
+use crate::corpus::Corpus;
 use crate::error::{Error, ErrorKind, Result};
+use crate::sample::Cohort;
 
 /// The spatial blocks a query selects: the distinct `(sample_id, block_id)` pairs of its
 /// result, sorted. The query must return a `sample_id` column (text) and an integer
@@ -172,4 +176,58 @@ fn strings(column: &dyn Array, name: &str, what: &str) -> Result<Vec<String>> {
 fn block_ids(column: &dyn Array, what: &str) -> Result<Vec<u64>> {
     let ids = crate::sample::integer_ids(column, "block_id", "block ids", what, ErrorKind::Query)?;
     Ok(ids.values().to_vec())
+}
+
+/// The SQL parts of a loader's selection; each is optional.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SelectionSql<'a> {
+    /// A predicate on obs: only the cells it holds for.
+    pub where_: Option<&'a str>,
+    /// A query returning `sample_id`, `block_id` (see [`block_selection`]).
+    pub blocks_sql: Option<&'a str>,
+    /// A query returning `sample_id`, `region_id` (see [`region_selection`]).
+    pub regions_sql: Option<&'a str>,
+    /// The obs column whose values are the regions the sampler serves; `regions_sql` then
+    /// sees those regions as its `regions` table, whatever `regions.parquet` holds.
+    pub region_column: Option<&'a str>,
+}
+
+/// What [`select`] chose: the cohort of a `where_` (else `None`: every cell), and the blocks
+/// and regions of the queries.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub cohort: Option<Cohort>,
+    pub blocks: Option<Vec<(String, u64)>>,
+    pub regions: Option<Vec<(String, String)>>,
+}
+
+/// Runs the SQL parts of a selection in one session over `corpus` (none is started when
+/// there is no SQL).
+pub fn select(corpus: &Arc<Corpus>, sql: &SelectionSql<'_>) -> Result<Selection> {
+    let mut out = Selection::default();
+    if sql.where_.is_none() && sql.blocks_sql.is_none() && sql.regions_sql.is_none() {
+        return Ok(out);
+    }
+    let mut engine = QueryEngine::new(corpus.clone())?;
+    if let Some(pred) = sql.where_ {
+        out.cohort = Some(engine.cohort_where(pred)?);
+    }
+    if let Some(q) = sql.blocks_sql {
+        out.blocks = Some(block_selection(&engine, q)?);
+    }
+    if let Some(q) = sql.regions_sql {
+        if let Some(column) = sql.region_column {
+            // The sampler's regions are this column's values: so are the query's.
+            if engine.tables.iter().any(|t| t == "regions") {
+                engine
+                    .ctx
+                    .deregister_table("regions")
+                    .map_err(super::query_error)?;
+                engine.tables.retain(|t| t != "regions");
+            }
+            engine.derive_regions(Some(column))?;
+        }
+        out.regions = Some(region_selection(&engine, q)?);
+    }
+    Ok(out)
 }

@@ -1,10 +1,12 @@
 //! Integration suite over the binary: bad inputs, corruption, crash safety, concurrency,
-//! containment, the fuzz regressions, the obs table of one sample and `cellarrow bench
-//! --json`, ontologies. One integration binary (`cargo test --test it`).
+//! containment, the fuzz regressions, `cellarrow sample` against the library, the obs table
+//! of one sample, `cellarrow bench --json`, append, ontologies. One integration binary
+//! (`cargo test --test it`).
 
 mod append;
 mod bad_inputs;
 mod bench_cli;
+mod cli_sample;
 mod common;
 mod concurrency;
 mod containment;
