@@ -14,6 +14,7 @@ mod manifest;
 mod part;
 mod reader;
 mod table;
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod testing;
 #[cfg(test)]
@@ -49,6 +50,37 @@ pub enum ValueType {
     Uint32,
     Float32,
     Float64,
+}
+
+impl IndexType {
+    /// Bytes of one gene id of this type.
+    ///
+    /// ```
+    /// use cellarrow::corpus::IndexType;
+    /// assert_eq!(IndexType::Uint16.byte_width(), 2);
+    /// ```
+    pub fn byte_width(self) -> usize {
+        match self {
+            IndexType::Uint16 => 2,
+            IndexType::Uint32 => 4,
+        }
+    }
+}
+
+impl ValueType {
+    /// Bytes of one value of this type.
+    ///
+    /// ```
+    /// use cellarrow::corpus::ValueType;
+    /// assert_eq!(ValueType::Float32.byte_width(), 4);
+    /// ```
+    pub fn byte_width(self) -> usize {
+        match self {
+            ValueType::Uint16 => 2,
+            ValueType::Uint32 | ValueType::Float32 => 4,
+            ValueType::Float64 => 8,
+        }
+    }
 }
 
 /// One matrix part as listed in the manifest.
