@@ -158,6 +158,20 @@ pub enum Values<'a> {
 /// Opening maps every matrix part and decodes its record batches with no copy; per cell,
 /// [`Corpus::indices`], [`Corpus::values`] and [`Corpus::row_nnz`] cost one binary search over
 /// the batch start cells and allocate nothing.
+///
+/// ```no_run
+/// use cellarrow::Corpus;
+/// let corpus = Corpus::open("pbmc.corpus")?; // written by `cellarrow convert` or `convert::convert`
+/// println!("{} cells x {} genes", corpus.n_cells(), corpus.n_genes());
+/// // Cell 0's non-zeros, viewed in the mapped matrix part.
+/// let genes = corpus.indices(0).to_u32_vec();
+/// let values = corpus.values(0).to_f64_vec();
+/// assert_eq!(genes.len(), values.len());
+/// // Obs columns as Arrow arrays, one row per cell.
+/// let labels = corpus.obs_columns(&["cell_type"])?;
+/// assert_eq!(labels[0].len() as u64, corpus.n_cells());
+/// # Ok::<(), cellarrow::Error>(())
+/// ```
 pub struct Corpus {
     root: PathBuf,
     manifest: Manifest,

@@ -35,6 +35,23 @@ const NOT_SELECTED: u32 = u32::MAX;
 /// buffers of a batch return to the gatherer's pool when the batch is dropped, and the next
 /// batch reuses them; [`Gatherer::gather_request_in`] writes them into the caller's memory
 /// instead.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use cellarrow::loader::{BatchOptions, DenseGenes, Gatherer};
+///
+/// let corpus = Arc::new(cellarrow::Corpus::open("pbmc.corpus")?);
+/// // CSR rows with one obs column.
+/// let options = BatchOptions { obs_columns: vec!["cell_type".into()], ..BatchOptions::default() };
+/// let gatherer = Gatherer::new(corpus.clone(), options)?;
+/// let batch = gatherer.gather(&[5, 0, 42], None)?;
+/// assert_eq!(batch.num_rows(), 3);
+/// // Dense rows over the first 100 genes.
+/// let options = BatchOptions { dense: Some(DenseGenes::Ids((0..100).collect())), ..BatchOptions::default() };
+/// let dense = Gatherer::new(corpus, options)?.gather(&[5, 0, 42], None)?;
+/// assert_eq!(dense.schema().field(1).name(), "dense");
+/// # Ok::<(), cellarrow::Error>(())
+/// ```
 pub struct Gatherer {
     corpus: Arc<Corpus>,
     options: BatchOptions,
