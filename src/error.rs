@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What went wrong, coarsely: tests and callers match on this rather than on message text.
+///
+/// New kinds may be added in a minor release, so a `match` on it outside this crate needs a
+/// `_ =>` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// Reading or writing the file system failed.
     Io,

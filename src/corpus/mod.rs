@@ -14,6 +14,7 @@ mod manifest;
 mod part;
 mod reader;
 mod table;
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod testing;
 #[cfg(test)]
@@ -49,6 +50,37 @@ pub enum ValueType {
     Uint32,
     Float32,
     Float64,
+}
+
+impl IndexType {
+    /// Bytes of one gene id of this type.
+    ///
+    /// ```
+    /// use cellarrow::corpus::IndexType;
+    /// assert_eq!(IndexType::Uint16.byte_width(), 2);
+    /// ```
+    pub fn byte_width(self) -> usize {
+        match self {
+            IndexType::Uint16 => 2,
+            IndexType::Uint32 => 4,
+        }
+    }
+}
+
+impl ValueType {
+    /// Bytes of one value of this type.
+    ///
+    /// ```
+    /// use cellarrow::corpus::ValueType;
+    /// assert_eq!(ValueType::Float32.byte_width(), 4);
+    /// ```
+    pub fn byte_width(self) -> usize {
+        match self {
+            ValueType::Uint16 => 2,
+            ValueType::Uint32 | ValueType::Float32 => 4,
+            ValueType::Float64 => 8,
+        }
+    }
 }
 
 /// One matrix part as listed in the manifest.
@@ -153,6 +185,20 @@ pub enum Values<'a> {
 /// Opening maps every matrix part and decodes its record batches with no copy; per cell,
 /// [`Corpus::indices`], [`Corpus::values`] and [`Corpus::row_nnz`] cost one binary search over
 /// the batch start cells and allocate nothing.
+///
+/// ```no_run
+/// use cellarrow::Corpus;
+/// let corpus = Corpus::open("pbmc.corpus")?; // written by `cellarrow convert` or `convert::convert`
+/// println!("{} cells x {} genes", corpus.n_cells(), corpus.n_genes());
+/// // Cell 0's non-zeros, viewed in the mapped matrix part.
+/// let genes = corpus.indices(0).to_u32_vec();
+/// let values = corpus.values(0).to_f64_vec();
+/// assert_eq!(genes.len(), values.len());
+/// // Obs columns as Arrow arrays, one row per cell.
+/// let labels = corpus.obs_columns(&["cell_type"])?;
+/// assert_eq!(labels[0].len() as u64, corpus.n_cells());
+/// # Ok::<(), cellarrow::Error>(())
+/// ```
 pub struct Corpus {
     root: PathBuf,
     manifest: Manifest,

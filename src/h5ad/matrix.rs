@@ -150,6 +150,28 @@ fn open_sparse(
     path: &Path,
     object: &str,
 ) -> Result<(MatrixEncoding, (u64, u64), Store)> {
+    let (encoding, shape) = sparse_header(g, path, object)?;
+    let data = sparse_member(g, path, object, "data")?;
+    let indices = sparse_member(g, path, object, "indices")?;
+    let indptr = sparse_member(g, path, object, "indptr")?;
+    check_sparse_dtypes(&data, &indices, &indptr, path, object)?;
+    let nnz = data.size() as u64;
+    check_sparse_extents(encoding, shape, nnz, &indices, &indptr, path, object)?;
+    Ok((
+        encoding,
+        shape,
+        Store::Sparse {
+            data,
+            indices,
+            indptr,
+            nnz,
+        },
+    ))
+}
+
+/// The encoding (CSR or CSC) and the shape of a sparse matrix group, from the current
+/// attributes (`encoding-type`, `shape`) or the legacy h5sparse ones.
+fn sparse_header(g: &Group, path: &Path, object: &str) -> Result<(MatrixEncoding, (u64, u64))> {
     let (encoding, shape) =
         match encoding_type(g).as_deref() {
             Some("csr_matrix") => (MatrixEncoding::Csr, attr_ints(g, "shape")),
@@ -178,48 +200,51 @@ fn open_sparse(
                 )),
             },
         };
-    let shape = match shape.as_deref() {
-        Some([r, c]) if *r >= 0 && *c >= 0 => (*r as u64, *c as u64),
-        Some(s) => {
-            return Err(Error::h5ad(
-                path,
-                object,
-                format!("shape attribute must be two non-negative numbers, found {s:?}"),
-            ))
-        }
-        None => {
-            return Err(Error::h5ad(
-                path,
-                object,
-                "sparse matrix without a shape attribute",
-            ))
-        }
-    };
-    let member = |name: &str| -> Result<Dataset> {
-        let obj = join(object, name);
-        match open_node(g, name, path, &obj)? {
-            Some(Node::Dataset(ds)) => {
-                if ds.ndim() != 1 {
-                    return Err(Error::h5ad(
-                        path,
-                        obj,
-                        format!("must be 1-D, found {} dimensions", ds.ndim()),
-                    ));
-                }
-                check_filters(&ds, path, &obj)?;
-                Ok(ds)
+    match shape.as_deref() {
+        Some([r, c]) if *r >= 0 && *c >= 0 => Ok((encoding, (*r as u64, *c as u64))),
+        Some(s) => Err(Error::h5ad(
+            path,
+            object,
+            format!("shape attribute must be two non-negative numbers, found {s:?}"),
+        )),
+        None => Err(Error::h5ad(
+            path,
+            object,
+            "sparse matrix without a shape attribute",
+        )),
+    }
+}
+
+/// The 1-D dataset `name` of a sparse matrix group, with filters we can read.
+fn sparse_member(g: &Group, path: &Path, object: &str, name: &str) -> Result<Dataset> {
+    let obj = join(object, name);
+    match open_node(g, name, path, &obj)? {
+        Some(Node::Dataset(ds)) => {
+            if ds.ndim() != 1 {
+                return Err(Error::h5ad(
+                    path,
+                    obj,
+                    format!("must be 1-D, found {} dimensions", ds.ndim()),
+                ));
             }
-            Some(Node::Group(_)) => {
-                Err(Error::h5ad(path, obj, "expected a dataset, found a group"))
-            }
-            None => Err(Error::h5ad(path, obj, "missing from the sparse matrix")),
+            check_filters(&ds, path, &obj)?;
+            Ok(ds)
         }
-    };
-    let data = member("data")?;
-    let indices = member("indices")?;
-    let indptr = member("indptr")?;
+        Some(Node::Group(_)) => Err(Error::h5ad(path, obj, "expected a dataset, found a group")),
+        None => Err(Error::h5ad(path, obj, "missing from the sparse matrix")),
+    }
+}
+
+/// Numbers in `data`, integers in `indices` and `indptr`.
+fn check_sparse_dtypes(
+    data: &Dataset,
+    indices: &Dataset,
+    indptr: &Dataset,
+    path: &Path,
+    object: &str,
+) -> Result<()> {
     let data_obj = join(object, "data");
-    let d = dtype(&data, path, &data_obj)?;
+    let d = dtype(data, path, &data_obj)?;
     if is_string(&d) {
         return Err(Error::unsupported(
             path,
@@ -237,7 +262,7 @@ fn open_sparse(
             ),
         ));
     }
-    for (ds, name) in [(&indices, "indices"), (&indptr, "indptr")] {
+    for (ds, name) in [(indices, "indices"), (indptr, "indptr")] {
         let obj = join(object, name);
         let t = dtype(ds, path, &obj)?;
         if !is_integer(&t) {
@@ -248,7 +273,20 @@ fn open_sparse(
             ));
         }
     }
-    let nnz = data.size() as u64;
+    Ok(())
+}
+
+/// `indices` as long as `data`; `indptr` one longer than the major axis of `shape`, from 0 to
+/// `nnz` (its monotonicity is checked chunk by chunk as rows are read).
+fn check_sparse_extents(
+    encoding: MatrixEncoding,
+    shape: (u64, u64),
+    nnz: u64,
+    indices: &Dataset,
+    indptr: &Dataset,
+    path: &Path,
+    object: &str,
+) -> Result<()> {
     if indices.size() as u64 != nnz {
         return Err(Error::h5ad(
             path,
@@ -275,8 +313,8 @@ fn open_sparse(
             ),
         ));
     }
-    let first = read_i64(&indptr, 0..1, path, &indptr_obj)?[0];
-    let last = read_i64(&indptr, major..major + 1, path, &indptr_obj)?[0];
+    let first = read_i64(indptr, 0..1, path, &indptr_obj)?[0];
+    let last = read_i64(indptr, major..major + 1, path, &indptr_obj)?[0];
     if first != 0 {
         return Err(Error::h5ad(
             path,
@@ -291,16 +329,7 @@ fn open_sparse(
             format!("ends at {last} but data has {nnz} values"),
         ));
     }
-    Ok((
-        encoding,
-        shape,
-        Store::Sparse {
-            data,
-            indices,
-            indptr,
-            nnz,
-        },
-    ))
+    Ok(())
 }
 
 /// Reads `range` of a 1-D dataset converted to `T`.

@@ -35,6 +35,23 @@ const NOT_SELECTED: u32 = u32::MAX;
 /// buffers of a batch return to the gatherer's pool when the batch is dropped, and the next
 /// batch reuses them; [`Gatherer::gather_request_in`] writes them into the caller's memory
 /// instead.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use cellarrow::loader::{BatchOptions, DenseGenes, Gatherer};
+///
+/// let corpus = Arc::new(cellarrow::Corpus::open("pbmc.corpus")?);
+/// // CSR rows with one obs column.
+/// let options = BatchOptions { obs_columns: vec!["cell_type".into()], ..BatchOptions::default() };
+/// let gatherer = Gatherer::new(corpus.clone(), options)?;
+/// let batch = gatherer.gather(&[5, 0, 42], None)?;
+/// assert_eq!(batch.num_rows(), 3);
+/// // Dense rows over the first 100 genes.
+/// let options = BatchOptions { dense: Some(DenseGenes::Ids((0..100).collect())), ..BatchOptions::default() };
+/// let dense = Gatherer::new(corpus, options)?.gather(&[5, 0, 42], None)?;
+/// assert_eq!(dense.schema().field(1).name(), "dense");
+/// # Ok::<(), cellarrow::Error>(())
+/// ```
 pub struct Gatherer {
     corpus: Arc<Corpus>,
     options: BatchOptions,
@@ -61,135 +78,157 @@ impl std::fmt::Debug for Gatherer {
     }
 }
 
+/// The dense gene selection: gene id -> dense column (`NOT_SELECTED` for other genes), and the
+/// selected gene ids in column order.
+fn dense_selection(corpus: &Corpus, sel: &DenseGenes) -> Result<(Vec<u32>, Vec<u32>)> {
+    let ids = resolve_genes(corpus, sel)?;
+    let mut lut = vec![NOT_SELECTED; corpus.n_genes() as usize];
+    for (col, &g) in ids.iter().enumerate() {
+        if lut[g as usize] != NOT_SELECTED {
+            return Err(Error::invalid_input(format!(
+                "gene {g} is selected twice for the dense output"
+            )));
+        }
+        lut[g as usize] = col as u32;
+    }
+    Ok((lut, ids))
+}
+
+/// The matrix fields of a batch: `dense`, or `indices` and `values`.
+fn matrix_fields(
+    corpus: &Corpus,
+    options: &BatchOptions,
+    dense_width: usize,
+) -> Result<Vec<Field>> {
+    let manifest = corpus.manifest();
+    let value_dt = output_value_type(manifest.value_type, options.values, options.dense.is_some());
+    if options.dense.is_some() {
+        return Ok(vec![Field::new(
+            "dense",
+            DataType::FixedSizeList(item_field(value_dt), dense_width as i32),
+            false,
+        )]);
+    }
+    let n_genes = corpus.n_genes();
+    let index_dt = match (options.indices, manifest.index_type) {
+        (IndexOutput::Int32, _) => {
+            if n_genes > i32::MAX as u64 {
+                return Err(Error::invalid_input(format!(
+                    "{n_genes} genes do not fit Int32 gene ids; use the native index type"
+                )));
+            }
+            DataType::Int32
+        }
+        (IndexOutput::Native, IndexType::Uint16) => DataType::UInt16,
+        (IndexOutput::Native, IndexType::Uint32) => DataType::UInt32,
+    };
+    Ok(vec![
+        Field::new("indices", DataType::List(item_field(index_dt)), false),
+        Field::new("values", DataType::List(item_field(value_dt)), false),
+    ])
+}
+
+/// The obs columns a batch carries: the coordinate columns first (as Float64), then the
+/// requested obs columns, each checked against `obs.parquet`. Appends their fields to `fields`
+/// and returns the columns with the number of coordinate axes among them.
+fn load_obs(
+    corpus: &Corpus,
+    options: &BatchOptions,
+    fields: &mut Vec<Field>,
+) -> Result<(Vec<ArrayRef>, usize)> {
+    let coordinates = options.coordinates || options.bounds;
+    if !coordinates && options.obs_columns.is_empty() {
+        return Ok((Vec::new(), 0));
+    }
+    let obs_path = corpus.table_path("obs");
+    let obs_schema = parquet_schema(&obs_path)?;
+    let mut obs_names: Vec<String> = Vec::new();
+    let mut axes = 0;
+    if coordinates {
+        for axis in AXES {
+            if obs_schema.field_with_name(axis).is_ok() {
+                obs_names.push(axis.to_string());
+                axes += 1;
+            } else if axis != "z" {
+                return Err(Error::corpus(
+                    &obs_path,
+                    format!("no coordinate column {axis:?}; is this corpus spatial?"),
+                ));
+            }
+        }
+    }
+    for name in &options.obs_columns {
+        if obs_schema.field_with_name(name).is_err() {
+            let known: Vec<&str> = obs_schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
+            return Err(Error::invalid_input(format!(
+                "obs has no column {name:?}; its columns are {}",
+                known.join(", ")
+            ))
+            .with_path(&obs_path));
+        }
+        if obs_names.contains(name) || name == "cell" || name == "group" {
+            continue;
+        }
+        obs_names.push(name.clone());
+    }
+    if obs_names.is_empty() {
+        return Ok((Vec::new(), axes));
+    }
+    let names: Vec<&str> = obs_names.iter().map(String::as_str).collect();
+    // Mapped from the column cache: loader processes share one copy of each column.
+    let mut cols = corpus.obs_columns(&names)?;
+    for (k, (name, col)) in names.iter().zip(cols.iter_mut()).enumerate() {
+        // Coordinates as Float64 whatever their stored type, for the normalised ones.
+        if k < axes {
+            *col = arrow::compute::cast(col, &DataType::Float64).at(&obs_path)?;
+        }
+        fields.push(Field::new(*name, col.data_type().clone(), true));
+    }
+    Ok((cols, axes))
+}
+
+/// The group box fields (`min_x`.., `max_x`..) and the normalised coordinates (`x_norm`..).
+fn bound_fields(bound_axes: usize) -> Vec<Field> {
+    let mut fields = Vec::new();
+    for prefix in ["min_", "max_"] {
+        for axis in &AXES[..bound_axes] {
+            fields.push(Field::new(
+                format!("{prefix}{axis}"),
+                DataType::Float64,
+                false,
+            ));
+        }
+    }
+    for axis in &AXES[..bound_axes] {
+        fields.push(Field::new(format!("{axis}_norm"), DataType::Float64, true));
+    }
+    fields
+}
+
 impl Gatherer {
     /// Prepares batches of `corpus` with `options`: resolves the dense gene selection and loads
     /// the requested obs columns.
     pub fn new(corpus: Arc<Corpus>, options: BatchOptions) -> Result<Gatherer> {
-        let manifest = corpus.manifest();
-        let n_genes = corpus.n_genes();
-
-        let (dense_lut, dense_genes, dense_width) = match &options.dense {
-            None => (None, Vec::new(), 0),
+        let (dense_lut, dense_genes) = match &options.dense {
+            None => (None, Vec::new()),
             Some(sel) => {
-                let ids = resolve_genes(&corpus, sel)?;
-                let mut lut = vec![NOT_SELECTED; n_genes as usize];
-                for (col, &g) in ids.iter().enumerate() {
-                    if lut[g as usize] != NOT_SELECTED {
-                        return Err(Error::invalid_input(format!(
-                            "gene {g} is selected twice for the dense output"
-                        )));
-                    }
-                    lut[g as usize] = col as u32;
-                }
-                let width = ids.len();
-                (Some(lut), ids, width)
+                let (lut, ids) = dense_selection(&corpus, sel)?;
+                (Some(lut), ids)
             }
         };
-
+        let dense_width = dense_genes.len();
         let mut fields = vec![Field::new("cell", DataType::UInt64, false)];
         if options.group_column {
             fields.push(Field::new("group", DataType::UInt64, false));
         }
-        let value_dt =
-            output_value_type(manifest.value_type, options.values, options.dense.is_some());
-        if options.dense.is_some() {
-            fields.push(Field::new(
-                "dense",
-                DataType::FixedSizeList(item_field(value_dt), dense_width as i32),
-                false,
-            ));
-        } else {
-            let index_dt = match (options.indices, manifest.index_type) {
-                (IndexOutput::Int32, _) => {
-                    if n_genes > i32::MAX as u64 {
-                        return Err(Error::invalid_input(format!(
-                            "{n_genes} genes do not fit Int32 gene ids; use the native index type"
-                        )));
-                    }
-                    DataType::Int32
-                }
-                (IndexOutput::Native, IndexType::Uint16) => DataType::UInt16,
-                (IndexOutput::Native, IndexType::Uint32) => DataType::UInt32,
-            };
-            fields.push(Field::new(
-                "indices",
-                DataType::List(item_field(index_dt)),
-                false,
-            ));
-            fields.push(Field::new(
-                "values",
-                DataType::List(item_field(value_dt)),
-                false,
-            ));
-        }
-
-        let mut obs_names: Vec<String> = Vec::new();
-        // The coordinate columns come first in `obs_names`, then the requested obs columns.
-        let mut axes = 0;
-        let obs_path = corpus.table_path("obs");
-        let coordinates = options.coordinates || options.bounds;
-        if coordinates || !options.obs_columns.is_empty() {
-            let obs_schema = parquet_schema(&obs_path)?;
-            if coordinates {
-                for axis in AXES {
-                    if obs_schema.field_with_name(axis).is_ok() {
-                        obs_names.push(axis.to_string());
-                        axes += 1;
-                    } else if axis != "z" {
-                        return Err(Error::corpus(
-                            &obs_path,
-                            format!("no coordinate column {axis:?}; is this corpus spatial?"),
-                        ));
-                    }
-                }
-            }
-            for name in &options.obs_columns {
-                if obs_schema.field_with_name(name).is_err() {
-                    let known: Vec<&str> = obs_schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect();
-                    return Err(Error::invalid_input(format!(
-                        "obs has no column {name:?}; its columns are {}",
-                        known.join(", ")
-                    ))
-                    .with_path(&obs_path));
-                }
-                if obs_names.contains(name) || name == "cell" || name == "group" {
-                    continue;
-                }
-                obs_names.push(name.clone());
-            }
-        }
-        let obs = if obs_names.is_empty() {
-            Vec::new()
-        } else {
-            let names: Vec<&str> = obs_names.iter().map(String::as_str).collect();
-            // Mapped from the column cache: loader processes share one copy of each column.
-            let mut cols = corpus.obs_columns(&names)?;
-            for (k, (name, col)) in names.iter().zip(cols.iter_mut()).enumerate() {
-                // Coordinates as Float64 whatever their stored type, for the normalised ones.
-                if k < axes {
-                    *col = arrow::compute::cast(col, &DataType::Float64).at(&obs_path)?;
-                }
-                fields.push(Field::new(*name, col.data_type().clone(), true));
-            }
-            cols
-        };
+        fields.extend(matrix_fields(&corpus, &options, dense_width)?);
+        let (obs, axes) = load_obs(&corpus, &options, &mut fields)?;
         let bound_axes = if options.bounds { axes } else { 0 };
-        for prefix in ["min_", "max_"] {
-            for axis in &AXES[..bound_axes] {
-                fields.push(Field::new(
-                    format!("{prefix}{axis}"),
-                    DataType::Float64,
-                    false,
-                ));
-            }
-        }
-        for axis in &AXES[..bound_axes] {
-            fields.push(Field::new(format!("{axis}_norm"), DataType::Float64, true));
-        }
+        fields.extend(bound_fields(bound_axes));
 
         Ok(Gatherer {
             corpus,
@@ -317,11 +356,7 @@ impl Gatherer {
         let spans = spans(&self.corpus, cells);
         let nnz: usize = spans.iter().map(|(_, r)| r.len()).sum();
         let m = self.corpus.manifest();
-        let value_size = match m.value_type {
-            ValueType::Uint16 => 2,
-            ValueType::Uint32 | ValueType::Float32 => 4,
-            ValueType::Float64 => 8,
-        };
+        let value_size = m.value_type.byte_width();
         if nnz > i32::MAX as usize
             || indptr.len() != 4 * (cells.len() + 1)
             || indices.len() != 4 * nnz
@@ -510,8 +545,8 @@ fn one_per_cell<'a, T>(
 }
 
 /// The `min_*`, `max_*` columns of the boxes on the axes of `coords` and the `*_norm`
-/// coordinates (null where the coordinate is null; NaN where it is NaN or the box is flat on
-/// that axis).
+/// coordinates ([`Bounds::normalize`]: null where the coordinate is null, NaN where it is NaN,
+/// 0 where the box is flat on that axis).
 fn box_columns(bounds: &[Bounds], coords: &[ArrayRef]) -> Vec<ArrayRef> {
     use arrow::array::Float64Array;
     let axes = coords.len();
@@ -532,7 +567,7 @@ fn box_columns(bounds: &[Bounds], coords: &[ArrayRef]) -> Vec<ArrayRef> {
         let v: Float64Array = coord
             .iter()
             .zip(bounds)
-            .map(|(x, b)| x.map(|x| (x - b.min[a]) / (b.max[a] - b.min[a])))
+            .map(|(x, b)| x.map(|x| b.normalize(a, x)))
             .collect();
         out.push(Arc::new(v));
     }

@@ -56,7 +56,7 @@ pub use summary::Summary;
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::sample::{Bounds, Group, Layout, Sampler, Shard, ShardPolicy, ShardState};
+use crate::sample::{Bounds, Group, Layout, Sampler, Shard, ShardPolicy, ShardState, ShardWindow};
 
 /// Value type of the `values` (or `dense`) column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,15 +262,13 @@ impl<S: Sampler<Item = u64>> SampledCells<S> {
         batch_size: usize,
         drop_last: bool,
     ) -> Result<Self> {
-        let layout = Layout::new(sampler.epoch_len(state.epoch), state.start, shard, policy)?;
-        let first = state.position.min(layout.len());
-        let len = layout.len() - first;
+        let w = ShardWindow::new(sampler.epoch_len(state.epoch), shard, policy, state)?;
         Ok(SampledCells {
             sampler,
             epoch: state.epoch,
-            layout,
-            first,
-            len,
+            layout: w.layout,
+            first: w.first,
+            len: w.len,
             batch_size: batch_size.max(1) as u64,
             drop_last,
         })
@@ -333,15 +331,13 @@ impl<S: Sampler<Item = Group>> SampledGroups<S> {
         state: ShardState,
         groups_per_batch: usize,
     ) -> Result<Self> {
-        let layout = Layout::new(sampler.epoch_len(state.epoch), state.start, shard, policy)?;
-        let first = state.position.min(layout.len());
-        let len = layout.len() - first;
+        let w = ShardWindow::new(sampler.epoch_len(state.epoch), shard, policy, state)?;
         Ok(SampledGroups {
             sampler,
             epoch: state.epoch,
-            layout,
-            first,
-            len,
+            layout: w.layout,
+            first: w.first,
+            len: w.len,
             groups_per_batch: groups_per_batch.max(1) as u64,
         })
     }

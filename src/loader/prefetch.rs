@@ -50,6 +50,23 @@ struct Shared {
 /// ahead of the consumer; finished batches are reordered so the output does not depend on the
 /// thread count. A failed batch is yielded as an `Err` and ends the iteration. Dropping the
 /// loader stops and joins its threads.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use cellarrow::loader::{BatchOptions, Gatherer, Loader, LoaderOptions, SamplerKind, SamplerSpec};
+/// use cellarrow::sample::Cohort;
+///
+/// let corpus = Arc::new(cellarrow::Corpus::open("pbmc.corpus")?);
+/// let spec = SamplerSpec { batch_size: Some(256), ..SamplerSpec::new(SamplerKind::Random, 7) };
+/// let planned = spec.plan(&corpus, Cohort::all(corpus.n_cells()))?;
+/// let gatherer = Arc::new(Gatherer::new(corpus.clone(), BatchOptions::default())?);
+/// let options = LoaderOptions { threads: 4, ..LoaderOptions::default() };
+/// for batch in Loader::new(gatherer, planned.plan, options) {
+///     let batch = batch?; // cell, indices, values: one row per cell
+///     assert!(batch.num_rows() <= 256);
+/// }
+/// # Ok::<(), cellarrow::Error>(())
+/// ```
 pub struct Loader {
     gatherer: Arc<Gatherer>,
     plan: Arc<dyn BatchPlan>,

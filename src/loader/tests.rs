@@ -671,11 +671,7 @@ fn gathering_into_caller_memory_gives_the_batch_rows() {
         let cells: Vec<u64> = vec![7, 0, 29, 7, 13];
         let expect = csr_rows(&g.gather(&cells, None).unwrap());
         let nnz = g.nnz(&cells).unwrap();
-        let size = match f.corpus.manifest().value_type {
-            ValueType::Uint16 => 2,
-            ValueType::Uint32 | ValueType::Float32 => 4,
-            ValueType::Float64 => 8,
-        };
+        let size = f.corpus.manifest().value_type.byte_width();
         let (mut p, mut i, mut v) = (
             vec![0u8; 4 * (cells.len() + 1)],
             vec![0u8; 4 * nnz],

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 use super::grid::{BlockGrid, Extent};
-use super::regions::downsample;
+use super::group::{epoch_order_at, SpatialItem};
 use super::rng::hash_words;
-use super::{Bounds, Cohort, Group, GroupKey, Permutation, SampleIndex, Sampler};
+use super::{Bounds, Cohort, Group, GroupKey, SampleIndex, Sampler};
 
 const TAG_BLOCK_ORDER: u64 = 0x626C_6F63_6B; // "block"
 const TAG_BLOCK_DOWN: u64 = 0x626C_6B64; // "blkd"
@@ -382,15 +382,20 @@ impl Sampler for SpatialBlocks {
     }
 
     fn item(&self, epoch: u64, pos: u64) -> Group {
-        let perm = Permutation::new(
-            self.len(),
-            hash_words(&[self.cfg.seed, epoch, TAG_BLOCK_ORDER]),
-        );
-        let b = perm.at(pos);
+        let b = epoch_order_at(self.len(), self.cfg.seed, epoch, TAG_BLOCK_ORDER, pos);
         let info = self.blocks[b as usize];
+        SpatialItem {
+            cells: self.block_cells(b),
+            sample: info.sample,
+            key: GroupKey::Block(info.id),
+            bounds: Some(info.bounds),
+            coords: self
+                .cfg
+                .with_coords
+                .then_some((&self.coords[..], info.bounds.dims)),
+        }
         // Seeded by the block itself, so a block is downsampled alike with or without `only`.
-        let cells = downsample(
-            self.block_cells(b),
+        .group(
             self.cfg.max_cells,
             hash_words(&[
                 self.cfg.seed,
@@ -399,13 +404,8 @@ impl Sampler for SpatialBlocks {
                 info.id,
                 TAG_BLOCK_DOWN,
             ]),
-        );
-        let mut g = Group::plain(cells, info.sample, GroupKey::Block(info.id));
-        g.bounds = Some(info.bounds);
-        if self.cfg.with_coords {
-            g.attach_coords(&self.coords, info.bounds.dims, self.cfg.normalize);
-        }
-        g
+            self.cfg.normalize,
+        )
     }
 }
 

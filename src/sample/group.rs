@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::rng::hash_words;
+use super::Permutation;
+
 /// An axis-aligned box: `min[a] <= x[a] < max[a]` on the first `dims` axes (the third axis
 /// is ignored for 2-D boxes). Blocks are half-open; manifest regions given by a box are
 /// closed (see [`Bounds::contains_closed`]).
@@ -42,6 +45,26 @@ impl Bounds {
     /// Closed containment on the box's axes.
     pub fn contains_closed(&self, p: &[f64; 3]) -> bool {
         (0..self.dims as usize).all(|a| p[a] >= self.min[a] && p[a] <= self.max[a])
+    }
+    /// Coordinate `x` on `axis` normalised to the box: `(x - min) / (max - min)`, so the box
+    /// maps to `[0, 1]`. An axis of zero extent (a flat box, such as a region of one point)
+    /// maps every coordinate to 0 rather than dividing by zero; NaN stays NaN.
+    ///
+    /// ```
+    /// use cellarrow::sample::Bounds;
+    /// let b = Bounds::new2([0.0, 5.0], [10.0, 5.0]);
+    /// assert_eq!(b.normalize(0, 2.5), 0.25);
+    /// assert_eq!(b.normalize(1, 5.0), 0.0); // flat on y
+    /// ```
+    pub fn normalize(&self, axis: usize, x: f64) -> f64 {
+        let extent = self.max[axis] - self.min[axis];
+        if extent > 0.0 {
+            (x - self.min[axis]) / extent
+        } else if x.is_nan() {
+            x
+        } else {
+            0.0
+        }
     }
 }
 
@@ -105,8 +128,7 @@ impl Group {
 
 impl Group {
     /// Fills `coords` (and `normalized` when asked) from per-cell coordinates, `dims` values
-    /// per cell. Normalisation maps `bounds` to `[0, 1]` per axis (an axis of zero extent
-    /// maps to 0).
+    /// per cell. Normalisation is [`Bounds::normalize`].
     pub(crate) fn attach_coords(&mut self, all: &[[f64; 3]], dims: u8, normalize: bool) {
         let d = dims as usize;
         let mut c = Vec::with_capacity(self.cells.len() * d);
@@ -117,21 +139,82 @@ impl Group {
             if let Some(b) = &self.bounds {
                 let n = c
                     .chunks_exact(d)
-                    .flat_map(|p| {
-                        (0..d).map(move |a| {
-                            let ext = b.max[a] - b.min[a];
-                            if ext > 0.0 {
-                                (p[a] - b.min[a]) / ext
-                            } else {
-                                0.0
-                            }
-                        })
-                    })
+                    .flat_map(|p| (0..d).map(move |a| b.normalize(a, p[a])))
                     .collect();
                 self.normalized = Some(n);
             }
         }
         self.coords = Some(c);
         self.dims = dims;
+    }
+}
+
+/// Position `pos` of an epoch's order over `n` groups: a seeded permutation keyed by
+/// (`seed`, `epoch`, `tag`), the order in which the spatial samplers serve their groups.
+pub(crate) fn epoch_order_at(n: u64, seed: u64, epoch: u64, tag: u64, pos: u64) -> u64 {
+    Permutation::new(n, hash_words(&[seed, epoch, tag])).at(pos)
+}
+
+/// One region or block as its sampler's `item()` serves it.
+pub(crate) struct SpatialItem<'a> {
+    /// All cells of the group, in storage order.
+    pub cells: &'a [u64],
+    pub sample: u32,
+    pub key: GroupKey,
+    pub bounds: Option<Bounds>,
+    /// Per-cell coordinates of the corpus and the number of axes, when the group carries them.
+    pub coords: Option<(&'a [[f64; 3]], u8)>,
+}
+
+impl SpatialItem<'_> {
+    /// The group: at most `max_cells` of the cells (a subset seeded by `down_key`), with its
+    /// bounds and, when known, its coordinates (normalised to the bounds with `normalize`).
+    pub(crate) fn group(self, max_cells: Option<usize>, down_key: u64, normalize: bool) -> Group {
+        let cells = downsample(self.cells, max_cells, down_key);
+        let mut g = Group::plain(cells, self.sample, self.key);
+        g.bounds = self.bounds;
+        if let Some((coords, dims)) = self.coords {
+            g.attach_coords(coords, dims, normalize);
+        }
+        g
+    }
+}
+
+/// Keeps at most `max` of `cells` (a seeded uniform subset, in the input order).
+pub(crate) fn downsample(cells: &[u64], max: Option<usize>, key: u64) -> Vec<u64> {
+    match max {
+        Some(m) if cells.len() > m => {
+            let perm = Permutation::new(cells.len() as u64, key);
+            let mut pick: Vec<u64> = (0..m as u64).map(|i| perm.at(i)).collect();
+            pick.sort_unstable();
+            pick.into_iter().map(|i| cells[i as usize]).collect()
+        }
+        _ => cells.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalise_maps_the_box_to_unit_and_a_flat_axis_to_zero() {
+        let b = Bounds::new3([0.0, 2.0, -1.0], [4.0, 2.0, 1.0]);
+        assert_eq!(b.normalize(0, 0.0), 0.0);
+        assert_eq!(b.normalize(0, 4.0), 1.0);
+        assert_eq!(b.normalize(2, 0.0), 0.5);
+        // y has zero extent: no division by zero, every coordinate maps to 0.
+        assert_eq!(b.normalize(1, 2.0), 0.0);
+        assert!(b.normalize(1, f64::NAN).is_nan());
+        assert!(b.normalize(0, f64::NAN).is_nan());
+
+        let mut g = Group::plain(vec![0, 1], 0, GroupKey::Region(0));
+        g.bounds = Some(b);
+        let all = [[1.0, 2.0, 1.0], [3.0, 2.0, -1.0]];
+        g.attach_coords(&all, 3, true);
+        assert_eq!(
+            g.normalized.as_deref(),
+            Some(&[0.25, 0.0, 1.0, 0.75, 0.0, 0.0][..])
+        );
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 use super::rng::{hash_words, AliasTable, Rng};
-use super::{Cohort, Group, GroupKey, Permutation, SampleIndex, Sampler, NO_LABEL};
+use super::{Cohort, Group, GroupKey, Labels, Permutation, SampleIndex, Sampler, NO_LABEL};
 
 const TAG_GROUP: u64 = 0x6772_6F75_70; // "group"
 
@@ -147,53 +147,12 @@ impl RandomGroups {
     /// `index`, a negative or non-finite label weight, a cohort cell outside the index, or no
     /// sample able to give a group.
     pub fn new(index: &SampleIndex, cohort: Cohort, cfg: GroupConfig) -> Result<RandomGroups> {
-        if cfg.k == 0 {
-            return Err(Error::invalid_input("group size k must be at least 1"));
-        }
-        if cohort.len() > 0 && cohort.at(cohort.len() - 1) >= index.n_cells {
-            return Err(Error::invalid_input(format!(
-                "cohort cell {} out of range: the corpus has {} cells",
-                cohort.at(cohort.len() - 1),
-                index.n_cells
-            )));
-        }
-        if let Some((l, w)) = cfg
-            .label_weights
-            .iter()
-            .find(|(_, w)| !w.is_finite() || **w < 0.0)
-        {
-            return Err(Error::invalid_input(format!(
-                "label weight of {l:?} must be finite and >= 0, got {w}"
-            )));
-        }
+        check_config(index, &cohort, &cfg)?;
         let k = cfg.k as u64;
         let exclude = cfg.too_few == TooFewCells::Exclude;
-        let mut entries = Vec::new();
-        let mut sample_weights = Vec::new();
         let mut cells = Vec::new();
-        let mut eligible_cells = 0u64;
-        match cfg.label_mode {
-            LabelMode::None => {
-                for (si, s) in index.samples.iter().enumerate() {
-                    let r = cohort.range(s.first_cell, s.first_cell + s.n_cells);
-                    let n = r.end - r.start;
-                    if n == 0 || (exclude && n < k) {
-                        continue;
-                    }
-                    eligible_cells += n;
-                    sample_weights.push(n as f64);
-                    entries.push(SampleEntry {
-                        sample: si as u32,
-                        pools: vec![Pool {
-                            label: NO_LABEL,
-                            start: r.start,
-                            len: n,
-                        }],
-                        label_table: None,
-                        quotas: vec![],
-                    });
-                }
-            }
+        let entries = match cfg.label_mode {
+            LabelMode::None => unlabelled_entries(index, &cohort, k, exclude),
             mode => {
                 let labels = index.require_labels("a label-balanced group sampler")?;
                 let weight_of: Vec<f64> = labels
@@ -201,86 +160,30 @@ impl RandomGroups {
                     .iter()
                     .map(|n| cfg.label_weights.get(n).copied().unwrap_or(1.0))
                     .collect();
-                let n_labels = labels.names.len();
+                let mut entries = Vec::new();
                 for (si, s) in index.samples.iter().enumerate() {
                     let r = cohort.range(s.first_cell, s.first_cell + s.n_cells);
-                    // Counting sort of the sample's cohort cells by label.
-                    let mut counts = vec![0u64; n_labels + 1];
-                    for p in r.clone() {
-                        let c = labels.codes[cohort.at(p) as usize];
-                        if c != NO_LABEL && weight_of[c as usize] > 0.0 {
-                            counts[c as usize + 1] += 1;
-                        }
-                    }
-                    for l in 0..n_labels {
-                        counts[l + 1] += counts[l];
-                    }
-                    let base = cells.len();
-                    let total = counts[n_labels];
-                    cells.resize(base + total as usize, 0);
-                    let mut fill = counts.clone();
-                    for p in r.clone() {
-                        let cell = cohort.at(p);
-                        let c = labels.codes[cell as usize];
-                        if c != NO_LABEL && weight_of[c as usize] > 0.0 {
-                            cells[base + fill[c as usize] as usize] = cell;
-                            fill[c as usize] += 1;
-                        }
-                    }
-                    let pools: Vec<Pool> = (0..n_labels)
-                        .filter(|&l| counts[l + 1] > counts[l])
-                        .map(|l| Pool {
-                            label: l as u32,
-                            start: base as u64 + counts[l],
-                            len: counts[l + 1] - counts[l],
-                        })
-                        .collect();
+                    let pools = label_pools(labels, &weight_of, &cohort, r, &mut cells);
                     let entry = if mode == LabelMode::ClassBalanced {
-                        let pools: Vec<Pool> = pools
-                            .into_iter()
-                            .filter(|p| !(exclude && p.len < k))
-                            .collect();
-                        let w: Vec<f64> =
-                            pools.iter().map(|p| weight_of[p.label as usize]).collect();
-                        let Some(table) = AliasTable::new(&w) else {
-                            continue;
-                        };
-                        let n: u64 = pools.iter().map(|p| p.len).sum();
-                        eligible_cells += n;
-                        sample_weights.push(n as f64);
-                        SampleEntry {
-                            sample: si as u32,
-                            pools,
-                            label_table: Some(table),
-                            quotas: vec![],
-                        }
+                        class_balanced_entry(si as u32, pools, &weight_of, k, exclude)
                     } else {
-                        if total == 0 || (exclude && total < k) {
-                            continue;
-                        }
-                        let shares: Vec<f64> = pools
-                            .iter()
-                            .map(|p| weight_of[p.label as usize] * p.len as f64)
-                            .collect();
-                        let caps: Option<Vec<u64>> =
-                            exclude.then(|| pools.iter().map(|p| p.len).collect());
-                        let quotas = apportion(k, &shares, caps.as_deref());
-                        eligible_cells += total;
-                        sample_weights.push(total as f64);
-                        SampleEntry {
-                            sample: si as u32,
-                            pools,
-                            label_table: None,
-                            quotas,
-                        }
+                        stratified_entry(si as u32, pools, &weight_of, k, exclude)
                     };
-                    entries.push(entry);
+                    entries.extend(entry);
                 }
+                entries
             }
-        }
-        if cfg.sample_choice == SampleChoice::Uniform {
-            sample_weights.iter_mut().for_each(|w| *w = 1.0);
-        }
+        };
+        // A sample weighs (and counts towards the epoch length) by the cells it can give.
+        let eligible: Vec<u64> = entries
+            .iter()
+            .map(|e| e.pools.iter().map(|p| p.len).sum())
+            .collect();
+        let eligible_cells: u64 = eligible.iter().sum();
+        let sample_weights: Vec<f64> = match cfg.sample_choice {
+            SampleChoice::Uniform => vec![1.0; eligible.len()],
+            SampleChoice::ByCellCount => eligible.iter().map(|&n| n as f64).collect(),
+        };
         let sample_table = AliasTable::new(&sample_weights).ok_or_else(|| {
             Error::invalid_input(format!(
                 "no sample of the cohort can give a group of {k} cells under the {:?} policy",
@@ -332,6 +235,150 @@ impl RandomGroups {
             }
         }
     }
+}
+
+/// The group size, the cohort's range and the label weights.
+fn check_config(index: &SampleIndex, cohort: &Cohort, cfg: &GroupConfig) -> Result<()> {
+    if cfg.k == 0 {
+        return Err(Error::invalid_input("group size k must be at least 1"));
+    }
+    if cohort.len() > 0 && cohort.at(cohort.len() - 1) >= index.n_cells {
+        return Err(Error::invalid_input(format!(
+            "cohort cell {} out of range: the corpus has {} cells",
+            cohort.at(cohort.len() - 1),
+            index.n_cells
+        )));
+    }
+    if let Some((l, w)) = cfg
+        .label_weights
+        .iter()
+        .find(|(_, w)| !w.is_finite() || **w < 0.0)
+    {
+        return Err(Error::invalid_input(format!(
+            "label weight of {l:?} must be finite and >= 0, got {w}"
+        )));
+    }
+    Ok(())
+}
+
+/// Without labels: one pool per sample, its cohort cells (a range of the cohort).
+fn unlabelled_entries(
+    index: &SampleIndex,
+    cohort: &Cohort,
+    k: u64,
+    exclude: bool,
+) -> Vec<SampleEntry> {
+    let mut entries = Vec::new();
+    for (si, s) in index.samples.iter().enumerate() {
+        let r = cohort.range(s.first_cell, s.first_cell + s.n_cells);
+        let n = r.end - r.start;
+        if n == 0 || (exclude && n < k) {
+            continue;
+        }
+        entries.push(SampleEntry {
+            sample: si as u32,
+            pools: vec![Pool {
+                label: NO_LABEL,
+                start: r.start,
+                len: n,
+            }],
+            label_table: None,
+            quotas: vec![],
+        });
+    }
+    entries
+}
+
+/// Appends the cohort cells at positions `r` (one sample) to `cells`, sorted by label (a
+/// counting sort; unlabelled cells and labels of weight 0 are left out), and returns one pool
+/// per label present, pointing into `cells`.
+fn label_pools(
+    labels: &Labels,
+    weight_of: &[f64],
+    cohort: &Cohort,
+    r: std::ops::Range<u64>,
+    cells: &mut Vec<u64>,
+) -> Vec<Pool> {
+    let n_labels = labels.names.len();
+    let mut counts = vec![0u64; n_labels + 1];
+    for p in r.clone() {
+        let c = labels.codes[cohort.at(p) as usize];
+        if c != NO_LABEL && weight_of[c as usize] > 0.0 {
+            counts[c as usize + 1] += 1;
+        }
+    }
+    for l in 0..n_labels {
+        counts[l + 1] += counts[l];
+    }
+    let base = cells.len();
+    cells.resize(base + counts[n_labels] as usize, 0);
+    let mut fill = counts.clone();
+    for p in r {
+        let cell = cohort.at(p);
+        let c = labels.codes[cell as usize];
+        if c != NO_LABEL && weight_of[c as usize] > 0.0 {
+            cells[base + fill[c as usize] as usize] = cell;
+            fill[c as usize] += 1;
+        }
+    }
+    (0..n_labels)
+        .filter(|&l| counts[l + 1] > counts[l])
+        .map(|l| Pool {
+            label: l as u32,
+            start: base as u64 + counts[l],
+            len: counts[l + 1] - counts[l],
+        })
+        .collect()
+}
+
+/// Class-balanced: a group's label is drawn by weight among the sample's pools (those with
+/// `k` cells under `exclude`); `None` when no pool is left.
+fn class_balanced_entry(
+    sample: u32,
+    pools: Vec<Pool>,
+    weight_of: &[f64],
+    k: u64,
+    exclude: bool,
+) -> Option<SampleEntry> {
+    let pools: Vec<Pool> = pools
+        .into_iter()
+        .filter(|p| !(exclude && p.len < k))
+        .collect();
+    let w: Vec<f64> = pools.iter().map(|p| weight_of[p.label as usize]).collect();
+    let table = AliasTable::new(&w)?;
+    Some(SampleEntry {
+        sample,
+        pools,
+        label_table: Some(table),
+        quotas: vec![],
+    })
+}
+
+/// Stratified: every group takes a fixed quota of cells from each pool, apportioned by
+/// weight times size; `None` when the sample cannot give a group.
+fn stratified_entry(
+    sample: u32,
+    pools: Vec<Pool>,
+    weight_of: &[f64],
+    k: u64,
+    exclude: bool,
+) -> Option<SampleEntry> {
+    let total: u64 = pools.iter().map(|p| p.len).sum();
+    if total == 0 || (exclude && total < k) {
+        return None;
+    }
+    let shares: Vec<f64> = pools
+        .iter()
+        .map(|p| weight_of[p.label as usize] * p.len as f64)
+        .collect();
+    let caps: Option<Vec<u64>> = exclude.then(|| pools.iter().map(|p| p.len).collect());
+    let quotas = apportion(k, &shares, caps.as_deref());
+    Some(SampleEntry {
+        sample,
+        pools,
+        label_table: None,
+        quotas,
+    })
 }
 
 /// Splits `k` into integer quotas proportional to `shares` (largest remainder), optionally

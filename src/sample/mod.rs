@@ -62,7 +62,7 @@ pub use groups::{GroupConfig, LabelMode, RandomGroups, SampleChoice, TooFewCells
 pub use index::{Labels, SampleIndex, SampleRange, NO_LABEL};
 pub use permutation::Permutation;
 pub use regions::{RegionConfig, RegionMembers, RegionSpec, Regions};
-pub use shard::{Layout, Shard, ShardPolicy, ShardState, ShardStream};
+pub use shard::{Layout, Shard, ShardPolicy, ShardState, ShardStream, ShardWindow};
 pub use shuffle::{mean_label_entropy, BlockShuffle};
 
 #[cfg(feature = "sql")]

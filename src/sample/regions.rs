@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, Result};
 
+use super::group::{epoch_order_at, SpatialItem};
 use super::rng::hash_words;
-use super::{Bounds, Cohort, Group, GroupKey, Permutation, SampleIndex, Sampler, NO_LABEL};
+use super::{Bounds, Cohort, Group, GroupKey, SampleIndex, Sampler, NO_LABEL};
 
 const TAG_REGION_ORDER: u64 = 0x7265_6769_6F6E; // "region"
 const TAG_REGION_DOWN: u64 = 0x646F_776E; // "down"
@@ -517,38 +518,25 @@ impl Sampler for Regions {
     }
 
     fn item(&self, epoch: u64, pos: u64) -> Group {
-        let perm = Permutation::new(
-            self.len(),
-            hash_words(&[self.cfg.seed, epoch, TAG_REGION_ORDER]),
-        );
-        let r = perm.at(pos);
-        let all = self.region_cells(r);
-        let cells = downsample(
-            all,
+        let r = epoch_order_at(self.len(), self.cfg.seed, epoch, TAG_REGION_ORDER, pos);
+        let info = &self.regions[r as usize];
+        let dims = self.dims[r as usize];
+        SpatialItem {
+            cells: self.region_cells(r),
+            sample: info.sample,
+            key: GroupKey::Region(r),
+            bounds: info.bounds,
+            coords: self
+                .coords
+                .as_deref()
+                .filter(|_| dims > 0)
+                .map(|c| (&c[..], dims)),
+        }
+        .group(
             self.cfg.max_cells,
             hash_words(&[self.cfg.seed, epoch, r, TAG_REGION_DOWN]),
-        );
-        let info = &self.regions[r as usize];
-        let mut g = Group::plain(cells, info.sample, GroupKey::Region(r));
-        g.bounds = info.bounds;
-        let dims = self.dims[r as usize];
-        if let (Some(coords), true) = (&self.coords, dims > 0) {
-            g.attach_coords(coords, dims, self.cfg.normalize);
-        }
-        g
-    }
-}
-
-/// Keeps at most `max` of `cells` (a seeded uniform subset, in the input order).
-pub(crate) fn downsample(cells: &[u64], max: Option<usize>, key: u64) -> Vec<u64> {
-    match max {
-        Some(m) if cells.len() > m => {
-            let perm = Permutation::new(cells.len() as u64, key);
-            let mut pick: Vec<u64> = (0..m as u64).map(|i| perm.at(i)).collect();
-            pick.sort_unstable();
-            pick.into_iter().map(|i| cells[i as usize]).collect()
-        }
-        _ => cells.to_vec(),
+            self.cfg.normalize,
+        )
     }
 }
 

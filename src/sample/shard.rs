@@ -192,6 +192,44 @@ impl Layout {
     }
 }
 
+/// The part of one epoch a shard still has to serve: its [`Layout`] from `state.start`, and its
+/// positions `first .. first + len` of that layout, from `state.position` on. Every batch plan
+/// over a sampler starts from this.
+///
+/// ```
+/// use cellarrow::sample::{Shard, ShardPolicy, ShardState, ShardWindow};
+/// let state = ShardState { epoch: 0, start: 0, position: 1 };
+/// let w = ShardWindow::new(10, Shard::new(1, 3, 0, 1).unwrap(), ShardPolicy::Even, state).unwrap();
+/// assert_eq!((w.first, w.len), (1, 2));
+/// assert_eq!(w.layout.global(w.first), 4);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardWindow {
+    pub layout: Layout,
+    /// The first position of the layout still to serve (`state.position`, at most its length).
+    pub first: u64,
+    /// Positions left to serve.
+    pub len: u64,
+}
+
+impl ShardWindow {
+    /// The window of `shard` over an epoch of `epoch_len` items, resumed at `state`.
+    pub fn new(
+        epoch_len: u64,
+        shard: Shard,
+        policy: ShardPolicy,
+        state: ShardState,
+    ) -> Result<ShardWindow> {
+        let layout = Layout::new(epoch_len, state.start, shard, policy)?;
+        let first = state.position.min(layout.len());
+        Ok(ShardWindow {
+            layout,
+            first,
+            len: layout.len() - first,
+        })
+    }
+}
+
 /// Where a shard stands: serialisable, and enough to continue exactly where it stopped.
 ///
 /// `start` is the global cursor the current layout began at (0 unless the epoch was resumed
