@@ -188,7 +188,7 @@ def test_obs_and_coordinates_follow_the_cells(synth_corpus):
         expect = obs[cells.astype(np.int64)]
         assert batch.obs["cell_type"].to_pylist() == expect["cell_type"].cast(pl.String).to_list()
         np.testing.assert_array_equal(batch.obs["x"].to_numpy(), expect["x"].to_numpy())
-        assert batch.obs.column_names == ["cell", "cell_type", "score", "x", "y"]
+        assert sorted(batch.obs.column_names) == ["cell", "cell_type", "score", "x", "y"]
 
 
 def test_blocks_with_bounds_carry_the_box_and_normalised_coordinates(synth_corpus):
