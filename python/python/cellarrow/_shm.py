@@ -111,6 +111,10 @@ class PortableBatch(dict):
     (the library made them canonical), where torch's own rebuild would warn on every process
     that "sparse invariant checks are implicitly disabled". Unpickled, it is a plain dict."""
 
+    def __copy__(self) -> "PortableBatch":
+        # torch's default_convert copies mappings; copy's default would go through __reduce__.
+        return PortableBatch(self)
+
     def __reduce__(self):
         items = []
         for key, value in self.items():
