@@ -7,7 +7,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -225,9 +225,11 @@ class Corpus:
 
         Map-style access for code written against per-cell readers (``fetch_cell``,
         ``dataset[i]``): one Rust gather per call, straight into the batch's memory, with the
-        GIL released. Gene ids come as ``int32`` and values in the stored type, so
-        :meth:`Batch.to_scipy` takes the arrays as they are. For training loops, a
-        :meth:`loader` gathers ahead on its own threads and is faster.
+        GIL released. Gene ids come as ``int32`` and values in the stored type (so
+        :meth:`Batch.to_scipy` takes the gene ids as they are, and the values too with
+        ``values="native"``; by default it converts them to float32). Ids follow Python's
+        indexing: negative ones count from the end, one out of range is an ``IndexError``.
+        For training loops, a :meth:`loader` gathers ahead on its own threads and is faster.
 
         >>> corpus.get([5, 2, 5]).to_scipy().shape              # doctest: +SKIP
         (3, 507)
@@ -616,7 +618,7 @@ class Loader:
         """The loader's settings: the library's effective ones when the native module reports
         them, else those given (the others at the library's defaults)."""
         native = getattr(self._current(), "settings", None)
-        if isinstance(native, dict):
+        if isinstance(native, Mapping):
             out = dict(native)
         else:
             out = {"sampler": self.sampler, **self._options}
