@@ -80,6 +80,18 @@ def test_settings_the_corpus_cannot_serve_fail_when_the_loader_is_made(chr21, ch
         CellDataset(chr21[0], obs=["cell_type"])
 
 
+def test_what_the_package_refuses_is_a_cellarrow_error(synth_corpus, tmp_path):
+    for call in (
+        lambda: synth_corpus.loader(batch_sise=1),
+        lambda: synth_corpus.loader(batch_size=0),
+        lambda: synth_corpus.loader("nope"),
+        lambda: synth_corpus[[99999]],
+        lambda: cellarrow.open(tmp_path / "nowhere"),
+    ):
+        with pytest.raises(cellarrow.CellarrowError):
+            call()
+
+
 def test_repr_of_a_loader_shows_its_settings(synth_corpus):
     text = repr(synth_corpus.loader("groups", batch_size=4, group_size=8, seed=1, obs=["cell_type"]))
     for part in ("'groups'", "batch_size=4", "group_size=8", "seed=1", "obs=['cell_type']", "epoch=0", "synth.corpus"):

@@ -13,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 
 from . import _native, _settings
+from . import _errors
+from ._errors import CellIndexError, CorpusNotFoundError, NotACorpusError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -273,7 +275,7 @@ class Corpus:
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
             i = int(key)
             if not -n <= i < n:
-                raise IndexError(_out_of_range(i, n))
+                raise CellIndexError(_out_of_range(i, n))
             return self.get([i % n])
         return self.get(key)
 
@@ -420,11 +422,11 @@ def cell_ids(cells: Any, n_cells: int, sort: bool = True) -> np.ndarray:
         low = ids.min()
         if low < 0:
             if low < -n_cells:
-                raise IndexError(_out_of_range(int(low), n_cells))
+                raise CellIndexError(_out_of_range(int(low), n_cells))
             ids = np.where(ids < 0, ids + n_cells, ids)
     high = ids.max()
     if high >= n_cells:
-        raise IndexError(_out_of_range(int(high), n_cells))
+        raise CellIndexError(_out_of_range(int(high), n_cells))
     ids = ids.astype(np.uint64, copy=False)
     return np.unique(ids) if sort else ids
 
@@ -445,18 +447,18 @@ def _check_corpus_path(path: Path) -> None:
     """Raises an ``OSError`` that says what ``path`` is when it cannot be a corpus: missing, a
     file (an ``.h5ad`` one still to be converted), or a directory without ``manifest.json``."""
     if not path.exists():
-        raise FileNotFoundError(f"no corpus at {path}: the path does not exist")
+        raise CorpusNotFoundError(f"no corpus at {path}: the path does not exist")
     if not path.is_dir():
         if path.suffix.lower() in (".h5ad", ".h5"):
-            raise NotADirectoryError(
+            raise NotACorpusError(
                 f"{path} is an AnnData file, not a cellarrow corpus: convert it first with "
                 f"`cellarrow convert {path} -o {path.with_suffix('.corpus')}`, then open the corpus"
             )
-        raise NotADirectoryError(f"{path} is a file, not a cellarrow corpus (a directory written by `cellarrow convert`)")
+        raise NotACorpusError(f"{path} is a file, not a cellarrow corpus (a directory written by `cellarrow convert`)")
     if not (path / "manifest.json").exists():
         h5ad = sorted(p.name for p in path.glob("*.h5ad"))[:3]
         hint = f"; it holds .h5ad files ({', '.join(h5ad)}): convert them with `cellarrow convert`" if h5ad else ""
-        raise FileNotFoundError(
+        raise CorpusNotFoundError(
             f"{path} is a directory but not a cellarrow corpus: it has no manifest.json{hint}"
         )
 
@@ -567,7 +569,7 @@ class Loader:
         if not isinstance(corpus, Corpus):
             corpus = Corpus(corpus)
         if sampler not in SAMPLERS and sampler != "cells":
-            raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+            raise _errors.SettingValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
         _settings.check_keywords(options, _settings.native_keywords() - {"sampler"} | {"cohort"}, "Loader()")
         _settings.check_values(options)
         if isinstance(options.get("dense"), str):

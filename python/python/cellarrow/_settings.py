@@ -14,6 +14,7 @@ import numbers
 from typing import Any, Dict, FrozenSet, Iterable, Optional
 
 from . import _native
+from ._errors import SettingTypeError, SettingValueError
 
 # Every keyword of the native loader, for a native module whose signature does not list them.
 LOADER_KEYWORDS = (
@@ -95,7 +96,7 @@ def check_keywords(given: Iterable[str], valid: Iterable[str], what: str) -> Non
         if name not in valid:
             close = difflib.get_close_matches(name, valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise TypeError(f"{what} got an unknown keyword argument {name!r}{hint}; the valid ones are: {', '.join(valid)}")
+            raise SettingTypeError(f"{what} got an unknown keyword argument {name!r}{hint}; the valid ones are: {', '.join(valid)}")
 
 
 def check_values(settings: Dict[str, Any]) -> None:
@@ -111,8 +112,8 @@ def check_values(settings: Dict[str, Any]) -> None:
             ok_type = isinstance(value, numbers.Integral) and not isinstance(value, bool)
             kind = "an integer"
         if not ok_type:
-            raise TypeError(f"{name} must be {kind}, not {type(value).__name__} ({value!r})")
+            raise SettingTypeError(f"{name} must be {kind}, not {type(value).__name__} ({value!r})")
         if name in POSITIVE and not value > 0:
-            raise ValueError(f"{name} must be positive ({kind} > 0), got {value!r}")
+            raise SettingValueError(f"{name} must be positive ({kind} > 0), got {value!r}")
         if name in NON_NEGATIVE and value < 0:
-            raise ValueError(f"{name} must not be negative, got {value!r}")
+            raise SettingValueError(f"{name} must not be negative, got {value!r}")

@@ -57,8 +57,9 @@ _SLOTS = 5
 def collate(batch: Batch, output: str = "csr") -> Dict[str, Any]:
     """Turns a :class:`cellarrow.Batch` into a dict of tensors.
 
-    - ``"X"``: ``output="csr"``: a ``torch.sparse_csr_tensor`` ``cells x genes`` with the types
-      of :meth:`cellarrow.Batch.to_torch` (int32 gene ids, integer values as float32);
+    - ``"X"``: ``output="csr"``: a ``torch.sparse_csr_tensor`` ``cells x genes`` (int32 gene
+      ids; integer values as float32, floating ones as gathered: a :class:`CellDataset`
+      gathers float32 unless given ``values=``);
       ``output="dense"``: a dense tensor (the loader's ``dense=`` gene subset as a view with no
       copy, else the CSR batch expanded to all genes).
     - ``"cell"`` (int64), ``"group"`` (int64, grouped samplers), ``"x"``/``"y"``/``"z"`` and
