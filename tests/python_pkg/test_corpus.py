@@ -58,7 +58,7 @@ def test_cohort_and_where_select_the_cells_of_the_predicate(corpus):
     np.testing.assert_array_equal(t.cells, np.sort(expect))
     t2 = corpus.cohort("SELECT cell, nnz FROM obs WHERE cell_type = 'T'")
     np.testing.assert_array_equal(t2.cells, t.cells)
-    assert t.obs(["cell_type"]).column(0).combine_chunks().dictionary_decode().to_pylist() == ["T"] * len(t)
+    assert t.table("obs", ["cell_type"]).column(0).combine_chunks().dictionary_decode().to_pylist() == ["T"] * len(t)
     with pytest.raises(Exception, match="cell"):
         corpus.cohort("SELECT nnz FROM obs")
 

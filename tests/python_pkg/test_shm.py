@@ -110,7 +110,7 @@ def test_slots_are_reused_over_a_long_epoch(chr21):
     # 1,107 cells in batches of 8: 140 batches through 3 slots per worker (prefetch_factor 1).
     ds = CellDataset(chr21[0], batch_size=8, seed=3)
     loader = ds.dataloader(num_workers=2, prefetch_factor=1, multiprocessing_context="fork")
-    assert ds.ring_slots == 3
+    assert loader.dataset.ring_slots == 3 and ds.ring_slots == 4, "the dataset itself is not changed"
     before = _shm.stats()
     n, ring, _ = check_epoch(loader, in_process(ds, 2))
     after = _shm.stats()

@@ -10,6 +10,10 @@ cohorts in SQL, and stream zero-copy batches into numpy, scipy, PyTorch and Hugg
 >>> for batch in t.loader(batch_size=256, seed=0):                         # doctest: +SKIP
 ...     X = batch.to_scipy()
 
+A setting, a cell id or a path the package refuses raises a :class:`CellarrowError` that is
+also the built-in error a Python user expects (``ValueError``, ``TypeError``, ``IndexError``,
+``OSError``).
+
 Adapters: :mod:`cellarrow.torch` (``CellDataset``, ``collate``) and :mod:`cellarrow.hf`
 (``to_hf_dataset``, ``to_hf_iterable``).
 """

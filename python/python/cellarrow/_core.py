@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
 
-from . import _native
+from . import _native, _settings
+from . import _errors
+from ._errors import CellIndexError, CorpusNotFoundError, NotACorpusError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -59,6 +62,7 @@ class Corpus:
 
     def __init__(self, path: PathLike):
         self._path = Path(path)
+        _check_corpus_path(self._path)
         self._native = _native.Corpus(os.fspath(path))
         self._manifest: Optional[dict] = None
         self._gene_names: Optional[List[str]] = None
@@ -164,29 +168,58 @@ class Corpus:
         """Runs one SQL statement over the corpus tables (``obs``, ``genes``, ``samples``,
         ``regions``; ``blocks(size[, stride])``, ``expr(cell, gene)``), as ``cellarrow query``.
 
+        Rows come in the order the query gives: without ``ORDER BY`` that order is not defined
+        and may change from call to call (``GROUP BY``, joins and scans run in parallel), as
+        in any SQL engine. Add ``ORDER BY`` for a stable order.
+
         >>> corpus.query("SELECT cell_type, COUNT(*) AS n FROM obs GROUP BY 1 ORDER BY n DESC")  # doctest: +SKIP
         >>> corpus.query("SELECT * FROM genes LIMIT 5", format="polars")                         # doctest: +SKIP
         """
-        return _format(_arrow_table(self._native.query(sql)), format)
+        with self._sql_errors():
+            t = self._native.query(sql)
+        return _format(_arrow_table(t), format)
 
-    def cohort(self, sql: str) -> "Cohort":
-        """The cohort (sorted distinct cell ids) of the ``cell`` column of a query.
+    def cohort(self, cells: Union[str, Sequence[int], np.ndarray]) -> "Cohort":
+        """A cohort: the sorted distinct cell ids of the ``cell`` column of an SQL query, or of
+        a sequence of cell ids (negative ids count from the end, as in Python; an id out of
+        range is an ``IndexError``).
 
         >>> t = corpus.cohort("SELECT cell FROM obs WHERE cell_type = 'T cell'")  # doctest: +SKIP
-        >>> len(t)                                                               # doctest: +SKIP
+        >>> corpus.cohort([0, 5, -1])                                            # doctest: +SKIP
         """
-        return Cohort(self, _cells_numpy(self._native.cohort(sql)))
+        if not isinstance(cells, str):
+            return Cohort(self, cells)
+        with self._sql_errors():
+            ids = self._native.cohort(cells)
+        return Cohort._trusted(self, _cells_numpy(ids))
 
     def where(self, predicate: str) -> "Cohort":
         """The cohort of cells whose obs row satisfies an SQL predicate.
 
         >>> corpus.where("sample_id = 'donor1' AND nnz > 200")  # doctest: +SKIP
         """
-        return Cohort(self, _cells_numpy(self._native.cohort_where(predicate)))
+        with self._sql_errors():
+            ids = self._native.cohort_where(predicate)
+        return Cohort._trusted(self, _cells_numpy(ids))
 
     def cells(self, cells: Sequence[int]) -> "Cohort":
-        """A cohort from explicit cell ids (sorted and deduplicated)."""
-        return Cohort(self, np.unique(np.asarray(cells, dtype=np.uint64)))
+        """Deprecated: ``corpus.cohort(ids)`` (``cells`` is the name of an id array, as in
+        :attr:`Cohort.cells`)."""
+        _deprecated("Corpus.cells(ids)", "Corpus.cohort(ids)")
+        return Cohort(self, cells)
+
+    @contextlib.contextmanager
+    def _sql_errors(self):
+        """Adds the tables of the corpus to an error about an unknown table."""
+        try:
+            yield
+        except Exception as e:
+            msg = str(e)
+            if "not found" not in msg or "table" not in msg.lower():
+                raise
+            tables = [t for t in TABLES if (self._path / f"{t}.parquet").exists()]
+            listing = ", ".join(tables) + "; table functions blocks(size[, stride]) and expr(cell, gene)"
+            raise _with_message(e, f"{msg}; the tables of {self._path} are {listing}") from e
 
     # -- random access -----------------------------------------------------------------------
     def get(self, cells: Union[int, Sequence[int], np.ndarray]) -> "Batch":
@@ -194,9 +227,11 @@ class Corpus:
 
         Map-style access for code written against per-cell readers (``fetch_cell``,
         ``dataset[i]``): one Rust gather per call, straight into the batch's memory, with the
-        GIL released. Gene ids come as ``int32`` and values in the stored type, so
-        :meth:`Batch.to_scipy` takes the arrays as they are. For training loops, a
-        :meth:`loader` gathers ahead on its own threads and is faster.
+        GIL released. Gene ids come as ``int32`` and values in the stored type (so
+        :meth:`Batch.to_scipy` takes the gene ids as they are, and the values too with
+        ``values="native"``; by default it converts them to float32). Ids follow Python's
+        indexing: negative ones count from the end, one out of range is an ``IndexError``.
+        For training loops, a :meth:`loader` gathers ahead on its own threads and is faster.
 
         >>> corpus.get([5, 2, 5]).to_scipy().shape              # doctest: +SKIP
         (3, 507)
@@ -207,10 +242,18 @@ class Corpus:
         kind = ids.dtype.kind
         if kind not in "iu":
             raise TypeError(f"cell ids must be integers, not {ids.dtype}")
-        # Signed ids go over as int64 and Rust refuses negative ones, so no numpy reduction
-        # runs here: a one-cell call is dominated by such fixed costs.
+        # Signed ids go over as int64 and Rust refuses negative and out-of-range ones, so no
+        # numpy reduction runs here: a one-cell call is dominated by such fixed costs. Only a
+        # refused call pays for the ids rule (negative ids count from the end).
         ids = np.ascontiguousarray(ids.reshape(-1), dtype=np.int64 if kind == "i" else np.uint64)
-        indptr, indices, values = self._native.gather_csr(ids.tobytes(), kind == "i")
+        try:
+            indptr, indices, values = self._native.gather_csr(ids.tobytes(), kind == "i")
+        except (IndexError, ValueError):
+            checked = cell_ids(ids, self.n_cells, sort=False)
+            if np.array_equal(checked, ids):
+                raise
+            ids = checked
+            indptr, indices, values = self._native.gather_csr(ids.tobytes(), False)
         return Batch._from_csr(
             ids.view(np.uint64),
             np.frombuffer(indptr, np.int32),
@@ -229,10 +272,10 @@ class Corpus:
         n = self.n_cells
         if isinstance(key, slice):
             return self.get(np.arange(*key.indices(n), dtype=np.int64))
-        if isinstance(key, (int, np.integer)):
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
             i = int(key)
             if not -n <= i < n:
-                raise IndexError(f"cell {i} is out of range: the corpus has {n} cells")
+                raise CellIndexError(_out_of_range(i, n))
             return self.get([i % n])
         return self.get(key)
 
@@ -261,16 +304,25 @@ class Corpus:
 
 
 class Cohort:
-    """A set of cells of a corpus (sorted distinct ids), from SQL or a list.
+    """A set of cells of a corpus (sorted distinct ids), from SQL or a list of ids.
 
     >>> t = corpus.where("cell_type = 'T cell'")          # doctest: +SKIP
     >>> t.cells[:5], len(t)                               # doctest: +SKIP
+    >>> t.obs                                             # doctest: +SKIP
     >>> loader = t.loader("groups", group_size=16)         # doctest: +SKIP
     """
 
-    def __init__(self, corpus: Corpus, cells: np.ndarray):
+    def __init__(self, corpus: Corpus, cells: Any):
         self.corpus = corpus
-        self.cells = np.asarray(cells, dtype=np.uint64)
+        #: The cell ids (sorted, distinct, ``uint64``).
+        self.cells = cell_ids(cells, corpus.n_cells)
+
+    @classmethod
+    def _trusted(cls, corpus: Corpus, cells: np.ndarray) -> "Cohort":
+        """A cohort of ids that are sorted, distinct and in range (from the query engine)."""
+        c = cls.__new__(cls)
+        c.corpus, c.cells = corpus, np.asarray(cells, dtype=np.uint64)
+        return c
 
     def __len__(self) -> int:
         return int(self.cells.shape[0])
@@ -285,10 +337,22 @@ class Cohort:
         """The cell ids as a ``pyarrow.UInt64Array`` (no copy)."""
         return pa.array(self.cells, type=pa.uint64())
 
-    def obs(self, columns: Optional[Sequence[str]] = None) -> pa.Table:
-        """The obs rows of the cohort (rows are in cell id order)."""
+    def table(self, name: str = "obs", columns: Optional[Sequence[str]] = None, *, format: str = "arrow"):
+        """The ``obs`` rows of the cohort's cells (in cell id order), optionally only some
+        columns, as :meth:`Corpus.table` gives tables.
+
+        >>> t.table("obs", ["cell", "cell_type"], format="polars")   # doctest: +SKIP
+        """
+        if name != "obs":
+            raise ValueError(f"a cohort has one table per cell, 'obs'; {name!r} is a corpus table: corpus.table({name!r})")
         t = self.corpus.table("obs", columns)
-        return t.take(pa.array(self.cells.astype(np.int64)))
+        return _format(t.take(pa.array(self.cells.astype(np.int64))), format)
+
+    @property
+    def obs(self) -> pa.Table:
+        """The obs rows of the cohort's cells (in cell id order), as ``Corpus.obs`` for every
+        cell; some columns: ``cohort.table("obs", columns)``."""
+        return _CallableTable(self.table("obs"), lambda columns=None: self.table("obs", columns), "Cohort.obs(columns)", 'Cohort.table("obs", columns)')
 
     def loader(self, sampler: str = "random", **options: Any) -> "Loader":
         """Batches over the cohort; see :class:`Loader` for the options."""
@@ -299,6 +363,104 @@ class Cohort:
         from .hf import to_hf_iterable
 
         return to_hf_iterable(self.corpus, sampler=sampler, cohort=self, **options)
+
+
+class _CallableTable:
+    """A ``pyarrow.Table`` that, for one release, may also be called the way the name was a
+    method before (with a ``DeprecationWarning``). Attributes, ``len``, indexing, equality and
+    the Arrow PyCapsule stream (``pa.table(x)``, ``polars.DataFrame(x)``) are the table's;
+    ``.table`` is the ``pyarrow.Table`` itself."""
+
+    __slots__ = ("table", "_call", "_old", "_new")
+
+    def __init__(self, table: pa.Table, call: Callable[..., Any], old: str, new: str):
+        self.table, self._call, self._old, self._new = table, call, old, new
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        _deprecated(self._old, self._new)
+        return self._call(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.table, name)
+
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
+        return self.table.__arrow_c_stream__(requested_schema)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.table[key]
+
+    def __eq__(self, other: Any) -> bool:
+        return self.table == (other.table if isinstance(other, _CallableTable) else other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self.table)
+
+
+def _out_of_range(cell: int, n_cells: int) -> str:
+    return f"cell id {cell} is out of range: the corpus has {n_cells} cells (ids 0 to {n_cells - 1}, or -{n_cells} to -1 from the end)"
+
+
+def cell_ids(cells: Any, n_cells: int, sort: bool = True) -> np.ndarray:
+    """Cell ids as ``uint64`` under the one rule of the package: integers, negative ones count
+    from the end as in Python, and one out of range is an ``IndexError`` naming the corpus
+    size. ``sort``: sorted and distinct (a cohort), else in the order given."""
+    if isinstance(cells, (pa.Array, pa.ChunkedArray)):
+        cells = cells.to_numpy(zero_copy_only=False)
+    ids = np.asarray(cells)
+    if ids.size == 0:
+        return np.zeros(0, dtype=np.uint64)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"cell ids must be integers, not {ids.dtype}")
+    ids = ids.reshape(-1)
+    if ids.dtype.kind == "i":
+        ids = ids.astype(np.int64, copy=False)
+        low = ids.min()
+        if low < 0:
+            if low < -n_cells:
+                raise CellIndexError(_out_of_range(int(low), n_cells))
+            ids = np.where(ids < 0, ids + n_cells, ids)
+    high = ids.max()
+    if high >= n_cells:
+        raise CellIndexError(_out_of_range(int(high), n_cells))
+    ids = ids.astype(np.uint64, copy=False)
+    return np.unique(ids) if sort else ids
+
+
+def _with_message(e: BaseException, msg: str) -> BaseException:
+    """An exception of ``e``'s type with ``msg``; ``e`` itself when the type takes no message."""
+    try:
+        return type(e)(msg)
+    except Exception:  # pragma: no cover - exception types with other constructors
+        return e
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new}", DeprecationWarning, stacklevel=3)
+
+
+def _check_corpus_path(path: Path) -> None:
+    """Raises an ``OSError`` that says what ``path`` is when it cannot be a corpus: missing, a
+    file (an ``.h5ad`` one still to be converted), or a directory without ``manifest.json``."""
+    if not path.exists():
+        raise CorpusNotFoundError(f"no corpus at {path}: the path does not exist")
+    if not path.is_dir():
+        if path.suffix.lower() in (".h5ad", ".h5"):
+            raise NotACorpusError(
+                f"{path} is an AnnData file, not a cellarrow corpus: convert it first with "
+                f"`cellarrow convert {path} -o {path.with_suffix('.corpus')}`, then open the corpus"
+            )
+        raise NotACorpusError(f"{path} is a file, not a cellarrow corpus (a directory written by `cellarrow convert`)")
+    if not (path / "manifest.json").exists():
+        h5ad = sorted(p.name for p in path.glob("*.h5ad"))[:3]
+        hint = f"; it holds .h5ad files ({', '.join(h5ad)}): convert them with `cellarrow convert`" if h5ad else ""
+        raise CorpusNotFoundError(
+            f"{path} is a directory but not a cellarrow corpus: it has no manifest.json{hint}"
+        )
 
 
 def _view(array: pa.Array) -> np.ndarray:
@@ -324,27 +486,47 @@ def _format(t: pa.Table, format: str):
     raise ValueError(f"unknown format {format!r}; expected 'arrow' or 'polars'")
 
 
-def cohort_cells(cohort: Any) -> Optional[pa.Array]:
-    """Cell ids of a :class:`Cohort`, a query ``Cohort`` of the core, or any integer sequence,
-    as an Arrow array (or None for every cell)."""
+class CheckedCells:
+    """Cell ids already made a cohort's (sorted, distinct, in range), without their corpus:
+    what a pickled dataset carries to its workers, so that they are not checked again."""
+
+    __slots__ = ("cells",)
+
+    def __init__(self, cells: np.ndarray):
+        self.cells = cells
+
+    def to_arrow(self) -> pa.Array:
+        return pa.array(self.cells, type=pa.uint64())
+
+
+def cohort_cells(cohort: Any, n_cells: int) -> Optional[pa.Array]:
+    """Cell ids of a :class:`Cohort` or any integer sequence (ids rule of :func:`cell_ids`)
+    as an Arrow array, or None for every cell."""
     if cohort is None:
         return None
-    if isinstance(cohort, Cohort):
+    if isinstance(cohort, (Cohort, CheckedCells)):
         return cohort.to_arrow()
     if hasattr(cohort, "cells") and not callable(cohort.cells):
         cohort = cohort.cells
-    if isinstance(cohort, (pa.Array, pa.ChunkedArray)):
-        return pa.array(cohort).cast(pa.uint64()) if isinstance(cohort, pa.Array) else cohort.combine_chunks().cast(pa.uint64())
-    return pa.array(np.asarray(cohort, dtype=np.uint64))
+    return pa.array(cell_ids(cohort, n_cells), type=pa.uint64())
 
 
 class Loader:
     """Batches of one shard of one epoch of a sampler, gathered ahead by Rust threads.
 
-    Iterating yields :class:`Batch` objects; each pass over the loader is one epoch (set it with
-    ``epoch=`` or :meth:`set_epoch`). The Rust threads gather with the GIL released.
+    Iterating yields :class:`Batch` objects. Each ``iter()`` serves the current epoch from its
+    start, as PyTorch's ``DataLoader`` and Hugging Face datasets do: move to the next epoch
+    with :meth:`set_epoch`. The one exception is a resume the caller asked for: after
+    :meth:`load_state_dict` (or ``position=``), the next ``iter()`` serves the rest of that
+    epoch. The Rust threads gather with the GIL released.
 
-    Sampler options:
+    The settings are checked when the loader is made: an unknown keyword is a ``TypeError``
+    that lists the valid ones, a zero or negative size a ``ValueError`` naming it, and an obs
+    column the corpus lacks or a spatial sampler on a corpus without coordinates fail here,
+    not at the first batch. Settings not given take the library's defaults;
+    ``repr(loader)`` and :attr:`settings` show them.
+
+    Sampler settings:
 
     - ``sampler``: ``"random"`` (a fresh permutation of the cells per epoch), ``"shuffle"``
       (for cold storage: runs of ``shuffle_run`` consecutive cells, default 64, shuffled as
@@ -358,16 +540,25 @@ class Loader:
     - ``rank``, ``world_size``, ``worker``, ``num_workers``, ``policy`` (``"even"``,
       ``"drop_last"``, ``"pad"``): the shard; ``position``: items of the shard already served
       (to resume).
+    - SQL (where the native library offers it): ``where`` (an obs predicate choosing the
+      cells), ``blocks_sql``, ``regions_sql`` (queries choosing the blocks or regions).
 
-    Output options: ``obs`` (obs columns to add), ``coords`` (x, y, z), ``bounds`` (blocks,
+    Output settings: ``obs`` (obs columns to add), ``coords`` (x, y, z), ``bounds`` (blocks,
     and regions given as boxes: each cell's group box ``min_x`` ... ``max_y`` and its
     coordinates normalised to it, ``x_norm``, ``y_norm``; implies ``coords``), ``dense`` (``"all"``
     or a list of gene names or ids: a dense ``n_cells x len(dense)`` output instead of CSR),
-    ``values`` (``"native"``, ``"f32"``, ``"f64"``), ``indices`` (``"i32"``, the default, which
-    scipy and torch take with no copy, or ``"native"``: the stored uint16/uint32, fewer bytes). Loader options: ``threads`` (0 gathers on
-    the calling thread), ``prefetch``.
+    ``values`` (the type of the gathered values: ``"native"``, the stored type, by default;
+    ``"f32"`` or ``"f64"``: converted while gathering), ``indices`` (``"i32"``, the default
+    here, which scipy and torch take with no copy, or ``"native"``: the stored uint16/uint32,
+    fewer bytes). Loader settings: ``threads`` (0 gathers on the calling thread), ``prefetch``.
+
+    Whatever ``values`` is, :meth:`Batch.to_scipy`, :meth:`Batch.to_torch` and
+    :meth:`Batch.to_numpy` give float32 values unless asked for ``values="native"``; a loader
+    with ``values="f32"`` hands them over with no conversion.
 
     >>> loader = corpus.loader("random", batch_size=256, seed=0, obs=["cell_type"])  # doctest: +SKIP
+    >>> loader                                                                       # doctest: +SKIP
+    Loader('random', batch_size=256, seed=0, obs=['cell_type'], ...)
     >>> for epoch in range(3):                                                       # doctest: +SKIP
     ...     loader.set_epoch(epoch)
     ...     for batch in loader:
@@ -378,7 +569,9 @@ class Loader:
         if not isinstance(corpus, Corpus):
             corpus = Corpus(corpus)
         if sampler not in SAMPLERS and sampler != "cells":
-            raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+            raise _errors.SettingValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+        _settings.check_keywords(options, _settings.native_keywords() - {"sampler"} | {"cohort"}, "Loader()")
+        _settings.check_values(options)
         if isinstance(options.get("dense"), str):
             options["dense"] = [options["dense"]]
         if isinstance(options.get("obs"), str):
@@ -389,24 +582,58 @@ class Loader:
         options.setdefault("indices", "i32")
         self.corpus = corpus
         self.sampler = sampler
-        self._cells = cohort_cells(cohort)
+        self._cells = cohort_cells(cohort, corpus.n_cells)
         self._options = dict(options)
         self._epoch = int(self._options.pop("epoch", 0))
-        self._position = int(self._options.pop("position", 0))
-        self._native: Optional[Any] = None
-        self._native_key: Optional[tuple] = None
+        position = self._options.pop("position", None)
+        # Items of the shard served by the current (or last) pass, and the position the next
+        # iter() resumes from when the caller asked for a resume (None: from the start).
+        self._position = 0
+        self._resume: Optional[int] = None if not position else int(position)
+        self._probe: Optional[Any] = None
+        self._probe_key: Optional[tuple] = None
+        self._probe_used = False
+        # Built now, on the calling thread and without gathering: every setting is checked.
+        self._current()
 
-    def _make(self, epoch: int, position: int):
-        return _native.Loader(
-            self.corpus._native, self._cells, sampler=self.sampler, epoch=epoch, position=position, **self._options
-        )
+    def _make(self, epoch: int, position: int, threads: Optional[int] = None):
+        options = dict(self._options)
+        if threads is not None:
+            options["threads"] = threads
+        return _native.Loader(self.corpus._native, self._cells, sampler=self.sampler, epoch=epoch, position=position, **options)
+
+    def _start(self) -> int:
+        return self._resume if self._resume is not None else 0
 
     def _current(self):
-        key = (self._epoch, self._position)
-        if self._native is None or self._native_key != key:
-            self._native = self._make(self._epoch, self._position)
-            self._native_key = key
-        return self._native
+        """A native loader for the next pass that gathers nothing (threads=0): its counts,
+        its schema, and the loader of that pass when the caller asked for threads=0."""
+        key = (self._epoch, self._start())
+        if self._probe is None or self._probe_key != key or self._probe_used:
+            self._probe = self._make(*key, threads=0)
+            self._probe_key, self._probe_used = key, False
+        return self._probe
+
+    # -- settings --------------------------------------------------------------------------
+    @property
+    def settings(self) -> Dict[str, Any]:
+        """The loader's settings: the library's effective ones when the native module reports
+        them, else those given (the others at the library's defaults)."""
+        native = getattr(self._current(), "settings", None)
+        if isinstance(native, Mapping):
+            out = dict(native)
+        else:
+            out = {"sampler": self.sampler, **self._options}
+        out.pop("position", None)
+        out["epoch"] = self._epoch
+        return out
+
+    def __repr__(self) -> str:
+        settings = self.settings
+        settings.pop("sampler", None)
+        items = "".join(f", {k}={v!r}" for k, v in settings.items() if k not in ("threads", "prefetch") or k in self._options)
+        cohort = "every cell" if self._cells is None else f"{len(self._cells)} cells"
+        return f"Loader({self.sampler!r}{items}, cohort={cohort} of {os.fspath(self.corpus.path)!r})"
 
     # -- epoch and state -------------------------------------------------------------------
     @property
@@ -414,8 +641,13 @@ class Loader:
         return self._epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Serves ``epoch`` on the next iteration (from its start)."""
-        self._epoch = int(epoch)
+        """Serves ``epoch`` on the next iteration, from its start; a resume that
+        :meth:`load_state_dict` set up for this same epoch is kept."""
+        _settings.check_values({"epoch": epoch})
+        epoch = int(epoch)
+        if epoch != self._epoch:
+            self._resume = None
+        self._epoch = epoch
         self._position = 0
 
     @property
@@ -425,7 +657,7 @@ class Loader:
 
     @property
     def n_items(self) -> int:
-        """Items (cells or groups) this shard serves from the current position."""
+        """Items (cells or groups) the next iteration serves."""
         return self._current().n_items
 
     def __len__(self) -> int:
@@ -433,13 +665,18 @@ class Loader:
         return self._current().n_batches
 
     def state_dict(self) -> Dict[str, int]:
-        """Where the loader stands: ``{"epoch", "position"}`` (items of the shard served)."""
-        return {"epoch": self._epoch, "position": self._position}
+        """Where the loader stands: ``{"epoch", "position"}`` (items of the shard served in
+        the current or last pass of the epoch; a pending resume's position before it starts)."""
+        position = self._resume if self._resume is not None else self._position
+        return {"epoch": self._epoch, "position": position}
 
     def load_state_dict(self, state: Dict[str, int]) -> None:
-        """Continues from a :meth:`state_dict`: the next iteration resumes the epoch exactly."""
+        """Continues from a :meth:`state_dict`: the next iteration resumes the epoch exactly
+        (a state saved at the end of an epoch gives an empty pass; :meth:`set_epoch` moves on)."""
+        _settings.check_values({"epoch": state["epoch"], "position": state["position"]})
         self._epoch = int(state["epoch"])
         self._position = int(state["position"])
+        self._resume = self._position
 
     @property
     def schema(self) -> pa.Schema:
@@ -455,8 +692,14 @@ class Loader:
         loader with ``threads=0``: called before each batch, it gives a writable uint8 array to
         gather the batch into (see ``_native.Loader.next_into``), or None for the loader's own
         memory; ``where`` is what it gave."""
-        native = self._current()
-        self._native = None  # a loader iterates once; the next pass builds a fresh one
+        start = self._start()
+        if self._options.get("threads") == 0:
+            native = self._current()
+            self._probe_used = True  # a native loader iterates once
+        else:
+            native = self._make(self._epoch, start)
+        self._resume = None
+        self._position = start
         n_genes = self.corpus.n_genes
         dense_genes = np.asarray(native.dense_genes, dtype=np.uint32) if native.dense_width else None
         per_batch = native.items_per_batch
@@ -472,9 +715,6 @@ class Loader:
             batch = Batch(pa.record_batch(rb), n_genes, dense_genes)
             self._position = min(self._position + per_batch, end)
             yield batch, where, used
-        # A finished epoch moves on to the next one.
-        self._epoch += 1
-        self._position = 0
 
 
 class Batch:
@@ -552,7 +792,15 @@ class Batch:
         return self._csr is None and "dense" in self._rb.schema.names
 
     def column(self, name: str) -> pa.Array:
-        return self.record_batch.column(name)
+        """A column of the batch (``pyarrow.RecordBatch.column``); a missing one is a
+        ``KeyError`` that names the columns there are and how to ask for an obs column."""
+        rb = self.record_batch
+        if name not in rb.schema.names:
+            raise KeyError(
+                f"the batch has no column {name!r} (it has {', '.join(rb.schema.names)}): obs columns come with "
+                f"batches when the loader is asked for them, e.g. corpus.loader(..., obs=[{name!r}])"
+            )
+        return rb.column(name)
 
     @property
     def cells(self) -> np.ndarray:
@@ -597,14 +845,30 @@ class Batch:
         width = col.type.list_size
         return _view(col.values).reshape(len(col), width)
 
-    def obs(self, name: str) -> np.ndarray:
-        """An obs column as numpy (a view for numeric columns without nulls)."""
+    @property
+    def obs(self) -> pa.Table:
+        """The per-cell columns of the batch other than the matrix, as a ``pyarrow.Table``
+        (as ``Corpus.obs`` and ``Cohort.obs`` are): ``cell``, the ``obs=`` columns, and the
+        ``group``, coordinate and box columns of the loader. One column as numpy:
+        ``batch.obs["cell_type"].to_numpy()``, or :meth:`column` for the Arrow array."""
+        rb = self.record_batch
+        names = [n for n in rb.schema.names if n not in _MATRIX_COLUMNS]
+        return _CallableTable(pa.Table.from_batches([rb.select(names)]), self._obs_numpy, "Batch.obs(name)", "Batch.obs[name] or Batch.column(name)")
+
+    def _obs_numpy(self, name: str) -> np.ndarray:
+        """One column as numpy, categories decoded (what ``Batch.obs(name)`` gave)."""
         col = self.column(name)
         if pa.types.is_dictionary(col.type):
             col = col.dictionary_decode()
         return col.to_numpy(zero_copy_only=False)
 
+    def to_arrow(self) -> pa.RecordBatch:
+        """The batch as a ``pyarrow.RecordBatch`` (no copy)."""
+        return self.record_batch
+
     def to_pyarrow(self) -> pa.RecordBatch:
+        """Deprecated: :meth:`to_arrow` (the name polars uses)."""
+        _deprecated("Batch.to_pyarrow()", "Batch.to_arrow()")
         return self.record_batch
 
     def to_polars(self):
@@ -613,43 +877,77 @@ class Batch:
 
         return pl.DataFrame(self.record_batch)
 
-    def to_scipy(self, copy: bool = False):
+    def to_scipy(self, copy: bool = False, values: str = "f32"):
         """The batch as a ``scipy.sparse.csr_matrix`` of ``num_rows x n_genes`` (dense loaders:
         ``num_rows x n_dense_genes``).
 
-        Values, gene ids and row pointers are read-only views of the batch (``int32`` gene ids
-        are taken as they are; ``indices="native"`` ones are widened), so in-place scipy
-        operations (``X.data *= 2``, ``X.eliminate_zeros()``) raise ``ValueError: ...
-        read-only``; ``copy=True`` gives a matrix that owns its arrays."""
+        ``values``: ``"f32"`` (the default: arithmetic on counts stored as uint16 must not wrap
+        around), ``"f64"``, or ``"native"``, the type the batch holds (a view). Gene ids and
+        row pointers are read-only views of the batch (``int32`` gene ids are taken as they
+        are; ``indices="native"`` ones are widened), and so are the values when no conversion
+        is needed (a loader made with ``values="f32"``), so in-place scipy operations
+        (``X.data *= 2``, ``X.eliminate_zeros()``) may raise ``ValueError: ... read-only``;
+        ``copy=True`` gives a matrix that owns its arrays."""
         import scipy.sparse as sp
 
         if self.is_dense:
-            X = sp.csr_matrix(self.dense)
+            X = sp.csr_matrix(_converted(self.dense, values))
         else:
-            X = _scipy_csr(self.values, self.indices, self.indptr, (self.num_rows, self.n_genes))
+            X = _scipy_csr(_converted(self.values, values), self.indices, self.indptr, (self.num_rows, self.n_genes))
         return X.copy() if copy else X
 
-    def to_torch(self, dense: Optional[bool] = None):
+    def to_numpy(self, values: str = "f32") -> np.ndarray:
+        """The batch as a dense ``num_rows x n_genes`` array (dense loaders: the dense gene
+        subset), float32 unless ``values`` says ``"f64"`` or ``"native"`` (the batch's type;
+        for a dense loader a read-only view)."""
+        if self.is_dense:
+            return _converted(self.dense, values)
+        out = np.zeros((self.num_rows, self.n_genes), dtype=_converted(self.values[:0], values).dtype)
+        rows = np.repeat(np.arange(self.num_rows), np.diff(self.indptr))
+        out[rows, self.indices] = self.values
+        return out
+
+    def to_torch(self, dense: Optional[bool] = None, values: str = "f32"):
         """The batch as a torch tensor: a sparse CSR tensor ``num_rows x n_genes``, or the dense
-        ``num_rows x n_dense_genes`` tensor of a ``dense=`` loader (a view, no copy).
+        ``num_rows x n_dense_genes`` tensor of a ``dense=`` loader (a view when no conversion
+        is needed).
 
         ``dense=True`` on a CSR batch expands it to ``num_rows x n_genes``. Row pointers and
         ``int32`` gene ids are shared (``indices="native"`` ones are widened: torch has no
-        uint16 index type); integer values become float32, so ask the loader for
-        ``values="f32"`` to share the value buffer too."""
+        uint16 index type). ``values``: ``"f32"`` by default, ``"f64"``, or ``"native"`` (the
+        batch's type; torch takes integers but computes in floats); ask the loader for
+        ``values="f32"`` to share the value buffer too.
+
+        The tensor is made without torch's invariant checks (``check_invariants=False``): the
+        library builds every batch canonical (sorted, distinct, in-range gene ids per row)."""
         import torch
 
         if self.is_dense:
-            return _torch_view(self.column("dense").values).reshape(self.num_rows, -1)
-        values = _torch_from_numpy(self.values)
-        if not values.is_floating_point():
-            values = values.to(torch.float32)
+            dense_values = self.column("dense").values
+            if _converted(self.dense[:0], values).dtype == self.dense.dtype:
+                return _torch_view(dense_values).reshape(self.num_rows, -1)
+            return _torch_from_numpy(_converted(self.dense, values))
+        vals = _torch_from_numpy(_converted(self.values, values))
         crow = _torch_from_numpy(self.indptr)
         col = _torch_from_numpy(np.asarray(self.indices, dtype=np.int32))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-            t = torch.sparse_csr_tensor(crow, col, values, size=(self.num_rows, self.n_genes), check_invariants=False)
+            t = torch.sparse_csr_tensor(crow, col, vals, size=(self.num_rows, self.n_genes), check_invariants=False)
         return t.to_dense() if dense else t
+
+
+_MATRIX_COLUMNS = ("indices", "values", "dense")
+_VALUE_TYPES = {"f32": np.dtype(np.float32), "f64": np.dtype(np.float64)}
+
+
+def _converted(a: np.ndarray, values: str) -> np.ndarray:
+    """``a`` with the value type ``values`` names (``"native"``: as it is)."""
+    if values == "native":
+        return a
+    dtype = _VALUE_TYPES.get(values)
+    if dtype is None:
+        raise ValueError(f"unknown values {values!r}; expected 'f32', 'f64' or 'native'")
+    return a if a.dtype == dtype else a.astype(dtype)
 
 
 # The instance attributes of a scipy csr_matrix, as scipy's own constructor leaves them.

@@ -1,6 +1,6 @@
 """The Rust extension module (use the `cellarrow` package API instead)."""
 
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 __version__: str
 
@@ -23,7 +23,47 @@ class Corpus:
     def gather_csr(self, cells: bytes, signed: bool = False) -> Tuple[bytes, bytes, bytes]: ...
 
 class Loader:
-    def __init__(self, corpus: Corpus, cells: Any = None, **options: Any) -> None: ...
+    """A keyword not given takes the library's default (``...`` here)."""
+
+    def __init__(
+        self,
+        corpus: Corpus,
+        cells: Any = None,
+        *,
+        sampler: str = ...,
+        batch_size: Optional[int] = ...,
+        drop_last: bool = ...,
+        seed: int = ...,
+        epoch: int = ...,
+        position: int = ...,
+        rank: int = ...,
+        world_size: int = ...,
+        worker: int = ...,
+        num_workers: int = ...,
+        policy: str = ...,
+        shuffle_run: int = ...,
+        shuffle_window: int = ...,
+        group_size: int = ...,
+        label: Optional[str] = ...,
+        label_mode: str = ...,
+        regions: Optional[str] = ...,
+        min_cells: int = ...,
+        max_cells: Optional[int] = ...,
+        block_size: Optional[float] = ...,
+        stride: Optional[float] = ...,
+        where: Optional[str] = ...,
+        blocks_sql: Optional[str] = ...,
+        regions_sql: Optional[str] = ...,
+        values: str = ...,
+        indices: str = ...,
+        dense: Optional[Sequence[Any]] = ...,
+        obs: Sequence[str] = ...,
+        coords: bool = ...,
+        bounds: bool = ...,
+        threads: int = ...,
+        prefetch: int = ...,
+    ) -> None: ...
+    settings: Dict[str, Any]
     epoch_len: int
     n_items: int
     start_position: int

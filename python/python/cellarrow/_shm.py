@@ -105,6 +105,41 @@ def tensors(parts: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+class PortableBatch(dict):
+    """A batch dict that crosses to another process through torch's own transport with its
+    sparse CSR tensors taken apart: the receiver rebuilds them with ``check_invariants=False``
+    (the library made them canonical), where torch's own rebuild would warn on every process
+    that "sparse invariant checks are implicitly disabled". Unpickled, it is a plain dict."""
+
+    def __copy__(self) -> "PortableBatch":
+        # torch's default_convert copies mappings; copy's default would go through __reduce__.
+        return PortableBatch(self)
+
+    def __reduce__(self):
+        items = []
+        for key, value in self.items():
+            if isinstance(value, torch.Tensor) and value.layout == torch.sparse_csr:
+                value = _SparseParts(tuple(value.shape), value.crow_indices(), value.col_indices(), value.values())
+            items.append((key, value))
+        return (_rebuild_portable, (items,))
+
+
+class _SparseParts(NamedTuple):
+    shape: Tuple[int, int]
+    crow: torch.Tensor
+    col: torch.Tensor
+    values: torch.Tensor
+
+
+def _rebuild_portable(items) -> Dict[str, Any]:
+    return {key: _csr(v.shape, v.crow, v.col, v.values) if isinstance(v, _SparseParts) else v for key, v in items}
+
+
+def portable(batch: Dict[str, Any]) -> "PortableBatch":
+    """``batch`` as a :class:`PortableBatch`, for torch's transport."""
+    return PortableBatch(batch)
+
+
 _csr_warned = False
 
 
@@ -257,7 +292,7 @@ class SharedBatch(dict):
     def __reduce__(self):
         claim = self._claim
         if claim.sent or not self._unchanged():
-            return (dict, (dict(self),))
+            return PortableBatch(self).__reduce__()
         claim.sent = True
         entries = tuple((key, ("v", self[key]) if spec is None else spec) for key, spec, _ in self._layout)
         return (_rebuild, (claim.ring.ident, claim.slot, claim.ring.slot_size, entries, self._copied))
@@ -341,7 +376,7 @@ def share(parts: Dict[str, Any], slots: int, gathered: Optional[np.ndarray] = No
     ring = _worker_ring(slots, need)
     slot = None if ring is None else ring.take()
     if slot is None:
-        return tensors(parts)
+        return portable(tensors(parts))
     return _fill(parts, _Claim(ring, slot), layout, copies, specs)
 
 

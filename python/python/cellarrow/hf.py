@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
-from ._core import Corpus, Loader, cohort_cells
+from ._core import CheckedCells, Corpus, Loader, cohort_cells
 
 __all__ = ["to_hf_dataset", "to_hf_iterable"]
 
@@ -29,27 +29,48 @@ DEFAULT_SHARDS = 64
 
 
 def to_hf_dataset(corpus: Any, obs: Optional[Sequence[str]] = None):
-    """A ``datasets.Dataset`` with one row per cell (in cell id order): ``indices`` and
-    ``values`` (the cell's non-zeros), memory-mapped from the matrix parts.
+    """A ``datasets.Dataset`` with one row per cell (in cell id order): ``cell`` (its id, as
+    the rows of :func:`to_hf_iterable` carry it), ``indices`` and ``values`` (the cell's
+    non-zeros), memory-mapped from the matrix parts.
 
-    ``obs``: obs columns to add; these are read into memory (O(cells)), unlike the matrix.
+    ``obs``: obs columns to add; these are read into memory (O(cells)), unlike the matrix, and
+    so is the ``cell`` column (8 bytes a cell).
 
     >>> ds = cellarrow.open("my.corpus").to_hf_dataset()   # doctest: +SKIP
     >>> ds.num_rows == corpus.n_cells                       # doctest: +SKIP
     True
     """
     import datasets
+    import numpy as np
 
     if not isinstance(corpus, Corpus):
         corpus = Corpus(corpus)
     parts = [datasets.Dataset.from_file(os.fspath(p)) for p in corpus.part_paths]
     ds = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    matrix = list(ds.column_names)
+    ds = ds.add_column("cell", np.arange(corpus.n_cells, dtype=np.uint64), feature=datasets.Value("uint64"))
     for name in obs or ():
         col = corpus.table("obs", [name]).column(0).combine_chunks()
         if str(col.type).startswith("dictionary"):
             col = col.dictionary_decode()
         ds = ds.add_column(name, col.to_pylist())
-    return ds
+    return ds.select_columns(["cell", *matrix, *(obs or ())])
+
+
+def _features(schema):
+    """The ``datasets.Features`` of the rows of batches of ``schema``: categorical columns
+    arrive as their values (``to_pylist`` decodes them)."""
+    import datasets
+    import pyarrow as pa
+
+    def plain(t):
+        if pa.types.is_dictionary(t):
+            return plain(t.value_type)
+        if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+            return pa.list_(plain(t.value_type))
+        return t
+
+    return datasets.Features.from_arrow_schema(pa.schema([pa.field(f.name, plain(f.type)) for f in schema]))
 
 
 def _generate(shards: List[int], spec: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
@@ -58,7 +79,7 @@ def _generate(shards: List[int], spec: Dict[str, Any]) -> Iterator[Dict[str, Any
         loader = Loader(
             corpus,
             spec["sampler"],
-            cohort=spec["cells"],
+            cohort=None if spec["cells"] is None else CheckedCells(spec["cells"]),
             rank=shard,
             world_size=spec["num_shards"],
             epoch=spec["epoch"],
@@ -99,7 +120,9 @@ def to_hf_iterable(
     for key in ("rank", "world_size", "worker", "num_workers"):
         if key in options:
             raise TypeError(f"{key}: the iterable dataset is split by datasets (num_shards), not by {key}")
-    cells = cohort_cells(cohort)
+    if int(num_shards) <= 0:
+        raise ValueError(f"num_shards must be positive (an integer > 0), got {num_shards!r}")
+    cells = cohort_cells(cohort, corpus.n_cells)
     options.setdefault("threads", 1)
     spec = {
         "path": os.fspath(corpus.path),
@@ -110,7 +133,7 @@ def to_hf_iterable(
         "options": dict(options),
     }
     # Fail here, not in a worker, on bad settings.
-    Loader(corpus, sampler, cohort=cells, rank=0, world_size=int(num_shards), epoch=int(epoch), **{**options, "threads": 0}).epoch_len
+    probe = Loader(corpus, sampler, cohort=cells, rank=0, world_size=int(num_shards), epoch=int(epoch), **{**options, "threads": 0})
     return datasets.IterableDataset.from_generator(
-        _generate, gen_kwargs={"shards": list(range(int(num_shards))), "spec": spec}
+        _generate, features=_features(probe.schema), gen_kwargs={"shards": list(range(int(num_shards))), "spec": spec}
     )

@@ -32,6 +32,8 @@ torch.
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -40,24 +42,30 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from . import _native, _shm
-from ._core import Batch, Cohort, Corpus, Loader, PathLike, _view, cohort_cells
+from . import _settings, _shm
+from ._core import Batch, CheckedCells, Corpus, Loader, PathLike, _view, cohort_cells
 
 __all__ = ["CellDataset", "collate", "consumed_per_worker"]
 
-# Slots of the shared state tensor.
-_EPOCH, _SEEN, _WORKERS = 0, 1, 2
+# Slots of the shared state tensor: the epoch; batches the loop took to resume from (0: from
+# the start); workers of the last pass (0: in process); workers the resume state was saved
+# with; 1 when the last pass ran in workers whose batches nobody counted.
+_EPOCH, _SEEN, _WORKERS, _RESUME_WORKERS, _UNFOLLOWED = range(5)
+_SLOTS = 5
 
 
 def collate(batch: Batch, output: str = "csr") -> Dict[str, Any]:
     """Turns a :class:`cellarrow.Batch` into a dict of tensors.
 
-    - ``"X"``: ``output="csr"``: a ``torch.sparse_csr_tensor`` ``cells x genes`` with the types
-      of :meth:`cellarrow.Batch.to_torch` (int32 gene ids, integer values as float32);
+    - ``"X"``: ``output="csr"``: a ``torch.sparse_csr_tensor`` ``cells x genes`` (int32 gene
+      ids; integer values as float32, floating ones as gathered: a :class:`CellDataset`
+      gathers float32 unless given ``values=``);
       ``output="dense"``: a dense tensor (the loader's ``dense=`` gene subset as a view with no
       copy, else the CSR batch expanded to all genes).
     - ``"cell"`` (int64), ``"group"`` (int64, grouped samplers), ``"x"``/``"y"``/``"z"`` and
-      numeric obs columns as tensors; string and categorical obs columns as lists of str.
+      numeric obs columns as tensors (unsigned integer columns as int64, which torch computes
+      with; a uint64 column with a value above the int64 range stays uint64); string and
+      categorical obs columns as lists of str.
 
     >>> collate(next(iter(corpus.loader(batch_size=4))), "dense")["X"].shape   # doctest: +SKIP
     torch.Size([4, 507])
@@ -97,7 +105,7 @@ def _parts(batch: Batch, output: str) -> Dict[str, Any]:
             # A view through DLPack: `to_numpy()` would first set up pyarrow's conversion
             # machinery, about 25 MB in every worker. Booleans are bit-packed: no view.
             a = col.to_numpy(zero_copy_only=False) if pa.types.is_boolean(t) else _view(col)
-            out[name] = _shm.Array(a, a.dtype)
+            out[name] = _shm.Array(a, _torch_type(a))
         elif pa.types.is_dictionary(t) and col.null_count == 0:
             out[name] = _labels(col)
         else:
@@ -105,6 +113,15 @@ def _parts(batch: Batch, output: str) -> Dict[str, Any]:
                 col = col.dictionary_decode()
             out[name] = col.to_pylist()
     return out
+
+
+def _torch_type(a: np.ndarray) -> np.dtype:
+    """The tensor type of a numeric column: unsigned integers wider than a byte become int64
+    (most torch operations refuse uint16/32/64), unless a uint64 value does not fit."""
+    if a.dtype.kind == "u" and a.dtype.itemsize > 1:
+        if a.dtype.itemsize < 8 or a.size == 0 or a.max() <= np.iinfo(np.int64).max:
+            return np.dtype(np.int64)
+    return a.dtype
 
 
 def _labels(col) -> List[Any]:
@@ -189,14 +206,25 @@ class CellDataset(IterableDataset):
             into their own memory, and each batch is copied into the ring.
         shared_memory: ``DataLoader`` workers pass batches through a shared-memory ring (Linux,
             the default there); ``False`` leaves it to torch's own transport.
-        **options: the :class:`cellarrow.Loader` options (``batch_size``, ``seed``, ``epoch``,
+        **options: the :class:`cellarrow.Loader` settings (``batch_size``, ``seed``, ``epoch``,
             ``policy``, ``drop_last``, ``group_size``, ``label``, ``block_size``, ``obs``,
-            ``coords``, ``dense``, ``values`` (default ``"f32"``) ...).
+            ``coords``, ``dense``, ``values`` (default ``"f32"`` here) ...), checked here: an
+            unknown one is a ``TypeError``, a zero or negative size a ``ValueError``.
 
-    Resume: ``state = ds.state_dict(batches_seen=k)`` records the epoch and how many batches
-    this rank's loop consumed; ``ds.load_state_dict(state)`` makes the next iteration serve
-    exactly the rest of that epoch (with the same ``num_workers``, world size and settings).
-    With ``num_workers=0`` the dataset counts the batches itself.
+    Length: :meth:`dataloader` gives a ``DataLoader`` whose ``len()`` is exactly the number of
+    batches it delivers, with any ``num_workers``. ``len(dataset)`` is the number of batches
+    served in one process (``num_workers`` 0 or 1); with more workers each has its own last,
+    partial batch, so a plain ``DataLoader(dataset, num_workers=N)`` may deliver more.
+
+    Resume: ``state = ds.state_dict()`` records the epoch and how many batches this rank's
+    loop took from the data loader; ``ds.load_state_dict(state)`` makes the next iteration
+    serve exactly the rest of that epoch (with the same ``num_workers``, world size and
+    settings). The dataset counts the batches itself when it is iterated in this process or
+    through :meth:`dataloader`; after an iteration in the workers of another ``DataLoader``
+    it cannot, and ``state_dict()`` raises unless given ``batches_seen``.
+
+    Epochs: each iteration serves the current epoch from its start, unless a resume is
+    pending (the first iteration after :meth:`load_state_dict`); :meth:`set_epoch` moves on.
     """
 
     def __init__(
@@ -209,14 +237,21 @@ class CellDataset(IterableDataset):
         rank: Optional[int] = None,
         world_size: Optional[int] = None,
         threads: Optional[int] = None,
-        prefetch: int = 4,
+        prefetch: Optional[int] = None,
         shared_memory: bool = _shm.SUPPORTED,
         **options: Any,
     ):
         super().__init__()
-        self.path = os.fspath(corpus.path if isinstance(corpus, Corpus) else corpus)
+        corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
+        self.path = os.fspath(corpus.path)
         self.sampler = sampler
-        cells = cohort_cells(cohort)
+        for key in ("worker", "num_workers"):
+            if key in options:
+                raise TypeError(f"{key} comes from torch.utils.data.get_worker_info(), not an argument")
+        valid = _settings.native_keywords() - {"sampler", "worker", "num_workers", "rank", "world_size", "threads", "prefetch", "position"}
+        _settings.check_keywords(options, valid, "CellDataset()")
+        _settings.check_values({"rank": rank, "world_size": world_size, "threads": threads, "prefetch": prefetch, **options})
+        cells = cohort_cells(cohort, corpus.n_cells)
         self.cells = None if cells is None else cells.to_numpy(zero_copy_only=False)
         if output not in ("csr", "dense"):
             raise ValueError(f"unknown output {output!r}; expected 'csr' or 'dense'")
@@ -235,16 +270,17 @@ class CellDataset(IterableDataset):
         # share the gathered buffer instead of being converted again.
         options.setdefault("values", "f32")
         epoch = int(options.pop("epoch", 0))
-        options.pop("position", None)
-        for key in ("worker", "num_workers"):
-            if key in options:
-                raise TypeError(f"{key} comes from torch.utils.data.get_worker_info(), not an argument")
         self.options = options
-        # [epoch, batches consumed by the loop to resume from, worker count seen]
-        self._state = torch.zeros(3, dtype=torch.int64).share_memory_()
+        # Shared with workers, forked or spawned (see the slots above).
+        self._state = torch.zeros(_SLOTS, dtype=torch.int64).share_memory_()
         self._state[_EPOCH] = epoch
-        self._seen_here = 0
-        self._corpus: Optional[Corpus] = None
+        # This process only: batches of the current epoch the loop took (see state_dict).
+        self._progress = _Progress()
+        # Set in the workers of a DataLoader made by dataloader(), which counts their batches.
+        self._followed = False
+        self._corpus: Optional[Corpus] = corpus
+        # Every setting is checked now, not in a worker at the first batch.
+        self._loader(0, 1, threads=0)
 
     # -- pickling: settings only -------------------------------------------------------------
     def __getstate__(self):
@@ -272,56 +308,67 @@ class CellDataset(IterableDataset):
         return int(self._state[_EPOCH])
 
     def set_epoch(self, epoch: int) -> None:
-        """Serves ``epoch`` from its start on the next iteration (also in persistent workers)."""
+        """Serves ``epoch`` from its start on the next iteration (also in persistent workers);
+        a resume that :meth:`load_state_dict` set up for this same epoch is kept."""
+        _settings.check_values({"epoch": epoch})
+        if int(epoch) != self.epoch:
+            self._state[_SEEN] = 0
         self._state[_EPOCH] = int(epoch)
-        self._state[_SEEN] = 0
-        self._seen_here = 0
+        self._progress.seen = int(self._state[_SEEN])
 
-    def _loader(self, worker: int, num_workers: int, position: int = 0, threads: int = 1) -> Loader:
+    def _loader(self, worker: int, num_workers: int, position: int = 0, threads: Optional[int] = 1) -> Loader:
+        kw = dict(self.options)
+        if threads is not None:
+            kw["threads"] = threads
+        if self.prefetch is not None:
+            kw["prefetch"] = self.prefetch
         return Loader(
             self.corpus,
             self.sampler,
-            cohort=self.cells,
+            cohort=None if self.cells is None else CheckedCells(self.cells),
             epoch=self.epoch,
             position=position,
             rank=self.rank,
             world_size=self.world_size,
             worker=worker,
             num_workers=num_workers,
-            threads=threads,
-            prefetch=self.prefetch,
-            **self.options,
+            **kw,
         )
 
     def worker_batches(self, num_workers: int) -> List[int]:
-        """Batches of each DataLoader worker of this rank for the current epoch."""
-        probe = self._loader(0, num_workers, threads=0)
-        native = probe._current()
-        n, per = probe.epoch_len, native.items_per_batch
-        policy = self.options.get("policy", "even")
-        # drop_last applies to batches of cells, not of groups.
-        drop_last = bool(self.options.get("drop_last", False)) and not native.grouped
-        out = []
-        for w in range(num_workers):
-            items = _native.shard_len(n, self.rank, self.world_size, w, num_workers, policy)
-            out.append(items // per if drop_last else -(-items // per))
-        return out
+        """Batches of each DataLoader worker of this rank for the whole current epoch (with
+        ``num_workers`` 0 the one process serves them all)."""
+        num_workers = max(int(num_workers), 1)
+        return [len(self._loader(w, num_workers, threads=0)) for w in range(num_workers)]
+
+    def _len(self, num_workers: int) -> int:
+        """Batches the next iteration under ``num_workers`` workers delivers."""
+        return sum(self.worker_batches(num_workers)) - int(self._state[_SEEN])
 
     def __len__(self) -> int:
-        """Batches of this rank in the current epoch, all workers together (as served by
-        a ``DataLoader`` with ``num_workers=0``)."""
-        return sum(self.worker_batches(1))
+        """Batches of this rank the next iteration serves in one process (``num_workers`` 0
+        or 1); :meth:`dataloader` gives a ``DataLoader`` whose ``len()`` holds for its workers."""
+        return self._len(1)
 
     # -- iteration ---------------------------------------------------------------------------
     def __iter__(self):
         info = get_worker_info()
         worker, num_workers = (0, 1) if info is None else (info.id, info.num_workers)
         in_main = info is None
-        if not in_main:
-            self._state[_WORKERS] = num_workers
         seen = int(self._state[_SEEN])
+        if in_main:
+            self._state[_WORKERS] = 0
+            self._state[_UNFOLLOWED] = 0
+            # The resume is taken by this pass; the next one starts the epoch afresh.
+            self._state[_SEEN] = 0
+            self._progress.seen = seen
+        else:
+            self._state[_WORKERS] = num_workers
+            if not self._followed:
+                self._state[_UNFOLLOWED] = 1
         start = 0
         if seen:
+            _check_resume_workers(int(self._state[_RESUME_WORKERS]), 0 if in_main else num_workers)
             counts = self.worker_batches(num_workers)
             start = consumed_per_worker(counts, seen)[worker]
         ring = self.shared_memory and not in_main
@@ -329,47 +376,132 @@ class CellDataset(IterableDataset):
         loader = self._loader(worker, num_workers, threads=threads)
         per = loader._current().items_per_batch
         loader.load_state_dict({"epoch": self.epoch, "position": start * per})
-        if in_main:
-            self._seen_here = seen
         into_slots = ring and threads == 0
         for batch, slot, used in loader._batches(_shm.free_slot if into_slots else None):
             parts = _parts(batch, self.output)
             if in_main:
-                self._seen_here += 1
-            yield _shm.share(parts, self.ring_slots, slot, used) if ring else _shm.tensors(parts)
+                self._progress.seen += 1
+                yield _shm.tensors(parts)
+            elif ring:
+                yield _shm.share(parts, self.ring_slots, slot, used)
+            else:
+                yield _shm.portable(_shm.tensors(parts))
 
     # -- state -------------------------------------------------------------------------------
     def state_dict(self, batches_seen: Optional[int] = None) -> Dict[str, int]:
-        """The resumable state: epoch, batches this rank's loop consumed in it, workers.
+        """The resumable state: epoch, batches this rank's loop took in it, workers.
 
-        ``batches_seen``: batches the training loop took from the ``DataLoader`` this epoch
-        (needed with ``num_workers > 0``; without workers the dataset counts them).
+        The dataset counts the batches when it is iterated in this process or through a
+        :meth:`dataloader`. ``batches_seen``: the count, for a loop over another
+        ``DataLoader`` with workers (without it, the call then raises: the dataset cannot
+        know how far that loop got).
         """
-        seen = self._seen_here if batches_seen is None else int(batches_seen)
-        workers = int(self._state[_WORKERS]) or 1
+        if batches_seen is None:
+            if int(self._state[_UNFOLLOWED]):
+                raise RuntimeError(
+                    "the last pass over this dataset ran in the workers of a DataLoader it cannot follow: "
+                    "iterate ds.dataloader(...) (which counts the batches it hands out), or pass "
+                    "state_dict(batches_seen=N) with the batches your loop took this epoch"
+                )
+            seen = self._progress.seen
+        else:
+            seen = int(batches_seen)
         return {
             "epoch": self.epoch,
             "batches_seen": seen,
-            "num_workers": workers,
+            "num_workers": int(self._state[_WORKERS]),
             "rank": self.rank,
             "world_size": self.world_size,
         }
 
     def load_state_dict(self, state: Dict[str, int]) -> None:
-        """Resumes from :meth:`state_dict`: the next iteration serves the rest of the epoch."""
+        """Resumes from :meth:`state_dict`: the next iteration serves the rest of the epoch.
+        It must run with the ``num_workers`` the state was saved with (0 and 1 are alike)."""
         if int(state.get("world_size", self.world_size)) != self.world_size:
             raise ValueError(
                 f"the state was saved with world_size {state['world_size']}, this job has {self.world_size}"
             )
+        _settings.check_values({"epoch": state["epoch"]})
+        if int(state["batches_seen"]) < 0:
+            raise ValueError(f"batches_seen must not be negative, got {state['batches_seen']!r}")
         self._state[_EPOCH] = int(state["epoch"])
         self._state[_SEEN] = int(state["batches_seen"])
-        self._state[_WORKERS] = int(state.get("num_workers", 1))
-        self._seen_here = int(state["batches_seen"])
+        self._state[_RESUME_WORKERS] = int(state.get("num_workers", 0))
+        self._progress.seen = int(state["batches_seen"])
 
     def dataloader(self, **kwargs: Any) -> DataLoader:
         """A ``torch.utils.data.DataLoader`` over this dataset (``batch_size=None``: the
-        dataset yields whole batches)."""
+        dataset yields whole batches) whose ``len()`` is exactly the batches it delivers with
+        its ``num_workers``, and which counts the batches it hands out, so that
+        :meth:`state_dict` needs no ``batches_seen``. The dataset itself is not changed."""
+        return _FollowedLoader(self, **kwargs)
+
+
+class _Progress:
+    """Batches of the current epoch the loop took, counted in the process that runs it."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+
+def _check_resume_workers(saved: int, now: int) -> None:
+    """Raises when a resume state saved under ``saved`` workers is used under ``now``: the
+    batches a loop took under one worker count are not a prefix of the order of another."""
+    if max(saved, 1) != max(now, 1):
+        raise ValueError(
+            f"the resume state was saved with num_workers={saved}, this DataLoader has num_workers={now}: "
+            "resume with the same number of workers"
+        )
+
+
+def _follow_worker(init: Optional[Any], worker_id: int) -> None:
+    """``worker_init_fn`` of :meth:`CellDataset.dataloader`: marks the worker's dataset as one
+    whose batches the main process counts, then runs the caller's ``worker_init_fn``."""
+    info = get_worker_info()
+    if info is not None and isinstance(info.dataset, CellDataset):
+        info.dataset._followed = True
+    if init is not None:
+        init(worker_id)
+
+
+class _FollowedLoader(DataLoader):
+    """The ``DataLoader`` of :meth:`CellDataset.dataloader`: an exact ``len()`` for its worker
+    count, and a count of the batches it hands out in the dataset's progress."""
+
+    def __init__(self, dataset: CellDataset, **kwargs: Any):
         kwargs.setdefault("batch_size", None)
-        if kwargs.get("num_workers"):
-            self.ring_slots = (kwargs.get("prefetch_factor") or 2) + 2
-        return DataLoader(self, **kwargs)
+        workers = int(kwargs.get("num_workers") or 0)
+        ds = copy.copy(dataset)  # shares the state tensor and the progress, not the ring size
+        if workers:
+            ds.ring_slots = (kwargs.get("prefetch_factor") or 2) + 2
+            kwargs["worker_init_fn"] = functools.partial(_follow_worker, kwargs.get("worker_init_fn"))
+        self._owner = dataset
+        self._workers = workers
+        super().__init__(ds, **kwargs)
+
+    def __len__(self) -> int:
+        n = self._owner._len(self._workers)
+        self._IterableDataset_len_called = n  # what torch checks the delivered count against
+        return n
+
+    def __iter__(self):
+        state = self._owner._state
+        if not self._workers:
+            yield from super().__iter__()  # the dataset counts in this process
+            return
+        seen = int(state[_SEEN])
+        if seen:
+            _check_resume_workers(int(state[_RESUME_WORKERS]), self._workers)
+        progress = self._owner._progress
+        progress.seen = seen
+        state[_WORKERS] = self._workers
+        state[_UNFOLLOWED] = 0
+        try:
+            for batch in super().__iter__():
+                progress.seen += 1
+                yield batch
+        finally:
+            # The resume belonged to this pass: the next one starts the epoch afresh.
+            state[_SEEN] = 0

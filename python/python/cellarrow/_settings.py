@@ -1,0 +1,119 @@
+"""The keyword settings of a loader: which names exist and which values make sense, checked
+when a loader or dataset is made, so that a typo or a zero batch size is an error at once and
+not at the first batch.
+
+The native loader owns the defaults and the checks that need the corpus (columns, rank
+against world size, coordinates); here only names and signs are checked, and only the
+keywords the caller gave travel on to it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import numbers
+from typing import Any, Dict, FrozenSet, Iterable, Optional
+
+from . import _native
+from ._errors import SettingTypeError, SettingValueError
+
+# Every keyword of the native loader, for a native module whose signature does not list them.
+LOADER_KEYWORDS = (
+    "batch_size",
+    "drop_last",
+    "seed",
+    "epoch",
+    "position",
+    "rank",
+    "world_size",
+    "worker",
+    "num_workers",
+    "policy",
+    "shuffle_run",
+    "shuffle_window",
+    "group_size",
+    "label",
+    "label_mode",
+    "regions",
+    "min_cells",
+    "max_cells",
+    "block_size",
+    "stride",
+    "where",
+    "blocks_sql",
+    "regions_sql",
+    "values",
+    "indices",
+    "dense",
+    "obs",
+    "coords",
+    "bounds",
+    "threads",
+    "prefetch",
+)
+
+# Sizes and counts: a zero or negative one has no meaning.
+POSITIVE = frozenset(
+    {"batch_size", "group_size", "shuffle_run", "shuffle_window", "block_size", "stride", "world_size", "num_workers", "max_cells"}
+)
+# Seeds, positions and counts that may be zero.
+NON_NEGATIVE = frozenset({"seed", "epoch", "position", "rank", "worker", "threads", "prefetch", "min_cells"})
+# Settings that may be fractional (coordinate units); the others are whole numbers.
+REAL = frozenset({"block_size", "stride"})
+
+_native_names: Optional[FrozenSet[str]] = None
+
+
+def native_keywords() -> FrozenSet[str]:
+    """The keywords the native loader takes: from its signature when it names them, else
+    :data:`LOADER_KEYWORDS` (a signature with ``**settings`` names none)."""
+    global _native_names
+    if _native_names is None:
+        names = _signature_names(getattr(_native.Loader, "__text_signature__", None) or "")
+        _native_names = frozenset(names) if names else frozenset(LOADER_KEYWORDS)
+    return _native_names
+
+
+def _signature_names(text: str) -> Optional[list]:
+    """The keyword names of a ``__text_signature__``, or None when it takes ``**kwargs``."""
+    inner = text.strip()
+    if not (inner.startswith("(") and inner.endswith(")")):
+        return None
+    names = []
+    for item in inner[1:-1].split(","):
+        name = item.split("=")[0].strip()
+        if name.startswith("**"):
+            return None
+        if not name.isidentifier() or name in ("corpus", "cells"):
+            continue
+        names.append(name)
+    return names or None
+
+
+def check_keywords(given: Iterable[str], valid: Iterable[str], what: str) -> None:
+    """Raises ``TypeError`` naming the first of ``given`` not in ``valid``, and listing those."""
+    valid = sorted(set(valid))
+    for name in given:
+        if name not in valid:
+            close = difflib.get_close_matches(name, valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SettingTypeError(f"{what} got an unknown keyword argument {name!r}{hint}; the valid ones are: {', '.join(valid)}")
+
+
+def check_values(settings: Dict[str, Any]) -> None:
+    """Raises ``ValueError`` (``TypeError`` for a value that is no number) naming the first
+    setting whose value is out of range. ``None`` leaves a setting at its default."""
+    for name, value in settings.items():
+        if value is None or (name not in POSITIVE and name not in NON_NEGATIVE):
+            continue
+        if name in REAL:
+            ok_type = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            kind = "a number"
+        else:
+            ok_type = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            kind = "an integer"
+        if not ok_type:
+            raise SettingTypeError(f"{name} must be {kind}, not {type(value).__name__} ({value!r})")
+        if name in POSITIVE and not value > 0:
+            raise SettingValueError(f"{name} must be positive ({kind} > 0), got {value!r}")
+        if name in NON_NEGATIVE and value < 0:
+            raise SettingValueError(f"{name} must not be negative, got {value!r}")
