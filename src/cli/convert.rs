@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::convert::{convert, resolve_inputs, ConvertOptions, DuplicateGenes};
+use crate::convert::{convert, resolve_inputs, ConvertOptions, ConvertSummary, DuplicateGenes};
 use crate::error::Result;
 use crate::h5ad::MatrixSource;
 
@@ -33,6 +33,28 @@ pub struct ConvertArgs {
     /// The corpus directory to create
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
+    #[command(flatten)]
+    pub read: ReadArgs,
+    /// Refuse inputs that have no coordinates under --spatial-key
+    #[arg(long)]
+    pub require_spatial: bool,
+    /// Replace OUTPUT if it is an existing corpus
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Cells per matrix part file
+    #[arg(long, default_value_t = 1 << 20, value_name = "N")]
+    pub part_cells: u64,
+    /// No progress bars and no summary
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print the summary as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How the inputs are read: shared by `convert` and `append`.
+#[derive(Debug, Args)]
+pub struct ReadArgs {
     /// Store this layer instead of X
     #[arg(long, value_name = "NAME", conflicts_with = "raw")]
     pub layer: Option<String>,
@@ -42,7 +64,7 @@ pub struct ConvertArgs {
     /// Use this var column as gene names instead of the var index
     #[arg(long, value_name = "COLUMN")]
     pub gene_column: Option<String>,
-    /// Fix the vocabulary: a text file with one gene per line, or another corpus's genes.parquet.
+    /// Fix the vocabulary (convert only): a text file with one gene per line, or another corpus's genes.parquet.
     /// Genes outside it are counted per sample and reported, not stored
     #[arg(long, value_name = "FILE")]
     pub vocab: Option<PathBuf>,
@@ -55,55 +77,54 @@ pub struct ConvertArgs {
     /// The obsm key holding spatial coordinates (2 or 3 columns)
     #[arg(long, default_value = "spatial", value_name = "KEY")]
     pub spatial_key: String,
-    /// Refuse inputs that have no coordinates under --spatial-key
-    #[arg(long)]
-    pub require_spatial: bool,
-    /// Replace OUTPUT if it is an existing corpus
-    #[arg(long)]
-    pub overwrite: bool,
     /// Files converted at once (default: one per core)
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub threads: usize,
-    /// Cells per matrix part file
-    #[arg(long, default_value_t = 1 << 20, value_name = "N")]
-    pub part_cells: u64,
-    /// No progress bars and no summary
-    #[arg(short, long)]
-    pub quiet: bool,
-    /// Print the summary as JSON
-    #[arg(long)]
-    pub json: bool,
+}
+
+impl ReadArgs {
+    /// Conversion options writing to `output`, with these reading options.
+    pub fn options(self, output: &std::path::Path) -> ConvertOptions {
+        let mut opts = ConvertOptions::new(output);
+        opts.source = match (&self.layer, self.raw) {
+            (Some(l), _) => MatrixSource::Layer(l.clone()),
+            (None, true) => MatrixSource::Raw,
+            (None, false) => MatrixSource::X,
+        };
+        opts.gene_column = self.gene_column;
+        opts.vocab = self.vocab;
+        opts.duplicate_genes = self.duplicate_genes;
+        opts.obs_columns = self.obs_columns;
+        opts.spatial_key = self.spatial_key;
+        opts.threads = self.threads;
+        opts
+    }
 }
 
 /// Runs `cellarrow convert`.
 pub fn run(args: ConvertArgs) -> Result<()> {
     let inputs = resolve_inputs(&args.inputs)?;
-    let mut opts = ConvertOptions::new(&args.output);
-    opts.source = match (&args.layer, args.raw) {
-        (Some(l), _) => MatrixSource::Layer(l.clone()),
-        (None, true) => MatrixSource::Raw,
-        (None, false) => MatrixSource::X,
-    };
-    opts.gene_column = args.gene_column;
-    opts.vocab = args.vocab;
-    opts.duplicate_genes = args.duplicate_genes;
-    opts.obs_columns = args.obs_columns;
-    opts.spatial_key = args.spatial_key;
+    let mut opts = args.read.options(&args.output);
     opts.require_spatial = args.require_spatial;
     opts.overwrite = args.overwrite;
-    opts.threads = args.threads;
     opts.part_cells = args.part_cells;
     opts.progress = !args.quiet && std::io::stderr().is_terminal();
     let summary = convert(&inputs, &opts)?;
+    print_summary(&summary, args.quiet, args.json);
+    Ok(())
+}
+
+/// Prints a conversion's warnings, then its summary (one line, or JSON).
+pub fn print_summary(summary: &ConvertSummary, quiet: bool, json: bool) {
     for w in &summary.warnings {
         eprintln!("cellarrow: warning: {w}");
     }
-    if args.json {
+    if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&summary).expect("summary serialises")
+            serde_json::to_string_pretty(summary).expect("summary serialises")
         );
-    } else if !args.quiet {
+    } else if !quiet {
         println!(
             "{}: {} samples, {} cells, {} genes, {} non-zeros ({:?} values, {:?} gene ids), {:.1} MB, {:.2} bytes/nnz, {:.1} s",
             summary.output.display(),
@@ -118,5 +139,4 @@ pub fn run(args: ConvertArgs) -> Result<()> {
             summary.seconds
         );
     }
-    Ok(())
 }

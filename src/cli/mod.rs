@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::error::Result;
 
+pub mod append;
 pub mod bench;
 pub mod convert;
 pub mod inspect;
@@ -39,6 +40,8 @@ pub struct Cli {
 pub enum Command {
     /// Convert h5ad files (or an input manifest) into a corpus
     Convert(convert::ConvertArgs),
+    /// Add h5ad files to an existing corpus without rewriting its matrix parts
+    Append(append::AppendArgs),
     /// Summarise a corpus: counts, types, samples, obs columns, size on disk
     Inspect(inspect::InspectArgs),
     /// Run SQL over a corpus (obs, genes, samples, regions, blocks(), expr()); print, export or save a cohort
@@ -56,6 +59,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Convert(a) => convert::run(a),
+        Command::Append(a) => append::run(a),
         Command::Inspect(a) => inspect::run(a),
         #[cfg(feature = "sql")]
         Command::Query(a) => query::run(a),

@@ -6,6 +6,7 @@
 mod append;
 mod bad_inputs;
 mod bench_cli;
+mod cli_append;
 mod cli_sample;
 mod common;
 mod concurrency;

@@ -1,0 +1,57 @@
+//! `cellarrow append`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::convert::{print_summary, ReadArgs};
+use crate::convert::{append, resolve_inputs};
+use crate::error::Result;
+
+/// Add h5ad files to an existing corpus.
+#[derive(Debug, Args)]
+#[command(after_long_help = "\
+Examples:
+  # Two new files; sample ids are the file names without .h5ad
+  cellarrow append brain.corpus brain3.h5ad brain4.h5ad
+
+  # An input manifest with per-sample metadata, as for convert
+  cellarrow append cohort.corpus new_samples.csv
+
+Existing matrix parts are kept as they are (hard-linked, never rewritten): new genes get the
+next gene ids, new cells the next cell ids. An input whose sample id or file (by sha256) is
+already in the corpus is refused, as is data that the corpus's gene id or value type cannot
+hold. The new corpus replaces the old one atomically; a second writer waits for nothing and
+fails at once while the corpus is locked, and readers that opened the corpus before keep
+reading what they opened.")]
+pub struct AppendArgs {
+    /// The corpus directory to grow
+    #[arg(value_name = "CORPUS")]
+    pub corpus: PathBuf,
+    /// h5ad files, or one input manifest (.json or .csv) listing path, sample_id and metadata
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub read: ReadArgs,
+    /// Refuse inputs that have no coordinates under --spatial-key
+    #[arg(long)]
+    pub require_spatial: bool,
+    /// No progress bars and no summary
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print the summary as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `cellarrow append`.
+pub fn run(args: AppendArgs) -> Result<()> {
+    let inputs = resolve_inputs(&args.inputs)?;
+    let mut opts = args.read.options(&args.corpus);
+    opts.require_spatial = args.require_spatial;
+    opts.progress = !args.quiet && std::io::stderr().is_terminal();
+    let summary = append(&args.corpus, &inputs, &opts)?;
+    print_summary(&summary, args.quiet, args.json);
+    Ok(())
+}
