@@ -22,8 +22,8 @@ Examples:
 Existing matrix parts are kept as they are (hard-linked, never rewritten): new genes get the
 next gene ids, new cells the next cell ids. An input whose sample id or file (by sha256) is
 already in the corpus is refused, as is data that the corpus's gene id or value type cannot
-hold. The new corpus replaces the old one atomically; a second writer waits for nothing and
-fails at once while the corpus is locked, and readers that opened the corpus before keep
+hold. The new corpus replaces the old one atomically; a second append into the same corpus
+fails at once while the first holds its lock, and readers that opened the corpus before keep
 reading what they opened.")]
 pub struct AppendArgs {
     /// The corpus directory to grow
