@@ -282,3 +282,33 @@ fn kill_at_every_append_stage_leaves_the_old_corpus() {
         assert!(!lock_path(&dir).unwrap().exists(), "{stage}");
     }
 }
+
+/// A corpus written before appends existed (kept in tests/data) opens, validates and grows;
+/// its cells read the same after the append.
+#[test]
+fn a_corpus_written_before_appends_existed_grows() {
+    let tmp = scratch("append-format1");
+    let dir = tmp.path().join("visium49.corpus");
+    copy_dir(&data("format1/visium49.corpus"), &dir);
+    validate(&dir).unwrap();
+    let before = cells(&dir);
+    let old_obs = table(&dir, "obs");
+    append(&dir, &inputs(&[chr21()]), &options(&dir)).unwrap();
+    validate(&dir).unwrap();
+    let after = cells(&dir);
+    assert_eq!(after[..before.len()], before[..]);
+    assert_eq!(after.len() as u64, before.len() as u64 + 1107);
+    let obs = table(&dir, "obs");
+    // The spatial sample's coordinates stay; the appended cells have none.
+    for c in ["x", "y"] {
+        let (o, n) = (
+            old_obs.column_by_name(c).unwrap(),
+            obs.column_by_name(c).unwrap(),
+        );
+        assert_eq!(n.slice(0, o.len()).to_data(), o.to_data(), "{c}");
+        assert_eq!(n.null_count(), 1107, "{c}");
+    }
+    let m = Corpus::open(&dir).unwrap().manifest().clone();
+    assert_eq!(m.lineage.len(), 1);
+    assert_eq!(m.value_type, cellarrow::corpus::ValueType::Float32);
+}
