@@ -312,7 +312,7 @@ mod tests {
             }
         );
         let other = fixture("debian_sctransform_pbmc_counts.h5ad");
-        let e = against(&out, &[other.clone()]).unwrap_err();
+        let e = against(&out, &[other]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
         assert!(e.to_string().contains("not a source"), "{e}");
     }

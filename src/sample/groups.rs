@@ -242,7 +242,7 @@ fn check_config(index: &SampleIndex, cohort: &Cohort, cfg: &GroupConfig) -> Resu
     if cfg.k == 0 {
         return Err(Error::invalid_input("group size k must be at least 1"));
     }
-    if cohort.len() > 0 && cohort.at(cohort.len() - 1) >= index.n_cells {
+    if !cohort.is_empty() && cohort.at(cohort.len() - 1) >= index.n_cells {
         return Err(Error::invalid_input(format!(
             "cohort cell {} out of range: the corpus has {} cells",
             cohort.at(cohort.len() - 1),
