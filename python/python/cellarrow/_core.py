@@ -12,8 +12,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 import pyarrow as pa
 
-from . import _native, _settings
-from . import _errors
+from . import _errors, _native, _settings
 from ._errors import CellIndexError, CorpusNotFoundError, NotACorpusError
 
 PathLike = Union[str, "os.PathLike[str]"]
