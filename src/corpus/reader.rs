@@ -4,7 +4,7 @@ use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 #[cfg(test)]
 use arrow::array::ListArray;
@@ -48,9 +48,36 @@ pub struct MatrixBatch {
     indices: IndexBuf,
     values: ValueBuf,
     batch: RecordBatch,
+    /// The part's path, for the error of a lazy check.
+    path: Arc<PathBuf>,
+    /// The outcome of the O(cells) offset check, run once on first use (see [`Self::check`]).
+    checked: Arc<OnceLock<std::result::Result<(), String>>>,
 }
 
 impl MatrixBatch {
+    /// The full check of the batch's list offsets (monotonic, inside the child arrays), run
+    /// once, on first use, and remembered. `Corpus::open` checks only what costs O(1) per
+    /// batch (buffer lengths, first and last offsets), so that opening costs O(parts); every
+    /// read of cell data must pass here first. A failure is an error naming the part.
+    pub fn check(&self) -> Result<()> {
+        let r = self.checked.get_or_init(|| {
+            for (col, name) in [(0, "indices"), (1, "values")] {
+                self.batch
+                    .column(col)
+                    .to_data()
+                    .validate_full()
+                    .map_err(|e| format!("{name}: {e}"))?;
+            }
+            Ok(())
+        });
+        r.clone().map_err(|msg| {
+            Error::corpus(
+                self.path.as_path(),
+                format!("batch of cells from {}: {msg}", self.first_cell),
+            )
+        })
+    }
+
     /// Global id of the batch's first cell.
     pub fn first_cell(&self) -> u64 {
         self.first_cell
@@ -235,11 +262,31 @@ impl Corpus {
         }
     }
 
-    /// Gene ids of `cell`, zero-copy. Panics if `cell >= n_cells` (a caller bug).
+    /// The batch holding `cell`, its offsets checked (see [`MatrixBatch::check`]).
+    /// Panics if `cell >= n_cells` (a caller bug); a corrupt part is an error naming it.
+    pub fn checked_batch(&self, cell: u64) -> Result<(&MatrixBatch, usize)> {
+        let loc = self.locate(cell);
+        let b = &self.matrix.batches[loc.batch];
+        b.check()?;
+        Ok((b, loc.row))
+    }
+
+    /// The checked batch at `loc`, for the infallible accessors: a corrupt part found here
+    /// panics with the error naming it (use [`Self::checked_batch`] to get it as an error).
+    fn batch_or_panic(&self, loc: CellLocation) -> &MatrixBatch {
+        let b = &self.matrix.batches[loc.batch];
+        if let Err(e) = b.check() {
+            panic!("{e}");
+        }
+        b
+    }
+
+    /// Gene ids of `cell`, zero-copy. Panics if `cell >= n_cells` (a caller bug) or if the
+    /// cell's part is corrupt (see [`Self::checked_batch`]).
     #[inline]
     pub fn indices(&self, cell: u64) -> Indices<'_> {
         let loc = self.locate(cell);
-        let b = &self.matrix.batches[loc.batch];
+        let b = self.batch_or_panic(loc);
         b.indices().slice(b.row_range(loc.row))
     }
 
@@ -247,7 +294,7 @@ impl Corpus {
     #[inline]
     pub fn values(&self, cell: u64) -> Values<'_> {
         let loc = self.locate(cell);
-        let b = &self.matrix.batches[loc.batch];
+        let b = self.batch_or_panic(loc);
         b.values().slice(b.row_range(loc.row))
     }
 
@@ -255,16 +302,22 @@ impl Corpus {
     #[inline]
     pub fn row_nnz(&self, cell: u64) -> usize {
         let loc = self.locate(cell);
-        self.matrix.batches[loc.batch].row_range(loc.row).len()
+        self.batch_or_panic(loc).row_range(loc.row).len()
     }
 
     /// The matrix as Arrow record batches (`indices`, `values`), zero-copy views of the
-    /// mapped parts, in cell order; for export to Python or IPC.
+    /// mapped parts, in cell order; for export to Python or IPC. Checks every batch first
+    /// (O(cells)); panics with the error naming a corrupt part.
     pub fn matrix_record_batches(&self) -> Vec<RecordBatch> {
         self.matrix
             .batches
             .iter()
-            .map(|b| b.batch.clone())
+            .map(|b| {
+                if let Err(e) = b.check() {
+                    panic!("{e}");
+                }
+                b.batch.clone()
+            })
             .collect()
     }
 
@@ -367,7 +420,10 @@ fn decode_part(
     part_index: usize,
 ) -> Result<Vec<MatrixBatch>> {
     let expected = part_schema(manifest.index_type, manifest.value_type);
-    let decoded = decode_mapped(path, map, |schema| check_schema(path, schema, &expected))?;
+    let decoded = decode_mapped(path, map, true, |schema| {
+        check_schema(path, schema, &expected)
+    })?;
+    let path_arc = Arc::new(path.to_path_buf());
 
     let mut cell = part.first_cell;
     let mut nnz = 0u64;
@@ -392,7 +448,7 @@ fn decode_part(
                 ),
             ));
         }
-        let mb = typed_batch(path, batch, cell, part_index, bi)?;
+        let mb = typed_batch(path, &path_arc, batch, cell, part_index, bi)?;
         cell += mb.n_cells() as u64;
         nnz += mb.nnz() as u64;
         out.push(mb);
@@ -413,9 +469,14 @@ fn decode_part(
 /// The record batches of the Arrow IPC stream in `map` (a whole file), with no copy: their
 /// buffers point into the mapping and keep it alive. `check` sees the stream's schema before
 /// any batch is decoded. Corrupt input is an error naming `path`, never a panic.
+///
+/// With `lazy`, Arrow's full validation is skipped and only the checks that cost O(1) per
+/// array run here (buffer lengths, first and last list offsets: `ArrayData::validate`); the
+/// caller must run the O(n) checks (`validate_full`) before reading the values.
 pub(crate) fn decode_mapped(
     path: &Path,
     map: &Arc<Mmap>,
+    lazy: bool,
     check: impl Fn(&SchemaRef) -> Result<()>,
 ) -> Result<Vec<RecordBatch>> {
     let ptr =
@@ -428,6 +489,13 @@ pub(crate) fn decode_mapped(
     // Arrow reports most corruption as errors, but a few malformed inputs panic inside it.
     catch_quietly(AssertUnwindSafe(|| -> Result<Vec<RecordBatch>> {
         let mut decoder = StreamDecoder::new().with_require_alignment(true);
+        // Safety: every array of a batch decoded so passes `ArrayData::validate` below
+        // (buffers long enough for their lengths, first and last offsets inside the child)
+        // before it is returned, and its offsets pass `validate_full` before any value is
+        // read through them (`MatrixBatch::check`).
+        if lazy {
+            decoder = unsafe { decoder.with_skip_validation(true) };
+        }
         let mut out = Vec::new();
         let mut checked_schema = false;
         while !buf.is_empty() {
@@ -439,6 +507,13 @@ pub(crate) fn decode_mapped(
                 }
             }
             if let Some(b) = batch {
+                if lazy {
+                    for (ci, c) in b.columns().iter().enumerate() {
+                        c.to_data().validate().map_err(|e| {
+                            Error::corpus(path, format!("column {ci}: invalid Arrow array: {e}"))
+                        })?;
+                    }
+                }
                 out.push(b);
             }
         }
@@ -507,6 +582,7 @@ fn check_schema(path: &Path, got: &SchemaRef, expected: &SchemaRef) -> Result<()
 /// Extracts the offsets and typed child buffers (views of the mapping) of one batch.
 fn typed_batch(
     path: &Path,
+    path_arc: &Arc<PathBuf>,
     batch: RecordBatch,
     first_cell: u64,
     part: usize,
@@ -558,6 +634,8 @@ fn typed_batch(
         indices,
         values,
         batch,
+        path: path_arc.clone(),
+        checked: Arc::new(OnceLock::new()),
     })
 }
 
