@@ -615,7 +615,7 @@ fn decode_lists_lazily(
                         return Err(bad(format!("buffer {i} is out of bounds")));
                     }
                     let r = body.slice_with_length(off as usize, need);
-                    if r.as_ptr() as usize % width != 0 {
+                    if !(r.as_ptr() as usize).is_multiple_of(width) {
                         return Err(bad(format!("buffer {i} is not aligned")));
                     }
                     Ok(r)
