@@ -144,7 +144,7 @@ impl Corpus {
                 Err(Error::corpus(file, "not a column of this name"))
             }
         };
-        let batches = reader::decode_mapped(file, &map, one_column).ok()?;
+        let batches = reader::decode_mapped(file, &map, false, one_column).ok()?;
         match batches.as_slice() {
             [b] if b.num_rows() as u64 == self.n_cells() => Some(b.column(0).clone()),
             _ => None,

@@ -4,7 +4,7 @@ use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 #[cfg(test)]
 use arrow::array::ListArray;
@@ -48,9 +48,36 @@ pub struct MatrixBatch {
     indices: IndexBuf,
     values: ValueBuf,
     batch: RecordBatch,
+    /// The part's path, for the error of a lazy check.
+    path: Arc<PathBuf>,
+    /// The outcome of the O(cells) offset check, run once on first use (see [`Self::check`]).
+    checked: Arc<OnceLock<std::result::Result<(), String>>>,
 }
 
 impl MatrixBatch {
+    /// The full check of the batch's list offsets (monotonic, inside the child arrays), run
+    /// once, on first use, and remembered. `Corpus::open` checks only what costs O(1) per
+    /// batch (buffer lengths, first and last offsets), so that opening costs O(parts); every
+    /// read of cell data must pass here first. A failure is an error naming the part.
+    pub fn check(&self) -> Result<()> {
+        let r = self.checked.get_or_init(|| {
+            for (col, name) in [(0, "indices"), (1, "values")] {
+                self.batch
+                    .column(col)
+                    .to_data()
+                    .validate_full()
+                    .map_err(|e| format!("{name}: {e}"))?;
+            }
+            Ok(())
+        });
+        r.clone().map_err(|msg| {
+            Error::corpus(
+                self.path.as_path(),
+                format!("batch of cells from {}: {msg}", self.first_cell),
+            )
+        })
+    }
+
     /// Global id of the batch's first cell.
     pub fn first_cell(&self) -> u64 {
         self.first_cell
@@ -235,11 +262,31 @@ impl Corpus {
         }
     }
 
-    /// Gene ids of `cell`, zero-copy. Panics if `cell >= n_cells` (a caller bug).
+    /// The batch holding `cell`, its offsets checked (see [`MatrixBatch::check`]).
+    /// Panics if `cell >= n_cells` (a caller bug); a corrupt part is an error naming it.
+    pub fn checked_batch(&self, cell: u64) -> Result<(&MatrixBatch, usize)> {
+        let loc = self.locate(cell);
+        let b = &self.matrix.batches[loc.batch];
+        b.check()?;
+        Ok((b, loc.row))
+    }
+
+    /// The checked batch at `loc`, for the infallible accessors: a corrupt part found here
+    /// panics with the error naming it (use [`Self::checked_batch`] to get it as an error).
+    fn batch_or_panic(&self, loc: CellLocation) -> &MatrixBatch {
+        let b = &self.matrix.batches[loc.batch];
+        if let Err(e) = b.check() {
+            panic!("{e}");
+        }
+        b
+    }
+
+    /// Gene ids of `cell`, zero-copy. Panics if `cell >= n_cells` (a caller bug) or if the
+    /// cell's part is corrupt (see [`Self::checked_batch`]).
     #[inline]
     pub fn indices(&self, cell: u64) -> Indices<'_> {
         let loc = self.locate(cell);
-        let b = &self.matrix.batches[loc.batch];
+        let b = self.batch_or_panic(loc);
         b.indices().slice(b.row_range(loc.row))
     }
 
@@ -247,7 +294,7 @@ impl Corpus {
     #[inline]
     pub fn values(&self, cell: u64) -> Values<'_> {
         let loc = self.locate(cell);
-        let b = &self.matrix.batches[loc.batch];
+        let b = self.batch_or_panic(loc);
         b.values().slice(b.row_range(loc.row))
     }
 
@@ -255,16 +302,22 @@ impl Corpus {
     #[inline]
     pub fn row_nnz(&self, cell: u64) -> usize {
         let loc = self.locate(cell);
-        self.matrix.batches[loc.batch].row_range(loc.row).len()
+        self.batch_or_panic(loc).row_range(loc.row).len()
     }
 
     /// The matrix as Arrow record batches (`indices`, `values`), zero-copy views of the
-    /// mapped parts, in cell order; for export to Python or IPC.
+    /// mapped parts, in cell order; for export to Python or IPC. Checks every batch first
+    /// (O(cells)); panics with the error naming a corrupt part.
     pub fn matrix_record_batches(&self) -> Vec<RecordBatch> {
         self.matrix
             .batches
             .iter()
-            .map(|b| b.batch.clone())
+            .map(|b| {
+                if let Err(e) = b.check() {
+                    panic!("{e}");
+                }
+                b.batch.clone()
+            })
             .collect()
     }
 
@@ -367,7 +420,10 @@ fn decode_part(
     part_index: usize,
 ) -> Result<Vec<MatrixBatch>> {
     let expected = part_schema(manifest.index_type, manifest.value_type);
-    let decoded = decode_mapped(path, map, |schema| check_schema(path, schema, &expected))?;
+    let decoded = decode_mapped(path, map, true, |schema| {
+        check_schema(path, schema, &expected)
+    })?;
+    let path_arc = Arc::new(path.to_path_buf());
 
     let mut cell = part.first_cell;
     let mut nnz = 0u64;
@@ -392,7 +448,7 @@ fn decode_part(
                 ),
             ));
         }
-        let mb = typed_batch(path, batch, cell, part_index, bi)?;
+        let mb = typed_batch(path, &path_arc, batch, cell, part_index, bi)?;
         cell += mb.n_cells() as u64;
         nnz += mb.nnz() as u64;
         out.push(mb);
@@ -413,9 +469,14 @@ fn decode_part(
 /// The record batches of the Arrow IPC stream in `map` (a whole file), with no copy: their
 /// buffers point into the mapping and keep it alive. `check` sees the stream's schema before
 /// any batch is decoded. Corrupt input is an error naming `path`, never a panic.
+///
+/// With `lazy`, Arrow's full validation is skipped and only the checks that cost O(1) per
+/// array run here (buffer lengths, first and last list offsets: `ArrayData::validate`); the
+/// caller must run the O(n) checks (`validate_full`) before reading the values.
 pub(crate) fn decode_mapped(
     path: &Path,
     map: &Arc<Mmap>,
+    lazy: bool,
     check: impl Fn(&SchemaRef) -> Result<()>,
 ) -> Result<Vec<RecordBatch>> {
     let ptr =
@@ -427,6 +488,9 @@ pub(crate) fn decode_mapped(
     };
     // Arrow reports most corruption as errors, but a few malformed inputs panic inside it.
     catch_quietly(AssertUnwindSafe(|| -> Result<Vec<RecordBatch>> {
+        if lazy {
+            return decode_lists_lazily(path, &buf, &check);
+        }
         let mut decoder = StreamDecoder::new().with_require_alignment(true);
         let mut out = Vec::new();
         let mut checked_schema = false;
@@ -458,6 +522,162 @@ pub(crate) fn decode_mapped(
             .unwrap_or("unknown panic");
         Error::corpus(path, format!("malformed Arrow IPC stream ({msg})"))
     })?
+}
+
+/// Decodes an IPC stream of record batches whose columns are all non-null lists of a
+/// non-null primitive type (the matrix parts), with no copy and O(1) checks per array:
+/// buffer bounds and alignment, no nulls, first offset >= 0, last offset <= child length,
+/// first <= last. The middle offsets are left to [`MatrixBatch::check`] on first use: Arrow
+/// 59's `StreamDecoder` does not pass its skip-validation flag to record batches, so the
+/// messages are framed here and the arrays built from the body buffers.
+fn decode_lists_lazily(
+    path: &Path,
+    buf: &Buffer,
+    check: &impl Fn(&SchemaRef) -> Result<()>,
+) -> Result<Vec<RecordBatch>> {
+    use arrow::array::{ListArray, PrimitiveArray};
+    use arrow::buffer::OffsetBuffer;
+    use arrow::ipc::{root_as_message, MessageHeader};
+    let bad = |msg: String| Error::corpus(path, format!("not a valid Arrow IPC stream: {msg}"));
+    let bytes = buf.as_slice();
+    let word = |at: usize| -> Result<u32> {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .ok_or_else(|| bad(format!("truncated at byte {at}")))
+    };
+    let mut at = 0usize;
+    let mut schema: Option<SchemaRef> = None;
+    let mut out = Vec::new();
+    loop {
+        if at == bytes.len() {
+            break; // a stream may end without its end-of-stream marker
+        }
+        let mut len = word(at)?;
+        at += 4;
+        if len == 0xFFFF_FFFF {
+            len = word(at)?;
+            at += 4;
+        }
+        if len == 0 {
+            break;
+        }
+        let meta = bytes
+            .get(at..at + len as usize)
+            .ok_or_else(|| bad(format!("message at byte {at} runs past the end")))?;
+        let msg = root_as_message(meta).map_err(|e| bad(format!("message at byte {at}: {e}")))?;
+        at += len as usize;
+        let body_len =
+            usize::try_from(msg.bodyLength()).map_err(|_| bad("negative body length".into()))?;
+        if body_len > bytes.len() - at {
+            return Err(bad(format!("body at byte {at} runs past the end")));
+        }
+        let body = buf.slice_with_length(at, body_len);
+        at += body_len;
+        match msg.header_type() {
+            MessageHeader::Schema => {
+                let fb = msg
+                    .header_as_schema()
+                    .ok_or_else(|| bad("bad schema message".into()))?;
+                let s = Arc::new(arrow::ipc::convert::fb_to_schema(fb));
+                check(&s)?;
+                schema = Some(s);
+            }
+            MessageHeader::RecordBatch => {
+                let schema = schema
+                    .clone()
+                    .ok_or_else(|| bad("record batch before the schema".into()))?;
+                let rb = msg
+                    .header_as_record_batch()
+                    .ok_or_else(|| bad("bad record batch message".into()))?;
+                if rb.compression().is_some() {
+                    return Err(bad("compressed record batches are not supported".into()));
+                }
+                let nodes = rb.nodes().ok_or_else(|| bad("no field nodes".into()))?;
+                let bufs = rb.buffers().ok_or_else(|| bad("no buffers".into()))?;
+                let n = schema.fields().len();
+                if nodes.len() != 2 * n || bufs.len() != 4 * n {
+                    return Err(bad("unexpected number of field nodes or buffers".into()));
+                }
+                let rows =
+                    usize::try_from(rb.length()).map_err(|_| bad("negative length".into()))?;
+                let region = |i: usize, elems: usize, width: usize| -> Result<Buffer> {
+                    let b = bufs.get(i);
+                    let (off, blen) = (b.offset(), b.length());
+                    let need = elems
+                        .checked_mul(width)
+                        .ok_or_else(|| bad("too long".into()))?;
+                    if off < 0
+                        || blen < 0
+                        || (blen as usize) < need
+                        || off as usize + need > body_len
+                    {
+                        return Err(bad(format!("buffer {i} is out of bounds")));
+                    }
+                    let r = body.slice_with_length(off as usize, need);
+                    if !(r.as_ptr() as usize).is_multiple_of(width) {
+                        return Err(bad(format!("buffer {i} is not aligned")));
+                    }
+                    Ok(r)
+                };
+                let mut cols: Vec<ArrayRef> = Vec::with_capacity(n);
+                for (c, field) in schema.fields().iter().enumerate() {
+                    let (list, child) = (nodes.get(2 * c), nodes.get(2 * c + 1));
+                    if list.null_count() != 0 || child.null_count() != 0 {
+                        return Err(bad(format!("column {c} contains nulls")));
+                    }
+                    if list.length() != rb.length() || child.length() < 0 {
+                        return Err(bad(format!("column {c} has a wrong length")));
+                    }
+                    let clen = child.length() as usize;
+                    let offsets =
+                        ScalarBuffer::<i32>::new(region(4 * c + 1, rows + 1, 4)?, 0, rows + 1);
+                    let (first, last) = (offsets[0], offsets[rows]);
+                    if first < 0 || last < first || last as usize > clen {
+                        return Err(bad(format!(
+                            "column {c}: list offsets {first}..{last} outside 0..{clen}"
+                        )));
+                    }
+                    let DataType::List(item) = field.data_type() else {
+                        return Err(bad(format!("column {c} is not a list")));
+                    };
+                    let child: ArrayRef = match item.data_type() {
+                        DataType::UInt16 => Arc::new(PrimitiveArray::<UInt16Type>::new(
+                            ScalarBuffer::new(region(4 * c + 3, clen, 2)?, 0, clen),
+                            None,
+                        )),
+                        DataType::UInt32 => Arc::new(PrimitiveArray::<UInt32Type>::new(
+                            ScalarBuffer::new(region(4 * c + 3, clen, 4)?, 0, clen),
+                            None,
+                        )),
+                        DataType::Float32 => Arc::new(PrimitiveArray::<Float32Type>::new(
+                            ScalarBuffer::new(region(4 * c + 3, clen, 4)?, 0, clen),
+                            None,
+                        )),
+                        DataType::Float64 => Arc::new(PrimitiveArray::<Float64Type>::new(
+                            ScalarBuffer::new(region(4 * c + 3, clen, 8)?, 0, clen),
+                            None,
+                        )),
+                        t => return Err(bad(format!("column {c} has items of type {t}"))),
+                    };
+                    // Safety: first and last offsets were checked above; the middle ones are
+                    // checked (`validate_full`) by `MatrixBatch::check` before any read
+                    // through them.
+                    let offsets = unsafe { OffsetBuffer::new_unchecked(offsets) };
+                    let list = ListArray::try_new(item.clone(), offsets, child, None)
+                        .map_err(|e| bad(format!("column {c}: {e}")))?;
+                    cols.push(Arc::new(list));
+                }
+                let batch = RecordBatch::try_new(schema, cols).map_err(|e| bad(e.to_string()))?;
+                out.push(batch);
+            }
+            t => return Err(bad(format!("unsupported message {t:?}"))),
+        }
+    }
+    if schema.is_none() {
+        return Err(Error::corpus(path, "Arrow IPC stream has no schema"));
+    }
+    Ok(out)
 }
 
 fn check_schema(path: &Path, got: &SchemaRef, expected: &SchemaRef) -> Result<()> {
@@ -507,6 +727,7 @@ fn check_schema(path: &Path, got: &SchemaRef, expected: &SchemaRef) -> Result<()
 /// Extracts the offsets and typed child buffers (views of the mapping) of one batch.
 fn typed_batch(
     path: &Path,
+    path_arc: &Arc<PathBuf>,
     batch: RecordBatch,
     first_cell: u64,
     part: usize,
@@ -558,6 +779,8 @@ fn typed_batch(
         indices,
         values,
         batch,
+        path: path_arc.clone(),
+        checked: Arc::new(OnceLock::new()),
     })
 }
 

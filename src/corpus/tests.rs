@@ -716,8 +716,12 @@ fn corrupted_files_never_panic() {
                 .err()
                 .unwrap_or_else(|| panic!("{rel} flipped at {off} validated"));
             assert_eq!(e.kind(), ErrorKind::InvalidCorpus, "{rel} at {off}: {e}");
-            let _ = Corpus::open(d.path())
-                .map(|c| (0..c.n_cells()).map(|i| c.row_nnz(i)).sum::<usize>());
+            // Offsets are checked on first use: read through the fallible path first.
+            let _ = Corpus::open(d.path()).map(|c| {
+                (0..c.n_cells())
+                    .map(|i| c.checked_batch(i).map_or(0, |_| c.row_nnz(i)))
+                    .sum::<usize>()
+            });
             if rel != MANIFEST_FILE {
                 rehash(d.path()).unwrap();
                 match validate(d.path()) {
@@ -729,7 +733,7 @@ fn corrupted_files_never_panic() {
                     ),
                 }
                 if let Ok(c) = Corpus::open(d.path()) {
-                    for i in 0..c.n_cells() {
+                    for i in (0..c.n_cells()).filter(|&i| c.checked_batch(i).is_ok()) {
                         let _ = (c.indices(i).len(), c.values(i).len());
                     }
                 }
@@ -836,4 +840,39 @@ fn rejects_overflowing_counts() {
     assert_invalid(Corpus::open(d.path()), "spans past the end of sample a");
     edit_manifest(d.path(), |v| v["n_cells"] = u64::MAX.into());
     assert_invalid(Corpus::open(d.path()), "");
+}
+
+/// A middle list offset out of order (first and last intact, so every O(1) check passes):
+/// `Corpus::open` does not look at it (opening costs O(parts)), the first read of the part
+/// is an error naming it, never a panic or wrong data, and `validate` still finds it.
+#[test]
+fn corrupt_middle_offset_is_found_on_first_use() {
+    let d = tmp();
+    three_cell_corpus(d.path());
+    let part = d
+        .path()
+        .join(&Corpus::open(d.path()).unwrap().manifest().matrix.parts[0].path);
+    let mut bytes = std::fs::read(&part).unwrap();
+    let good: Vec<u8> = [0i32, 2, 3, 5]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let at = bytes
+        .windows(good.len())
+        .position(|w| w == good.as_slice())
+        .expect("the offsets buffer of the part");
+    // Offsets 0, 2, 7, 5: cell 1 would end past cell 2's end.
+    bytes[at + 8..at + 12].copy_from_slice(&7i32.to_le_bytes());
+    std::fs::write(&part, bytes).unwrap();
+    rehash(d.path()).unwrap();
+
+    let corpus = Arc::new(Corpus::open(d.path()).expect("open does not check every offset"));
+    let e = assert_invalid(corpus.checked_batch(1).map(|_| ()), "offset");
+    assert!(e.path().unwrap().ends_with("part-00000.arrow"), "{e}");
+    let g = crate::loader::Gatherer::new(corpus.clone(), Default::default()).unwrap();
+    let e = assert_invalid(g.nnz(&[0]), "offset");
+    assert!(e.path().unwrap().ends_with("part-00000.arrow"), "{e}");
+    // Remembered: the second use gives the same error.
+    assert_invalid(g.nnz(&[2]), "offset");
+    assert_invalid(validate(d.path()), "");
 }

@@ -158,6 +158,7 @@ fn walk(root: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
 fn check_batch(path: &Path, b: &MatrixBatch, n_genes: u64) -> Result<()> {
     let first = b.first_cell();
     let bad = |cell: u64, msg: String| Err(Error::corpus(path, format!("cell {cell}: {msg}")));
+    b.check()?;
     let off = b.offsets();
     if off[0] != 0 {
         return bad(

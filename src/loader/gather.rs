@@ -334,7 +334,7 @@ impl Gatherer {
     /// The non-zeros of `cells` together: the length of their CSR `indices` and `values`.
     pub fn nnz(&self, cells: &[u64]) -> Result<usize> {
         self.check_cells(cells)?;
-        Ok(spans(&self.corpus, cells)
+        Ok(spans(&self.corpus, cells)?
             .iter()
             .map(|(_, r)| r.len())
             .sum())
@@ -353,7 +353,7 @@ impl Gatherer {
         values: &mut [u8],
     ) -> Result<()> {
         self.check_cells(cells)?;
-        let spans = spans(&self.corpus, cells);
+        let spans = spans(&self.corpus, cells)?;
         let nnz: usize = spans.iter().map(|(_, r)| r.len()).sum();
         let m = self.corpus.manifest();
         let value_size = m.value_type.byte_width();
@@ -775,14 +775,17 @@ fn type_mismatch(corpus: &Corpus, cell: u64, what: &str) -> Error {
 }
 
 /// Where each cell's run lies: (decoded batch of the corpus, positions in its child arrays).
-/// One lookup per cell, reused by both passes.
-fn spans(corpus: &Corpus, cells: &[u64]) -> Vec<(usize, Range<usize>)> {
+/// One lookup per cell, reused by both passes. Each batch's offsets are checked on its
+/// first use (see [`crate::corpus::MatrixBatch::check`]).
+fn spans(corpus: &Corpus, cells: &[u64]) -> Result<Vec<(usize, Range<usize>)>> {
     let batches = corpus.batches();
     cells
         .iter()
         .map(|&c| {
             let loc = corpus.locate(c);
-            (loc.batch, batches[loc.batch].row_range(loc.row))
+            let b = &batches[loc.batch];
+            b.check()?;
+            Ok((loc.batch, b.row_range(loc.row)))
         })
         .collect()
 }
@@ -820,7 +823,7 @@ fn csr<I: IndexElem, OI: Elem + Pooled, V: ValueElem, O: Elem + Pooled>(
     put_index: fn(&mut OutBuf<OI>, &[I]),
     put: fn(&mut OutBuf<O>, &[V]),
 ) -> Result<(ArrayRef, ArrayRef)> {
-    let spans = spans(corpus, cells);
+    let spans = spans(corpus, cells)?;
     let mut offsets: OutBuf<i32> = out.take(cells.len() + 1);
     offsets.push(0);
     let mut total: usize = 0;
@@ -913,6 +916,7 @@ fn dense<I: IndexElem, V: ValueElem, O: DenseOut + Pooled>(
     for (row, &c) in cells.iter().enumerate() {
         let loc = corpus.locate(c);
         let b = &batches[loc.batch];
+        b.check()?;
         let r = b.row_range(loc.row);
         let i = I::slice(b.indices()).ok_or_else(|| type_mismatch(corpus, c, "index"))?;
         let v = V::slice(b.values()).ok_or_else(|| type_mismatch(corpus, c, "value"))?;

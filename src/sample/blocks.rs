@@ -287,7 +287,8 @@ impl SpatialBlocks {
         // (key, first, count) of every non-empty block, in key order; cells placed after.
         let base = self.cells.len();
         let mut runs: Vec<(u64, usize, usize)> = Vec::new();
-        if n_blocks <= 4 * members + 4096 {
+        // The counting sort's u32 counts hold a sample's members only below 2^32.
+        if n_blocks <= 4 * members + 4096 && members < u32::MAX as u64 {
             // Counting sort by block: stable, so each block keeps its cells in cohort order.
             let mut counts = vec![0u32; n_blocks as usize + 1];
             for &(k, _) in &pairs {

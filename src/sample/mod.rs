@@ -38,6 +38,8 @@
 //! assert_eq!(cells.len(), 250);
 //! ```
 
+#[cfg(test)]
+mod above_u32;
 mod blocks;
 mod cells;
 mod cohort;

@@ -28,11 +28,14 @@ fn files(dest: &Path) -> Vec<String> {
     v
 }
 
-/// Opens the corpus and reads every cell: `Err` is fine, a panic is not.
+/// Opens the corpus and reads every cell: `Err` is fine, a panic is not. Open checks list
+/// offsets lazily, so a corrupt part may open and fail on its first read
+/// (`Corpus::checked_batch`), before the infallible accessors are used.
 fn open_and_read_all(dest: &Path) -> Result<(), cellarrow::Error> {
     let c = Corpus::open(dest)?;
     let mut sum = 0.0;
     for cell in 0..c.n_cells() {
+        c.checked_batch(cell)?;
         let (i, v) = (c.indices(cell), c.values(cell));
         assert_eq!(i.len(), v.len());
         sum += v.to_f64_vec().iter().sum::<f64>();
