@@ -112,7 +112,11 @@ impl BlocksFunction {
                 let sample = sample.as_string::<i32>();
                 let mut current: Option<(&str, Option<&(usize, BlockGrid)>)> = None;
                 for r in 0..batch.num_rows() {
-                    let sid = sample.is_valid(r).then(|| sample.value(r)).unwrap_or("");
+                    let sid = if sample.is_valid(r) {
+                        sample.value(r)
+                    } else {
+                        ""
+                    };
                     let entry = match current {
                         Some((s, g)) if s == sid => g,
                         _ => {
@@ -332,7 +336,11 @@ pub(crate) fn sample_extents(obs: &Path, samples: &Path) -> Result<Vec<SampleExt
         let z = z.as_ref().map(|a| a.as_primitive::<Float64Type>());
         let mut current: Option<(&str, String)> = None;
         for r in 0..batch.num_rows() {
-            let sid = sample.is_valid(r).then(|| sample.value(r)).unwrap_or("");
+            let sid = if sample.is_valid(r) {
+                sample.value(r)
+            } else {
+                ""
+            };
             if current.as_ref().is_none_or(|(s, _)| *s != sid) {
                 if !running.contains_key(sid) {
                     order.push(sid.to_string());

@@ -988,16 +988,17 @@ fn a_real_corpus_answers_sql_expr_blocks_and_cohorts() {
     assert_eq!(column_u64(&b, "n"), [30]);
 }
 
-/// A corpus from `corpus::testing`: two 2-D samples with unevenly dense coordinates (so that
-/// `blocks(500)` has blocks on both sides of 20..200 cells), a non-spatial one, and a
-/// `region` obs column.
-fn spatial_corpus(
-    dir: &Path,
-) -> (
+/// The corpus, each cell's coordinates and each cell's region.
+type SpatialCorpus = (
     Arc<crate::Corpus>,
     Vec<Option<[f64; 2]>>,
     Vec<Option<&'static str>>,
-) {
+);
+
+/// A corpus from `corpus::testing`: two 2-D samples with unevenly dense coordinates (so that
+/// `blocks(500)` has blocks on both sides of 20..200 cells), a non-spatial one, and a
+/// `region` obs column.
+fn spatial_corpus(dir: &Path) -> SpatialCorpus {
     use crate::corpus::testing::{write_corpus_with, TestCorpusOptions};
     let mut rng = Rng(0x5eed);
     let samples: [(&str, u64); 3] = [("a", 1500), ("b", 700), ("c", 60)];

@@ -12,7 +12,7 @@ use super::group::{epoch_order_at, SpatialItem};
 use super::rng::hash_words;
 use super::{Bounds, Cohort, Group, GroupKey, SampleIndex, Sampler};
 
-const TAG_BLOCK_ORDER: u64 = 0x626C_6F63_6B; // "block"
+const TAG_BLOCK_ORDER: u64 = 0x0062_6C6F_636B; // "block"
 const TAG_BLOCK_DOWN: u64 = 0x626C_6B64; // "blkd"
 
 /// Settings of [`SpatialBlocks`].
@@ -445,9 +445,7 @@ mod tests {
         let mut out = Vec::new();
         let n: Vec<u64> = (0..3)
             .map(|a| {
-                if a >= d {
-                    1
-                } else if hi[a] - lo[a] < size {
+                if a >= d || hi[a] - lo[a] < size {
                     1
                 } else {
                     ((hi[a] - lo[a] - size) / stride).floor() as u64 + 2

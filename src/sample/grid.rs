@@ -52,9 +52,9 @@ impl Extent {
         if p.len() < d || !p[..d].iter().all(|v| v.is_finite()) {
             return false;
         }
-        for a in 0..d {
-            self.min[a] = self.min[a].min(p[a]);
-            self.max[a] = self.max[a].max(p[a]);
+        for ((lo, hi), &v) in self.min.iter_mut().zip(self.max.iter_mut()).zip(&p[..d]) {
+            *lo = lo.min(v);
+            *hi = hi.max(v);
         }
         self.any = true;
         true
@@ -154,7 +154,7 @@ pub fn block_grid(min: &[f64], max: &[f64], size: f64, stride: f64) -> Result<Bl
         } else {
             ((ext - size) / stride).floor() + 2.0
         };
-        if !(n < (1u64 << 53) as f64) {
+        if n.is_nan() || n >= (1u64 << 53) as f64 {
             return Err(too_many_blocks(size, stride));
         }
         counts[a] = n as u64;

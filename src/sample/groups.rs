@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use super::rng::{hash_words, AliasTable, Rng};
 use super::{Cohort, Group, GroupKey, Labels, Permutation, SampleIndex, Sampler, NO_LABEL};
 
-const TAG_GROUP: u64 = 0x6772_6F75_70; // "group"
+const TAG_GROUP: u64 = 0x0067_726F_7570; // "group"
 
 /// How the sample of a group is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -431,8 +431,13 @@ mod tests {
             ),
         ])
         .unwrap();
-        let idx =
-            SampleIndex::from_obs_batches(samples.clone(), &[b.clone()], true, Some("ct")).unwrap();
+        let idx = SampleIndex::from_obs_batches(
+            samples.clone(),
+            std::slice::from_ref(&b),
+            true,
+            Some("ct"),
+        )
+        .unwrap();
         let l = idx.labels.as_ref().unwrap();
         assert_eq!(l.names, vec!["B", "T"]);
         assert_eq!(l.codes, vec![1, 0, NO_LABEL, 1]);

@@ -104,7 +104,7 @@ impl AliasTable {
             return None;
         }
         let total: f64 = weights.iter().sum();
-        if !(total > 0.0) || !total.is_finite() {
+        if !total.is_finite() || total <= 0.0 {
             return None;
         }
         let mut prob: Vec<f64> = weights.iter().map(|w| w * n as f64 / total).collect();

@@ -65,7 +65,7 @@ fn reader_child() {
         return;
     };
     let want = read_digests(Path::new(&digests));
-    let mut rng = Rng(std::process::id() as u64 * 2654435761 | 1);
+    let mut rng = Rng((std::process::id() as u64 * 2654435761) | 1);
     let (mut cells, mut opens) = (0u64, 0u64);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

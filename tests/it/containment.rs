@@ -190,7 +190,7 @@ fn conversion_writes_only_the_destination() {
     }]);
     std::fs::write(&manifest, recs.to_string()).unwrap();
     // ".." anywhere in a sample id is refused.
-    let e = resolve_inputs(&[manifest.clone()]).unwrap_err();
+    let e = resolve_inputs(std::slice::from_ref(&manifest)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
 
     let recs = serde_json::json!([{
