@@ -12,9 +12,11 @@ use crate::query::{OutputFormat, QueryEngine, QueryOptions, ResultWriter};
 use crate::sample::write_cohort;
 
 const EXAMPLES: &str = "\
-Tables: obs (one row per cell), genes, samples, regions (when the corpus has regions.parquet or
-an obs `region` column). Functions: blocks(size[, stride]) lists the non-empty spatial blocks
-of every spatial sample; expr(cell, 'GENE') is a gene's value in a cell (name or gene id).
+Tables: obs (one row per cell), genes, samples, regions (one row per value of an obs region
+column: --region-column, else `region` when obs has it). Functions: blocks(size[, stride])
+lists the non-empty spatial blocks of every spatial sample; expr(cell, 'GENE') is a gene's
+value in a cell (name or gene id). Without ORDER BY the row order is not defined (scans and
+GROUP BY run in parallel): add ORDER BY for a stable order.
 
 Examples:
   # cells per cell type and tissue
@@ -53,7 +55,7 @@ pub struct QueryArgs {
     /// sorted UInt64 column `cell`) instead of printing the result.
     #[arg(long, conflicts_with_all = ["output", "format"])]
     pub cohort: Option<PathBuf>,
-    /// The obs column that defines `regions` when the corpus has no regions.parquet.
+    /// The obs column whose values define the `regions` table (default: `region`, if obs has it).
     #[arg(long)]
     pub region_column: Option<String>,
     /// Worker threads (default: available cores, at most 8).

@@ -73,8 +73,8 @@ pub struct SamplerArgs {
     /// Groups: how labels shape a group: none, class-balanced or stratified.
     #[arg(long, default_value_t = defaults::LABEL_MODE)]
     pub label_mode: LabelMode,
-    /// Regions: a regions manifest (Parquet, or CSV by extension); default: `--label` values,
-    /// else the corpus's `regions.parquet`.
+    /// Regions: a regions manifest (Parquet, or CSV by extension); without it, the values of
+    /// the `--label` obs column are the regions.
     #[arg(long)]
     pub regions: Option<PathBuf>,
     /// Regions and blocks: downsample larger groups to this many cells.

@@ -307,16 +307,14 @@ impl Corpus {
 
     /// The matrix as Arrow record batches (`indices`, `values`), zero-copy views of the
     /// mapped parts, in cell order; for export to Python or IPC. Checks every batch first
-    /// (O(cells)); panics with the error naming a corrupt part.
-    pub fn matrix_record_batches(&self) -> Vec<RecordBatch> {
+    /// (O(cells)); a corrupt part is an error naming it.
+    pub fn matrix_record_batches(&self) -> Result<Vec<RecordBatch>> {
         self.matrix
             .batches
             .iter()
             .map(|b| {
-                if let Err(e) = b.check() {
-                    panic!("{e}");
-                }
-                b.batch.clone()
+                b.check()?;
+                Ok(b.batch.clone())
             })
             .collect()
     }

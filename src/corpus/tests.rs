@@ -131,7 +131,7 @@ fn roundtrip_every_index_and_value_type() {
                 .batches()
                 .iter()
                 .all(|b| b.n_cells() <= 4 && b.n_cells() > 0));
-            let rb = c.matrix_record_batches();
+            let rb = c.matrix_record_batches().unwrap();
             assert_eq!(rb.iter().map(|b| b.num_rows()).sum::<usize>(), 23);
             let report = validate(d.path()).unwrap();
             assert_eq!(report.files_checked, 4 + 3);

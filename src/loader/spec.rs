@@ -52,6 +52,28 @@ pub mod defaults {
     pub const THREADS: usize = 2;
     /// Batches gathered ahead: enough to hide an uneven batch, bounded memory.
     pub const PREFETCH: usize = 8;
+
+    /// The settings a front end changes from the defaults above, because its consumers expect
+    /// other types: Python's loaders hand indices to scipy and torch, which index with int32
+    /// (the gather widens while copying, so they take the buffer as is); the PyTorch dataset
+    /// also hands values to torch, which computes in floats; a Hugging Face iterable dataset
+    /// runs one loader in each of `datasets`' worker processes, so one gathering thread each.
+    /// `None` for a name that is not a front end (`python`, `torch`, `hf`).
+    pub fn front_end(name: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let python = serde_json::json!({ "indices": IndexOutput::Int32 });
+        let extra = match name {
+            "python" => serde_json::json!({}),
+            "torch" => serde_json::json!({ "values": ValueOutput::Float32 }),
+            "hf" => serde_json::json!({ "threads": 1 }),
+            _ => return None,
+        };
+        let (serde_json::Value::Object(mut m), serde_json::Value::Object(extra)) = (python, extra)
+        else {
+            unreachable!("json! objects")
+        };
+        m.extend(extra);
+        Some(m)
+    }
 }
 
 /// The samplers.
@@ -66,7 +88,7 @@ pub enum SamplerKind {
     Shuffle,
     /// Groups of `group_size` random cells of one sample.
     Groups,
-    /// Regions from a regions manifest, an obs column, or the corpus's `regions.parquet`.
+    /// Regions from a regions manifest or an obs column.
     Regions,
     /// Square (or cubic) blocks of tissue of `block_size`, spatial samples only.
     Blocks,
@@ -504,7 +526,7 @@ impl SamplerSpec {
     /// every cell), intersected with the `where` predicate and the `cohort` file; `blocks_sql`
     /// and `regions_sql` run here and fill `only_blocks` and `only_regions`. The regions a
     /// `regions_sql` query sees are those the sampler serves: the `label` column's values
-    /// when a label is given, else the corpus's `regions.parquet` (or its `region` column).
+    /// when a label is given, else the corpus's `region` column.
     pub fn select(&mut self, corpus: &Arc<Corpus>, cells: Option<Cohort>) -> Result<Cohort> {
         self.validate()?;
         let mut cohort = cells.unwrap_or_else(|| Cohort::all(corpus.n_cells()));
@@ -575,14 +597,12 @@ impl SamplerSpec {
                 if let Some(only) = &self.only_regions {
                     cfg = cfg.only(only.iter().cloned());
                 }
-                let default_regions = corpus.table_path("regions");
                 let s = match (&self.regions, &self.label) {
                     (Some(path), _) => Regions::from_manifest(&index, cohort, path, cfg)?,
                     (None, Some(_)) => Regions::from_obs_column(&index, cohort, cfg)?,
-                    (None, None) if default_regions.exists() => Regions::from_manifest(&index, cohort, &default_regions, cfg)?,
                     (None, None) => {
                         return Err(Error::invalid_input(
-                            "the regions sampler needs regions (a regions manifest) or label (an obs column of regions); the corpus has no regions.parquet",
+                            "the regions sampler needs regions: a regions manifest (regions=) or an obs column of regions (label=)",
                         ))
                     }
                 };

@@ -8,7 +8,7 @@
 //! | `obs` | `obs.parquet` | one row per cell: `cell`, `sample_id`, `nnz`, `total`, `x`, `y`, source obs columns |
 //! | `genes` | `genes.parquet` | the vocabulary: `gene`, `name`, `n_samples`, `n_cells` |
 //! | `samples` | `samples.parquet` | one row per source file, with per-sample metadata |
-//! | `regions` | `regions.parquet`, else derived from an obs region column | only when either exists |
+//! | `regions` | derived from an obs region column | only when obs has one |
 //! | `ontology` | the ontologies given to the engine | see [`QueryEngine::with_ontology`] and `is_a()` |
 //!
 //! A derived `regions` has one row per (sample, region value): `sample_id`, `region_id`,
@@ -76,8 +76,8 @@ pub(crate) use expr::CellRows;
 pub struct QueryOptions {
     /// Worker threads and DataFusion partitions; 0 picks the available parallelism (at most 8).
     pub threads: usize,
-    /// The obs column that defines regions when the corpus has no `regions.parquet`.
-    /// `None` uses a column named `region` if obs has one.
+    /// The obs column that defines the `regions` table; `None` uses a column named `region`
+    /// if obs has one.
     pub region_column: Option<String>,
 }
 
@@ -173,12 +173,9 @@ impl QueryEngine {
             None => parquet_rows(&obs)?,
         };
         let mut tables = Vec::new();
-        for table in ["obs", "genes", "samples", "regions"] {
+        for table in ["obs", "genes", "samples"] {
             let path = root.join(format!("{table}.parquet"));
             if !path.exists() {
-                if table == "regions" {
-                    continue;
-                }
                 return Err(Error::corpus(&path, format!("missing table `{table}`")));
             }
             let url = path
@@ -198,9 +195,7 @@ impl QueryEngine {
             tables: engine_tables,
             ontologies: Vec::new(),
         };
-        if !engine.tables.iter().any(|t| t == "regions") {
-            engine.derive_regions(options.region_column.as_deref())?;
-        }
+        engine.derive_regions(options.region_column.as_deref())?;
         engine.ctx.register_udtf(
             "blocks",
             Arc::new(blocks::BlocksFunction::new(
@@ -266,6 +261,24 @@ impl QueryEngine {
         self.n_cells
     }
 
+    /// A statement that does not plan; one naming a table that does not exist also lists the
+    /// tables and functions there are.
+    pub(crate) fn planning_error(&self, e: DataFusionError) -> Error {
+        let err = query_error(e);
+        let msg = err.message();
+        if !(msg.contains("table") && msg.contains("not found")) {
+            return err;
+        }
+        Error::new(
+            err.kind(),
+            format!(
+                "{msg}; the tables of {} are {}; table functions blocks(size[, stride]) and expr(cell, gene)",
+                self.root.display(),
+                self.tables.join(", ")
+            ),
+        )
+    }
+
     /// The registered tables: `obs`, `genes`, `samples` and, when present, `regions`.
     pub fn tables(&self) -> &[String] {
         &self.tables
@@ -292,7 +305,11 @@ impl QueryEngine {
 
     /// [`sql`](Self::sql) for callers already inside an async runtime.
     pub async fn sql_async(&self, sql: &str) -> Result<Vec<RecordBatch>> {
-        let df = self.ctx.sql(sql).await.map_err(query_error)?;
+        let df = self
+            .ctx
+            .sql(sql)
+            .await
+            .map_err(|e| self.planning_error(e))?;
         df.collect().await.map_err(query_error)
     }
 
@@ -304,7 +321,11 @@ impl QueryEngine {
         mut f: impl FnMut(&RecordBatch) -> Result<()>,
     ) -> Result<SchemaRef> {
         self.runtime.block_on(async {
-            let df = self.ctx.sql(sql).await.map_err(query_error)?;
+            let df = self
+                .ctx
+                .sql(sql)
+                .await
+                .map_err(|e| self.planning_error(e))?;
             let schema = df.schema().inner().clone();
             let mut stream = df.execute_stream().await.map_err(query_error)?;
             while let Some(batch) = stream.next().await {
@@ -320,7 +341,11 @@ impl QueryEngine {
     pub fn cohort(&self, sql: &str) -> Result<Cohort> {
         let mut cells = Vec::new();
         self.runtime.block_on(async {
-            let df = self.ctx.sql(sql).await.map_err(query_error)?;
+            let df = self
+                .ctx
+                .sql(sql)
+                .await
+                .map_err(|e| self.planning_error(e))?;
             let schema = df.schema().inner().clone();
             if schema.index_of(CELL_COLUMN).is_err() {
                 let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();

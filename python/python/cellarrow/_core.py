@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import warnings
@@ -17,8 +16,7 @@ from ._errors import CellIndexError, CorpusNotFoundError, NotACorpusError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-SAMPLERS = ("random", "shuffle", "groups", "regions", "blocks")
-TABLES = ("obs", "genes", "samples", "regions")
+TABLES = ("obs", "genes", "samples")
 
 
 def _arrow_table(stream: Any) -> pa.Table:
@@ -174,8 +172,7 @@ class Corpus:
         >>> corpus.query("SELECT cell_type, COUNT(*) AS n FROM obs GROUP BY 1 ORDER BY n DESC")  # doctest: +SKIP
         >>> corpus.query("SELECT * FROM genes LIMIT 5", format="polars")                         # doctest: +SKIP
         """
-        with self._sql_errors():
-            t = self._native.query(sql)
+        t = self._native.query(sql)
         return _format(_arrow_table(t), format)
 
     def cohort(self, cells: Union[str, Sequence[int], np.ndarray]) -> "Cohort":
@@ -188,8 +185,7 @@ class Corpus:
         """
         if not isinstance(cells, str):
             return Cohort(self, cells)
-        with self._sql_errors():
-            ids = self._native.cohort(cells)
+        ids = self._native.cohort(cells)
         return Cohort._trusted(self, _cells_numpy(ids))
 
     def where(self, predicate: str) -> "Cohort":
@@ -197,8 +193,7 @@ class Corpus:
 
         >>> corpus.where("sample_id = 'donor1' AND nnz > 200")  # doctest: +SKIP
         """
-        with self._sql_errors():
-            ids = self._native.cohort_where(predicate)
+        ids = self._native.cohort_where(predicate)
         return Cohort._trusted(self, _cells_numpy(ids))
 
     def cells(self, cells: Sequence[int]) -> "Cohort":
@@ -206,19 +201,6 @@ class Corpus:
         :attr:`Cohort.cells`)."""
         _deprecated("Corpus.cells(ids)", "Corpus.cohort(ids)")
         return Cohort(self, cells)
-
-    @contextlib.contextmanager
-    def _sql_errors(self):
-        """Adds the tables of the corpus to an error about an unknown table."""
-        try:
-            yield
-        except Exception as e:
-            msg = str(e)
-            if "not found" not in msg or "table" not in msg.lower():
-                raise
-            tables = [t for t in TABLES if (self._path / f"{t}.parquet").exists()]
-            listing = ", ".join(tables) + "; table functions blocks(size[, stride]) and expr(cell, gene)"
-            raise _with_message(e, f"{msg}; the tables of {self._path} are {listing}") from e
 
     # -- random access -----------------------------------------------------------------------
     def get(self, cells: Union[int, Sequence[int], np.ndarray]) -> "Batch":
@@ -430,14 +412,6 @@ def cell_ids(cells: Any, n_cells: int, sort: bool = True) -> np.ndarray:
     return np.unique(ids) if sort else ids
 
 
-def _with_message(e: BaseException, msg: str) -> BaseException:
-    """An exception of ``e``'s type with ``msg``; ``e`` itself when the type takes no message."""
-    try:
-        return type(e)(msg)
-    except Exception:  # pragma: no cover - exception types with other constructors
-        return e
-
-
 def _deprecated(old: str, new: str) -> None:
     warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new}", DeprecationWarning, stacklevel=3)
 
@@ -532,7 +506,7 @@ class Loader:
       blocks and mixed ``shuffle_window`` runs at a time, default 64), ``"groups"``
       (``group_size`` random cells of one sample; ``label``/``label_mode`` for
       ``"class_balanced"`` or ``"stratified"``), ``"regions"`` (``regions=`` a regions file,
-      or ``label=`` an obs column whose values are regions, else the corpus's regions.parquet),
+      or ``label=`` an obs column whose values are regions),
       ``"blocks"`` (square tissue blocks of ``block_size``, optional ``stride``).
     - ``batch_size``: cells per batch (random, default 256) or groups per batch (default 1).
     - ``seed``, ``epoch``, ``drop_last``, ``min_cells``, ``max_cells``.
@@ -567,18 +541,16 @@ class Loader:
     def __init__(self, corpus: Union[Corpus, PathLike], sampler: str = "random", *, cohort: Any = None, **options: Any):
         if not isinstance(corpus, Corpus):
             corpus = Corpus(corpus)
-        if sampler not in SAMPLERS and sampler != "cells":
-            raise _errors.SettingValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
         _settings.check_keywords(options, _settings.native_keywords() - {"sampler"} | {"cohort"}, "Loader()")
-        _settings.check_values(options)
+        _settings.check_values(options, sampler)
         if isinstance(options.get("dense"), str):
             options["dense"] = [options["dense"]]
         if isinstance(options.get("obs"), str):
             options["obs"] = [options["obs"]]
         if options.get("regions") is not None:
             options["regions"] = os.fspath(options["regions"])
-        # scipy and torch index with int32: widened while gathering, they take the buffer as is.
-        options.setdefault("indices", "i32")
+        for name, value in _native.Loader.front_end_defaults("python").items():
+            options.setdefault(name, value)
         self.corpus = corpus
         self.sampler = sampler
         self._cells = cohort_cells(cohort, corpus.n_cells)

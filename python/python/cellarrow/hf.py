@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
+from . import _native
 from ._core import CheckedCells, Corpus, Loader, cohort_cells
 
 __all__ = ["to_hf_dataset", "to_hf_iterable"]
@@ -123,7 +124,8 @@ def to_hf_iterable(
     if int(num_shards) <= 0:
         raise ValueError(f"num_shards must be positive (an integer > 0), got {num_shards!r}")
     cells = cohort_cells(cohort, corpus.n_cells)
-    options.setdefault("threads", 1)
+    for name, value in _native.Loader.front_end_defaults("hf").items():
+        options.setdefault(name, value)
     spec = {
         "path": os.fspath(corpus.path),
         "sampler": sampler,

@@ -42,7 +42,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from . import _settings, _shm
+from . import _native, _settings, _shm
 from ._core import Batch, CheckedCells, Corpus, Loader, PathLike, _view, cohort_cells
 
 __all__ = ["CellDataset", "collate", "consumed_per_worker"]
@@ -250,7 +250,7 @@ class CellDataset(IterableDataset):
                 raise TypeError(f"{key} comes from torch.utils.data.get_worker_info(), not an argument")
         valid = _settings.native_keywords() - {"sampler", "worker", "num_workers", "rank", "world_size", "threads", "prefetch", "position"}
         _settings.check_keywords(options, valid, "CellDataset()")
-        _settings.check_values({"rank": rank, "world_size": world_size, "threads": threads, "prefetch": prefetch, **options})
+        _settings.check_values({"rank": rank, "world_size": world_size, "threads": threads, "prefetch": prefetch, **options}, sampler)
         cells = cohort_cells(cohort, corpus.n_cells)
         self.cells = None if cells is None else cells.to_numpy(zero_copy_only=False)
         if output not in ("csr", "dense"):
@@ -268,7 +268,8 @@ class CellDataset(IterableDataset):
         self.ring_slots = 4
         # torch computes in floats: the Rust threads convert while gathering, so the tensors
         # share the gathered buffer instead of being converted again.
-        options.setdefault("values", "f32")
+        for name, value in _native.Loader.front_end_defaults("torch").items():
+            options.setdefault(name, value)
         epoch = int(options.pop("epoch", 0))
         self.options = options
         # Shared with workers, forked or spawned (see the slots above).
