@@ -34,6 +34,11 @@ Examples:
   # 500-unit blocks of sample s1 with 20 to 200 cells
   cellarrow query corpus/ \"SELECT * FROM blocks(500) WHERE n_cells BETWEEN 20 AND 200 AND sample_id = 's1'\"
 
+  # every B cell, whatever depth each dataset annotated; CL is looked up in
+  # $CELLARROW_ONTOLOGY_DIR (e.g. the data directory of the cellxgene-ontology-guide
+  # package), or give the path of an OBO or ontology JSON file
+  cellarrow query corpus/ --ontology CL \"SELECT count(*) FROM obs WHERE is_a(cell_type_ontology_term_id, 'CL:0000236')\"
+
   # the columns of obs
   cellarrow query corpus/ \"SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'obs'\"";
 
@@ -58,6 +63,11 @@ pub struct QueryArgs {
     /// The obs column whose values define the `regions` table (default: `region`, if obs has it).
     #[arg(long)]
     pub region_column: Option<String>,
+    /// An ontology for `is_a(term, 'CL:0000084')` and the `ontology` table: an OBO or ontology
+    /// JSON file (`.json.zst` too), or a name (`CL`, `UBERON`) looked up in the directory that
+    /// $CELLARROW_ONTOLOGY_DIR names. Repeat for several.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub ontology: Vec<String>,
     /// Worker threads (default: available cores, at most 8).
     #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub threads: usize,
@@ -70,7 +80,10 @@ pub fn run(args: QueryArgs) -> Result<()> {
         threads: args.threads,
         region_column: args.region_column.clone(),
     };
-    let engine = QueryEngine::with_options(corpus, &options)?;
+    let mut engine = QueryEngine::with_options(corpus, &options)?;
+    for ontology in &args.ontology {
+        engine.load_ontology(ontology)?;
+    }
 
     if let Some(path) = &args.cohort {
         let cohort = engine.cohort(&args.sql)?;
