@@ -575,3 +575,87 @@ fn float_values_appended_after_counts_are_served_in_one_type() {
         "{e}"
     );
 }
+
+/// `validate` checks the table datasets of format 2: each file's checksum, the rows the
+/// manifest lists for it, one schema per table; the manifest's row totals are checked on open.
+#[test]
+fn validate_checks_every_table_file() {
+    use cellarrow::corpus::testing::rehash;
+    let tmp = scratch("append-validate");
+    let good = tmp.path().join("good.corpus");
+    convert(&inputs(&[chr21()]), &options(&good)).unwrap();
+    append(&good, &inputs(&[scvi()]), &options(&good)).unwrap();
+    let report = validate(&good).unwrap();
+    let m = Corpus::open(&good).unwrap().manifest().clone();
+    assert_eq!(report.files_checked, m.files.len());
+    let obs1 = m.tables["obs"][1].path.clone();
+    let dir = tmp.path().join("bad.corpus");
+    let fresh = || {
+        let _ = std::fs::remove_dir_all(&dir);
+        copy_dir(&good, &dir);
+    };
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let p = dir.join("manifest.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        f(&mut v);
+        std::fs::write(&p, v.to_string()).unwrap();
+    };
+    let expect = |what: &str, needles: &[&str]| {
+        let e = validate(&dir).unwrap_err().to_string();
+        for n in needles {
+            assert!(e.contains(n), "{what}: {e}");
+        }
+    };
+
+    // A table file whose bytes changed (same size): its checksum names it.
+    fresh();
+    let p = dir.join(&obs1);
+    let mut bytes = std::fs::read(&p).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&p, &bytes).unwrap();
+    expect("flipped byte", &[&obs1, "sha256"]);
+
+    // Rows moved from one file's entry to another's: the totals hold, the file does not.
+    fresh();
+    edit(&|v| {
+        let obs = v["tables"]["obs"].as_array_mut().unwrap();
+        let r0 = obs[0]["rows"].as_u64().unwrap();
+        let r1 = obs[1]["rows"].as_u64().unwrap();
+        obs[0]["rows"] = (r0 + 1).into();
+        obs[1]["rows"] = (r1 - 1).into();
+    });
+    expect("rows", &["obs/part-", "rows, manifest.json says"]);
+
+    // Totals that do not add up are refused on open.
+    fresh();
+    edit(&|v| v["tables"]["samples"][1]["rows"] = 5.into());
+    let e = Corpus::open(&dir).err().unwrap().to_string();
+    assert!(e.contains("tables.samples holds"), "{e}");
+
+    // A file of another schema with the right rows and checksum: the table is no longer one.
+    fresh();
+    let batches =
+        cellarrow::corpus::read_parquet(&dir.join(&obs1), Some(&["cell", "sample_id"])).unwrap();
+    cellarrow::corpus::write_parquet(&dir.join(&obs1), &batches).unwrap();
+    rehash(&dir).unwrap();
+    expect("schema", &[&obs1, "columns differ"]);
+
+    // A file in a table directory that the manifest does not list.
+    fresh();
+    std::fs::copy(dir.join(&obs1), dir.join("obs/part-00099.parquet")).unwrap();
+    expect("extra", &["obs/part-00099.parquet", "not listed"]);
+
+    // A table file left out of `files`.
+    fresh();
+    edit(&|v| {
+        let files = v["files"].as_array_mut().unwrap();
+        files.retain(|f| f["path"] != "gene_counts/part-00001.parquet");
+    });
+    let e = Corpus::open(&dir).err().unwrap().to_string();
+    assert!(
+        e.contains("gene_counts/part-00001.parquet") && e.contains("not listed in files"),
+        "{e}"
+    );
+}
