@@ -424,7 +424,7 @@ fn appends_add_table_files_and_wider_parts_beside_the_old_ones() {
     );
     let tmp = scratch("append-datasets");
     let dir = tmp.path().join("c.corpus");
-    convert(&inputs(&[a.clone()]), &options(&dir)).unwrap();
+    convert(&inputs(std::slice::from_ref(&a)), &options(&dir)).unwrap();
     let m0 = Corpus::open(&dir).unwrap().manifest().clone();
     assert_eq!(m0.format_version, 2);
     for t in ["obs", "genes", "samples", "gene_counts"] {
@@ -439,7 +439,7 @@ fn appends_add_table_files_and_wider_parts_beside_the_old_ones() {
     let (obs0_inode, obs0_bytes) = (inode(&obs0), std::fs::read(&obs0).unwrap());
 
     // Same obs columns, no new gene: obs, samples and gene_counts get a file; genes none.
-    append(&dir, &inputs(&[b.clone()]), &options(&dir)).unwrap();
+    append(&dir, &inputs(std::slice::from_ref(&b)), &options(&dir)).unwrap();
     validate(&dir).unwrap();
     assert_eq!(table_files(&dir, "obs").len(), 2);
     assert_eq!(table_files(&dir, "samples").len(), 2);
@@ -463,7 +463,7 @@ fn appends_add_table_files_and_wider_parts_beside_the_old_ones() {
     );
 
     // 70,000 genes: the new part has 32-bit ids, the old ones keep 16-bit ids.
-    append(&dir, &inputs(&[wide.clone()]), &options(&dir)).unwrap();
+    append(&dir, &inputs(std::slice::from_ref(&wide)), &options(&dir)).unwrap();
     validate(&dir).unwrap();
     let c = Arc::new(Corpus::open(&dir).unwrap());
     let m = c.manifest();
@@ -538,7 +538,7 @@ fn float_values_appended_after_counts_are_served_in_one_type() {
     convert(&inputs(&[chr21()]), &options(&dir)).unwrap();
     let counts = Corpus::open(&dir).unwrap().manifest().value_type;
     assert_eq!(counts, ValueType::Uint16);
-    append(&dir, &inputs(&[visium.clone()]), &options(&dir)).unwrap();
+    append(&dir, &inputs(std::slice::from_ref(&visium)), &options(&dir)).unwrap();
     validate(&dir).unwrap();
     let c = Arc::new(Corpus::open(&dir).unwrap());
     let m = c.manifest();
