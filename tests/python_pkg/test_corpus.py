@@ -126,3 +126,9 @@ def test_an_appended_corpus_with_parts_of_two_value_types_serves_one(workdir):
         np.testing.assert_array_equal(dense, oracle.dense(b.cells, corpus.n_genes))
         seen += len(b)
     assert seen == corpus.n_cells
+    # Hugging Face: the uint16 parts are cast to the manifest's float32 so the parts concatenate.
+    ds = corpus.to_hf_dataset()
+    assert ds.num_rows == corpus.n_cells
+    for c in (0, corpus.n_cells - 1):
+        g, v = oracle.row_of(c)
+        assert ds[c]["indices"] == g.tolist() and ds[c]["values"] == v.tolist()
