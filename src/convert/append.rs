@@ -312,7 +312,7 @@ fn append_tables(
 
 /// The old files of a table with their rows and their names in the new corpus: the same in
 /// format 2; in format 1 the single `TABLE.parquet` becomes `TABLE/part-00000.parquet`.
-fn old_table_files(
+pub(crate) fn old_table_files(
     corpus_dir: &Path,
     old: &Manifest,
     table: &str,
@@ -342,7 +342,7 @@ fn old_table_files(
 }
 
 /// Links the old files of a table into `dir` as they are.
-fn link_table(
+pub(crate) fn link_table(
     corpus_dir: &Path,
     dir: &Path,
     old: &Manifest,
@@ -360,7 +360,7 @@ fn link_table(
 /// The old files of `table` and then one file of the rows of `staged` (removed afterwards).
 /// The old files are linked when their schema holds the new rows; otherwise their rows are
 /// written again, once, into one file of the grown schema (see [`tables::grown_schema`]).
-fn grow_table(
+pub(crate) fn grow_table(
     corpus_dir: &Path,
     dir: &Path,
     old: &Manifest,
@@ -416,7 +416,7 @@ fn grow_table(
 
 /// A format-1 genes.parquet (`gene`, `name`, `n_samples`, `n_cells`) as the first files of the
 /// format-2 genes and gene_counts tables.
-fn split_format1_genes(
+pub(crate) fn split_format1_genes(
     corpus_dir: &Path,
     dir: &Path,
     old: &Manifest,

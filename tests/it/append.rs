@@ -99,9 +99,32 @@ fn convert_and_two_appends_equal_one_convert() {
     convert(&inputs(&files[..1]), &options(&grown)).unwrap();
     let first_part = std::fs::read(grown.join("matrix/part-00000.arrow")).unwrap();
     let first_manifest = Corpus::open(&grown).unwrap().manifest().clone();
+    let obs_columns = |d: &Path| -> Vec<String> {
+        let s = Corpus::open(d).unwrap().table_schema("obs").unwrap();
+        s.fields().iter().map(|f| f.name().clone()).collect()
+    };
+    let before = obs_columns(&grown);
     let s = append(&grown, &inputs(&files[1..2]), &options(&grown)).unwrap();
     assert_eq!(s.n_samples, 2);
+    // Same obs columns: the old obs file is linked, the new rows get their own file.
+    assert_eq!(obs_columns(&grown), before);
+    assert_eq!(
+        table_files(&grown, "obs"),
+        ["obs/part-00000.parquet", "obs/part-00001.parquet"]
+    );
     append(&grown, &inputs(&files[2..]), &options(&grown)).unwrap();
+    // The third file brings obs columns the others lack: the old obs rows were written once
+    // more, in the grown schema, into one new file beside the new rows' file (the old files
+    // are no longer listed); every obs file has the grown schema (validate checks it).
+    let after = obs_columns(&grown);
+    assert!(
+        after.len() > before.len() && after[..before.len()] == before[..],
+        "{before:?} -> {after:?}"
+    );
+    assert_eq!(
+        table_files(&grown, "obs"),
+        ["obs/part-00002.parquet", "obs/part-00003.parquet"]
+    );
 
     validate(&grown).unwrap();
     let (a, b) = (Corpus::open(&whole).unwrap(), Corpus::open(&grown).unwrap());
