@@ -64,7 +64,7 @@ pub struct ReadArgs {
     /// Use this var column as gene names instead of the var index
     #[arg(long, value_name = "COLUMN")]
     pub gene_column: Option<String>,
-    /// Fix the vocabulary (convert only): a text file with one gene per line, or another corpus's genes.parquet.
+    /// Fix the vocabulary (convert only): a text file with one gene per line, another corpus (its directory), or a Parquet file with a `name` column.
     /// Genes outside it are counted per sample and reported, not stored
     #[arg(long, value_name = "FILE")]
     pub vocab: Option<PathBuf>,

@@ -86,6 +86,8 @@ impl<'a> PartSink<'a> {
                     first_cell: self.next_cell,
                     n_cells: 0,
                     nnz: 0,
+                    index_type: Some(self.layout.index_type),
+                    value_type: Some(self.layout.value_type),
                 };
                 self.current = Some((w, entry));
             }

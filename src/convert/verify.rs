@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use arrow::array::AsArray;
 use arrow::datatypes::UInt64Type;
 
-use crate::corpus::{read_parquet, sha256_file, Corpus};
+use crate::corpus::{sha256_file, Corpus};
 use crate::error::{Error, ErrorKind, Result};
 use crate::h5ad::{H5ad, MatrixSource};
 
@@ -221,8 +221,8 @@ fn expected_row(map: &[Option<u32>], indices: &[u32], values: &[f64]) -> Vec<(u3
 
 /// Stored samples by the sha256 of their source file.
 fn samples_by_sha(corpus: &Corpus) -> Result<HashMap<String, StoredSample>> {
-    let samples = read_parquet(
-        &corpus.table_path("samples"),
+    let samples = corpus.read_table(
+        "samples",
         Some(&["sample_id", "source_sha256", "first_cell", "n_cells"]),
     )?;
     let mut by_sha = HashMap::new();
@@ -251,7 +251,7 @@ fn samples_by_sha(corpus: &Corpus) -> Result<HashMap<String, StoredSample>> {
 
 /// The `source_row` column of obs, one per cell.
 fn source_rows(corpus: &Corpus) -> Result<Vec<u64>> {
-    let obs = read_parquet(&corpus.table_path("obs"), Some(&["source_row"]))?;
+    let obs = corpus.read_table("obs", Some(&["source_row"]))?;
     let source_rows: Vec<u64> = obs
         .iter()
         .flat_map(|b| {

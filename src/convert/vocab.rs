@@ -73,9 +73,20 @@ impl Vocabulary {
         Ok(v)
     }
 
-    /// Reads a fixed vocabulary: a text file with one gene per line, or the `genes.parquet` of
-    /// another corpus (its `name` column), so that corpora can share gene ids.
+    /// Reads a fixed vocabulary: a text file with one gene per line, a Parquet file with a
+    /// `name` column (the `genes.parquet` of a format-1 corpus), or another corpus's directory
+    /// (its genes table), so that corpora can share gene ids.
     pub fn read(path: &Path) -> Result<Self> {
+        // Another corpus (its directory): its genes table, whichever format (one file in
+        // format 1, several in format 2).
+        if path.join(crate::corpus::MANIFEST_FILE).is_file() {
+            let m = crate::corpus::Manifest::read(path)?;
+            let mut names = Vec::new();
+            for rel in m.table_paths("genes") {
+                names.extend(read_parquet_names(&path.join(rel))?);
+            }
+            return Self::fixed(names, path);
+        }
         let names = if path.extension().is_some_and(|e| e == "parquet") {
             read_parquet_names(path)?
         } else {

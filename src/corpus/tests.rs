@@ -324,10 +324,10 @@ fn manifest_roundtrip_and_schema() {
 fn rejects_newer_format_version() {
     let d = tmp();
     small_corpus(d.path());
-    edit_manifest(d.path(), |v| v["format_version"] = 2.into());
+    edit_manifest(d.path(), |v| v["format_version"] = 3.into());
     let e = assert_invalid(
         Corpus::open(d.path()),
-        "format_version 2 is newer than this cellarrow reads (1)",
+        "format_version 3 is newer than this cellarrow reads (2)",
     );
     assert!(e.path().unwrap().ends_with("manifest.json"));
     edit_manifest(d.path(), |v| {

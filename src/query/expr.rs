@@ -56,23 +56,24 @@ pub(crate) fn row_value(indices: Indices<'_>, values: Values<'_>, gene: u32) -> 
 
 pub(crate) struct ExprState {
     rows: Option<Arc<dyn CellRows>>,
-    genes_path: PathBuf,
+    genes_files: Vec<PathBuf>,
     /// Gene name -> id, read from genes.parquet on first use.
     names: OnceLock<std::result::Result<HashMap<String, u32>, String>>,
 }
 
 impl ExprState {
-    pub(crate) fn new(rows: Option<Arc<dyn CellRows>>, genes_path: PathBuf) -> Self {
+    /// `genes_files`: the files of the genes table, in row (gene id) order.
+    pub(crate) fn new(rows: Option<Arc<dyn CellRows>>, genes_files: Vec<PathBuf>) -> Self {
         ExprState {
             rows,
-            genes_path,
+            genes_files,
             names: OnceLock::new(),
         }
     }
 
     fn names(&self) -> DfResult<&HashMap<String, u32>> {
         self.names
-            .get_or_init(|| read_gene_names(&self.genes_path))
+            .get_or_init(|| read_gene_names(&self.genes_files))
             .as_ref()
             .map_err(|e| exec_datafusion_err!("expr(): {e}"))
     }
@@ -127,8 +128,22 @@ impl ExprState {
     }
 }
 
-fn read_gene_names(path: &std::path::Path) -> std::result::Result<HashMap<String, u32>, String> {
-    let inner = || -> crate::Result<HashMap<String, u32>> {
+fn read_gene_names(files: &[PathBuf]) -> std::result::Result<HashMap<String, u32>, String> {
+    let mut names = HashMap::new();
+    let mut next: u32 = 0;
+    for path in files {
+        read_gene_names_from(path, &mut names, &mut next)?;
+    }
+    Ok(names)
+}
+
+/// Adds the names of one genes file, whose first row is gene `next`.
+fn read_gene_names_from(
+    path: &std::path::Path,
+    names: &mut HashMap<String, u32>,
+    next: &mut u32,
+) -> std::result::Result<(), String> {
+    let mut inner = || -> crate::Result<()> {
         let file = File::open(path).map_err(|e| crate::Error::io(path, "opening", e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
         let index = builder
@@ -138,19 +153,17 @@ fn read_gene_names(path: &std::path::Path) -> std::result::Result<HashMap<String
             .position(|f| f.name() == "name")
             .ok_or_else(|| crate::Error::corpus(path, "no column `name`"))?;
         let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [index]);
-        let mut names = HashMap::new();
-        let mut next: u32 = 0;
         for batch in builder.with_projection(mask).build()? {
             let column = arrow::compute::cast(batch?.column(0), &DataType::Utf8)?;
             for name in column.as_string::<i32>().iter() {
                 // The first occurrence wins: ids are positions, names should be unique.
                 if let Some(name) = name {
-                    names.entry(name.to_string()).or_insert(next);
+                    names.entry(name.to_string()).or_insert(*next);
                 }
-                next += 1;
+                *next += 1;
             }
         }
-        Ok(names)
+        Ok(())
     };
     inner().map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -173,7 +186,7 @@ impl ExprUdf {
 impl std::fmt::Debug for ExprUdf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExprUdf")
-            .field("genes", &self.state.genes_path)
+            .field("genes", &self.state.genes_files)
             .finish()
     }
 }

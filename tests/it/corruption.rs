@@ -206,12 +206,12 @@ fn truncated_part_is_refused_by_open_and_validate() {
 fn grown_table_is_refused_by_open() {
     let tmp = scratch("grown");
     let dest = corpus(tmp.path());
-    let mut bytes = std::fs::read(dest.join("obs.parquet")).unwrap();
+    let mut bytes = std::fs::read(dest.join("obs/part-00000.parquet")).unwrap();
     bytes.push(0);
-    std::fs::write(dest.join("obs.parquet"), &bytes).unwrap();
+    std::fs::write(dest.join("obs/part-00000.parquet"), &bytes).unwrap();
     let e = Corpus::open(&dest).err().expect("open refuses");
     assert_eq!(e.kind(), ErrorKind::InvalidCorpus);
-    assert!(e.to_string().contains("obs.parquet"), "{e}");
+    assert!(e.to_string().contains("obs/part-00000.parquet"), "{e}");
     assert!(e.to_string().contains("bytes"), "{e}");
 }
 
@@ -239,7 +239,7 @@ fn manifest_size_that_disagrees_with_the_file_is_refused_by_open() {
 fn newer_or_older_format_version_is_refused_with_a_clear_message() {
     let tmp = scratch("version");
     let dest = corpus(tmp.path());
-    for (version, word) in [(2u64, "newer"), (0, "not supported"), (999, "newer")] {
+    for (version, word) in [(3u64, "newer"), (0, "not supported"), (999, "newer")] {
         edit_manifest(&dest, |v| v["format_version"] = serde_json::json!(version));
         for (what, r) in [
             ("open", Corpus::open(&dest).map(|_| ())),
@@ -270,11 +270,11 @@ fn missing_and_extra_files_are_named_by_validate() {
     let e = validate(&dest).unwrap_err();
     assert!(e.to_string().contains("stray.arrow"), "{e}");
     std::fs::remove_file(dest.join("matrix/stray.arrow")).unwrap();
-    std::fs::remove_file(dest.join("genes.parquet")).unwrap();
+    std::fs::remove_file(dest.join("genes/part-00000.parquet")).unwrap();
     for r in [validate(&dest).map(|_| ()), Corpus::open(&dest).map(|_| ())] {
         let e = r.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidCorpus);
-        assert!(e.to_string().contains("genes.parquet"), "{e}");
+        assert!(e.to_string().contains("genes/part-00000.parquet"), "{e}");
     }
 }
 

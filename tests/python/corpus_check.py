@@ -75,12 +75,29 @@ def list_column_to_csr_pieces(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offsets - start, child.to_numpy(zero_copy_only=False)
 
 
+def read_table(root: Path, manifest: dict, name: str) -> pa.Table:
+    """A corpus table with pyarrow alone: the one file of format 1, the directory of files of
+    format 2; genes of format 2 gets the summed ``gene_counts`` as ``n_samples``/``n_cells``."""
+    if manifest.get("format_version", 1) < 2:
+        return pq.read_table(root / f"{name}.parquet")
+    t = pq.read_table(root / name)
+    if name == "genes":
+        counts = pq.read_table(root / "gene_counts")
+        n_samples = np.zeros(t.num_rows, dtype=np.uint32)
+        n_cells = np.zeros(t.num_rows, dtype=np.uint64)
+        genes = counts.column("gene").to_numpy()
+        np.add.at(n_samples, genes, counts.column("n_samples").to_numpy())
+        np.add.at(n_cells, genes, counts.column("n_cells").to_numpy())
+        t = t.append_column("n_samples", pa.array(n_samples)).append_column("n_cells", pa.array(n_cells))
+    return t
+
+
 def read_corpus(root: Path) -> Corpus:
     root = Path(root)
     manifest = json.loads((root / "manifest.json").read_text())
-    genes = pq.read_table(root / "genes.parquet")
-    samples = pq.read_table(root / "samples.parquet")
-    obs = pq.read_table(root / "obs.parquet")
+    genes = read_table(root, manifest, "genes")
+    samples = read_table(root, manifest, "samples")
+    obs = read_table(root, manifest, "obs")
     n_cells, n_genes = manifest["n_cells"], manifest["n_genes"]
 
     indptr = [np.zeros(1, dtype=np.int64)]

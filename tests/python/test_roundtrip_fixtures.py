@@ -46,7 +46,7 @@ def test_round_trip_each_fixture(name, convert_cached):
     corpus = read_corpus(out)
     adata = read(path)
     m = corpus.manifest
-    assert m["format"] == "cellarrow" and m["format_version"] == 1
+    assert m["format"] == "cellarrow" and m["format_version"] == 2
     assert m["n_cells"] == adata.n_obs
     assert m["n_genes"] == adata.n_vars
     assert sorted(corpus.gene_names()) == sorted(map(str, adata.var_names))
@@ -58,10 +58,12 @@ def test_round_trip_each_fixture(name, convert_cached):
     # Narrowest lossless types, derived from the source values.
     vt = expected_value_type(source_values(adata.X))
     assert m["value_type"] == vt
+    # One conversion: every part has the manifest's types.
+    assert all(p["index_type"] == m["index_type"] and p["value_type"] == vt for p in m["matrix"]["parts"])
     assert corpus.value_arrow_type == ARROW_VALUE_TYPES[vt]
     assert corpus.index_arrow_type == (pa.uint16() if adata.n_vars <= 65536 else pa.uint32())
 
-    # genes.parquet counts cells with a non-zero per gene.
+    # The genes table (with the sums of gene_counts) counts cells with a non-zero per gene.
     x = to_csr64(adata.X)
     per_gene = np.bincount(x.indices, minlength=adata.n_vars)
     ids = corpus.gene_ids()

@@ -6,14 +6,13 @@ import numpy as np
 
 
 class Oracle:
-    """Maps global cell ids to (h5ad file, source row) through obs.parquet and reads the rows
+    """Maps global cell ids to (h5ad file, source row) through the obs table and reads the rows
     with anndata, re-indexed into the corpus vocabulary."""
 
     def __init__(self, corpus, sources):
         import anndata as ad
-        import pyarrow.parquet as pq
 
-        obs = pq.read_table(corpus.path / "obs.parquet", columns=["cell", "sample_id", "source_row"])
+        obs = corpus.table("obs", ["cell", "sample_id", "source_row"])
         self.sample = obs.column("sample_id").to_pylist()
         self.row = obs.column("source_row").to_numpy()
         vocab = {g: i for i, g in enumerate(corpus.gene_names)}

@@ -16,7 +16,6 @@ from ._errors import CellIndexError, CorpusNotFoundError, NotACorpusError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-TABLES = ("obs", "genes", "samples")
 
 
 def _arrow_table(stream: Any) -> pa.Table:
@@ -109,7 +108,7 @@ class Corpus:
 
     # -- tables ----------------------------------------------------------------------------
     def table(self, name: str, columns: Optional[Sequence[str]] = None, *, format: str = "arrow"):
-        """A corpus table (``obs``, ``genes``, ``samples``, ``regions``).
+        """A corpus table (``obs``, ``genes``, ``samples``, ``gene_counts``).
 
         ``format="arrow"`` gives a ``pyarrow.Table``, ``"polars"`` a ``polars.DataFrame``
         (from the same Arrow buffers, no copy).
@@ -118,9 +117,12 @@ class Corpus:
         """
         t = self._native.read_table(name, None if columns is None else list(columns))
         if t is None:
-            import pyarrow.parquet as pq
+            # No rows: the schema of the table's files.
+            import pyarrow.dataset as ds
 
-            t = pq.read_table(self._path / f"{name}.parquet", columns=columns)
+            t = ds.dataset([os.fspath(p) for p in self.table_paths(name)], format="parquet").to_table(
+                columns=None if columns is None else list(columns)
+            )
         else:
             t = _arrow_table(t)
         return _format(t, format)
@@ -140,8 +142,21 @@ class Corpus:
         """``samples.parquet``: one row per source h5ad file."""
         return self.table("samples")
 
+    def table_paths(self, name: str) -> List[Path]:
+        """The Parquet files of a corpus table, in row order: ``NAME.parquet`` in a format-1
+        corpus, the files the manifest lists under ``tables[NAME]`` in format 2 (one per
+        conversion or append; every reader takes them together as one table). Empty when the
+        corpus has no such table."""
+        m = self.manifest
+        if m.get("format_version", 1) >= 2:
+            return [self._path / f["path"] for f in m.get("tables", {}).get(name, [])]
+        single = self._path / f"{name}.parquet"
+        return [single] if single.exists() else []
+
     def scan(self, name: str):
-        """A lazy ``polars.LazyFrame`` over a corpus table (projection and predicate push-down).
+        """A lazy ``polars.LazyFrame`` over a corpus table (projection and predicate push-down),
+        every file of the table as one frame. ``genes`` of a format-2 corpus is read eagerly
+        (one row per gene), as :meth:`table` serves it, with ``n_samples`` and ``n_cells``.
 
         >>> corpus.scan("obs").filter(pl.col("nnz") > 100).select("cell").collect()  # doctest: +SKIP
         """
@@ -149,10 +164,12 @@ class Corpus:
 
         if name not in TABLES:
             raise ValueError(f"{name!r} is not a corpus table; expected one of {', '.join(TABLES)}")
-        path = self._path / f"{name}.parquet"
-        if not path.exists():
-            raise ValueError(f"the corpus has no {name} table ({path})")
-        return pl.scan_parquet(path)
+        paths = self.table_paths(name)
+        if not paths:
+            raise ValueError(f"the corpus has no {name} table ({self._path / name})")
+        if name == "genes" and self.manifest.get("format_version", 1) >= 2:
+            return self.table("genes", format="polars").lazy()
+        return pl.scan_parquet([os.fspath(p) for p in paths])
 
     @property
     def matrix(self) -> pa.Table:
