@@ -11,6 +11,7 @@ pub mod cli;
 pub mod convert;
 pub mod corpus;
 pub mod error;
+pub mod genes;
 pub mod h5ad;
 pub mod loader;
 pub mod ontology;

@@ -58,7 +58,8 @@ pub fn append(
     let pool = thread_pool(opts)?;
 
     let genes_path = corpus_dir.join("genes.parquet");
-    let mut vocab = Vocabulary::growing(read_strings(&genes_path, "name")?, &genes_path)?;
+    check_gene_key(&old, opts)?;
+    let mut vocab = Vocabulary::corpus_genes(&genes_path, opts.gene_key)?;
     let n_old_genes = vocab.len();
     let old_ids: HashSet<&str> = old.samples.iter().map(|s| s.sample_id.as_str()).collect();
     for i in inputs {
@@ -124,6 +125,18 @@ pub fn append(
         seconds: started.elapsed().as_secs_f64(),
         warnings,
     })
+}
+
+/// Genes are matched by the key the corpus was built with: another key would name new genes
+/// differently from the old ones.
+fn check_gene_key(old: &Manifest, opts: &ConvertOptions) -> Result<()> {
+    let built = old.options.get("gene_key").and_then(|k| k.as_str());
+    match built {
+        Some(k) if k != opts.gene_key.as_str() => Err(Error::invalid_input(format!(
+            "the corpus matches genes by {k}; append with --gene-key {k}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The new data must fit the types of the existing parts, which are never rewritten.

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, ArrayRef, StringArray, UInt32Array, UInt64Array, UInt8Array};
+use arrow::array::{new_null_array, ArrayRef, StringArray, UInt64Array, UInt8Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -152,19 +152,7 @@ pub(crate) fn write_genes_table(
     n_samples: Vec<u32>,
     n_cells: Vec<u64>,
 ) -> Result<()> {
-    let n = vocab.len();
-    let batch = RecordBatch::try_from_iter([
-        (
-            "gene",
-            Arc::new(UInt32Array::from_iter_values(0..n as u32)) as ArrayRef,
-        ),
-        (
-            "name",
-            Arc::new(StringArray::from_iter_values(vocab.names())),
-        ),
-        ("n_samples", Arc::new(UInt32Array::from(n_samples))),
-        ("n_cells", Arc::new(UInt64Array::from(n_cells))),
-    ])?;
+    let batch = crate::genes::table::genes_batch(vocab.index(), n_samples, n_cells)?;
     corpus::write_parquet(&dir.join("genes.parquet"), &[batch])?;
     Ok(())
 }
@@ -244,9 +232,12 @@ pub(crate) fn samples_batch(
             )),
         ),
     ];
+    cols.extend(super::vocab::sample_gene_columns(plans));
+    // `species` is written normalised above, from the manifest's or inferred.
     let keys: BTreeSet<&str> = plans
         .iter()
         .flat_map(|p| p.input.metadata.keys().map(String::as_str))
+        .filter(|k| *k != "species")
         .collect();
     for key in keys {
         if cols.iter().any(|(n, _)| n == key) {
