@@ -408,6 +408,13 @@ pub struct PyLoader {
     /// Gene ids of the dense columns, in column order (empty for CSR).
     #[pyo3(get)]
     dense_genes: Vec<u32>,
+    /// Width of a batch's gene space: the model vocabulary's size with `genes`, else the
+    /// corpus's gene count.
+    #[pyo3(get)]
+    n_genes: u64,
+    /// With `genes`: (vocabulary genes the corpus has, vocabulary size, the missing ones).
+    #[pyo3(get)]
+    vocab_overlap: Option<(usize, usize, Vec<String>)>,
     /// The effective settings.
     spec: SamplerSpec,
 }
@@ -442,6 +449,10 @@ impl PyLoader {
             .map_err(to_py)?;
         let dense_genes = gatherer.dense_genes().to_vec();
         let dense_width = gatherer.dense_width();
+        let n_genes = gatherer.n_genes();
+        let vocab_overlap = gatherer
+            .vocab()
+            .map(|v| (v.present, v.size, v.missing.clone()));
         let loader = Loader::new(Arc::new(gatherer), planned.plan, spec.loader_options());
         Ok(PyLoader {
             inner: Mutex::new(loader),
@@ -452,6 +463,8 @@ impl PyLoader {
             grouped: planned.grouped,
             dense_width,
             dense_genes,
+            n_genes,
+            vocab_overlap,
             spec,
         })
     }

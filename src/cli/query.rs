@@ -24,7 +24,7 @@ Examples:
   cellarrow query corpus/ \"SELECT cell FROM obs WHERE donor = 'D1' AND x BETWEEN 0 AND 500 AND y BETWEEN 0 AND 500\" --cohort d1_box.parquet
 
   # the samples of one species
-  cellarrow query corpus/ \"SELECT sample_id, n_cells FROM samples WHERE species = 'Homo sapiens'\"
+  cellarrow query corpus/ \"SELECT sample_id, n_cells FROM samples WHERE species = 'human'\"
 
   # T cells that express CD3E, exported as CSV
   cellarrow query corpus/ \"SELECT cell, sample_id FROM obs WHERE cell_type = 'T cell' AND expr(cell, 'CD3E') > 0\" --format csv -o t.csv

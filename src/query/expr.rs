@@ -150,6 +150,19 @@ fn read_gene_names(path: &std::path::Path) -> std::result::Result<HashMap<String
                 next += 1;
             }
         }
+        // Also a gene's stable id and its symbol, where they name one gene
+        // (crate::genes::GeneIndex::lookup): a symbol finds its gene whatever the key.
+        let index = crate::genes::table::read_index(path, Default::default())?;
+        for (i, g) in index.genes().iter().enumerate() {
+            for text in [g.identity.id.as_deref(), g.identity.symbol.as_deref()]
+                .into_iter()
+                .flatten()
+            {
+                if index.lookup(text) == Some(i as u32) {
+                    names.entry(text.to_string()).or_insert(i as u32);
+                }
+            }
+        }
         Ok(names)
     };
     inner().map_err(|e| format!("{}: {e}", path.display()))

@@ -44,6 +44,7 @@ LOADER_KEYWORDS = (
     "values",
     "indices",
     "dense",
+    "genes",
     "obs",
     "coords",
     "bounds",
