@@ -71,8 +71,8 @@ pub struct ReadArgs {
     /// (ENSG00000141510.17) are split off into the genes table's id_version
     #[arg(long, value_name = "COLUMN")]
     pub gene_column: Option<String>,
-    /// The var column of gene symbols (default: the first of gene_symbols, gene_symbol,
-    /// feature_name, gene_name ... present, else var_names when they are not ids)
+    /// The var column of gene symbols (default: var_names when they are not ids, else the
+    /// first of gene_symbols, gene_symbol, feature_name, gene_name ... present)
     #[arg(long, value_name = "COLUMN")]
     pub symbol_column: Option<String>,
     /// What matches genes across files: the stable id (a gene without one matches by symbol),
@@ -158,10 +158,16 @@ pub fn print_summary(summary: &ConvertSummary, quiet: bool, json: bool) {
             serde_json::to_string_pretty(summary).expect("summary serialises")
         );
     } else if !quiet {
+        let mut species: std::collections::BTreeMap<&str, usize> = Default::default();
+        for s in summary.species.values() {
+            *species.entry(s.as_str()).or_default() += 1;
+        }
+        let species: Vec<String> = species.iter().map(|(s, n)| format!("{s} {n}")).collect();
         println!(
-            "{}: {} samples, {} cells, {} genes, {} non-zeros ({:?} values, {:?} gene ids), {:.1} MB, {:.2} bytes/nnz, {:.1} s",
+            "{}: {} samples ({}), {} cells, {} genes, {} non-zeros ({:?} values, {:?} gene ids), {:.1} MB, {:.2} bytes/nnz, {:.1} s",
             summary.output.display(),
             summary.n_samples,
+            species.join(", "),
             summary.n_cells,
             summary.n_genes,
             summary.nnz,

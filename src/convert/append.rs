@@ -124,6 +124,7 @@ pub fn append(
         bytes,
         seconds: started.elapsed().as_secs_f64(),
         warnings,
+        species: super::vocab::species_of(&plans),
     })
 }
 

@@ -154,6 +154,9 @@ pub struct ConvertSummary {
     pub seconds: f64,
     /// Things the user should know (genes outside the vocabulary, merged duplicates ...).
     pub warnings: Vec<String>,
+    /// The species of each sample converted (`unknown` where neither the input manifest nor
+    /// the gene ids say), by sample id.
+    pub species: std::collections::BTreeMap<String, String>,
 }
 
 /// Everything learnt about one input before converting it.
@@ -353,6 +356,7 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
         bytes: written.bytes,
         seconds: started.elapsed().as_secs_f64(),
         warnings,
+        species: vocab::species_of(&plans),
     })
 }
 

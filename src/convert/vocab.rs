@@ -11,8 +11,8 @@ use super::{ConvertOptions, InputSample, Planned};
 use crate::error::{Error, Result};
 use crate::genes::source::{self, GeneColumns};
 use crate::genes::{
-    match_key, Gene, GeneIdentity, GeneIndex, GeneKey, OrthologCounts, OrthologTable,
-    SourceGene, UNKNOWN_SPECIES,
+    match_key, Gene, GeneIdentity, GeneIndex, GeneKey, OrthologCounts, OrthologTable, SourceGene,
+    UNKNOWN_SPECIES,
 };
 use crate::h5ad::H5ad;
 
@@ -287,7 +287,11 @@ pub(crate) fn read_sample_genes(
         symbol_column: opts.symbol_column.as_deref(),
     };
     let mut ids = source::read_identities(h5, &opts.source, &cols)?;
-    let declared = input.metadata.get("species").map(String::as_str).filter(|s| !s.trim().is_empty());
+    let declared = input
+        .metadata
+        .get("species")
+        .map(String::as_str)
+        .filter(|s| !s.trim().is_empty());
     let species = source::assign_species(&mut ids, declared);
     let genes: Vec<SourceGene> = ids
         .into_iter()
@@ -297,12 +301,21 @@ pub(crate) fn read_sample_genes(
         })
         .collect();
     let (genes, counts) = match orthologs {
-        Some(t) if species != t.reference() && species != UNKNOWN_SPECIES => {
+        None => (genes, None),
+        Some(t) if species == t.reference() => (genes, None),
+        // Without a species there is no column of the table to look genes up in.
+        Some(_) if species == UNKNOWN_SPECIES => {
+            let unmapped = genes.len() as u64;
+            let counts = OrthologCounts {
+                unmapped,
+                ..OrthologCounts::default()
+            };
+            (genes, Some(counts))
+        }
+        Some(t) => {
             let (g, c) = t.map(&species, &genes, opts.ortholog_policy);
             (g, Some(c))
         }
-        Some(_) if species != UNKNOWN_SPECIES => (genes, Some(OrthologCounts::default())),
-        _ => (genes, None),
     };
     let keys = genes
         .iter()
@@ -320,14 +333,22 @@ pub(crate) fn read_sample_genes(
     })
 }
 
-/// Warnings about species: samples of unknown species, and genes an ortholog table left
-/// unmapped or found ambiguous, per sample.
+/// Each sample's species, by sample id (for the conversion summary).
+pub(crate) fn species_of(plans: &[Planned]) -> std::collections::BTreeMap<String, String> {
+    plans
+        .iter()
+        .map(|p| (p.input.sample_id.clone(), p.species.clone()))
+        .collect()
+}
+
+/// Warnings about species with an ortholog table: samples of unknown species (which it
+/// cannot map), and genes it left unmapped or found ambiguous, per sample.
 pub(crate) fn species_warnings(plans: &[Planned]) -> Vec<String> {
     let mut out = Vec::new();
     for p in plans {
-        if p.species == UNKNOWN_SPECIES {
+        if p.species == UNKNOWN_SPECIES && p.orthologs.is_some() {
             out.push(format!(
-                "{}: species unknown (no `species` in the input manifest and no recognisable gene ids); its genes are matched as they are",
+                "{}: species unknown (no `species` in the input manifest and no recognisable gene ids), so its genes were not mapped to orthologs",
                 p.input.sample_id
             ));
         }
@@ -346,11 +367,18 @@ pub(crate) fn species_warnings(plans: &[Planned]) -> Vec<String> {
 pub(crate) fn sample_gene_columns(plans: &[Planned]) -> Vec<(String, ArrayRef)> {
     let mut cols: Vec<(String, ArrayRef)> = vec![(
         "species".into(),
-        Arc::new(StringArray::from_iter_values(plans.iter().map(|p| p.species.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            plans.iter().map(|p| p.species.as_str()),
+        )),
     )];
     if plans.iter().any(|p| p.orthologs.is_some()) {
         let count = |f: fn(&OrthologCounts) -> u64| -> ArrayRef {
-            Arc::new(plans.iter().map(|p| p.orthologs.as_ref().map(f)).collect::<UInt64Array>())
+            Arc::new(
+                plans
+                    .iter()
+                    .map(|p| p.orthologs.as_ref().map(f))
+                    .collect::<UInt64Array>(),
+            )
         };
         cols.push(("n_genes_ortholog_mapped".into(), count(|c| c.mapped)));
         cols.push(("n_genes_ortholog_unmapped".into(), count(|c| c.unmapped)));

@@ -151,7 +151,12 @@ pub fn looks_like_id(s: &str) -> bool {
 /// version (or any other text) comes back whole.
 pub fn split_version(s: &str) -> (&str, Option<&str>) {
     match s.rsplit_once('.') {
-        Some((base, v)) if !base.is_empty() && (base.starts_with("ENS") || base.starts_with("FBgn") || base.starts_with("WBGene")) => {
+        Some((base, v))
+            if !base.is_empty()
+                && (base.starts_with("ENS")
+                    || base.starts_with("FBgn")
+                    || base.starts_with("WBGene")) =>
+        {
             (base, Some(v))
         }
         _ => (s, None),
@@ -231,7 +236,14 @@ mod tests {
         assert!(looks_like_id("ENSMUSG00000051951"));
         assert!(looks_like_id("FBgn0000008"));
         assert!(looks_like_id("WBGene00000001"));
-        for not in ["TP53", "CH507-9B2.2", "ENSG0000014151", "ENSG00000141510.x", "Rp1-1", ""] {
+        for not in [
+            "TP53",
+            "CH507-9B2.2",
+            "ENSG0000014151",
+            "ENSG00000141510.x",
+            "Rp1-1",
+            "",
+        ] {
             assert!(!looks_like_id(not), "{not}");
         }
         let g = GeneIdentity::from_name("ENSG00000141510.17");
@@ -252,10 +264,15 @@ mod tests {
         assert_eq!(normalize_species("hsapiens"), "human");
         assert_eq!(normalize_species(" Mouse "), "mouse");
         assert_eq!(normalize_species("axolotl"), "axolotl");
-        let genes: Vec<GeneIdentity> = ["ENSMUSG00000051951", "ENSG00000141510", "ENSMUSG00000089699", "Xkr4"]
-            .iter()
-            .map(|n| GeneIdentity::from_name(n))
-            .collect();
+        let genes: Vec<GeneIdentity> = [
+            "ENSMUSG00000051951",
+            "ENSG00000141510",
+            "ENSMUSG00000089699",
+            "Xkr4",
+        ]
+        .iter()
+        .map(|n| GeneIdentity::from_name(n))
+        .collect();
         assert_eq!(infer_species(&genes).as_deref(), Some("mouse"));
         assert_eq!(infer_species(&genes[3..]), None);
     }
@@ -269,7 +286,10 @@ mod tests {
         };
         let sym = GeneIdentity::from_name("A");
         assert_eq!(match_key(&both, GeneKey::Id), Some((GeneKey::Id, "ENSG1")));
-        assert_eq!(match_key(&both, GeneKey::Symbol), Some((GeneKey::Symbol, "A")));
+        assert_eq!(
+            match_key(&both, GeneKey::Symbol),
+            Some((GeneKey::Symbol, "A"))
+        );
         assert_eq!(match_key(&sym, GeneKey::Id), Some((GeneKey::Symbol, "A")));
         assert_eq!(match_key(&GeneIdentity::default(), GeneKey::Id), None);
     }

@@ -86,6 +86,8 @@ pub struct GeneIndex {
     by_name: HashMap<String, u32>,
     by_id: HashMap<String, Vec<u32>>,
     by_symbol: HashMap<String, Vec<u32>>,
+    /// Ids of genes of other species mapped onto a gene -> that gene.
+    by_ortholog: HashMap<String, u32>,
 }
 
 /// Where one source gene went.
@@ -125,6 +127,7 @@ impl GeneIndex {
             by_name: HashMap::new(),
             by_id: HashMap::new(),
             by_symbol: HashMap::new(),
+            by_ortholog: HashMap::new(),
         }
     }
 
@@ -186,8 +189,31 @@ impl GeneIndex {
         if let Some(s) = &g.identity.symbol {
             self.by_symbol.entry(s.clone()).or_default().push(i);
         }
+        for o in &g.orthologs {
+            if let Some(id) = &o.id {
+                self.by_ortholog.entry(id.clone()).or_insert(i);
+            }
+        }
         self.genes.push(g);
         i
+    }
+
+    /// The gene a source gene was stored under when its file was converted (with the
+    /// identity it has in the file, before any ortholog mapping): the gene it was mapped onto
+    /// as an ortholog, else the gene the matching rule finds, else the gene named by its key.
+    pub fn stored(&self, g: &GeneIdentity) -> Option<u32> {
+        if let Some(&i) = g.id.as_ref().and_then(|id| self.by_ortholog.get(id)) {
+            return Some(i);
+        }
+        if let Some((i, _)) = self.find(g) {
+            return Some(i);
+        }
+        let (_, name) = match_key(g, self.key)?;
+        // A name another species took first was qualified with the species.
+        g.species
+            .as_ref()
+            .and_then(|s| self.by_name(&format!("{s}:{name}")))
+            .or_else(|| self.by_name(name))
     }
 
     fn table(&self, key: GeneKey) -> &HashMap<String, Vec<u32>> {
@@ -198,12 +224,7 @@ impl GeneIndex {
     }
 
     /// The one gene with `value` as its `key` that passes `keep`.
-    fn unique(
-        &self,
-        key: GeneKey,
-        value: &str,
-        keep: impl Fn(&Gene) -> bool,
-    ) -> Option<u32> {
+    fn unique(&self, key: GeneKey, value: &str, keep: impl Fn(&Gene) -> bool) -> Option<u32> {
         let mut hits = self
             .table(key)
             .get(value)?
@@ -250,7 +271,11 @@ impl GeneIndex {
         // match otherwise is that gene.
         let mut name = name.to_string();
         if let Some(i) = self.by_name(&name) {
-            let species = g.identity.species.as_deref().unwrap_or(super::UNKNOWN_SPECIES);
+            let species = g
+                .identity
+                .species
+                .as_deref()
+                .unwrap_or(super::UNKNOWN_SPECIES);
             if compatible(&self.genes[i as usize].identity, &g.identity) {
                 self.join(i, g, None);
                 return Resolved::Matched(i, self.key);
@@ -290,8 +315,15 @@ impl GeneIndex {
             gene.identity.species = g.identity.species.clone();
         }
         if let Some(o) = &g.ortholog_of {
-            if !gene.orthologs.iter().any(|x| x.id == o.id && x.symbol == o.symbol) {
+            if !gene
+                .orthologs
+                .iter()
+                .any(|x| x.id == o.id && x.symbol == o.symbol)
+            {
                 gene.orthologs.push(o.clone());
+            }
+            if let Some(id) = &o.id {
+                self.by_ortholog.entry(id.clone()).or_insert(i);
             }
             gene.matched_by |= matched::ORTHOLOG;
         }
@@ -349,7 +381,13 @@ impl GeneIndex {
                 }
             }
         }
-        let map = |g: u32| if g >= n_old { new_id[(g - n_old) as usize] } else { g };
+        let map = |g: u32| {
+            if g >= n_old {
+                new_id[(g - n_old) as usize]
+            } else {
+                g
+            }
+        };
         for r in out.iter_mut().flatten() {
             *r = match *r {
                 Resolved::Matched(g, k) => Resolved::Matched(map(g), k),
@@ -386,7 +424,9 @@ mod tests {
                 id: id.map(str::to_string),
                 id_version: None,
                 symbol: symbol.map(str::to_string),
-                species: id.and_then(super::super::identity::species_of_id).map(str::to_string),
+                species: id
+                    .and_then(super::super::identity::species_of_id)
+                    .map(str::to_string),
             },
             ortholog_of: None,
         }
@@ -416,7 +456,10 @@ mod tests {
     fn an_ambiguous_symbol_matches_nothing() {
         let mut index = GeneIndex::new(GeneKey::Id);
         index.resolve_files(
-            &[&[gene(Some("ENSG00000000001"), Some("A")), gene(Some("ENSG00000000002"), Some("A"))]],
+            &[&[
+                gene(Some("ENSG00000000001"), Some("A")),
+                gene(Some("ENSG00000000002"), Some("A")),
+            ]],
             true,
         );
         let r = index.resolve_files(&[&[gene(None, Some("A"))]], true);
@@ -434,6 +477,9 @@ mod tests {
         assert_eq!(r[1][0], Resolved::New(1));
         assert_eq!(index.genes()[1].name, "mouse:A");
         let mut fixed = index.clone();
-        assert_eq!(fixed.resolve(&gene(None, Some("B")), false), Resolved::Unmatched);
+        assert_eq!(
+            fixed.resolve(&gene(None, Some("B")), false),
+            Resolved::Unmatched
+        );
     }
 }

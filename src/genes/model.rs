@@ -93,7 +93,9 @@ pub fn read_vocab_file(path: &Path) -> Result<Vec<String>> {
             }
             Ok(pairs.into_iter().map(|(_, k)| k).collect())
         }
-        _ => Err(bad("expected a list of genes or an object of gene -> position".into())),
+        _ => Err(bad(
+            "expected a list of genes or an object of gene -> position".into(),
+        )),
     }
 }
 
@@ -171,7 +173,10 @@ mod tests {
         let p = dir.path().join("vocab.txt");
         std::fs::write(&p, "A\nB\n\nA\n").unwrap();
         let e = GeneVocab::File(p).names().unwrap_err().to_string();
-        assert!(e.contains("vocab.txt") && e.contains("\"A\" twice (entries 1 and 3)"), "{e}");
+        assert!(
+            e.contains("vocab.txt") && e.contains("\"A\" twice (entries 1 and 3)"),
+            "{e}"
+        );
         let j = dir.path().join("vocab.json");
         std::fs::write(&j, r#"{"<pad>": 0, "B": 2, "A": 1}"#).unwrap();
         assert_eq!(GeneVocab::File(j).names().unwrap(), ["<pad>", "A", "B"]);

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::identity::{normalize_species, split_version, species_of_id, GeneIdentity};
+use super::identity::{normalize_species, species_of_id, split_version, GeneIdentity};
 use super::index::SourceGene;
 use crate::error::{Error, Result};
 
@@ -109,9 +109,10 @@ fn classify(header: &[String]) -> Columns {
     for (i, h) in header.iter().enumerate() {
         let h = normal(h);
         let strip = |suffixes: &[&str]| {
-            suffixes
-                .iter()
-                .find_map(|s| h.strip_suffix(s).map(|p| p.trim_end_matches('_').to_string()))
+            suffixes.iter().find_map(|s| {
+                h.strip_suffix(s)
+                    .map(|p| p.trim_end_matches('_').to_string())
+            })
         };
         if h.ends_with("version") {
             continue;
@@ -143,10 +144,14 @@ impl OrthologTable {
             .delimiter(if tsv { b'\t' } else { b',' })
             .flexible(true)
             .from_path(path)
-            .map_err(|e| Error::invalid_input(format!("cannot read the ortholog table: {e}")).with_path(path))?;
+            .map_err(|e| {
+                Error::invalid_input(format!("cannot read the ortholog table: {e}")).with_path(path)
+            })?;
         let header: Vec<String> = reader
             .headers()
-            .map_err(|e| Error::invalid_input(format!("cannot read the header: {e}")).with_path(path))?
+            .map_err(|e| {
+                Error::invalid_input(format!("cannot read the header: {e}")).with_path(path)
+            })?
             .iter()
             .map(str::to_string)
             .collect();
@@ -169,18 +174,26 @@ impl OrthologTable {
         let mut id_cols: Vec<(String, usize)> = Vec::new();
         for (sp, i) in &cols.ids {
             let species = if sp.is_empty() {
-                let mut found = rows
-                    .iter()
-                    .filter_map(|r| r.get(*i).and_then(|v| species_of_id(split_version(v.trim()).0)));
+                let mut found = rows.iter().filter_map(|r| {
+                    r.get(*i)
+                        .and_then(|v| species_of_id(split_version(v.trim()).0))
+                });
                 match found.next() {
                     Some(s) => s.to_string(),
-                    None => return Err(missing(format!("the species of column {:?} is not recognisable from its ids", header[*i]))),
+                    None => {
+                        return Err(missing(format!(
+                            "the species of column {:?} is not recognisable from its ids",
+                            header[*i]
+                        )))
+                    }
                 }
             } else {
                 normalize_species(sp)
             };
             if id_cols.iter().any(|(s, _)| *s == species) {
-                return Err(missing(format!("two gene id columns for species {species}")));
+                return Err(missing(format!(
+                    "two gene id columns for species {species}"
+                )));
             }
             id_cols.push((species, *i));
         }
@@ -188,23 +201,43 @@ impl OrthologTable {
             let found: Vec<&str> = id_cols.iter().map(|(s, _)| s.as_str()).collect();
             return Err(missing(format!(
                 "no gene id column for the reference species {reference} (found: {})",
-                if found.is_empty() { "none".to_string() } else { found.join(", ") }
+                if found.is_empty() {
+                    "none".to_string()
+                } else {
+                    found.join(", ")
+                }
             )));
         };
         if id_cols.len() < 2 {
-            return Err(missing(format!("only one species ({reference}) has a gene id column")));
+            return Err(missing(format!(
+                "only one species ({reference}) has a gene id column"
+            )));
         }
         let column_of = |list: &[(String, usize)], species: &str, own: bool| {
             list.iter()
-                .find(|(s, _)| (!s.is_empty() && normalize_species(s) == species) || (s.is_empty() && own))
+                .find(|(s, _)| {
+                    (!s.is_empty() && normalize_species(s) == species) || (s.is_empty() && own)
+                })
                 .map(|(_, i)| *i)
         };
         // BioMart's unprefixed `Gene name` belongs to the column `Gene stable ID`.
         let own_species = cols.ids.iter().find(|(s, _)| s.is_empty()).map(|(_, i)| {
-            id_cols.iter().find(|(_, c)| c == i).map(|(s, _)| s.clone()).unwrap_or_default()
+            id_cols
+                .iter()
+                .find(|(_, c)| c == i)
+                .map(|(s, _)| s.clone())
+                .unwrap_or_default()
         });
-        let ref_symbol = column_of(&cols.symbols, &reference, own_species.as_deref() == Some(reference.as_str()));
-        let others: Vec<(String, usize)> = id_cols.iter().filter(|(s, _)| *s != reference).cloned().collect();
+        let ref_symbol = column_of(
+            &cols.symbols,
+            &reference,
+            own_species.as_deref() == Some(reference.as_str()),
+        );
+        let others: Vec<(String, usize)> = id_cols
+            .iter()
+            .filter(|(s, _)| *s != reference)
+            .cloned()
+            .collect();
         let mut table = OrthologTable {
             path: path.to_path_buf(),
             reference: reference.clone(),
@@ -213,9 +246,8 @@ impl OrthologTable {
         };
         for (species, col) in &others {
             // The type column of this species, or the only one.
-            let type_col = column_of(&cols.types, species, false).or_else(|| {
-                (cols.types.len() == 1 && others.len() == 1).then(|| cols.types[0].1)
-            });
+            let type_col = column_of(&cols.types, species, false)
+                .or_else(|| (cols.types.len() == 1 && others.len() == 1).then(|| cols.types[0].1));
             let map = table.to_reference.entry(species.clone()).or_default();
             let counts = table.reference_partners.entry(species.clone()).or_default();
             for (line, r) in rows.iter().enumerate() {
@@ -286,7 +318,10 @@ impl OrthologTable {
                 };
                 let chosen = match partners.as_slice() {
                     [p] => {
-                        let ref_count = partners_of_ref.and_then(|m| m.get(&p.id)).copied().unwrap_or(1);
+                        let ref_count = partners_of_ref
+                            .and_then(|m| m.get(&p.id))
+                            .copied()
+                            .unwrap_or(1);
                         let homology = p.homology.unwrap_or(if ref_count == 1 {
                             Homology::OneToOne
                         } else {
@@ -350,15 +385,29 @@ mod tests {
         let t = OrthologTable::read(&p, "Homo sapiens").unwrap();
         assert_eq!(t.reference(), "human");
         assert!(t.covers("mouse"));
-        let genes: Vec<SourceGene> = ["ENSMUSG00000000001", "ENSMUSG00000000002", "ENSMUSG00000000009"]
-            .iter()
-            .map(|g| mouse(g))
-            .collect();
+        let genes: Vec<SourceGene> = [
+            "ENSMUSG00000000001",
+            "ENSMUSG00000000002",
+            "ENSMUSG00000000009",
+        ]
+        .iter()
+        .map(|g| mouse(g))
+        .collect();
         let (out, c) = t.map("mouse", &genes, OrthologPolicy::OneToOne);
-        assert_eq!(c, OrthologCounts { mapped: 1, unmapped: 1, ambiguous: 1 });
+        assert_eq!(
+            c,
+            OrthologCounts {
+                mapped: 1,
+                unmapped: 1,
+                ambiguous: 1
+            }
+        );
         assert_eq!(out[0].identity.id.as_deref(), Some("ENSG00000000001"));
         assert_eq!(out[0].identity.symbol.as_deref(), Some("A"));
-        assert_eq!(out[0].ortholog_of.as_ref().unwrap().id.as_deref(), Some("ENSMUSG00000000001"));
+        assert_eq!(
+            out[0].ortholog_of.as_ref().unwrap().id.as_deref(),
+            Some("ENSMUSG00000000001")
+        );
         assert_eq!(out[1], genes[1]);
         let (_, c) = t.map("mouse", &genes, OrthologPolicy::Unique);
         assert_eq!(c.mapped, 2);
@@ -369,18 +418,37 @@ mod tests {
         let text = "human_gene_id,mouse_gene_id\nENSG00000000001,ENSMUSG00000000001\nENSG00000000002,ENSMUSG00000000002\nENSG00000000002,ENSMUSG00000000003\n";
         let (_d, p) = write(text, "pairs.csv");
         let t = OrthologTable::read(&p, "human").unwrap();
-        let genes: Vec<SourceGene> = ["ENSMUSG00000000001", "ENSMUSG00000000003"].iter().map(|g| mouse(g)).collect();
+        let genes: Vec<SourceGene> = ["ENSMUSG00000000001", "ENSMUSG00000000003"]
+            .iter()
+            .map(|g| mouse(g))
+            .collect();
         let (_, c) = t.map("mouse", &genes, OrthologPolicy::OneToOne);
-        assert_eq!(c, OrthologCounts { mapped: 1, unmapped: 0, ambiguous: 1 });
+        assert_eq!(
+            c,
+            OrthologCounts {
+                mapped: 1,
+                unmapped: 0,
+                ambiguous: 1
+            }
+        );
     }
 
     #[test]
     fn missing_columns_name_the_file_and_its_columns() {
-        let (_d, p) = write("human_gene_id\thomology_type\nENSG00000000001\tortholog_one2one\n", "bad.tsv");
+        let (_d, p) = write(
+            "human_gene_id\thomology_type\nENSG00000000001\tortholog_one2one\n",
+            "bad.tsv",
+        );
         let e = OrthologTable::read(&p, "human").unwrap_err().to_string();
-        assert!(e.contains("bad.tsv") && e.contains("its columns are: human_gene_id, homology_type"), "{e}");
+        assert!(
+            e.contains("bad.tsv") && e.contains("its columns are: human_gene_id, homology_type"),
+            "{e}"
+        );
         let (_d, p) = write("rat_gene_id\tmouse_gene_id\n", "rat.tsv");
         let e = OrthologTable::read(&p, "human").unwrap_err().to_string();
-        assert!(e.contains("no gene id column for the reference species human (found: rat, mouse)"), "{e}");
+        assert!(
+            e.contains("no gene id column for the reference species human (found: rat, mouse)"),
+            "{e}"
+        );
     }
 }

@@ -45,7 +45,7 @@ pub struct GeneColumns<'a> {
 /// Reads the identity of every gene of `source` in `h5`: for each gene, the id is the first
 /// value with the shape of one ([`looks_like_id`]) among `--gene-column`, `var_names` and the
 /// [`ID_COLUMNS`], its version split off; the symbol is the first value without that shape
-/// among `--symbol-column`, the [`SYMBOL_COLUMNS`], `--gene-column` and `var_names`.
+/// among `--symbol-column`, `--gene-column`, `var_names` and the [`SYMBOL_COLUMNS`].
 /// Species are not set here (see [`assign_species`]).
 pub fn read_identities(
     h5: &H5ad,
@@ -55,7 +55,12 @@ pub fn read_identities(
     let mut wanted: Vec<String> = Vec::new();
     wanted.extend(cols.gene_column.map(str::to_string));
     wanted.extend(cols.symbol_column.map(str::to_string));
-    wanted.extend(ID_COLUMNS.iter().chain(SYMBOL_COLUMNS).map(|s| s.to_string()));
+    wanted.extend(
+        ID_COLUMNS
+            .iter()
+            .chain(SYMBOL_COLUMNS)
+            .map(|s| s.to_string()),
+    );
     let frame = h5.var_columns(source, &wanted)?;
     let object = match source {
         MatrixSource::Raw => "raw/var",
@@ -66,7 +71,11 @@ pub fn read_identities(
             return Ok(None);
         };
         let s = arrow::compute::cast(arr, &DataType::Utf8).map_err(|e| {
-            Error::h5ad(h5.path(), format!("{object}/{name}"), format!("is not text: {e}"))
+            Error::h5ad(
+                h5.path(),
+                format!("{object}/{name}"),
+                format!("is not text: {e}"),
+            )
         })?;
         let s = s.as_string::<i32>();
         Ok(Some(
@@ -83,7 +92,11 @@ pub fn read_identities(
                 let have: Vec<&str> = frame.columns.iter().map(|(n, _)| n.as_str()).collect();
                 Error::invalid_input(format!(
                     "no column {n:?} for {flag} (var columns read: {})",
-                    if have.is_empty() { "none".into() } else { have.join(", ") }
+                    if have.is_empty() {
+                        "none".into()
+                    } else {
+                        have.join(", ")
+                    }
                 ))
                 .with_path(h5.path())
                 .with_object(object)
@@ -94,22 +107,28 @@ pub fn read_identities(
     let symbol_col = required(cols.symbol_column, "--symbol-column")?;
     let mut id_cands: Vec<Vec<Option<String>>> = Vec::new();
     let mut sym_cands: Vec<Vec<Option<String>>> = Vec::new();
-    let names: Vec<Option<String>> = frame.index.iter().map(|s| Some(s.trim().to_string())).collect();
+    let names: Vec<Option<String>> = frame
+        .index
+        .iter()
+        .map(|s| Some(s.trim().to_string()))
+        .collect();
     id_cands.extend(gene_col.clone());
     id_cands.push(names.clone());
-    sym_cands.extend(symbol_col);
     for c in ID_COLUMNS {
         if cols.gene_column != Some(c) {
             id_cands.extend(text(c)?);
         }
     }
+    // var_names before the symbol-like columns: what names a gene when it has no id stays
+    // what it was before ids were read (`--gene-column` still first when given).
+    sym_cands.extend(symbol_col);
+    sym_cands.extend(gene_col);
+    sym_cands.push(names);
     for c in SYMBOL_COLUMNS {
         if cols.symbol_column != Some(c) {
             sym_cands.extend(text(c)?);
         }
     }
-    sym_cands.extend(gene_col);
-    sym_cands.push(names);
     let n = frame.index.len();
     Ok((0..n)
         .map(|i| {

@@ -32,7 +32,11 @@ pub const ORTHOLOG_SEPARATOR: &str = ";";
 
 /// The `genes.parquet` rows of `index`: `gene`, `name`, the [`IDENTITY_COLUMNS`], then
 /// `n_samples` and `n_cells` (one entry per gene).
-pub fn genes_batch(index: &GeneIndex, n_samples: Vec<u32>, n_cells: Vec<u64>) -> Result<RecordBatch> {
+pub fn genes_batch(
+    index: &GeneIndex,
+    n_samples: Vec<u32>,
+    n_cells: Vec<u64>,
+) -> Result<RecordBatch> {
     let genes = index.genes();
     let n = genes.len();
     let text = |f: &dyn Fn(&Gene) -> Option<String>| -> ArrayRef {
@@ -51,13 +55,25 @@ pub fn genes_batch(index: &GeneIndex, n_samples: Vec<u32>, n_cells: Vec<u64>) ->
     };
     let cols: Vec<(&str, ArrayRef)> = vec![
         ("gene", Arc::new(UInt32Array::from_iter_values(0..n as u32))),
-        ("name", Arc::new(StringArray::from_iter_values(genes.iter().map(|g| g.name.as_str())))),
+        (
+            "name",
+            Arc::new(StringArray::from_iter_values(
+                genes.iter().map(|g| g.name.as_str()),
+            )),
+        ),
         ("id", text(&|g| g.identity.id.clone())),
         ("id_version", text(&|g| g.identity.id_version.clone())),
         ("symbol", text(&|g| g.identity.symbol.clone())),
         (
             "species",
-            text(&|g| Some(g.identity.species.clone().unwrap_or_else(|| UNKNOWN_SPECIES.into()))),
+            text(&|g| {
+                Some(
+                    g.identity
+                        .species
+                        .clone()
+                        .unwrap_or_else(|| UNKNOWN_SPECIES.into()),
+                )
+            }),
         ),
         ("ortholog_id", text(&joined(|o| o.id.as_deref()))),
         ("ortholog_symbol", text(&joined(|o| o.symbol.as_deref()))),
@@ -87,7 +103,9 @@ pub fn read_genes(path: &Path) -> Result<(Vec<Gene>, Option<Vec<u32>>)> {
     let mut n_samples: Option<Vec<u32>> = None;
     for b in &batches {
         let col = |name: &str| -> Result<Option<Vec<Option<String>>>> {
-            b.column_by_name(name).map(|c| strings(path, name, c)).transpose()
+            b.column_by_name(name)
+                .map(|c| strings(path, name, c))
+                .transpose()
         };
         let names = col("name")?.ok_or_else(|| Error::corpus(path, "no column \"name\""))?;
         let ids = col("id")?;
@@ -101,15 +119,17 @@ pub fn read_genes(path: &Path) -> Result<(Vec<Gene>, Option<Vec<u32>>)> {
         if let Some(c) = b.column_by_name("n_samples") {
             let c = arrow::compute::cast(c, &DataType::UInt32)
                 .map_err(|e| Error::corpus(path, format!("n_samples: {e}")))?;
-            n_samples
-                .get_or_insert_with(Vec::new)
-                .extend(c.as_primitive::<arrow::datatypes::UInt32Type>().iter().map(|v| v.unwrap_or(0)));
+            n_samples.get_or_insert_with(Vec::new).extend(
+                c.as_primitive::<arrow::datatypes::UInt32Type>()
+                    .iter()
+                    .map(|v| v.unwrap_or(0)),
+            );
         }
         let at = |c: &Option<Vec<Option<String>>>, i: usize| c.as_ref().and_then(|c| c[i].clone());
         for (i, name) in names.iter().enumerate() {
-            let name = name
-                .clone()
-                .ok_or_else(|| Error::corpus(path, format!("gene name at row {} is null", genes.len())))?;
+            let name = name.clone().ok_or_else(|| {
+                Error::corpus(path, format!("gene name at row {} is null", genes.len()))
+            })?;
             let identity = if ids.is_some() || symbols.is_some() {
                 GeneIdentity {
                     id: at(&ids, i),
@@ -183,11 +203,17 @@ impl GeneSummary {
             ..GeneSummary::default()
         };
         for (i, g) in genes.iter().enumerate() {
-            let species = g.identity.species.clone().unwrap_or_else(|| UNKNOWN_SPECIES.into());
+            let species = g
+                .identity
+                .species
+                .clone()
+                .unwrap_or_else(|| UNKNOWN_SPECIES.into());
             *s.species.entry(species).or_default() += 1;
             s.with_id += g.identity.id.is_some() as u64;
             s.with_symbol += g.identity.symbol.is_some() as u64;
-            s.shared += n_samples.as_ref().is_some_and(|n| n.get(i).is_some_and(|&n| n > 1)) as u64;
+            s.shared += n_samples
+                .as_ref()
+                .is_some_and(|n| n.get(i).is_some_and(|&n| n > 1)) as u64;
             s.matched_by_id += (g.matched_by & matched::ID != 0) as u64;
             s.matched_by_symbol += (g.matched_by & matched::SYMBOL != 0) as u64;
             s.matched_by_ortholog += (g.matched_by & matched::ORTHOLOG != 0) as u64;
@@ -198,7 +224,11 @@ impl GeneSummary {
 
 impl std::fmt::Display for GeneSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let species: Vec<String> = self.species.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        let species: Vec<String> = self
+            .species
+            .iter()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect();
         writeln!(
             f,
             "genes:     {} ({}); {} with an id, {} with a symbol",

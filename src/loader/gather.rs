@@ -667,7 +667,12 @@ fn remap_genes(
     let new_values = arrow::compute::take(val_list.values(), &UInt32Array::from(take), None)?;
     let new_genes = arrow::compute::cast(&UInt32Array::from(new_genes), index_dt)?;
     let offsets = OffsetBuffer::new(new_offsets.into());
-    let idx = ListArray::try_new(item_field(index_dt.clone()), offsets.clone(), new_genes, None)?;
+    let idx = ListArray::try_new(
+        item_field(index_dt.clone()),
+        offsets.clone(),
+        new_genes,
+        None,
+    )?;
     let val = ListArray::try_new(
         item_field(new_values.data_type().clone()),
         offsets,
