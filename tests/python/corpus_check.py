@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -264,6 +265,25 @@ def corpus_obs_values(col: pa.ChunkedArray) -> list:
     return out
 
 
+# The shape of a stable gene id (Ensembl, FlyBase, WormBase) with an optional version.
+_GENE_ID = re.compile(r"^(ENS[A-Z]{0,6}G\d{11}|FBgn\d{7}|WBGene\d{8})(\.\d+)?$")
+_ID_COLUMNS = ("gene_ids", "gene_id", "ensembl_id", "ensembl_ids", "gene_ensembl_id", "feature_id", "gene_stable_id")
+
+
+def gene_keys(adata, raw: bool = False) -> list:
+    """The corpus gene name of each var row under the default ``--gene-key id`` (docs/FORMAT.md,
+    Gene identity): the stable id without its version, from var_names or a gene_ids-style
+    column, where the row has one; else its var_name."""
+    var = adata.raw.var if raw else adata.var
+    names = [str(g) for g in (adata.raw.var_names if raw else adata.var_names)]
+    columns = [[str(v) for v in var[c]] for c in _ID_COLUMNS if c in var.columns]
+    keys = []
+    for j, name in enumerate(names):
+        m = next((m for m in (_GENE_ID.match(c[j].strip()) for c in [names, *columns]) if m), None)
+        keys.append(m.group(1) if m else name.strip())
+    return keys
+
+
 def assert_sample_matches(
     corpus: Corpus,
     sample_id: str,
@@ -276,7 +296,7 @@ def assert_sample_matches(
 ):
     """Every cell of `sample_id` equals the AnnData object: values, obs, counts, coordinates."""
     x = adata.X if x is None else x
-    var_names = list(adata.var_names) if var_names is None else list(var_names)
+    var_names = gene_keys(adata) if var_names is None else list(var_names)
     row = corpus.sample_row(sample_id)
     obs = corpus.sample_obs(sample_id)
     n = adata.n_obs
