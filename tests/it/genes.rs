@@ -192,7 +192,7 @@ fn human_and_mouse_share_genes_through_an_ortholog_table() {
     );
     // Spots of the mouse file expressing each mapped gene, from the file itself; the query
     // takes the one expressed most widely.
-    let h5 = H5ad::open(&visium()).unwrap();
+    let h5 = H5ad::open(visium()).unwrap();
     let m = h5.matrix(&MatrixSource::X).unwrap();
     let chunk = m.read_rows(0, m.shape().0).unwrap();
     let expressing = |col: usize| {

@@ -284,6 +284,42 @@ def gene_keys(adata, raw: bool = False) -> list:
     return keys
 
 
+_SYMBOL_COLUMNS = ("gene_symbols", "gene_symbol", "feature_name", "gene_name", "gene_names", "symbol", "symbols", "gene_short_name")
+
+
+def gene_identities(adata) -> list:
+    """(id without version or None, symbol or None) of each var row (docs/FORMAT.md)."""
+    names = [str(g).strip() for g in adata.var_names]
+    id_cols = [[str(v).strip() for v in adata.var[c]] for c in _ID_COLUMNS if c in adata.var.columns]
+    sym_cols = [[str(v).strip() for v in adata.var[c]] for c in _SYMBOL_COLUMNS if c in adata.var.columns]
+    out = []
+    for j, name in enumerate(names):
+        m = next((m for m in (_GENE_ID.match(c[j]) for c in [names, *id_cols]) if m), None)
+        symbol = next((c[j] for c in [names, *sym_cols] if c[j] and not _GENE_ID.match(c[j])), None)
+        out.append((m.group(1) if m else None, symbol))
+    return out
+
+
+def joint_gene_keys(adatas) -> list:
+    """The corpus gene name of each var row of each file converted together under the default
+    ``--gene-key id``: its id; else, for a gene without one, the id of the one gene of any file
+    with its symbol; else its symbol."""
+    idents = [gene_identities(a) for a in adatas]
+    ids_of_symbol: dict = {}
+    for f in idents:
+        for gid, sym in f:
+            if gid is not None and sym is not None:
+                ids_of_symbol.setdefault(sym, set()).add(gid)
+    keys = []
+    for f in idents:
+        k = []
+        for gid, sym in f:
+            ids = ids_of_symbol.get(sym, set())
+            k.append(gid if gid is not None else (next(iter(ids)) if len(ids) == 1 else sym))
+        keys.append(k)
+    return keys
+
+
 def assert_sample_matches(
     corpus: Corpus,
     sample_id: str,
