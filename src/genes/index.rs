@@ -364,6 +364,48 @@ impl GeneIndex {
         out
     }
 
+    /// Resolves the genes of another corpus (its `genes.parquet`, [`super::table::read_genes`])
+    /// into this one, as a merge of two corpora does: each gene is matched by the same rule as
+    /// a file's genes (growing this index), its orthologs and keys carried over. Returns the
+    /// new id of each of `other`'s genes, in its order.
+    pub fn merge_genes(&mut self, other: &[Gene]) -> Vec<u32> {
+        let sources: Vec<SourceGene> = other
+            .iter()
+            .map(|g| SourceGene {
+                identity: g.identity.clone(),
+                ortholog_of: None,
+            })
+            .collect();
+        let resolved = self
+            .resolve_files(&[&sources], true)
+            .pop()
+            .unwrap_or_default();
+        resolved
+            .into_iter()
+            .zip(other)
+            .map(|(r, g)| {
+                let id = r
+                    .gene()
+                    .expect("a corpus gene has a name, so it always resolves when growing");
+                let mine = &mut self.genes[id as usize];
+                mine.matched_by |= g.matched_by;
+                for o in &g.orthologs {
+                    if !mine
+                        .orthologs
+                        .iter()
+                        .any(|x| x.id == o.id && x.symbol == o.symbol)
+                    {
+                        mine.orthologs.push(o.clone());
+                        if let Some(oid) = &o.id {
+                            self.by_ortholog.entry(oid.clone()).or_insert(id);
+                        }
+                    }
+                }
+                id
+            })
+            .collect()
+    }
+
     /// Puts the genes created since `n_old` in first-seen order of `out` and rewrites `out`.
     fn renumber_new(&mut self, n_old: u32, out: &mut [Vec<Resolved>]) {
         let n_new = self.genes.len() as u32 - n_old;
@@ -450,6 +492,23 @@ mod tests {
         assert_eq!(index.genes()[0].matched_by, matched::SYMBOL);
         assert_eq!(index.len(), 3);
         assert_eq!(index.by_name("ENSG00000000003"), Some(2));
+    }
+
+    #[test]
+    fn merging_another_corpus_keeps_its_orthologs() {
+        let mut a = GeneIndex::new(GeneKey::Id);
+        a.resolve_files(&[&[gene(Some("ENSG00000000001"), Some("A"))]], true);
+        let mut b = GeneIndex::new(GeneKey::Id);
+        let mut mapped = gene(Some("ENSG00000000001"), Some("A"));
+        mapped.ortholog_of = Some(GeneIdentity::from_name("ENSMUSG00000000001"));
+        b.resolve_files(&[&[gene(None, Some("B")), mapped]], true);
+        let ids = a.merge_genes(b.genes());
+        assert_eq!(ids, [1, 0]);
+        assert_eq!(a.genes()[0].orthologs.len(), 1);
+        assert_eq!(
+            a.stored(&GeneIdentity::from_name("ENSMUSG00000000001")),
+            Some(0)
+        );
     }
 
     #[test]
