@@ -14,7 +14,8 @@ use crate::sample::write_cohort;
 const EXAMPLES: &str = "\
 Tables: obs (one row per cell), genes, samples, regions (when the corpus has regions.parquet or
 an obs `region` column). Functions: blocks(size[, stride]) lists the non-empty spatial blocks
-of every spatial sample; expr(cell, 'GENE') is a gene's value in a cell (name or gene id).
+of every spatial sample; expr(cell, 'GENE') is a gene's value in a cell (the gene by its name,
+stable id or unique symbol, or its gene id).
 
 Examples:
   # cells per cell type and tissue

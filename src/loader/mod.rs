@@ -88,7 +88,7 @@ pub enum DenseGenes {
     All,
     /// Gene ids.
     Ids(Vec<u32>),
-    /// Gene names, looked up in `genes.parquet`.
+    /// Genes by name, stable id or unique symbol, looked up in `genes.parquet`.
     Names(Vec<String>),
 }
 
