@@ -142,3 +142,17 @@ def test_loader_batches_come_out_in_the_vocabulary_order(both, caplog, tmp_path)
         corpus.loader(genes=["A", "B", "A"])
     with pytest.raises(TypeError, match="genes"):
         corpus.loader(genes=[1, 2])
+
+
+def test_torch_batches_take_the_vocabulary_width(both):
+    torch = pytest.importorskip("torch")
+    from cellarrow.torch import CellDataset
+
+    out, human, _, _ = both
+    vocab, targets = vocabulary(out, human, np.random.default_rng(4))
+    ds = CellDataset(out, batch_size=32, seed=0, genes=vocab)
+    batch = next(iter(ds))
+    X = batch["X"]
+    assert X.layout == torch.sparse_csr and X.shape[1] == len(vocab)
+    ref = next(iter(cellarrow.open(out).loader(batch_size=32, seed=0, genes=vocab))).to_scipy()
+    np.testing.assert_array_equal(X.to_dense().numpy(), ref.toarray())
