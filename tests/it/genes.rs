@@ -247,6 +247,38 @@ fn human_and_mouse_share_genes_through_an_ortholog_table() {
         "{per_sample}"
     );
 
+    // The README's example gene, as written there.
+    let s100b = pairs
+        .iter()
+        .find(|(m, _)| {
+            mouse
+                .iter()
+                .any(|g| g.id.as_ref() == Some(*m) && g.symbol.as_deref() == Some("S100b"))
+        })
+        .map(|(_, h)| h.clone())
+        .expect("the fixtures pair S100b with S100B");
+    let readme =
+        q("SELECT id, symbol, species, n_samples FROM genes WHERE ortholog_symbol = 'S100b'");
+    assert_eq!(
+        readme.lines().nth(1),
+        Some(format!("{s100b},S100B,human,2").as_str())
+    );
+    let col = mouse
+        .iter()
+        .position(|g| g.symbol.as_deref() == Some("S100b"))
+        .unwrap();
+    let spots = expressing(col);
+    let readme =
+        q("SELECT sample_id, count(*) FROM obs WHERE expr(cell, 'S100B') > 0 GROUP BY sample_id");
+    if spots > 0 {
+        assert!(
+            readme.contains(&format!("squidpy_visium_mouse_brain_49spots,{spots}")),
+            "{readme}"
+        );
+    } else {
+        assert!(!readme.contains("squidpy_visium"), "{readme}");
+    }
+
     // inspect reports the keys genes were matched by.
     let o = cli(["inspect".as_ref(), out.as_os_str(), "--json".as_ref()]);
     ok(&o, "inspect");

@@ -156,3 +156,7 @@ def test_torch_batches_take_the_vocabulary_width(both):
     assert X.layout == torch.sparse_csr and X.shape[1] == len(vocab)
     ref = next(iter(cellarrow.open(out).loader(batch_size=32, seed=0, genes=vocab))).to_scipy()
     np.testing.assert_array_equal(X.to_dense().numpy(), ref.toarray())
+    # Through a DataLoader worker (batches cross processes in shared memory).
+    first = next(iter(ds.dataloader(num_workers=1)))["X"]
+    assert first.shape[1] == len(vocab)
+    assert first.to_dense().sum().item() == pytest.approx(float(ref.sum()))
