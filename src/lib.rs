@@ -58,6 +58,7 @@ pub mod cli;
 pub mod convert;
 pub mod corpus;
 pub mod error;
+pub mod genes;
 pub mod h5ad;
 pub mod loader;
 pub mod ontology;

@@ -238,7 +238,7 @@ impl PyCorpus {
             .collect()
     }
 
-    /// A Parquet table of the corpus (`obs`, `genes`, `samples`, `regions`), optionally only
+    /// A Parquet table of the corpus (`obs`, `genes`, `samples`, `gene_counts`), optionally only
     /// some columns, as an Arrow table (PyCapsule), or None when it has no rows.
     #[pyo3(signature = (name, columns=None))]
     fn read_table(
@@ -402,6 +402,13 @@ pub struct PyLoader {
     /// Gene ids of the dense columns, in column order (empty for CSR).
     #[pyo3(get)]
     dense_genes: Vec<u32>,
+    /// Width of a batch's gene space: the model vocabulary's size with `genes`, else the
+    /// corpus's gene count.
+    #[pyo3(get)]
+    n_genes: u64,
+    /// With `genes`: (vocabulary genes the corpus has, vocabulary size, the missing ones).
+    #[pyo3(get)]
+    vocab_overlap: Option<(usize, usize, Vec<String>)>,
     /// The effective settings.
     spec: SamplerSpec,
 }
@@ -436,6 +443,10 @@ impl PyLoader {
             .map_err(to_py)?;
         let dense_genes = gatherer.dense_genes().to_vec();
         let dense_width = gatherer.dense_width();
+        let n_genes = gatherer.n_genes();
+        let vocab_overlap = gatherer
+            .vocab()
+            .map(|v| (v.present, v.size, v.missing.clone()));
         let loader = Loader::new(Arc::new(gatherer), planned.plan, spec.loader_options());
         Ok(PyLoader {
             inner: Mutex::new(loader),
@@ -446,6 +457,8 @@ impl PyLoader {
             grouped: planned.grouped,
             dense_width,
             dense_genes,
+            n_genes,
+            vocab_overlap,
             spec,
         })
     }

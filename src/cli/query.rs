@@ -12,11 +12,12 @@ use crate::query::{OutputFormat, QueryEngine, QueryOptions, ResultWriter};
 use crate::sample::write_cohort;
 
 const EXAMPLES: &str = "\
-Tables: obs (one row per cell), genes, samples, regions (one row per value of an obs region
-column: --region-column, else `region` when obs has it). Functions: blocks(size[, stride])
-lists the non-empty spatial blocks of every spatial sample; expr(cell, 'GENE') is a gene's
-value in a cell (name or gene id). Without ORDER BY the row order is not defined (scans and
-GROUP BY run in parallel): add ORDER BY for a stable order.
+Tables: obs (one row per cell), genes, gene_counts, samples, regions (one row per value of an
+obs region column: --region-column, else `region` when obs has it). Functions:
+blocks(size[, stride]) lists the non-empty spatial blocks of every spatial sample;
+expr(cell, 'GENE') is a gene's value in a cell (the gene by its name, stable id or unique
+symbol, or its gene id). Without ORDER BY the row order is not defined (scans and GROUP BY run
+in parallel): add ORDER BY for a stable order.
 
 Examples:
   # cells per cell type and tissue
@@ -26,7 +27,7 @@ Examples:
   cellarrow query corpus/ \"SELECT cell FROM obs WHERE donor = 'D1' AND x BETWEEN 0 AND 500 AND y BETWEEN 0 AND 500\" --cohort d1_box.parquet
 
   # the samples of one species
-  cellarrow query corpus/ \"SELECT sample_id, n_cells FROM samples WHERE species = 'Homo sapiens'\"
+  cellarrow query corpus/ \"SELECT sample_id, n_cells FROM samples WHERE species = 'human'\"
 
   # T cells that express CD3E, exported as CSV
   cellarrow query corpus/ \"SELECT cell, sample_id FROM obs WHERE cell_type = 'T cell' AND expr(cell, 'CD3E') > 0\" --format csv -o t.csv

@@ -160,6 +160,11 @@ pub struct OutputArgs {
     /// Dense output over these genes (comma-separated names; `id:N` for a gene id; `all`).
     #[arg(long, value_delimiter = ',')]
     pub dense: Option<Vec<String>>,
+    /// A model's gene vocabulary: a file of gene ids or symbols, one per line (or a JSON list,
+    /// or scGPT's vocab.json). CSR batches come out in its order and id space; corpus genes
+    /// outside it are left out. Reports how many of its genes the corpus has.
+    #[arg(long, value_name = "FILE", conflicts_with = "dense")]
+    pub genes: Option<PathBuf>,
     /// obs columns to add (comma-separated or repeated).
     #[arg(long = "obs", value_delimiter = ',')]
     pub obs: Vec<String>,
@@ -184,6 +189,7 @@ impl OutputArgs {
                 .as_deref()
                 .map(DenseGenes::from_list)
                 .transpose()?,
+            genes: self.genes.clone().map(crate::genes::GeneVocab::File),
             obs: self.obs.clone(),
             coords: self.coords,
             bounds: self.bounds,
@@ -246,6 +252,9 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let cohort = spec.select(&corpus, None)?;
     let plan = spec.plan(&corpus, cohort)?.plan;
     let gatherer = Arc::new(Gatherer::new(corpus, spec.batch_options())?);
+    if let Some(v) = gatherer.vocab() {
+        eprintln!("cellarrow: {}", v.report());
+    }
     let schema = gatherer.schema();
     let loader = Loader::new(gatherer, plan, spec.loader_options());
     let loader = loader.take(args.max_batches.unwrap_or(usize::MAX));

@@ -67,12 +67,10 @@ pub fn append(
     let old = Manifest::read(corpus_dir)?;
     let pool = thread_pool(opts)?;
 
-    let genes_origin = corpus_dir.join(MANIFEST_FILE);
-    let mut vocab = Vocabulary::growing(
-        read_table_strings(corpus_dir, &old, "genes", "name")?,
-        &genes_origin,
-    )?;
-    let n_old_genes = vocab.len();
+    check_gene_key(&old, opts)?;
+    let mut vocab = Vocabulary::corpus_genes(corpus_dir, opts.gene_key)?;
+    // Matching can add keys and orthologs to existing genes; their rows are then rewritten.
+    let old_genes: Vec<crate::genes::Gene> = vocab.index().genes().to_vec();
     let old_ids: HashSet<&str> = old.samples.iter().map(|s| s.sample_id.as_str()).collect();
     for i in inputs {
         if old_ids.contains(i.sample_id.as_str()) {
@@ -128,7 +126,7 @@ pub fn append(
             outputs: &outputs,
             starts: &starts,
             vocab: &vocab,
-            n_old_genes,
+            old_genes: &old_genes,
             opts,
         },
     )?;
@@ -158,7 +156,20 @@ pub fn append(
         bytes,
         seconds: started.elapsed().as_secs_f64(),
         warnings,
+        species: super::vocab::species_of(&plans),
     })
+}
+
+/// Genes are matched by the key the corpus was built with: another key would name new genes
+/// differently from the old ones.
+fn check_gene_key(old: &Manifest, opts: &ConvertOptions) -> Result<()> {
+    let built = old.options.get("gene_key").and_then(|k| k.as_str());
+    match built {
+        Some(k) if k != opts.gene_key.as_str() => Err(Error::invalid_input(format!(
+            "the corpus matches genes by {k}; append with --gene-key {k}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Hard-links the existing parts into the new corpus (a copy where links are impossible).
@@ -248,7 +259,8 @@ struct NewRows<'a> {
     outputs: &'a [SampleOutput],
     starts: &'a [(usize, u64)],
     vocab: &'a Vocabulary,
-    n_old_genes: usize,
+    /// The corpus's genes before the append, as its genes table has them.
+    old_genes: &'a [crate::genes::Gene],
     opts: &'a ConvertOptions,
 }
 
@@ -262,20 +274,30 @@ fn append_tables(
 ) -> Result<BTreeMap<String, Vec<TableFile>>> {
     let mut out = BTreeMap::new();
     // genes and gene_counts
+    let n_old = new.old_genes.len();
+    let index = new.vocab.index();
     let (mut genes, mut counts) = if old.format_version >= 2 {
-        let genes = link_table(corpus_dir, dir, old, "genes")?;
         let counts = link_table(corpus_dir, dir, old, GENE_COUNTS_TABLE)?;
-        (genes, counts)
+        (link_table(corpus_dir, dir, old, "genes")?, counts)
     } else {
-        split_format1_genes(corpus_dir, dir, old, &new.vocab.names()[..new.n_old_genes])?
+        (Vec::new(), split_format1_counts(corpus_dir, dir, old)?)
     };
-    if new.vocab.len() > new.n_old_genes {
+    if genes.is_empty() || index.genes()[..n_old] != *new.old_genes {
+        // The old rows changed (or a format-1 table): the table is written again, whole.
+        let number = tables::next_table_file_number(&genes, "genes");
+        genes = vec![tables::write_genes_file(
+            dir,
+            number,
+            index,
+            0..index.len(),
+        )?];
+    } else if index.len() > n_old {
         let number = tables::next_table_file_number(&genes, "genes");
         genes.push(tables::write_genes_file(
             dir,
             number,
-            new.n_old_genes,
-            &new.vocab.names()[new.n_old_genes..],
+            index,
+            n_old..index.len(),
         )?);
     }
     let (n_samples, n_cells) = tables::gene_counts(new.plans, new.outputs, new.vocab.len());
@@ -414,14 +436,13 @@ pub(crate) fn grow_table(
     Ok(files)
 }
 
-/// A format-1 genes.parquet (`gene`, `name`, `n_samples`, `n_cells`) as the first files of the
-/// format-2 genes and gene_counts tables.
-pub(crate) fn split_format1_genes(
+/// The counts of a format-1 genes.parquet (`gene`, `name`, `n_samples`, `n_cells`) as the
+/// first file of the format-2 gene_counts table.
+pub(crate) fn split_format1_counts(
     corpus_dir: &Path,
     dir: &Path,
     old: &Manifest,
-    names: &[String],
-) -> Result<(Vec<TableFile>, Vec<TableFile>)> {
+) -> Result<Vec<TableFile>> {
     let path = corpus_dir.join("genes.parquet");
     let (mut n_samples, mut n_cells) = (Vec::new(), Vec::new());
     for b in read_parquet(&path, Some(&["n_samples", "n_cells"]))? {
@@ -437,7 +458,7 @@ pub(crate) fn split_format1_genes(
         n_samples.extend(s.values().iter().copied());
         n_cells.extend(c.values().iter().copied());
     }
-    if n_samples.len() != names.len() || names.len() as u64 != old.n_genes {
+    if n_samples.len() as u64 != old.n_genes {
         return Err(Error::corpus(
             &path,
             format!(
@@ -447,12 +468,9 @@ pub(crate) fn split_format1_genes(
             ),
         ));
     }
-    Ok((
-        vec![tables::write_genes_file(dir, 0, 0, names)?],
-        vec![tables::write_gene_counts_file(
-            dir, 0, &n_samples, &n_cells,
-        )?],
-    ))
+    Ok(vec![tables::write_gene_counts_file(
+        dir, 0, &n_samples, &n_cells,
+    )?])
 }
 
 /// The old manifest with the new parts, samples, counts, tables, checksums and a lineage

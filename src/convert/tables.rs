@@ -40,7 +40,7 @@ pub(crate) fn finish(
     let mut tables = BTreeMap::new();
     tables.insert(
         "genes".to_string(),
-        vec![write_genes_file(dir, 0, 0, vocab.names())?],
+        vec![write_genes_file(dir, 0, vocab.index(), 0..vocab.len())?],
     );
     tables.insert(
         GENE_COUNTS_TABLE.to_string(),
@@ -164,26 +164,15 @@ fn create_parent(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes genes file `number`: the genes `first_gene ..` named `names` (`gene`, `name`).
+/// Writes genes file `number`: the genes `range` of `index` (`gene`, `name` and the identity
+/// columns, [`crate::genes::table::genes_batch`]).
 pub(crate) fn write_genes_file(
     dir: &Path,
     number: usize,
-    first_gene: usize,
-    names: &[String],
+    index: &crate::genes::GeneIndex,
+    range: std::ops::Range<usize>,
 ) -> Result<TableFile> {
-    let first = u32::try_from(first_gene)
-        .ok()
-        .filter(|f| f.checked_add(names.len() as u32).is_some())
-        .ok_or_else(|| Error::invalid_input("the vocabulary passes 2^32 genes"))?;
-    let batch = RecordBatch::try_from_iter([
-        (
-            "gene",
-            Arc::new(UInt32Array::from_iter_values(
-                first..first + names.len() as u32,
-            )) as ArrayRef,
-        ),
-        ("name", Arc::new(StringArray::from_iter_values(names))),
-    ])?;
+    let batch = crate::genes::table::genes_batch(index, range)?;
     write_batches_file(dir, &table_file_path("genes", number), &[batch])
 }
 
@@ -398,9 +387,12 @@ pub(crate) fn samples_batch(
             )),
         ),
     ];
+    cols.extend(super::vocab::sample_gene_columns(plans));
+    // `species` is written normalised above, from the manifest's or inferred.
     let keys: BTreeSet<&str> = plans
         .iter()
         .flat_map(|p| p.input.metadata.keys().map(String::as_str))
+        .filter(|k| *k != "species")
         .collect();
     for key in keys {
         if cols.iter().any(|(n, _)| n == key) {

@@ -1,12 +1,12 @@
 //! One batch from a list of cell ids: each cell's bytes are copied once, from the mapping into
 //! buffers sized exactly beforehand.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListArray, ListArray, PrimitiveArray, UInt64Array,
+    Array, ArrayRef, AsArray, FixedSizeListArray, ListArray, PrimitiveArray, UInt32Array,
+    UInt64Array,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{
@@ -19,6 +19,8 @@ use super::pool::{BufferPool, OutBuf, Pooled, Region};
 use super::{BatchOptions, BatchRequest, DenseGenes, IndexOutput, ValueOutput};
 use crate::corpus::{Corpus, IndexType, Indices, ValueType, Values};
 use crate::error::{Context, Error, ErrorKind, Result};
+use crate::genes::model::NOT_IN_VOCAB;
+use crate::genes::{GeneVocab, VocabMap};
 use crate::sample::Bounds;
 
 /// The coordinate columns of `obs.parquet`, in axis order.
@@ -64,6 +66,8 @@ pub struct Gatherer {
     obs: Vec<ArrayRef>,
     /// Coordinate axes of the corpus (2 or 3) with [`BatchOptions::bounds`], else 0.
     bound_axes: usize,
+    /// Corpus gene id -> model vocabulary position, with [`BatchOptions::genes`].
+    vocab: Option<VocabMap>,
     pool: Arc<BufferPool>,
 }
 
@@ -98,6 +102,7 @@ fn matrix_fields(
     corpus: &Corpus,
     options: &BatchOptions,
     dense_width: usize,
+    vocab_width: Option<usize>,
 ) -> Result<Vec<Field>> {
     let manifest = corpus.manifest();
     let value_dt = output_value_type(manifest.value_type, options.values, options.dense.is_some());
@@ -108,8 +113,13 @@ fn matrix_fields(
             false,
         )]);
     }
-    let n_genes = corpus.n_genes();
-    let index_dt = match (options.indices, manifest.index_type) {
+    let n_genes = vocab_width.map_or(corpus.n_genes(), |w| w as u64);
+    let stored = match vocab_width {
+        // The model's gene space: the narrowest type holding its positions.
+        Some(w) => IndexType::for_genes(w as u64),
+        None => manifest.index_type,
+    };
+    let index_dt = match (options.indices, stored) {
         (IndexOutput::Int32, _) => {
             if n_genes > i32::MAX as u64 {
                 return Err(Error::invalid_input(format!(
@@ -223,11 +233,25 @@ impl Gatherer {
             }
         };
         let dense_width = dense_genes.len();
+        let vocab = match &options.genes {
+            None => None,
+            Some(_) if options.dense.is_some() => {
+                return Err(Error::invalid_input(
+                    "genes (a model vocabulary) sets the gene space of CSR batches; it does not combine with dense",
+                ))
+            }
+            Some(v) => Some(vocab_map(&corpus, v)?),
+        };
         let mut fields = vec![Field::new("cell", DataType::UInt64, false)];
         if options.group_column {
             fields.push(Field::new("group", DataType::UInt64, false));
         }
-        fields.extend(matrix_fields(&corpus, &options, dense_width)?);
+        fields.extend(matrix_fields(
+            &corpus,
+            &options,
+            dense_width,
+            vocab.as_ref().map(|v| v.size),
+        )?);
         let (obs, axes) = load_obs(&corpus, &options, &mut fields)?;
         let bound_axes = if options.bounds { axes } else { 0 };
         fields.extend(bound_fields(bound_axes));
@@ -241,8 +265,23 @@ impl Gatherer {
             dense_width,
             obs,
             bound_axes,
+            vocab,
             pool: Arc::default(),
         })
+    }
+
+    /// The model vocabulary's map, with [`BatchOptions::genes`]: how many of its genes the
+    /// corpus has ([`VocabMap::report`]) and which are missing.
+    pub fn vocab(&self) -> Option<&VocabMap> {
+        self.vocab.as_ref()
+    }
+
+    /// The width of a batch's gene space: the vocabulary size with
+    /// [`BatchOptions::genes`], else the corpus's gene count.
+    pub fn n_genes(&self) -> u64 {
+        self.vocab
+            .as_ref()
+            .map_or(self.corpus.n_genes(), |v| v.size as u64)
     }
 
     /// The schema of every batch.
@@ -302,7 +341,14 @@ impl Gatherer {
         match &self.dense_lut {
             Some(lut) => columns.push(self.gather_dense(out, cells, lut)?),
             None => {
-                let (indices, values) = self.gather_csr(out, cells)?;
+                let (mut indices, mut values) = self.gather_csr(out, cells)?;
+                if let Some(v) = &self.vocab {
+                    let index_dt = self.schema.field_with_name("indices")?.data_type().clone();
+                    let DataType::List(item) = index_dt else {
+                        unreachable!("indices is a list column")
+                    };
+                    (indices, values) = remap_genes(&indices, &values, &v.lut, item.data_type())?;
+                }
                 columns.push(indices);
                 columns.push(values);
             }
@@ -355,6 +401,11 @@ impl Gatherer {
         values: &mut [u8],
     ) -> Result<()> {
         self.check_cells(cells)?;
+        if self.vocab.is_some() {
+            return Err(Error::invalid_input(
+                "gather_csr_into writes corpus gene ids; gather batches to get a model's gene space",
+            ));
+        }
         let spans = spans(&self.corpus, cells)?;
         let nnz: usize = spans.iter().map(|(_, r)| r.len()).sum();
         let m = self.corpus.manifest();
@@ -506,6 +557,63 @@ fn box_columns(bounds: &[Bounds], coords: &[ArrayRef]) -> Vec<ArrayRef> {
     out
 }
 
+/// The map from corpus genes to a model vocabulary's positions (the vocabulary read and
+/// checked for duplicates, its entries looked up by name, id or symbol in `genes.parquet`).
+fn vocab_map(corpus: &Corpus, vocab: &GeneVocab) -> Result<VocabMap> {
+    let names = vocab.names()?;
+    let index = crate::genes::table::read_index(&corpus.table_files("genes"), Default::default())?;
+    Ok(VocabMap::new(&index, &names))
+}
+
+/// CSR rows in a model's gene space: each cell's gene ids replaced by their positions in
+/// `lut` (corpus gene id -> position, [`NOT_IN_VOCAB`] for genes left out), its entries
+/// re-sorted by position, the values moved along. `index_dt` is the output id type.
+fn remap_genes(
+    indices: &ArrayRef,
+    values: &ArrayRef,
+    lut: &[u32],
+    index_dt: &DataType,
+) -> Result<(ArrayRef, ArrayRef)> {
+    let (idx_list, val_list) = (indices.as_list::<i32>(), values.as_list::<i32>());
+    let genes = arrow::compute::cast(idx_list.values(), &DataType::UInt32)?;
+    let genes = genes.as_primitive::<UInt32Type>().values();
+    let offsets = idx_list.offsets();
+    let mut new_offsets: Vec<i32> = Vec::with_capacity(offsets.len());
+    let mut new_genes: Vec<u32> = Vec::with_capacity(genes.len());
+    let mut take: Vec<u32> = Vec::with_capacity(genes.len());
+    let mut cell: Vec<(u32, u32)> = Vec::new();
+    new_offsets.push(0);
+    for w in offsets.windows(2) {
+        cell.clear();
+        for k in w[0] as usize..w[1] as usize {
+            let pos = lut.get(genes[k] as usize).copied().unwrap_or(NOT_IN_VOCAB);
+            if pos != NOT_IN_VOCAB {
+                cell.push((pos, k as u32));
+            }
+        }
+        cell.sort_unstable_by_key(|&(pos, _)| pos);
+        new_genes.extend(cell.iter().map(|&(pos, _)| pos));
+        take.extend(cell.iter().map(|&(_, k)| k));
+        new_offsets.push(new_genes.len() as i32);
+    }
+    let new_values = arrow::compute::take(val_list.values(), &UInt32Array::from(take), None)?;
+    let new_genes = arrow::compute::cast(&UInt32Array::from(new_genes), index_dt)?;
+    let offsets = OffsetBuffer::new(new_offsets.into());
+    let idx = ListArray::try_new(
+        item_field(index_dt.clone()),
+        offsets.clone(),
+        new_genes,
+        None,
+    )?;
+    let val = ListArray::try_new(
+        item_field(new_values.data_type().clone()),
+        offsets,
+        new_values,
+        None,
+    )?;
+    Ok((Arc::new(idx), Arc::new(val)))
+}
+
 /// Resolves a dense gene selection to gene ids, checking them against the vocabulary.
 fn resolve_genes(corpus: &Corpus, sel: &DenseGenes) -> Result<Vec<u32>> {
     let n_genes = corpus.n_genes();
@@ -520,16 +628,13 @@ fn resolve_genes(corpus: &Corpus, sel: &DenseGenes) -> Result<Vec<u32>> {
             Ok(ids.clone())
         }
         DenseGenes::Names(names) => {
-            let vocab = corpus.gene_names()?;
-            let by_name: HashMap<&str, u32> = vocab
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n.as_str(), i as u32))
-                .collect();
+            // A gene is named by its name, its id or its (unique) symbol.
+            let index =
+                crate::genes::table::read_index(&corpus.table_files("genes"), Default::default())?;
             names
                 .iter()
                 .map(|n| {
-                    by_name.get(n.as_str()).copied().ok_or_else(|| {
+                    index.lookup(n).ok_or_else(|| {
                         Error::invalid_input(format!("gene {n:?} is not in the vocabulary"))
                             .with_path(corpus.table_path("genes"))
                     })

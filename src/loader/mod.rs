@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `cell` | `UInt64` | global cell id |
 //! | `group` | `UInt64` | only with [`BatchOptions::group_column`]: the group (region, block ...) of the cell |
-//! | `indices` | `List<UInt16 \| UInt32 \| Int32>` | gene ids of the cell's non-zeros (CSR output; stored type or [`IndexOutput`]) |
+//! | `indices` | `List<UInt16 \| UInt32 \| Int32>` | gene ids of the cell's non-zeros (CSR output; stored type or [`IndexOutput`]); with [`BatchOptions::genes`], positions in the model vocabulary, increasing |
 //! | `values` | `List<...>` | the non-zeros, stored type or converted ([`ValueOutput`]) |
 //! | `dense` | `FixedSizeList<Float32 \| Float64, n>` | instead of `indices`/`values` with [`BatchOptions::dense`] |
 //! | `x`, `y`, (`z`) | `Float64` | with [`BatchOptions::coordinates`] |
@@ -56,6 +56,7 @@ pub use summary::Summary;
 use std::sync::Arc;
 
 use crate::error::Result;
+use crate::genes::GeneVocab;
 use crate::sample::{Bounds, Group, Layout, Sampler, Shard, ShardPolicy, ShardState, ShardWindow};
 
 /// Value type of the `values` (or `dense`) column.
@@ -87,7 +88,7 @@ pub enum DenseGenes {
     All,
     /// Gene ids.
     Ids(Vec<u32>),
-    /// Gene names, looked up in `genes.parquet`.
+    /// Genes by name, stable id or unique symbol, looked up in `genes.parquet`.
     Names(Vec<String>),
 }
 
@@ -101,6 +102,9 @@ pub struct BatchOptions {
     pub indices: IndexOutput,
     /// Dense output over these genes instead of CSR.
     pub dense: Option<DenseGenes>,
+    /// CSR output in a model's gene space: gene ids are positions in this vocabulary, in its
+    /// order; corpus genes outside it are left out of every batch.
+    pub genes: Option<GeneVocab>,
     /// `obs.parquet` columns to add, gathered per cell.
     pub obs_columns: Vec<String>,
     /// Add the coordinate columns (`x`, `y`, and `z` when the corpus has it).
@@ -118,6 +122,7 @@ impl Default for BatchOptions {
             values: spec::defaults::VALUES,
             indices: spec::defaults::INDICES,
             dense: None,
+            genes: None,
             obs_columns: Vec::new(),
             coordinates: false,
             group_column: false,

@@ -13,6 +13,7 @@ use super::{BatchOptions, BatchPlan, DenseGenes, IndexOutput, LoaderOptions, Sam
 use super::{SampledGroups, ValueOutput};
 use crate::corpus::Corpus;
 use crate::error::{Error, Result};
+use crate::genes::GeneVocab;
 use crate::sample::{
     BlockConfig, BlockShuffle, Cohort, Group, GroupConfig, LabelMode, RandomCells, RandomGroups,
     RegionConfig, Regions, SampleIndex, Sampler, Shard, ShardPolicy, ShardState, SpatialBlocks,
@@ -257,6 +258,9 @@ pub struct SamplerSpec {
     pub indices: IndexOutput,
     /// Dense output over these genes instead of CSR.
     pub dense: Option<DenseGenes>,
+    /// A model's gene vocabulary (a list of ids or symbols, or a file of them): CSR batches in
+    /// its order and id space; corpus genes outside it are left out.
+    pub genes: Option<GeneVocab>,
     /// obs columns to add to each batch.
     pub obs: Vec<String>,
     /// Add the coordinate columns.
@@ -309,6 +313,7 @@ impl Default for SamplerSpec {
             values: d::VALUES,
             indices: d::INDICES,
             dense: None,
+            genes: None,
             obs: Vec::new(),
             coords: false,
             bounds: false,
@@ -423,6 +428,14 @@ impl SamplerSpec {
         at_least("prefetch", self.prefetch, 1)?;
         positive("block_size", self.block_size)?;
         positive("stride", self.stride)?;
+        if self.genes.is_some() && self.dense.is_some() {
+            return Err(Error::invalid_input(
+                "genes (a model vocabulary) sets the gene space of CSR batches; it does not combine with dense",
+            ));
+        }
+        if let Some(GeneVocab::List(list)) = &self.genes {
+            crate::genes::model::check_unique(list, None)?;
+        }
         let kind = self.sampler;
         if kind == SamplerKind::Blocks && self.block_size.is_none() {
             return Err(Error::invalid_input(
@@ -506,6 +519,7 @@ impl SamplerSpec {
             values: self.values,
             indices: self.indices,
             dense: self.dense.clone(),
+            genes: self.genes.clone(),
             obs_columns: self.obs.clone(),
             coordinates: self.coords,
             group_column: self.grouped(),
@@ -816,6 +830,14 @@ mod tests {
             ),
             (serde_json::json!({"seed": "x"}), "seed: invalid type"),
             (serde_json::json!({"dense": ["a", "id:3"]}), "not both"),
+            (
+                serde_json::json!({"genes": ["A", "B", "A"]}),
+                "lists \"A\" twice (entries 1 and 3)",
+            ),
+            (
+                serde_json::json!({"genes": ["A"], "dense": "all"}),
+                "does not combine with dense",
+            ),
         ];
         for (pairs, want) in cases {
             let e = from(pairs.clone()).unwrap_err();

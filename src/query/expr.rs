@@ -2,7 +2,6 @@
 //! matrix by binary search in the cell's sorted gene ids. No dense row is ever built.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -15,7 +14,6 @@ use datafusion::common::{
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::corpus::{Corpus, Indices, Values};
 
@@ -128,44 +126,26 @@ impl ExprState {
     }
 }
 
+/// Each gene's name, and its stable id and symbol where they name one gene
+/// ([`crate::genes::GeneIndex::lookup`]: a symbol finds its gene whatever the key), to its id.
 fn read_gene_names(files: &[PathBuf]) -> std::result::Result<HashMap<String, u32>, String> {
+    let index =
+        crate::genes::table::read_index(files, Default::default()).map_err(|e| e.to_string())?;
     let mut names = HashMap::new();
-    let mut next: u32 = 0;
-    for path in files {
-        read_gene_names_from(path, &mut names, &mut next)?;
+    for (i, g) in index.genes().iter().enumerate() {
+        names.insert(g.name.clone(), i as u32);
     }
-    Ok(names)
-}
-
-/// Adds the names of one genes file, whose first row is gene `next`.
-fn read_gene_names_from(
-    path: &std::path::Path,
-    names: &mut HashMap<String, u32>,
-    next: &mut u32,
-) -> std::result::Result<(), String> {
-    let mut inner = || -> crate::Result<()> {
-        let file = File::open(path).map_err(|e| crate::Error::io(path, "opening", e))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
-        let index = builder
-            .schema()
-            .fields()
-            .iter()
-            .position(|f| f.name() == "name")
-            .ok_or_else(|| crate::Error::corpus(path, "no column `name`"))?;
-        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [index]);
-        for batch in builder.with_projection(mask).build()? {
-            let column = arrow::compute::cast(batch?.column(0), &DataType::Utf8)?;
-            for name in column.as_string::<i32>().iter() {
-                // The first occurrence wins: ids are positions, names should be unique.
-                if let Some(name) = name {
-                    names.entry(name.to_string()).or_insert(*next);
-                }
-                *next += 1;
+    for (i, g) in index.genes().iter().enumerate() {
+        for text in [g.identity.id.as_deref(), g.identity.symbol.as_deref()]
+            .into_iter()
+            .flatten()
+        {
+            if index.lookup(text) == Some(i as u32) {
+                names.entry(text.to_string()).or_insert(i as u32);
             }
         }
-        Ok(())
-    };
-    inner().map_err(|e| format!("{}: {e}", path.display()))
+    }
+    Ok(names)
 }
 
 /// `expr(cell, gene)`: see the [module docs](self).

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -281,6 +282,61 @@ def corpus_obs_values(col: pa.ChunkedArray) -> list:
     return out
 
 
+# The shape of a stable gene id (Ensembl, FlyBase, WormBase) with an optional version.
+_GENE_ID = re.compile(r"^(ENS[A-Z]{0,6}G\d{11}|FBgn\d{7}|WBGene\d{8})(\.\d+)?$")
+_ID_COLUMNS = ("gene_ids", "gene_id", "ensembl_id", "ensembl_ids", "gene_ensembl_id", "feature_id", "gene_stable_id")
+
+
+def gene_keys(adata, raw: bool = False) -> list:
+    """The corpus gene name of each var row under the default ``--gene-key id`` (docs/FORMAT.md,
+    Gene identity): the stable id without its version, from var_names or a gene_ids-style
+    column, where the row has one; else its var_name."""
+    var = adata.raw.var if raw else adata.var
+    names = [str(g) for g in (adata.raw.var_names if raw else adata.var_names)]
+    columns = [[str(v) for v in var[c]] for c in _ID_COLUMNS if c in var.columns]
+    keys = []
+    for j, name in enumerate(names):
+        m = next((m for m in (_GENE_ID.match(c[j].strip()) for c in [names, *columns]) if m), None)
+        keys.append(m.group(1) if m else name.strip())
+    return keys
+
+
+_SYMBOL_COLUMNS = ("gene_symbols", "gene_symbol", "feature_name", "gene_name", "gene_names", "symbol", "symbols", "gene_short_name")
+
+
+def gene_identities(adata) -> list:
+    """(id without version or None, symbol or None) of each var row (docs/FORMAT.md)."""
+    names = [str(g).strip() for g in adata.var_names]
+    id_cols = [[str(v).strip() for v in adata.var[c]] for c in _ID_COLUMNS if c in adata.var.columns]
+    sym_cols = [[str(v).strip() for v in adata.var[c]] for c in _SYMBOL_COLUMNS if c in adata.var.columns]
+    out = []
+    for j, name in enumerate(names):
+        m = next((m for m in (_GENE_ID.match(c[j]) for c in [names, *id_cols]) if m), None)
+        symbol = next((c[j] for c in [names, *sym_cols] if c[j] and not _GENE_ID.match(c[j])), None)
+        out.append((m.group(1) if m else None, symbol))
+    return out
+
+
+def joint_gene_keys(adatas) -> list:
+    """The corpus gene name of each var row of each file converted together under the default
+    ``--gene-key id``: its id; else, for a gene without one, the id of the one gene of any file
+    with its symbol; else its symbol."""
+    idents = [gene_identities(a) for a in adatas]
+    ids_of_symbol: dict = {}
+    for f in idents:
+        for gid, sym in f:
+            if gid is not None and sym is not None:
+                ids_of_symbol.setdefault(sym, set()).add(gid)
+    keys = []
+    for f in idents:
+        k = []
+        for gid, sym in f:
+            ids = ids_of_symbol.get(sym, set())
+            k.append(gid if gid is not None else (next(iter(ids)) if len(ids) == 1 else sym))
+        keys.append(k)
+    return keys
+
+
 def assert_sample_matches(
     corpus: Corpus,
     sample_id: str,
@@ -293,7 +349,7 @@ def assert_sample_matches(
 ):
     """Every cell of `sample_id` equals the AnnData object: values, obs, counts, coordinates."""
     x = adata.X if x is None else x
-    var_names = list(adata.var_names) if var_names is None else list(var_names)
+    var_names = gene_keys(adata) if var_names is None else list(var_names)
     row = corpus.sample_row(sample_id)
     obs = corpus.sample_obs(sample_id)
     n = adata.n_obs

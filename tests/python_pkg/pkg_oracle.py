@@ -20,7 +20,10 @@ class Oracle:
         for path in sources:
             a = ad.read_h5ad(path)
             X = a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X)
-            cols = np.array([vocab[g] for g in a.var_names])
+            # A gene is named by its stable id where the file has one (`gene_ids`, version
+            # dropped; docs/FORMAT.md, Gene identity), else by its var_name.
+            ids = [str(g).split(".")[0] for g in a.var["gene_ids"]] if "gene_ids" in a.var.columns else None
+            cols = np.array([vocab[ids[j]] if ids and ids[j] in vocab else vocab[g] for j, g in enumerate(a.var_names)])
             self.data[path.stem] = (X, cols)
 
     def row_of(self, cell: int):

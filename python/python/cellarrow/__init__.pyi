@@ -113,12 +113,14 @@ class Loader:
         values: Literal["native", "f32", "f64"] = "native",
         indices: Literal["i32", "native"] = "i32",
         dense: Union[None, str, Sequence[str], Sequence[int]] = None,
+        genes: Union[None, PathLike, Sequence[str]] = None,
         obs: Union[str, Sequence[str]] = (),
         coords: bool = False,
         bounds: bool = False,
         threads: int = ...,
         prefetch: int = ...,
     ) -> None: ...
+    genes_present: Optional[Dict[str, Any]]
     @property
     def settings(self) -> Dict[str, Any]: ...
     @property

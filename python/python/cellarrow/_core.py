@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -16,6 +17,27 @@ from ._errors import CellIndexError, CorpusNotFoundError, NotACorpusError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+
+_log = logging.getLogger("cellarrow")
+
+
+def _gene_vocab(genes: Any) -> Any:
+    """A model vocabulary as the native loader takes it: a file path as a string, or a list
+    of gene ids/symbols (any sequence of strings, numpy arrays too); None stays None."""
+    if genes is None:
+        return None
+    if isinstance(genes, (str, os.PathLike)):
+        return os.fspath(genes)
+    if isinstance(genes, np.ndarray):
+        genes = genes.tolist()
+    try:
+        values = list(genes)
+    except TypeError:
+        raise _errors.SettingTypeError(f"genes must be a list of gene ids or symbols, or a file path, not {type(genes).__name__}") from None
+    for v in values:
+        if not isinstance(v, str):
+            raise _errors.SettingTypeError(f"genes must be gene ids or symbols (strings), found {v!r}")
+    return values
 
 
 def _arrow_table(stream: Any) -> pa.Table:
@@ -537,6 +559,9 @@ class Loader:
     and regions given as boxes: each cell's group box ``min_x`` ... ``max_y`` and its
     coordinates normalised to it, ``x_norm``, ``y_norm``; implies ``coords``), ``dense`` (``"all"``
     or a list of gene names or ids: a dense ``n_cells x len(dense)`` output instead of CSR),
+    ``genes`` (a model's gene vocabulary: a list of gene ids or symbols, or a file of them, one
+    per line or JSON; CSR batches come out in its order and id space, ``n_genes`` wide, corpus
+    genes outside it left out; the overlap is logged once and kept in ``genes_present``),
     ``values`` (the type of the gathered values: ``"native"``, the stored type, by default;
     ``"f32"`` or ``"f64"``: converted while gathering), ``indices`` (``"i32"``, the default
     here, which scipy and torch take with no copy, or ``"native"``: the stored uint16/uint32,
@@ -566,6 +591,8 @@ class Loader:
             options["obs"] = [options["obs"]]
         if options.get("regions") is not None:
             options["regions"] = os.fspath(options["regions"])
+        if options.get("genes") is not None:
+            options["genes"] = _gene_vocab(options["genes"])
         for name, value in _native.Loader.front_end_defaults("python").items():
             options.setdefault(name, value)
         self.corpus = corpus
@@ -582,7 +609,15 @@ class Loader:
         self._probe_key: Optional[tuple] = None
         self._probe_used = False
         # Built now, on the calling thread and without gathering: every setting is checked.
-        self._current()
+        probe = self._current()
+        # The overlap with a model vocabulary, reported once per loader (not per epoch).
+        self.genes_present = None
+        overlap = getattr(probe, "vocab_overlap", None)
+        if overlap is not None:
+            present, size, missing = overlap
+            self.genes_present = {"present": present, "total": size, "missing": list(missing)}
+            level = logging.INFO if present == size else logging.WARNING
+            _log.log(level, "%d of %d vocabulary genes present", present, size)
 
     def _make(self, epoch: int, position: int, threads: Optional[int] = None):
         options = dict(self._options)
@@ -688,7 +723,7 @@ class Loader:
             native = self._make(self._epoch, start)
         self._resume = None
         self._position = start
-        n_genes = self.corpus.n_genes
+        n_genes = getattr(native, "n_genes", self.corpus.n_genes)
         dense_genes = np.asarray(native.dense_genes, dtype=np.uint32) if native.dense_width else None
         per_batch = native.items_per_batch
         end = native.start_position + native.n_items

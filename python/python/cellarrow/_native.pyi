@@ -1,6 +1,6 @@
 """The Rust extension module (use the `cellarrow` package API instead)."""
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 __version__: str
 
@@ -61,6 +61,7 @@ class Loader:
         values: str = ...,
         indices: str = ...,
         dense: Optional[Sequence[Any]] = ...,
+        genes: Union[None, str, Sequence[str]] = ...,
         obs: Sequence[str] = ...,
         coords: bool = ...,
         bounds: bool = ...,
@@ -83,6 +84,8 @@ class Loader:
     grouped: bool
     dense_width: int
     dense_genes: List[int]
+    n_genes: int
+    vocab_overlap: Optional[Tuple[int, int, List[str]]]
     n_batches: int
     batches_done: int
     def empty_batch(self) -> Any: ...

@@ -43,6 +43,7 @@ LOADER_KEYWORDS = (
     "values",
     "indices",
     "dense",
+    "genes",
     "obs",
     "coords",
     "bounds",
