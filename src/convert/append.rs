@@ -110,6 +110,7 @@ pub fn append(
     let manifest = new_manifest(&dir, old, &plans, &outputs, &starts, vocab.len(), opts)?;
     manifest.write(&dir)?;
     kill_point("manifest-written");
+    super::gene_stats::record(&dir, Some(corpus_dir))?;
     staging.commit()?;
     let bytes = manifest.files.iter().map(|f| f.bytes).sum();
     Ok(ConvertSummary {

@@ -9,6 +9,7 @@
 //! | `genes` | `genes.parquet` | the vocabulary: `gene`, `name`, `n_samples`, `n_cells` |
 //! | `samples` | `samples.parquet` | one row per source file, with per-sample metadata |
 //! | `regions` | `regions.parquet`, else derived from an obs region column | only when either exists |
+//! | `gene_stats` | `gene_stats.parquet` | per (species, gene): `n_cells`, `sum`, `sum_sq`, `median_nonzero` ([`crate::convert::gene_stats`]); corpora made before it have none |
 //! | `ontology` | the ontologies given to the engine | see [`QueryEngine::with_ontology`] and `is_a()` |
 //!
 //! A derived `regions` has one row per (sample, region value): `sample_id`, `region_id`,
@@ -173,10 +174,10 @@ impl QueryEngine {
             None => parquet_rows(&obs)?,
         };
         let mut tables = Vec::new();
-        for table in ["obs", "genes", "samples", "regions"] {
+        for table in ["obs", "genes", "samples", "regions", "gene_stats"] {
             let path = root.join(format!("{table}.parquet"));
             if !path.exists() {
-                if table == "regions" {
+                if matches!(table, "regions" | "gene_stats") {
                     continue;
                 }
                 return Err(Error::corpus(&path, format!("missing table `{table}`")));
@@ -266,7 +267,8 @@ impl QueryEngine {
         self.n_cells
     }
 
-    /// The registered tables: `obs`, `genes`, `samples` and, when present, `regions`.
+    /// The registered tables: `obs`, `genes`, `samples` and, when present, `regions` and
+    /// `gene_stats`.
     pub fn tables(&self) -> &[String] {
         &self.tables
     }
