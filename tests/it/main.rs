@@ -14,5 +14,6 @@ mod containment;
 mod corruption;
 mod crash;
 mod fuzz_regressions;
+mod gene_stats;
 mod obs_table;
 mod ontology;
