@@ -92,7 +92,10 @@ impl GeneStat {
             return;
         }
         let mut out = Vec::with_capacity(self.sketch.len() + other.sketch.len());
-        let (mut a, mut b) = (self.sketch.iter().peekable(), other.sketch.iter().peekable());
+        let (mut a, mut b) = (
+            self.sketch.iter().peekable(),
+            other.sketch.iter().peekable(),
+        );
         loop {
             match (a.peek(), b.peek()) {
                 (Some(&&(ca, na)), Some(&&(cb, nb))) => {
@@ -246,8 +249,12 @@ impl GeneStats {
                         "row {i}: sketch_bins and sketch_counts differ in length"
                     )));
                 }
-                let sketch: Vec<(i32, u64)> =
-                    bi.values().iter().copied().zip(ci.values().iter().copied()).collect();
+                let sketch: Vec<(i32, u64)> = bi
+                    .values()
+                    .iter()
+                    .copied()
+                    .zip(ci.values().iter().copied())
+                    .collect();
                 if sketch.windows(2).any(|w| w[0].0 >= w[1].0)
                     || sketch.iter().map(|s| s.1).sum::<u64>() != n_cells.value(i)
                 {
@@ -275,10 +282,16 @@ impl GeneStats {
         let mut species: Vec<Option<&str>> = Vec::new();
         let (mut gene, mut n_cells, mut sum, mut sum_sq, mut median) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut bins = ListBuilder::new(Int32Builder::new())
-            .with_field(Arc::new(Field::new("item", DataType::Int32, false)));
-        let mut counts = ListBuilder::new(UInt64Builder::new())
-            .with_field(Arc::new(Field::new("item", DataType::UInt64, false)));
+        let mut bins = ListBuilder::new(Int32Builder::new()).with_field(Arc::new(Field::new(
+            "item",
+            DataType::Int32,
+            false,
+        )));
+        let mut counts = ListBuilder::new(UInt64Builder::new()).with_field(Arc::new(Field::new(
+            "item",
+            DataType::UInt64,
+            false,
+        )));
         for (group, genes) in &self.groups {
             let mut ids: Vec<&u32> = genes.keys().collect();
             ids.sort_unstable();
@@ -325,7 +338,10 @@ impl GeneStats {
         .zip(&columns)
         .map(|(&(name, nullable), c)| Field::new(name, c.data_type().clone(), nullable))
         .collect();
-        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
     }
 
     /// Adds `other`'s cells.
@@ -368,12 +384,13 @@ fn sample_groups(samples: &Path) -> Result<HashMap<String, Option<String>>> {
         let ids = arrow::compute::cast(ids, &DataType::Utf8)
             .map_err(|e| Error::corpus(samples, format!("sample_id is not text: {e}")))?;
         let ids = ids.as_string::<i32>();
-        let species = match b.column_by_name(GROUP_COLUMN) {
-            Some(c) => Some(arrow::compute::cast(c, &DataType::Utf8).map_err(|e| {
-                Error::corpus(samples, format!("{GROUP_COLUMN} is not text: {e}"))
-            })?),
-            None => None,
-        };
+        let species =
+            match b.column_by_name(GROUP_COLUMN) {
+                Some(c) => Some(arrow::compute::cast(c, &DataType::Utf8).map_err(|e| {
+                    Error::corpus(samples, format!("{GROUP_COLUMN} is not text: {e}"))
+                })?),
+                None => None,
+            };
         for i in 0..b.num_rows() {
             let group = species
                 .as_ref()

@@ -17,6 +17,7 @@ use arrow::datatypes::{
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 use super::pool::{BufferPool, OutBuf, Pooled, Region};
+use super::tokens::Tokenizer;
 use super::{BatchOptions, BatchRequest, DenseGenes, IndexOutput, ValueOutput};
 use crate::corpus::{Corpus, IndexType, Indices, ValueType, Values};
 use crate::error::{Context, Error, ErrorKind, Result};
@@ -66,6 +67,8 @@ pub struct Gatherer {
     /// Coordinate axes of the corpus (2 or 3) with [`BatchOptions::bounds`], else 0.
     bound_axes: usize,
     pool: Arc<BufferPool>,
+    /// Token output instead of CSR rows.
+    tokenizer: Option<Tokenizer>,
 }
 
 impl std::fmt::Debug for Gatherer {
@@ -126,6 +129,19 @@ fn matrix_fields(
         Field::new("indices", DataType::List(item_field(index_dt)), false),
         Field::new("values", DataType::List(item_field(value_dt)), false),
     ])
+}
+
+/// The tokenizer of token output (see [`super::tokens`]), which replaces the CSR columns.
+fn token_output(corpus: &Corpus, options: &BatchOptions) -> Result<Option<Tokenizer>> {
+    let Some(t) = &options.tokens else {
+        return Ok(None);
+    };
+    if options.dense.is_some() {
+        return Err(Error::invalid_input(
+            "tokens and dense are two kinds of output; ask for one",
+        ));
+    }
+    Tokenizer::new(corpus, t).map(Some)
 }
 
 /// The obs columns a batch carries: the coordinate columns first (as Float64), then the
@@ -225,7 +241,11 @@ impl Gatherer {
         if options.group_column {
             fields.push(Field::new("group", DataType::UInt64, false));
         }
-        fields.extend(matrix_fields(&corpus, &options, dense_width)?);
+        let tokenizer = token_output(&corpus, &options)?;
+        match &tokenizer {
+            Some(t) => fields.extend(t.fields()),
+            None => fields.extend(matrix_fields(&corpus, &options, dense_width)?),
+        }
         let (obs, axes) = load_obs(&corpus, &options, &mut fields)?;
         let bound_axes = if options.bounds { axes } else { 0 };
         fields.extend(bound_fields(bound_axes));
@@ -240,6 +260,7 @@ impl Gatherer {
             obs,
             bound_axes,
             pool: Arc::default(),
+            tokenizer,
         })
     }
 
@@ -297,9 +318,10 @@ impl Gatherer {
             )?;
             columns.push(Arc::new(u64_array(out, groups)));
         }
-        match &self.dense_lut {
-            Some(lut) => columns.push(self.gather_dense(out, cells, lut)?),
-            None => {
+        match (&self.tokenizer, &self.dense_lut) {
+            (Some(t), _) => columns.extend(t.gather(&self.corpus, cells)?),
+            (None, Some(lut)) => columns.push(self.gather_dense(out, cells, lut)?),
+            (None, None) => {
                 let (indices, values) = self.gather_csr(out, cells)?;
                 columns.push(indices);
                 columns.push(values);

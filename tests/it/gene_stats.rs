@@ -38,7 +38,11 @@ fn samples(files: &[(PathBuf, &str)]) -> Vec<InputSample> {
 /// (species, gene) -> every non-zero value, read cell by cell from the corpus.
 fn values_by_gene(dir: &Path) -> BTreeMap<(String, u32), Vec<f64>> {
     let c = Corpus::open(dir).unwrap();
-    let batches = read_parquet(&dir.join("samples.parquet"), Some(&["sample_id", "species"])).unwrap();
+    let batches = read_parquet(
+        &dir.join("samples.parquet"),
+        Some(&["sample_id", "species"]),
+    )
+    .unwrap();
     let mut species = HashMap::new();
     for b in &batches {
         let ids = b.column(0).as_string::<i32>();
@@ -72,13 +76,20 @@ fn check_against_cells(dir: &Path) {
     let stats = GeneStats::read(&dir.join(FILE)).unwrap();
     let expected = values_by_gene(dir);
     let rows: usize = stats.groups.values().map(|g| g.len()).sum();
-    assert_eq!(rows, expected.len(), "one row per (species, expressed gene)");
+    assert_eq!(
+        rows,
+        expected.len(),
+        "one row per (species, expressed gene)"
+    );
     let mut exact_medians = 0;
     for ((sp, g), vals) in &expected {
         let s = &stats.groups[&Some(sp.clone())][g];
         assert_eq!(s.n_cells, vals.len() as u64, "{sp} gene {g}");
         assert!(close(s.sum, vals.iter().sum()), "{sp} gene {g} sum");
-        assert!(close(s.sum_sq, vals.iter().map(|v| v * v).sum()), "{sp} gene {g} sum_sq");
+        assert!(
+            close(s.sum_sq, vals.iter().map(|v| v * v).sum()),
+            "{sp} gene {g} sum_sq"
+        );
         let mut sorted = vals.clone();
         sorted.sort_by(f64::total_cmp);
         let lower = sorted[(sorted.len() - 1) / 2];
@@ -105,8 +116,14 @@ fn convert_records_statistics_per_species() {
     // The table's median column is the sketch's median.
     let b = read_parquet(&out.join(FILE), None).unwrap();
     let b = concat_batches(&b[0].schema(), &b).unwrap();
-    let med = b.column_by_name("median_nonzero").unwrap().as_primitive::<Float64Type>();
-    let gene = b.column_by_name("gene").unwrap().as_primitive::<UInt32Type>();
+    let med = b
+        .column_by_name("median_nonzero")
+        .unwrap()
+        .as_primitive::<Float64Type>();
+    let gene = b
+        .column_by_name("gene")
+        .unwrap()
+        .as_primitive::<UInt32Type>();
     let sp = b.column_by_name("species").unwrap().as_string::<i32>();
     for i in 0..b.num_rows() {
         let s = &stats.groups[&Some(sp.value(i).to_string())][&gene.value(i)];
@@ -138,7 +155,10 @@ fn query_reads_the_table() {
     let cells = b[0].column(1).as_primitive::<UInt64Type>().value(0);
     let expected = values_by_gene(&out);
     assert_eq!(n as usize, expected.len());
-    assert_eq!(cells as usize, expected.values().map(Vec::len).sum::<usize>());
+    assert_eq!(
+        cells as usize,
+        expected.values().map(Vec::len).sum::<usize>()
+    );
     assert_eq!(cells, Corpus::open(&out).unwrap().nnz());
 }
 
@@ -175,7 +195,11 @@ fn appends_merge_the_previous_table_without_reading_old_parts() {
         assert_eq!(ga.len(), gb.len());
         for (g, sa) in ga {
             let sb = &gb[g];
-            assert_eq!((sa.n_cells, &sa.sketch), (sb.n_cells, &sb.sketch), "{k:?} {g}");
+            assert_eq!(
+                (sa.n_cells, &sa.sketch),
+                (sb.n_cells, &sb.sketch),
+                "{k:?} {g}"
+            );
             assert!(close(sa.sum, sb.sum) && close(sa.sum_sq, sb.sum_sq));
         }
     }
