@@ -47,13 +47,17 @@ LOADER_KEYWORDS = (
     "obs",
     "coords",
     "bounds",
+    "tokens",
+    "top_k",
+    "n_bins",
+    "gene_medians",
     "threads",
     "prefetch",
 )
 
 # Sizes and counts: a zero or negative one has no meaning.
 POSITIVE = frozenset(
-    {"batch_size", "group_size", "shuffle_run", "shuffle_window", "block_size", "stride", "world_size", "num_workers", "max_cells"}
+    {"batch_size", "group_size", "shuffle_run", "shuffle_window", "block_size", "stride", "world_size", "num_workers", "max_cells", "top_k", "n_bins"}
 )
 # Seeds, positions and counts that may be zero.
 NON_NEGATIVE = frozenset({"seed", "epoch", "position", "rank", "worker", "threads", "prefetch", "min_cells"})
