@@ -12,7 +12,8 @@ use clap::Args;
 use crate::corpus::Corpus;
 use crate::error::{Error, Result};
 use crate::loader::{
-    defaults, DenseGenes, Gatherer, IndexOutput, Loader, SamplerSpec, Summary, ValueOutput,
+    defaults, DenseGenes, Gatherer, IndexOutput, Loader, SamplerSpec, Summary, TokenMode,
+    ValueOutput,
 };
 use crate::sample::{LabelMode, ShardPolicy};
 
@@ -176,6 +177,21 @@ pub struct OutputArgs {
     /// Implies --coords.
     #[arg(long)]
     pub bounds: bool,
+    /// Tokenized output instead of CSR rows: `rank` (rank-value encoding: genes by value over
+    /// the gene's median of non-zero values, from the gene_stats table or --gene-medians) or
+    /// `bins` (value binning: per-cell quantile bins of the non-zero values).
+    #[arg(long, value_enum)]
+    pub tokens: Option<TokenMode>,
+    /// With --tokens: tokens per cell.
+    #[arg(long, default_value_t = defaults::TOP_K)]
+    pub top_k: usize,
+    /// With --tokens bins: number of bins, bin 0 (not expressed) included.
+    #[arg(long, default_value_t = defaults::N_BINS)]
+    pub n_bins: usize,
+    /// With --tokens rank: a table of gene medians (tab- or comma-separated, header with the
+    /// columns gene and median) instead of the corpus's gene_stats table.
+    #[arg(long)]
+    pub gene_medians: Option<PathBuf>,
 }
 
 impl OutputArgs {
@@ -193,6 +209,10 @@ impl OutputArgs {
             obs: self.obs.clone(),
             coords: self.coords,
             bounds: self.bounds,
+            tokens: self.tokens,
+            top_k: self.top_k,
+            n_bins: self.n_bins,
+            gene_medians: self.gene_medians.clone(),
             ..spec
         })
     }
@@ -205,7 +225,9 @@ impl OutputArgs {
     cellarrow sample my.corpus --rank 1 --world-size 4 --obs cell_type -o rank1.arrow\n  \
     cellarrow sample my.corpus --sampler shuffle --shuffle-run 128 -o batches.arrow\n  \
     cellarrow sample my.corpus --sampler regions --label niche --coords -o regions.arrow\n  \
-    cellarrow sample my.corpus --sampler blocks --block-size 200 --bounds -o blocks.arrow")]
+    cellarrow sample my.corpus --sampler blocks --block-size 200 --bounds -o blocks.arrow\n  \
+    cellarrow sample my.corpus --tokens rank --top-k 2048 -o tokens.arrow\n  \
+    cellarrow sample my.corpus --tokens bins --n-bins 51 --top-k 1200 -o binned.arrow")]
 pub struct SampleArgs {
     /// The corpus directory.
     pub corpus: PathBuf,

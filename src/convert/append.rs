@@ -143,6 +143,7 @@ pub fn append(
     )?;
     manifest.write(&dir)?;
     kill_point("manifest-written");
+    super::gene_stats::record(&dir, Some(corpus_dir))?;
     staging.commit()?;
     let bytes = manifest.files.iter().map(|f| f.bytes).sum();
     Ok(ConvertSummary {
@@ -276,30 +277,39 @@ fn append_tables(
     // genes and gene_counts
     let n_old = new.old_genes.len();
     let index = new.vocab.index();
-    let (mut genes, mut counts) = if old.format_version >= 2 {
-        let counts = link_table(corpus_dir, dir, old, GENE_COUNTS_TABLE)?;
-        (link_table(corpus_dir, dir, old, "genes")?, counts)
+    let mut counts = if old.format_version >= 2 {
+        link_table(corpus_dir, dir, old, GENE_COUNTS_TABLE)?
     } else {
-        (Vec::new(), split_format1_counts(corpus_dir, dir, old)?)
+        split_format1_counts(corpus_dir, dir, old)?
     };
-    if genes.is_empty() || index.genes()[..n_old] != *new.old_genes {
-        // The old rows changed (or a format-1 table): the table is written again, whole.
-        let number = tables::next_table_file_number(&genes, "genes");
-        genes = vec![tables::write_genes_file(
+    let old_rows_kept = old.format_version >= 2 && index.genes()[..n_old] == *new.old_genes;
+    let genes = if old_rows_kept {
+        let mut genes = link_table(corpus_dir, dir, old, "genes")?;
+        if index.len() > n_old {
+            let number = tables::next_table_file_number(&genes, "genes");
+            genes.push(tables::write_genes_file(
+                dir,
+                number,
+                index,
+                n_old..index.len(),
+            )?);
+        }
+        genes
+    } else {
+        // The old rows changed (or a format-1 table): the table is written again, whole, under
+        // a number no old file has.
+        let old_files: Vec<TableFile> = old_table_files(corpus_dir, old, "genes")?
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect();
+        let number = tables::next_table_file_number(&old_files, "genes");
+        vec![tables::write_genes_file(
             dir,
             number,
             index,
             0..index.len(),
-        )?];
-    } else if index.len() > n_old {
-        let number = tables::next_table_file_number(&genes, "genes");
-        genes.push(tables::write_genes_file(
-            dir,
-            number,
-            index,
-            n_old..index.len(),
-        )?);
-    }
+        )?]
+    };
     let (n_samples, n_cells) = tables::gene_counts(new.plans, new.outputs, new.vocab.len());
     let number = tables::next_table_file_number(&counts, GENE_COUNTS_TABLE);
     counts.push(tables::write_gene_counts_file(

@@ -14,6 +14,7 @@
 //! ```
 
 mod append;
+pub mod gene_stats;
 pub mod input;
 mod job;
 pub mod kill;
@@ -344,6 +345,7 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
     let outputs = convert_samples(&pool, &mut plans, &starts, opts, &mut layout, Retry::Widen)?;
     let warnings = warnings(&plans, &outputs);
     let written = tables::finish(&dir, &plans, &outputs, &starts, &vocab, &layout, opts)?;
+    gene_stats::record(&dir, None)?;
     staging.commit()?;
     Ok(ConvertSummary {
         output: opts.output.clone(),

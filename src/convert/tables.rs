@@ -406,7 +406,14 @@ pub(crate) fn samples_batch(
             .collect();
         cols.push((key.to_string(), Arc::new(col)));
     }
-    Ok(RecordBatch::try_from_iter(cols)?)
+    // Columns past the fixed ones may be null in some sample (metadata, ortholog counts): they
+    // are nullable whatever this batch holds, so every file of the table has one schema.
+    const FIXED: usize = 11;
+    Ok(RecordBatch::try_from_iter_with_nullable(
+        cols.into_iter()
+            .enumerate()
+            .map(|(i, (name, c))| (name, c, i >= FIXED)),
+    )?)
 }
 
 /// The column type shared by every sample: equal types stay, numbers widen to Float64 (or

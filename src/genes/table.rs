@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, StringArray, UInt32Array};
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use serde::Serialize;
 
@@ -84,7 +84,22 @@ pub fn genes_batch(index: &GeneIndex, range: Range<usize>) -> Result<RecordBatch
         ("ortholog_species", text(&joined(|o| o.species.as_deref()))),
         ("matched_by", text(&|g| matched::label(g.matched_by))),
     ];
-    Ok(RecordBatch::try_from_iter(cols)?)
+    // One schema whatever the data (try_from_iter would make a column without nulls
+    // non-nullable), so that every file of the table has the same one.
+    let fields: Vec<Field> = cols
+        .iter()
+        .map(|(name, c)| {
+            Field::new(
+                *name,
+                c.data_type().clone(),
+                !matches!(*name, "gene" | "name"),
+            )
+        })
+        .collect();
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        cols.into_iter().map(|(_, c)| c).collect(),
+    )?)
 }
 
 /// The text values of `col` (any type cast to text), nulls as `None`.

@@ -16,6 +16,7 @@ use arrow::datatypes::{
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 use super::pool::{BufferPool, OutBuf, Pooled, Region};
+use super::tokens::Tokenizer;
 use super::{BatchOptions, BatchRequest, DenseGenes, IndexOutput, ValueOutput};
 use crate::corpus::{Corpus, IndexType, Indices, ValueType, Values};
 use crate::error::{Context, Error, ErrorKind, Result};
@@ -69,6 +70,8 @@ pub struct Gatherer {
     /// Corpus gene id -> model vocabulary position, with [`BatchOptions::genes`].
     vocab: Option<VocabMap>,
     pool: Arc<BufferPool>,
+    /// Token output instead of CSR rows.
+    tokenizer: Option<Tokenizer>,
 }
 
 impl std::fmt::Debug for Gatherer {
@@ -135,6 +138,19 @@ fn matrix_fields(
         Field::new("indices", DataType::List(item_field(index_dt)), false),
         Field::new("values", DataType::List(item_field(value_dt)), false),
     ])
+}
+
+/// The tokenizer of token output (see [`super::tokens`]), which replaces the CSR columns.
+fn token_output(corpus: &Corpus, options: &BatchOptions) -> Result<Option<Tokenizer>> {
+    let Some(t) = &options.tokens else {
+        return Ok(None);
+    };
+    if options.dense.is_some() {
+        return Err(Error::invalid_input(
+            "tokens and dense are two kinds of output; ask for one",
+        ));
+    }
+    Tokenizer::new(corpus, t).map(Some)
 }
 
 /// The obs columns a batch carries: the coordinate columns first (as Float64), then the
@@ -246,12 +262,16 @@ impl Gatherer {
         if options.group_column {
             fields.push(Field::new("group", DataType::UInt64, false));
         }
-        fields.extend(matrix_fields(
-            &corpus,
-            &options,
-            dense_width,
-            vocab.as_ref().map(|v| v.size),
-        )?);
+        let tokenizer = token_output(&corpus, &options)?;
+        match &tokenizer {
+            Some(t) => fields.extend(t.fields()),
+            None => fields.extend(matrix_fields(
+                &corpus,
+                &options,
+                dense_width,
+                vocab.as_ref().map(|v| v.size),
+            )?),
+        }
         let (obs, axes) = load_obs(&corpus, &options, &mut fields)?;
         let bound_axes = if options.bounds { axes } else { 0 };
         fields.extend(bound_fields(bound_axes));
@@ -267,6 +287,7 @@ impl Gatherer {
             bound_axes,
             vocab,
             pool: Arc::default(),
+            tokenizer,
         })
     }
 
@@ -338,9 +359,10 @@ impl Gatherer {
             )?;
             columns.push(Arc::new(u64_array(out, groups)));
         }
-        match &self.dense_lut {
-            Some(lut) => columns.push(self.gather_dense(out, cells, lut)?),
-            None => {
+        match (&self.tokenizer, &self.dense_lut) {
+            (Some(t), _) => columns.extend(t.gather(&self.corpus, cells)?),
+            (None, Some(lut)) => columns.push(self.gather_dense(out, cells, lut)?),
+            (None, None) => {
                 let (mut indices, mut values) = self.gather_csr(out, cells)?;
                 if let Some(v) = &self.vocab {
                     let index_dt = self.schema.field_with_name("indices")?.data_type().clone();

@@ -9,6 +9,7 @@
 //! | `indices` | `List<UInt16 \| UInt32 \| Int32>` | gene ids of the cell's non-zeros (CSR output; stored type or [`IndexOutput`]); with [`BatchOptions::genes`], positions in the model vocabulary, increasing |
 //! | `values` | `List<...>` | the non-zeros, stored type or converted ([`ValueOutput`]) |
 //! | `dense` | `FixedSizeList<Float32 \| Float64, n>` | instead of `indices`/`values` with [`BatchOptions::dense`] |
+//! | `tokens`, `token_values`, `attention_mask` | `FixedSizeList<_, k>` | instead of `indices`/`values` with [`BatchOptions::tokens`] ([`tokens`]) |
 //! | `x`, `y`, (`z`) | `Float64` | with [`BatchOptions::coordinates`] |
 //! | obs columns | as in `obs.parquet` | with [`BatchOptions::obs_columns`] |
 //! | `min_x` ... `max_z` | `Float64` | with [`BatchOptions::bounds`]: the box of the cell's group (a spatial block, a region box) |
@@ -43,6 +44,7 @@ mod pool;
 mod prefetch;
 pub mod spec;
 mod summary;
+pub mod tokens;
 
 #[cfg(test)]
 mod tests;
@@ -52,6 +54,7 @@ pub use pool::Region;
 pub use prefetch::{Loader, LoaderOptions};
 pub use spec::{defaults, Planned, SamplerKind, SamplerSpec};
 pub use summary::Summary;
+pub use tokens::{TokenMode, TokenOptions};
 
 use std::sync::Arc;
 
@@ -114,6 +117,9 @@ pub struct BatchOptions {
     /// Add the box of each cell's group and the coordinates normalised to it (the requests
     /// must then carry bounds: spatial blocks, regions given as boxes). Implies `coordinates`.
     pub bounds: bool,
+    /// Token columns (`tokens`, `token_values`, `attention_mask`) instead of CSR rows; see
+    /// [`tokens`].
+    pub tokens: Option<TokenOptions>,
 }
 
 impl Default for BatchOptions {
@@ -127,6 +133,7 @@ impl Default for BatchOptions {
             coordinates: false,
             group_column: false,
             bounds: false,
+            tokens: None,
         }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{BatchOptions, BatchPlan, DenseGenes, IndexOutput, LoaderOptions, SampledCells};
-use super::{SampledGroups, ValueOutput};
+use super::{SampledGroups, TokenMode, TokenOptions, ValueOutput};
 use crate::corpus::Corpus;
 use crate::error::{Error, Result};
 use crate::genes::GeneVocab;
@@ -53,6 +53,10 @@ pub mod defaults {
     pub const THREADS: usize = 2;
     /// Batches gathered ahead: enough to hide an uneven batch, bounded memory.
     pub const PREFETCH: usize = 8;
+    /// Tokens per cell: Geneformer's input size.
+    pub const TOP_K: usize = 2048;
+    /// Value bins, bin 0 included: scGPT's default.
+    pub const N_BINS: usize = 51;
 
     /// The settings a front end changes from the defaults above, because its consumers expect
     /// other types: Python's loaders hand indices to scipy and torch, which index with int32
@@ -267,6 +271,16 @@ pub struct SamplerSpec {
     pub coords: bool,
     /// Add each cell's group box and its coordinates normalised to it (implies `coords`).
     pub bounds: bool,
+    /// Tokenized output instead of CSR rows: `rank` (rank-value encoding) or `bins` (value
+    /// binning); see [`crate::loader::tokens`].
+    pub tokens: Option<TokenMode>,
+    /// Tokens: tokens per cell (the row width).
+    pub top_k: usize,
+    /// Tokens `bins`: number of bins, 0 included (values get 1 ..= n_bins - 1).
+    pub n_bins: usize,
+    /// Tokens `rank`: a table of gene medians (columns gene, median) instead of the corpus's
+    /// `gene_stats` table.
+    pub gene_medians: Option<PathBuf>,
     /// Loader threads (0: gather on the consumer's thread).
     pub threads: usize,
     /// Batches gathered ahead.
@@ -317,6 +331,10 @@ impl Default for SamplerSpec {
             obs: Vec::new(),
             coords: false,
             bounds: false,
+            tokens: None,
+            top_k: d::TOP_K,
+            n_bins: d::N_BINS,
+            gene_medians: None,
             threads: d::THREADS,
             prefetch: d::PREFETCH,
             only_blocks: None,
@@ -426,8 +444,14 @@ impl SamplerSpec {
             at_least("max_cells", m, 1)?;
         }
         at_least("prefetch", self.prefetch, 1)?;
+        self.validate_tokens()?;
         positive("block_size", self.block_size)?;
         positive("stride", self.stride)?;
+        if self.genes.is_some() && self.tokens.is_some() {
+            return Err(Error::invalid_input(
+                "tokens and genes (a model vocabulary) do not combine: tokens are corpus gene ids",
+            ));
+        }
         if self.genes.is_some() && self.dense.is_some() {
             return Err(Error::invalid_input(
                 "genes (a model vocabulary) sets the gene space of CSR batches; it does not combine with dense",
@@ -494,6 +518,33 @@ impl SamplerSpec {
         Ok(())
     }
 
+    /// The checks of the token settings.
+    fn validate_tokens(&self) -> Result<()> {
+        at_least("top_k", self.top_k, 1)?;
+        at_least("n_bins", self.n_bins, 2)?;
+        if self.tokens.is_some() && self.dense.is_some() {
+            return Err(Error::invalid_input(
+                "tokens and dense are two kinds of output; ask for one",
+            ));
+        }
+        if self.gene_medians.is_some() && self.tokens != Some(TokenMode::Rank) {
+            return Err(Error::invalid_input(
+                "gene_medians is a setting of tokens=\"rank\"",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The token output of these settings, if any.
+    pub fn token_options(&self) -> Option<TokenOptions> {
+        self.tokens.map(|mode| TokenOptions {
+            mode,
+            top_k: self.top_k,
+            n_bins: self.n_bins,
+            gene_medians: self.gene_medians.clone(),
+        })
+    }
+
     /// The shard of this process.
     pub fn shard(&self) -> Result<Shard> {
         Shard::new(self.rank, self.world_size, self.worker, self.num_workers)
@@ -524,6 +575,7 @@ impl SamplerSpec {
             coordinates: self.coords,
             group_column: self.grouped(),
             bounds: self.bounds,
+            tokens: self.token_options(),
         }
     }
 
@@ -774,7 +826,16 @@ mod tests {
         .unwrap();
         assert_eq!(back, d);
         let names = SamplerSpec::names();
-        for n in ["where", "blocks_sql", "num_workers", "prefetch", "dense"] {
+        for n in [
+            "where",
+            "blocks_sql",
+            "num_workers",
+            "prefetch",
+            "dense",
+            "tokens",
+            "top_k",
+            "n_bins",
+        ] {
             assert!(names.iter().any(|x| x == n), "{n} in {names:?}");
         }
         assert!(!names.iter().any(|x| x == "only_blocks"));
@@ -837,6 +898,30 @@ mod tests {
             (
                 serde_json::json!({"genes": ["A"], "dense": "all"}),
                 "does not combine with dense",
+            ),
+            (
+                serde_json::json!({"genes": ["A"], "tokens": "rank"}),
+                "tokens and genes",
+            ),
+            (
+                serde_json::json!({"tokens": "words"}),
+                "tokens: unknown tokens \"words\"",
+            ),
+            (
+                serde_json::json!({"tokens": "rank", "top_k": 0}),
+                "top_k must be at least 1",
+            ),
+            (
+                serde_json::json!({"tokens": "bins", "n_bins": 1}),
+                "n_bins must be at least 2",
+            ),
+            (
+                serde_json::json!({"tokens": "rank", "dense": "all"}),
+                "tokens and dense",
+            ),
+            (
+                serde_json::json!({"tokens": "bins", "gene_medians": "m.tsv"}),
+                "gene_medians is a setting of tokens=\"rank\"",
             ),
         ];
         for (pairs, want) in cases {

@@ -10,6 +10,7 @@
 //! | `gene_counts` | `gene_counts/*.parquet` (format 2) | per conversion or append: `gene`, `n_samples`, `n_cells` |
 //! | `samples` | `samples/*.parquet` (format 1: `samples.parquet`) | one row per source file, with per-sample metadata |
 //! | `regions` | derived from an obs region column | only when obs has one |
+//! | `gene_stats` | `gene_stats/*.parquet` (one file) | per (species, gene): `n_cells`, `sum`, `sum_sq`, `median_nonzero` ([`crate::convert::gene_stats`]); corpora made before it have none |
 //! | `ontology` | the ontologies given to the engine | see [`QueryEngine::with_ontology`] and `is_a()` |
 //!
 //! A derived `regions` has one row per (sample, region value): `sample_id`, `region_id`,
@@ -180,7 +181,13 @@ impl QueryEngine {
             .then(|| crate::corpus::Manifest::read(root))
             .transpose()?;
         let mut tables = Vec::new();
-        for table in ["obs", "genes", "samples", crate::corpus::GENE_COUNTS_TABLE] {
+        for table in [
+            "obs",
+            "genes",
+            "samples",
+            crate::corpus::GENE_COUNTS_TABLE,
+            crate::convert::gene_stats::TABLE,
+        ] {
             if table == "genes" {
                 if let Some(m) = manifest.as_ref().filter(|m| m.format_version >= 2) {
                     // Identity and summed counts, as in format 1: one row per gene, in memory.
@@ -199,7 +206,9 @@ impl QueryEngine {
             }
             let files = files_of(table)?;
             if files.is_empty() {
-                if table == crate::corpus::GENE_COUNTS_TABLE {
+                if table == crate::corpus::GENE_COUNTS_TABLE
+                    || table == crate::convert::gene_stats::TABLE
+                {
                     continue;
                 }
                 let path = root.join(format!("{table}.parquet"));
@@ -300,7 +309,8 @@ impl QueryEngine {
         )
     }
 
-    /// The registered tables: `obs`, `genes`, `samples` and, when present, `regions`.
+    /// The registered tables: `obs`, `genes`, `samples` and, when present, `gene_counts`,
+    /// `gene_stats` and `regions`.
     pub fn tables(&self) -> &[String] {
         &self.tables
     }

@@ -30,9 +30,10 @@ fn identities(path: &Path) -> Vec<GeneIdentity> {
 
 /// A column of a corpus table as text (nulls as `None`).
 fn column(corpus: &Path, table: &str, name: &str) -> Vec<Option<String>> {
-    let batches =
-        cellarrow::corpus::read_parquet(&corpus.join(format!("{table}.parquet")), Some(&[name]))
-            .unwrap();
+    let batches = cellarrow::corpus::Corpus::open(corpus)
+        .unwrap()
+        .read_table(table, Some(&[name]))
+        .unwrap();
     let mut out = Vec::new();
     for b in batches {
         let c = arrow::compute::cast(b.column(0), &DataType::Utf8).unwrap();

@@ -14,6 +14,7 @@ mod containment;
 mod corruption;
 mod crash;
 mod fuzz_regressions;
+mod gene_stats;
 mod genes;
 mod obs_table;
 mod ontology;

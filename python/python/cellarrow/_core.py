@@ -565,7 +565,12 @@ class Loader:
     ``values`` (the type of the gathered values: ``"native"``, the stored type, by default;
     ``"f32"`` or ``"f64"``: converted while gathering), ``indices`` (``"i32"``, the default
     here, which scipy and torch take with no copy, or ``"native"``: the stored uint16/uint32,
-    fewer bytes). Loader settings: ``threads`` (0 gathers on the calling thread), ``prefetch``.
+    fewer bytes), ``tokens`` (``"rank"``: rank-value encoding, Geneformer-style, with the gene
+    medians of the corpus's ``gene_stats`` table or of ``gene_medians=``, a table of gene and
+    median; ``"bins"``: per-cell quantile bins of the non-zero values, scGPT-style, ``n_bins``
+    bins, default 51): each cell becomes ``top_k`` (default 2048) tokens, see
+    :attr:`Batch.tokens`, :attr:`Batch.token_values`, :attr:`Batch.attention_mask`.
+    Loader settings: ``threads`` (0 gathers on the calling thread), ``prefetch``.
 
     Whatever ``values`` is, :meth:`Batch.to_scipy`, :meth:`Batch.to_torch` and
     :meth:`Batch.to_numpy` give float32 values unless asked for ``values="native"``; a loader
@@ -869,6 +874,33 @@ class Batch:
         return _view(col.values).reshape(len(col), width)
 
     @property
+    def is_tokens(self) -> bool:
+        """Whether the batch holds tokens (a loader made with ``tokens=``) instead of a matrix."""
+        return self._csr is None and "tokens" in self._rb.schema.names
+
+    def _rows(self, name: str) -> np.ndarray:
+        col = self.column(name)
+        return _view(col.values).reshape(len(col), col.type.list_size)
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """Token (gene) ids as a ``(num_rows, top_k)`` int32 view; -1 in padding
+        (``tokens=`` loaders)."""
+        return self._rows("tokens")
+
+    @property
+    def token_values(self) -> np.ndarray:
+        """The value of each token as a ``(num_rows, top_k)`` view: float32 (``tokens="rank"``:
+        the value over the cell's total and the gene's median) or int32 (``tokens="bins"``: the
+        bin, 1 to ``n_bins - 1``); 0 in padding."""
+        return self._rows("token_values")
+
+    @property
+    def attention_mask(self) -> np.ndarray:
+        """1 for a token, 0 for padding, as a ``(num_rows, top_k)`` bool view."""
+        return self._rows("attention_mask").view(np.bool_)
+
+    @property
     def obs(self) -> pa.Table:
         """The per-cell columns of the batch other than the matrix, as a ``pyarrow.Table``
         (as ``Corpus.obs`` and ``Cohort.obs`` are): ``cell``, the ``obs=`` columns, and the
@@ -959,7 +991,7 @@ class Batch:
         return t.to_dense() if dense else t
 
 
-_MATRIX_COLUMNS = ("indices", "values", "dense")
+_MATRIX_COLUMNS = ("indices", "values", "dense", "tokens", "token_values", "attention_mask")
 _VALUE_TYPES = {"f32": np.dtype(np.float32), "f64": np.dtype(np.float64)}
 
 

@@ -47,6 +47,10 @@ LOADER_KEYWORDS = (
     "obs",
     "coords",
     "bounds",
+    "tokens",
+    "top_k",
+    "n_bins",
+    "gene_medians",
     "threads",
     "prefetch",
 )
