@@ -1,6 +1,6 @@
 """Gene statistics and tokenized batches on the real fixtures, against plain NumPy.
 
-The corpus is read back independently (pyarrow over the matrix parts and gene_stats.parquet),
+The corpus is read back independently (pyarrow over the matrix parts and the gene_stats table),
 the statistics and both tokenization rules are recomputed with NumPy, cell by cell, and the
 loader's batches (``tokens="rank"`` / ``tokens="bins"``) and the torch adapter's tensors must
 match them.
@@ -72,9 +72,16 @@ def bin_value(code):
     return np.where(code < 0, -mag, mag)
 
 
+def stats_table(path):
+    """The gene_stats table, read with pyarrow from the file the manifest lists."""
+    m = json.loads((path / "manifest.json").read_text())
+    (f,) = m["tables"]["gene_stats"]
+    return pq.read_table(path / f["path"])
+
+
 def medians_from_table(path, n_genes):
     """Each gene's median over every species: the sketches merged, the lower median's bin."""
-    t = pq.read_table(path / "gene_stats.parquet")
+    t = stats_table(path)
     genes = t.column("gene").to_numpy()
     bins = t.column("sketch_bins").to_pylist()
     counts = t.column("sketch_counts").to_pylist()
@@ -137,7 +144,7 @@ def test_gene_stats_match_the_matrix(corpus_path):
     for s in m["samples"]:
         cell_species[s["first_cell"] : s["first_cell"] + s["n_cells"]] = species_of[s["sample_id"]]
     row_species = np.repeat(cell_species, np.diff(indptr))
-    t = pq.read_table(corpus_path / "gene_stats.parquet").to_pydict()
+    t = stats_table(corpus_path).to_pydict()
     assert len(t["gene"]) > 0
     assert sorted(set(t["species"])) == ["human", "mouse"]
     got = {(s, g): i for i, (s, g) in enumerate(zip(t["species"], t["gene"]))}
@@ -269,11 +276,12 @@ def test_a_corpus_without_statistics_names_what_is_missing(corpus_path, tmp_path
     old = tmp_path / "old.corpus"
     shutil.copytree(corpus_path, old)
     m = json.loads((old / "manifest.json").read_text())
-    m["files"] = [f for f in m["files"] if f["path"] != "gene_stats.parquet"]
+    (f,) = m["tables"].pop("gene_stats")
+    m["files"] = [e for e in m["files"] if e["path"] != f["path"]]
     (old / "manifest.json").write_text(json.dumps(m))
-    (old / "gene_stats.parquet").unlink()
+    (old / f["path"]).unlink()
     corpus = cellarrow.open(old)
-    with pytest.raises(ValueError, match="gene_stats.parquet.*gene_medians"):
+    with pytest.raises(ValueError, match="gene_stats table.*gene_medians"):
         corpus.loader(tokens="rank")
     # Binning needs no statistics.
     assert next(iter(corpus.loader(tokens="bins", batch_size=4))).tokens.shape == (4, 2048)

@@ -151,17 +151,17 @@ class Corpus:
 
     @property
     def obs(self) -> pa.Table:
-        """``obs.parquet``: one row per cell (``cell``, ``sample_id``, ..., source obs columns)."""
+        """The ``obs`` table: one row per cell (``cell``, ``sample_id``, ..., source obs columns)."""
         return self.table("obs")
 
     @property
     def genes(self) -> pa.Table:
-        """``genes.parquet``: the gene vocabulary; row ``i`` is gene id ``i``."""
+        """The ``genes`` table: the gene vocabulary (identity columns, ``n_samples``, ``n_cells``); row ``i`` is gene id ``i``."""
         return self.table("genes")
 
     @property
     def samples(self) -> pa.Table:
-        """``samples.parquet``: one row per source h5ad file."""
+        """The ``samples`` table: one row per source h5ad file."""
         return self.table("samples")
 
     def table_paths(self, name: str) -> List[Path]:
