@@ -27,7 +27,8 @@ def test_tables_equal_what_pyarrow_and_polars_read_from_the_files(corpus):
         assert df.select(files.column_names).equals(pl.read_parquet(f"{corpus.path}/{name}/*.parquet"))
         assert corpus.scan(name).collect().equals(df)
         assert corpus.table_paths(name) == sorted((corpus.path / name).glob("*.parquet"))
-    assert corpus.genes.column_names == ["gene", "name", "n_samples", "n_cells"]
+    identity = ["id", "id_version", "symbol", "species", "ortholog_id", "ortholog_symbol", "ortholog_species", "matched_by"]
+    assert corpus.genes.column_names == ["gene", "name", *identity, "n_samples", "n_cells"]
     assert corpus.obs.num_rows == corpus.n_cells == 220
     assert corpus.genes.column("name").to_pylist() == corpus.gene_names
     assert corpus.samples.column("sample_id").to_pylist() == ["sa", "sb"]

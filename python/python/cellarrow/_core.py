@@ -17,6 +17,8 @@ from ._errors import CellIndexError, CorpusNotFoundError, NotACorpusError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+TABLES = ("obs", "genes", "samples", "gene_counts", "gene_stats")
+
 
 _log = logging.getLogger("cellarrow")
 
@@ -130,7 +132,7 @@ class Corpus:
 
     # -- tables ----------------------------------------------------------------------------
     def table(self, name: str, columns: Optional[Sequence[str]] = None, *, format: str = "arrow"):
-        """A corpus table (``obs``, ``genes``, ``samples``, ``gene_counts``).
+        """A corpus table (``obs``, ``genes``, ``samples``, ``gene_counts``, ``gene_stats``).
 
         ``format="arrow"`` gives a ``pyarrow.Table``, ``"polars"`` a ``polars.DataFrame``
         (from the same Arrow buffers, no copy).
@@ -589,6 +591,9 @@ class Loader:
         if not isinstance(corpus, Corpus):
             corpus = Corpus(corpus)
         _settings.check_keywords(options, _settings.native_keywords() - {"sampler"} | {"cohort"}, "Loader()")
+        # A model vocabulary's own type check names what it takes (a path or gene names).
+        if options.get("genes") is not None:
+            options["genes"] = _gene_vocab(options["genes"])
         _settings.check_values(options, sampler)
         if isinstance(options.get("dense"), str):
             options["dense"] = [options["dense"]]
@@ -596,8 +601,6 @@ class Loader:
             options["obs"] = [options["obs"]]
         if options.get("regions") is not None:
             options["regions"] = os.fspath(options["regions"])
-        if options.get("genes") is not None:
-            options["genes"] = _gene_vocab(options["genes"])
         for name, value in _native.Loader.front_end_defaults("python").items():
             options.setdefault(name, value)
         self.corpus = corpus
