@@ -188,20 +188,12 @@ fn link_parts(from: &Path, to: &Path, old: &Manifest) -> Result<()> {
 /// A part number above every existing part's, so no new part shares a name (and, through the
 /// hard link, the bytes) of an old one.
 pub(crate) fn next_part_number(old: &Manifest) -> usize {
-    old.matrix
-        .parts
-        .iter()
-        .filter_map(|p| {
-            p.path
-                .strip_prefix("matrix/part-")?
-                .strip_suffix(".arrow")?
-                .parse::<usize>()
-                .ok()
-        })
-        .map(|n| n + 1)
-        .max()
-        .unwrap_or(0)
-        .max(old.matrix.parts.len())
+    tables::next_file_number(
+        old.matrix.parts.iter().map(|p| p.path.as_str()),
+        "matrix/part-",
+        ".arrow",
+    )
+    .max(old.matrix.parts.len())
 }
 
 /// Column `column` of every file of a table of the corpus at `dir`, as text.

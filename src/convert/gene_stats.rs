@@ -506,14 +506,17 @@ pub fn compute(corpus: &Corpus, from: u64) -> Result<GeneStats> {
 /// without the table (made before it existed) gets one computed over every cell.
 pub fn record(dir: &Path, previous: Option<&Path>) -> Result<()> {
     let mut manifest = Manifest::read(dir)?;
-    let old_files = match previous {
-        Some(old) => crate::corpus::table_files_at(old, TABLE)?,
-        None => Vec::new(),
-    };
-    let (mut stats, from) = match previous {
-        Some(old) if !old_files.is_empty() => {
-            let old_cells = Manifest::read(old)?.n_cells;
-            (GeneStats::read_files(&old_files)?, old_cells)
+    let old = previous
+        .map(|p| Manifest::read(p).map(|m| (p, m)))
+        .transpose()?;
+    let old_files: &[crate::corpus::TableFile] = old
+        .as_ref()
+        .and_then(|(_, m)| m.tables.get(TABLE))
+        .map_or(&[], Vec::as_slice);
+    let (mut stats, from) = match &old {
+        Some((p, m)) if !old_files.is_empty() => {
+            let files: Vec<PathBuf> = old_files.iter().map(|f| p.join(&f.path)).collect();
+            (GeneStats::read_files(&files)?, m.n_cells)
         }
         _ => (GeneStats::default(), 0),
     };
@@ -521,15 +524,7 @@ pub fn record(dir: &Path, previous: Option<&Path>) -> Result<()> {
     stats.merge(compute(&corpus, from)?);
     drop(corpus);
     // A number above the previous file's, so the new file never takes its name.
-    let previous_files: Vec<crate::corpus::TableFile> = match previous {
-        Some(old) => Manifest::read(old)?
-            .tables
-            .get(TABLE)
-            .cloned()
-            .unwrap_or_default(),
-        None => Vec::new(),
-    };
-    let number = super::tables::next_table_file_number(&previous_files, TABLE);
+    let number = super::tables::next_table_file_number(old_files, TABLE);
     let rel = super::tables::table_file_path(TABLE, number);
     let file = super::tables::write_batches_file(dir, &rel, &[stats.to_batch()?])?;
     let entry = super::tables::file_entries(dir, std::slice::from_ref(&rel))?;

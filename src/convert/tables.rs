@@ -122,13 +122,24 @@ pub(crate) fn table_file_path(table: &str, number: usize) -> String {
 /// A file number above every file of `table` in `files`, so that a new file never takes the
 /// name (and, through a hard link, the bytes) of an existing one.
 pub(crate) fn next_table_file_number(files: &[TableFile], table: &str) -> usize {
-    let prefix = format!("{table}/part-");
-    files
-        .iter()
-        .filter_map(|f| {
-            f.path
-                .strip_prefix(&prefix)?
-                .strip_suffix(".parquet")?
+    next_file_number(
+        files.iter().map(|f| f.path.as_str()),
+        &format!("{table}/part-"),
+        ".parquet",
+    )
+}
+
+/// One above the highest `N` of the paths named `{prefix}N{suffix}` (0 when none is).
+pub(crate) fn next_file_number<'a>(
+    paths: impl IntoIterator<Item = &'a str>,
+    prefix: &str,
+    suffix: &str,
+) -> usize {
+    paths
+        .into_iter()
+        .filter_map(|p| {
+            p.strip_prefix(prefix)?
+                .strip_suffix(suffix)?
                 .parse::<usize>()
                 .ok()
         })

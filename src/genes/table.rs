@@ -215,12 +215,16 @@ pub struct GeneSummary {
 }
 
 impl GeneSummary {
-    /// The summary of a corpus's genes.
+    /// The summary of a corpus's genes, from its genes table as served (identity and counts).
     pub fn read(corpus: &crate::corpus::Corpus) -> Result<GeneSummary> {
-        let genes = read_genes(&corpus.table_files("genes"))?;
+        let batches = corpus.read_table("genes", None)?;
+        let genes = genes_of(corpus.root(), &batches)?;
         let mut n_samples = Vec::new();
-        for b in corpus.read_table("genes", Some(&["n_samples"]))? {
-            let c = arrow::compute::cast(b.column(0), &DataType::UInt32)
+        for b in &batches {
+            let Some(c) = b.column_by_name("n_samples") else {
+                continue;
+            };
+            let c = arrow::compute::cast(c, &DataType::UInt32)
                 .map_err(|e| Error::corpus(corpus.root(), format!("genes n_samples: {e}")))?;
             n_samples.extend(
                 c.as_primitive::<arrow::datatypes::UInt32Type>()

@@ -71,7 +71,7 @@ fn close(a: f64, b: f64) -> bool {
 
 /// Every row of the table against the values themselves.
 fn check_against_cells(dir: &Path) {
-    let stats = stats_of(&dir);
+    let stats = stats_of(dir);
     let expected = values_by_gene(dir);
     let rows: usize = stats.groups.values().map(|g| g.len()).sum();
     assert_eq!(
