@@ -410,6 +410,18 @@ impl Manifest {
                 if !seen.insert(f.path.as_str()) {
                     return bad(format!("tables lists {:?} twice", f.path));
                 }
+                // The directory names the table, so a manifest whose table name changed (or
+                // whose path moved to another table) cannot pass as a different table.
+                if f.path
+                    .strip_prefix(name.as_str())
+                    .and_then(|r| r.strip_prefix('/'))
+                    .is_none()
+                {
+                    return bad(format!(
+                        "tables.{name}: {:?} does not lie in the table's directory {name}/",
+                        f.path
+                    ));
+                }
             }
         }
         let rows = |t: &str| self.tables[t].iter().map(|f| f.rows).sum::<u64>();

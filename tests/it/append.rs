@@ -686,4 +686,17 @@ fn validate_checks_every_table_file() {
         e.contains("gene_counts/part-00001.parquet") && e.contains("not listed in files"),
         "{e}"
     );
+
+    // A table renamed in the manifest: its files lie in another table's directory.
+    fresh();
+    edit(&|v| {
+        let t = v["tables"].as_object_mut().unwrap();
+        let files = t.remove("gene_stats").unwrap();
+        t.insert("geny_stats".into(), files);
+    });
+    let e = Corpus::open(&dir).err().unwrap().to_string();
+    assert!(
+        e.contains("tables.geny_stats") && e.contains("table's directory geny_stats/"),
+        "{e}"
+    );
 }
