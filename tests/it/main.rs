@@ -16,5 +16,6 @@ mod crash;
 mod fuzz_regressions;
 mod gene_stats;
 mod genes;
+mod merge;
 mod obs_table;
 mod ontology;

@@ -94,3 +94,9 @@ def convert_cached(run_cellarrow, session_tmp):
         return cache[key]
 
     return convert
+
+
+def pytest_configure(config):
+    # `slow`: long tests (a real Ray cluster); they run in scripts/test.sh like every other
+    # test, and `-m "not slow"` leaves them out of a quick run.
+    config.addinivalue_line("markers", "slow: a long test (run by scripts/test.sh; deselect with -m 'not slow')")
