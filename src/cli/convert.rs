@@ -29,6 +29,13 @@ Examples:
   # (a BioMart export: Gene stable ID, Mouse gene stable ID, Mouse homology type)
   cellarrow convert human.h5ad mouse.h5ad -o both --orthologs mart_export.txt
 
+  # Cell types given as Cell Ontology labels or ids, resolved to ids in
+  # obs.cell_type_ontology_term_id (CL from $CELLARROW_ONTOLOGY_DIR, or a file)
+  cellarrow convert *.h5ad -o out --ontology cell_type=CL --ontology tissue=uberon.obo
+
+  # Pieces converted apart (other machines) with one gene order merge without rewriting
+  cellarrow convert a.h5ad -o a.corpus --gene-order genes.parquet
+
 The corpus is written beside OUTPUT under a hidden name and renamed into place when complete:
 an interrupted or failed conversion leaves nothing behind and never touches an existing corpus.")]
 pub struct ConvertArgs {
@@ -107,6 +114,13 @@ pub struct ReadArgs {
     /// obs columns to keep, comma-separated (default: all)
     #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
     pub obs_columns: Option<Vec<String>>,
+    /// Declare an obs column an ontology column: COLUMN=ONTOLOGY, the ontology a name such as
+    /// CL (a file of $CELLARROW_ONTOLOGY_DIR, e.g. the data directory of the
+    /// cellxgene-ontology-guide package) or an OBO or ontology JSON file. Its labels or ids
+    /// (exact id, label or EXACT synonym) become term ids in COLUMN_ontology_term_id; values
+    /// that name no term are listed and left null, never guessed. Repeatable
+    #[arg(long, value_name = "COLUMN=ONTOLOGY")]
+    pub ontology: Vec<crate::convert::OntologyColumn>,
     /// The obsm key holding spatial coordinates (2 or 3 columns)
     #[arg(long, default_value = "spatial", value_name = "KEY")]
     pub spatial_key: String,
@@ -133,6 +147,7 @@ impl ReadArgs {
         opts.vocab = self.vocab;
         opts.duplicate_genes = self.duplicate_genes;
         opts.obs_columns = self.obs_columns;
+        opts.ontologies = self.ontology;
         opts.spatial_key = self.spatial_key;
         opts.threads = self.threads;
         opts

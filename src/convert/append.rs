@@ -61,6 +61,7 @@ pub fn append(
             "a fixed vocabulary cannot be used to append: the corpus's vocabulary grows",
         ));
     }
+    let labels = super::labels::load(&opts.ontologies)?;
     let _lock = super::lock::CorpusLock::acquire(corpus_dir)?;
     // Takes back a previous corpus left aside by a killed writer, before reading it.
     let staging = super::output::Staging::create(corpus_dir, true)?;
@@ -111,6 +112,7 @@ pub fn append(
                 .max()
                 .unwrap_or(0),
         ),
+        labels: &labels,
     };
     let starts = lay_out(&plans, layout.part_cells, first_part, old.n_cells);
     let outputs = convert_samples(&pool, &mut plans, &starts, opts, &mut layout, Retry::Widen)?;

@@ -26,6 +26,8 @@ pub struct SampleOutput {
     pub gene_cells: Vec<u64>,
     /// The staging obs table (its own schema; unified later).
     pub obs_path: PathBuf,
+    /// Values of ontology columns that named no term.
+    pub unresolved: Vec<super::labels::UnresolvedLabels>,
 }
 
 /// Fixed parameters shared by every sample of one conversion.
@@ -38,6 +40,8 @@ pub struct Layout<'a> {
     pub n_genes: usize,
     /// Spatial columns of obs.parquet: 0, 2 or 3.
     pub coord_dims: usize,
+    /// Ontology columns whose values get term ids.
+    pub labels: &'a [super::labels::LabelColumn],
 }
 
 /// Writes consecutive rows into parts of at most `part_cells` cells, numbered from `first_part`.
@@ -300,9 +304,10 @@ pub fn convert_sample(
             let obs_path = layout
                 .dir
                 .join(format!("obs-staging-{first_part:05}.parquet"));
-            let batch = obs_batch(&h5, frame, plan, layout, first_cell, &stats, order)?;
+            let (batch, unresolved) =
+                obs_batch(&h5, frame, plan, layout, first_cell, &stats, order)?;
             corpus::write_parquet(&obs_path, &[batch])?;
-            Ok(obs_path)
+            Ok((obs_path, unresolved))
         };
         let job = Job {
             plan,
@@ -334,7 +339,12 @@ fn convert_matrix<'scope>(
     h5: &H5ad,
     order: Option<&[u64]>,
     progress: &ProgressBar,
-    obs: impl FnOnce(Vec<CellStats>) -> std::thread::ScopedJoinHandle<'scope, Result<PathBuf>>,
+    obs: impl FnOnce(
+        Vec<CellStats>,
+    ) -> std::thread::ScopedJoinHandle<
+        'scope,
+        Result<(PathBuf, Vec<super::labels::UnresolvedLabels>)>,
+    >,
 ) -> Result<Option<SampleOutput>> {
     let Job {
         plan,
@@ -395,17 +405,19 @@ fn convert_matrix<'scope>(
     let parts = drained.and_then(|()| sink.finish());
     // Joined before any error returns, so the obs thread never outlives a failed conversion.
     let obs_path = obs.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-    let (parts, obs_path) = (parts?, obs_path?);
+    let (parts, (obs_path, unresolved)) = (parts?, obs_path?);
     Ok(Some(SampleOutput {
         parts,
         nnz,
         counts,
         gene_cells,
         obs_path,
+        unresolved,
     }))
 }
 
-/// The sample's obs rows in storage order: reserved columns, coordinates, then source columns.
+/// The sample's obs rows in storage order: reserved columns, coordinates, source columns, then
+/// the term ids of ontology columns; with the ontology values that did not resolve.
 fn obs_batch(
     h5: &H5ad,
     frame: crate::h5ad::Frame,
@@ -414,7 +426,7 @@ fn obs_batch(
     first_cell: u64,
     stats: &[CellStats],
     order: Option<&[u64]>,
-) -> Result<RecordBatch> {
+) -> Result<(RecordBatch, Vec<super::labels::UnresolvedLabels>)> {
     let n = stats.len();
     let crate::h5ad::Frame { index, columns } = frame;
     if index.len() != n {
@@ -498,10 +510,13 @@ fn obs_batch(
         };
         fields.push((name, col));
     }
+    let unresolved = super::labels::resolve(layout.labels, &mut fields, h5.path())?;
     // Every column nullable, as in the obs.parquet of several samples, whose union leaves
     // a column null where a sample lacks it: one sample's table is obs.parquet as it is.
-    RecordBatch::try_from_iter_with_nullable(fields.into_iter().map(|(n, a)| (n, a, true)))
-        .at_object(h5.path(), "obs")
+    let batch =
+        RecordBatch::try_from_iter_with_nullable(fields.into_iter().map(|(n, a)| (n, a, true)))
+            .at_object(h5.path(), "obs")?;
+    Ok((batch, unresolved))
 }
 
 /// Progress bars: indicatif's with the `progress` feature (the command line turns it on),

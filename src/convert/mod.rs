@@ -18,6 +18,7 @@ pub mod gene_stats;
 pub mod input;
 mod job;
 pub mod kill;
+pub mod labels;
 pub mod lock;
 mod merge;
 pub mod output;
@@ -36,6 +37,7 @@ use serde::Serialize;
 
 pub use append::append;
 pub use input::{read_input_manifest, resolve_inputs, InputSample};
+pub use labels::OntologyColumn;
 pub use merge::{merge, MergeOptions, MergeReport, OnDuplicate, RenamedSample};
 pub use vocab::{DuplicateGenes, GeneSlot, Vocabulary};
 
@@ -90,6 +92,9 @@ pub struct ConvertOptions {
     pub duplicate_genes: DuplicateGenes,
     /// obs columns to keep (all when `None`).
     pub obs_columns: Option<Vec<String>>,
+    /// obs columns of ontology labels or ids, resolved to term ids ([`labels`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ontologies: Vec<OntologyColumn>,
     /// The obsm key holding coordinates.
     pub spatial_key: String,
     /// Refuse inputs without coordinates.
@@ -139,6 +144,7 @@ impl ConvertOptions {
             gene_order: None,
             duplicate_genes: DuplicateGenes::Error,
             obs_columns: None,
+            ontologies: Vec::new(),
             spatial_key: "spatial".into(),
             require_spatial: false,
             overwrite: false,
@@ -328,6 +334,7 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
     }
     let pool = thread_pool(opts)?;
     let mut vocab = start_vocabulary(opts)?;
+    let labels = labels::load(&opts.ontologies)?;
     // Check the destination before the expensive planning, so a mistake costs nothing.
     let staging = output::Staging::create(&opts.output, opts.overwrite)?;
     let dir = staging.path().to_path_buf();
@@ -346,6 +353,7 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
         part_cells: opts.part_cells.max(1),
         n_genes: vocab.len(),
         coord_dims: coord_dims(&plans),
+        labels: &labels,
     };
     let starts = lay_out(&plans, layout.part_cells, 0, 0);
     let outputs = convert_samples(&pool, &mut plans, &starts, opts, &mut layout, Retry::Widen)?;
@@ -641,6 +649,9 @@ fn remove_sample_outputs(dir: &std::path::Path, starts: &[(usize, u64)]) -> Resu
 fn warnings(plans: &[Planned], outputs: &[job::SampleOutput]) -> Vec<String> {
     let mut warnings = vocab::species_warnings(plans);
     for (p, o) in plans.iter().zip(outputs) {
+        for u in &o.unresolved {
+            warnings.push(labels::warning(&p.input.sample_id, u));
+        }
         if o.counts.nnz_outside_vocab > 0 {
             let outside = p
                 .gene_map

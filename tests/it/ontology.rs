@@ -857,3 +857,203 @@ fn the_real_cell_ontology_of_cellxgene_ontology_guide() {
         path.display()
     );
 }
+
+/// `convert --ontology COLUMN=ONTOLOGY`: labels, ids and synonyms become term ids in
+/// `COLUMN_ontology_term_id`; values that name no term are listed and left null; a column of
+/// ids is checked in place; SQL's `is_a` selects by the new column; an ambiguous label, a
+/// missing column or a column the ids would overwrite fail and write nothing.
+mod convert_labels {
+    use super::*;
+    use crate::common::{cli, leftovers, python, stderr};
+    use cellarrow::convert::{append, convert, resolve_inputs, ConvertOptions};
+    use cellarrow::Corpus;
+
+    /// One cell per label (`-`: missing); a column of ids whose last id the ontology lacks; a
+    /// `tissue` column whose id column exists already.
+    const SCRIPT: &str = r#"
+import sys, anndata as ad, numpy as np, pandas as pd, scipy.sparse as sp
+out, labels = sys.argv[1], sys.argv[2].split("|")
+n = len(labels)
+obs = pd.DataFrame({
+    "cell_type": pd.Categorical([None if l == "-" else l for l in labels]),
+    "ids_ontology_term_id": ["CL:0000236"] * (n - 1) + ["CL:0009999"],
+    "other": np.arange(n),
+    "tissue": ["blood"] * n,
+    "tissue_ontology_term_id": ["UBERON:0000178"] * n,
+}, index=[f"c{i}" for i in range(n)])
+x = sp.csr_matrix(np.arange(1, n * 3 + 1, dtype=np.float32).reshape(n, 3))
+ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=["g0", "g1", "g2"])).write_h5ad(out)
+"#;
+
+    fn h5ad(dir: &Path, name: &str, labels: &[&str]) -> Option<PathBuf> {
+        let Some(py) = python() else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "no Python with anndata on CI"
+            );
+            eprintln!("skipping: no Python with anndata (set CELLARROW_PYTHON)");
+            return None;
+        };
+        let out = dir.join(name);
+        let o = Command::new(py)
+            .args(["-c", SCRIPT])
+            .arg(&out)
+            .arg(labels.join("|"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        Some(out)
+    }
+
+    fn ids(corpus: &Path, column: &str) -> Vec<Option<String>> {
+        let c = Corpus::open(corpus).unwrap();
+        c.read_table("obs", Some(&[column]))
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                let col =
+                    arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+                strings(&col)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn labels_resolve_to_term_ids_beside_them() {
+        let (dir, _) = small();
+        let obo = dir.path().join("cl.obo");
+        let labels = [
+            "B cell",
+            "T lymphocyte",
+            "CL:0000788",
+            "mature B cell",
+            "blob",
+            "blob",
+            "-",
+        ];
+        let Some(file) = h5ad(dir.path(), "a.h5ad", &labels) else {
+            return;
+        };
+        let out = dir.path().join("a.corpus");
+        let mut o = ConvertOptions::new(&out);
+        o.threads = 1;
+        o.ontologies = vec![
+            format!("cell_type={}", obo.display()).parse().unwrap(),
+            format!("ids_ontology_term_id={}", obo.display())
+                .parse()
+                .unwrap(),
+        ];
+        let s = convert(&resolve_inputs(std::slice::from_ref(&file)).unwrap(), &o).unwrap();
+        let want: Vec<Option<String>> = [
+            Some("CL:0000236"),
+            Some("CL:0000084"),
+            Some("CL:0000788"),
+            Some("CL:0000785"),
+            None,
+            None,
+            None,
+        ]
+        .iter()
+        .map(|v| v.map(String::from))
+        .collect();
+        assert_eq!(ids(&out, "cell_type_ontology_term_id"), want);
+        // The labels stay as they were; a column of ids is kept as it is, even its unknown id.
+        assert_eq!(ids(&out, "cell_type")[4].as_deref(), Some("blob"));
+        assert_eq!(
+            ids(&out, "ids_ontology_term_id")[6].as_deref(),
+            Some("CL:0009999")
+        );
+        let w = s.warnings.join("\n");
+        assert!(
+            w.contains("obs column `cell_type`: 1 values (2 cells)") && w.contains("\"blob\""),
+            "{w}"
+        );
+        assert!(
+            w.contains("`ids_ontology_term_id`") && w.contains("CL:0009999"),
+            "{w}"
+        );
+
+        // SQL selects by the new column, whatever depth each cell was annotated at.
+        let q = cli([
+            "query".as_ref(),
+            out.as_os_str(),
+            "--ontology".as_ref(),
+            obo.as_os_str(),
+            "--format".as_ref(),
+            "csv".as_ref(),
+            "SELECT count(*) AS n FROM obs WHERE is_a(cell_type_ontology_term_id, 'CL:0000236')"
+                .as_ref(),
+        ]);
+        assert!(q.status.success(), "{}", stderr(&q));
+        let text = String::from_utf8_lossy(&q.stdout);
+        assert_eq!(text.trim().lines().last(), Some("3"), "{text}");
+
+        // An append resolves its new cells the same way.
+        let Some(more) = h5ad(dir.path(), "b.h5ad", &["naive B cell", "T cell"]) else {
+            return;
+        };
+        o.output = out.clone();
+        append(&out, &resolve_inputs(&[more]).unwrap(), &o).unwrap();
+        let all = ids(&out, "cell_type_ontology_term_id");
+        assert_eq!(
+            all[labels.len()..],
+            [
+                Some("CL:0000788".to_string()),
+                Some("CL:0000084".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn ambiguous_labels_missing_and_clashing_columns_write_nothing() {
+        let (dir, _) = small();
+        let obo = dir.path().join("cl.obo");
+        let Some(file) = h5ad(dir.path(), "a.h5ad", &["B cell", "hybrid cell"]) else {
+            return;
+        };
+        let out = dir.path().join("x.corpus");
+        let run = |file: &Path, decl: &str| {
+            cli([
+                "convert".as_ref(),
+                file.as_os_str(),
+                "-o".as_ref(),
+                out.as_os_str(),
+                "--ontology".as_ref(),
+                decl.as_ref(),
+            ])
+        };
+        let cases = [
+            (
+                &file,
+                format!("cell_type={}", obo.display()),
+                vec!["cell_type", "hybrid cell", "CL:0000901", "CL:0000902"],
+            ),
+            (
+                &file,
+                format!("celltype={}", obo.display()),
+                vec!["a.h5ad", "no column `celltype`"],
+            ),
+            (
+                &file,
+                format!("tissue={}", obo.display()),
+                vec!["obs/tissue_ontology_term_id", "exists already"],
+            ),
+            (&file, "cell_type".to_string(), vec!["COLUMN=ONTOLOGY"]),
+            (
+                &file,
+                "cell_type=no/such.obo".to_string(),
+                vec!["no/such.obo", "does not exist"],
+            ),
+        ];
+        for (f, decl, needles) in cases {
+            let o = run(f, &decl);
+            assert!(!o.status.success(), "{decl}");
+            let e = stderr(&o);
+            for n in needles {
+                assert!(e.contains(n), "{decl}: {e}");
+            }
+            assert!(!out.exists(), "{decl}");
+            assert_eq!(leftovers(&out), Vec::<String>::new(), "{decl}");
+        }
+    }
+}
