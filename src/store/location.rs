@@ -301,6 +301,10 @@ fn build_store(
                 AmazonS3Builder::new()
             };
             for (k, v) in &options.options {
+                // The AWS SDKs' switch, read by `check_s3_credentials`, not a builder key.
+                if k.eq_ignore_ascii_case("aws_ec2_metadata_disabled") {
+                    continue;
+                }
                 let key: AmazonS3ConfigKey = k.parse().map_err(|e| config_err(k, e))?;
                 b = b.with_config(key, v);
             }

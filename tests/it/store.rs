@@ -243,7 +243,7 @@ fn store_retries_server_errors_and_short_bodies_within_the_bound() {
     let range = 100..size.min(3000);
     let want = &local[range.start as usize..range.end as usize];
 
-    for fault in ["fail 3 503", "fail 2 500", "short 3", "fail 1 503\nshort 2"] {
+    for fault in ["fail 3 503", "fail 3 500", "short 3", "fail 1 503\nshort 2"] {
         f.server.cmd("reset");
         for line in fault.lines() {
             f.server.cmd(&format!("{line} {rel}"));

@@ -167,8 +167,9 @@ impl Worker {
             let mut line = String::new();
             let n = self.stdout.read_line(&mut line).unwrap();
             assert!(n > 0, "the cache worker exited early");
-            if let Some(msg) = line.trim().strip_prefix("@@ ") {
-                return msg.to_string();
+            // libtest may have started the line ("test ... ").
+            if let Some(at) = line.find("@@ ") {
+                return line[at + 3..].trim().to_string();
             }
         }
     }
