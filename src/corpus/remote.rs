@@ -80,7 +80,12 @@ impl Corpus {
 
 /// The local directory with the manifest and every file that is not a matrix part, each
 /// checked against its sha256; made once per (URL, manifest) and published by a rename.
-fn snapshot(loc: &Location, manifest: &Manifest, text: &[u8], cache: Option<&Cache>) -> Result<PathBuf> {
+fn snapshot(
+    loc: &Location,
+    manifest: &Manifest,
+    text: &[u8],
+    cache: Option<&Cache>,
+) -> Result<PathBuf> {
     let base = match cache {
         Some(c) => c.dir().join("snapshots"),
         None => std::env::temp_dir().join("cellarrow-snapshots"),
@@ -122,9 +127,17 @@ fn snapshot(loc: &Location, manifest: &Manifest, text: &[u8], cache: Option<&Cac
 }
 
 fn fill_snapshot(loc: &Location, manifest: &Manifest, text: &[u8], tmp: &Path) -> Result<()> {
-    let parts: std::collections::HashSet<&str> =
-        manifest.matrix.parts.iter().map(|p| p.path.as_str()).collect();
-    for f in manifest.files.iter().filter(|f| !parts.contains(f.path.as_str())) {
+    let parts: std::collections::HashSet<&str> = manifest
+        .matrix
+        .parts
+        .iter()
+        .map(|p| p.path.as_str())
+        .collect();
+    for f in manifest
+        .files
+        .iter()
+        .filter(|f| !parts.contains(f.path.as_str()))
+    {
         let reader = RangeReader::new(loc, &f.path);
         let mut fetched = fetch_verified(&reader, None, &f.sha256, f.bytes)?;
         let dest = tmp.join(&f.path);
@@ -136,7 +149,8 @@ fn fill_snapshot(loc: &Location, manifest: &Manifest, text: &[u8], tmp: &Path) -
     }
     let path = tmp.join(MANIFEST_FILE);
     let mut out = File::create(&path).map_err(|e| Error::io(&path, "creating", e))?;
-    out.write_all(text).map_err(|e| Error::io(&path, "writing", e))?;
+    out.write_all(text)
+        .map_err(|e| Error::io(&path, "writing", e))?;
     Ok(())
 }
 
@@ -158,7 +172,10 @@ fn remote_matrix(loc: &Location, manifest: &Manifest, cache: Option<&Cache>) -> 
         let reader = RangeReader::new(loc, &part.path);
         let file = fetch_verified(&reader, cache, &entry.sha256, entry.bytes)?;
         if entry.bytes == 0 {
-            return Err(Error::corpus(&url, "matrix part is empty (no Arrow stream)"));
+            return Err(Error::corpus(
+                &url,
+                "matrix part is empty (no Arrow stream)",
+            ));
         }
         // Safety: cache entries are never written after they are published (an eviction
         // unlinks the file; the mapping keeps its bytes).

@@ -66,10 +66,7 @@ impl CacheKey {
     }
 
     fn file_name(&self) -> String {
-        format!(
-            "{}-{}-{}",
-            self.sha256, self.range.start, self.range.end
-        )
+        format!("{}-{}-{}", self.sha256, self.range.start, self.range.end)
     }
 }
 

@@ -96,8 +96,9 @@ pub fn fetch_verified(
             None => tempfile::tempfile()
                 .map_err(|e| Error::io(std::env::temp_dir(), "creating a temporary file", e))
                 .and_then(|f| {
-                    f.set_len(size)
-                        .map_err(|e| Error::io(std::env::temp_dir(), "sizing a temporary file", e))?;
+                    f.set_len(size).map_err(|e| {
+                        Error::io(std::env::temp_dir(), "sizing a temporary file", e)
+                    })?;
                     fill(&f, &std::env::temp_dir())?;
                     Ok(f)
                 }),

@@ -279,16 +279,11 @@ fn env_or(options: &StoreOptions, key: &str) -> Option<String> {
     })
 }
 
-fn build_store(
-    scheme: Scheme,
-    url: &str,
-    options: &StoreOptions,
-) -> Result<Arc<dyn ObjectStore>> {
+fn build_store(scheme: Scheme, url: &str, options: &StoreOptions) -> Result<Arc<dyn ObjectStore>> {
     let timeout = format!("{}ms", options.timeout.as_millis());
     let connect = format!("{}ms", options.connect_timeout.as_millis());
-    let config_err = |key: &str, e: object_store::Error| {
-        bad_url(url, format!("configuration key {key:?}: {e}"))
-    };
+    let config_err =
+        |key: &str, e: object_store::Error| bad_url(url, format!("configuration key {key:?}: {e}"));
     let build_err = |e: object_store::Error| {
         let msg = e.to_string();
         bad_url(url, msg).with_source(e)
@@ -311,7 +306,10 @@ fn build_store(
             b = b
                 .with_url(url)
                 .with_retry(no_retries())
-                .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), &timeout)
+                .with_config(
+                    AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+                    &timeout,
+                )
                 .with_config(
                     AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
                     &connect,

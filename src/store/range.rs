@@ -206,7 +206,12 @@ impl RangeReader {
         Error::url(
             kind,
             &*self.url,
-            format!("part {}, {}: {}", self.part, range_text(range), msg.as_ref()),
+            format!(
+                "part {}, {}: {}",
+                self.part,
+                range_text(range),
+                msg.as_ref()
+            ),
         )
     }
 

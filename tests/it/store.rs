@@ -46,7 +46,9 @@ impl Server {
         let stdin = child.stdin.take().expect("piped stdin");
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut line = String::new();
-        stdout.read_line(&mut line).expect("reading the server's READY line");
+        stdout
+            .read_line(&mut line)
+            .expect("reading the server's READY line");
         let words: Vec<&str> = line.split_whitespace().collect();
         assert!(
             words.len() == 3 && words[0] == "READY",
@@ -67,9 +69,15 @@ impl Server {
         writeln!(self.stdin, "{command}").expect("writing to the server");
         self.stdin.flush().expect("writing to the server");
         let mut line = String::new();
-        self.stdout.read_line(&mut line).expect("reading from the server");
+        self.stdout
+            .read_line(&mut line)
+            .expect("reading from the server");
         let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-        assert_eq!(words.first().map(String::as_str), Some("OK"), "{command}: {line}");
+        assert_eq!(
+            words.first().map(String::as_str),
+            Some("OK"),
+            "{command}: {line}"
+        );
         words[1..].to_vec()
     }
 
@@ -81,7 +89,11 @@ impl Server {
 
     /// Store options for the server directly (`proxy` false) or through the fault proxy.
     fn options(&self, proxy: bool) -> StoreOptions {
-        let port = if proxy { self.proxy_port } else { self.moto_port };
+        let port = if proxy {
+            self.proxy_port
+        } else {
+            self.moto_port
+        };
         StoreOptions::isolated()
             .with("aws_endpoint", format!("http://127.0.0.1:{port}"))
             .with("aws_allow_http", "true")
@@ -189,15 +201,31 @@ fn store_ranges_match_local_bytes() {
         assert_eq!(reader.head_blocking().unwrap().0, size);
         // Ranges that share a request, span several, repeat and overlap.
         let s = size;
-        let ranges = vec![0..8, 8..100, 130..140, s / 3..s / 2, s - 10..s, 50..60, s / 2 - 1..s / 2 + 9000.min(s / 2)];
+        let ranges = vec![
+            0..8,
+            8..100,
+            130..140,
+            s / 3..s / 2,
+            s - 10..s,
+            50..60,
+            s / 2 - 1..s / 2 + 9000.min(s / 2),
+        ];
         let got = reader.read_blocking(&ranges).unwrap();
         for (r, b) in ranges.iter().zip(&got) {
-            assert_eq!(b.as_slice(), &local[r.start as usize..r.end as usize], "{rel} {r:?}");
+            assert_eq!(
+                b.as_slice(),
+                &local[r.start as usize..r.end as usize],
+                "{rel} {r:?}"
+            );
         }
         let o = reader.options();
         let planned = coalesce(&ranges, o.coalesce_gap, o.max_request).len() as u64;
         assert!(planned < ranges.len() as u64 + 3);
-        assert_eq!(reader.stats().requests, planned, "{rel}: one GET per planned request");
+        assert_eq!(
+            reader.stats().requests,
+            planned,
+            "{rel}: one GET per planned request"
+        );
     }
 }
 
@@ -251,7 +279,11 @@ fn store_retries_server_errors_and_short_bodies_within_the_bound() {
         let reader = RangeReader::new(&loc, &rel).with_options(quick(3));
         let got = reader.read_blocking(std::slice::from_ref(&range)).unwrap();
         assert_eq!(got[0].as_slice(), want, "{fault}");
-        assert_eq!(reader.stats().retries, 3, "{fault}: one retry per injected fault");
+        assert_eq!(
+            reader.stats().retries,
+            3,
+            "{fault}: one retry per injected fault"
+        );
         assert_eq!(f.server.count(), (4, 3), "{fault}");
     }
 }
@@ -266,17 +298,25 @@ fn store_errors_past_the_bound_name_url_part_and_range() {
         f.server.cmd("reset");
         f.server.cmd(&format!("{fault} {rel}"));
         let reader = RangeReader::new(&loc, &rel).with_options(quick(2));
-        let e = reader.read_blocking(std::slice::from_ref(&range)).unwrap_err();
+        let e = reader
+            .read_blocking(std::slice::from_ref(&range))
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Remote, "{fault}: {e}");
         let text = e.to_string();
         let part_url = format!("{}/{rel}", url());
         assert!(text.starts_with(&part_url), "{fault}: no URL in {text}");
-        assert!(text.contains(&format!("part {rel}")), "{fault}: no part in {text}");
+        assert!(
+            text.contains(&format!("part {rel}")),
+            "{fault}: no part in {text}"
+        );
         assert!(
             text.contains(&format!("bytes {}..{}", range.start, range.end)),
             "{fault}: no range in {text}"
         );
-        assert!(text.contains("after 3 attempts") && text.contains(needle), "{fault}: {text}");
+        assert!(
+            text.contains("after 3 attempts") && text.contains(needle),
+            "{fault}: {text}"
+        );
         // Exactly retries + 1 attempts reached the proxy.
         assert_eq!(f.server.count(), (3, 3), "{fault}");
     }
@@ -333,13 +373,24 @@ fn store_bad_locations_are_clear_errors() {
         .read_blocking(&[0..10])
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
-    assert!(e.to_string().starts_with("s3://no-such-bucket/x/manifest.json"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("s3://no-such-bucket/x/manifest.json"),
+        "{e}"
+    );
     let e = open_err(Corpus::open_url_with("s3://no-such-bucket/x", &opts, None));
     assert_eq!(e.kind(), ErrorKind::InvalidCorpus, "{e}");
-    assert!(e.to_string().contains("s3://no-such-bucket/x/manifest.json"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("s3://no-such-bucket/x/manifest.json"),
+        "{e}"
+    );
     // No credentials.
     let none = StoreOptions::isolated()
-        .with("aws_endpoint", format!("http://127.0.0.1:{}", f.server.moto_port))
+        .with(
+            "aws_endpoint",
+            format!("http://127.0.0.1:{}", f.server.moto_port),
+        )
         .with("aws_allow_http", "true")
         .with("aws_ec2_metadata_disabled", "true");
     let e = open_err(Corpus::open_url_with(&url(), &none, None));
@@ -363,8 +414,16 @@ fn store_corpus_over_s3_matches_local_cell_by_cell() {
     assert_eq!(remote.manifest(), local.manifest());
     assert!(local.manifest().matrix.parts.len() >= 2);
     for cell in 0..local.n_cells() {
-        assert_eq!(remote.indices(cell).to_u32_vec(), local.indices(cell).to_u32_vec(), "cell {cell}");
-        assert_eq!(remote.values(cell).to_f64_vec(), local.values(cell).to_f64_vec(), "cell {cell}");
+        assert_eq!(
+            remote.indices(cell).to_u32_vec(),
+            local.indices(cell).to_u32_vec(),
+            "cell {cell}"
+        );
+        assert_eq!(
+            remote.values(cell).to_f64_vec(),
+            local.values(cell).to_f64_vec(),
+            "cell {cell}"
+        );
     }
     // The tables come from the snapshot, checked against their checksums.
     for table in ["obs", "genes", "samples"] {
@@ -381,8 +440,7 @@ fn store_corpus_over_s3_matches_local_cell_by_cell() {
     }
     // A second open is served by the cache and the snapshot: no GET of a part.
     f.server.cmd("reset");
-    let again =
-        Corpus::open_url_with(&url(), &f.server.options(true), Some(&cache)).unwrap();
+    let again = Corpus::open_url_with(&url(), &f.server.options(true), Some(&cache)).unwrap();
     assert_eq!(again.n_cells(), local.n_cells());
     assert_eq!(f.server.count().0, 1, "only the manifest is fetched again");
 }

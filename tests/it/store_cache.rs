@@ -141,7 +141,12 @@ struct Worker {
 impl Worker {
     fn start(dir: &Path, budget: u64) -> Worker {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "store_cache::cache_worker", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "store_cache::cache_worker",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(WORKER_ENV, dir)
             .env(BUDGET_ENV, budget.to_string())
             .stdin(Stdio::piped())
@@ -246,6 +251,13 @@ fn two_processes_share_the_cache() {
     a.finish();
     b.finish();
     let usage = Cache::open(dir.path(), budget).unwrap().usage().unwrap();
-    assert!(usage <= budget, "the cache holds {usage} bytes, over its bound {budget}");
-    assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
+    assert!(
+        usage <= budget,
+        "the cache holds {usage} bytes, over its bound {budget}"
+    );
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "{:?}",
+        leftovers(dir.path())
+    );
 }
