@@ -142,6 +142,6 @@ pub fn fetch_bytes(location: &Location, rel: &str) -> Result<Vec<u8>> {
     let reader = RangeReader::new(location, rel);
     let (size, etag) = reader.head_blocking()?;
     let reader = reader.with_etag(etag);
-    let bodies = reader.read_blocking(&[0..size])?;
+    let bodies = reader.read_blocking(std::slice::from_ref(&(0..size)))?;
     Ok(bodies[0].as_slice().to_vec())
 }

@@ -266,7 +266,7 @@ impl RangeReader {
         mut sink: impl FnMut(u64, &[u8]) -> Result<()>,
     ) -> Result<()> {
         let o = &self.options;
-        let requests = coalesce(&[0..size], 0, o.max_request);
+        let requests = coalesce(std::slice::from_ref(&(0..size)), 0, o.max_request);
         let mut bodies = stream::iter(requests)
             .map(|r| async move {
                 let body = self.fetch(&r).await?;

@@ -370,7 +370,7 @@ fn store_bad_locations_are_clear_errors() {
     // A bucket that does not exist.
     let loc = Location::parse_with("s3://no-such-bucket/x", &opts).unwrap();
     let e = RangeReader::new(&loc, "manifest.json")
-        .read_blocking(&[0..10])
+        .read_blocking(std::slice::from_ref(&(0..10)))
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     assert!(
