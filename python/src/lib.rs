@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use arrow::array::{Array, ArrayRef, AsArray, UInt64Array};
 use arrow::datatypes::{Field, UInt64Type};
 use arrow::record_batch::RecordBatch;
-use cellarrow::corpus::{Corpus, ValueType};
+use cellarrow::corpus::Corpus;
 use cellarrow::loader::{BatchOptions, Gatherer, Loader, Region, SamplerSpec};
 use cellarrow::query::QueryEngine;
 use cellarrow::sample::{Cohort, Layout, Shard, ShardPolicy};
@@ -238,7 +238,7 @@ impl PyCorpus {
             .collect()
     }
 
-    /// A Parquet table of the corpus (`obs`, `genes`, `samples`, `regions`), optionally only
+    /// A Parquet table of the corpus (`obs`, `genes`, `samples`, `gene_counts`), optionally only
     /// some columns, as an Arrow table (PyCapsule), or None when it has no rows.
     #[pyo3(signature = (name, columns=None))]
     fn read_table(
@@ -272,10 +272,8 @@ impl PyCorpus {
     /// The matrix as one Arrow table over the mapped parts (no copy): columns `indices`,
     /// `values`, one row per cell in id order.
     fn matrix(&self) -> PyResult<PyTable> {
-        table(
-            self.corpus.matrix_record_batches(),
-            self.corpus.matrix_schema(),
-        )
+        let batches = self.corpus.matrix_record_batches().map_err(to_py)?;
+        table(batches, self.corpus.matrix_schema())
     }
 
     /// Runs one SQL statement (the tables and functions of `cellarrow query`).
@@ -354,11 +352,7 @@ impl PyCorpus {
             }
         };
         let nnz = gatherer.nnz(&cells).map_err(to_py)?;
-        let value_size = match self.corpus.manifest().value_type {
-            ValueType::Uint16 => 2,
-            ValueType::Uint32 | ValueType::Float32 => 4,
-            ValueType::Float64 => 8,
-        };
+        let value_size = self.corpus.manifest().value_type.byte_width();
         let (indptr, p) = new_bytes(py, 4 * (cells.len() + 1))?;
         let (indices, i) = new_bytes(py, 4 * nnz)?;
         let (values, v) = new_bytes(py, value_size * nnz)?;
@@ -408,6 +402,13 @@ pub struct PyLoader {
     /// Gene ids of the dense columns, in column order (empty for CSR).
     #[pyo3(get)]
     dense_genes: Vec<u32>,
+    /// Width of a batch's gene space: the model vocabulary's size with `genes`, else the
+    /// corpus's gene count.
+    #[pyo3(get)]
+    n_genes: u64,
+    /// With `genes`: (vocabulary genes the corpus has, vocabulary size, the missing ones).
+    #[pyo3(get)]
+    vocab_overlap: Option<(usize, usize, Vec<String>)>,
     /// The effective settings.
     spec: SamplerSpec,
 }
@@ -442,6 +443,10 @@ impl PyLoader {
             .map_err(to_py)?;
         let dense_genes = gatherer.dense_genes().to_vec();
         let dense_width = gatherer.dense_width();
+        let n_genes = gatherer.n_genes();
+        let vocab_overlap = gatherer
+            .vocab()
+            .map(|v| (v.present, v.size, v.missing.clone()));
         let loader = Loader::new(Arc::new(gatherer), planned.plan, spec.loader_options());
         Ok(PyLoader {
             inner: Mutex::new(loader),
@@ -452,6 +457,8 @@ impl PyLoader {
             grouped: planned.grouped,
             dense_width,
             dense_genes,
+            n_genes,
+            vocab_overlap,
             spec,
         })
     }
@@ -460,6 +467,23 @@ impl PyLoader {
     #[staticmethod]
     fn setting_names() -> Vec<String> {
         SamplerSpec::names()
+    }
+
+    /// Checks settings as the constructor does before it reads anything (names, types,
+    /// ranges, and how they combine), with no corpus: raises the constructor's error.
+    #[staticmethod]
+    #[pyo3(signature = (**settings))]
+    fn check_settings(settings: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        plan::spec_from_kwargs(settings).map(|_| ())
+    }
+
+    /// The settings a front end (`python`, `torch`, `hf`) serves differently from the
+    /// library's defaults, as a dict (see `cellarrow::loader::defaults::front_end`).
+    #[staticmethod]
+    fn front_end_defaults<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+        let pairs = cellarrow::loader::defaults::front_end(name)
+            .ok_or_else(|| value_error(format!("unknown front end {name:?}")))?;
+        plan::json_to_py(py, &serde_json::Value::Object(pairs))
     }
 
     /// The library's default of every setting, as a dict.

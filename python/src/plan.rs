@@ -29,7 +29,14 @@ pub fn spec_from_kwargs(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<SamplerS
             pairs.insert(key, json);
         }
     }
-    SamplerSpec::from_json(pairs).map_err(crate::to_py)
+    SamplerSpec::from_json(pairs).map_err(|e| {
+        // serde names a value of the wrong JSON type this way; Python calls that a TypeError.
+        if e.to_string().contains("invalid type") {
+            crate::type_error(e.to_string())
+        } else {
+            crate::to_py(e)
+        }
+    })
 }
 
 /// A Python value as JSON: bools, integers (also numpy's), floats, strings, paths, and lists
@@ -85,6 +92,11 @@ fn to_json(v: &Bound<'_, PyAny>) -> Result<Value, String> {
 
 /// Every setting and its value, as a dict (for `repr` and logs).
 pub fn spec_to_dict<'py>(py: Python<'py>, spec: &SamplerSpec) -> PyResult<Bound<'py, PyAny>> {
-    let text = spec.to_json().to_string();
-    py.import("json")?.call_method1("loads", (text,))
+    json_to_py(py, &spec.to_json())
+}
+
+/// A JSON value as the Python value `json.loads` makes of it.
+pub fn json_to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    py.import("json")?
+        .call_method1("loads", (value.to_string(),))
 }

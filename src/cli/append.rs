@@ -19,10 +19,11 @@ Examples:
   # An input manifest with per-sample metadata, as for convert
   cellarrow append cohort.corpus new_samples.csv
 
-Existing matrix parts are kept as they are (hard-linked, never rewritten): new genes get the
-next gene ids, new cells the next cell ids. An input whose sample id or file (by sha256) is
-already in the corpus is refused, as is data that the corpus's gene id or value type cannot
-hold. The new corpus replaces the old one atomically; a second append into the same corpus
+Existing matrix parts and table files are kept as they are (hard-linked, never rewritten);
+each table (obs, genes, samples, gene_counts) gets one new file with the new rows only: new
+genes get the next gene ids, new cells the next cell ids. New data that needs a wider gene id
+or value type gets it in its own parts (the loader widens the others). An input whose sample
+id or file (by sha256) is already in the corpus is refused. The new corpus replaces the old one atomically; a second append into the same corpus
 fails at once while the first holds its lock, and readers that opened the corpus before keep
 reading what they opened.")]
 pub struct AppendArgs {

@@ -7,6 +7,7 @@ use clap::Args;
 
 use crate::convert::{convert, resolve_inputs, ConvertOptions, ConvertSummary, DuplicateGenes};
 use crate::error::Result;
+use crate::genes::{GeneKey, OrthologPolicy};
 use crate::h5ad::MatrixSource;
 
 /// Convert h5ad files into one corpus.
@@ -23,6 +24,10 @@ Examples:
 
   # Raw counts from a layer, Ensembl ids as the vocabulary, coordinates in obsm['X_spatial']
   cellarrow convert *.h5ad -o out --layer counts --gene-column gene_ids --spatial-key X_spatial
+
+  # Human and mouse files in one gene space: mouse genes mapped onto their human orthologs
+  # (a BioMart export: Gene stable ID, Mouse gene stable ID, Mouse homology type)
+  cellarrow convert human.h5ad mouse.h5ad -o both --orthologs mart_export.txt
 
 The corpus is written beside OUTPUT under a hidden name and renamed into place when complete:
 an interrupted or failed conversion leaves nothing behind and never touches an existing corpus.")]
@@ -61,10 +66,33 @@ pub struct ReadArgs {
     /// Store raw/X (genes from raw/var) instead of X
     #[arg(long)]
     pub raw: bool,
-    /// Use this var column as gene names instead of the var index
+    /// The var column of stable gene ids (default: the first of gene_ids, gene_id, ensembl_id,
+    /// feature_id ... present, else var_names when they are ids). Ensembl versions
+    /// (ENSG00000141510.17) are split off into the genes table's id_version
     #[arg(long, value_name = "COLUMN")]
     pub gene_column: Option<String>,
-    /// Fix the vocabulary (convert only): a text file with one gene per line, or another corpus's genes.parquet.
+    /// The var column of gene symbols (default: var_names when they are not ids, else the
+    /// first of gene_symbols, gene_symbol, feature_name, gene_name ... present)
+    #[arg(long, value_name = "COLUMN")]
+    pub symbol_column: Option<String>,
+    /// What matches genes across files: the stable id (a gene without one matches by symbol),
+    /// or the symbol (a gene without one matches by id)
+    #[arg(long, value_enum, default_value_t = GeneKey::Id)]
+    pub gene_key: GeneKey,
+    /// An ortholog table (TSV, or CSV by extension; as exported from Ensembl BioMart, or with
+    /// columns human_gene_id, mouse_gene_id, homology_type) mapping genes of other species
+    /// onto --reference-species. A sample's species is the input manifest's `species`, else
+    /// read from its gene ids (ENSG human, ENSMUSG mouse ...)
+    #[arg(long, value_name = "TABLE")]
+    pub orthologs: Option<PathBuf>,
+    /// The species genes of other species are mapped onto (with --orthologs)
+    #[arg(long, default_value = "human", value_name = "SPECIES")]
+    pub reference_species: String,
+    /// Which ortholog pairs map a gene: one-to-one only, or every gene with a unique
+    /// reference ortholog (one-to-many); the others keep their own genes and are counted
+    #[arg(long, value_enum, default_value_t = OrthologPolicy::OneToOne)]
+    pub ortholog_policy: OrthologPolicy,
+    /// Fix the vocabulary (convert only): a text file with one gene per line, another corpus (its directory), or a Parquet file with a `name` column.
     /// Genes outside it are counted per sample and reported, not stored
     #[arg(long, value_name = "FILE")]
     pub vocab: Option<PathBuf>,
@@ -92,6 +120,11 @@ impl ReadArgs {
             (None, false) => MatrixSource::X,
         };
         opts.gene_column = self.gene_column;
+        opts.symbol_column = self.symbol_column;
+        opts.gene_key = self.gene_key;
+        opts.orthologs = self.orthologs;
+        opts.reference_species = self.reference_species;
+        opts.ortholog_policy = self.ortholog_policy;
         opts.vocab = self.vocab;
         opts.duplicate_genes = self.duplicate_genes;
         opts.obs_columns = self.obs_columns;
@@ -125,10 +158,16 @@ pub fn print_summary(summary: &ConvertSummary, quiet: bool, json: bool) {
             serde_json::to_string_pretty(summary).expect("summary serialises")
         );
     } else if !quiet {
+        let mut species: std::collections::BTreeMap<&str, usize> = Default::default();
+        for s in summary.species.values() {
+            *species.entry(s.as_str()).or_default() += 1;
+        }
+        let species: Vec<String> = species.iter().map(|(s, n)| format!("{s} {n}")).collect();
         println!(
-            "{}: {} samples, {} cells, {} genes, {} non-zeros ({:?} values, {:?} gene ids), {:.1} MB, {:.2} bytes/nnz, {:.1} s",
+            "{}: {} samples ({}), {} cells, {} genes, {} non-zeros ({:?} values, {:?} gene ids), {:.1} MB, {:.2} bytes/nnz, {:.1} s",
             summary.output.display(),
             summary.n_samples,
+            species.join(", "),
             summary.n_cells,
             summary.n_genes,
             summary.nnz,

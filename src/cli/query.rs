@@ -12,9 +12,12 @@ use crate::query::{OutputFormat, QueryEngine, QueryOptions, ResultWriter};
 use crate::sample::write_cohort;
 
 const EXAMPLES: &str = "\
-Tables: obs (one row per cell), genes, samples, regions (when the corpus has regions.parquet or
-an obs `region` column). Functions: blocks(size[, stride]) lists the non-empty spatial blocks
-of every spatial sample; expr(cell, 'GENE') is a gene's value in a cell (name or gene id).
+Tables: obs (one row per cell), genes, gene_counts, samples, regions (one row per value of an
+obs region column: --region-column, else `region` when obs has it). Functions:
+blocks(size[, stride]) lists the non-empty spatial blocks of every spatial sample;
+expr(cell, 'GENE') is a gene's value in a cell (the gene by its name, stable id or unique
+symbol, or its gene id). Without ORDER BY the row order is not defined (scans and GROUP BY run
+in parallel): add ORDER BY for a stable order.
 
 Examples:
   # cells per cell type and tissue
@@ -24,13 +27,18 @@ Examples:
   cellarrow query corpus/ \"SELECT cell FROM obs WHERE donor = 'D1' AND x BETWEEN 0 AND 500 AND y BETWEEN 0 AND 500\" --cohort d1_box.parquet
 
   # the samples of one species
-  cellarrow query corpus/ \"SELECT sample_id, n_cells FROM samples WHERE species = 'Homo sapiens'\"
+  cellarrow query corpus/ \"SELECT sample_id, n_cells FROM samples WHERE species = 'human'\"
 
   # T cells that express CD3E, exported as CSV
   cellarrow query corpus/ \"SELECT cell, sample_id FROM obs WHERE cell_type = 'T cell' AND expr(cell, 'CD3E') > 0\" --format csv -o t.csv
 
   # 500-unit blocks of sample s1 with 20 to 200 cells
   cellarrow query corpus/ \"SELECT * FROM blocks(500) WHERE n_cells BETWEEN 20 AND 200 AND sample_id = 's1'\"
+
+  # every B cell, whatever depth each dataset annotated; CL is looked up in
+  # $CELLARROW_ONTOLOGY_DIR (e.g. the data directory of the cellxgene-ontology-guide
+  # package), or give the path of an OBO or ontology JSON file
+  cellarrow query corpus/ --ontology CL \"SELECT count(*) FROM obs WHERE is_a(cell_type_ontology_term_id, 'CL:0000236')\"
 
   # the columns of obs
   cellarrow query corpus/ \"SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'obs'\"";
@@ -53,9 +61,14 @@ pub struct QueryArgs {
     /// sorted UInt64 column `cell`) instead of printing the result.
     #[arg(long, conflicts_with_all = ["output", "format"])]
     pub cohort: Option<PathBuf>,
-    /// The obs column that defines `regions` when the corpus has no regions.parquet.
+    /// The obs column whose values define the `regions` table (default: `region`, if obs has it).
     #[arg(long)]
     pub region_column: Option<String>,
+    /// An ontology for `is_a(term, 'CL:0000084')` and the `ontology` table: an OBO or ontology
+    /// JSON file (`.json.zst` too), or a name (`CL`, `UBERON`) looked up in the directory that
+    /// $CELLARROW_ONTOLOGY_DIR names. Repeat for several.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub ontology: Vec<String>,
     /// Worker threads (default: available cores, at most 8).
     #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub threads: usize,
@@ -68,7 +81,10 @@ pub fn run(args: QueryArgs) -> Result<()> {
         threads: args.threads,
         region_column: args.region_column.clone(),
     };
-    let engine = QueryEngine::with_options(corpus, &options)?;
+    let mut engine = QueryEngine::with_options(corpus, &options)?;
+    for ontology in &args.ontology {
+        engine.load_ontology(ontology)?;
+    }
 
     if let Some(path) = &args.cohort {
         let cohort = engine.cohort(&args.sql)?;

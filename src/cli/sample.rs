@@ -12,7 +12,8 @@ use clap::Args;
 use crate::corpus::Corpus;
 use crate::error::{Error, Result};
 use crate::loader::{
-    defaults, DenseGenes, Gatherer, IndexOutput, Loader, SamplerSpec, Summary, ValueOutput,
+    defaults, DenseGenes, Gatherer, IndexOutput, Loader, SamplerSpec, Summary, TokenMode,
+    ValueOutput,
 };
 use crate::sample::{LabelMode, ShardPolicy};
 
@@ -73,8 +74,8 @@ pub struct SamplerArgs {
     /// Groups: how labels shape a group: none, class-balanced or stratified.
     #[arg(long, default_value_t = defaults::LABEL_MODE)]
     pub label_mode: LabelMode,
-    /// Regions: a regions manifest (Parquet, or CSV by extension); default: `--label` values,
-    /// else the corpus's `regions.parquet`.
+    /// Regions: a regions manifest (Parquet, or CSV by extension); without it, the values of
+    /// the `--label` obs column are the regions.
     #[arg(long)]
     pub regions: Option<PathBuf>,
     /// Regions and blocks: downsample larger groups to this many cells.
@@ -160,6 +161,11 @@ pub struct OutputArgs {
     /// Dense output over these genes (comma-separated names; `id:N` for a gene id; `all`).
     #[arg(long, value_delimiter = ',')]
     pub dense: Option<Vec<String>>,
+    /// A model's gene vocabulary: a file of gene ids or symbols, one per line (or a JSON list,
+    /// or scGPT's vocab.json). CSR batches come out in its order and id space; corpus genes
+    /// outside it are left out. Reports how many of its genes the corpus has.
+    #[arg(long, value_name = "FILE", conflicts_with = "dense")]
+    pub genes: Option<PathBuf>,
     /// obs columns to add (comma-separated or repeated).
     #[arg(long = "obs", value_delimiter = ',')]
     pub obs: Vec<String>,
@@ -171,6 +177,21 @@ pub struct OutputArgs {
     /// Implies --coords.
     #[arg(long)]
     pub bounds: bool,
+    /// Tokenized output instead of CSR rows: `rank` (rank-value encoding: genes by value over
+    /// the gene's median of non-zero values, from the gene_stats table or --gene-medians) or
+    /// `bins` (value binning: per-cell quantile bins of the non-zero values).
+    #[arg(long, value_enum)]
+    pub tokens: Option<TokenMode>,
+    /// With --tokens: tokens per cell.
+    #[arg(long, default_value_t = defaults::TOP_K)]
+    pub top_k: usize,
+    /// With --tokens bins: number of bins, bin 0 (not expressed) included.
+    #[arg(long, default_value_t = defaults::N_BINS)]
+    pub n_bins: usize,
+    /// With --tokens rank: a table of gene medians (tab- or comma-separated, header with the
+    /// columns gene and median) instead of the corpus's gene_stats table.
+    #[arg(long)]
+    pub gene_medians: Option<PathBuf>,
 }
 
 impl OutputArgs {
@@ -184,9 +205,14 @@ impl OutputArgs {
                 .as_deref()
                 .map(DenseGenes::from_list)
                 .transpose()?,
+            genes: self.genes.clone().map(crate::genes::GeneVocab::File),
             obs: self.obs.clone(),
             coords: self.coords,
             bounds: self.bounds,
+            tokens: self.tokens,
+            top_k: self.top_k,
+            n_bins: self.n_bins,
+            gene_medians: self.gene_medians.clone(),
             ..spec
         })
     }
@@ -199,7 +225,9 @@ impl OutputArgs {
     cellarrow sample my.corpus --rank 1 --world-size 4 --obs cell_type -o rank1.arrow\n  \
     cellarrow sample my.corpus --sampler shuffle --shuffle-run 128 -o batches.arrow\n  \
     cellarrow sample my.corpus --sampler regions --label niche --coords -o regions.arrow\n  \
-    cellarrow sample my.corpus --sampler blocks --block-size 200 --bounds -o blocks.arrow")]
+    cellarrow sample my.corpus --sampler blocks --block-size 200 --bounds -o blocks.arrow\n  \
+    cellarrow sample my.corpus --tokens rank --top-k 2048 -o tokens.arrow\n  \
+    cellarrow sample my.corpus --tokens bins --n-bins 51 --top-k 1200 -o binned.arrow")]
 pub struct SampleArgs {
     /// The corpus directory.
     pub corpus: PathBuf,
@@ -246,6 +274,9 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let cohort = spec.select(&corpus, None)?;
     let plan = spec.plan(&corpus, cohort)?.plan;
     let gatherer = Arc::new(Gatherer::new(corpus, spec.batch_options())?);
+    if let Some(v) = gatherer.vocab() {
+        eprintln!("cellarrow: {}", v.report());
+    }
     let schema = gatherer.schema();
     let loader = Loader::new(gatherer, plan, spec.loader_options());
     let loader = loader.take(args.max_batches.unwrap_or(usize::MAX));

@@ -1,19 +1,26 @@
-//! Growing a corpus: [`append`] adds samples without touching the bytes of existing parts.
+//! Growing a corpus: [`append`] adds samples without touching the bytes of existing files.
 //!
 //! The new corpus is assembled beside the old one, like a conversion: existing matrix parts
-//! are hard-linked into it (same inodes, so not a byte is rewritten or copied), the new
-//! samples are converted into new parts numbered after the existing ones, with cell ids
-//! continuing the old ones, and the three tables are rewritten as the old rows followed by the
-//! new ones. The finished directory replaces the old one with the same move-aside-and-rename
-//! as `convert --overwrite`, under a lock file that keeps a second writer out. A reader that
-//! had the old corpus open keeps its mapped parts (the inodes live on); the rows of the old
-//! cells are unchanged in the rewritten tables.
+//! and table files are hard-linked into it (same inodes, so not a byte is rewritten or copied),
+//! the new samples are converted into new parts numbered after the existing ones, with cell ids
+//! continuing the old ones, and each table gets one new file holding only the new rows (new
+//! cells, new samples, new genes, the new samples' gene counts). The finished directory
+//! replaces the old one with the same move-aside-and-rename as `convert --overwrite`, under a
+//! lock file that keeps a second writer out. A reader that had the old corpus open keeps its
+//! mapped parts and its table files (the inodes live on).
 //!
-//! Types are fixed by the existing parts: new genes get the next ids, and an append whose
-//! vocabulary outgrows the index type, or whose values the value type cannot hold exactly, is
-//! refused with an error that says so (nothing is written).
+//! Types are per part: new genes get the next ids, and the new parts get the narrowest index
+//! and value types for the grown vocabulary and the new values, wider than the old parts'
+//! when they must be; the manifest's types widen to cover them all. A format-1 corpus becomes
+//! format 2: its single-file tables are linked as the first files of the datasets (genes
+//! is split into its identity and counts tables, a rewrite of one row per gene).
+//!
+//! The one case that rewrites existing table files is a change of a table's columns: new rows
+//! that bring a column (or a type) the old files lack. Every file of a table keeps one schema
+//! so that pyarrow, polars, DuckDB and DataFusion read the files as one table, so the old rows
+//! are then written again, once, into one file of the grown schema (see docs/FORMAT.md).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Instant;
 
@@ -23,10 +30,13 @@ use arrow::datatypes::{UInt32Type, UInt64Type};
 use super::job::{Layout, SampleOutput};
 use super::kill::kill_point;
 use super::{
-    convert_samples, coord_dims, lay_out, plan_inputs, tables, thread_pool, warnings,
-    ConvertOptions, ConvertSummary, InputSample, Planned, Retry, Vocabulary,
+    choose_value_type, convert_samples, coord_dims, lay_out, plan_inputs, tables, thread_pool,
+    warnings, ConvertOptions, ConvertSummary, InputSample, Planned, Retry, Vocabulary,
 };
-use crate::corpus::{read_parquet, LineageEntry, Manifest, PartEntry, SourceEntry, ValueType};
+use crate::corpus::{
+    read_parquet, FileEntry, IndexType, LineageEntry, Manifest, PartEntry, SourceEntry, TableFile,
+    ValueType, FORMAT_VERSION, GENE_COUNTS_TABLE, MANIFEST_FILE,
+};
 use crate::error::{Error, Result};
 use crate::h5ad::ValueStats;
 
@@ -36,7 +46,7 @@ use crate::h5ad::ValueStats;
 /// a fixed vocabulary is refused (the corpus's vocabulary grows).
 ///
 /// Fails, leaving the corpus as it was, when a sample id or a source file (by sha256) is
-/// already in the corpus, or when the new data does not fit the corpus's index or value type.
+/// already in the corpus, or when the vocabulary would pass 2^32 genes.
 pub fn append(
     corpus_dir: &Path,
     inputs: &[InputSample],
@@ -57,9 +67,10 @@ pub fn append(
     let old = Manifest::read(corpus_dir)?;
     let pool = thread_pool(opts)?;
 
-    let genes_path = corpus_dir.join("genes.parquet");
-    let mut vocab = Vocabulary::growing(read_strings(&genes_path, "name")?, &genes_path)?;
-    let n_old_genes = vocab.len();
+    check_gene_key(&old, opts)?;
+    let mut vocab = Vocabulary::corpus_genes(corpus_dir, opts.gene_key)?;
+    // Matching can add keys and orthologs to existing genes; their rows are then rewritten.
+    let old_genes: Vec<crate::genes::Gene> = vocab.index().genes().to_vec();
     let old_ids: HashSet<&str> = old.samples.iter().map(|s| s.sample_id.as_str()).collect();
     for i in inputs {
         if old_ids.contains(i.sample_id.as_str()) {
@@ -71,15 +82,25 @@ pub fn append(
         }
     }
     let mut plans = plan_inputs(&pool, inputs, opts, &mut vocab)?;
-    check_types(&old, &plans, vocab.len())?;
+    if vocab.len() as u64 > IndexType::Uint32.max_genes() {
+        return Err(Error::invalid_input(format!(
+            "the vocabulary would grow to {} genes, more than 32-bit gene ids address",
+            vocab.len()
+        )));
+    }
 
     let dir = staging.path().to_path_buf();
     link_parts(corpus_dir, &dir, &old)?;
     let first_part = next_part_number(&old);
     let mut layout = Layout {
         dir: &dir,
-        index_type: old.index_type,
-        value_type: old.value_type,
+        // The new parts' own types: the narrowest for the grown vocabulary and the new values.
+        index_type: IndexType::for_genes(vocab.len() as u64),
+        value_type: choose_value_type(
+            &plans
+                .iter()
+                .fold(ValueStats::empty(), |acc, p| acc.merge(p.stats)),
+        ),
         batch_rows: old.matrix.batch_rows as usize,
         part_cells: old.matrix.part_cells,
         n_genes: vocab.len(),
@@ -92,24 +113,37 @@ pub fn append(
         ),
     };
     let starts = lay_out(&plans, layout.part_cells, first_part, old.n_cells);
-    let outputs = convert_samples(&pool, &mut plans, &starts, opts, &mut layout, Retry::Refuse)?;
-    check_sources_new(corpus_dir, &plans)?;
+    let outputs = convert_samples(&pool, &mut plans, &starts, opts, &mut layout, Retry::Widen)?;
+    check_sources_new(corpus_dir, &old, &plans)?;
     let warnings = warnings(&plans, &outputs);
 
-    write_tables(
+    let tables = append_tables(
         corpus_dir,
         &dir,
+        &old,
+        &NewRows {
+            plans: &plans,
+            outputs: &outputs,
+            starts: &starts,
+            vocab: &vocab,
+            old_genes: &old_genes,
+            opts,
+        },
+    )?;
+    kill_point("tables-written");
+    let manifest = new_manifest(
+        &dir,
+        old,
         &plans,
         &outputs,
         &starts,
-        &vocab,
-        n_old_genes,
+        vocab.len(),
+        tables,
         opts,
     )?;
-    kill_point("tables-written");
-    let manifest = new_manifest(&dir, old, &plans, &outputs, &starts, vocab.len(), opts)?;
     manifest.write(&dir)?;
     kill_point("manifest-written");
+    super::gene_stats::record(&dir, Some(corpus_dir))?;
     staging.commit()?;
     let bytes = manifest.files.iter().map(|f| f.bytes).sum();
     Ok(ConvertSummary {
@@ -123,97 +157,70 @@ pub fn append(
         bytes,
         seconds: started.elapsed().as_secs_f64(),
         warnings,
+        species: super::vocab::species_of(&plans),
     })
 }
 
-/// The new data must fit the types of the existing parts, which are never rewritten.
-fn check_types(old: &Manifest, plans: &[Planned], n_genes: usize) -> Result<()> {
-    if n_genes as u64 > old.index_type.max_genes() {
-        return Err(Error::invalid_input(format!(
-            "the vocabulary would grow to {n_genes} genes, more than the corpus's index type \
-             {:?} addresses ({}); convert the corpus again with all its inputs",
-            old.index_type,
-            old.index_type.max_genes()
-        )));
-    }
-    for p in plans {
-        if !value_type_holds(old.value_type, &p.stats) {
-            return Err(Error::invalid_input(format!(
-                "its values need {:?}, wider than the corpus's value type {:?}; convert the \
-                 corpus again with all its inputs",
-                super::choose_value_type(&p.stats),
-                old.value_type
-            ))
-            .with_path(&p.input.path));
-        }
-    }
-    Ok(())
-}
-
-/// Whether every value described by `stats` is stored exactly by `t`.
-fn value_type_holds(t: ValueType, stats: &ValueStats) -> bool {
-    if stats.count == 0 {
-        return true;
-    }
-    let counts = stats.all_integer && stats.min >= 0.0;
-    match t {
-        ValueType::Uint16 => counts && stats.max <= u16::MAX as f64,
-        ValueType::Uint32 => counts && stats.max <= u32::MAX as f64,
-        ValueType::Float32 => stats.all_f32_exact,
-        ValueType::Float64 => true,
+/// Genes are matched by the key the corpus was built with: another key would name new genes
+/// differently from the old ones.
+fn check_gene_key(old: &Manifest, opts: &ConvertOptions) -> Result<()> {
+    let built = old.options.get("gene_key").and_then(|k| k.as_str());
+    match built {
+        Some(k) if k != opts.gene_key.as_str() => Err(Error::invalid_input(format!(
+            "the corpus matches genes by {k}; append with --gene-key {k}"
+        ))),
+        _ => Ok(()),
     }
 }
 
 /// Hard-links the existing parts into the new corpus (a copy where links are impossible).
 fn link_parts(from: &Path, to: &Path, old: &Manifest) -> Result<()> {
-    for p in &old.matrix.parts {
-        let (src, dst) = (from.join(&p.path), to.join(&p.path));
-        if let Some(parent) = dst.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, "creating", e))?;
-        }
-        if std::fs::hard_link(&src, &dst).is_err() {
-            std::fs::copy(&src, &dst).map_err(|e| Error::io(&src, "copying", e))?;
-        }
-    }
-    Ok(())
+    tables::link_files(
+        from,
+        to,
+        old.matrix
+            .parts
+            .iter()
+            .map(|p| (p.path.as_str(), p.path.as_str())),
+    )
 }
 
 /// A part number above every existing part's, so no new part shares a name (and, through the
 /// hard link, the bytes) of an old one.
-fn next_part_number(old: &Manifest) -> usize {
-    old.matrix
-        .parts
-        .iter()
-        .filter_map(|p| {
-            p.path
-                .strip_prefix("matrix/part-")?
-                .strip_suffix(".arrow")?
-                .parse::<usize>()
-                .ok()
-        })
-        .map(|n| n + 1)
-        .max()
-        .unwrap_or(0)
-        .max(old.matrix.parts.len())
+pub(crate) fn next_part_number(old: &Manifest) -> usize {
+    tables::next_file_number(
+        old.matrix.parts.iter().map(|p| p.path.as_str()),
+        "matrix/part-",
+        ".arrow",
+    )
+    .max(old.matrix.parts.len())
 }
 
-fn read_strings(path: &Path, column: &str) -> Result<Vec<String>> {
+/// Column `column` of every file of a table of the corpus at `dir`, as text.
+pub(crate) fn read_table_strings(
+    dir: &Path,
+    m: &Manifest,
+    table: &str,
+    column: &str,
+) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    for b in read_parquet(path, Some(&[column]))? {
-        let c = b
-            .column(0)
-            .as_string_opt::<i32>()
-            .ok_or_else(|| Error::corpus(path, format!("column {column} is not text")))?;
-        out.extend(c.iter().map(|s| s.unwrap_or_default().to_string()));
+    for rel in m.table_paths(table) {
+        let path = dir.join(rel);
+        for b in read_parquet(&path, Some(&[column]))? {
+            let c = b
+                .column(0)
+                .as_string_opt::<i32>()
+                .ok_or_else(|| Error::corpus(&path, format!("column {column} is not text")))?;
+            out.extend(c.iter().map(|s| s.unwrap_or_default().to_string()));
+        }
     }
     Ok(out)
 }
 
 /// A file whose bytes are already a sample of the corpus (same sha256) is refused, naming both.
-fn check_sources_new(corpus_dir: &Path, plans: &[Planned]) -> Result<()> {
-    let samples = corpus_dir.join("samples.parquet");
-    let ids = read_strings(&samples, "sample_id")?;
-    let shas = read_strings(&samples, "source_sha256")?;
+fn check_sources_new(corpus_dir: &Path, old: &Manifest, plans: &[Planned]) -> Result<()> {
+    let ids = read_table_strings(corpus_dir, old, "samples", "sample_id")?;
+    let shas = read_table_strings(corpus_dir, old, "samples", "source_sha256")?;
     let known: HashMap<&str, &str> = shas
         .iter()
         .map(String::as_str)
@@ -239,24 +246,209 @@ fn check_sources_new(corpus_dir: &Path, plans: &[Planned]) -> Result<()> {
     Ok(())
 }
 
-/// genes.parquet (old genes with updated counts, then the new genes), samples.parquet and
-/// obs.parquet (old rows, then the new ones).
-#[allow(clippy::too_many_arguments)]
-fn write_tables(
+/// What an append adds to the tables.
+struct NewRows<'a> {
+    plans: &'a [Planned],
+    outputs: &'a [SampleOutput],
+    starts: &'a [(usize, u64)],
+    vocab: &'a Vocabulary,
+    /// The corpus's genes before the append, as its genes table has them.
+    old_genes: &'a [crate::genes::Gene],
+    opts: &'a ConvertOptions,
+}
+
+/// The tables of the grown corpus in `dir`: the old files linked, then one new file each with
+/// the new rows (genes only when there are new genes).
+fn append_tables(
     corpus_dir: &Path,
     dir: &Path,
-    plans: &[Planned],
-    outputs: &[SampleOutput],
-    starts: &[(usize, u64)],
-    vocab: &Vocabulary,
-    n_old_genes: usize,
-    opts: &ConvertOptions,
-) -> Result<()> {
-    let genes_path = corpus_dir.join("genes.parquet");
-    let (mut n_samples, mut n_cells) = tables::gene_counts(plans, outputs, vocab.len());
-    let mut row = 0usize;
-    for b in read_parquet(&genes_path, Some(&["n_samples", "n_cells"]))? {
-        let bad = || Error::corpus(&genes_path, "n_samples or n_cells has an unexpected type");
+    old: &Manifest,
+    new: &NewRows<'_>,
+) -> Result<BTreeMap<String, Vec<TableFile>>> {
+    let mut out = BTreeMap::new();
+    // genes and gene_counts
+    let n_old = new.old_genes.len();
+    let index = new.vocab.index();
+    let mut counts = if old.format_version >= 2 {
+        link_table(corpus_dir, dir, old, GENE_COUNTS_TABLE)?
+    } else {
+        split_format1_counts(corpus_dir, dir, old)?
+    };
+    let old_rows_kept = old.format_version >= 2 && index.genes()[..n_old] == *new.old_genes;
+    let genes = if old_rows_kept {
+        let mut genes = link_table(corpus_dir, dir, old, "genes")?;
+        if index.len() > n_old {
+            let number = tables::next_table_file_number(&genes, "genes");
+            genes.push(tables::write_genes_file(
+                dir,
+                number,
+                index,
+                n_old..index.len(),
+            )?);
+        }
+        genes
+    } else {
+        // The old rows changed (or a format-1 table): the table is written again, whole, under
+        // a number no old file has.
+        let old_files: Vec<TableFile> = old_table_files(corpus_dir, old, "genes")?
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect();
+        let number = tables::next_table_file_number(&old_files, "genes");
+        vec![tables::write_genes_file(
+            dir,
+            number,
+            index,
+            0..index.len(),
+        )?]
+    };
+    let (n_samples, n_cells) = tables::gene_counts(new.plans, new.outputs, new.vocab.len());
+    let number = tables::next_table_file_number(&counts, GENE_COUNTS_TABLE);
+    counts.push(tables::write_gene_counts_file(
+        dir, number, &n_samples, &n_cells,
+    )?);
+    out.insert("genes".to_string(), genes);
+    out.insert(GENE_COUNTS_TABLE.to_string(), counts);
+
+    // samples
+    let staged = dir.join("samples-staging.parquet");
+    crate::corpus::write_parquet(
+        &staged,
+        &[tables::samples_batch(
+            new.plans,
+            new.outputs,
+            new.starts,
+            new.opts,
+        )?],
+    )?;
+    out.insert(
+        "samples".to_string(),
+        grow_table(corpus_dir, dir, old, "samples", &[staged.as_path()])?,
+    );
+    // obs
+    let staged: Vec<&Path> = new.outputs.iter().map(|o| o.obs_path.as_path()).collect();
+    out.insert(
+        "obs".to_string(),
+        grow_table(corpus_dir, dir, old, "obs", &staged)?,
+    );
+    Ok(out)
+}
+
+/// The old files of a table with their rows and their names in the new corpus: the same in
+/// format 2; in format 1 the single `TABLE.parquet` becomes `TABLE/part-00000.parquet`.
+pub(crate) fn old_table_files(
+    corpus_dir: &Path,
+    old: &Manifest,
+    table: &str,
+) -> Result<Vec<(String, TableFile)>> {
+    if old.format_version >= 2 {
+        return Ok(old
+            .tables
+            .get(table)
+            .into_iter()
+            .flatten()
+            .map(|f| (f.path.clone(), f.clone()))
+            .collect());
+    }
+    old.table_paths(table)
+        .into_iter()
+        .map(|rel| {
+            let rows = crate::corpus::parquet_rows(&corpus_dir.join(&rel))?;
+            Ok((
+                rel,
+                TableFile {
+                    path: tables::table_file_path(table, 0),
+                    rows,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Links the old files of a table into `dir` as they are.
+pub(crate) fn link_table(
+    corpus_dir: &Path,
+    dir: &Path,
+    old: &Manifest,
+    table: &str,
+) -> Result<Vec<TableFile>> {
+    let files = old_table_files(corpus_dir, old, table)?;
+    tables::link_files(
+        corpus_dir,
+        dir,
+        files.iter().map(|(src, f)| (src.as_str(), f.path.as_str())),
+    )?;
+    Ok(files.into_iter().map(|(_, f)| f).collect())
+}
+
+/// The old files of `table` and then one file of the rows of `staged` (removed afterwards).
+/// The old files are linked when their schema holds the new rows; otherwise their rows are
+/// written again, once, into one file of the grown schema (see [`tables::grown_schema`]).
+pub(crate) fn grow_table(
+    corpus_dir: &Path,
+    dir: &Path,
+    old: &Manifest,
+    table: &str,
+    staged: &[&Path],
+) -> Result<Vec<TableFile>> {
+    let old_files = old_table_files(corpus_dir, old, table)?;
+    let Some((first_src, _)) = old_files.first() else {
+        return Err(Error::corpus(
+            corpus_dir.join(MANIFEST_FILE),
+            format!("the corpus has no {table} table"),
+        ));
+    };
+    let old_schema = crate::corpus::parquet_schema(&corpus_dir.join(first_src))?;
+    let new_schemas = staged
+        .iter()
+        .map(|p| crate::corpus::parquet_schema(p))
+        .collect::<Result<Vec<_>>>()?;
+    let mut files: Vec<TableFile> = old_files.iter().map(|(_, f)| f.clone()).collect();
+    let mut number = tables::next_table_file_number(&files, table);
+    let schema = match tables::grown_schema(&old_schema, &new_schemas) {
+        None => {
+            tables::link_files(
+                corpus_dir,
+                dir,
+                old_files.iter().map(|(s, f)| (s.as_str(), f.path.as_str())),
+            )?;
+            old_schema
+        }
+        Some(grown) => {
+            let sources: Vec<std::path::PathBuf> =
+                old_files.iter().map(|(s, _)| corpus_dir.join(s)).collect();
+            let sources: Vec<&Path> = sources.iter().map(|p| p.as_path()).collect();
+            let rel = tables::table_file_path(table, number);
+            number += 1;
+            let path = dir.join(&rel);
+            std::fs::create_dir_all(path.parent().expect("a table file has a directory"))
+                .map_err(|e| Error::io(&path, "creating the directory of", e))?;
+            let rows = tables::merge_tables(&path, &sources, Some(grown.clone()))?;
+            files = vec![TableFile { path: rel, rows }];
+            grown
+        }
+    };
+    files.push(tables::write_staged_file(
+        dir,
+        table,
+        number,
+        staged,
+        Some(schema),
+    )?);
+    Ok(files)
+}
+
+/// The counts of a format-1 genes.parquet (`gene`, `name`, `n_samples`, `n_cells`) as the
+/// first file of the format-2 gene_counts table.
+pub(crate) fn split_format1_counts(
+    corpus_dir: &Path,
+    dir: &Path,
+    old: &Manifest,
+) -> Result<Vec<TableFile>> {
+    let path = corpus_dir.join("genes.parquet");
+    let (mut n_samples, mut n_cells) = (Vec::new(), Vec::new());
+    for b in read_parquet(&path, Some(&["n_samples", "n_cells"]))? {
+        let bad = || Error::corpus(&path, "n_samples or n_cells has an unexpected type");
         let s = b
             .column(0)
             .as_primitive_opt::<UInt32Type>()
@@ -265,40 +457,28 @@ fn write_tables(
             .column(1)
             .as_primitive_opt::<UInt64Type>()
             .ok_or_else(bad)?;
-        for i in 0..b.num_rows() {
-            if row + i >= n_old_genes {
-                return Err(Error::corpus(&genes_path, "more rows than genes"));
-            }
-            n_samples[row + i] += s.value(i);
-            n_cells[row + i] += c.value(i);
-        }
-        row += b.num_rows();
+        n_samples.extend(s.values().iter().copied());
+        n_cells.extend(c.values().iter().copied());
     }
-    tables::write_genes_table(dir, vocab, n_samples, n_cells)?;
-
-    let new_samples = dir.join("samples-append.parquet");
-    crate::corpus::write_parquet(
-        &new_samples,
-        &[tables::samples_batch(plans, outputs, starts, opts)?],
-    )?;
-    tables::merge_tables(
-        &dir.join("samples.parquet"),
-        &[&corpus_dir.join("samples.parquet"), &new_samples],
-    )?;
-    std::fs::remove_file(&new_samples).map_err(|e| Error::io(&new_samples, "removing", e))?;
-
-    let old_obs = corpus_dir.join("obs.parquet");
-    let mut obs: Vec<&Path> = vec![&old_obs];
-    obs.extend(outputs.iter().map(|o| o.obs_path.as_path()));
-    tables::merge_tables(&dir.join("obs.parquet"), &obs)?;
-    for o in outputs {
-        std::fs::remove_file(&o.obs_path).map_err(|e| Error::io(&o.obs_path, "removing", e))?;
+    if n_samples.len() as u64 != old.n_genes {
+        return Err(Error::corpus(
+            &path,
+            format!(
+                "has {} rows, manifest.json says n_genes = {}",
+                n_samples.len(),
+                old.n_genes
+            ),
+        ));
     }
-    Ok(())
+    Ok(vec![tables::write_gene_counts_file(
+        dir, 0, &n_samples, &n_cells,
+    )?])
 }
 
-/// The old manifest with the new parts, samples, counts, checksums and a lineage entry; the
-/// entries of existing parts and samples are kept as they were.
+/// The old manifest with the new parts, samples, counts, tables, checksums and a lineage
+/// entry; the entries of existing parts and samples are kept as they were (a format-1 part
+/// gets its types, which were the manifest's, written out).
+#[allow(clippy::too_many_arguments)]
 fn new_manifest(
     dir: &Path,
     old: Manifest,
@@ -306,24 +486,42 @@ fn new_manifest(
     outputs: &[SampleOutput],
     starts: &[(usize, u64)],
     n_genes: usize,
+    tables: BTreeMap<String, Vec<TableFile>>,
     opts: &ConvertOptions,
 ) -> Result<Manifest> {
     let mut m = old;
     let first_cell = m.n_cells;
+    for i in 0..m.matrix.parts.len() {
+        let (it, vt) = m.part_types(i);
+        let p = &mut m.matrix.parts[i];
+        p.index_type = Some(it);
+        p.value_type = Some(vt);
+    }
     let new_parts: Vec<PartEntry> = outputs.iter().flat_map(|o| o.parts.clone()).collect();
-    let mut rel: Vec<String> = vec![
-        "genes.parquet".into(),
-        "samples.parquet".into(),
-        "obs.parquet".into(),
-    ];
-    rel.extend(new_parts.iter().map(|p| p.path.clone()));
-    let fresh = tables::file_entries(dir, &rel)?;
-    let tables_set: HashSet<&str> = rel[..3].iter().map(String::as_str).collect();
-    m.files.retain(|f| !tables_set.contains(f.path.as_str()));
-    // Tables first, as a conversion lists them; then every part in order.
-    let mut files = fresh[..3].to_vec();
-    files.append(&mut m.files);
-    files.extend(fresh[3..].iter().cloned());
+    // Files of the old tables keep their checksums (the same bytes, linked); new ones are
+    // hashed. The manifest lists the tables first, as a conversion does, then every part.
+    let old_files: HashMap<String, FileEntry> = m
+        .files
+        .iter()
+        .map(|f| (f.path.clone(), f.clone()))
+        .collect();
+    let mut rel_new = Vec::new();
+    let mut files = Vec::new();
+    for rel in tables::table_file_list(&tables) {
+        match old_files.get(&rel) {
+            Some(f) if m.format_version >= 2 => files.push(f.clone()),
+            _ => rel_new.push(rel),
+        }
+    }
+    files.extend(tables::file_entries(dir, &rel_new)?);
+    files.extend(
+        m.matrix
+            .parts
+            .iter()
+            .filter_map(|p| old_files.get(&p.path).cloned()),
+    );
+    rel_new = new_parts.iter().map(|p| p.path.clone()).collect();
+    files.extend(tables::file_entries(dir, &rel_new)?);
     m.files = files;
     for (p, (o, &(_, first))) in plans.iter().zip(outputs.iter().zip(starts)) {
         m.samples.push(crate::corpus::SampleEntry {
@@ -339,6 +537,21 @@ fn new_manifest(
     m.nnz += new_parts.iter().map(|p| p.nnz).sum::<u64>();
     m.n_genes = n_genes as u64;
     m.matrix.parts.extend(new_parts);
+    // The manifest's types cover every part (and the vocabulary, even with no new part).
+    m.index_type = m
+        .matrix
+        .parts
+        .iter()
+        .filter_map(|p| p.index_type)
+        .fold(IndexType::for_genes(m.n_genes), IndexType::join);
+    m.value_type = m
+        .matrix
+        .parts
+        .iter()
+        .filter_map(|p| p.value_type)
+        .fold(m.value_type, ValueType::join);
+    m.tables = tables;
+    m.format_version = FORMAT_VERSION;
     m.lineage.push(LineageEntry {
         operation: "append".into(),
         created_by: format!("cellarrow {}", env!("CARGO_PKG_VERSION")),

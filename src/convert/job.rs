@@ -86,6 +86,8 @@ impl<'a> PartSink<'a> {
                     first_cell: self.next_cell,
                     n_cells: 0,
                     nnz: 0,
+                    index_type: Some(self.layout.index_type),
+                    value_type: Some(self.layout.value_type),
                 };
                 self.current = Some((w, entry));
             }
@@ -139,21 +141,6 @@ struct Spill {
     value_type: ValueType,
 }
 
-fn index_width(t: IndexType) -> usize {
-    match t {
-        IndexType::Uint16 => 2,
-        IndexType::Uint32 => 4,
-    }
-}
-
-fn value_width(t: ValueType) -> usize {
-    match t {
-        ValueType::Uint16 => 2,
-        ValueType::Uint32 | ValueType::Float32 => 4,
-        ValueType::Float64 => 8,
-    }
-}
-
 impl Spill {
     fn new(parent: &Path, index_type: IndexType, value_type: ValueType) -> Result<Spill> {
         let file = tempfile::Builder::new()
@@ -178,7 +165,7 @@ impl Spill {
     fn push(&mut self, chunk: &CsrChunk) -> Result<()> {
         use std::io::Write;
         let mut bytes = Vec::with_capacity(
-            chunk.indices.len() * (index_width(self.index_type) + value_width(self.value_type)),
+            chunk.indices.len() * (self.index_type.byte_width() + self.value_type.byte_width()),
         );
         for r in 0..chunk.n_rows() {
             let (a, b) = (chunk.indptr[r] as usize, chunk.indptr[r + 1] as usize);
@@ -222,7 +209,7 @@ impl Spill {
             .into_inner()
             .map_err(|e| Error::io(file.path(), "spilling rows", e.into_error()))?;
         drop(f);
-        let (iw, vw) = (index_width(index_type), value_width(value_type));
+        let (iw, vw) = (index_type.byte_width(), value_type.byte_width());
         let mut buf = Vec::new();
         let mut out = CsrChunk {
             row_start: 0,

@@ -14,6 +14,7 @@
 //! ```
 
 mod append;
+pub mod gene_stats;
 pub mod input;
 mod job;
 pub mod kill;
@@ -38,6 +39,7 @@ pub use vocab::{DuplicateGenes, GeneSlot, Vocabulary};
 
 use crate::corpus::{IndexType, ValueType};
 use crate::error::{Error, Result};
+use crate::genes::{GeneKey, OrthologCounts, OrthologPolicy, OrthologTable, SourceGene};
 use crate::h5ad::{H5ad, MatrixSource, ValueStats};
 
 /// obs.parquet columns that cellarrow writes itself; source columns of these names are renamed
@@ -62,8 +64,19 @@ pub struct ConvertOptions {
     /// Which matrix to store: X, a layer, or raw/X.
     #[serde(serialize_with = "source_name")]
     pub source: MatrixSource,
-    /// A var column to use as gene names instead of the var index.
+    /// A var column of stable gene ids (else `gene_ids`-style columns or `var_names`).
     pub gene_column: Option<String>,
+    /// A var column of gene symbols (else `gene_symbols`/`feature_name`-style columns or
+    /// `var_names`).
+    pub symbol_column: Option<String>,
+    /// The key that matches genes across files.
+    pub gene_key: GeneKey,
+    /// An ortholog table mapping genes of other species onto `reference_species`.
+    pub orthologs: Option<PathBuf>,
+    /// The species other species' genes are mapped onto.
+    pub reference_species: String,
+    /// Which ortholog pairs map a gene.
+    pub ortholog_policy: OrthologPolicy,
     /// A fixed vocabulary (text file or genes.parquet); genes outside it are counted, not stored.
     pub vocab: Option<PathBuf>,
     pub duplicate_genes: DuplicateGenes,
@@ -109,6 +122,11 @@ impl ConvertOptions {
             output: output.into(),
             source: MatrixSource::X,
             gene_column: None,
+            symbol_column: None,
+            gene_key: GeneKey::default(),
+            orthologs: None,
+            reference_species: "human".into(),
+            ortholog_policy: OrthologPolicy::default(),
             vocab: None,
             duplicate_genes: DuplicateGenes::Error,
             obs_columns: None,
@@ -137,6 +155,9 @@ pub struct ConvertSummary {
     pub seconds: f64,
     /// Things the user should know (genes outside the vocabulary, merged duplicates ...).
     pub warnings: Vec<String>,
+    /// The species of each sample converted (`unknown` where neither the input manifest nor
+    /// the gene ids say), by sample id.
+    pub species: std::collections::BTreeMap<String, String>,
 }
 
 /// Everything learnt about one input before converting it.
@@ -144,7 +165,15 @@ pub struct ConvertSummary {
 pub(crate) struct Planned {
     pub input: InputSample,
     pub n_obs: u64,
+    /// Each source column's match key ([`crate::genes::match_key`]; empty for a gene with neither
+    /// id nor symbol).
     pub genes: Vec<String>,
+    /// Each source column's gene, after any ortholog mapping.
+    pub identities: Vec<SourceGene>,
+    /// The sample's species (given, inferred from its ids, or `unknown`).
+    pub species: String,
+    /// What the ortholog table did to this sample's genes (with `--orthologs`).
+    pub orthologs: Option<OrthologCounts>,
     pub stats: ValueStats,
     pub sha256: String,
     /// Source column -> vocabulary id.
@@ -153,7 +182,11 @@ pub(crate) struct Planned {
     pub coords: Option<(usize, Vec<f64>)>,
 }
 
-fn plan_one(input: &InputSample, opts: &ConvertOptions) -> Result<Planned> {
+fn plan_one(
+    input: &InputSample,
+    opts: &ConvertOptions,
+    orthologs: Option<&OrthologTable>,
+) -> Result<Planned> {
     let path = &input.path;
     if !path.exists() {
         return Err(Error::invalid_input("input file does not exist").with_path(path));
@@ -180,7 +213,8 @@ fn plan_one(input: &InputSample, opts: &ConvertOptions) -> Result<Planned> {
             "the file has no genes (var is empty)",
         ));
     }
-    let genes = h5.gene_names(&opts.source, opts.gene_column.as_deref())?;
+    let sample_genes = vocab::read_sample_genes(&h5, input, opts, orthologs)?;
+    let genes = sample_genes.keys;
     if genes.len() as u64 != n_vars {
         return Err(Error::h5ad(
             path,
@@ -191,7 +225,8 @@ fn plan_one(input: &InputSample, opts: &ConvertOptions) -> Result<Planned> {
             ),
         ));
     }
-    vocab::check_duplicates(&genes, opts.duplicate_genes, path)?;
+    let keyed: Vec<String> = genes.iter().filter(|g| !g.is_empty()).cloned().collect();
+    vocab::check_duplicates(&keyed, opts.duplicate_genes, path)?;
     let stats = matrix.value_stats()?;
     if stats.non_finite > 0 {
         return Err(Error::h5ad(
@@ -234,6 +269,9 @@ fn plan_one(input: &InputSample, opts: &ConvertOptions) -> Result<Planned> {
         input: input.clone(),
         n_obs,
         genes,
+        identities: sample_genes.genes,
+        species: sample_genes.species,
+        orthologs: sample_genes.orthologs,
         stats,
         sha256: String::new(),
         gene_map: Vec::new(),
@@ -281,8 +319,8 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
     }
     let pool = thread_pool(opts)?;
     let mut vocab = match &opts.vocab {
-        Some(p) => Vocabulary::read(p)?,
-        None => Vocabulary::union(),
+        Some(p) => Vocabulary::read_by(p, opts.gene_key)?,
+        None => Vocabulary::union_by(opts.gene_key),
     };
     // Check the destination before the expensive planning, so a mistake costs nothing.
     let staging = output::Staging::create(&opts.output, opts.overwrite)?;
@@ -307,6 +345,7 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
     let outputs = convert_samples(&pool, &mut plans, &starts, opts, &mut layout, Retry::Widen)?;
     let warnings = warnings(&plans, &outputs);
     let written = tables::finish(&dir, &plans, &outputs, &starts, &vocab, &layout, opts)?;
+    gene_stats::record(&dir, None)?;
     staging.commit()?;
     Ok(ConvertSummary {
         output: opts.output.clone(),
@@ -319,6 +358,7 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
         bytes: written.bytes,
         seconds: started.elapsed().as_secs_f64(),
         warnings,
+        species: vocab::species_of(&plans),
     })
 }
 
@@ -343,14 +383,24 @@ fn plan_inputs(
     opts: &ConvertOptions,
     vocab: &mut Vocabulary,
 ) -> Result<Vec<Planned>> {
+    let orthologs = opts
+        .orthologs
+        .as_deref()
+        .map(|p| OrthologTable::read(p, &opts.reference_species))
+        .transpose()?;
     let mut plans: Vec<Planned> = pool.install(|| {
         inputs
             .par_iter()
-            .map(|i| plan_one(i, opts))
+            .map(|i| plan_one(i, opts, orthologs.as_ref()))
             .collect::<Result<_>>()
     })?;
-    for p in plans.iter_mut() {
-        p.gene_map = vocab.map_file(&p.genes, opts.duplicate_genes, &p.input.path)?;
+    let files: Vec<(&[SourceGene], &std::path::Path)> = plans
+        .iter()
+        .map(|p| (p.identities.as_slice(), p.input.path.as_path()))
+        .collect();
+    let maps = vocab.map_files(&files, opts.duplicate_genes)?;
+    for (p, map) in plans.iter_mut().zip(maps) {
+        p.gene_map = map;
     }
     if vocab.is_empty() {
         return Err(Error::invalid_input("the gene vocabulary is empty"));
@@ -518,7 +568,7 @@ fn remove_sample_outputs(dir: &std::path::Path, starts: &[(usize, u64)]) -> Resu
 /// Things the user should know about each sample: genes outside the vocabulary, summed
 /// duplicate entries.
 fn warnings(plans: &[Planned], outputs: &[job::SampleOutput]) -> Vec<String> {
-    let mut warnings = Vec::new();
+    let mut warnings = vocab::species_warnings(plans);
     for (p, o) in plans.iter().zip(outputs) {
         if o.counts.nnz_outside_vocab > 0 {
             let outside = p

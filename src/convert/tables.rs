@@ -1,6 +1,9 @@
-//! The last step of a conversion: genes, samples and obs tables, checksums and the manifest.
+//! The last step of a conversion: the table files (genes, gene_counts, samples, obs), checksums
+//! and the manifest; and the table-dataset functions that appends (and merges) reuse: file
+//! naming, writing one file of a table, linking existing files, schema growth.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{new_null_array, ArrayRef, StringArray, UInt32Array, UInt64Array, UInt8Array};
@@ -13,7 +16,8 @@ use rayon::prelude::*;
 use super::job::{Layout, SampleOutput};
 use super::{source_label, ConvertOptions, GeneSlot, Planned, Vocabulary};
 use crate::corpus::{
-    self, FileEntry, Manifest, MatrixInfo, SampleEntry, FORMAT_NAME, FORMAT_VERSION,
+    self, FileEntry, Manifest, MatrixInfo, SampleEntry, TableFile, FORMAT_NAME, FORMAT_VERSION,
+    GENE_COUNTS_TABLE,
 };
 use crate::error::{Context, Error, Result};
 
@@ -24,7 +28,7 @@ pub(crate) struct Written {
 }
 
 pub(crate) fn finish(
-    dir: &std::path::Path,
+    dir: &Path,
     plans: &[Planned],
     outputs: &[SampleOutput],
     starts: &[(usize, u64)],
@@ -32,9 +36,30 @@ pub(crate) fn finish(
     layout: &Layout<'_>,
     opts: &ConvertOptions,
 ) -> Result<Written> {
-    write_genes(dir, plans, outputs, vocab)?;
-    write_samples(dir, plans, outputs, starts, opts)?;
-    merge_obs(dir, outputs)?;
+    let (n_samples, n_cells) = gene_counts(plans, outputs, vocab.len());
+    let mut tables = BTreeMap::new();
+    tables.insert(
+        "genes".to_string(),
+        vec![write_genes_file(dir, 0, vocab.index(), 0..vocab.len())?],
+    );
+    tables.insert(
+        GENE_COUNTS_TABLE.to_string(),
+        vec![write_gene_counts_file(dir, 0, &n_samples, &n_cells)?],
+    );
+    let samples = samples_batch(plans, outputs, starts, opts)?;
+    tables.insert(
+        "samples".to_string(),
+        vec![write_batches_file(
+            dir,
+            &table_file_path("samples", 0),
+            &[samples],
+        )?],
+    );
+    let staged: Vec<&Path> = outputs.iter().map(|o| o.obs_path.as_path()).collect();
+    tables.insert(
+        "obs".to_string(),
+        vec![write_staged_file(dir, "obs", 0, &staged, None)?],
+    );
     super::kill::kill_point("tables-written");
 
     let parts: Vec<_> = outputs
@@ -43,11 +68,7 @@ pub(crate) fn finish(
         .collect();
     let n_cells: u64 = parts.iter().map(|p| p.n_cells).sum();
     let nnz: u64 = parts.iter().map(|p| p.nnz).sum();
-    let mut rel: Vec<String> = vec![
-        "genes.parquet".into(),
-        "samples.parquet".into(),
-        "obs.parquet".into(),
-    ];
+    let mut rel: Vec<String> = table_file_list(&tables);
     rel.extend(parts.iter().map(|p| p.path.clone()));
     let files = file_entries(dir, &rel)?;
     let bytes = files.iter().map(|f| f.bytes).sum();
@@ -81,6 +102,7 @@ pub(crate) fn finish(
         options: serde_json::to_value(opts)
             .map_err(|e| Error::invalid_input(format!("options: {e}")))?,
         files,
+        tables,
         lineage: Vec::new(),
     };
     manifest.write(dir)?;
@@ -90,6 +112,184 @@ pub(crate) fn finish(
         nnz,
         bytes,
     })
+}
+
+/// The relative path of file `number` of a table dataset: `TABLE/part-NNNNN.parquet`.
+pub(crate) fn table_file_path(table: &str, number: usize) -> String {
+    format!("{table}/part-{number:05}.parquet")
+}
+
+/// A file number above every file of `table` in `files`, so that a new file never takes the
+/// name (and, through a hard link, the bytes) of an existing one.
+pub(crate) fn next_table_file_number(files: &[TableFile], table: &str) -> usize {
+    next_file_number(
+        files.iter().map(|f| f.path.as_str()),
+        &format!("{table}/part-"),
+        ".parquet",
+    )
+}
+
+/// One above the highest `N` of the paths named `{prefix}N{suffix}` (0 when none is).
+pub(crate) fn next_file_number<'a>(
+    paths: impl IntoIterator<Item = &'a str>,
+    prefix: &str,
+    suffix: &str,
+) -> usize {
+    paths
+        .into_iter()
+        .filter_map(|p| {
+            p.strip_prefix(prefix)?
+                .strip_suffix(suffix)?
+                .parse::<usize>()
+                .ok()
+        })
+        .map(|n| n + 1)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Every table file of `tables`, tables in name order, files in row order.
+pub(crate) fn table_file_list(tables: &BTreeMap<String, Vec<TableFile>>) -> Vec<String> {
+    tables.values().flatten().map(|f| f.path.clone()).collect()
+}
+
+/// Writes `batches` (one schema) as the table file `rel` of `dir`, creating its directory.
+pub(crate) fn write_batches_file(
+    dir: &Path,
+    rel: &str,
+    batches: &[RecordBatch],
+) -> Result<TableFile> {
+    let path = dir.join(rel);
+    create_parent(&path)?;
+    corpus::write_parquet(&path, batches)?;
+    Ok(TableFile {
+        path: rel.to_string(),
+        rows: batches.iter().map(|b| b.num_rows() as u64).sum(),
+    })
+}
+
+fn create_parent(path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, "creating", e))?;
+    }
+    Ok(())
+}
+
+/// Writes genes file `number`: the genes `range` of `index` (`gene`, `name` and the identity
+/// columns, [`crate::genes::table::genes_batch`]).
+pub(crate) fn write_genes_file(
+    dir: &Path,
+    number: usize,
+    index: &crate::genes::GeneIndex,
+    range: std::ops::Range<usize>,
+) -> Result<TableFile> {
+    let batch = crate::genes::table::genes_batch(index, range)?;
+    write_batches_file(dir, &table_file_path("genes", number), &[batch])
+}
+
+/// Writes gene_counts file `number`: per gene with a count (`n_samples` or `n_cells` above
+/// 0), the samples of one conversion or append that measure it and their cells with a
+/// non-zero of it. The counts of a gene are the sums over the files.
+pub(crate) fn write_gene_counts_file(
+    dir: &Path,
+    number: usize,
+    n_samples: &[u32],
+    n_cells: &[u64],
+) -> Result<TableFile> {
+    let keep: Vec<u32> = (0..n_samples.len())
+        .filter(|&g| n_samples[g] > 0 || n_cells[g] > 0)
+        .map(|g| g as u32)
+        .collect();
+    let batch = RecordBatch::try_from_iter([
+        (
+            "gene",
+            Arc::new(UInt32Array::from(keep.clone())) as ArrayRef,
+        ),
+        (
+            "n_samples",
+            Arc::new(UInt32Array::from_iter_values(
+                keep.iter().map(|&g| n_samples[g as usize]),
+            )),
+        ),
+        (
+            "n_cells",
+            Arc::new(UInt64Array::from_iter_values(
+                keep.iter().map(|&g| n_cells[g as usize]),
+            )),
+        ),
+    ])?;
+    write_batches_file(dir, &table_file_path(GENE_COUNTS_TABLE, number), &[batch])
+}
+
+/// Writes file `number` of `table` from staging tables (the samples' obs tables, say), in
+/// order, then removes them. The file's schema is `schema` (the table's, when it has files
+/// already) or the union of the staging tables'.
+pub(crate) fn write_staged_file(
+    dir: &Path,
+    table: &str,
+    number: usize,
+    staged: &[&Path],
+    schema: Option<SchemaRef>,
+) -> Result<TableFile> {
+    let rel = table_file_path(table, number);
+    let path = dir.join(&rel);
+    create_parent(&path)?;
+    let rows = match (staged, &schema) {
+        // One sample: its staging table was written with the same settings and already is
+        // the whole obs file; rewriting it would decode and compress every row again.
+        ([only], target)
+            if target.as_ref().map_or(Ok(true), |t| {
+                parquet_schema(only).map(|s| s.fields() == t.fields())
+            })? =>
+        {
+            std::fs::rename(only, &path)
+                .map_err(|e| Error::io(only, "renaming into its table", e))?;
+            corpus::parquet_rows(&path)?
+        }
+        _ => {
+            let rows = merge_tables(&path, staged, schema)?;
+            for p in staged {
+                std::fs::remove_file(p).map_err(|e| Error::io(p, "removing", e))?;
+            }
+            rows
+        }
+    };
+    Ok(TableFile { path: rel, rows })
+}
+
+/// Hard-links the files `rels` of corpus `from` into `to` under the same relative paths (a
+/// copy where links are impossible): not a byte is rewritten.
+pub(crate) fn link_files<'a>(
+    from: &Path,
+    to: &Path,
+    rels: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<()> {
+    for (src_rel, dst_rel) in rels {
+        let (src, dst) = (from.join(src_rel), to.join(dst_rel));
+        create_parent(&dst)?;
+        if std::fs::hard_link(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst).map_err(|e| Error::io(&src, "copying", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// How rows with schema `new` join a table whose files have schema `old`: `None` when the old
+/// files hold them as they are (the new rows lack columns or have types that `old` holds: they
+/// are written in `old`'s schema), else the union schema, into which the old files must be
+/// rewritten (the new rows bring a column, or a type, the old files do not have), so that every
+/// file of a table keeps one schema and every reader sees one table.
+pub(crate) fn grown_schema(old: &SchemaRef, new: &[SchemaRef]) -> Option<SchemaRef> {
+    let mut all = vec![old.clone()];
+    all.extend(new.iter().cloned());
+    let union = union_schema(&all);
+    let same = union.fields().len() == old.fields().len()
+        && union
+            .fields()
+            .iter()
+            .zip(old.fields())
+            .all(|(u, o)| u.name() == o.name() && u.data_type() == o.data_type());
+    (!same).then_some(union)
 }
 
 /// Size and sha256 of each file of `rel` (relative to `dir`), hashed in parallel.
@@ -104,16 +304,6 @@ pub(crate) fn file_entries(dir: &std::path::Path, rel: &[String]) -> Result<Vec<
             })
         })
         .collect()
-}
-
-fn write_genes(
-    dir: &std::path::Path,
-    plans: &[Planned],
-    outputs: &[SampleOutput],
-    vocab: &Vocabulary,
-) -> Result<()> {
-    let (n_samples, n_cells) = gene_counts(plans, outputs, vocab.len());
-    write_genes_table(dir, vocab, n_samples, n_cells)
 }
 
 /// Per vocabulary gene: the samples whose files have it, and the cells with a non-zero of it.
@@ -143,42 +333,6 @@ pub(crate) fn gene_counts(
         }
     }
     (n_samples, n_cells)
-}
-
-/// Writes `dir/genes.parquet`: one row per gene, its position its id.
-pub(crate) fn write_genes_table(
-    dir: &std::path::Path,
-    vocab: &Vocabulary,
-    n_samples: Vec<u32>,
-    n_cells: Vec<u64>,
-) -> Result<()> {
-    let n = vocab.len();
-    let batch = RecordBatch::try_from_iter([
-        (
-            "gene",
-            Arc::new(UInt32Array::from_iter_values(0..n as u32)) as ArrayRef,
-        ),
-        (
-            "name",
-            Arc::new(StringArray::from_iter_values(vocab.names())),
-        ),
-        ("n_samples", Arc::new(UInt32Array::from(n_samples))),
-        ("n_cells", Arc::new(UInt64Array::from(n_cells))),
-    ])?;
-    corpus::write_parquet(&dir.join("genes.parquet"), &[batch])?;
-    Ok(())
-}
-
-fn write_samples(
-    dir: &std::path::Path,
-    plans: &[Planned],
-    outputs: &[SampleOutput],
-    starts: &[(usize, u64)],
-    opts: &ConvertOptions,
-) -> Result<()> {
-    let batch = samples_batch(plans, outputs, starts, opts)?;
-    corpus::write_parquet(&dir.join("samples.parquet"), &[batch])?;
-    Ok(())
 }
 
 /// The samples.parquet rows of `plans`: one per source file, then its metadata columns.
@@ -244,9 +398,12 @@ pub(crate) fn samples_batch(
             )),
         ),
     ];
+    cols.extend(super::vocab::sample_gene_columns(plans));
+    // `species` is written normalised above, from the manifest's or inferred.
     let keys: BTreeSet<&str> = plans
         .iter()
         .flat_map(|p| p.input.metadata.keys().map(String::as_str))
+        .filter(|k| *k != "species")
         .collect();
     for key in keys {
         if cols.iter().any(|(n, _)| n == key) {
@@ -260,7 +417,14 @@ pub(crate) fn samples_batch(
             .collect();
         cols.push((key.to_string(), Arc::new(col)));
     }
-    Ok(RecordBatch::try_from_iter(cols)?)
+    // Columns past the fixed ones may be null in some sample (metadata, ortholog counts): they
+    // are nullable whatever this batch holds, so every file of the table has one schema.
+    const FIXED: usize = 11;
+    Ok(RecordBatch::try_from_iter_with_nullable(
+        cols.into_iter()
+            .enumerate()
+            .map(|(i, (name, c))| (name, c, i >= FIXED)),
+    )?)
 }
 
 /// The column type shared by every sample: equal types stay, numbers widen to Float64 (or
@@ -293,33 +457,10 @@ fn parquet_schema(path: &std::path::Path) -> Result<SchemaRef> {
         .clone())
 }
 
-/// Streams every sample's staging obs table into one obs.parquet with the union schema, then
-/// removes the staging tables (the only one of a one-sample corpus becomes obs.parquet).
-fn merge_obs(dir: &std::path::Path, outputs: &[SampleOutput]) -> Result<()> {
-    let path = dir.join("obs.parquet");
-    if let [only] = outputs {
-        // One sample: its staging table was written with the same settings and already is
-        // the whole obs table; rewriting it would decode and compress every row again.
-        return std::fs::rename(&only.obs_path, &path)
-            .map_err(|e| Error::io(&only.obs_path, "renaming to obs.parquet", e));
-    }
-    let inputs: Vec<&std::path::Path> = outputs.iter().map(|o| o.obs_path.as_path()).collect();
-    merge_tables(&path, &inputs)?;
-    for o in outputs {
-        std::fs::remove_file(&o.obs_path).map_err(|e| Error::io(&o.obs_path, "removing", e))?;
-    }
-    Ok(())
-}
-
-/// Streams the rows of `inputs`, in order, into one Parquet file at `path` whose schema is the
-/// union of theirs (columns in first-seen order, types unified, missing columns null).
-pub(crate) fn merge_tables(path: &std::path::Path, inputs: &[&std::path::Path]) -> Result<()> {
-    let schemas: Vec<SchemaRef> = inputs
-        .iter()
-        .map(|p| parquet_schema(p))
-        .collect::<Result<_>>()?;
+/// The union of `schemas`: columns in first-seen order, types unified, every column nullable.
+pub(crate) fn union_schema(schemas: &[SchemaRef]) -> SchemaRef {
     let mut fields: Vec<Field> = Vec::new();
-    for s in &schemas {
+    for s in schemas {
         for f in s.fields() {
             match fields.iter_mut().find(|g| g.name() == f.name()) {
                 Some(g) => *g = Field::new(g.name(), unify(g.data_type(), f.data_type()), true),
@@ -327,7 +468,28 @@ pub(crate) fn merge_tables(path: &std::path::Path, inputs: &[&std::path::Path]) 
             }
         }
     }
-    let schema = Arc::new(Schema::new(fields));
+    Arc::new(Schema::new(fields))
+}
+
+/// Streams the rows of `inputs`, in order, into one Parquet file at `path` whose schema is
+/// `schema` or, without it, the union of theirs ([`union_schema`]); a column an input lacks is
+/// null. Returns the rows written.
+pub(crate) fn merge_tables(
+    path: &std::path::Path,
+    inputs: &[&std::path::Path],
+    schema: Option<SchemaRef>,
+) -> Result<u64> {
+    let schema = match schema {
+        Some(s) => s,
+        None => {
+            let schemas: Vec<SchemaRef> = inputs
+                .iter()
+                .map(|p| parquet_schema(p))
+                .collect::<Result<_>>()?;
+            union_schema(&schemas)
+        }
+    };
+    let mut rows = 0u64;
     let file = std::fs::File::create(path).map_err(|e| Error::io(path, "creating", e))?;
     let mut writer = ArrowWriter::try_new(
         file,
@@ -353,6 +515,7 @@ pub(crate) fn merge_tables(path: &std::path::Path, inputs: &[&std::path::Path]) 
                     None => Ok(new_null_array(field.data_type(), batch.num_rows())),
                 })
                 .collect::<Result<_>>()?;
+            rows += batch.num_rows() as u64;
             writer
                 .write(&RecordBatch::try_new(schema.clone(), cols)?)
                 .at(path)?;
@@ -362,5 +525,5 @@ pub(crate) fn merge_tables(path: &std::path::Path, inputs: &[&std::path::Path]) 
     std::fs::File::open(path)
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io(path, "syncing", e))?;
-    Ok(())
+    Ok(rows)
 }

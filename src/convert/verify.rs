@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use arrow::array::AsArray;
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::UInt64Type;
 
-use crate::corpus::{read_parquet, sha256_file, Corpus};
+use crate::corpus::{sha256_file, Corpus};
 use crate::error::{Error, ErrorKind, Result};
 use crate::h5ad::{H5ad, MatrixSource};
 
@@ -60,9 +60,13 @@ struct Stored<'a> {
     /// The conversion options of the manifest: which matrix, which gene names.
     source: MatrixSource,
     gene_column: Option<String>,
+    symbol_column: Option<String>,
     /// Duplicate gene names were resolved by keeping the first.
     first_only: bool,
-    vocab: HashMap<String, u32>,
+    /// The corpus genes, matched as the conversion matched them.
+    vocab: crate::genes::GeneIndex,
+    /// The species of each sample (samples.parquet), by sample id.
+    species: HashMap<String, String>,
     by_sha: HashMap<String, StoredSample>,
     /// `source_row` of every cell.
     source_rows: Vec<u64>,
@@ -77,13 +81,18 @@ impl<'a> Stored<'a> {
             .get("gene_column")
             .and_then(|g| g.as_str())
             .map(str::to_string);
+        let symbol_column = options
+            .get("symbol_column")
+            .and_then(|g| g.as_str())
+            .map(str::to_string);
         let first_only = options.get("duplicate_genes").and_then(|d| d.as_str()) == Some("first");
-        let vocab: HashMap<String, u32> = corpus
-            .gene_names()?
-            .into_iter()
-            .enumerate()
-            .map(|(i, g)| (g, i as u32))
-            .collect();
+        let key = options
+            .get("gene_key")
+            .and_then(|k| k.as_str())
+            .and_then(|k| k.parse().ok())
+            .unwrap_or_default();
+        let vocab = crate::genes::table::read_index(&corpus.table_files("genes"), key)?;
+        let species = sample_species(&corpus)?;
         let by_sha = samples_by_sha(&corpus)?;
         let source_rows = source_rows(&corpus)?;
         Ok(Stored {
@@ -91,8 +100,10 @@ impl<'a> Stored<'a> {
             corpus,
             source,
             gene_column,
+            symbol_column,
             first_only,
             vocab,
+            species,
             by_sha,
             source_rows,
         })
@@ -109,7 +120,13 @@ impl<'a> Stored<'a> {
         };
         let cell_of_row = self.cell_of_row(sample)?;
         let h5 = H5ad::open(path)?;
-        let genes = h5.gene_names(&self.source, self.gene_column.as_deref())?;
+        let cols = crate::genes::source::GeneColumns {
+            gene_column: self.gene_column.as_deref(),
+            symbol_column: self.symbol_column.as_deref(),
+        };
+        let mut genes = crate::genes::source::read_identities(&h5, &self.source, &cols)?;
+        let declared = self.species.get(&sample.id).map(String::as_str);
+        crate::genes::source::assign_species(&mut genes, declared);
         let map = self.gene_map(&genes);
         let matrix = h5.matrix(&self.source)?;
         if matrix.shape().0 != sample.n_cells {
@@ -157,16 +174,17 @@ impl<'a> Stored<'a> {
 
     /// Source gene position -> corpus gene id (`None`: not stored, or a later duplicate
     /// under `duplicate_genes = first`).
-    fn gene_map(&self, genes: &[String]) -> Vec<Option<u32>> {
+    fn gene_map(&self, genes: &[crate::genes::GeneIdentity]) -> Vec<Option<u32>> {
         let mut seen = HashSet::new();
         genes
             .iter()
             .map(|g| {
-                let first = seen.insert(g.as_str());
+                let id = self.vocab.stored(g)?;
+                let first = seen.insert(id);
                 if !first && self.first_only {
                     None
                 } else {
-                    self.vocab.get(g).copied()
+                    Some(id)
                 }
             })
             .collect()
@@ -221,8 +239,8 @@ fn expected_row(map: &[Option<u32>], indices: &[u32], values: &[f64]) -> Vec<(u3
 
 /// Stored samples by the sha256 of their source file.
 fn samples_by_sha(corpus: &Corpus) -> Result<HashMap<String, StoredSample>> {
-    let samples = read_parquet(
-        &corpus.table_path("samples"),
+    let samples = corpus.read_table(
+        "samples",
         Some(&["sample_id", "source_sha256", "first_cell", "n_cells"]),
     )?;
     let mut by_sha = HashMap::new();
@@ -249,9 +267,30 @@ fn samples_by_sha(corpus: &Corpus) -> Result<HashMap<String, StoredSample>> {
     Ok(by_sha)
 }
 
+/// Each sample's species (samples.parquet `species`; none in corpora written before it).
+fn sample_species(corpus: &Corpus) -> Result<HashMap<String, String>> {
+    let batches = corpus.read_table("samples", None)?;
+    let mut out = HashMap::new();
+    for b in &batches {
+        let (Some(id), Some(sp)) = (b.column_by_name("sample_id"), b.column_by_name("species"))
+        else {
+            continue;
+        };
+        let id = arrow::compute::cast(id, &arrow::datatypes::DataType::Utf8)?;
+        let sp = arrow::compute::cast(sp, &arrow::datatypes::DataType::Utf8)?;
+        let (id, sp) = (id.as_string::<i32>(), sp.as_string::<i32>());
+        for i in 0..b.num_rows() {
+            if !sp.is_null(i) {
+                out.insert(id.value(i).to_string(), sp.value(i).to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The `source_row` column of obs, one per cell.
 fn source_rows(corpus: &Corpus) -> Result<Vec<u64>> {
-    let obs = read_parquet(&corpus.table_path("obs"), Some(&["source_row"]))?;
+    let obs = corpus.read_table("obs", Some(&["source_row"]))?;
     let source_rows: Vec<u64> = obs
         .iter()
         .flat_map(|b| {

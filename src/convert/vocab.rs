@@ -3,7 +3,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, StringArray, UInt64Array};
+
+use super::{ConvertOptions, InputSample, Planned};
 use crate::error::{Error, Result};
+use crate::genes::source::{self, GeneColumns};
+use crate::genes::{
+    match_key, Gene, GeneIdentity, GeneIndex, GeneKey, OrthologCounts, OrthologTable, SourceGene,
+    UNKNOWN_SPECIES,
+};
+use crate::h5ad::H5ad;
 
 /// What to do when one file names the same gene in two columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -30,114 +41,204 @@ pub enum GeneSlot {
     Duplicate,
 }
 
-/// The gene names in id order, with a lookup from name to id.
-#[derive(Debug, Clone, Default)]
+/// The corpus genes in id order, matched by the rules of [`crate::genes::GeneIndex`].
+#[derive(Debug, Clone)]
 pub struct Vocabulary {
-    names: Vec<String>,
-    ids: HashMap<String, u32>,
+    index: GeneIndex,
     /// A fixed vocabulary does not grow with the inputs.
     fixed: bool,
 }
 
+impl Default for Vocabulary {
+    fn default() -> Self {
+        Vocabulary::union()
+    }
+}
+
 impl Vocabulary {
-    /// An empty vocabulary that grows with the inputs (the union, in first-seen order).
+    /// An empty vocabulary that grows with the inputs (the union, in first-seen order),
+    /// matching genes by the default key.
     pub fn union() -> Self {
-        Self::default()
+        Self::union_by(GeneKey::default())
     }
 
-    /// A fixed vocabulary from names in id order; duplicates are an error.
+    /// An empty growing vocabulary matching genes by `key`.
+    pub fn union_by(key: GeneKey) -> Self {
+        Vocabulary {
+            index: GeneIndex::new(key),
+            fixed: false,
+        }
+    }
+
+    /// A vocabulary over existing genes (a corpus's); `fixed` ones do not grow.
+    pub fn from_index(index: GeneIndex, fixed: bool) -> Self {
+        Vocabulary { index, fixed }
+    }
+
+    /// A fixed vocabulary from names in id order (each an id or a symbol,
+    /// [`GeneIdentity::from_name`]); duplicates are an error.
     pub fn fixed(names: Vec<String>, origin: &Path) -> Result<Self> {
-        let mut ids = HashMap::with_capacity(names.len());
-        for (i, n) in names.iter().enumerate() {
-            if ids.insert(n.clone(), i as u32).is_some() {
-                return Err(
-                    Error::invalid_input(format!("gene {n:?} is listed twice")).with_path(origin)
-                );
-            }
-        }
-        if names.is_empty() {
-            return Err(Error::invalid_input("the vocabulary is empty").with_path(origin));
-        }
-        Ok(Vocabulary {
-            names,
-            ids,
-            fixed: true,
-        })
+        Self::from_names(names, origin, GeneKey::default(), true)
     }
 
     /// A vocabulary that starts from `names` (a corpus's genes, in id order) and grows with
     /// the inputs: new genes get the next ids, existing ids never change.
     pub fn growing(names: Vec<String>, origin: &Path) -> Result<Self> {
-        let mut v = Self::fixed(names, origin)?;
-        v.fixed = false;
-        Ok(v)
+        Self::from_names(names, origin, GeneKey::default(), false)
     }
 
-    /// Reads a fixed vocabulary: a text file with one gene per line, or the `genes.parquet` of
-    /// another corpus (its `name` column), so that corpora can share gene ids.
+    fn from_names(names: Vec<String>, origin: &Path, key: GeneKey, fixed: bool) -> Result<Self> {
+        if names.is_empty() {
+            return Err(Error::invalid_input("the vocabulary is empty").with_path(origin));
+        }
+        let genes = names
+            .into_iter()
+            .map(|n| Gene {
+                identity: GeneIdentity::from_name(&n),
+                name: n,
+                orthologs: Vec::new(),
+                matched_by: 0,
+            })
+            .collect();
+        let index = GeneIndex::from_genes(key, genes).map_err(|n| {
+            Error::invalid_input(format!("gene {n:?} is listed twice")).with_path(origin)
+        })?;
+        Ok(Vocabulary { index, fixed })
+    }
+
+    /// Reads a fixed vocabulary: a text file with one gene per line, another corpus's
+    /// directory or the `genes.parquet` of a format-1 corpus (their names and identity
+    /// columns), so that corpora can share gene ids.
     pub fn read(path: &Path) -> Result<Self> {
-        let names = if path.extension().is_some_and(|e| e == "parquet") {
-            read_parquet_names(path)?
+        Self::read_by(path, GeneKey::default())
+    }
+
+    /// [`Vocabulary::read`], matching genes by `key`.
+    pub fn read_by(path: &Path, key: GeneKey) -> Result<Self> {
+        let files = if path.join(crate::corpus::MANIFEST_FILE).is_file() {
+            crate::corpus::table_files_at(path, "genes")?
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            vec![path.to_path_buf()]
         } else {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Error::io(path, "reading the vocabulary", e))?;
-            text.lines()
+            let names = text
+                .lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty())
                 .map(str::to_string)
-                .collect()
+                .collect();
+            return Self::from_names(names, path, key, true);
         };
-        Self::fixed(names, path)
+        let mut v = Self::from_table(&files, path, key)?;
+        v.fixed = true;
+        if v.is_empty() {
+            return Err(Error::invalid_input("the vocabulary is empty").with_path(path));
+        }
+        Ok(v)
+    }
+
+    /// The growing vocabulary of the corpus at `dir` (its genes table, either format).
+    pub fn corpus_genes(dir: &Path, key: GeneKey) -> Result<Self> {
+        Self::from_table(&crate::corpus::table_files_at(dir, "genes")?, dir, key)
+    }
+
+    /// A growing vocabulary from the files of a genes table.
+    fn from_table(files: &[std::path::PathBuf], origin: &Path, key: GeneKey) -> Result<Self> {
+        let genes = crate::genes::table::read_index(files, key).map_err(|e| {
+            // A parquet file that is not a corpus's is bad input here, not a bad corpus.
+            Error::invalid_input(e.message().to_string()).with_path(origin)
+        })?;
+        Ok(Vocabulary {
+            index: genes,
+            fixed: false,
+        })
     }
 
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.index.is_empty()
     }
 
-    pub fn names(&self) -> &[String] {
-        &self.names
+    /// The gene names (the `name` column), in id order.
+    pub fn names(&self) -> Vec<String> {
+        self.index.genes().iter().map(|g| g.name.clone()).collect()
+    }
+
+    /// The genes with their identities.
+    pub fn index(&self) -> &GeneIndex {
+        &self.index
     }
 
     pub fn is_fixed(&self) -> bool {
         self.fixed
     }
 
-    /// Maps one file's genes (in column order) to vocabulary ids, adding new genes unless the
-    /// vocabulary is fixed.
+    /// Maps one file's genes, given by name (in column order), to vocabulary ids, adding new
+    /// genes unless the vocabulary is fixed.
     pub fn map_file(
         &mut self,
         genes: &[String],
         duplicates: DuplicateGenes,
         file: &Path,
     ) -> Result<Vec<GeneSlot>> {
-        check_duplicates(genes, duplicates, file)?;
-        let mut seen: HashMap<&str, ()> = HashMap::new();
-        let mut map = Vec::with_capacity(genes.len());
-        for g in genes {
-            let first = seen.insert(g.as_str(), ()).is_none();
-            if !first && duplicates == DuplicateGenes::First {
-                map.push(GeneSlot::Duplicate);
-                continue;
+        let genes: Vec<SourceGene> = genes.iter().map(|g| SourceGene::from_name(g)).collect();
+        Ok(self
+            .map_files(&[(&genes[..], file)], duplicates)?
+            .pop()
+            .expect("one file in, one map out"))
+    }
+
+    /// Maps the genes of several files (in column order) to vocabulary ids at once
+    /// ([`GeneIndex::resolve_files`]: matching does not depend on the file order, new genes
+    /// are numbered in it). A gene that two columns of one file resolve to is a duplicate,
+    /// handled by `duplicates`. On an error the vocabulary is unchanged.
+    pub fn map_files(
+        &mut self,
+        files: &[(&[SourceGene], &Path)],
+        duplicates: DuplicateGenes,
+    ) -> Result<Vec<Vec<GeneSlot>>> {
+        let before = self.index.clone();
+        let lists: Vec<&[SourceGene]> = files.iter().map(|f| f.0).collect();
+        let resolved = self.index.resolve_files(&lists, !self.fixed);
+        let mut maps = Vec::with_capacity(files.len());
+        for (res, (_, file)) in resolved.iter().zip(files) {
+            let mut seen: HashMap<u32, usize> = HashMap::new();
+            let mut map = Vec::with_capacity(res.len());
+            for r in res {
+                let slot = match r.gene() {
+                    None => GeneSlot::Outside,
+                    Some(g) => {
+                        let count = seen.entry(g).or_default();
+                        *count += 1;
+                        if *count > 1 && duplicates == DuplicateGenes::First {
+                            GeneSlot::Duplicate
+                        } else {
+                            GeneSlot::Gene(g)
+                        }
+                    }
+                };
+                map.push(slot);
             }
-            let slot = match self.ids.get(g) {
-                Some(&id) => GeneSlot::Gene(id),
-                None if self.fixed => GeneSlot::Outside,
-                None => {
-                    let id = u32::try_from(self.names.len()).map_err(|_| {
-                        Error::invalid_input("more than 2^32 genes in the vocabulary")
-                    })?;
-                    self.names.push(g.clone());
-                    self.ids.insert(g.clone(), id);
-                    GeneSlot::Gene(id)
+            if duplicates == DuplicateGenes::Error {
+                let names: Vec<String> = map
+                    .iter()
+                    .filter_map(|s| match s {
+                        GeneSlot::Gene(g) => Some(self.index.genes()[*g as usize].name.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                if let Err(e) = check_duplicates(&names, duplicates, file) {
+                    self.index = before;
+                    return Err(e);
                 }
-            };
-            map.push(slot);
+            }
+            maps.push(map);
         }
-        Ok(map)
+        Ok(maps)
     }
 }
 
@@ -173,36 +274,127 @@ pub fn check_duplicates(genes: &[String], duplicates: DuplicateGenes, file: &Pat
     .with_object("var"))
 }
 
-fn read_parquet_names(path: &Path) -> Result<Vec<String>> {
-    use arrow::array::{Array, AsArray};
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let file =
-        std::fs::File::open(path).map_err(|e| Error::io(path, "opening the vocabulary", e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| Error::from(e).with_path(path))?;
-    let idx = builder.schema().index_of("name").map_err(|_| {
-        Error::invalid_input("a vocabulary Parquet file needs a `name` column").with_path(path)
-    })?;
-    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [idx]);
-    let reader = builder
-        .with_projection(mask)
-        .build()
-        .map_err(|e| Error::from(e).with_path(path))?;
-    let mut names = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| Error::from(e).with_path(path))?;
-        let col = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)?;
-        let col = col.as_string::<i32>();
-        for i in 0..col.len() {
-            if col.is_null(i) {
-                return Err(
-                    Error::invalid_input(format!("gene name at row {i} is null")).with_path(path),
-                );
-            }
-            names.push(col.value(i).to_string());
+/// One sample's genes as planned: their identities (after any ortholog mapping), match keys
+/// and species.
+pub(crate) struct SampleGenes {
+    pub genes: Vec<SourceGene>,
+    pub keys: Vec<String>,
+    pub species: String,
+    pub orthologs: Option<OrthologCounts>,
+}
+
+/// Reads a sample's gene identities ([`crate::genes::source::read_identities`]), gives them
+/// the sample's species (the input manifest's `species`, else inferred from the ids), and maps
+/// genes of a species other than the reference through the ortholog table.
+pub(crate) fn read_sample_genes(
+    h5: &H5ad,
+    input: &InputSample,
+    opts: &ConvertOptions,
+    orthologs: Option<&OrthologTable>,
+) -> Result<SampleGenes> {
+    let cols = GeneColumns {
+        gene_column: opts.gene_column.as_deref(),
+        symbol_column: opts.symbol_column.as_deref(),
+    };
+    let mut ids = source::read_identities(h5, &opts.source, &cols)?;
+    let declared = input
+        .metadata
+        .get("species")
+        .map(String::as_str)
+        .filter(|s| !s.trim().is_empty());
+    let species = source::assign_species(&mut ids, declared);
+    let genes: Vec<SourceGene> = ids
+        .into_iter()
+        .map(|identity| SourceGene {
+            identity,
+            ortholog_of: None,
+        })
+        .collect();
+    let (genes, counts) = match orthologs {
+        None => (genes, None),
+        Some(t) if species == t.reference() => (genes, None),
+        // Without a species there is no column of the table to look genes up in.
+        Some(_) if species == UNKNOWN_SPECIES => {
+            let unmapped = genes.len() as u64;
+            let counts = OrthologCounts {
+                unmapped,
+                ..OrthologCounts::default()
+            };
+            (genes, Some(counts))
+        }
+        Some(t) => {
+            let (g, c) = t.map(&species, &genes, opts.ortholog_policy);
+            (g, Some(c))
+        }
+    };
+    let keys = genes
+        .iter()
+        .map(|g| {
+            match_key(&g.identity, opts.gene_key)
+                .map(|(_, k)| k.to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    Ok(SampleGenes {
+        genes,
+        keys,
+        species,
+        orthologs: counts,
+    })
+}
+
+/// Each sample's species, by sample id (for the conversion summary).
+pub(crate) fn species_of(plans: &[Planned]) -> std::collections::BTreeMap<String, String> {
+    plans
+        .iter()
+        .map(|p| (p.input.sample_id.clone(), p.species.clone()))
+        .collect()
+}
+
+/// Warnings about species with an ortholog table: samples of unknown species (which it
+/// cannot map), and genes it left unmapped or found ambiguous, per sample.
+pub(crate) fn species_warnings(plans: &[Planned]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in plans {
+        if p.species == UNKNOWN_SPECIES && p.orthologs.is_some() {
+            out.push(format!(
+                "{}: species unknown (no `species` in the input manifest and no recognisable gene ids), so its genes were not mapped to orthologs",
+                p.input.sample_id
+            ));
+        }
+        if let Some(c) = p.orthologs.filter(|c| c.unmapped + c.ambiguous > 0) {
+            out.push(format!(
+                "{} ({}): {} genes mapped to orthologs; {} without an ortholog and {} with ambiguous ones kept as {} genes; see samples.parquet",
+                p.input.sample_id, p.species, c.mapped, c.unmapped, c.ambiguous, p.species
+            ));
         }
     }
-    Ok(names)
+    out
+}
+
+/// The samples.parquet columns about genes: `species`, and with an ortholog table the genes
+/// mapped, unmapped and ambiguous per sample (null for samples it does not apply to).
+pub(crate) fn sample_gene_columns(plans: &[Planned]) -> Vec<(String, ArrayRef)> {
+    let mut cols: Vec<(String, ArrayRef)> = vec![(
+        "species".into(),
+        Arc::new(StringArray::from_iter_values(
+            plans.iter().map(|p| p.species.as_str()),
+        )),
+    )];
+    if plans.iter().any(|p| p.orthologs.is_some()) {
+        let count = |f: fn(&OrthologCounts) -> u64| -> ArrayRef {
+            Arc::new(
+                plans
+                    .iter()
+                    .map(|p| p.orthologs.as_ref().map(f))
+                    .collect::<UInt64Array>(),
+            )
+        };
+        cols.push(("n_genes_ortholog_mapped".into(), count(|c| c.mapped)));
+        cols.push(("n_genes_ortholog_unmapped".into(), count(|c| c.unmapped)));
+        cols.push(("n_genes_ortholog_ambiguous".into(), count(|c| c.ambiguous)));
+    }
+    cols
 }
 
 #[cfg(test)]
@@ -222,7 +414,7 @@ mod tests {
         let b = vocab
             .map_file(&v(&["C", "D", "A"]), DuplicateGenes::Error, Path::new("b"))
             .unwrap();
-        assert_eq!(vocab.names(), &v(&["A", "B", "C", "D"])[..]);
+        assert_eq!(vocab.names(), v(&["A", "B", "C", "D"]));
         assert_eq!(
             a,
             vec![GeneSlot::Gene(0), GeneSlot::Gene(1), GeneSlot::Gene(2)]

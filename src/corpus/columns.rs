@@ -7,8 +7,8 @@
 //! uncompressed Arrow IPC file of a column cache and mapped from there: the processes share
 //! one copy in the page cache, which the kernel can drop and read again.
 //!
-//! The cache is keyed by the checksum of obs.parquet that the manifest records, so an entry
-//! never goes stale; entries are written to a temporary file and renamed into place, so a
+//! The cache is keyed by the checksums of the obs files that the manifest records (the one
+//! checksum of a single file, else a hash of the list), so an entry never goes stale; entries are written to a temporary file and renamed into place, so a
 //! reader never sees half an entry, and several processes making the same entry at once
 //! each write a whole one. The directory is `$CELLARROW_CACHE/columns`, else
 //! `$XDG_CACHE_HOME/cellarrow/columns`, else `~/.cache/cellarrow/columns`; anything in it may
@@ -90,20 +90,41 @@ impl Corpus {
             .collect())
     }
 
-    /// The sha256 of obs.parquet from the manifest, which names its cache entry.
-    fn obs_checksum(&self) -> Option<&str> {
-        let f = self
-            .manifest()
-            .files
+    /// The name of the obs table's cache entry: the sha256 of its one file as the manifest
+    /// records it (a format-1 corpus, or a format-2 one with one obs file), else the sha256 of
+    /// the files' checksums in order, which changes with every append.
+    fn obs_checksum(&self) -> Option<String> {
+        let m = self.manifest();
+        let shas: Vec<&str> = m
+            .table_paths("obs")
             .iter()
-            .find(|f| f.path == "obs.parquet")?;
-        (f.sha256.len() == 64 && f.sha256.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then_some(f.sha256.as_str())
+            .map(|p| m.file(p).map(|f| f.sha256.as_str()))
+            .collect::<Option<_>>()?;
+        if shas.is_empty()
+            || !shas
+                .iter()
+                .all(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return None;
+        }
+        if let [one] = shas.as_slice() {
+            return Some(one.to_string());
+        }
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for s in &shas {
+            h.update(s.as_bytes());
+            h.update(b"\n");
+        }
+        Some(super::to_hex(&h.finalize()))
     }
 
-    /// Columns `names` of obs.parquet, each concatenated into one array.
+    /// Columns `names` of the obs table, each concatenated into one array.
     fn read_obs(&self, names: &[&str]) -> Result<Vec<ArrayRef>> {
-        let path = self.table_path("obs");
+        let path = self
+            .table_files("obs")
+            .pop()
+            .unwrap_or_else(|| self.table_path("obs"));
         let batches = self.read_table("obs", Some(names))?;
         let Some(first) = batches.first() else {
             return Err(Error::corpus(&path, "obs has no rows"));

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::{Corpus, IndexType, ValueType};
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
 
 /// One obs column and its Arrow type.
 #[derive(Debug, Clone, Serialize)]
@@ -45,12 +45,7 @@ pub struct CorpusInfo {
 /// Describes an open corpus. Reads only the manifest and the obs table's schema.
 pub fn describe(corpus: &Corpus) -> Result<CorpusInfo> {
     let m = corpus.manifest();
-    let obs_path = corpus.table_path("obs");
-    let file = std::fs::File::open(&obs_path).map_err(|e| Error::io(&obs_path, "opening", e))?;
-    let schema = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .at(&obs_path)?
-        .schema()
-        .clone();
+    let schema = corpus.table_schema("obs")?;
     let manifest_bytes = std::fs::metadata(corpus.root().join(super::MANIFEST_FILE))
         .map_err(|e| Error::io(corpus.root(), "reading the manifest size", e))?
         .len();

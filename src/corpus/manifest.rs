@@ -5,7 +5,10 @@ use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
 
-use super::{IndexType, Manifest, ValueType, FORMAT_NAME, FORMAT_VERSION};
+use super::{
+    IndexType, Manifest, ValueType, FORMAT_NAME, FORMAT_VERSION, GENE_COUNTS_TABLE,
+    OLDEST_FORMAT_VERSION, REQUIRED_TABLES,
+};
 use crate::error::{Error, ErrorKind, Result};
 
 /// File name of the manifest inside a corpus directory.
@@ -31,6 +34,11 @@ impl IndexType {
         } else {
             IndexType::Uint32
         }
+    }
+
+    /// The narrower of two types widened to hold both (the wider one).
+    pub fn join(self, other: IndexType) -> IndexType {
+        self.max(other)
     }
 
     /// Largest number of genes this type can address.
@@ -67,6 +75,30 @@ impl ValueType {
             ValueType::Float32 => v.is_nan() || (v as f32) as f64 == v,
             ValueType::Float64 => true,
         }
+    }
+
+    /// The narrowest type that holds every value of both types exactly: `Uint32` for `Uint16`
+    /// and `Uint32`, `Float32` for `Uint16` and `Float32`, but `Float64` for `Uint32` and
+    /// `Float32` (f32 does not hold every u32).
+    ///
+    /// ```
+    /// use cellarrow::corpus::ValueType;
+    /// assert_eq!(ValueType::Uint16.join(ValueType::Float32), ValueType::Float32);
+    /// assert_eq!(ValueType::Uint32.join(ValueType::Float32), ValueType::Float64);
+    /// ```
+    pub fn join(self, other: ValueType) -> ValueType {
+        use ValueType::*;
+        match (self, other) {
+            (a, b) if a == b => a,
+            (Uint16, b) | (b, Uint16) => b,
+            (Float64, _) | (_, Float64) | (Uint32, Float32) | (Float32, Uint32) => Float64,
+            (a, _) => a,
+        }
+    }
+
+    /// Whether every value of `self` is held exactly by `wider`.
+    pub fn widens_to(self, wider: ValueType) -> bool {
+        self.join(wider) == wider
     }
 
     /// The narrowest type that holds every value exactly (`Uint16` for no values).
@@ -128,11 +160,40 @@ impl Manifest {
         let manifest: Manifest = serde_json::from_value(value).map_err(|e| {
             Error::new(
                 ErrorKind::InvalidCorpus,
-                format!("does not match format 1: {e}"),
+                format!("does not match the manifest format: {e}"),
             )
         })?;
         manifest.check()?;
         Ok(manifest)
+    }
+
+    /// The index and value types of part `i` of `matrix.parts` (its own in format 2, the
+    /// manifest's in format 1).
+    pub fn part_types(&self, i: usize) -> (IndexType, ValueType) {
+        let p = &self.matrix.parts[i];
+        (
+            p.index_type.unwrap_or(self.index_type),
+            p.value_type.unwrap_or(self.value_type),
+        )
+    }
+
+    /// The relative paths of a table's files, in row order: `NAME.parquet` in format 1 (when
+    /// listed in `files`), the files of `tables[NAME]` in format 2; empty when there is no such
+    /// table. The one place that knows the two layouts.
+    pub fn table_paths(&self, table: &str) -> Vec<String> {
+        if self.format_version >= 2 {
+            return self
+                .tables
+                .get(table)
+                .map(|fs| fs.iter().map(|f| f.path.clone()).collect())
+                .unwrap_or_default();
+        }
+        let single = format!("{table}.parquet");
+        if self.file(&single).is_some() {
+            vec![single]
+        } else {
+            Vec::new()
+        }
     }
 
     /// Checks this manifest and writes it as `dir/manifest.json` atomically (temporary file,
@@ -168,7 +229,7 @@ impl Manifest {
                 self.format
             ));
         }
-        if self.format_version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&self.format_version) {
             return bad(version_message(self.format_version as u64));
         }
         if self.n_genes > self.index_type.max_genes() {
@@ -236,6 +297,8 @@ impl Manifest {
             }
         }
 
+        self.check_types_and_tables(&files)?;
+
         let (mut next, mut nnz) = (0u64, 0u64);
         let mut part_paths = HashSet::new();
         for (i, p) in self.matrix.parts.iter().enumerate() {
@@ -286,6 +349,97 @@ impl Manifest {
         Ok(())
     }
 
+    /// Format 2: every part has its own types, each widening to the manifest's; the tables
+    /// list files that `files` lists, once each. Format 1: neither field exists.
+    fn check_types_and_tables(&self, files: &HashSet<&str>) -> Result<()> {
+        let bad = |msg: String| Err(Error::new(ErrorKind::InvalidCorpus, msg));
+        if self.format_version < 2 {
+            if !self.tables.is_empty() {
+                return bad("format 1 has no \"tables\"; its tables are NAME.parquet".into());
+            }
+            if let Some(p) = self
+                .matrix
+                .parts
+                .iter()
+                .find(|p| p.index_type.is_some() || p.value_type.is_some())
+            {
+                return bad(format!(
+                    "matrix.parts {:?}: format 1 has no per-part types",
+                    p.path
+                ));
+            }
+            return Ok(());
+        }
+        for (i, p) in self.matrix.parts.iter().enumerate() {
+            let (Some(it), Some(vt)) = (p.index_type, p.value_type) else {
+                return bad(format!(
+                    "matrix.parts[{i}] {:?} has no index_type or value_type",
+                    p.path
+                ));
+            };
+            if it.join(self.index_type) != self.index_type || !vt.widens_to(self.value_type) {
+                return bad(format!(
+                    "matrix.parts[{i}] {:?} has types ({it:?}, {vt:?}) that do not widen to \
+                     the manifest's ({:?}, {:?})",
+                    p.path, self.index_type, self.value_type
+                ));
+            }
+        }
+        for t in REQUIRED_TABLES.iter().chain([&GENE_COUNTS_TABLE]) {
+            if self.tables.get(*t).is_none_or(|fs| fs.is_empty()) {
+                return bad(format!("tables has no files for the {t} table"));
+            }
+        }
+        let mut seen = HashSet::new();
+        for (name, fs) in &self.tables {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return bad(format!("tables: {name:?} is not a table name"));
+            }
+            for f in fs {
+                check_rel_path(&f.path).map_err(|e| e.with_object("tables"))?;
+                if !files.contains(f.path.as_str()) {
+                    return bad(format!(
+                        "tables.{name}: {:?} is not listed in files",
+                        f.path
+                    ));
+                }
+                if !seen.insert(f.path.as_str()) {
+                    return bad(format!("tables lists {:?} twice", f.path));
+                }
+                // The directory names the table, so a manifest whose table name changed (or
+                // whose path moved to another table) cannot pass as a different table.
+                if f.path
+                    .strip_prefix(name.as_str())
+                    .and_then(|r| r.strip_prefix('/'))
+                    .is_none()
+                {
+                    return bad(format!(
+                        "tables.{name}: {:?} does not lie in the table's directory {name}/",
+                        f.path
+                    ));
+                }
+            }
+        }
+        let rows = |t: &str| self.tables[t].iter().map(|f| f.rows).sum::<u64>();
+        for (t, want) in [
+            ("obs", self.n_cells),
+            ("genes", self.n_genes),
+            ("samples", self.samples.len() as u64),
+        ] {
+            if rows(t) != want {
+                return bad(format!(
+                    "tables.{t} holds {} rows, expected {want}",
+                    rows(t)
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The listed size and checksum of `path`, if listed.
     pub fn file(&self, path: &str) -> Option<&super::FileEntry> {
         self.files.iter().find(|f| f.path == path)
@@ -301,7 +455,10 @@ fn version_message(v: u64) -> String {
     if v > FORMAT_VERSION as u64 {
         format!("format_version {v} is newer than this cellarrow reads ({FORMAT_VERSION})")
     } else {
-        format!("format_version {v} is not supported (this cellarrow reads {FORMAT_VERSION})")
+        format!(
+            "format_version {v} is not supported (this cellarrow reads \
+             {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})"
+        )
     }
 }
 
@@ -317,7 +474,7 @@ fn check_format(value: &serde_json::Value) -> Result<()> {
         None => return bad("no \"format\" field: not a cellarrow manifest".into()),
     }
     match obj.get("format_version").and_then(|v| v.as_u64()) {
-        Some(v) if v == FORMAT_VERSION as u64 => Ok(()),
+        Some(v) if (OLDEST_FORMAT_VERSION as u64..=FORMAT_VERSION as u64).contains(&v) => Ok(()),
         Some(v) => bad(version_message(v)),
         None => bad("format_version is missing or not a non-negative integer".into()),
     }

@@ -1,8 +1,9 @@
-//! Layer 2: the corpus on disk (format 1, see `docs/FORMAT.md`).
+//! Layer 2: the corpus on disk (format 2, reading format 1 too; see `docs/FORMAT.md`).
 //!
 //! The manifest (serde + `schemas/manifest.schema.json`), checksums, the matrix part writer,
 //! Parquet table helpers, the memory-mapped zero-copy reader and `validate`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -28,16 +29,30 @@ pub use manifest::{check_rel_path, MANIFEST_FILE, MANIFEST_SCHEMA};
 pub use part::part_schema;
 pub use reader::{CellLocation, MatrixBatch};
 pub(crate) use table::writer_properties;
-pub use table::{read_parquet, write_parquet, ROW_GROUP_ROWS};
+pub(crate) use table::{parquet_rows, parquet_schema};
+pub use table::{
+    read_genes_with_counts, read_parquet, scan_parquet, table_files_at, write_parquet,
+    ROW_GROUP_ROWS,
+};
 pub use validate::{validate, ValidationReport};
 
 /// The `format` field of every manifest.
 pub const FORMAT_NAME: &str = "cellarrow";
-/// The format version this crate writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this crate writes (it reads this one and every older one down to 1).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this crate reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
-/// Gene index type of the matrix parts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The tables every corpus has (format 1: `NAME.parquet`; format 2: the files of
+/// `manifest.tables[NAME]`).
+pub const REQUIRED_TABLES: [&str; 3] = ["obs", "genes", "samples"];
+/// The table of per-gene counts of a format-2 corpus: one file per conversion or append, with
+/// the counts of the samples it added (`gene`, `n_samples`, `n_cells`); summed per gene, they
+/// are the `n_samples` and `n_cells` columns of the `genes` table as cellarrow serves it.
+pub const GENE_COUNTS_TABLE: &str = "gene_counts";
+
+/// Gene index type of the matrix parts (ordered: a narrower type widens to a later one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IndexType {
     Uint16,
@@ -92,6 +107,22 @@ pub struct PartEntry {
     pub first_cell: u64,
     pub n_cells: u64,
     pub nnz: u64,
+    /// The part's gene index type (format 2; absent in format 1, where every part has the
+    /// manifest's `index_type`). Read it through [`Manifest::part_types`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_type: Option<IndexType>,
+    /// The part's value type (format 2; absent in format 1, as `index_type`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_type: Option<ValueType>,
+}
+
+/// One file of a table dataset (format 2), in row order within its table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableFile {
+    /// Relative path, also listed in `files` with its size and sha256.
+    pub path: String,
+    /// Rows in the file.
+    pub rows: u64,
 }
 
 /// The `matrix` section of the manifest.
@@ -137,6 +168,11 @@ pub struct Manifest {
     /// The conversion options, as given.
     pub options: serde_json::Value,
     pub files: Vec<FileEntry>,
+    /// Format 2: every table (`obs`, `genes`, `samples`, `gene_counts`, ...) as the list of its
+    /// Parquet files, in row order; all files of one table share one Arrow schema. Absent in
+    /// format 1, whose tables are the single files `NAME.parquet` (see [`Manifest::table_paths`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tables: BTreeMap<String, Vec<TableFile>>,
     /// Every append since the corpus was converted, oldest first (absent when none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lineage: Vec<LineageEntry>,
@@ -223,9 +259,21 @@ impl Corpus {
     pub fn nnz(&self) -> u64 {
         self.manifest.nnz
     }
-    /// Path of a corpus table: `obs`, `genes`, `samples`, `regions`.
+    /// Path of a single-file table `NAME.parquet` in the corpus directory (the tables of format
+    /// 1). The tables of a corpus are read through
+    /// [`Corpus::table_files`], which knows both formats.
     pub fn table_path(&self, table: &str) -> PathBuf {
         self.root.join(format!("{table}.parquet"))
+    }
+
+    /// The files of a table, in row order (one file in format 1, a dataset in format 2); empty
+    /// when the corpus has no such table.
+    pub fn table_files(&self, table: &str) -> Vec<PathBuf> {
+        self.manifest
+            .table_paths(table)
+            .into_iter()
+            .map(|p| self.root.join(p))
+            .collect()
     }
 }
 

@@ -310,23 +310,37 @@ impl Corpus {
         self.batch_or_panic(loc).row_range(loc.row).len()
     }
 
-    /// The matrix as Arrow record batches (`indices`, `values`), zero-copy views of the
-    /// mapped parts, in cell order; for export to Python or IPC. Checks every batch first
-    /// (O(cells)); panics with the error naming a corrupt part.
-    pub fn matrix_record_batches(&self) -> Vec<RecordBatch> {
+    /// The matrix as Arrow record batches (`indices`, `values`) of [`Self::matrix_schema`],
+    /// in cell order; for export to Python or IPC. Batches of parts stored in those types are
+    /// zero-copy views of the mapped parts; those of parts with narrower types (a corpus grown
+    /// by appends) are widened into memory. Checks every batch first (O(cells)); a corrupt
+    /// part is an error naming it.
+    pub fn matrix_record_batches(&self) -> Result<Vec<RecordBatch>> {
+        let schema = self.matrix_schema();
         self.matrix
             .batches
             .iter()
             .map(|b| {
-                if let Err(e) = b.check() {
-                    panic!("{e}");
+                b.check()?;
+                if b.batch.schema().fields() == schema.fields() {
+                    return Ok(b.batch.clone());
                 }
-                b.batch.clone()
+                let cols = b
+                    .batch
+                    .columns()
+                    .iter()
+                    .zip(schema.fields())
+                    .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .expect("a part's types widen losslessly to the manifest's");
+                Ok(RecordBatch::try_new(schema.clone(), cols)
+                    .expect("widened columns match the matrix schema"))
             })
             .collect()
     }
 
-    /// The Arrow schema of the matrix parts.
+    /// The Arrow schema of the matrix: the manifest's index and value types, to which every
+    /// part's own types widen losslessly.
     pub fn matrix_schema(&self) -> SchemaRef {
         part_schema(self.manifest.index_type, self.manifest.value_type)
     }
@@ -424,7 +438,8 @@ pub(crate) fn decode_part(
     part: &PartEntry,
     part_index: usize,
 ) -> Result<Vec<MatrixBatch>> {
-    let expected = part_schema(manifest.index_type, manifest.value_type);
+    let (index_type, value_type) = manifest.part_types(part_index);
+    let expected = part_schema(index_type, value_type);
     let decoded = decode_mapped(path, map, true, |schema| {
         check_schema(path, schema, &expected)
     })?;

@@ -5,7 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use arrow::array::{Array, ArrayRef, AsArray, StringArray, UInt64Array};
-use arrow::datatypes::{DataType, UInt64Type};
+use arrow::datatypes::{DataType, SchemaRef, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
@@ -156,8 +156,12 @@ pub fn scan_parquet(
 }
 
 impl Corpus {
-    /// Reads a whole Parquet table of the corpus (`obs`, `genes`, `samples`, `regions`),
-    /// optionally only some columns, in the order asked.
+    /// Reads a whole table of the corpus (`obs`, `genes`, `samples`, `gene_counts`, ...), every
+    /// file of it in row order, optionally only some columns, in the order asked.
+    ///
+    /// `genes` is served as in format 1 whatever the format: `gene`, `name` (and any other
+    /// identity columns), then `n_samples` and `n_cells`, which format 2 keeps in the
+    /// `gene_counts` table (one file per conversion or append) and which are summed here.
     ///
     /// ```no_run
     /// let corpus = cellarrow::Corpus::open("corpus")?;
@@ -174,21 +178,55 @@ impl Corpus {
                 "{table:?} is not a corpus table name"
             )));
         }
-        let path = self.table_path(table);
-        if !path.exists() {
+        let files = self.table_files(table);
+        if files.is_empty() {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!("the corpus has no {table} table"),
             )
-            .with_path(&path));
+            .with_path(self.table_path(table)));
         }
-        read_parquet(&path, columns)
+        if table == "genes" && self.manifest().format_version >= 2 {
+            return read_genes_with_counts(self.root(), self.manifest(), columns);
+        }
+        let mut out = Vec::new();
+        for f in &files {
+            out.extend(read_parquet(f, columns)?);
+        }
+        Ok(out)
     }
 
-    /// The gene vocabulary, in id order (`genes.parquet` column `name`).
+    /// The Arrow schema of a table as [`Corpus::read_table`] gives it (all files of a table
+    /// share one schema).
+    pub fn table_schema(&self, table: &str) -> Result<SchemaRef> {
+        if table == "genes" && self.manifest().format_version >= 2 {
+            let batches = self.read_table("genes", None)?;
+            return batches
+                .first()
+                .map(|b| b.schema())
+                .ok_or_else(|| Error::corpus(self.root(), "the genes table has no batches"));
+        }
+        let files = self.table_files(table);
+        let Some(first) = files.first() else {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("the corpus has no {table} table"),
+            )
+            .with_path(self.table_path(table)));
+        };
+        parquet_schema(first)
+    }
+
+    /// The gene vocabulary, in id order (the `name` column of the genes table).
     pub fn gene_names(&self) -> Result<Vec<String>> {
-        let path = self.table_path("genes");
-        let batches = self.read_table("genes", Some(&["name"]))?;
+        let path = self
+            .table_files("genes")
+            .pop()
+            .unwrap_or_else(|| self.table_path("genes"));
+        let mut batches = Vec::new();
+        for f in self.table_files("genes") {
+            batches.extend(read_parquet(&f, Some(&["name"]))?);
+        }
         let names = column_strings(&path, "name", &batches)?;
         if names.len() as u64 != self.n_genes() {
             return Err(Error::corpus(
@@ -202,6 +240,132 @@ impl Corpus {
         }
         Ok(names)
     }
+}
+
+/// The genes table of a format-2 corpus as cellarrow serves it: the identity files, then
+/// `n_samples` and `n_cells` summed over the `gene_counts` files. Format 2 genes: the identity files, then `n_samples` and `n_cells` summed over the
+/// `gene_counts` files.
+pub fn read_genes_with_counts(
+    root: &Path,
+    m: &super::Manifest,
+    columns: Option<&[&str]>,
+) -> Result<Vec<RecordBatch>> {
+    let files: Vec<std::path::PathBuf> = m
+        .table_paths("genes")
+        .iter()
+        .map(|p| root.join(p))
+        .collect();
+    let n = m.n_genes as usize;
+    let (mut n_samples, mut n_cells) = (vec![0u32; n], vec![0u64; n]);
+    for f in m
+        .table_paths(super::GENE_COUNTS_TABLE)
+        .iter()
+        .map(|p| root.join(p))
+    {
+        let mut row = 0u64;
+        scan_parquet(&f, Some(&["gene", "n_samples", "n_cells"]), |b| {
+            let g = as_u64(&f, "gene", b.column(0), row)?;
+            let s = as_u64(&f, "n_samples", b.column(1), row)?;
+            let c = as_u64(&f, "n_cells", b.column(2), row)?;
+            for i in 0..b.num_rows() {
+                let gene = g.value(i) as usize;
+                if gene >= n {
+                    return Err(Error::corpus(
+                        &f,
+                        format!("row {}: gene {gene} >= n_genes {n}", row + i as u64),
+                    ));
+                }
+                n_samples[gene] = n_samples[gene].saturating_add(s.value(i) as u32);
+                n_cells[gene] += c.value(i);
+            }
+            row += b.num_rows() as u64;
+            Ok(())
+        })?;
+    }
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    for f in &files {
+        for b in read_parquet(f, None)? {
+            let rows = b.num_rows();
+            if at + rows > n {
+                return Err(Error::corpus(f, format!("more than n_genes = {n} rows")));
+            }
+            let mut fields: Vec<arrow::datatypes::FieldRef> =
+                b.schema().fields().iter().cloned().collect();
+            let mut cols = b.columns().to_vec();
+            fields.push(std::sync::Arc::new(arrow::datatypes::Field::new(
+                "n_samples",
+                DataType::UInt32,
+                false,
+            )));
+            cols.push(std::sync::Arc::new(arrow::array::UInt32Array::from(
+                n_samples[at..at + rows].to_vec(),
+            )));
+            fields.push(std::sync::Arc::new(arrow::datatypes::Field::new(
+                "n_cells",
+                DataType::UInt64,
+                false,
+            )));
+            cols.push(std::sync::Arc::new(UInt64Array::from(
+                n_cells[at..at + rows].to_vec(),
+            )));
+            at += rows;
+            let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(fields));
+            let full = RecordBatch::try_new(schema, cols).at(f)?;
+            out.push(match columns {
+                None => full,
+                Some(names) => {
+                    let idx = names
+                        .iter()
+                        .map(|c| {
+                            full.schema()
+                                .index_of(c)
+                                .map_err(|_| Error::corpus(f, format!("no column {c:?} in genes")))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    full.project(&idx).at(f)?
+                }
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The files of table `table` of the corpus in `root`, in row order: those its manifest lists
+/// (either format), or, for a directory of tables without a manifest, `root/TABLE.parquet` if
+/// it exists. Empty when there is no such table.
+pub fn table_files_at(root: &Path, table: &str) -> Result<Vec<std::path::PathBuf>> {
+    if root.join(super::MANIFEST_FILE).exists() {
+        let m = super::Manifest::read(root)?;
+        return Ok(m
+            .table_paths(table)
+            .into_iter()
+            .map(|p| root.join(p))
+            .collect());
+    }
+    let single = root.join(format!("{table}.parquet"));
+    Ok(if single.exists() {
+        vec![single]
+    } else {
+        Vec::new()
+    })
+}
+
+/// The Arrow schema stored in a Parquet file.
+pub(crate) fn parquet_schema(path: &Path) -> Result<SchemaRef> {
+    let file = File::open(path).map_err(|e| Error::io(path, "opening", e))?;
+    Ok(ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| Error::corpus(path, format!("not a readable Parquet file: {e}")))?
+        .schema()
+        .clone())
+}
+
+/// Rows of a Parquet file, from its footer.
+pub(crate) fn parquet_rows(path: &Path) -> Result<u64> {
+    let file = File::open(path).map_err(|e| Error::io(path, "opening", e))?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| Error::corpus(path, format!("not a readable Parquet file: {e}")))?;
+    Ok(b.metadata().file_metadata().num_rows().max(0) as u64)
 }
 
 /// Column 0 of each batch as non-null strings (Utf8, LargeUtf8, Utf8View or a dictionary of them).

@@ -131,7 +131,7 @@ fn roundtrip_every_index_and_value_type() {
                 .batches()
                 .iter()
                 .all(|b| b.n_cells() <= 4 && b.n_cells() > 0));
-            let rb = c.matrix_record_batches();
+            let rb = c.matrix_record_batches().unwrap();
             assert_eq!(rb.iter().map(|b| b.num_rows()).sum::<usize>(), 23);
             let report = validate(d.path()).unwrap();
             assert_eq!(report.files_checked, 4 + 3);
@@ -324,10 +324,10 @@ fn manifest_roundtrip_and_schema() {
 fn rejects_newer_format_version() {
     let d = tmp();
     small_corpus(d.path());
-    edit_manifest(d.path(), |v| v["format_version"] = 2.into());
+    edit_manifest(d.path(), |v| v["format_version"] = 3.into());
     let e = assert_invalid(
         Corpus::open(d.path()),
-        "format_version 2 is newer than this cellarrow reads (1)",
+        "format_version 3 is newer than this cellarrow reads (2)",
     );
     assert!(e.path().unwrap().ends_with("manifest.json"));
     edit_manifest(d.path(), |v| {

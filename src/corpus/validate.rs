@@ -8,7 +8,8 @@ use arrow::array::Array;
 use super::manifest::{resolve, MANIFEST_FILE};
 use super::reader::{check_files, open_matrix, MatrixBatch};
 use super::table::{as_strings, as_u64, scan_parquet};
-use super::{sha256_file, Indices, Manifest, Values};
+use super::table::{parquet_rows, parquet_schema};
+use super::{sha256_file, Indices, Manifest, Values, GENE_COUNTS_TABLE, REQUIRED_TABLES};
 use crate::error::{Error, Result};
 
 /// What `validate` found.
@@ -66,14 +67,15 @@ pub fn validate(dir: impl AsRef<Path>) -> Result<ValidationReport> {
         report.files_checked += 1;
     }
 
-    for name in ["obs.parquet", "genes.parquet", "samples.parquet"] {
-        if manifest.file(name).is_none() {
+    for name in REQUIRED_TABLES {
+        if manifest.table_paths(name).is_empty() {
             return Err(Error::corpus(
-                root.join(name),
+                root.join(format!("{name}.parquet")),
                 "required table is missing from manifest.json files",
             ));
         }
     }
+    check_table_files(root, &manifest)?;
 
     let matrix = open_matrix(root, &manifest)?;
     for b in &matrix.batches {
@@ -254,18 +256,100 @@ fn check_indices<T: Copy + Into<u64>>(
     Ok(())
 }
 
-fn check_obs(root: &Path, m: &Manifest) -> Result<()> {
-    let path = root.join("obs.parquet");
+/// Format 2: each table file holds the rows the manifest says, and all files of one table
+/// share one Arrow schema (so that every reader sees one table); `gene_counts` rows name genes
+/// of the vocabulary.
+fn check_table_files(root: &Path, m: &Manifest) -> Result<()> {
+    for (name, files) in &m.tables {
+        let mut first: Option<(String, arrow::datatypes::SchemaRef)> = None;
+        for f in files {
+            let path = root.join(&f.path);
+            let rows = parquet_rows(&path)?;
+            if rows != f.rows {
+                return Err(Error::corpus(
+                    &path,
+                    format!("has {rows} rows, manifest.json says {}", f.rows),
+                ));
+            }
+            let schema = parquet_schema(&path)?;
+            match &first {
+                None => first = Some((f.path.clone(), schema)),
+                Some((p0, s0)) if s0.fields() != schema.fields() => {
+                    return Err(Error::corpus(
+                        &path,
+                        format!("table {name}: its columns differ from those of {p0}"),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    for rel in m.table_paths(GENE_COUNTS_TABLE) {
+        let path = root.join(&rel);
+        let mut row = 0u64;
+        scan_parquet(&path, Some(&["gene", "n_samples", "n_cells"]), |b| {
+            let genes = as_u64(&path, "gene", b.column(0), row)?;
+            for c in 1..3 {
+                as_u64(&path, ["", "n_samples", "n_cells"][c], b.column(c), row)?;
+            }
+            if let Some(i) = (0..genes.len()).find(|&i| genes.value(i) >= m.n_genes) {
+                return Err(Error::corpus(
+                    &path,
+                    format!(
+                        "row {}: gene {} >= n_genes {}",
+                        row + i as u64,
+                        genes.value(i),
+                        m.n_genes
+                    ),
+                ));
+            }
+            row += genes.len() as u64;
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+/// Streams the columns `cols` of every file of `table` in row order; `f` gets the file and
+/// the table row of the batch's first row.
+fn scan_table(
+    root: &Path,
+    m: &Manifest,
+    table: &str,
+    cols: &[&str],
+    mut f: impl FnMut(&Path, u64, arrow::record_batch::RecordBatch) -> Result<()>,
+) -> Result<u64> {
     let mut row = 0u64;
+    for rel in m.table_paths(table) {
+        let path = root.join(rel);
+        scan_parquet(&path, Some(cols), |b| {
+            let n = b.num_rows() as u64;
+            f(&path, row, b)?;
+            row += n;
+            Ok(())
+        })?;
+    }
+    Ok(row)
+}
+
+/// The last file of a table, for an error about the table as a whole.
+fn last_file(root: &Path, m: &Manifest, table: &str) -> std::path::PathBuf {
+    m.table_paths(table)
+        .pop()
+        .map(|p| root.join(p))
+        .unwrap_or_else(|| root.join(format!("{table}.parquet")))
+}
+
+fn check_obs(root: &Path, m: &Manifest) -> Result<()> {
     let mut sample = 0usize;
-    scan_parquet(&path, Some(&["cell", "sample_id"]), |b| {
-        let cells = as_u64(&path, "cell", b.column(0), row)?;
-        let ids = as_strings(&path, "sample_id", b.column(1), row)?;
+    let row = scan_table(root, m, "obs", &["cell", "sample_id"], |path, row, b| {
+        let cells = as_u64(path, "cell", b.column(0), row)?;
+        let ids = as_strings(path, "sample_id", b.column(1), row)?;
         for i in 0..cells.len() {
             let r = row + i as u64;
             if cells.value(i) != r {
                 return Err(Error::corpus(
-                    &path,
+                    path,
                     format!("row {r}: cell is {}, expected {r}", cells.value(i)),
                 ));
             }
@@ -281,7 +365,7 @@ fn check_obs(root: &Path, m: &Manifest) -> Result<()> {
                 .unwrap_or("");
             if ids.value(i) != want {
                 return Err(Error::corpus(
-                    &path,
+                    path,
                     format!(
                     "row {r} (cell {r}): sample_id is {:?}, expected {want:?} from manifest.json",
                     ids.value(i)
@@ -289,12 +373,11 @@ fn check_obs(root: &Path, m: &Manifest) -> Result<()> {
                 ));
             }
         }
-        row += cells.len() as u64;
         Ok(())
     })?;
     if row != m.n_cells {
         return Err(Error::corpus(
-            &path,
+            last_file(root, m, "obs"),
             format!("has {row} rows, manifest.json says n_cells = {}", m.n_cells),
         ));
     }
@@ -302,33 +385,30 @@ fn check_obs(root: &Path, m: &Manifest) -> Result<()> {
 }
 
 fn check_genes(root: &Path, m: &Manifest) -> Result<()> {
-    let path = root.join("genes.parquet");
-    let mut row = 0u64;
     let mut names = HashSet::new();
-    scan_parquet(&path, Some(&["gene", "name"]), |b| {
-        let genes = as_u64(&path, "gene", b.column(0), row)?;
-        let name = as_strings(&path, "name", b.column(1), row)?;
+    let row = scan_table(root, m, "genes", &["gene", "name"], |path, row, b| {
+        let genes = as_u64(path, "gene", b.column(0), row)?;
+        let name = as_strings(path, "name", b.column(1), row)?;
         for i in 0..genes.len() {
             let r = row + i as u64;
             if genes.value(i) != r {
                 return Err(Error::corpus(
-                    &path,
+                    path,
                     format!("row {r}: gene is {}, expected {r}", genes.value(i)),
                 ));
             }
             if !names.insert(name.value(i).to_owned()) {
                 return Err(Error::corpus(
-                    &path,
+                    path,
                     format!("row {r}: gene name {:?} appears twice", name.value(i)),
                 ));
             }
         }
-        row += genes.len() as u64;
         Ok(())
     })?;
     if row != m.n_genes {
         return Err(Error::corpus(
-            &path,
+            last_file(root, m, "genes"),
             format!("has {row} rows, manifest.json says n_genes = {}", m.n_genes),
         ));
     }
@@ -336,19 +416,18 @@ fn check_genes(root: &Path, m: &Manifest) -> Result<()> {
 }
 
 fn check_samples(root: &Path, m: &Manifest) -> Result<()> {
-    let path = root.join("samples.parquet");
-    let mut row = 0usize;
     let cols = ["sample_id", "first_cell", "n_cells", "nnz", "spatial_dims"];
-    scan_parquet(&path, Some(&cols), |b| {
-        let id = as_strings(&path, "sample_id", b.column(0), row as u64)?;
+    let row = scan_table(root, m, "samples", &cols, |path, row, b| {
+        let row = row as usize;
+        let id = as_strings(path, "sample_id", b.column(0), row as u64)?;
         let nums: Vec<_> = (1..5)
-            .map(|c| as_u64(&path, cols[c], b.column(c), row as u64))
+            .map(|c| as_u64(path, cols[c], b.column(c), row as u64))
             .collect::<Result<_>>()?;
         for i in 0..b.num_rows() {
             let r = row + i;
             let Some(s) = m.samples.get(r) else {
                 return Err(Error::corpus(
-                    &path,
+                    path,
                     format!(
                         "row {r}: more samples than manifest.json lists ({})",
                         m.samples.len()
@@ -370,17 +449,16 @@ fn check_samples(root: &Path, m: &Manifest) -> Result<()> {
                 s.spatial_dims as u64,
             );
             if got != want {
-                return Err(Error::corpus(&path, format!(
+                return Err(Error::corpus(path, format!(
                     "row {r}: (sample_id, first_cell, n_cells, nnz, spatial_dims) is {got:?}, manifest.json says {want:?}"
                 )));
             }
         }
-        row += b.num_rows();
         Ok(())
     })?;
-    if row != m.samples.len() {
+    if row as usize != m.samples.len() {
         return Err(Error::corpus(
-            &path,
+            last_file(root, m, "samples"),
             format!(
                 "has {row} rows, manifest.json lists {} samples",
                 m.samples.len()

@@ -211,6 +211,10 @@ impl H5ad {
     pub fn var(&self, source: &MatrixSource) -> Result<Frame> {
         frame::read_frame(self, &self.var_object(source), None)
     }
+    /// The var index of `source` and those of `columns` it has (absent ones are skipped).
+    pub fn var_columns(&self, source: &MatrixSource, columns: &[String]) -> Result<Frame> {
+        frame::read_frame(self, &self.var_object(source), Some(columns))
+    }
     /// Gene names for `source`: the var index, or the string/categorical column `column`.
     pub fn gene_names(&self, source: &MatrixSource, column: Option<&str>) -> Result<Vec<String>> {
         frame::gene_names(self, &self.var_object(source), column)

@@ -234,6 +234,17 @@ fn touch(batch: &RecordBatch) -> (u64, usize, f64) {
         out.1 += b;
         out.2 += s;
     }
+    // Tokens: every token and value of the padded rows.
+    for name in ["tokens", "token_values"] {
+        if let Some(col) = batch.column_by_name(name) {
+            let v = col.as_fixed_size_list().values();
+            out.1 += v.len() * v.data_type().primitive_width().unwrap_or(0);
+            if name == "token_values" {
+                out.0 += v.len() as u64;
+                out.2 += sum_values(v.as_ref());
+            }
+        }
+    }
     if let Some(dense) = batch.column_by_name("dense") {
         let v = dense.as_fixed_size_list().values();
         out.0 += v.len() as u64;
@@ -264,6 +275,12 @@ fn sum_values(v: &dyn Array) -> f64 {
             .map(|&x| x as f64)
             .sum(),
         DataType::Float64 => v.as_primitive::<Float64Type>().values().iter().sum(),
+        DataType::Int32 => v
+            .as_primitive::<arrow::datatypes::Int32Type>()
+            .values()
+            .iter()
+            .map(|&x| x as i64)
+            .sum::<i64>() as f64,
         _ => 0.0,
     }
 }

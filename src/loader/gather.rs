@@ -1,13 +1,12 @@
 //! One batch from a list of cell ids: each cell's bytes are copied once, from the mapping into
 //! buffers sized exactly beforehand.
 
-use std::collections::HashMap;
-use std::fs::File;
 use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListArray, ListArray, PrimitiveArray, UInt64Array,
+    Array, ArrayRef, AsArray, FixedSizeListArray, ListArray, PrimitiveArray, UInt32Array,
+    UInt64Array,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{
@@ -17,9 +16,12 @@ use arrow::datatypes::{
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 use super::pool::{BufferPool, OutBuf, Pooled, Region};
+use super::tokens::Tokenizer;
 use super::{BatchOptions, BatchRequest, DenseGenes, IndexOutput, ValueOutput};
 use crate::corpus::{Corpus, IndexType, Indices, ValueType, Values};
 use crate::error::{Context, Error, ErrorKind, Result};
+use crate::genes::model::NOT_IN_VOCAB;
+use crate::genes::{GeneVocab, VocabMap};
 use crate::sample::Bounds;
 
 /// The coordinate columns of `obs.parquet`, in axis order.
@@ -65,7 +67,11 @@ pub struct Gatherer {
     obs: Vec<ArrayRef>,
     /// Coordinate axes of the corpus (2 or 3) with [`BatchOptions::bounds`], else 0.
     bound_axes: usize,
+    /// Corpus gene id -> model vocabulary position, with [`BatchOptions::genes`].
+    vocab: Option<VocabMap>,
     pool: Arc<BufferPool>,
+    /// Token output instead of CSR rows.
+    tokenizer: Option<Tokenizer>,
 }
 
 impl std::fmt::Debug for Gatherer {
@@ -99,6 +105,7 @@ fn matrix_fields(
     corpus: &Corpus,
     options: &BatchOptions,
     dense_width: usize,
+    vocab_width: Option<usize>,
 ) -> Result<Vec<Field>> {
     let manifest = corpus.manifest();
     let value_dt = output_value_type(manifest.value_type, options.values, options.dense.is_some());
@@ -109,8 +116,13 @@ fn matrix_fields(
             false,
         )]);
     }
-    let n_genes = corpus.n_genes();
-    let index_dt = match (options.indices, manifest.index_type) {
+    let n_genes = vocab_width.map_or(corpus.n_genes(), |w| w as u64);
+    let stored = match vocab_width {
+        // The model's gene space: the narrowest type holding its positions.
+        Some(w) => IndexType::for_genes(w as u64),
+        None => manifest.index_type,
+    };
+    let index_dt = match (options.indices, stored) {
         (IndexOutput::Int32, _) => {
             if n_genes > i32::MAX as u64 {
                 return Err(Error::invalid_input(format!(
@@ -128,6 +140,19 @@ fn matrix_fields(
     ])
 }
 
+/// The tokenizer of token output (see [`super::tokens`]), which replaces the CSR columns.
+fn token_output(corpus: &Corpus, options: &BatchOptions) -> Result<Option<Tokenizer>> {
+    let Some(t) = &options.tokens else {
+        return Ok(None);
+    };
+    if options.dense.is_some() {
+        return Err(Error::invalid_input(
+            "tokens and dense are two kinds of output; ask for one",
+        ));
+    }
+    Tokenizer::new(corpus, t).map(Some)
+}
+
 /// The obs columns a batch carries: the coordinate columns first (as Float64), then the
 /// requested obs columns, each checked against `obs.parquet`. Appends their fields to `fields`
 /// and returns the columns with the number of coordinate axes among them.
@@ -140,8 +165,11 @@ fn load_obs(
     if !coordinates && options.obs_columns.is_empty() {
         return Ok((Vec::new(), 0));
     }
-    let obs_path = corpus.table_path("obs");
-    let obs_schema = parquet_schema(&obs_path)?;
+    let obs_path = corpus
+        .table_files("obs")
+        .pop()
+        .unwrap_or_else(|| corpus.table_path("obs"));
+    let obs_schema = corpus.table_schema("obs")?;
     let mut obs_names: Vec<String> = Vec::new();
     let mut axes = 0;
     if coordinates {
@@ -221,11 +249,29 @@ impl Gatherer {
             }
         };
         let dense_width = dense_genes.len();
+        let vocab = match &options.genes {
+            None => None,
+            Some(_) if options.dense.is_some() => {
+                return Err(Error::invalid_input(
+                    "genes (a model vocabulary) sets the gene space of CSR batches; it does not combine with dense",
+                ))
+            }
+            Some(v) => Some(vocab_map(&corpus, v)?),
+        };
         let mut fields = vec![Field::new("cell", DataType::UInt64, false)];
         if options.group_column {
             fields.push(Field::new("group", DataType::UInt64, false));
         }
-        fields.extend(matrix_fields(&corpus, &options, dense_width)?);
+        let tokenizer = token_output(&corpus, &options)?;
+        match &tokenizer {
+            Some(t) => fields.extend(t.fields()),
+            None => fields.extend(matrix_fields(
+                &corpus,
+                &options,
+                dense_width,
+                vocab.as_ref().map(|v| v.size),
+            )?),
+        }
         let (obs, axes) = load_obs(&corpus, &options, &mut fields)?;
         let bound_axes = if options.bounds { axes } else { 0 };
         fields.extend(bound_fields(bound_axes));
@@ -239,8 +285,24 @@ impl Gatherer {
             dense_width,
             obs,
             bound_axes,
+            vocab,
             pool: Arc::default(),
+            tokenizer,
         })
+    }
+
+    /// The model vocabulary's map, with [`BatchOptions::genes`]: how many of its genes the
+    /// corpus has ([`VocabMap::report`]) and which are missing.
+    pub fn vocab(&self) -> Option<&VocabMap> {
+        self.vocab.as_ref()
+    }
+
+    /// The width of a batch's gene space: the vocabulary size with
+    /// [`BatchOptions::genes`], else the corpus's gene count.
+    pub fn n_genes(&self) -> u64 {
+        self.vocab
+            .as_ref()
+            .map_or(self.corpus.n_genes(), |v| v.size as u64)
     }
 
     /// The schema of every batch.
@@ -297,10 +359,18 @@ impl Gatherer {
             )?;
             columns.push(Arc::new(u64_array(out, groups)));
         }
-        match &self.dense_lut {
-            Some(lut) => columns.push(self.gather_dense(out, cells, lut)?),
-            None => {
-                let (indices, values) = self.gather_csr(out, cells)?;
+        match (&self.tokenizer, &self.dense_lut) {
+            (Some(t), _) => columns.extend(t.gather(&self.corpus, cells)?),
+            (None, Some(lut)) => columns.push(self.gather_dense(out, cells, lut)?),
+            (None, None) => {
+                let (mut indices, mut values) = self.gather_csr(out, cells)?;
+                if let Some(v) = &self.vocab {
+                    let index_dt = self.schema.field_with_name("indices")?.data_type().clone();
+                    let DataType::List(item) = index_dt else {
+                        unreachable!("indices is a list column")
+                    };
+                    (indices, values) = remap_genes(&indices, &values, &v.lut, item.data_type())?;
+                }
                 columns.push(indices);
                 columns.push(values);
             }
@@ -353,6 +423,11 @@ impl Gatherer {
         values: &mut [u8],
     ) -> Result<()> {
         self.check_cells(cells)?;
+        if self.vocab.is_some() {
+            return Err(Error::invalid_input(
+                "gather_csr_into writes corpus gene ids; gather batches to get a model's gene space",
+            ));
+        }
         let spans = spans(&self.corpus, cells)?;
         let nnz: usize = spans.iter().map(|(_, r)| r.len()).sum();
         let m = self.corpus.manifest();
@@ -376,23 +451,12 @@ impl Gatherer {
             at += r.len();
             dst.copy_from_slice(&(at as i32).to_ne_bytes());
         }
-        macro_rules! by_value {
-            ($I:ty) => {
-                match m.value_type {
-                    ValueType::Uint16 => csr_into::<$I, u16>(&self.corpus, &spans, indices, values),
-                    ValueType::Uint32 => csr_into::<$I, u32>(&self.corpus, &spans, indices, values),
-                    ValueType::Float32 => {
-                        csr_into::<$I, f32>(&self.corpus, &spans, indices, values)
-                    }
-                    ValueType::Float64 => {
-                        csr_into::<$I, f64>(&self.corpus, &spans, indices, values)
-                    }
-                }
-            };
-        }
-        match m.index_type {
-            IndexType::Uint16 => by_value!(u16),
-            IndexType::Uint32 => by_value!(u32),
+        // Values in the manifest's type, to which every part's type widens.
+        match m.value_type {
+            ValueType::Uint16 => csr_into::<u16>(&self.corpus, &spans, indices, values),
+            ValueType::Uint32 => csr_into::<u32>(&self.corpus, &spans, indices, values),
+            ValueType::Float32 => csr_into::<f32>(&self.corpus, &spans, indices, values),
+            ValueType::Float64 => csr_into::<f64>(&self.corpus, &spans, indices, values),
         }
     }
 
@@ -437,91 +501,32 @@ impl Gatherer {
     fn gather_csr(&self, out: &mut Out<'_>, cells: &[u64]) -> Result<(ArrayRef, ArrayRef)> {
         let m = self.corpus.manifest();
         let corpus = &self.corpus;
-        // One dispatch on the type combination per batch; the per-cell loop is monomorphic.
+        // One dispatch on the output types per batch; each cell's run is copied as is when its
+        // part has the output types, else widened (parts of a grown corpus differ in types).
+        let value_dt = output_value_type(m.value_type, self.options.values, false);
         macro_rules! by_value {
-            ($I:ty, $OI:ty, $pi:expr) => {
-                match (m.value_type, self.options.values) {
-                    (ValueType::Uint16, ValueOutput::Native) => {
-                        csr::<$I, $OI, u16, u16>(corpus, out, cells, $pi, copy)
-                    }
-                    (ValueType::Uint16, ValueOutput::Float32) => {
-                        csr::<$I, $OI, u16, f32>(corpus, out, cells, $pi, to_f32)
-                    }
-                    (ValueType::Uint16, ValueOutput::Float64) => {
-                        csr::<$I, $OI, u16, f64>(corpus, out, cells, $pi, to_f64)
-                    }
-                    (ValueType::Uint32, ValueOutput::Native) => {
-                        csr::<$I, $OI, u32, u32>(corpus, out, cells, $pi, copy)
-                    }
-                    (ValueType::Uint32, ValueOutput::Float32) => {
-                        csr::<$I, $OI, u32, f32>(corpus, out, cells, $pi, to_f32)
-                    }
-                    (ValueType::Uint32, ValueOutput::Float64) => {
-                        csr::<$I, $OI, u32, f64>(corpus, out, cells, $pi, to_f64)
-                    }
-                    (ValueType::Float32, ValueOutput::Native | ValueOutput::Float32) => {
-                        csr::<$I, $OI, f32, f32>(corpus, out, cells, $pi, copy)
-                    }
-                    (ValueType::Float32, ValueOutput::Float64) => {
-                        csr::<$I, $OI, f32, f64>(corpus, out, cells, $pi, to_f64)
-                    }
-                    (ValueType::Float64, ValueOutput::Native | ValueOutput::Float64) => {
-                        csr::<$I, $OI, f64, f64>(corpus, out, cells, $pi, copy)
-                    }
-                    (ValueType::Float64, ValueOutput::Float32) => {
-                        csr::<$I, $OI, f64, f32>(corpus, out, cells, $pi, to_f32)
-                    }
+            ($OI:ty) => {
+                match value_dt {
+                    DataType::UInt16 => csr::<$OI, u16>(corpus, out, cells),
+                    DataType::UInt32 => csr::<$OI, u32>(corpus, out, cells),
+                    DataType::Float32 => csr::<$OI, f32>(corpus, out, cells),
+                    _ => csr::<$OI, f64>(corpus, out, cells),
                 }
             };
         }
-        match (m.index_type, self.options.indices) {
-            (IndexType::Uint16, IndexOutput::Native) => by_value!(u16, u16, copy),
-            (IndexType::Uint16, IndexOutput::Int32) => by_value!(u16, i32, to_i32),
-            (IndexType::Uint32, IndexOutput::Native) => by_value!(u32, u32, copy),
-            (IndexType::Uint32, IndexOutput::Int32) => by_value!(u32, i32, to_i32),
+        match (self.options.indices, m.index_type) {
+            (IndexOutput::Int32, _) => by_value!(i32),
+            (IndexOutput::Native, IndexType::Uint16) => by_value!(u16),
+            (IndexOutput::Native, IndexType::Uint32) => by_value!(u32),
         }
     }
 
     fn gather_dense(&self, out: &mut Out<'_>, cells: &[u64], lut: &[u32]) -> Result<ArrayRef> {
         let m = self.corpus.manifest();
         let w = self.dense_width;
-        let f64_out = matches!(
-            output_value_type(m.value_type, self.options.values, true),
-            DataType::Float64
-        );
-        macro_rules! by_value {
-            ($I:ty) => {
-                match (m.value_type, f64_out) {
-                    (ValueType::Uint16, false) => {
-                        dense::<$I, u16, f32>(&self.corpus, out, cells, lut, w)
-                    }
-                    (ValueType::Uint16, true) => {
-                        dense::<$I, u16, f64>(&self.corpus, out, cells, lut, w)
-                    }
-                    (ValueType::Uint32, false) => {
-                        dense::<$I, u32, f32>(&self.corpus, out, cells, lut, w)
-                    }
-                    (ValueType::Uint32, true) => {
-                        dense::<$I, u32, f64>(&self.corpus, out, cells, lut, w)
-                    }
-                    (ValueType::Float32, false) => {
-                        dense::<$I, f32, f32>(&self.corpus, out, cells, lut, w)
-                    }
-                    (ValueType::Float32, true) => {
-                        dense::<$I, f32, f64>(&self.corpus, out, cells, lut, w)
-                    }
-                    (ValueType::Float64, false) => {
-                        dense::<$I, f64, f32>(&self.corpus, out, cells, lut, w)
-                    }
-                    (ValueType::Float64, true) => {
-                        dense::<$I, f64, f64>(&self.corpus, out, cells, lut, w)
-                    }
-                }
-            };
-        }
-        match m.index_type {
-            IndexType::Uint16 => by_value!(u16),
-            IndexType::Uint32 => by_value!(u32),
+        match output_value_type(m.value_type, self.options.values, true) {
+            DataType::Float64 => dense::<f64>(&self.corpus, out, cells, lut, w),
+            _ => dense::<f32>(&self.corpus, out, cells, lut, w),
         }
     }
 }
@@ -574,6 +579,63 @@ fn box_columns(bounds: &[Bounds], coords: &[ArrayRef]) -> Vec<ArrayRef> {
     out
 }
 
+/// The map from corpus genes to a model vocabulary's positions (the vocabulary read and
+/// checked for duplicates, its entries looked up by name, id or symbol in `genes.parquet`).
+fn vocab_map(corpus: &Corpus, vocab: &GeneVocab) -> Result<VocabMap> {
+    let names = vocab.names()?;
+    let index = crate::genes::table::read_index(&corpus.table_files("genes"), Default::default())?;
+    Ok(VocabMap::new(&index, &names))
+}
+
+/// CSR rows in a model's gene space: each cell's gene ids replaced by their positions in
+/// `lut` (corpus gene id -> position, [`NOT_IN_VOCAB`] for genes left out), its entries
+/// re-sorted by position, the values moved along. `index_dt` is the output id type.
+fn remap_genes(
+    indices: &ArrayRef,
+    values: &ArrayRef,
+    lut: &[u32],
+    index_dt: &DataType,
+) -> Result<(ArrayRef, ArrayRef)> {
+    let (idx_list, val_list) = (indices.as_list::<i32>(), values.as_list::<i32>());
+    let genes = arrow::compute::cast(idx_list.values(), &DataType::UInt32)?;
+    let genes = genes.as_primitive::<UInt32Type>().values();
+    let offsets = idx_list.offsets();
+    let mut new_offsets: Vec<i32> = Vec::with_capacity(offsets.len());
+    let mut new_genes: Vec<u32> = Vec::with_capacity(genes.len());
+    let mut take: Vec<u32> = Vec::with_capacity(genes.len());
+    let mut cell: Vec<(u32, u32)> = Vec::new();
+    new_offsets.push(0);
+    for w in offsets.windows(2) {
+        cell.clear();
+        for k in w[0] as usize..w[1] as usize {
+            let pos = lut.get(genes[k] as usize).copied().unwrap_or(NOT_IN_VOCAB);
+            if pos != NOT_IN_VOCAB {
+                cell.push((pos, k as u32));
+            }
+        }
+        cell.sort_unstable_by_key(|&(pos, _)| pos);
+        new_genes.extend(cell.iter().map(|&(pos, _)| pos));
+        take.extend(cell.iter().map(|&(_, k)| k));
+        new_offsets.push(new_genes.len() as i32);
+    }
+    let new_values = arrow::compute::take(val_list.values(), &UInt32Array::from(take), None)?;
+    let new_genes = arrow::compute::cast(&UInt32Array::from(new_genes), index_dt)?;
+    let offsets = OffsetBuffer::new(new_offsets.into());
+    let idx = ListArray::try_new(
+        item_field(index_dt.clone()),
+        offsets.clone(),
+        new_genes,
+        None,
+    )?;
+    let val = ListArray::try_new(
+        item_field(new_values.data_type().clone()),
+        offsets,
+        new_values,
+        None,
+    )?;
+    Ok((Arc::new(idx), Arc::new(val)))
+}
+
 /// Resolves a dense gene selection to gene ids, checking them against the vocabulary.
 fn resolve_genes(corpus: &Corpus, sel: &DenseGenes) -> Result<Vec<u32>> {
     let n_genes = corpus.n_genes();
@@ -588,16 +650,13 @@ fn resolve_genes(corpus: &Corpus, sel: &DenseGenes) -> Result<Vec<u32>> {
             Ok(ids.clone())
         }
         DenseGenes::Names(names) => {
-            let vocab = corpus.gene_names()?;
-            let by_name: HashMap<&str, u32> = vocab
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n.as_str(), i as u32))
-                .collect();
+            // A gene is named by its name, its id or its (unique) symbol.
+            let index =
+                crate::genes::table::read_index(&corpus.table_files("genes"), Default::default())?;
             names
                 .iter()
                 .map(|n| {
-                    by_name.get(n.as_str()).copied().ok_or_else(|| {
+                    index.lookup(n).ok_or_else(|| {
                         Error::invalid_input(format!("gene {n:?} is not in the vocabulary"))
                             .with_path(corpus.table_path("genes"))
                     })
@@ -605,13 +664,6 @@ fn resolve_genes(corpus: &Corpus, sel: &DenseGenes) -> Result<Vec<u32>> {
                 .collect()
         }
     }
-}
-
-fn parquet_schema(path: &std::path::Path) -> Result<SchemaRef> {
-    let file = File::open(path).map_err(|e| Error::io(path, "opening", e))?;
-    let builder =
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).at(path)?;
-    Ok(builder.schema().clone())
 }
 
 fn item_field(dt: DataType) -> Arc<Field> {
@@ -651,18 +703,138 @@ impl Elem for f64 {
     type Arrow = Float64Type;
 }
 
-trait IndexElem: Elem {
-    fn slice(i: Indices<'_>) -> Option<&[Self]>;
-    fn usize(self) -> usize;
+/// A gene id type of the output.
+trait IndexOut: Elem + Pooled {
+    /// The run itself when the part stores ids of this type.
+    fn same(i: Indices<'_>) -> Option<&[Self]>;
+    /// Whether a part's ids convert to this type without loss.
+    fn accepts(i: Indices<'_>) -> bool;
+    fn from_u32(g: u32) -> Self;
 }
-impl IndexElem for u16 {
+impl IndexOut for u16 {
     #[inline]
-    fn slice(i: Indices<'_>) -> Option<&[u16]> {
+    fn same(i: Indices<'_>) -> Option<&[u16]> {
         match i {
             Indices::U16(s) => Some(s),
             Indices::U32(_) => None,
         }
     }
+    fn accepts(i: Indices<'_>) -> bool {
+        matches!(i, Indices::U16(_))
+    }
+    #[inline]
+    fn from_u32(g: u32) -> u16 {
+        g as u16
+    }
+}
+impl IndexOut for u32 {
+    #[inline]
+    fn same(i: Indices<'_>) -> Option<&[u32]> {
+        match i {
+            Indices::U32(s) => Some(s),
+            Indices::U16(_) => None,
+        }
+    }
+    fn accepts(_: Indices<'_>) -> bool {
+        true
+    }
+    #[inline]
+    fn from_u32(g: u32) -> u32 {
+        g
+    }
+}
+impl IndexOut for i32 {
+    #[inline]
+    fn same(_: Indices<'_>) -> Option<&[i32]> {
+        None
+    }
+    fn accepts(_: Indices<'_>) -> bool {
+        // The gatherer checked that the vocabulary fits i32.
+        true
+    }
+    #[inline]
+    fn from_u32(g: u32) -> i32 {
+        g as i32
+    }
+}
+
+/// Appends a run of gene ids in the output type; false when a part's type does not fit it.
+#[inline]
+fn put_indices<O: IndexOut>(out: &mut OutBuf<O>, i: Indices<'_>) -> bool {
+    if let Some(s) = O::same(i) {
+        out.extend_from_slice(s);
+        return true;
+    }
+    if !O::accepts(i) {
+        return false;
+    }
+    match i {
+        Indices::U16(s) => out.extend_map(s, |g| O::from_u32(g as u32)),
+        Indices::U32(s) => out.extend_map(s, O::from_u32),
+    }
+    true
+}
+
+/// A value type of the output.
+trait ValueOut: Elem + Pooled {
+    /// The run itself when the part stores values of this type.
+    fn same(v: Values<'_>) -> Option<&[Self]>;
+    /// Whether a part's values convert to this type: integer outputs take only narrower
+    /// integers (never a silent narrowing); float outputs take every type (exact for the
+    /// manifest's type, a rounding the caller asked for when it asked for Float32).
+    fn accepts(v: Values<'_>) -> bool;
+    /// From a value widened to f64 (exact for every stored type).
+    fn from_f64(x: f64) -> Self;
+}
+macro_rules! value_out {
+    ($t:ty, $var:ident, $accepts:pat) => {
+        impl ValueOut for $t {
+            #[inline]
+            fn same(v: Values<'_>) -> Option<&[$t]> {
+                match v {
+                    Values::$var(s) => Some(s),
+                    _ => None,
+                }
+            }
+            fn accepts(v: Values<'_>) -> bool {
+                matches!(v, $accepts)
+            }
+            #[inline]
+            fn from_f64(x: f64) -> $t {
+                x as $t
+            }
+        }
+    };
+}
+value_out!(u16, U16, Values::U16(_));
+value_out!(u32, U32, Values::U16(_) | Values::U32(_));
+value_out!(f32, F32, _);
+value_out!(f64, F64, _);
+
+/// Appends a run of values in the output type; false when a part's type does not fit it.
+#[inline]
+fn put_values<O: ValueOut>(out: &mut OutBuf<O>, v: Values<'_>) -> bool {
+    if let Some(s) = O::same(v) {
+        out.extend_from_slice(s);
+        return true;
+    }
+    if !O::accepts(v) {
+        return false;
+    }
+    match v {
+        Values::U16(s) => out.extend_map(s, |x| O::from_f64(x as f64)),
+        Values::U32(s) => out.extend_map(s, |x| O::from_f64(x as f64)),
+        Values::F32(s) => out.extend_map(s, |x| O::from_f64(x as f64)),
+        Values::F64(s) => out.extend_map(s, O::from_f64),
+    }
+    true
+}
+
+/// A gene id of a stored type, as an index.
+trait IndexElem: Copy {
+    fn usize(self) -> usize;
+}
+impl IndexElem for u16 {
     #[inline]
     fn usize(self) -> usize {
         self as usize
@@ -670,33 +842,19 @@ impl IndexElem for u16 {
 }
 impl IndexElem for u32 {
     #[inline]
-    fn slice(i: Indices<'_>) -> Option<&[u32]> {
-        match i {
-            Indices::U32(s) => Some(s),
-            Indices::U16(_) => None,
-        }
-    }
-    #[inline]
     fn usize(self) -> usize {
         self as usize
     }
 }
 
-trait ValueElem: Elem {
-    fn slice(v: Values<'_>) -> Option<&[Self]>;
+/// A value of a stored type.
+trait ValueElem: Copy {
     fn f32(self) -> f32;
     fn f64(self) -> f64;
 }
 macro_rules! value_elem {
-    ($t:ty, $var:ident) => {
+    ($t:ty) => {
         impl ValueElem for $t {
-            #[inline]
-            fn slice(v: Values<'_>) -> Option<&[$t]> {
-                match v {
-                    Values::$var(s) => Some(s),
-                    _ => None,
-                }
-            }
             #[inline]
             fn f32(self) -> f32 {
                 self as f32
@@ -708,10 +866,21 @@ macro_rules! value_elem {
         }
     };
 }
-value_elem!(u16, U16);
-value_elem!(u32, U32);
-value_elem!(f32, F32);
-value_elem!(f64, F64);
+value_elem!(u16);
+value_elem!(u32);
+value_elem!(f32);
+value_elem!(f64);
+
+/// Writes one cell's values into its dense row, at the columns of the selected genes.
+#[inline]
+fn scatter<I: IndexElem, V: ValueElem, O: DenseOut>(dst: &mut [O], i: &[I], v: &[V], lut: &[u32]) {
+    for (&g, &x) in i.iter().zip(v) {
+        let col = lut.get(g.usize()).copied().unwrap_or(NOT_SELECTED);
+        if col != NOT_SELECTED {
+            dst[col as usize] = O::from(x);
+        }
+    }
+}
 
 /// Output value of the dense matrix.
 trait DenseOut: Elem + Default {
@@ -749,29 +918,27 @@ fn u64_array(out: &mut Out<'_>, ids: &[u64]) -> UInt64Array {
     UInt64Array::new(out.pool.buffer(v), None)
 }
 
-#[inline]
-fn copy<V: Pooled>(out: &mut OutBuf<V>, s: &[V]) {
-    out.extend_from_slice(s);
-}
-#[inline]
-fn to_i32<I: IndexElem>(out: &mut OutBuf<i32>, s: &[I]) {
-    // Gene ids are below the vocabulary size, which the gatherer checked fits i32.
-    out.extend_map(s, |g| g.usize() as i32);
-}
-#[inline]
-fn to_f32<V: ValueElem>(out: &mut OutBuf<f32>, s: &[V]) {
-    out.extend_map(s, |v| v.f32());
-}
-#[inline]
-fn to_f64<V: ValueElem>(out: &mut OutBuf<f64>, s: &[V]) {
-    out.extend_map(s, |v| v.f64());
+fn type_mismatch(corpus: &Corpus, cell: u64, what: &str, to: &str) -> Error {
+    Error::invalid_input(format!(
+        "cell {cell}: the {what} type of its matrix part does not fit the output type {to}; \
+         ask for a wider output type"
+    ))
+    .with_path(corpus.root())
 }
 
-fn type_mismatch(corpus: &Corpus, cell: u64, what: &str) -> Error {
-    Error::corpus(
-        corpus.root(),
-        format!("cell {cell}: the {what} type of its matrix part differs from the manifest"),
-    )
+/// Asks for the first cache lines of a cell's run, whatever the part's types.
+#[inline(always)]
+fn prefetch_run(b: &crate::corpus::MatrixBatch, r: Range<usize>) {
+    match b.indices() {
+        Indices::U16(s) => prefetch(&s[r.clone()]),
+        Indices::U32(s) => prefetch(&s[r.clone()]),
+    }
+    match b.values() {
+        Values::U16(s) => prefetch(&s[r]),
+        Values::U32(s) => prefetch(&s[r]),
+        Values::F32(s) => prefetch(&s[r]),
+        Values::F64(s) => prefetch(&s[r]),
+    }
 }
 
 /// Where each cell's run lies: (decoded batch of the corpus, positions in its child arrays).
@@ -815,13 +982,11 @@ fn prefetch<T>(s: &[T]) {
     }
 }
 
-/// CSR gather: exact sizing from the row lengths, then one copy (or conversion) per cell.
-fn csr<I: IndexElem, OI: Elem + Pooled, V: ValueElem, O: Elem + Pooled>(
+/// CSR gather: exact sizing from the row lengths, then one copy (or widening) per cell.
+fn csr<OI: IndexOut, O: ValueOut>(
     corpus: &Corpus,
     out: &mut Out<'_>,
     cells: &[u64],
-    put_index: fn(&mut OutBuf<OI>, &[I]),
-    put: fn(&mut OutBuf<O>, &[V]),
 ) -> Result<(ArrayRef, ArrayRef)> {
     let spans = spans(corpus, cells)?;
     let mut offsets: OutBuf<i32> = out.take(cells.len() + 1);
@@ -843,18 +1008,26 @@ fn csr<I: IndexElem, OI: Elem + Pooled, V: ValueElem, O: Elem + Pooled>(
     let mut val: OutBuf<O> = out.take(total);
     for (k, &c) in cells.iter().enumerate() {
         if let Some((b, r)) = spans.get(k + PREFETCH_CELLS) {
-            let b = &batches[*b];
-            if let (Some(i), Some(v)) = (I::slice(b.indices()), V::slice(b.values())) {
-                prefetch(&i[r.clone()]);
-                prefetch(&v[r.clone()]);
-            }
+            prefetch_run(&batches[*b], r.clone());
         }
         let (b, r) = &spans[k];
         let b = &batches[*b];
-        let i = I::slice(b.indices()).ok_or_else(|| type_mismatch(corpus, c, "index"))?;
-        let v = V::slice(b.values()).ok_or_else(|| type_mismatch(corpus, c, "value"))?;
-        put_index(&mut idx, &i[r.clone()]);
-        put(&mut val, &v[r.clone()]);
+        if !put_indices(&mut idx, b.indices().slice(r.clone())) {
+            return Err(type_mismatch(
+                corpus,
+                c,
+                "index",
+                &OI::Arrow::DATA_TYPE.to_string(),
+            ));
+        }
+        if !put_values(&mut val, b.values().slice(r.clone())) {
+            return Err(type_mismatch(
+                corpus,
+                c,
+                "value",
+                &O::Arrow::DATA_TYPE.to_string(),
+            ));
+        }
     }
     let offsets = OffsetBuffer::new(out.pool.buffer(offsets));
     let idx = PrimitiveArray::<OI::Arrow>::new(out.pool.buffer(idx), None);
@@ -866,9 +1039,10 @@ fn csr<I: IndexElem, OI: Elem + Pooled, V: ValueElem, O: Elem + Pooled>(
     Ok((Arc::new(indices), Arc::new(values)))
 }
 
-/// [`Gatherer::gather_csr_into`]'s copy: `i32` gene ids and stored values, as bytes, cell by
-/// cell in `spans` order (the slices are sized exactly).
-fn csr_into<I: IndexElem, V: ValueElem>(
+/// [`Gatherer::gather_csr_into`]'s copy: `i32` gene ids and values of type `O` (the manifest's
+/// value type, to which every part's widens), as bytes, cell by cell in `spans` order (the
+/// slices are sized exactly).
+fn csr_into<O: ValueOut>(
     corpus: &Corpus,
     spans: &[(usize, Range<usize>)],
     indices: &mut [u8],
@@ -876,33 +1050,39 @@ fn csr_into<I: IndexElem, V: ValueElem>(
 ) -> Result<()> {
     use arrow::datatypes::ToByteSlice;
     let batches = corpus.batches();
-    let size = std::mem::size_of::<V>();
+    let size = std::mem::size_of::<O>();
     let mut at = 0usize;
     for (b, r) in spans {
         let b = &batches[*b];
-        let mismatch = || {
-            Error::corpus(
-                corpus.root(),
-                "the index or value type of a matrix part differs from the manifest",
-            )
-        };
-        let i = I::slice(b.indices()).ok_or_else(mismatch)?;
-        let v = V::slice(b.values()).ok_or_else(mismatch)?;
         let n = r.len();
-        for (dst, &g) in indices[4 * at..4 * (at + n)]
+        let ids = b.indices().slice(r.clone());
+        for (k, dst) in indices[4 * at..4 * (at + n)]
             .chunks_exact_mut(4)
-            .zip(&i[r.clone()])
+            .enumerate()
         {
-            dst.copy_from_slice(&(g.usize() as i32).to_ne_bytes());
+            dst.copy_from_slice(&(ids.get(k) as i32).to_ne_bytes());
         }
-        values[size * at..size * (at + n)].copy_from_slice(v[r.clone()].to_byte_slice());
+        let v = b.values().slice(r.clone());
+        let dst = &mut values[size * at..size * (at + n)];
+        if let Some(s) = O::same(v) {
+            dst.copy_from_slice(s.to_byte_slice());
+        } else if O::accepts(v) {
+            for (k, d) in dst.chunks_exact_mut(size).enumerate() {
+                d.copy_from_slice(std::slice::from_ref(&O::from_f64(v.get(k))).to_byte_slice());
+            }
+        } else {
+            return Err(Error::corpus(
+                corpus.root(),
+                "a matrix part's value type does not widen to the manifest's",
+            ));
+        }
         at += n;
     }
     Ok(())
 }
 
 /// Dense gather over the selected genes: a zeroed row per cell, scattered through the lookup table.
-fn dense<I: IndexElem, V: ValueElem, O: DenseOut + Pooled>(
+fn dense<O: DenseOut + Pooled>(
     corpus: &Corpus,
     alloc: &mut Out<'_>,
     cells: &[u64],
@@ -918,14 +1098,21 @@ fn dense<I: IndexElem, V: ValueElem, O: DenseOut + Pooled>(
         let b = &batches[loc.batch];
         b.check()?;
         let r = b.row_range(loc.row);
-        let i = I::slice(b.indices()).ok_or_else(|| type_mismatch(corpus, c, "index"))?;
-        let v = V::slice(b.values()).ok_or_else(|| type_mismatch(corpus, c, "value"))?;
         let dst = &mut out[row * width..(row + 1) * width];
-        for (&g, &x) in i[r.clone()].iter().zip(&v[r]) {
-            let col = lut.get(g.usize()).copied().unwrap_or(NOT_SELECTED);
-            if col != NOT_SELECTED {
-                dst[col as usize] = O::from(x);
-            }
+        // One match per cell on the part's types; the scatter itself is monomorphic.
+        macro_rules! by_value {
+            ($i:expr) => {
+                match b.values() {
+                    Values::U16(v) => scatter(dst, &$i[r.clone()], &v[r.clone()], lut),
+                    Values::U32(v) => scatter(dst, &$i[r.clone()], &v[r.clone()], lut),
+                    Values::F32(v) => scatter(dst, &$i[r.clone()], &v[r.clone()], lut),
+                    Values::F64(v) => scatter(dst, &$i[r.clone()], &v[r.clone()], lut),
+                }
+            };
+        }
+        match b.indices() {
+            Indices::U16(i) => by_value!(i),
+            Indices::U32(i) => by_value!(i),
         }
     }
     let child = PrimitiveArray::<O::Arrow>::new(alloc.pool.buffer(buf), None);

@@ -6,9 +6,10 @@
 //! |---|---|---|
 //! | `cell` | `UInt64` | global cell id |
 //! | `group` | `UInt64` | only with [`BatchOptions::group_column`]: the group (region, block ...) of the cell |
-//! | `indices` | `List<UInt16 \| UInt32 \| Int32>` | gene ids of the cell's non-zeros (CSR output; stored type or [`IndexOutput`]) |
+//! | `indices` | `List<UInt16 \| UInt32 \| Int32>` | gene ids of the cell's non-zeros (CSR output; stored type or [`IndexOutput`]); with [`BatchOptions::genes`], positions in the model vocabulary, increasing |
 //! | `values` | `List<...>` | the non-zeros, stored type or converted ([`ValueOutput`]) |
 //! | `dense` | `FixedSizeList<Float32 \| Float64, n>` | instead of `indices`/`values` with [`BatchOptions::dense`] |
+//! | `tokens`, `token_values`, `attention_mask` | `FixedSizeList<_, k>` | instead of `indices`/`values` with [`BatchOptions::tokens`] ([`tokens`]) |
 //! | `x`, `y`, (`z`) | `Float64` | with [`BatchOptions::coordinates`] |
 //! | obs columns | as in `obs.parquet` | with [`BatchOptions::obs_columns`] |
 //! | `min_x` ... `max_z` | `Float64` | with [`BatchOptions::bounds`]: the box of the cell's group (a spatial block, a region box) |
@@ -43,6 +44,7 @@ mod pool;
 mod prefetch;
 pub mod spec;
 mod summary;
+pub mod tokens;
 
 #[cfg(test)]
 mod tests;
@@ -52,10 +54,12 @@ pub use pool::Region;
 pub use prefetch::{Loader, LoaderOptions};
 pub use spec::{defaults, Planned, SamplerKind, SamplerSpec};
 pub use summary::Summary;
+pub use tokens::{TokenMode, TokenOptions};
 
 use std::sync::Arc;
 
 use crate::error::Result;
+use crate::genes::GeneVocab;
 use crate::sample::{Bounds, Group, Layout, Sampler, Shard, ShardPolicy, ShardState, ShardWindow};
 
 /// Value type of the `values` (or `dense`) column.
@@ -87,7 +91,7 @@ pub enum DenseGenes {
     All,
     /// Gene ids.
     Ids(Vec<u32>),
-    /// Gene names, looked up in `genes.parquet`.
+    /// Genes by name, stable id or unique symbol, looked up in `genes.parquet`.
     Names(Vec<String>),
 }
 
@@ -101,6 +105,9 @@ pub struct BatchOptions {
     pub indices: IndexOutput,
     /// Dense output over these genes instead of CSR.
     pub dense: Option<DenseGenes>,
+    /// CSR output in a model's gene space: gene ids are positions in this vocabulary, in its
+    /// order; corpus genes outside it are left out of every batch.
+    pub genes: Option<GeneVocab>,
     /// `obs.parquet` columns to add, gathered per cell.
     pub obs_columns: Vec<String>,
     /// Add the coordinate columns (`x`, `y`, and `z` when the corpus has it).
@@ -110,6 +117,9 @@ pub struct BatchOptions {
     /// Add the box of each cell's group and the coordinates normalised to it (the requests
     /// must then carry bounds: spatial blocks, regions given as boxes). Implies `coordinates`.
     pub bounds: bool,
+    /// Token columns (`tokens`, `token_values`, `attention_mask`) instead of CSR rows; see
+    /// [`tokens`].
+    pub tokens: Option<TokenOptions>,
 }
 
 impl Default for BatchOptions {
@@ -118,10 +128,12 @@ impl Default for BatchOptions {
             values: spec::defaults::VALUES,
             indices: spec::defaults::INDICES,
             dense: None,
+            genes: None,
             obs_columns: Vec::new(),
             coordinates: false,
             group_column: false,
             bounds: false,
+            tokens: None,
         }
     }
 }

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{BatchOptions, BatchPlan, DenseGenes, IndexOutput, LoaderOptions, SampledCells};
-use super::{SampledGroups, ValueOutput};
+use super::{SampledGroups, TokenMode, TokenOptions, ValueOutput};
 use crate::corpus::Corpus;
 use crate::error::{Error, Result};
+use crate::genes::GeneVocab;
 use crate::sample::{
     BlockConfig, BlockShuffle, Cohort, Group, GroupConfig, LabelMode, RandomCells, RandomGroups,
     RegionConfig, Regions, SampleIndex, Sampler, Shard, ShardPolicy, ShardState, SpatialBlocks,
@@ -52,6 +53,32 @@ pub mod defaults {
     pub const THREADS: usize = 2;
     /// Batches gathered ahead: enough to hide an uneven batch, bounded memory.
     pub const PREFETCH: usize = 8;
+    /// Tokens per cell: Geneformer's input size.
+    pub const TOP_K: usize = 2048;
+    /// Value bins, bin 0 included: scGPT's default.
+    pub const N_BINS: usize = 51;
+
+    /// The settings a front end changes from the defaults above, because its consumers expect
+    /// other types: Python's loaders hand indices to scipy and torch, which index with int32
+    /// (the gather widens while copying, so they take the buffer as is); the PyTorch dataset
+    /// also hands values to torch, which computes in floats; a Hugging Face iterable dataset
+    /// runs one loader in each of `datasets`' worker processes, so one gathering thread each.
+    /// `None` for a name that is not a front end (`python`, `torch`, `hf`).
+    pub fn front_end(name: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let python = serde_json::json!({ "indices": IndexOutput::Int32 });
+        let extra = match name {
+            "python" => serde_json::json!({}),
+            "torch" => serde_json::json!({ "values": ValueOutput::Float32 }),
+            "hf" => serde_json::json!({ "threads": 1 }),
+            _ => return None,
+        };
+        let (serde_json::Value::Object(mut m), serde_json::Value::Object(extra)) = (python, extra)
+        else {
+            unreachable!("json! objects")
+        };
+        m.extend(extra);
+        Some(m)
+    }
 }
 
 /// The samplers.
@@ -66,7 +93,7 @@ pub enum SamplerKind {
     Shuffle,
     /// Groups of `group_size` random cells of one sample.
     Groups,
-    /// Regions from a regions manifest, an obs column, or the corpus's `regions.parquet`.
+    /// Regions from a regions manifest or an obs column.
     Regions,
     /// Square (or cubic) blocks of tissue of `block_size`, spatial samples only.
     Blocks,
@@ -235,12 +262,25 @@ pub struct SamplerSpec {
     pub indices: IndexOutput,
     /// Dense output over these genes instead of CSR.
     pub dense: Option<DenseGenes>,
+    /// A model's gene vocabulary (a list of ids or symbols, or a file of them): CSR batches in
+    /// its order and id space; corpus genes outside it are left out.
+    pub genes: Option<GeneVocab>,
     /// obs columns to add to each batch.
     pub obs: Vec<String>,
     /// Add the coordinate columns.
     pub coords: bool,
     /// Add each cell's group box and its coordinates normalised to it (implies `coords`).
     pub bounds: bool,
+    /// Tokenized output instead of CSR rows: `rank` (rank-value encoding) or `bins` (value
+    /// binning); see [`crate::loader::tokens`].
+    pub tokens: Option<TokenMode>,
+    /// Tokens: tokens per cell (the row width).
+    pub top_k: usize,
+    /// Tokens `bins`: number of bins, 0 included (values get 1 ..= n_bins - 1).
+    pub n_bins: usize,
+    /// Tokens `rank`: a table of gene medians (columns gene, median) instead of the corpus's
+    /// `gene_stats` table.
+    pub gene_medians: Option<PathBuf>,
     /// Loader threads (0: gather on the consumer's thread).
     pub threads: usize,
     /// Batches gathered ahead.
@@ -287,9 +327,14 @@ impl Default for SamplerSpec {
             values: d::VALUES,
             indices: d::INDICES,
             dense: None,
+            genes: None,
             obs: Vec::new(),
             coords: false,
             bounds: false,
+            tokens: None,
+            top_k: d::TOP_K,
+            n_bins: d::N_BINS,
+            gene_medians: None,
             threads: d::THREADS,
             prefetch: d::PREFETCH,
             only_blocks: None,
@@ -399,8 +444,22 @@ impl SamplerSpec {
             at_least("max_cells", m, 1)?;
         }
         at_least("prefetch", self.prefetch, 1)?;
+        self.validate_tokens()?;
         positive("block_size", self.block_size)?;
         positive("stride", self.stride)?;
+        if self.genes.is_some() && self.tokens.is_some() {
+            return Err(Error::invalid_input(
+                "tokens and genes (a model vocabulary) do not combine: tokens are corpus gene ids",
+            ));
+        }
+        if self.genes.is_some() && self.dense.is_some() {
+            return Err(Error::invalid_input(
+                "genes (a model vocabulary) sets the gene space of CSR batches; it does not combine with dense",
+            ));
+        }
+        if let Some(GeneVocab::List(list)) = &self.genes {
+            crate::genes::model::check_unique(list, None)?;
+        }
         let kind = self.sampler;
         if kind == SamplerKind::Blocks && self.block_size.is_none() {
             return Err(Error::invalid_input(
@@ -459,6 +518,33 @@ impl SamplerSpec {
         Ok(())
     }
 
+    /// The checks of the token settings.
+    fn validate_tokens(&self) -> Result<()> {
+        at_least("top_k", self.top_k, 1)?;
+        at_least("n_bins", self.n_bins, 2)?;
+        if self.tokens.is_some() && self.dense.is_some() {
+            return Err(Error::invalid_input(
+                "tokens and dense are two kinds of output; ask for one",
+            ));
+        }
+        if self.gene_medians.is_some() && self.tokens != Some(TokenMode::Rank) {
+            return Err(Error::invalid_input(
+                "gene_medians is a setting of tokens=\"rank\"",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The token output of these settings, if any.
+    pub fn token_options(&self) -> Option<TokenOptions> {
+        self.tokens.map(|mode| TokenOptions {
+            mode,
+            top_k: self.top_k,
+            n_bins: self.n_bins,
+            gene_medians: self.gene_medians.clone(),
+        })
+    }
+
     /// The shard of this process.
     pub fn shard(&self) -> Result<Shard> {
         Shard::new(self.rank, self.world_size, self.worker, self.num_workers)
@@ -484,10 +570,12 @@ impl SamplerSpec {
             values: self.values,
             indices: self.indices,
             dense: self.dense.clone(),
+            genes: self.genes.clone(),
             obs_columns: self.obs.clone(),
             coordinates: self.coords,
             group_column: self.grouped(),
             bounds: self.bounds,
+            tokens: self.token_options(),
         }
     }
 
@@ -504,7 +592,7 @@ impl SamplerSpec {
     /// every cell), intersected with the `where` predicate and the `cohort` file; `blocks_sql`
     /// and `regions_sql` run here and fill `only_blocks` and `only_regions`. The regions a
     /// `regions_sql` query sees are those the sampler serves: the `label` column's values
-    /// when a label is given, else the corpus's `regions.parquet` (or its `region` column).
+    /// when a label is given, else the corpus's `region` column.
     pub fn select(&mut self, corpus: &Arc<Corpus>, cells: Option<Cohort>) -> Result<Cohort> {
         self.validate()?;
         let mut cohort = cells.unwrap_or_else(|| Cohort::all(corpus.n_cells()));
@@ -575,14 +663,12 @@ impl SamplerSpec {
                 if let Some(only) = &self.only_regions {
                     cfg = cfg.only(only.iter().cloned());
                 }
-                let default_regions = corpus.table_path("regions");
                 let s = match (&self.regions, &self.label) {
                     (Some(path), _) => Regions::from_manifest(&index, cohort, path, cfg)?,
                     (None, Some(_)) => Regions::from_obs_column(&index, cohort, cfg)?,
-                    (None, None) if default_regions.exists() => Regions::from_manifest(&index, cohort, &default_regions, cfg)?,
                     (None, None) => {
                         return Err(Error::invalid_input(
-                            "the regions sampler needs regions (a regions manifest) or label (an obs column of regions); the corpus has no regions.parquet",
+                            "the regions sampler needs regions: a regions manifest (regions=) or an obs column of regions (label=)",
                         ))
                     }
                 };
@@ -740,7 +826,16 @@ mod tests {
         .unwrap();
         assert_eq!(back, d);
         let names = SamplerSpec::names();
-        for n in ["where", "blocks_sql", "num_workers", "prefetch", "dense"] {
+        for n in [
+            "where",
+            "blocks_sql",
+            "num_workers",
+            "prefetch",
+            "dense",
+            "tokens",
+            "top_k",
+            "n_bins",
+        ] {
             assert!(names.iter().any(|x| x == n), "{n} in {names:?}");
         }
         assert!(!names.iter().any(|x| x == "only_blocks"));
@@ -796,6 +891,38 @@ mod tests {
             ),
             (serde_json::json!({"seed": "x"}), "seed: invalid type"),
             (serde_json::json!({"dense": ["a", "id:3"]}), "not both"),
+            (
+                serde_json::json!({"genes": ["A", "B", "A"]}),
+                "lists \"A\" twice (entries 1 and 3)",
+            ),
+            (
+                serde_json::json!({"genes": ["A"], "dense": "all"}),
+                "does not combine with dense",
+            ),
+            (
+                serde_json::json!({"genes": ["A"], "tokens": "rank"}),
+                "tokens and genes",
+            ),
+            (
+                serde_json::json!({"tokens": "words"}),
+                "tokens: unknown tokens \"words\"",
+            ),
+            (
+                serde_json::json!({"tokens": "rank", "top_k": 0}),
+                "top_k must be at least 1",
+            ),
+            (
+                serde_json::json!({"tokens": "bins", "n_bins": 1}),
+                "n_bins must be at least 2",
+            ),
+            (
+                serde_json::json!({"tokens": "rank", "dense": "all"}),
+                "tokens and dense",
+            ),
+            (
+                serde_json::json!({"tokens": "bins", "gene_medians": "m.tsv"}),
+                "gene_medians is a setting of tokens=\"rank\"",
+            ),
         ];
         for (pairs, want) in cases {
             let e = from(pairs.clone()).unwrap_err();

@@ -54,13 +54,14 @@ impl Running {
 /// The table function; holds the corpus paths and caches per-sample extents.
 #[derive(Debug)]
 pub(crate) struct BlocksFunction {
-    obs: PathBuf,
-    samples: PathBuf,
+    obs: Vec<PathBuf>,
+    samples: Vec<PathBuf>,
     extents: OnceLock<std::result::Result<Arc<Vec<SampleExtent>>, String>>,
 }
 
 impl BlocksFunction {
-    pub(crate) fn new(obs: PathBuf, samples: PathBuf) -> Self {
+    /// Over the files of the obs and samples tables, in row order.
+    pub(crate) fn new(obs: Vec<PathBuf>, samples: Vec<PathBuf>) -> Self {
         BlocksFunction {
             obs,
             samples,
@@ -96,8 +97,8 @@ impl BlocksFunction {
         let three_d = extents.iter().any(|e| e.dims == 3);
         let mut counts: Vec<BTreeMap<u64, u64>> = vec![BTreeMap::new(); extents.len()];
         if !grids.is_empty() {
-            let path = &self.obs;
-            for batch in read_columns(path, &["sample_id", "x", "y", "z"])? {
+            let path = first_or_empty(&self.obs);
+            for batch in read_columns(&self.obs, &["sample_id", "x", "y", "z"])? {
                 let batch = batch?;
                 let Cols { sample, x, y, z } = Cols::of(&batch, path)?;
                 let (x, y) = match (x, y) {
@@ -271,34 +272,43 @@ impl Cols {
     }
 }
 
-/// Reads the columns of `names` that exist in a Parquet file.
+/// The first file of a table, for messages.
+fn first_or_empty(files: &[PathBuf]) -> &Path {
+    files.first().map_or(Path::new(""), |p| p.as_path())
+}
+
+/// Reads the columns of `names` that exist in the Parquet files of a table, file after file.
 fn read_columns(
-    path: &Path,
+    files: &[PathBuf],
     names: &[&str],
 ) -> Result<impl Iterator<Item = Result<RecordBatch>> + use<>> {
-    let file = File::open(path).map_err(|e| Error::io(path, "opening", e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).at(path)?;
-    let roots: Vec<usize> = builder
-        .schema()
-        .fields()
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| names.contains(&f.name().as_str()))
-        .map(|(i, _)| i)
-        .collect();
-    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), roots);
-    let reader = builder.with_projection(mask).build().at(path)?;
-    let path = path.to_path_buf();
-    Ok(reader.map(move |b| b.map_err(|e| Error::from(e).with_path(&path))))
+    let mut readers = Vec::with_capacity(files.len());
+    for path in files {
+        let file = File::open(path).map_err(|e| Error::io(path, "opening", e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).at(path)?;
+        let roots: Vec<usize> = builder
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| names.contains(&f.name().as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), roots);
+        let reader = builder.with_projection(mask).build().at(path)?;
+        let path = path.to_path_buf();
+        readers.push(reader.map(move |b| b.map_err(|e| Error::from(e).with_path(&path))));
+    }
+    Ok(readers.into_iter().flatten())
 }
 
 /// Per-sample spatial dimensions and coordinate extents, in corpus order.
 ///
 /// Dimensions come from `samples.parquet: spatial_dims` when present, else from which
 /// coordinates the sample's cells have.
-pub(crate) fn sample_extents(obs: &Path, samples: &Path) -> Result<Vec<SampleExtent>> {
+pub(crate) fn sample_extents(obs: &[PathBuf], samples: &[PathBuf]) -> Result<Vec<SampleExtent>> {
     let mut declared: HashMap<String, usize> = HashMap::new();
-    if samples.exists() {
+    if !samples.is_empty() {
         for batch in read_columns(samples, &["sample_id", "spatial_dims"])? {
             let batch = batch?;
             let (Some(s), Some(d)) = (
@@ -307,9 +317,10 @@ pub(crate) fn sample_extents(obs: &Path, samples: &Path) -> Result<Vec<SampleExt
             ) else {
                 break;
             };
-            let s = arrow::compute::cast(s, &DataType::Utf8).at_object(samples, "sample_id")?;
-            let d =
-                arrow::compute::cast(d, &DataType::UInt64).at_object(samples, "spatial_dims")?;
+            let s = arrow::compute::cast(s, &DataType::Utf8)
+                .at_object(first_or_empty(samples), "sample_id")?;
+            let d = arrow::compute::cast(d, &DataType::UInt64)
+                .at_object(first_or_empty(samples), "spatial_dims")?;
             let (s, d) = (
                 s.as_string::<i32>(),
                 d.as_primitive::<arrow::datatypes::UInt64Type>(),
@@ -326,7 +337,7 @@ pub(crate) fn sample_extents(obs: &Path, samples: &Path) -> Result<Vec<SampleExt
     let mut has_z_column = false;
     for batch in read_columns(obs, &["sample_id", "x", "y", "z"])? {
         let batch = batch?;
-        let Cols { sample, x, y, z } = Cols::of(&batch, obs)?;
+        let Cols { sample, x, y, z } = Cols::of(&batch, first_or_empty(obs))?;
         has_z_column |= z.is_some();
         let sample = sample.as_string::<i32>();
         let (x, y) = (

@@ -2,7 +2,6 @@
 //! matrix by binary search in the cell's sorted gene ids. No dense row is ever built.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -15,7 +14,6 @@ use datafusion::common::{
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::corpus::{Corpus, Indices, Values};
 
@@ -56,23 +54,24 @@ pub(crate) fn row_value(indices: Indices<'_>, values: Values<'_>, gene: u32) -> 
 
 pub(crate) struct ExprState {
     rows: Option<Arc<dyn CellRows>>,
-    genes_path: PathBuf,
+    genes_files: Vec<PathBuf>,
     /// Gene name -> id, read from genes.parquet on first use.
     names: OnceLock<std::result::Result<HashMap<String, u32>, String>>,
 }
 
 impl ExprState {
-    pub(crate) fn new(rows: Option<Arc<dyn CellRows>>, genes_path: PathBuf) -> Self {
+    /// `genes_files`: the files of the genes table, in row (gene id) order.
+    pub(crate) fn new(rows: Option<Arc<dyn CellRows>>, genes_files: Vec<PathBuf>) -> Self {
         ExprState {
             rows,
-            genes_path,
+            genes_files,
             names: OnceLock::new(),
         }
     }
 
     fn names(&self) -> DfResult<&HashMap<String, u32>> {
         self.names
-            .get_or_init(|| read_gene_names(&self.genes_path))
+            .get_or_init(|| read_gene_names(&self.genes_files))
             .as_ref()
             .map_err(|e| exec_datafusion_err!("expr(): {e}"))
     }
@@ -127,32 +126,26 @@ impl ExprState {
     }
 }
 
-fn read_gene_names(path: &std::path::Path) -> std::result::Result<HashMap<String, u32>, String> {
-    let inner = || -> crate::Result<HashMap<String, u32>> {
-        let file = File::open(path).map_err(|e| crate::Error::io(path, "opening", e))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
-        let index = builder
-            .schema()
-            .fields()
-            .iter()
-            .position(|f| f.name() == "name")
-            .ok_or_else(|| crate::Error::corpus(path, "no column `name`"))?;
-        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [index]);
-        let mut names = HashMap::new();
-        let mut next: u32 = 0;
-        for batch in builder.with_projection(mask).build()? {
-            let column = arrow::compute::cast(batch?.column(0), &DataType::Utf8)?;
-            for name in column.as_string::<i32>().iter() {
-                // The first occurrence wins: ids are positions, names should be unique.
-                if let Some(name) = name {
-                    names.entry(name.to_string()).or_insert(next);
-                }
-                next += 1;
+/// Each gene's name, and its stable id and symbol where they name one gene
+/// ([`crate::genes::GeneIndex::lookup`]: a symbol finds its gene whatever the key), to its id.
+fn read_gene_names(files: &[PathBuf]) -> std::result::Result<HashMap<String, u32>, String> {
+    let index =
+        crate::genes::table::read_index(files, Default::default()).map_err(|e| e.to_string())?;
+    let mut names = HashMap::new();
+    for (i, g) in index.genes().iter().enumerate() {
+        names.insert(g.name.clone(), i as u32);
+    }
+    for (i, g) in index.genes().iter().enumerate() {
+        for text in [g.identity.id.as_deref(), g.identity.symbol.as_deref()]
+            .into_iter()
+            .flatten()
+        {
+            if index.lookup(text) == Some(i as u32) {
+                names.entry(text.to_string()).or_insert(i as u32);
             }
         }
-        Ok(names)
-    };
-    inner().map_err(|e| format!("{}: {e}", path.display()))
+    }
+    Ok(names)
 }
 
 /// `expr(cell, gene)`: see the [module docs](self).
@@ -173,7 +166,7 @@ impl ExprUdf {
 impl std::fmt::Debug for ExprUdf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExprUdf")
-            .field("genes", &self.state.genes_path)
+            .field("genes", &self.state.genes_files)
             .finish()
     }
 }

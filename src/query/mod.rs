@@ -1,14 +1,16 @@
 //! Layer 4: SQL over the corpus tables with DataFusion; a cohort (a set of cell ids) out.
 //!
-//! A [`QueryEngine`] registers the corpus tables, read straight from their Parquet files with
-//! projection and predicate push-down:
+//! A [`QueryEngine`] registers the corpus tables, read straight from their Parquet files (every
+//! file of a format-2 table dataset as one table) with projection and predicate push-down:
 //!
 //! | table | from | |
 //! |---|---|---|
-//! | `obs` | `obs.parquet` | one row per cell: `cell`, `sample_id`, `nnz`, `total`, `x`, `y`, source obs columns |
-//! | `genes` | `genes.parquet` | the vocabulary: `gene`, `name`, `n_samples`, `n_cells` |
-//! | `samples` | `samples.parquet` | one row per source file, with per-sample metadata |
-//! | `regions` | `regions.parquet`, else derived from an obs region column | only when either exists |
+//! | `obs` | `obs/*.parquet` (format 1: `obs.parquet`) | one row per cell: `cell`, `sample_id`, `nnz`, `total`, `x`, `y`, source obs columns |
+//! | `genes` | `genes/*.parquet` with the sums of `gene_counts/*.parquet` (format 1: `genes.parquet`) | the vocabulary: `gene`, `name`, `n_samples`, `n_cells` |
+//! | `gene_counts` | `gene_counts/*.parquet` (format 2) | per conversion or append: `gene`, `n_samples`, `n_cells` |
+//! | `samples` | `samples/*.parquet` (format 1: `samples.parquet`) | one row per source file, with per-sample metadata |
+//! | `regions` | derived from an obs region column | only when obs has one |
+//! | `gene_stats` | `gene_stats/*.parquet` (one file) | per (species, gene): `n_cells`, `sum`, `sum_sq`, `median_nonzero` ([`crate::convert::gene_stats`]); corpora made before it have none |
 //! | `ontology` | the ontologies given to the engine | see [`QueryEngine::with_ontology`] and `is_a()` |
 //!
 //! A derived `regions` has one row per (sample, region value): `sample_id`, `region_id`,
@@ -76,8 +78,8 @@ pub(crate) use expr::CellRows;
 pub struct QueryOptions {
     /// Worker threads and DataFusion partitions; 0 picks the available parallelism (at most 8).
     pub threads: usize,
-    /// The obs column that defines regions when the corpus has no `regions.parquet`.
-    /// `None` uses a column named `region` if obs has one.
+    /// The obs column that defines the `regions` table; `None` uses a column named `region`
+    /// if obs has one.
     pub region_column: Option<String>,
 }
 
@@ -167,26 +169,54 @@ impl QueryEngine {
         }
         let ctx = SessionContext::new_with_config(config);
 
-        let obs = root.join("obs.parquet");
+        let files_of = |table: &str| crate::corpus::table_files_at(root, table);
+        let obs = files_of("obs")?;
         let n_cells = match n_cells {
             Some(n) => n,
-            None => parquet_rows(&obs)?,
+            None => obs.iter().map(|p| parquet_rows(p)).sum::<Result<u64>>()?,
         };
+        let manifest = root
+            .join(crate::corpus::MANIFEST_FILE)
+            .exists()
+            .then(|| crate::corpus::Manifest::read(root))
+            .transpose()?;
         let mut tables = Vec::new();
-        for table in ["obs", "genes", "samples", "regions"] {
-            let path = root.join(format!("{table}.parquet"));
-            if !path.exists() {
-                if table == "regions" {
+        for table in [
+            "obs",
+            "genes",
+            "samples",
+            crate::corpus::GENE_COUNTS_TABLE,
+            crate::convert::gene_stats::TABLE,
+        ] {
+            if table == "genes" {
+                if let Some(m) = manifest.as_ref().filter(|m| m.format_version >= 2) {
+                    // Identity and summed counts, as in format 1: one row per gene, in memory.
+                    let batches = crate::corpus::read_genes_with_counts(root, m, None)?;
+                    let schema = batches
+                        .first()
+                        .map(|b| b.schema())
+                        .ok_or_else(|| Error::corpus(root, "the genes table is empty"))?;
+                    let mem = datafusion::datasource::MemTable::try_new(schema, vec![batches])
+                        .map_err(query_error)?;
+                    ctx.register_table(table, Arc::new(mem))
+                        .map_err(query_error)?;
+                    tables.push(table.to_string());
                     continue;
                 }
+            }
+            let files = files_of(table)?;
+            if files.is_empty() {
+                if table == crate::corpus::GENE_COUNTS_TABLE
+                    || table == crate::convert::gene_stats::TABLE
+                {
+                    continue;
+                }
+                let path = root.join(format!("{table}.parquet"));
                 return Err(Error::corpus(&path, format!("missing table `{table}`")));
             }
-            let url = path
-                .to_str()
-                .ok_or_else(|| Error::corpus(&path, "path is not valid UTF-8"))?;
             runtime
-                .block_on(ctx.register_parquet(table, url, ParquetReadOptions::default()))
-                .map_err(|e| query_error(e).with_path(&path))?;
+                .block_on(register_files(&ctx, table, &files))
+                .map_err(|e| query_error(e).with_path(&files[0]))?;
             tables.push(table.to_string());
         }
         let engine_tables = tables;
@@ -198,17 +228,12 @@ impl QueryEngine {
             tables: engine_tables,
             ontologies: Vec::new(),
         };
-        if !engine.tables.iter().any(|t| t == "regions") {
-            engine.derive_regions(options.region_column.as_deref())?;
-        }
+        engine.derive_regions(options.region_column.as_deref())?;
         engine.ctx.register_udtf(
             "blocks",
-            Arc::new(blocks::BlocksFunction::new(
-                obs,
-                root.join("samples.parquet"),
-            )),
+            Arc::new(blocks::BlocksFunction::new(obs, files_of("samples")?)),
         );
-        let state = Arc::new(expr::ExprState::new(rows, root.join("genes.parquet")));
+        let state = Arc::new(expr::ExprState::new(rows, files_of("genes")?));
         engine
             .ctx
             .register_udf(ScalarUDF::from(expr::ExprUdf::new(state)));
@@ -266,7 +291,26 @@ impl QueryEngine {
         self.n_cells
     }
 
-    /// The registered tables: `obs`, `genes`, `samples` and, when present, `regions`.
+    /// A statement that does not plan; one naming a table that does not exist also lists the
+    /// tables and functions there are.
+    pub(crate) fn planning_error(&self, e: DataFusionError) -> Error {
+        let err = query_error(e);
+        let msg = err.message();
+        if !(msg.contains("table") && msg.contains("not found")) {
+            return err;
+        }
+        Error::new(
+            err.kind(),
+            format!(
+                "{msg}; the tables of {} are {}; table functions blocks(size[, stride]) and expr(cell, gene)",
+                self.root.display(),
+                self.tables.join(", ")
+            ),
+        )
+    }
+
+    /// The registered tables: `obs`, `genes`, `samples` and, when present, `gene_counts`,
+    /// `gene_stats` and `regions`.
     pub fn tables(&self) -> &[String] {
         &self.tables
     }
@@ -292,7 +336,11 @@ impl QueryEngine {
 
     /// [`sql`](Self::sql) for callers already inside an async runtime.
     pub async fn sql_async(&self, sql: &str) -> Result<Vec<RecordBatch>> {
-        let df = self.ctx.sql(sql).await.map_err(query_error)?;
+        let df = self
+            .ctx
+            .sql(sql)
+            .await
+            .map_err(|e| self.planning_error(e))?;
         df.collect().await.map_err(query_error)
     }
 
@@ -304,7 +352,11 @@ impl QueryEngine {
         mut f: impl FnMut(&RecordBatch) -> Result<()>,
     ) -> Result<SchemaRef> {
         self.runtime.block_on(async {
-            let df = self.ctx.sql(sql).await.map_err(query_error)?;
+            let df = self
+                .ctx
+                .sql(sql)
+                .await
+                .map_err(|e| self.planning_error(e))?;
             let schema = df.schema().inner().clone();
             let mut stream = df.execute_stream().await.map_err(query_error)?;
             while let Some(batch) = stream.next().await {
@@ -320,7 +372,11 @@ impl QueryEngine {
     pub fn cohort(&self, sql: &str) -> Result<Cohort> {
         let mut cells = Vec::new();
         self.runtime.block_on(async {
-            let df = self.ctx.sql(sql).await.map_err(query_error)?;
+            let df = self
+                .ctx
+                .sql(sql)
+                .await
+                .map_err(|e| self.planning_error(e))?;
             let schema = df.schema().inner().clone();
             if schema.index_of(CELL_COLUMN).is_err() {
                 let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
@@ -375,6 +431,35 @@ pub fn cohort_where(corpus: &Arc<Corpus>, predicate: &str) -> Result<Cohort> {
 /// Quotes a SQL identifier.
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Registers the Parquet files `files` (in row order; one schema) as one table.
+async fn register_files(
+    ctx: &SessionContext,
+    table: &str,
+    files: &[PathBuf],
+) -> datafusion::error::Result<()> {
+    use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
+    use datafusion::execution::options::ReadOptions;
+    let urls = files
+        .iter()
+        .map(|p| {
+            let s = p.to_str().ok_or_else(|| {
+                DataFusionError::Plan(format!("{}: path is not valid UTF-8", p.display()))
+            })?;
+            ListingTableUrl::parse(s)
+        })
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    let options = ParquetReadOptions::default()
+        .to_listing_options(&ctx.copied_config(), ctx.copied_table_options());
+    // Every file of a table has one schema (a format-2 invariant), so the first one's is the
+    // table's.
+    let schema = options.infer_schema(&ctx.state(), &urls[0]).await?;
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(schema);
+    ctx.register_table(table, Arc::new(ListingTable::try_new(config)?))?;
+    Ok(())
 }
 
 /// Row count of a Parquet file, from its footer.

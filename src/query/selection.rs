@@ -107,7 +107,11 @@ fn for_each_pair_batch(
     mut f: impl FnMut(Vec<String>, &dyn Array) -> Result<()>,
 ) -> Result<()> {
     engine.runtime.block_on(async {
-        let df = engine.ctx.sql(sql).await.map_err(query_error)?;
+        let df = engine
+            .ctx
+            .sql(sql)
+            .await
+            .map_err(|e| engine.planning_error(e))?;
         let schema = df.schema().inner().clone();
         let missing: Vec<&str> = ["sample_id", id_column]
             .into_iter()
@@ -188,7 +192,7 @@ pub struct SelectionSql<'a> {
     /// A query returning `sample_id`, `region_id` (see [`region_selection`]).
     pub regions_sql: Option<&'a str>,
     /// The obs column whose values are the regions the sampler serves; `regions_sql` then
-    /// sees those regions as its `regions` table, whatever `regions.parquet` holds.
+    /// sees those regions as its `regions` table.
     pub region_column: Option<&'a str>,
 }
 

@@ -793,16 +793,6 @@ fn regions_are_derived_from_the_obs_region_column() {
         .map(|((s, r), v)| ((s.unwrap(), r.unwrap()), v))
         .collect();
     assert_eq!(got, want);
-    // A regions.parquet file takes precedence.
-    write(
-        &f.root().join("regions.parquet"),
-        vec![(
-            "region_id",
-            Arc::new(StringArray::from(vec!["a"])) as ArrayRef,
-        )],
-    );
-    let b = f.engine().sql("SELECT region_id FROM regions").unwrap();
-    assert_eq!(column_strings(&b, "region_id"), [Some("a".to_string())]);
 }
 
 #[test]

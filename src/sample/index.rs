@@ -222,11 +222,11 @@ impl SampleIndex {
         if !spatial && label_column.is_none() {
             return SampleIndex::new(samples);
         }
-        let path = corpus.table_path("obs");
-        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, "opening", e))?;
-        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| Error::from(e).with_path(&path))?;
-        let schema = builder.schema().clone();
+        let path = corpus
+            .table_files("obs")
+            .pop()
+            .unwrap_or_else(|| corpus.table_path("obs"));
+        let schema = corpus.table_schema("obs")?;
         let has = |c: &str| schema.column_with_name(c).is_some();
         let mut cols: Vec<&str> = vec!["cell"];
         if spatial {
@@ -240,7 +240,6 @@ impl SampleIndex {
                 cols.push(l);
             }
         }
-        drop(builder);
         let batches = corpus.read_table("obs", Some(&cols))?;
         Self::from_obs_batches(samples, &batches, spatial, label_column)
             .map_err(|e| e.with_path(&path))

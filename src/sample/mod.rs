@@ -67,8 +67,10 @@ pub use regions::{RegionConfig, RegionMembers, RegionSpec, Regions};
 pub use shard::{Layout, Shard, ShardPolicy, ShardState, ShardStream, ShardWindow};
 pub use shuffle::{mean_label_entropy, BlockShuffle};
 
+#[cfg(feature = "cli")]
+pub(crate) use cohort::temp_beside;
 #[cfg(feature = "sql")]
-pub(crate) use cohort::{append_cells, integer_ids, is_integral, missing_cell_column, temp_beside};
+pub(crate) use cohort::{append_cells, integer_ids, is_integral, missing_cell_column};
 
 /// An epoch as a position-addressable sequence of items.
 ///

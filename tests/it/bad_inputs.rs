@@ -556,7 +556,7 @@ fn negative_values_are_stored(dir: &Path, s: &ConvertSummary, _: &Output) {
 }
 
 fn obs_column(dir: &Path, name: &str) -> Vec<String> {
-    let batches = read_parquet(&dir.join("obs.parquet"), Some(&[name])).unwrap();
+    let batches = read_parquet(&dir.join("obs/part-00000.parquet"), Some(&[name])).unwrap();
     batches
         .iter()
         .flat_map(|b| {
@@ -589,7 +589,11 @@ fn spatial_nan_rows_are_kept_last(dir: &Path, s: &ConvertSummary, _: &Output) {
     // Cells with a non-finite coordinate are kept, stored after the cells with coordinates,
     // with the NaN kept in x/y; source_row links them to the file.
     assert_eq!(s.n_cells, 20);
-    let b = &read_parquet(&dir.join("obs.parquet"), Some(&["source_row", "x", "y"])).unwrap()[0];
+    let b = &read_parquet(
+        &dir.join("obs/part-00000.parquet"),
+        Some(&["source_row", "x", "y"]),
+    )
+    .unwrap()[0];
     let rows = b.column(0).as_primitive::<UInt64Type>();
     let x = b.column(1).as_primitive::<Float64Type>();
     let y = b.column(2).as_primitive::<Float64Type>();

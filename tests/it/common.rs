@@ -29,8 +29,13 @@ pub fn scratch(tag: &str) -> tempfile::TempDir {
         .expect("creating a scratch directory")
 }
 
+/// The binary under test: `CELLARROW_BIN` when set (a copy of this tree's build, where
+/// several trees share one target directory), else the one cargo built.
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_cellarrow")
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("CELLARROW_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cellarrow").into())
+    })
 }
 
 /// Runs the CLI with `args`; never panics on a non-zero exit.

@@ -120,9 +120,9 @@ fn symlinks_out_of_the_corpus_are_not_followed() {
 
     // A table replaced by a symlink to an identical file outside: same size, same hash.
     let outside = tmp.path().join("outside-obs.parquet");
-    std::fs::copy(dest.join("obs.parquet"), &outside).unwrap();
-    std::fs::remove_file(dest.join("obs.parquet")).unwrap();
-    symlink(&outside, dest.join("obs.parquet")).unwrap();
+    std::fs::copy(dest.join("obs/part-00000.parquet"), &outside).unwrap();
+    std::fs::remove_file(dest.join("obs/part-00000.parquet")).unwrap();
+    symlink(&outside, dest.join("obs/part-00000.parquet")).unwrap();
     assert_refused(&dest, "table symlink", &[OUTSIDE]);
 
     // The whole matrix directory replaced by a symlink to a copy outside.
@@ -147,9 +147,10 @@ fn symlinks_out_of_the_corpus_are_not_followed() {
     // A relative symlink climbing out.
     std::fs::remove_dir_all(&dest).unwrap();
     copy_dir(&pristine, &dest);
-    std::fs::copy(dest.join("genes.parquet"), tmp.path().join("g.parquet")).unwrap();
-    std::fs::remove_file(dest.join("genes.parquet")).unwrap();
-    symlink("../g.parquet", dest.join("genes.parquet")).unwrap();
+    let genes = dest.join("genes/part-00000.parquet");
+    std::fs::copy(&genes, tmp.path().join("g.parquet")).unwrap();
+    std::fs::remove_file(&genes).unwrap();
+    symlink("../../g.parquet", &genes).unwrap();
     assert_refused(&dest, "relative symlink", &[OUTSIDE]);
 }
 

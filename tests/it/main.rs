@@ -15,6 +15,8 @@ mod containment;
 mod corruption;
 mod crash;
 mod fuzz_regressions;
+mod gene_stats;
+mod genes;
 mod obs_table;
 mod ontology;
 #[cfg(feature = "remote")]

@@ -17,7 +17,8 @@ fn obs(inputs: &[std::path::PathBuf], dest: &std::path::Path) -> RecordBatch {
         .filter(|n| n.contains("staging"))
         .collect();
     assert!(staging.is_empty(), "left behind: {staging:?}");
-    let batches = read_parquet(&dest.join("obs.parquet"), None).unwrap();
+    // A conversion writes one obs file.
+    let batches = read_parquet(&dest.join("obs/part-00000.parquet"), None).unwrap();
     arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
 }
 

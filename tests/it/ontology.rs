@@ -513,6 +513,64 @@ mod sql {
     }
 
     #[test]
+    fn the_command_line_loads_an_ontology_by_file_and_by_name() {
+        let (dir, cl) = small();
+        let obo = dir.path().join("cl.obo");
+        let (corpus, _engine) = session(None);
+        let sql = "SELECT cell FROM obs WHERE is_a(cell_type_id, 'CL:0000236') ORDER BY cell";
+        let want: Vec<String> = expected(&cl, "CL:0000236")
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        let by_file = crate::common::cli([
+            "query".as_ref(),
+            corpus.path().as_os_str(),
+            "--ontology".as_ref(),
+            obo.as_os_str(),
+            "--format".as_ref(),
+            "csv".as_ref(),
+            sql.as_ref(),
+        ]);
+        assert!(
+            by_file.status.success(),
+            "{}",
+            crate::common::stderr(&by_file)
+        );
+        let rows: Vec<String> = String::from_utf8_lossy(&by_file.stdout)
+            .lines()
+            .skip(1)
+            .map(str::to_string)
+            .collect();
+        assert_eq!(rows, want);
+        let by_name = std::process::Command::new(crate::common::bin())
+            .arg("query")
+            .arg(corpus.path())
+            .args(["--ontology", "cl", "--format", "csv", sql])
+            .env("CELLARROW_ONTOLOGY_DIR", dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(
+            by_name.stdout,
+            by_file.stdout,
+            "{}",
+            crate::common::stderr(&by_name)
+        );
+        let missing = crate::common::cli([
+            "query".as_ref(),
+            corpus.path().as_os_str(),
+            "--ontology".as_ref(),
+            dir.path().join("nope.obo").as_os_str(),
+            sql.as_ref(),
+        ]);
+        assert!(!missing.status.success());
+        assert!(
+            crate::common::stderr(&missing).contains("nope.obo` does not exist"),
+            "{}",
+            crate::common::stderr(&missing)
+        );
+    }
+
+    #[test]
     fn is_a_selects_every_descendant_whatever_its_depth() {
         let (_d, cl) = small();
         let check = small().1;

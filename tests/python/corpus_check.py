@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,12 +76,29 @@ def list_column_to_csr_pieces(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offsets - start, child.to_numpy(zero_copy_only=False)
 
 
+def read_table(root: Path, manifest: dict, name: str) -> pa.Table:
+    """A corpus table with pyarrow alone: the one file of format 1, the directory of files of
+    format 2; genes of format 2 gets the summed ``gene_counts`` as ``n_samples``/``n_cells``."""
+    if manifest.get("format_version", 1) < 2:
+        return pq.read_table(root / f"{name}.parquet")
+    t = pq.read_table(root / name)
+    if name == "genes":
+        counts = pq.read_table(root / "gene_counts")
+        n_samples = np.zeros(t.num_rows, dtype=np.uint32)
+        n_cells = np.zeros(t.num_rows, dtype=np.uint64)
+        genes = counts.column("gene").to_numpy()
+        np.add.at(n_samples, genes, counts.column("n_samples").to_numpy())
+        np.add.at(n_cells, genes, counts.column("n_cells").to_numpy())
+        t = t.append_column("n_samples", pa.array(n_samples)).append_column("n_cells", pa.array(n_cells))
+    return t
+
+
 def read_corpus(root: Path) -> Corpus:
     root = Path(root)
     manifest = json.loads((root / "manifest.json").read_text())
-    genes = pq.read_table(root / "genes.parquet")
-    samples = pq.read_table(root / "samples.parquet")
-    obs = pq.read_table(root / "obs.parquet")
+    genes = read_table(root, manifest, "genes")
+    samples = read_table(root, manifest, "samples")
+    obs = read_table(root, manifest, "obs")
     n_cells, n_genes = manifest["n_cells"], manifest["n_genes"]
 
     indptr = [np.zeros(1, dtype=np.int64)]
@@ -264,6 +282,61 @@ def corpus_obs_values(col: pa.ChunkedArray) -> list:
     return out
 
 
+# The shape of a stable gene id (Ensembl, FlyBase, WormBase) with an optional version.
+_GENE_ID = re.compile(r"^(ENS[A-Z]{0,6}G\d{11}|FBgn\d{7}|WBGene\d{8})(\.\d+)?$")
+_ID_COLUMNS = ("gene_ids", "gene_id", "ensembl_id", "ensembl_ids", "gene_ensembl_id", "feature_id", "gene_stable_id")
+
+
+def gene_keys(adata, raw: bool = False) -> list:
+    """The corpus gene name of each var row under the default ``--gene-key id`` (docs/FORMAT.md,
+    Gene identity): the stable id without its version, from var_names or a gene_ids-style
+    column, where the row has one; else its var_name."""
+    var = adata.raw.var if raw else adata.var
+    names = [str(g) for g in (adata.raw.var_names if raw else adata.var_names)]
+    columns = [[str(v) for v in var[c]] for c in _ID_COLUMNS if c in var.columns]
+    keys = []
+    for j, name in enumerate(names):
+        m = next((m for m in (_GENE_ID.match(c[j].strip()) for c in [names, *columns]) if m), None)
+        keys.append(m.group(1) if m else name.strip())
+    return keys
+
+
+_SYMBOL_COLUMNS = ("gene_symbols", "gene_symbol", "feature_name", "gene_name", "gene_names", "symbol", "symbols", "gene_short_name")
+
+
+def gene_identities(adata) -> list:
+    """(id without version or None, symbol or None) of each var row (docs/FORMAT.md)."""
+    names = [str(g).strip() for g in adata.var_names]
+    id_cols = [[str(v).strip() for v in adata.var[c]] for c in _ID_COLUMNS if c in adata.var.columns]
+    sym_cols = [[str(v).strip() for v in adata.var[c]] for c in _SYMBOL_COLUMNS if c in adata.var.columns]
+    out = []
+    for j, name in enumerate(names):
+        m = next((m for m in (_GENE_ID.match(c[j]) for c in [names, *id_cols]) if m), None)
+        symbol = next((c[j] for c in [names, *sym_cols] if c[j] and not _GENE_ID.match(c[j])), None)
+        out.append((m.group(1) if m else None, symbol))
+    return out
+
+
+def joint_gene_keys(adatas) -> list:
+    """The corpus gene name of each var row of each file converted together under the default
+    ``--gene-key id``: its id; else, for a gene without one, the id of the one gene of any file
+    with its symbol; else its symbol."""
+    idents = [gene_identities(a) for a in adatas]
+    ids_of_symbol: dict = {}
+    for f in idents:
+        for gid, sym in f:
+            if gid is not None and sym is not None:
+                ids_of_symbol.setdefault(sym, set()).add(gid)
+    keys = []
+    for f in idents:
+        k = []
+        for gid, sym in f:
+            ids = ids_of_symbol.get(sym, set())
+            k.append(gid if gid is not None else (next(iter(ids)) if len(ids) == 1 else sym))
+        keys.append(k)
+    return keys
+
+
 def assert_sample_matches(
     corpus: Corpus,
     sample_id: str,
@@ -276,7 +349,7 @@ def assert_sample_matches(
 ):
     """Every cell of `sample_id` equals the AnnData object: values, obs, counts, coordinates."""
     x = adata.X if x is None else x
-    var_names = list(adata.var_names) if var_names is None else list(var_names)
+    var_names = gene_keys(adata) if var_names is None else list(var_names)
     row = corpus.sample_row(sample_id)
     obs = corpus.sample_obs(sample_id)
     n = adata.n_obs

@@ -332,7 +332,7 @@ def test_vocab_from_another_corpus(work, run_cellarrow):
     out1 = work / "voc1.corpus"
     run_cellarrow("convert", first, "-o", out1, "--quiet")
     out2 = work / "voc2.corpus"
-    run_cellarrow("convert", second, "-o", out2, "--vocab", out1 / "genes.parquet", "--quiet")
+    run_cellarrow("convert", second, "-o", out2, "--vocab", out1, "--quiet")
     c1, c2 = read_corpus(out1), read_corpus(out2)
     assert c2.gene_names() == c1.gene_names(), "corpora share gene ids"
     b = read(second)

@@ -1,5 +1,6 @@
 """The corpus opens without cellarrow: pyarrow, polars, DuckDB and Hugging Face `datasets`
-read every table and matrix part and agree with each other; pyarrow maps parts with no copy."""
+read every table (a dataset of Parquet files, `TABLE/*.parquet`) and matrix part and agree
+with each other, also on a corpus grown by appends; pyarrow maps parts with no copy."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
@@ -38,6 +40,11 @@ def adatas():
     return {s[: -len(".h5ad")]: read(DATA / s) for s in SOURCES}
 
 
+def files(corpus_dir: Path, table: str) -> str:
+    """The glob of a table's files, as a user types it for polars and DuckDB."""
+    return f"{corpus_dir}/{table}/*.parquet"
+
+
 def parts(corpus_dir: Path) -> list[Path]:
     return sorted((corpus_dir / "matrix").glob("part-*.arrow"))
 
@@ -55,7 +62,7 @@ def test_parts_split_and_round_trip(corpus_dir, adatas):
 
 
 def test_table_schemas_follow_the_format(corpus_dir):
-    obs = pq.read_schema(corpus_dir / "obs.parquet")
+    obs = pq.read_table(corpus_dir / "obs").schema
     want = {
         "cell": pa.uint64(),
         "obs_name": pa.string(),
@@ -71,14 +78,15 @@ def test_table_schemas_follow_the_format(corpus_dir):
     st = obs.field("sample_id").type
     assert st == pa.string() or (pa.types.is_dictionary(st) and st.value_type == pa.string())
     assert pa.types.is_dictionary(obs.field("bulk_labels").type), "categoricals stay dictionary-encoded"
-    genes = pq.read_schema(corpus_dir / "genes.parquet")
-    assert [genes.field(n).type for n in ("gene", "name", "n_samples", "n_cells")] == [
+    genes = pq.read_table(corpus_dir / "genes").schema
+    assert [genes.field(n).type for n in ("gene", "name")] == [pa.uint32(), pa.string()]
+    counts = pq.read_table(corpus_dir / "gene_counts").schema
+    assert [counts.field(n).type for n in ("gene", "n_samples", "n_cells")] == [
         pa.uint32(),
-        pa.string(),
         pa.uint32(),
         pa.uint64(),
     ]
-    samples = pq.read_schema(corpus_dir / "samples.parquet")
+    samples = pq.read_table(corpus_dir / "samples").schema
     for col in (
         "sample_id",
         "source_path",
@@ -95,10 +103,12 @@ def test_table_schemas_follow_the_format(corpus_dir):
         assert col in samples.names, col
 
 
-@pytest.mark.parametrize("table", ["obs", "genes", "samples"])
-def test_polars_and_duckdb_read_the_tables_like_pyarrow(table, corpus_dir):
-    path = corpus_dir / f"{table}.parquet"
-    t = pq.read_table(path)
+def assert_same_tables(corpus_dir: Path, table: str) -> pa.Table:
+    """pyarrow (a directory, a dataset), polars and DuckDB (a glob) read the files of `table` as
+    one table with the same rows, columns and values; returns pyarrow's."""
+    t = pq.read_table(corpus_dir / table)
+    assert pads.dataset(corpus_dir / table, format="parquet").to_table().equals(t)
+    path = files(corpus_dir, table)
     df = pl.read_parquet(path)
     assert df.height == t.num_rows
     assert df.columns == t.column_names
@@ -112,14 +122,20 @@ def test_polars_and_duckdb_read_the_tables_like_pyarrow(table, corpus_dir):
     assert n == t.num_rows
     cols = duckdb.sql(f"DESCRIBE SELECT * FROM '{path}'").fetchall()
     assert [c[0] for c in cols] == t.column_names
+    return t
+
+
+@pytest.mark.parametrize("table", ["obs", "genes", "samples", "gene_counts"])
+def test_polars_and_duckdb_read_the_tables_like_pyarrow(table, corpus_dir):
+    assert_same_tables(corpus_dir, table)
 
 
 def test_duckdb_group_by_agrees_with_anndata(corpus_dir, adatas):
-    obs = corpus_dir / "obs.parquet"
+    obs = files(corpus_dir, "obs")
     rows = duckdb.sql(
         f"SELECT sample_id, count(*) AS n, sum(nnz) AS nnz FROM '{obs}' GROUP BY sample_id ORDER BY sample_id"
     ).fetchall()
-    samples = pq.read_table(corpus_dir / "samples.parquet").to_pylist()
+    samples = pq.read_table(corpus_dir / "samples").to_pylist()
     want = sorted((s["sample_id"], s["n_cells"]) for s in samples)
     assert [(r[0], r[1]) for r in rows] == want
     assert {r[0]: r[1] for r in rows} == {k: a.n_obs for k, a in adatas.items()}
@@ -204,3 +220,62 @@ def test_pyarrow_reads_parts_with_no_copy(corpus_dir):
                     assert (buf.address - base) % 64 == 0, f"{name}: a buffer is not 64-byte aligned"
         assert n_buffers >= 4
         del table
+
+
+@pytest.fixture(scope="module")
+def appended_dir(run_cellarrow, session_tmp) -> Path:
+    """pbmc68k converted, then the Visium file and the chr21 counts appended one at a time:
+    every table is a dataset of several files."""
+    out = session_tmp / "readers-appended.corpus"
+    if not (out / "manifest.json").exists():
+        run_cellarrow("convert", DATA / SOURCES[0], "-o", out, "--quiet")
+        run_cellarrow("append", out, DATA / SOURCES[1], "--quiet")
+        run_cellarrow("append", out, DATA / "scanpy_10x_v3_chr21_counts.h5ad", "--quiet")
+    return out
+
+
+@pytest.mark.parametrize("table", ["obs", "genes", "samples", "gene_counts"])
+def test_every_reader_reads_an_appended_table_as_one(table, appended_dir, adatas):
+    import json
+
+    manifest = json.loads((appended_dir / "manifest.json").read_text())
+    listed = manifest["tables"][table]
+    on_disk = sorted(str(p.relative_to(appended_dir)) for p in (appended_dir / table).glob("*.parquet"))
+    assert [f["path"] for f in listed] == on_disk
+    if table != "genes":
+        # genes gets a file per append too, unless an append gave an existing gene a new key
+        # or ortholog: then the table is written again as one file (docs/FORMAT.md).
+        assert len(listed) >= 2, f"{table}: one file per conversion or append"
+    t = assert_same_tables(appended_dir, table)
+    assert t.num_rows == sum(f["rows"] for f in listed)
+    total = {"obs": manifest["n_cells"], "genes": manifest["n_genes"], "samples": len(manifest["samples"])}
+    if table in total:
+        assert t.num_rows == total[table]
+    if table == "obs":
+        # Rows in cell order across the files; every sample's cells where the manifest says.
+        assert t.column("cell").to_pylist() == list(range(manifest["n_cells"]))
+        counts = dict(
+            duckdb.sql(f"SELECT sample_id, count(*) FROM '{files(appended_dir, 'obs')}' GROUP BY sample_id").fetchall()
+        )
+        assert counts == {s["sample_id"]: s["n_cells"] for s in manifest["samples"]}
+        assert counts[SOURCES[1][: -len(".h5ad")]] == adatas[SOURCES[1][: -len(".h5ad")]].n_obs
+    if table == "genes":
+        assert t.column("gene").to_pylist() == list(range(manifest["n_genes"]))
+
+
+def test_datafusion_reads_an_appended_corpus_like_duckdb(appended_dir, run_cellarrow, session_tmp):
+    """cellarrow's SQL (DataFusion over the listed files) agrees with DuckDB over the globs."""
+    out = session_tmp / "appended-query.csv"
+    sql = "SELECT sample_id, count(*) AS n, sum(nnz) AS nnz, count(x) AS spatial FROM obs GROUP BY sample_id ORDER BY sample_id"
+    run_cellarrow("query", appended_dir, sql, "--format", "csv", "-o", out)
+    ours = pl.read_csv(out).rows()
+    theirs = duckdb.sql(sql.replace("FROM obs", f"FROM '{files(appended_dir, 'obs')}'")).fetchall()
+    assert ours == [tuple(r) for r in theirs]
+    out = session_tmp / "appended-genes.csv"
+    run_cellarrow("query", appended_dir, "SELECT count(*) AS n, sum(n_samples) AS s, sum(n_cells) AS c FROM genes", "--format", "csv", "-o", out)
+    n, s, c = pl.read_csv(out).row(0)
+    g = duckdb.sql(
+        f"SELECT count(DISTINCT gene), sum(n_samples), sum(n_cells) FROM '{files(appended_dir, 'gene_counts')}'"
+    ).fetchall()[0]
+    assert n == duckdb.sql(f"SELECT count(*) FROM '{files(appended_dir, 'genes')}'").fetchall()[0][0]
+    assert (s, c) == (g[1], g[2])

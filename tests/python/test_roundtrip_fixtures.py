@@ -14,6 +14,8 @@ from conftest import DATA
 from corpus_check import (
     ARROW_VALUE_TYPES,
     assert_sample_matches,
+    gene_keys,
+    joint_gene_keys,
     expected_value_type,
     read_corpus,
     sha256,
@@ -46,10 +48,10 @@ def test_round_trip_each_fixture(name, convert_cached):
     corpus = read_corpus(out)
     adata = read(path)
     m = corpus.manifest
-    assert m["format"] == "cellarrow" and m["format_version"] == 1
+    assert m["format"] == "cellarrow" and m["format_version"] == 2
     assert m["n_cells"] == adata.n_obs
     assert m["n_genes"] == adata.n_vars
-    assert sorted(corpus.gene_names()) == sorted(map(str, adata.var_names))
+    assert sorted(corpus.gene_names()) == sorted(gene_keys(adata))
     assert corpus.genes.column("gene").to_pylist() == list(range(adata.n_vars))
     assert corpus.sample_ids() == [stem(name)]
     want = assert_sample_matches(corpus, stem(name), adata, source_path=path)
@@ -58,16 +60,18 @@ def test_round_trip_each_fixture(name, convert_cached):
     # Narrowest lossless types, derived from the source values.
     vt = expected_value_type(source_values(adata.X))
     assert m["value_type"] == vt
+    # One conversion: every part has the manifest's types.
+    assert all(p["index_type"] == m["index_type"] and p["value_type"] == vt for p in m["matrix"]["parts"])
     assert corpus.value_arrow_type == ARROW_VALUE_TYPES[vt]
     assert corpus.index_arrow_type == (pa.uint16() if adata.n_vars <= 65536 else pa.uint32())
 
-    # genes.parquet counts cells with a non-zero per gene.
+    # The genes table (with the sums of gene_counts) counts cells with a non-zero per gene.
     x = to_csr64(adata.X)
     per_gene = np.bincount(x.indices, minlength=adata.n_vars)
     ids = corpus.gene_ids()
     got = np.asarray(corpus.genes.column("n_cells").to_pylist())
     want_cells = np.zeros(adata.n_vars, dtype=np.int64)
-    for j, g in enumerate(map(str, adata.var_names)):
+    for j, g in enumerate(gene_keys(adata)):
         want_cells[ids[g]] = per_gene[j]
     assert np.array_equal(got, want_cells)
     assert set(corpus.genes.column("n_samples").to_pylist()) == {1}
@@ -106,22 +110,24 @@ def test_all_fixtures_in_one_corpus(convert_cached):
     corpus = read_corpus(out)
     adatas = [read(p) for p in paths]
     assert corpus.sample_ids() == [stem(n) for n in FIXTURES], "samples keep the input order"
+    # Files with ids and files of symbols only: genes join by id, else by symbol.
+    keys = joint_gene_keys(adatas)
     union = set()
-    for a in adatas:
-        union |= set(map(str, a.var_names))
+    for k in keys:
+        union |= set(k)
     assert set(corpus.gene_names()) == union
     assert len(corpus.gene_names()) == len(union)
     first = 0
-    for name, path, a in zip(FIXTURES, paths, adatas):
+    for name, path, a, k in zip(FIXTURES, paths, adatas, keys):
         row = corpus.sample_row(stem(name))
         assert row["first_cell"] == first
         first += a.n_obs
-        assert_sample_matches(corpus, stem(name), a, source_path=path)
+        assert_sample_matches(corpus, stem(name), a, var_names=k, source_path=path)
     assert corpus.manifest["n_cells"] == first
     values = np.concatenate([source_values(a.X) for a in adatas])
     assert corpus.manifest["value_type"] == expected_value_type(values)
     # A gene's n_samples counts the files that measure it.
-    gene_sets = [set(map(str, a.var_names)) for a in adatas]
+    gene_sets = [set(k) for k in keys]
     n_samples = {g: sum(g in s for s in gene_sets) for g in union}
     got = dict(zip(corpus.gene_names(), corpus.genes.column("n_samples").to_pylist()))
     assert got == n_samples

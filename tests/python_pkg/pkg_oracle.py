@@ -6,14 +6,13 @@ import numpy as np
 
 
 class Oracle:
-    """Maps global cell ids to (h5ad file, source row) through obs.parquet and reads the rows
+    """Maps global cell ids to (h5ad file, source row) through the obs table and reads the rows
     with anndata, re-indexed into the corpus vocabulary."""
 
     def __init__(self, corpus, sources):
         import anndata as ad
-        import pyarrow.parquet as pq
 
-        obs = pq.read_table(corpus.path / "obs.parquet", columns=["cell", "sample_id", "source_row"])
+        obs = corpus.table("obs", ["cell", "sample_id", "source_row"])
         self.sample = obs.column("sample_id").to_pylist()
         self.row = obs.column("source_row").to_numpy()
         vocab = {g: i for i, g in enumerate(corpus.gene_names)}
@@ -21,7 +20,10 @@ class Oracle:
         for path in sources:
             a = ad.read_h5ad(path)
             X = a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X)
-            cols = np.array([vocab[g] for g in a.var_names])
+            # A gene is named by its stable id where the file has one (`gene_ids`, version
+            # dropped; docs/FORMAT.md, Gene identity), else by its var_name.
+            ids = [str(g).split(".")[0] for g in a.var["gene_ids"]] if "gene_ids" in a.var.columns else None
+            cols = np.array([vocab[ids[j]] if ids and ids[j] in vocab else vocab[g] for j, g in enumerate(a.var_names)])
             self.data[path.stem] = (X, cols)
 
     def row_of(self, cell: int):

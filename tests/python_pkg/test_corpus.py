@@ -17,13 +17,18 @@ def corpus(synth):
 
 
 def test_tables_equal_what_pyarrow_and_polars_read_from_the_files(corpus):
-    for name in ("obs", "genes", "samples"):
+    for name in ("obs", "genes", "samples", "gene_counts"):
         ours = corpus.table(name)
-        assert ours.equals(pq.read_table(corpus.path / f"{name}.parquet"))
+        files = pq.read_table(corpus.path / name)
+        # genes as served adds the summed gene counts to the identity files' columns.
+        assert ours.select(files.column_names).equals(files)
         df = corpus.table(name, format="polars")
         assert isinstance(df, pl.DataFrame)
-        assert df.equals(pl.read_parquet(corpus.path / f"{name}.parquet"))
+        assert df.select(files.column_names).equals(pl.read_parquet(f"{corpus.path}/{name}/*.parquet"))
         assert corpus.scan(name).collect().equals(df)
+        assert corpus.table_paths(name) == sorted((corpus.path / name).glob("*.parquet"))
+    identity = ["id", "id_version", "symbol", "species", "ortholog_id", "ortholog_symbol", "ortholog_species", "matched_by"]
+    assert corpus.genes.column_names == ["gene", "name", *identity, "n_samples", "n_cells"]
     assert corpus.obs.num_rows == corpus.n_cells == 220
     assert corpus.genes.column("name").to_pylist() == corpus.gene_names
     assert corpus.samples.column("sample_id").to_pylist() == ["sa", "sb"]
@@ -46,7 +51,7 @@ def test_query_agrees_with_polars_and_pyarrow(corpus):
     )
     assert got.select("sample_id", "cell_type", "n").rows() == expect.select("sample_id", "cell_type", "n").rows()
     assert [int(x) for x in got["nnz"]] == [int(x) for x in expect["nnz"]]
-    obs = pq.read_table(corpus.path / "obs.parquet")
+    obs = pq.read_table(corpus.path / "obs")
     big = pa.compute.sum(pa.compute.greater(obs.column("nnz"), 5)).as_py()
     assert corpus.query("SELECT COUNT(*) AS n FROM obs WHERE nnz > 5", format="polars")["n"][0] == big
 
@@ -82,3 +87,49 @@ def test_bad_inputs_are_clear_errors(corpus, tmp_path):
         len(corpus.loader(obs=["nope"]))
     with pytest.raises(ValueError, match="rank"):
         len(corpus.loader(rank=2, world_size=2))
+
+
+def test_an_appended_corpus_with_parts_of_two_value_types_serves_one(workdir):
+    """Integer counts, then log-normalised values appended: the parts keep uint16 and float32,
+    and get(), the Arrow matrix view and a loader serve every cell in float32, equal to the
+    sources."""
+    import subprocess
+
+    from pkg_fixtures import DATA, cellarrow_bin, convert
+    from pkg_oracle import Oracle
+
+    counts, logs = DATA / "scanpy_10x_v3_chr21_counts.h5ad", DATA / "squidpy_visium_mouse_brain_49spots.h5ad"
+    out = workdir / "appended-types.corpus"
+    if not out.exists():
+        convert([counts], out)
+        proc = subprocess.run(
+            [str(cellarrow_bin()), "append", str(out), str(logs), "--quiet"], capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, proc.stderr
+    corpus = cellarrow.open(out)
+    m = corpus.manifest
+    assert m["value_type"] == "float32"
+    assert {p["value_type"] for p in m["matrix"]["parts"]} == {"uint16", "float32"}
+    oracle = Oracle(corpus, [counts, logs])
+    ids = np.arange(corpus.n_cells)
+    batch = corpus.get(ids)
+    assert batch.values.dtype == np.float32
+    np.testing.assert_array_equal(batch.to_scipy().toarray(), oracle.dense(ids, corpus.n_genes))
+    matrix = corpus.matrix
+    assert matrix.schema.field("values").type.value_type == pa.float32()
+    assert matrix.num_rows == corpus.n_cells
+    first = oracle.row_of(0)
+    assert matrix.column("indices")[0].as_py() == first[0].tolist()
+    assert matrix.column("values")[0].as_py() == first[1].tolist()
+    seen = 0
+    for b in corpus.loader("random", batch_size=256, seed=3):
+        dense = b.to_scipy().toarray()
+        np.testing.assert_array_equal(dense, oracle.dense(b.cells, corpus.n_genes))
+        seen += len(b)
+    assert seen == corpus.n_cells
+    # Hugging Face: the uint16 parts are cast to the manifest's float32 so the parts concatenate.
+    ds = corpus.to_hf_dataset()
+    assert ds.num_rows == corpus.n_cells
+    for c in (0, corpus.n_cells - 1):
+        g, v = oracle.row_of(c)
+        assert ds[c]["indices"] == g.tolist() and ds[c]["values"] == v.tolist()

@@ -113,12 +113,18 @@ class Loader:
         values: Literal["native", "f32", "f64"] = "native",
         indices: Literal["i32", "native"] = "i32",
         dense: Union[None, str, Sequence[str], Sequence[int]] = None,
+        genes: Union[None, PathLike, Sequence[str]] = None,
+        tokens: Optional[Literal["rank", "bins"]] = None,
+        top_k: int = 2048,
+        n_bins: int = 51,
+        gene_medians: Optional[PathLike] = None,
         obs: Union[str, Sequence[str]] = (),
         coords: bool = False,
         bounds: bool = False,
         threads: int = ...,
         prefetch: int = ...,
     ) -> None: ...
+    genes_present: Optional[Dict[str, Any]]
     @property
     def settings(self) -> Dict[str, Any]: ...
     @property

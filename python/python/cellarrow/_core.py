@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -17,8 +17,29 @@ from ._errors import CellIndexError, CorpusNotFoundError, NotACorpusError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-SAMPLERS = ("random", "shuffle", "groups", "regions", "blocks")
-TABLES = ("obs", "genes", "samples", "regions")
+TABLES = ("obs", "genes", "samples", "gene_counts", "gene_stats")
+
+
+_log = logging.getLogger("cellarrow")
+
+
+def _gene_vocab(genes: Any) -> Any:
+    """A model vocabulary as the native loader takes it: a file path as a string, or a list
+    of gene ids/symbols (any sequence of strings, numpy arrays too); None stays None."""
+    if genes is None:
+        return None
+    if isinstance(genes, (str, os.PathLike)):
+        return os.fspath(genes)
+    if isinstance(genes, np.ndarray):
+        genes = genes.tolist()
+    try:
+        values = list(genes)
+    except TypeError:
+        raise _errors.SettingTypeError(f"genes must be a list of gene ids or symbols, or a file path, not {type(genes).__name__}") from None
+    for v in values:
+        if not isinstance(v, str):
+            raise _errors.SettingTypeError(f"genes must be gene ids or symbols (strings), found {v!r}")
+    return values
 
 
 def _arrow_table(stream: Any) -> pa.Table:
@@ -111,7 +132,7 @@ class Corpus:
 
     # -- tables ----------------------------------------------------------------------------
     def table(self, name: str, columns: Optional[Sequence[str]] = None, *, format: str = "arrow"):
-        """A corpus table (``obs``, ``genes``, ``samples``, ``regions``).
+        """A corpus table (``obs``, ``genes``, ``samples``, ``gene_counts``, ``gene_stats``).
 
         ``format="arrow"`` gives a ``pyarrow.Table``, ``"polars"`` a ``polars.DataFrame``
         (from the same Arrow buffers, no copy).
@@ -120,30 +141,46 @@ class Corpus:
         """
         t = self._native.read_table(name, None if columns is None else list(columns))
         if t is None:
-            import pyarrow.parquet as pq
+            # No rows: the schema of the table's files.
+            import pyarrow.dataset as ds
 
-            t = pq.read_table(self._path / f"{name}.parquet", columns=columns)
+            t = ds.dataset([os.fspath(p) for p in self.table_paths(name)], format="parquet").to_table(
+                columns=None if columns is None else list(columns)
+            )
         else:
             t = _arrow_table(t)
         return _format(t, format)
 
     @property
     def obs(self) -> pa.Table:
-        """``obs.parquet``: one row per cell (``cell``, ``sample_id``, ..., source obs columns)."""
+        """The ``obs`` table: one row per cell (``cell``, ``sample_id``, ..., source obs columns)."""
         return self.table("obs")
 
     @property
     def genes(self) -> pa.Table:
-        """``genes.parquet``: the gene vocabulary; row ``i`` is gene id ``i``."""
+        """The ``genes`` table: the gene vocabulary (identity columns, ``n_samples``, ``n_cells``); row ``i`` is gene id ``i``."""
         return self.table("genes")
 
     @property
     def samples(self) -> pa.Table:
-        """``samples.parquet``: one row per source h5ad file."""
+        """The ``samples`` table: one row per source h5ad file."""
         return self.table("samples")
 
+    def table_paths(self, name: str) -> List[Path]:
+        """The Parquet files of a corpus table, in row order: ``NAME.parquet`` in a format-1
+        corpus, the files the manifest lists under ``tables[NAME]`` in format 2 (one per
+        conversion or append; every reader takes them together as one table). Empty when the
+        corpus has no such table."""
+        m = self.manifest
+        if m.get("format_version", 1) >= 2:
+            return [self._path / f["path"] for f in m.get("tables", {}).get(name, [])]
+        single = self._path / f"{name}.parquet"
+        return [single] if single.exists() else []
+
     def scan(self, name: str):
-        """A lazy ``polars.LazyFrame`` over a corpus table (projection and predicate push-down).
+        """A lazy ``polars.LazyFrame`` over a corpus table (projection and predicate push-down),
+        every file of the table as one frame. ``genes`` of a format-2 corpus is read eagerly
+        (one row per gene), as :meth:`table` serves it, with ``n_samples`` and ``n_cells``.
 
         >>> corpus.scan("obs").filter(pl.col("nnz") > 100).select("cell").collect()  # doctest: +SKIP
         """
@@ -151,10 +188,12 @@ class Corpus:
 
         if name not in TABLES:
             raise ValueError(f"{name!r} is not a corpus table; expected one of {', '.join(TABLES)}")
-        path = self._path / f"{name}.parquet"
-        if not path.exists():
-            raise ValueError(f"the corpus has no {name} table ({path})")
-        return pl.scan_parquet(path)
+        paths = self.table_paths(name)
+        if not paths:
+            raise ValueError(f"the corpus has no {name} table ({self._path / name})")
+        if name == "genes" and self.manifest.get("format_version", 1) >= 2:
+            return self.table("genes", format="polars").lazy()
+        return pl.scan_parquet([os.fspath(p) for p in paths])
 
     @property
     def matrix(self) -> pa.Table:
@@ -174,8 +213,7 @@ class Corpus:
         >>> corpus.query("SELECT cell_type, COUNT(*) AS n FROM obs GROUP BY 1 ORDER BY n DESC")  # doctest: +SKIP
         >>> corpus.query("SELECT * FROM genes LIMIT 5", format="polars")                         # doctest: +SKIP
         """
-        with self._sql_errors():
-            t = self._native.query(sql)
+        t = self._native.query(sql)
         return _format(_arrow_table(t), format)
 
     def cohort(self, cells: Union[str, Sequence[int], np.ndarray]) -> "Cohort":
@@ -188,8 +226,7 @@ class Corpus:
         """
         if not isinstance(cells, str):
             return Cohort(self, cells)
-        with self._sql_errors():
-            ids = self._native.cohort(cells)
+        ids = self._native.cohort(cells)
         return Cohort._trusted(self, _cells_numpy(ids))
 
     def where(self, predicate: str) -> "Cohort":
@@ -197,8 +234,7 @@ class Corpus:
 
         >>> corpus.where("sample_id = 'donor1' AND nnz > 200")  # doctest: +SKIP
         """
-        with self._sql_errors():
-            ids = self._native.cohort_where(predicate)
+        ids = self._native.cohort_where(predicate)
         return Cohort._trusted(self, _cells_numpy(ids))
 
     def cells(self, cells: Sequence[int]) -> "Cohort":
@@ -206,19 +242,6 @@ class Corpus:
         :attr:`Cohort.cells`)."""
         _deprecated("Corpus.cells(ids)", "Corpus.cohort(ids)")
         return Cohort(self, cells)
-
-    @contextlib.contextmanager
-    def _sql_errors(self):
-        """Adds the tables of the corpus to an error about an unknown table."""
-        try:
-            yield
-        except Exception as e:
-            msg = str(e)
-            if "not found" not in msg or "table" not in msg.lower():
-                raise
-            tables = [t for t in TABLES if (self._path / f"{t}.parquet").exists()]
-            listing = ", ".join(tables) + "; table functions blocks(size[, stride]) and expr(cell, gene)"
-            raise _with_message(e, f"{msg}; the tables of {self._path} are {listing}") from e
 
     # -- random access -----------------------------------------------------------------------
     def get(self, cells: Union[int, Sequence[int], np.ndarray]) -> "Batch":
@@ -430,14 +453,6 @@ def cell_ids(cells: Any, n_cells: int, sort: bool = True) -> np.ndarray:
     return np.unique(ids) if sort else ids
 
 
-def _with_message(e: BaseException, msg: str) -> BaseException:
-    """An exception of ``e``'s type with ``msg``; ``e`` itself when the type takes no message."""
-    try:
-        return type(e)(msg)
-    except Exception:  # pragma: no cover - exception types with other constructors
-        return e
-
-
 def _deprecated(old: str, new: str) -> None:
     warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new}", DeprecationWarning, stacklevel=3)
 
@@ -532,7 +547,7 @@ class Loader:
       blocks and mixed ``shuffle_window`` runs at a time, default 64), ``"groups"``
       (``group_size`` random cells of one sample; ``label``/``label_mode`` for
       ``"class_balanced"`` or ``"stratified"``), ``"regions"`` (``regions=`` a regions file,
-      or ``label=`` an obs column whose values are regions, else the corpus's regions.parquet),
+      or ``label=`` an obs column whose values are regions),
       ``"blocks"`` (square tissue blocks of ``block_size``, optional ``stride``).
     - ``batch_size``: cells per batch (random, default 256) or groups per batch (default 1).
     - ``seed``, ``epoch``, ``drop_last``, ``min_cells``, ``max_cells``.
@@ -546,10 +561,18 @@ class Loader:
     and regions given as boxes: each cell's group box ``min_x`` ... ``max_y`` and its
     coordinates normalised to it, ``x_norm``, ``y_norm``; implies ``coords``), ``dense`` (``"all"``
     or a list of gene names or ids: a dense ``n_cells x len(dense)`` output instead of CSR),
+    ``genes`` (a model's gene vocabulary: a list of gene ids or symbols, or a file of them, one
+    per line or JSON; CSR batches come out in its order and id space, ``n_genes`` wide, corpus
+    genes outside it left out; the overlap is logged once and kept in ``genes_present``),
     ``values`` (the type of the gathered values: ``"native"``, the stored type, by default;
     ``"f32"`` or ``"f64"``: converted while gathering), ``indices`` (``"i32"``, the default
     here, which scipy and torch take with no copy, or ``"native"``: the stored uint16/uint32,
-    fewer bytes). Loader settings: ``threads`` (0 gathers on the calling thread), ``prefetch``.
+    fewer bytes), ``tokens`` (``"rank"``: rank-value encoding, Geneformer-style, with the gene
+    medians of the corpus's ``gene_stats`` table or of ``gene_medians=``, a table of gene and
+    median; ``"bins"``: per-cell quantile bins of the non-zero values, scGPT-style, ``n_bins``
+    bins, default 51): each cell becomes ``top_k`` (default 2048) tokens, see
+    :attr:`Batch.tokens`, :attr:`Batch.token_values`, :attr:`Batch.attention_mask`.
+    Loader settings: ``threads`` (0 gathers on the calling thread), ``prefetch``.
 
     Whatever ``values`` is, :meth:`Batch.to_scipy`, :meth:`Batch.to_torch` and
     :meth:`Batch.to_numpy` give float32 values unless asked for ``values="native"``; a loader
@@ -567,18 +590,19 @@ class Loader:
     def __init__(self, corpus: Union[Corpus, PathLike], sampler: str = "random", *, cohort: Any = None, **options: Any):
         if not isinstance(corpus, Corpus):
             corpus = Corpus(corpus)
-        if sampler not in SAMPLERS and sampler != "cells":
-            raise _errors.SettingValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
         _settings.check_keywords(options, _settings.native_keywords() - {"sampler"} | {"cohort"}, "Loader()")
-        _settings.check_values(options)
+        # A model vocabulary's own type check names what it takes (a path or gene names).
+        if options.get("genes") is not None:
+            options["genes"] = _gene_vocab(options["genes"])
+        _settings.check_values(options, sampler)
         if isinstance(options.get("dense"), str):
             options["dense"] = [options["dense"]]
         if isinstance(options.get("obs"), str):
             options["obs"] = [options["obs"]]
         if options.get("regions") is not None:
             options["regions"] = os.fspath(options["regions"])
-        # scipy and torch index with int32: widened while gathering, they take the buffer as is.
-        options.setdefault("indices", "i32")
+        for name, value in _native.Loader.front_end_defaults("python").items():
+            options.setdefault(name, value)
         self.corpus = corpus
         self.sampler = sampler
         self._cells = cohort_cells(cohort, corpus.n_cells)
@@ -593,7 +617,15 @@ class Loader:
         self._probe_key: Optional[tuple] = None
         self._probe_used = False
         # Built now, on the calling thread and without gathering: every setting is checked.
-        self._current()
+        probe = self._current()
+        # The overlap with a model vocabulary, reported once per loader (not per epoch).
+        self.genes_present = None
+        overlap = getattr(probe, "vocab_overlap", None)
+        if overlap is not None:
+            present, size, missing = overlap
+            self.genes_present = {"present": present, "total": size, "missing": list(missing)}
+            level = logging.INFO if present == size else logging.WARNING
+            _log.log(level, "%d of %d vocabulary genes present", present, size)
 
     def _make(self, epoch: int, position: int, threads: Optional[int] = None):
         options = dict(self._options)
@@ -699,7 +731,7 @@ class Loader:
             native = self._make(self._epoch, start)
         self._resume = None
         self._position = start
-        n_genes = self.corpus.n_genes
+        n_genes = getattr(native, "n_genes", self.corpus.n_genes)
         dense_genes = np.asarray(native.dense_genes, dtype=np.uint32) if native.dense_width else None
         per_batch = native.items_per_batch
         end = native.start_position + native.n_items
@@ -845,6 +877,33 @@ class Batch:
         return _view(col.values).reshape(len(col), width)
 
     @property
+    def is_tokens(self) -> bool:
+        """Whether the batch holds tokens (a loader made with ``tokens=``) instead of a matrix."""
+        return self._csr is None and "tokens" in self._rb.schema.names
+
+    def _rows(self, name: str) -> np.ndarray:
+        col = self.column(name)
+        return _view(col.values).reshape(len(col), col.type.list_size)
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """Token (gene) ids as a ``(num_rows, top_k)`` int32 view; -1 in padding
+        (``tokens=`` loaders)."""
+        return self._rows("tokens")
+
+    @property
+    def token_values(self) -> np.ndarray:
+        """The value of each token as a ``(num_rows, top_k)`` view: float32 (``tokens="rank"``:
+        the value over the cell's total and the gene's median) or int32 (``tokens="bins"``: the
+        bin, 1 to ``n_bins - 1``); 0 in padding."""
+        return self._rows("token_values")
+
+    @property
+    def attention_mask(self) -> np.ndarray:
+        """1 for a token, 0 for padding, as a ``(num_rows, top_k)`` bool view."""
+        return self._rows("attention_mask").view(np.bool_)
+
+    @property
     def obs(self) -> pa.Table:
         """The per-cell columns of the batch other than the matrix, as a ``pyarrow.Table``
         (as ``Corpus.obs`` and ``Cohort.obs`` are): ``cell``, the ``obs=`` columns, and the
@@ -935,7 +994,7 @@ class Batch:
         return t.to_dense() if dense else t
 
 
-_MATRIX_COLUMNS = ("indices", "values", "dense")
+_MATRIX_COLUMNS = ("indices", "values", "dense", "tokens", "token_values", "attention_mask")
 _VALUE_TYPES = {"f32": np.dtype(np.float32), "f64": np.dtype(np.float64)}
 
 

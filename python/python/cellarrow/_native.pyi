@@ -1,10 +1,14 @@
 """The Rust extension module (use the `cellarrow` package API instead)."""
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 __version__: str
 
 class CellarrowError(Exception): ...
+class InvalidInputError(CellarrowError, ValueError): ...
+class CellarrowIOError(CellarrowError, OSError): ...
+class CellarrowIndexError(CellarrowError, IndexError): ...
+class CellarrowTypeError(CellarrowError, TypeError): ...
 
 class Corpus:
     def __init__(self, path: str) -> None: ...
@@ -57,12 +61,25 @@ class Loader:
         values: str = ...,
         indices: str = ...,
         dense: Optional[Sequence[Any]] = ...,
+        genes: Union[None, str, Sequence[str]] = ...,
+        tokens: Optional[str] = ...,
+        top_k: int = ...,
+        n_bins: int = ...,
+        gene_medians: Optional[str] = ...,
         obs: Sequence[str] = ...,
         coords: bool = ...,
         bounds: bool = ...,
         threads: int = ...,
         prefetch: int = ...,
     ) -> None: ...
+    @staticmethod
+    def setting_names() -> List[str]: ...
+    @staticmethod
+    def default_settings() -> Dict[str, Any]: ...
+    @staticmethod
+    def check_settings(**settings: Any) -> None: ...
+    @staticmethod
+    def front_end_defaults(name: str) -> Dict[str, Any]: ...
     settings: Dict[str, Any]
     epoch_len: int
     n_items: int
@@ -71,6 +88,8 @@ class Loader:
     grouped: bool
     dense_width: int
     dense_genes: List[int]
+    n_genes: int
+    vocab_overlap: Optional[Tuple[int, int, List[str]]]
     n_batches: int
     batches_done: int
     def empty_batch(self) -> Any: ...

@@ -2,19 +2,18 @@
 when a loader or dataset is made, so that a typo or a zero batch size is an error at once and
 not at the first batch.
 
-The native loader owns the defaults and the checks that need the corpus (columns, rank
-against world size, coordinates); here only names and signs are checked, and only the
-keywords the caller gave travel on to it.
+The native loader owns the defaults and every check (``_native.Loader.check_settings`` runs
+the checks that need no corpus); here only unknown names get a hint, and only the keywords the
+caller gave travel on to it.
 """
 
 from __future__ import annotations
 
 import difflib
-import numbers
 from typing import Any, Dict, FrozenSet, Iterable, Optional
 
 from . import _native
-from ._errors import SettingTypeError, SettingValueError
+from ._errors import SettingTypeError
 
 # Every keyword of the native loader, for a native module whose signature does not list them.
 LOADER_KEYWORDS = (
@@ -44,21 +43,17 @@ LOADER_KEYWORDS = (
     "values",
     "indices",
     "dense",
+    "genes",
     "obs",
     "coords",
     "bounds",
+    "tokens",
+    "top_k",
+    "n_bins",
+    "gene_medians",
     "threads",
     "prefetch",
 )
-
-# Sizes and counts: a zero or negative one has no meaning.
-POSITIVE = frozenset(
-    {"batch_size", "group_size", "shuffle_run", "shuffle_window", "block_size", "stride", "world_size", "num_workers", "max_cells"}
-)
-# Seeds, positions and counts that may be zero.
-NON_NEGATIVE = frozenset({"seed", "epoch", "position", "rank", "worker", "threads", "prefetch", "min_cells"})
-# Settings that may be fractional (coordinate units); the others are whole numbers.
-REAL = frozenset({"block_size", "stride"})
 
 _native_names: Optional[FrozenSet[str]] = None
 
@@ -99,21 +94,13 @@ def check_keywords(given: Iterable[str], valid: Iterable[str], what: str) -> Non
             raise SettingTypeError(f"{what} got an unknown keyword argument {name!r}{hint}; the valid ones are: {', '.join(valid)}")
 
 
-def check_values(settings: Dict[str, Any]) -> None:
-    """Raises ``ValueError`` (``TypeError`` for a value that is no number) naming the first
-    setting whose value is out of range. ``None`` leaves a setting at its default."""
-    for name, value in settings.items():
-        if value is None or (name not in POSITIVE and name not in NON_NEGATIVE):
-            continue
-        if name in REAL:
-            ok_type = isinstance(value, numbers.Real) and not isinstance(value, bool)
-            kind = "a number"
-        else:
-            ok_type = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-            kind = "an integer"
-        if not ok_type:
-            raise SettingTypeError(f"{name} must be {kind}, not {type(value).__name__} ({value!r})")
-        if name in POSITIVE and not value > 0:
-            raise SettingValueError(f"{name} must be positive ({kind} > 0), got {value!r}")
-        if name in NON_NEGATIVE and value < 0:
-            raise SettingValueError(f"{name} must not be negative, got {value!r}")
+def check_values(settings: Dict[str, Any], sampler: Optional[str] = None) -> None:
+    """Checks the values of ``settings`` (for ``sampler``, if given) with the library's own
+    checks, as a loader will: a ``ValueError`` (``TypeError`` for a value of the wrong type)
+    naming the first bad setting. ``None`` leaves a setting at its default; names that are not
+    the native loader's (a cohort, say) are someone else's to check."""
+    names = native_keywords()
+    given = {k: v for k, v in settings.items() if v is not None and k in names}
+    if sampler is not None:
+        given["sampler"] = sampler
+    _native.Loader.check_settings(**given)

@@ -21,6 +21,10 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
+import numpy as np
+import pyarrow as pa
+
+from . import _native
 from ._core import CheckedCells, Corpus, Loader, cohort_cells
 
 __all__ = ["to_hf_dataset", "to_hf_iterable"]
@@ -46,6 +50,11 @@ def to_hf_dataset(corpus: Any, obs: Optional[Sequence[str]] = None):
     if not isinstance(corpus, Corpus):
         corpus = Corpus(corpus)
     parts = [datasets.Dataset.from_file(os.fspath(p)) for p in corpus.part_paths]
+    if any(p.features != parts[0].features for p in parts[1:]):
+        # Parts of a grown corpus may store narrower types than the manifest's (to which all
+        # widen): those parts are cast (into the datasets cache), the others stay mapped.
+        target = _matrix_features(corpus.manifest)
+        parts = [p if p.features == target else p.cast(target) for p in parts]
     ds = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
     matrix = list(ds.column_names)
     ds = ds.add_column("cell", np.arange(corpus.n_cells, dtype=np.uint64), feature=datasets.Value("uint64"))
@@ -55,6 +64,22 @@ def to_hf_dataset(corpus: Any, obs: Optional[Sequence[str]] = None):
             col = col.dictionary_decode()
         ds = ds.add_column(name, col.to_pylist())
     return ds.select_columns(["cell", *matrix, *(obs or ())])
+
+
+def _matrix_features(manifest):
+    """The ``datasets.Features`` of the matrix in the manifest's index and value types."""
+    import datasets
+
+    def items(name):
+        return pa.list_(pa.field("item", pa.from_numpy_dtype(np.dtype(name)), nullable=False))
+
+    schema = pa.schema(
+        [
+            pa.field("indices", items(manifest["index_type"]), nullable=False),
+            pa.field("values", items(manifest["value_type"]), nullable=False),
+        ]
+    )
+    return datasets.Features.from_arrow_schema(schema)
 
 
 def _features(schema):
@@ -123,7 +148,8 @@ def to_hf_iterable(
     if int(num_shards) <= 0:
         raise ValueError(f"num_shards must be positive (an integer > 0), got {num_shards!r}")
     cells = cohort_cells(cohort, corpus.n_cells)
-    options.setdefault("threads", 1)
+    for name, value in _native.Loader.front_end_defaults("hf").items():
+        options.setdefault(name, value)
     spec = {
         "path": os.fspath(corpus.path),
         "sampler": sampler,

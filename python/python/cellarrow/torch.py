@@ -42,7 +42,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from . import _settings, _shm
+from . import _native, _settings, _shm
 from ._core import Batch, CheckedCells, Corpus, Loader, PathLike, _view, cohort_cells
 
 __all__ = ["CellDataset", "collate", "consumed_per_worker"]
@@ -62,6 +62,9 @@ def collate(batch: Batch, output: str = "csr") -> Dict[str, Any]:
       gathers float32 unless given ``values=``);
       ``output="dense"``: a dense tensor (the loader's ``dense=`` gene subset as a view with no
       copy, else the CSR batch expanded to all genes).
+    - with a ``tokens=`` loader, instead of ``"X"``: ``"tokens"`` (int32 gene ids, -1 in
+      padding), ``"values"`` (float32 for ``"rank"``, int32 bins for ``"bins"``) and
+      ``"attention_mask"`` (bool), each ``cells x top_k`` and sharing the gathered buffers.
     - ``"cell"`` (int64), ``"group"`` (int64, grouped samplers), ``"x"``/``"y"``/``"z"`` and
       numeric obs columns as tensors (unsigned integer columns as int64, which torch computes
       with; a uint64 column with a value above the int64 range stays uint64); string and
@@ -82,7 +85,10 @@ def _parts(batch: Batch, output: str) -> Dict[str, Any]:
     out: Dict[str, Any] = {"cell": _shm.Array(batch.cells, np.dtype(np.int64))}
     if batch.groups is not None:
         out["group"] = _shm.Array(batch.groups, np.dtype(np.int64))
-    if batch.is_dense:
+    if batch.is_tokens:
+        for key, a in (("tokens", batch.tokens), ("values", batch.token_values), ("attention_mask", batch.attention_mask)):
+            out[key] = _shm.Array(a, a.dtype)
+    elif batch.is_dense:
         dense = batch.dense
         out["X"] = _shm.Array(dense, dense.dtype)
     elif output == "dense":
@@ -97,7 +103,7 @@ def _parts(batch: Batch, output: str) -> Dict[str, Any]:
             _shm.Array(values, values.dtype if values.dtype.kind == "f" else np.dtype(np.float32)),
         )
     for name in rb.schema.names:
-        if name in ("cell", "group", "indices", "values", "dense"):
+        if name in ("cell", "group", "indices", "values", "dense", "tokens", "token_values", "attention_mask"):
             continue
         col = rb.column(name)
         t = col.type
@@ -208,7 +214,8 @@ class CellDataset(IterableDataset):
             the default there); ``False`` leaves it to torch's own transport.
         **options: the :class:`cellarrow.Loader` settings (``batch_size``, ``seed``, ``epoch``,
             ``policy``, ``drop_last``, ``group_size``, ``label``, ``block_size``, ``obs``,
-            ``coords``, ``dense``, ``values`` (default ``"f32"`` here) ...), checked here: an
+            ``coords``, ``dense``, ``values`` (default ``"f32"`` here), ``tokens``, ``top_k``,
+            ``n_bins``, ``gene_medians`` ...), checked here: an
             unknown one is a ``TypeError``, a zero or negative size a ``ValueError``.
 
     Length: :meth:`dataloader` gives a ``DataLoader`` whose ``len()`` is exactly the number of
@@ -250,7 +257,7 @@ class CellDataset(IterableDataset):
                 raise TypeError(f"{key} comes from torch.utils.data.get_worker_info(), not an argument")
         valid = _settings.native_keywords() - {"sampler", "worker", "num_workers", "rank", "world_size", "threads", "prefetch", "position"}
         _settings.check_keywords(options, valid, "CellDataset()")
-        _settings.check_values({"rank": rank, "world_size": world_size, "threads": threads, "prefetch": prefetch, **options})
+        _settings.check_values({"rank": rank, "world_size": world_size, "threads": threads, "prefetch": prefetch, **options}, sampler)
         cells = cohort_cells(cohort, corpus.n_cells)
         self.cells = None if cells is None else cells.to_numpy(zero_copy_only=False)
         if output not in ("csr", "dense"):
@@ -268,7 +275,8 @@ class CellDataset(IterableDataset):
         self.ring_slots = 4
         # torch computes in floats: the Rust threads convert while gathering, so the tensors
         # share the gathered buffer instead of being converted again.
-        options.setdefault("values", "f32")
+        for name, value in _native.Loader.front_end_defaults("torch").items():
+            options.setdefault(name, value)
         epoch = int(options.pop("epoch", 0))
         self.options = options
         # Shared with workers, forked or spawned (see the slots above).
