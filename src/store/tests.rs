@@ -82,7 +82,7 @@ fn bad_urls_are_named() {
 fn coalesce_merges_close_ranges_and_splits_long_ones() {
     assert_eq!(coalesce(&[], 10, 100), Vec::<std::ops::Range<u64>>::new());
     assert_eq!(
-        coalesce(&[5..5], 10, 100),
+        coalesce(std::slice::from_ref(&(5..5)), 10, 100),
         Vec::<std::ops::Range<u64>>::new()
     );
     // Overlaps, repeats and out-of-order input.
@@ -136,7 +136,9 @@ fn range_reader_reads_exact_ranges_from_a_local_store() {
     assert_eq!(reader.head_blocking().unwrap().0, bytes.len() as u64);
 
     // A range past the end fails, naming the URL, the part and the range.
-    let e = reader.read_blocking(&[99_000..100_001]).unwrap_err();
+    let e = reader
+        .read_blocking(std::slice::from_ref(&(99_000..100_001)))
+        .unwrap_err();
     let text = e.to_string();
     assert!(
         text.contains("blob") && text.contains("bytes 99000..100001"),
@@ -144,7 +146,9 @@ fn range_reader_reads_exact_ranges_from_a_local_store() {
     );
 
     let missing = RangeReader::new(&loc, "nothing-here");
-    let e = missing.read_blocking(&[0..1]).unwrap_err();
+    let e = missing
+        .read_blocking(std::slice::from_ref(&(0..1)))
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     assert!(e.to_string().contains("nothing-here"), "{e}");
 }
