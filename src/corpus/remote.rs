@@ -1,10 +1,12 @@
 //! Opening a corpus from object storage (`s3://`, `gs://`, `az://`, `http(s)://`).
 //!
-//! The manifest and the tables (small next to the matrix) are fetched once into a snapshot
-//! directory, named by the URL and the manifest's own checksum, that every reader of the node
-//! shares; the tables are read from there as on local disk. The matrix parts go through the
-//! store's ranged reads and node-local cache, are checked against their sha256 before use,
-//! and are mapped from the cache entry: past the fetch, the reader is the local zero-copy one.
+//! The manifest and every file of every table (small next to the matrix) are fetched once into
+//! a snapshot directory, named by the URL and the manifest's own checksum, that every reader of
+//! the node shares; the tables are read from there as on local disk, whatever the format (the
+//! Parquet datasets of format 2, the single `NAME.parquet` files of format 1). The matrix
+//! parts go through the store's ranged reads and node-local cache, are checked against their
+//! sha256 before use, and are mapped from the cache entry: past the fetch, the reader is the
+//! local zero-copy one.
 
 use std::fs::File;
 use std::io::Write;
@@ -78,7 +80,8 @@ impl Corpus {
     }
 }
 
-/// The local directory with the manifest and every file that is not a matrix part, each
+/// The local directory with the manifest and every listed file that is not a matrix part (so
+/// every table file: `Manifest::check` refuses a table file missing from `files`), each
 /// checked against its sha256; made once per (URL, manifest) and published by a rename.
 fn snapshot(
     loc: &Location,

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use cellarrow::store::{
@@ -14,7 +14,7 @@ use cellarrow::store::{
 };
 use cellarrow::{Corpus, ErrorKind};
 
-use crate::common::{chr21, cli, scratch, stderr};
+use crate::common::{chr21, cli, data, scratch, stderr};
 
 /// The server process and its command pipe.
 struct Server {
@@ -409,28 +409,11 @@ fn store_corpus_over_s3_matches_local_cell_by_cell() {
     f.server.cmd("reset");
     let cdir = scratch("store-open");
     let cache = Cache::open(cdir.path(), 1 << 30).unwrap();
-    let remote = Corpus::open_url_with(&url(), &f.server.options(false), Some(&cache)).unwrap();
-    let local = Corpus::open(&f.local).unwrap();
-    assert_eq!(remote.manifest(), local.manifest());
+    let remote =
+        Arc::new(Corpus::open_url_with(&url(), &f.server.options(false), Some(&cache)).unwrap());
+    let local = Arc::new(Corpus::open(&f.local).unwrap());
     assert!(local.manifest().matrix.parts.len() >= 2);
-    for cell in 0..local.n_cells() {
-        assert_eq!(
-            remote.indices(cell).to_u32_vec(),
-            local.indices(cell).to_u32_vec(),
-            "cell {cell}"
-        );
-        assert_eq!(
-            remote.values(cell).to_f64_vec(),
-            local.values(cell).to_f64_vec(),
-            "cell {cell}"
-        );
-    }
-    // The tables come from the snapshot, checked against their checksums.
-    for table in ["obs", "genes", "samples"] {
-        let a = std::fs::read(remote.table_path(table)).unwrap();
-        let b = std::fs::read(local.table_path(table)).unwrap();
-        assert_eq!(a, b, "{table}");
-    }
+    assert_same_corpus(&remote, &local);
     let cols = ["n_counts"];
     let (ra, la) = (remote.obs_columns(&cols), local.obs_columns(&cols));
     match (ra, la) {
@@ -443,4 +426,139 @@ fn store_corpus_over_s3_matches_local_cell_by_cell() {
     let again = Corpus::open_url_with(&url(), &f.server.options(true), Some(&cache)).unwrap();
     assert_eq!(again.n_cells(), local.n_cells());
     assert_eq!(f.server.count().0, 1, "only the manifest is fetched again");
+}
+
+/// A corpus grown by an append (several files in its tables) and the format-1 corpus of
+/// tests/data (single `NAME.parquet` tables), each opened through `s3://`, hold what their
+/// local copies hold: cells, table files, tables, and the tables SQL registers.
+#[test]
+fn store_appended_and_format_1_corpora_over_s3_match_local() {
+    let Some(mut f) = fixture() else { return };
+    f.server.cmd("reset");
+    let dir = scratch("store-append");
+    let grown = dir.path().join("grown");
+    let o = cli([
+        "convert".as_ref(),
+        chr21().as_os_str(),
+        "-o".as_ref(),
+        grown.as_os_str(),
+        "--part-cells".as_ref(),
+        "150".as_ref(),
+        "--quiet".as_ref(),
+    ]);
+    assert!(o.status.success(), "convert: {}", stderr(&o));
+    let o = cli([
+        "append".as_ref(),
+        grown.as_os_str(),
+        data("debian_sctransform_pbmc_counts.h5ad").as_os_str(),
+        "--quiet".as_ref(),
+    ]);
+    assert!(o.status.success(), "append: {}", stderr(&o));
+    let format1 = data("format1/visium49.corpus");
+
+    let cdir = scratch("store-tables");
+    let cache = Cache::open(cdir.path(), 1 << 30).unwrap();
+    for (local_dir, prefix) in [(&grown, "corpora/grown"), (&format1, "corpora/format1")] {
+        f.server
+            .cmd(&format!("upload {} {BUCKET} {prefix}", local_dir.display()));
+        let local = Arc::new(Corpus::open(local_dir).unwrap());
+        let remote = Arc::new(
+            Corpus::open_url_with(
+                &format!("s3://{BUCKET}/{prefix}"),
+                &f.server.options(false),
+                Some(&cache),
+            )
+            .unwrap(),
+        );
+        if local_dir == &grown {
+            assert_eq!(local.manifest().format_version, 2);
+            for table in ["obs", "samples", "gene_counts"] {
+                assert_eq!(local.table_files(table).len(), 2, "{table}");
+            }
+        } else {
+            assert_eq!(local.manifest().format_version, 1);
+        }
+        assert_same_corpus(&remote, &local);
+    }
+}
+
+/// The tables of `c`: those the manifest lists in format 2, the three single files of format 1.
+fn table_names(c: &Corpus) -> Vec<String> {
+    let m = c.manifest();
+    if m.format_version >= 2 {
+        m.tables.keys().cloned().collect()
+    } else {
+        ["obs", "genes", "samples"].map(String::from).to_vec()
+    }
+}
+
+/// `remote` (a snapshot of tables and parts fetched from the store) reads as `local` does:
+/// the same manifest, cells, table files (same names under the root, same bytes) and
+/// tables, and with `sql` the same tables and rows in a query session.
+fn assert_same_corpus(remote: &Arc<Corpus>, local: &Arc<Corpus>) {
+    assert_eq!(remote.manifest(), local.manifest());
+    assert_ne!(remote.root(), local.root());
+    for cell in 0..local.n_cells() {
+        assert_eq!(
+            remote.indices(cell).to_u32_vec(),
+            local.indices(cell).to_u32_vec(),
+            "cell {cell}"
+        );
+        assert_eq!(
+            remote.values(cell).to_f64_vec(),
+            local.values(cell).to_f64_vec(),
+            "cell {cell}"
+        );
+    }
+    let tables = table_names(local);
+    assert!(tables.len() >= 3, "{tables:?}");
+    for table in &tables {
+        let rel = |c: &Corpus| -> Vec<PathBuf> {
+            c.table_files(table)
+                .iter()
+                .map(|p| p.strip_prefix(c.root()).unwrap().to_path_buf())
+                .collect()
+        };
+        assert!(!rel(local).is_empty(), "{table}");
+        assert_eq!(rel(remote), rel(local), "{table}");
+        for (a, b) in remote
+            .table_files(table)
+            .iter()
+            .zip(local.table_files(table))
+        {
+            assert_eq!(
+                std::fs::read(a).unwrap(),
+                std::fs::read(&b).unwrap(),
+                "{a:?}"
+            );
+        }
+        assert_eq!(
+            remote.read_table(table, None).unwrap(),
+            local.read_table(table, None).unwrap(),
+            "{table}"
+        );
+    }
+    #[cfg(feature = "sql")]
+    {
+        let session = |c: &Arc<Corpus>| cellarrow::query::QueryEngine::new(c.clone()).unwrap();
+        let (remote, local) = (session(remote), session(local));
+        assert_eq!(remote.tables(), local.tables());
+        let mut queries: Vec<String> = tables
+            .iter()
+            .map(|t| format!("SELECT count(*) AS n FROM {t}"))
+            .collect();
+        queries.push(
+            "SELECT sample_id, count(*) AS n, min(cell) AS lo, max(cell) AS hi FROM obs \
+              GROUP BY sample_id ORDER BY sample_id"
+                .into(),
+        );
+        queries.push("SELECT * FROM genes ORDER BY gene".into());
+        for q in &queries {
+            let rows = |e: &cellarrow::query::QueryEngine| {
+                let batches = e.sql(q).unwrap();
+                arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+            };
+            assert_eq!(rows(&remote), rows(&local), "{q}");
+        }
+    }
 }

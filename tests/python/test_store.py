@@ -9,6 +9,7 @@ from pathlib import Path
 
 import boto3
 import pyarrow as pa
+import pyarrow.feather as feather
 import pyarrow.ipc as ipc
 import pytest
 
@@ -80,6 +81,36 @@ def test_a_second_open_uses_the_cache(remote_corpus, run_cellarrow, s3_env, tmp_
         s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
     again = json.loads(run_cellarrow("inspect", url, "--json").stdout)
     assert again["n_cells"] == json.loads(run_cellarrow("inspect", local, "--json").stdout)["n_cells"]
+
+
+def test_appended_corpus_over_s3_matches_local(s3_env, run_cellarrow, data_dir, tmp_path):
+    # An append leaves two files in obs, samples and gene_counts: every one is fetched.
+    local = tmp_path / "grown"
+    run_cellarrow(
+        "convert", data_dir / "scanpy_10x_v3_chr21_counts.h5ad", "-o", local,
+        "--part-cells", "150", "--quiet",
+    )
+    run_cellarrow("append", local, data_dir / "debian_sctransform_pbmc_counts.h5ad", "--quiet")
+    tables = json.loads((local / "manifest.json").read_text())["tables"]
+    assert [len(tables[t]) for t in ("obs", "samples", "gene_counts")] == [2, 2, 2]
+    upload(s3_env, local, BUCKET, "grown")
+    url = f"s3://{BUCKET}/grown"
+    for sql in (
+        "SELECT * FROM obs ORDER BY cell",
+        "SELECT * FROM samples ORDER BY sample_id",
+        "SELECT * FROM genes ORDER BY gene",
+        "SELECT * FROM gene_counts ORDER BY gene, n_cells",
+    ):
+        got = []
+        for corpus in (url, local):
+            out = tmp_path / "q.arrow"
+            run_cellarrow("query", corpus, sql, "-f", "arrow", "-o", out)
+            got.append(feather.read_table(out))
+        assert got[0].num_rows > 0 and got[0].equals(got[1]), sql
+    out_remote, out_local = tmp_path / "remote.arrow", tmp_path / "local.arrow"
+    for corpus, out in ((url, out_remote), (local, out_local)):
+        run_cellarrow("sample", corpus, "--batch-size", "64", "--seed", "3", "-o", out)
+    assert read_stream(out_remote).equals(read_stream(out_local))
 
 
 @pytest.mark.parametrize(
