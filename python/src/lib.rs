@@ -6,6 +6,7 @@
 //! while Rust opens, queries or gathers. The pure-Python layer (`cellarrow/*.py`) adds the
 //! pythonic API, numpy/scipy/torch views, Hugging Face and PyTorch adapters.
 
+mod build;
 mod plan;
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -622,5 +623,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCorpus>()?;
     m.add_class::<PyLoader>()?;
     m.add_function(wrap_pyfunction!(shard_len, m)?)?;
+    m.add_function(wrap_pyfunction!(build::resolve_inputs, m)?)?;
+    m.add_function(wrap_pyfunction!(build::plan_genes, m)?)?;
+    m.add_function(wrap_pyfunction!(build::convert, m)?)?;
+    m.add_function(wrap_pyfunction!(build::merge, m)?)?;
     Ok(())
 }

@@ -46,6 +46,11 @@ pub struct ConvertArgs {
     /// Replace OUTPUT if it is an existing corpus
     #[arg(long)]
     pub overwrite: bool,
+    /// Start the vocabulary with these genes at these ids (a text file with one gene per line,
+    /// a corpus, or a genes parquet file); genes of the inputs not listed follow. Corpora
+    /// converted apart with one order merge without rewriting a part
+    #[arg(long, value_name = "FILE", conflicts_with = "vocab")]
+    pub gene_order: Option<PathBuf>,
     /// Cells per matrix part file
     #[arg(long, default_value_t = 1 << 20, value_name = "N")]
     pub part_cells: u64,
@@ -140,6 +145,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     let mut opts = args.read.options(&args.output);
     opts.require_spatial = args.require_spatial;
     opts.overwrite = args.overwrite;
+    opts.gene_order = args.gene_order;
     opts.part_cells = args.part_cells;
     opts.progress = !args.quiet && std::io::stderr().is_terminal();
     let summary = convert(&inputs, &opts)?;

@@ -11,6 +11,7 @@ pub mod append;
 pub mod bench;
 pub mod convert;
 pub mod inspect;
+pub mod merge;
 #[cfg(feature = "sql")]
 pub mod query;
 pub mod sample;
@@ -42,6 +43,8 @@ pub enum Command {
     Convert(convert::ConvertArgs),
     /// Add h5ad files to an existing corpus without rewriting its matrix parts
     Append(append::AppendArgs),
+    /// Merge corpora converted independently into one, rewriting only parts whose gene ids change
+    Merge(merge::MergeArgs),
     /// Summarise a corpus: counts, types, samples, obs columns, size on disk
     Inspect(inspect::InspectArgs),
     /// Run SQL over a corpus (obs, genes, samples, regions, blocks(), expr()); print, export or save a cohort
@@ -60,6 +63,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Convert(a) => convert::run(a),
         Command::Append(a) => append::run(a),
+        Command::Merge(a) => merge::run(a),
         Command::Inspect(a) => inspect::run(a),
         #[cfg(feature = "sql")]
         Command::Query(a) => query::run(a),

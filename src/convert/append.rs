@@ -567,6 +567,7 @@ fn new_manifest(
             .collect(),
         options: serde_json::to_value(opts)
             .map_err(|e| Error::invalid_input(format!("options: {e}")))?,
+        inputs: Vec::new(),
     });
     Ok(m)
 }

@@ -363,6 +363,23 @@ impl GeneStats {
         }
     }
 
+    /// The same statistics with gene `g` as gene `map[g]` (a merge's gene ids); genes
+    /// outside `map` are a broken invariant of the caller's corpus and are dropped.
+    pub fn remapped(self, map: &[u32]) -> GeneStats {
+        let groups = self
+            .groups
+            .into_iter()
+            .map(|(group, genes)| {
+                let genes = genes
+                    .into_iter()
+                    .filter_map(|(g, s)| map.get(g as usize).map(|&m| (m, s)))
+                    .collect();
+                (group, genes)
+            })
+            .collect();
+        GeneStats { groups }
+    }
+
     /// Each gene's median of non-zero values over every group (the groups' sketches merged),
     /// NaN for a gene with no non-zero; `n_genes` entries.
     pub fn medians(&self, n_genes: usize) -> Vec<f64> {
@@ -505,7 +522,6 @@ pub fn compute(corpus: &Corpus, from: u64) -> Result<GeneStats> {
 /// statistics of the cells the append added, and its parts are not read; a previous corpus
 /// without the table (made before it existed) gets one computed over every cell.
 pub fn record(dir: &Path, previous: Option<&Path>) -> Result<()> {
-    let mut manifest = Manifest::read(dir)?;
     let old = previous
         .map(|p| Manifest::read(p).map(|m| (p, m)))
         .transpose()?;
@@ -524,7 +540,17 @@ pub fn record(dir: &Path, previous: Option<&Path>) -> Result<()> {
     stats.merge(compute(&corpus, from)?);
     drop(corpus);
     // A number above the previous file's, so the new file never takes its name.
-    let number = super::tables::next_table_file_number(old_files, TABLE);
+    write(
+        dir,
+        &stats,
+        super::tables::next_table_file_number(old_files, TABLE),
+    )
+}
+
+/// Writes `stats` as file `number` of the table into the finished corpus directory `dir` and
+/// lists it in the manifest, in place of any earlier file.
+pub(crate) fn write(dir: &Path, stats: &GeneStats, number: usize) -> Result<()> {
+    let mut manifest = Manifest::read(dir)?;
     let rel = super::tables::table_file_path(TABLE, number);
     let file = super::tables::write_batches_file(dir, &rel, &[stats.to_batch()?])?;
     let entry = super::tables::file_entries(dir, std::slice::from_ref(&rel))?;

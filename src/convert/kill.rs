@@ -21,6 +21,11 @@ use std::sync::OnceLock;
 /// The environment variable naming the stage at which to die.
 pub const KILL_AT_VAR: &str = "CELLARROW_KILL_AT";
 
+/// With this variable naming a file beside [`KILL_AT_VAR`], the kill point fires only in the
+/// process that creates that file (exclusively): of the attempts of a retried job, the first
+/// dies and the others run through, so a test can watch a scheduler retry a killed task.
+pub const KILL_ONCE_VAR: &str = "CELLARROW_KILL_ONCE";
+
 /// Every kill point of `convert`, in the order a conversion reaches them.
 pub const CONVERT_STAGES: &[&str] = &[
     "part-written",
@@ -35,6 +40,17 @@ pub fn kill_point(stage: &str) {
     let at = KILL_AT.get_or_init(|| std::env::var(KILL_AT_VAR).ok());
     if at.as_deref() != Some(stage) {
         return;
+    }
+    static ONCE: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+    if let Some(marker) = ONCE.get_or_init(|| std::env::var_os(KILL_ONCE_VAR).map(Into::into)) {
+        let first = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(marker)
+            .is_ok();
+        if !first {
+            return;
+        }
     }
     // Written before dying (stderr is unbuffered), so a test can tell which point fired.
     eprintln!("cellarrow: killed at {stage} ({KILL_AT_VAR})");

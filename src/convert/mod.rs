@@ -19,6 +19,7 @@ pub mod input;
 mod job;
 pub mod kill;
 pub mod lock;
+mod merge;
 pub mod output;
 pub mod rows;
 pub mod spatial;
@@ -35,6 +36,7 @@ use serde::Serialize;
 
 pub use append::append;
 pub use input::{read_input_manifest, resolve_inputs, InputSample};
+pub use merge::{merge, MergeOptions, MergeReport, OnDuplicate, RenamedSample};
 pub use vocab::{DuplicateGenes, GeneSlot, Vocabulary};
 
 use crate::corpus::{IndexType, ValueType};
@@ -79,6 +81,12 @@ pub struct ConvertOptions {
     pub ortholog_policy: OrthologPolicy,
     /// A fixed vocabulary (text file or genes.parquet); genes outside it are counted, not stored.
     pub vocab: Option<PathBuf>,
+    /// A gene order (text file, a corpus, or a genes file such as [`Vocabulary::write`]
+    /// makes): the vocabulary starts with these genes at these ids, and genes of the inputs not
+    /// listed follow. Corpora converted apart with one order share gene ids, so merging them
+    /// links every part. Not used by append.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gene_order: Option<PathBuf>,
     pub duplicate_genes: DuplicateGenes,
     /// obs columns to keep (all when `None`).
     pub obs_columns: Option<Vec<String>>,
@@ -128,6 +136,7 @@ impl ConvertOptions {
             reference_species: "human".into(),
             ortholog_policy: OrthologPolicy::default(),
             vocab: None,
+            gene_order: None,
             duplicate_genes: DuplicateGenes::Error,
             obs_columns: None,
             spatial_key: "spatial".into(),
@@ -318,10 +327,7 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
         return Err(Error::invalid_input("no input files given"));
     }
     let pool = thread_pool(opts)?;
-    let mut vocab = match &opts.vocab {
-        Some(p) => Vocabulary::read_by(p, opts.gene_key)?,
-        None => Vocabulary::union_by(opts.gene_key),
-    };
+    let mut vocab = start_vocabulary(opts)?;
     // Check the destination before the expensive planning, so a mistake costs nothing.
     let staging = output::Staging::create(&opts.output, opts.overwrite)?;
     let dir = staging.path().to_path_buf();
@@ -406,6 +412,71 @@ fn plan_inputs(
         return Err(Error::invalid_input("the gene vocabulary is empty"));
     }
     Ok(plans)
+}
+
+/// The vocabulary a conversion starts from: fixed (`vocab`), a gene order that grows
+/// (`gene_order`), or empty.
+fn start_vocabulary(opts: &ConvertOptions) -> Result<Vocabulary> {
+    match (&opts.vocab, &opts.gene_order) {
+        (Some(_), Some(_)) => Err(Error::invalid_input(
+            "give a fixed vocabulary or a gene order, not both",
+        )),
+        (Some(p), None) => Vocabulary::read_by(p, opts.gene_key),
+        (None, Some(p)) => Vocabulary::read_order(p, opts.gene_key),
+        (None, None) => Ok(Vocabulary::union_by(opts.gene_key)),
+    }
+}
+
+/// The vocabulary that [`convert`] builds from `inputs` with `opts` (their genes matched and
+/// placed in first-seen order, starting from `opts.gene_order` or fixed to `opts.vocab`), read
+/// from the var tables alone: no matrix is read, so a conversion that runs in pieces can be
+/// planned cheaply, each piece converted with this vocabulary as its gene order.
+///
+/// ```no_run
+/// use cellarrow::convert::{plan_genes, resolve_inputs, ConvertOptions};
+/// let inputs = resolve_inputs(&["a.h5ad".into(), "b.h5ad".into()])?;
+/// let vocab = plan_genes(&inputs, &ConvertOptions::new("unused"))?;
+/// vocab.write("genes.parquet".as_ref())?;
+/// # Ok::<(), cellarrow::Error>(())
+/// ```
+pub fn plan_genes(inputs: &[InputSample], opts: &ConvertOptions) -> Result<Vocabulary> {
+    if inputs.is_empty() {
+        return Err(Error::invalid_input("no input files given"));
+    }
+    let pool = thread_pool(opts)?;
+    let orthologs = opts
+        .orthologs
+        .as_deref()
+        .map(|p| OrthologTable::read(p, &opts.reference_species))
+        .transpose()?;
+    let genes: Vec<vocab::SampleGenes> = pool.install(|| {
+        inputs
+            .par_iter()
+            .map(|i| {
+                if !i.path.is_file() {
+                    return Err(
+                        Error::invalid_input("input file does not exist").with_path(&i.path)
+                    );
+                }
+                let h5 = H5ad::open(&i.path)?;
+                let g = vocab::read_sample_genes(&h5, i, opts, orthologs.as_ref())?;
+                let keyed: Vec<String> = g.keys.iter().filter(|k| !k.is_empty()).cloned().collect();
+                vocab::check_duplicates(&keyed, opts.duplicate_genes, &i.path)?;
+                Ok(g)
+            })
+            .collect::<Result<_>>()
+    })?;
+    let mut vocab = start_vocabulary(opts)?;
+    let files: Vec<(&[SourceGene], &std::path::Path)> = genes
+        .iter()
+        .zip(inputs)
+        .map(|(g, i)| (g.genes.as_slice(), i.path.as_path()))
+        .collect();
+    vocab.map_files(&files, opts.duplicate_genes)?;
+    if vocab.is_empty() {
+        return Err(Error::invalid_input("the gene vocabulary is empty"));
+    }
+    Ok(vocab)
 }
 
 /// Rows per record batch of a part: about 4 Mi non-zeros per batch keeps the writer's buffers

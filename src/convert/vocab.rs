@@ -155,6 +155,24 @@ impl Vocabulary {
         })
     }
 
+    /// Reads a gene order, as [`Vocabulary::read_by`] does, into a vocabulary that starts with
+    /// those genes at those ids and grows with any other gene of the inputs: corpora converted
+    /// apart with one order share their gene ids and drop nothing.
+    pub fn read_order(path: &Path, key: GeneKey) -> Result<Self> {
+        let mut v = Self::read_by(path, key)?;
+        v.fixed = false;
+        Ok(v)
+    }
+
+    /// Writes the vocabulary as a genes file (the `genes` table's columns: names, identities,
+    /// orthologs), which [`Vocabulary::read_order`] and [`Vocabulary::read_by`] read back with
+    /// every identity kept.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let batch = crate::genes::table::genes_batch(&self.index, 0..self.index.len())?;
+        crate::corpus::write_parquet(path, &[batch])?;
+        Ok(())
+    }
+
     pub fn len(&self) -> usize {
         self.index.len()
     }

@@ -28,8 +28,7 @@ pub use checksum::{sha256_file, to_hex};
 pub use manifest::{check_rel_path, MANIFEST_FILE, MANIFEST_SCHEMA};
 pub use part::part_schema;
 pub use reader::{CellLocation, MatrixBatch};
-pub(crate) use table::writer_properties;
-pub(crate) use table::{parquet_rows, parquet_schema};
+pub(crate) use table::{as_u64, parquet_rows, parquet_schema, writer_properties};
 pub use table::{
     read_genes_with_counts, read_parquet, scan_parquet, table_files_at, write_parquet,
     ROW_GROUP_ROWS,
@@ -178,10 +177,10 @@ pub struct Manifest {
     pub lineage: Vec<LineageEntry>,
 }
 
-/// One append to a corpus, as recorded in the manifest.
+/// One append or merge of a corpus, as recorded in the manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LineageEntry {
-    /// `append`.
+    /// `append` or `merge`.
     pub operation: String,
     /// The tool and version that appended.
     pub created_by: String,
@@ -192,6 +191,22 @@ pub struct LineageEntry {
     pub sources: Vec<SourceEntry>,
     /// The options of the append, as given.
     pub options: serde_json::Value,
+    /// The corpora a merge read, in order (absent for an append).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<MergeInput>,
+}
+
+/// An input corpus of a merge: where it was, which manifest it had, and where its cells went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergeInput {
+    pub path: String,
+    /// sha256 of the input's `manifest.json`, which names every file it had.
+    pub manifest_sha256: String,
+    /// The `created_by` of the input's manifest.
+    pub created_by: String,
+    /// The merged cell ids of the input's kept cells: `first_cell .. first_cell + n_cells`.
+    pub first_cell: u64,
+    pub n_cells: u64,
 }
 
 /// A source file of an append.

@@ -17,6 +17,7 @@ mod crash;
 mod fuzz_regressions;
 mod gene_stats;
 mod genes;
+mod merge;
 mod obs_table;
 mod ontology;
 #[cfg(feature = "remote")]

@@ -96,6 +96,12 @@ def convert_cached(run_cellarrow, session_tmp):
     return convert
 
 
+def pytest_configure(config):
+    # `slow`: long tests (a real Ray cluster); they run in scripts/test.sh like every other
+    # test, and `-m "not slow"` leaves them out of a quick run.
+    config.addinivalue_line("markers", "slow: a long test (run by scripts/test.sh; deselect with -m 'not slow')")
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """An S3-compatible server (moto in server mode) on 127.0.0.1 at a free port, for the

@@ -104,12 +104,13 @@ def read_corpus(root: Path) -> Corpus:
     indptr = [np.zeros(1, dtype=np.int64)]
     indices, values = [], []
     nnz_so_far = 0
-    index_type = value_type = None
     next_cell = 0
     for part in manifest["matrix"]["parts"]:
         assert part["first_cell"] == next_cell, f"parts are not contiguous at {part}"
         batches = read_part(root / part["path"])
         cells = 0
+        # Types are per part in format 2 (an append or a merge may add wider parts).
+        index_type = value_type = None
         for b in batches:
             assert b.schema.names == ["indices", "values"], b.schema
             it = b.schema.field("indices").type.value_type

@@ -98,3 +98,43 @@ class Loader:
     def next_into(self, memory: Any) -> Optional[Tuple[Any, int]]: ...
 
 def shard_len(epoch_len: int, rank: int, world_size: int, worker: int = 0, num_workers: int = 1, policy: str = "even") -> int: ...
+
+_Input = Tuple[str, str, Dict[str, str]]
+
+def resolve_inputs(paths: Sequence[str]) -> List[_Input]: ...
+def plan_genes(
+    inputs: Sequence[_Input],
+    *,
+    out: Optional[str] = None,
+    layer: Optional[str] = None,
+    raw: bool = False,
+    gene_column: Optional[str] = None,
+    gene_key: str = "id",
+    gene_order: Optional[str] = None,
+    duplicate_genes: str = "error",
+    threads: int = 0,
+) -> List[str]: ...
+def convert(
+    inputs: Sequence[_Input],
+    output: str,
+    *,
+    layer: Optional[str] = None,
+    raw: bool = False,
+    gene_column: Optional[str] = None,
+    gene_key: str = "id",
+    gene_order: Optional[str] = None,
+    duplicate_genes: str = "error",
+    obs_columns: Optional[Sequence[str]] = None,
+    spatial_key: Optional[str] = None,
+    part_cells: Optional[int] = None,
+    overwrite: bool = False,
+    threads: int = 0,
+) -> str: ...
+def merge(
+    inputs: Sequence[str],
+    output: str,
+    *,
+    on_duplicate: str = "error",
+    overwrite: bool = False,
+    threads: int = 0,
+) -> str: ...
