@@ -35,6 +35,15 @@ pub enum ErrorKind {
     Query,
     /// Arrow or Parquet reported an error.
     Arrow,
+    /// A corpus URL is malformed, names no bucket, or uses a scheme cellarrow does not read.
+    InvalidUrl,
+    /// Object storage has no credentials for the URL, or refused the ones it has.
+    Credentials,
+    /// An object (or its bucket) does not exist in object storage.
+    NotFound,
+    /// A request to object storage failed (timeout, server error, short or corrupt body)
+    /// after its retries.
+    Remote,
 }
 
 /// An error with the file and object it concerns.
@@ -90,6 +99,12 @@ impl Error {
         Self::new(ErrorKind::Unsupported, message)
             .with_path(path)
             .with_object(object)
+    }
+
+    /// An error of `kind` about an object-storage URL (kept as the error's path, so the
+    /// message reads `s3://bucket/corpus/matrix/part-00000.arrow: ...`).
+    pub fn url(kind: ErrorKind, url: impl AsRef<str>, message: impl Into<String>) -> Self {
+        Self::new(kind, message).with_path(url.as_ref())
     }
 
     /// An I/O error on `path`, saying what was being done (`"creating"`, `"reading"` ...).

@@ -65,6 +65,8 @@ pub mod ontology;
 #[cfg(feature = "sql")]
 pub mod query;
 pub mod sample;
+#[cfg(feature = "remote")]
+pub mod store;
 
 pub use corpus::Corpus;
 pub use error::{Error, ErrorKind, Result};

@@ -14,6 +14,8 @@ pub mod info;
 mod manifest;
 mod part;
 mod reader;
+#[cfg(feature = "remote")]
+mod remote;
 mod table;
 #[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]

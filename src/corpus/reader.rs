@@ -231,6 +231,11 @@ impl Corpus {
     /// # Ok::<(), cellarrow::Error>(())
     /// ```
     pub fn open(dir: impl AsRef<Path>) -> Result<Corpus> {
+        // A URL (`s3://bucket/corpus`, `file:///dir`): see `Corpus::open_url`.
+        #[cfg(feature = "remote")]
+        if let Some(url) = dir.as_ref().to_str().filter(|s| crate::store::is_url(s)) {
+            return Corpus::open_url(url);
+        }
         let root = dir.as_ref().to_path_buf();
         let manifest = Manifest::read(&root)?;
         check_files(&root, &manifest)?;
@@ -426,7 +431,7 @@ fn catch_quietly<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> std::thre
 }
 
 /// Decodes one mapped part with no copy and checks it against its manifest entry.
-fn decode_part(
+pub(crate) fn decode_part(
     path: &Path,
     map: &Arc<Mmap>,
     manifest: &Manifest,

@@ -1,6 +1,7 @@
 //! Integration suite over the binary: bad inputs, corruption, crash safety, concurrency,
 //! containment, the fuzz regressions, `cellarrow sample` against the library, the obs table
-//! of one sample, `cellarrow bench --json`, append, ontologies. One integration binary
+//! of one sample, `cellarrow bench --json`, append, ontologies, object storage (a real S3 server) and the
+//! node-local cache shared by processes. One integration binary
 //! (`cargo test --test it`).
 
 mod append;
@@ -19,3 +20,7 @@ mod genes;
 mod merge;
 mod obs_table;
 mod ontology;
+#[cfg(feature = "remote")]
+mod store;
+#[cfg(feature = "remote")]
+mod store_cache;

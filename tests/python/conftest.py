@@ -100,3 +100,34 @@ def pytest_configure(config):
     # `slow`: long tests (a real Ray cluster); they run in scripts/test.sh like every other
     # test, and `-m "not slow"` leaves them out of a quick run.
     config.addinivalue_line("markers", "slow: a long test (run by scripts/test.sh; deselect with -m 'not slow')")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-compatible server (moto in server mode) on 127.0.0.1 at a free port, for the
+    session; yields its endpoint URL. Buckets are made by the tests."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def s3_env(s3_server, monkeypatch, tmp_path):
+    """The environment variables that point cellarrow (and boto3) at ``s3_server``, with a
+    fresh node-local cache; returns the endpoint URL."""
+    for key, value in {
+        "AWS_ENDPOINT_URL": s3_server,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "CELLARROW_CACHE": str(tmp_path / "cache"),
+    }.items():
+        monkeypatch.setenv(key, value)
+    return s3_server

@@ -1,0 +1,82 @@
+//! Layer 1b: byte sources below the corpus.
+//!
+//! A corpus lives in a local directory or under a prefix of an object store (S3 or an
+//! S3-compatible server, Google Cloud Storage, Azure Blob Storage, a plain HTTP server).
+//! This layer knows nothing of the corpus format; it gives the corpus:
+//!
+//! - [`Location`]: a corpus URL or path parsed into an [`object_store::ObjectStore`] and a
+//!   prefix, with credentials and endpoints from the environment ([`StoreOptions`]);
+//! - [`RangeReader`]: byte ranges of one object through concurrent ranged GETs, close ranges
+//!   coalesced into one request, each request retried with backoff a bounded number of times
+//!   ([`ReadOptions`]); a failure names the URL, the part and the byte range;
+//! - [`Cache`]: a node-local, size-bounded, least-recently-used cache of fetched byte ranges
+//!   on local disk, keyed by the part's sha256 (so it never serves stale bytes), shared by the
+//!   processes of a node;
+//! - [`fetch_verified`]: a whole object fetched through both, checked against its sha256
+//!   before anyone sees a byte of it.
+//!
+//! The requests run on one small Tokio runtime of this layer ([`block_on`]), so callers stay
+//! synchronous.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+mod cache;
+mod fetch;
+mod location;
+mod range;
+#[cfg(test)]
+mod tests;
+
+pub use cache::{Cache, CacheEvent, CacheKey};
+pub use fetch::{fetch_bytes, fetch_verified};
+pub use location::{is_url, Location, Scheme, StoreOptions};
+pub use range::{coalesce, RangeReader, ReadOptions, ReadStats};
+
+/// The node-local cache directory of fetched byte ranges: `$CELLARROW_CACHE/store`, else
+/// `$XDG_CACHE_HOME/cellarrow/store`, else `~/.cache/cellarrow/store` (`None` when none of
+/// these is set).
+pub fn cache_dir() -> Option<PathBuf> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let base = env("CELLARROW_CACHE")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("cellarrow")))
+        .or_else(|| env("HOME").map(|h| h.join(".cache").join("cellarrow")))?;
+    Some(base.join("store"))
+}
+
+/// The runtime that drives this layer's requests (two worker threads: the work is waiting on
+/// the network, and many requests share them).
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cellarrow-store")
+            .enable_all()
+            .build()
+            .expect("starting the object-store runtime (threads and an I/O driver)")
+    })
+}
+
+/// Runs `future` to completion on this layer's runtime and waits for it, from any thread,
+/// including one that is inside another Tokio runtime (where `Runtime::block_on` would panic).
+pub fn block_on<F>(future: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    if tokio::runtime::Handle::try_current().is_err() {
+        return runtime().block_on(future);
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime().spawn(async move {
+        let _ = tx.send(future.await);
+    });
+    rx.recv()
+        .expect("the object-store runtime dropped a task before it finished")
+}
