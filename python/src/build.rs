@@ -38,6 +38,7 @@ fn options(
     gene_order: Option<PathBuf>,
     duplicate_genes: &str,
     obs_columns: Option<Vec<String>>,
+    ontology: Vec<String>,
     spatial_key: Option<String>,
     threads: usize,
 ) -> PyResult<ConvertOptions> {
@@ -62,6 +63,11 @@ fn options(
         }
     };
     o.obs_columns = obs_columns;
+    o.ontologies = ontology
+        .iter()
+        .map(|c| c.parse())
+        .collect::<Result<_, _>>()
+        .map_err(to_py)?;
     if let Some(k) = spatial_key {
         o.spatial_key = k;
     }
@@ -107,6 +113,7 @@ pub fn plan_genes(
         gene_order,
         duplicate_genes,
         None,
+        Vec::new(),
         None,
         threads,
     )?;
@@ -124,7 +131,7 @@ pub fn plan_genes(
 /// Converts `inputs` into a corpus at `output` (the library's `convert`); returns its summary
 /// as JSON.
 #[pyfunction]
-#[pyo3(signature = (inputs, output, *, layer=None, raw=false, gene_column=None, gene_key="id", gene_order=None, duplicate_genes="error", obs_columns=None, spatial_key=None, part_cells=None, overwrite=false, threads=0))]
+#[pyo3(signature = (inputs, output, *, layer=None, raw=false, gene_column=None, gene_key="id", gene_order=None, duplicate_genes="error", obs_columns=None, ontology=Vec::new(), spatial_key=None, part_cells=None, overwrite=false, threads=0))]
 #[allow(clippy::too_many_arguments)]
 pub fn convert(
     py: Python<'_>,
@@ -137,6 +144,7 @@ pub fn convert(
     gene_order: Option<PathBuf>,
     duplicate_genes: &str,
     obs_columns: Option<Vec<String>>,
+    ontology: Vec<String>,
     spatial_key: Option<String>,
     part_cells: Option<u64>,
     overwrite: bool,
@@ -151,6 +159,7 @@ pub fn convert(
         gene_order,
         duplicate_genes,
         obs_columns,
+        ontology,
         spatial_key,
         threads,
     )?;

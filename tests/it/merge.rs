@@ -694,3 +694,58 @@ fn appended_format1_and_float_corpora_merge() {
         s
     });
 }
+
+/// Two genes of one input that the merged vocabulary would make one (here a gene known by its
+/// id alone and a gene known by its symbol alone, both of them one gene of the first input) are
+/// refused, naming both: a merge never sums two measured genes silently.
+#[test]
+fn two_genes_that_would_become_one_are_refused() {
+    let Some(py) = python() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no Python with anndata on CI"
+        );
+        eprintln!("skipping: no Python with anndata (set CELLARROW_PYTHON)");
+        return;
+    };
+    let tmp = scratch("merge-collide");
+    let script = r#"
+import sys, anndata as ad, numpy as np, pandas as pd, scipy.sparse as sp
+x = sp.csr_matrix(np.array([[1, 2], [3, 0]], dtype=np.float32))
+both = pd.DataFrame({"gene_ids": ["ENSG00000000001", "ENSG00000000002"]}, index=["ABC", "XYZ"])
+ad.AnnData(X=x, obs=pd.DataFrame(index=["a0", "a1"]), var=both).write_h5ad(sys.argv[1])
+apart = pd.DataFrame(index=["ENSG00000000001", "ABC"])
+ad.AnnData(X=x, obs=pd.DataFrame(index=["b0", "b1"]), var=apart).write_h5ad(sys.argv[2])
+"#;
+    let (a_file, b_file) = (tmp.path().join("a.h5ad"), tmp.path().join("b.h5ad"));
+    let o = Command::new(py)
+        .args(["-c", script])
+        .arg(&a_file)
+        .arg(&b_file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (a, b, c) = (
+        tmp.path().join("a.corpus"),
+        tmp.path().join("b.corpus"),
+        tmp.path().join("c.corpus"),
+    );
+    convert_to(&[a_file], &a, 1 << 20, None);
+    convert_to(&[b_file], &b, 1 << 20, None);
+    assert_eq!(
+        Corpus::open(&b).unwrap().n_genes(),
+        2,
+        "two genes on their own"
+    );
+    let before = snapshot(&b);
+    let e = merge(&[a, b.clone()], &c, &MergeOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("b.corpus") && e.contains("ENSG00000000001") && e.contains("\"ABC\""),
+        "{e}"
+    );
+    assert!(!c.exists());
+    assert_eq!(leftovers(&c), Vec::<String>::new());
+    assert_eq!(snapshot(&b), before);
+}

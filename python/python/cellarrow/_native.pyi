@@ -125,6 +125,7 @@ def convert(
     gene_order: Optional[str] = None,
     duplicate_genes: str = "error",
     obs_columns: Optional[Sequence[str]] = None,
+    ontology: Sequence[str] = ...,
     spatial_key: Optional[str] = None,
     part_cells: Optional[int] = None,
     overwrite: bool = False,

@@ -157,6 +157,7 @@ def convert(
     gene_key: str = "id",
     duplicate_genes: str = "error",
     obs_columns: Optional[Sequence[str]] = None,
+    ontology: Sequence[str] = (),
     spatial_key: Optional[str] = None,
     part_cells: Optional[int] = None,
     overwrite: bool = False,
@@ -173,7 +174,8 @@ def convert(
     ``files_per_task`` files go to one task; each task asks Ray for ``num_cpus`` CPUs and runs
     the conversion on ``threads`` threads. ``max_retries``: Ray's retries of a failed task.
     The reading options (``layer``, ``raw``, ``gene_column``, ``gene_key``, ``duplicate_genes``,
-    ``obs_columns``, ``spatial_key``) and ``part_cells`` are those of ``cellarrow convert``.
+    ``obs_columns``, ``ontology`` as ``["cell_type=CL"]``, ``spatial_key``) and ``part_cells``
+    are those of ``cellarrow convert``; an ontology given by name is looked up on each node.
     An existing ``output`` is replaced only with ``overwrite`` (and only if it is a corpus).
     ``ray_options`` go to each task's ``.options()`` (``runtime_env``, ``resources``,
     ``scheduling_strategy`` ...); tasks are spread over the nodes by default.
@@ -199,6 +201,7 @@ def convert(
         options = dict(
             read,
             obs_columns=list(obs_columns) if obs_columns is not None else None,
+            ontology=list(ontology),
             spatial_key=spatial_key,
             part_cells=part_cells,
             threads=threads,
