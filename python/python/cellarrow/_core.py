@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
@@ -53,15 +54,20 @@ def _arrow_table(stream: Any) -> pa.Table:
 
 
 def open(path: PathLike) -> "Corpus":  # noqa: A001 - the natural name, like io.open
-    """Opens a corpus directory written by ``cellarrow convert``.
+    """Opens a corpus directory written by ``cellarrow convert``, or a corpus URL in object
+    storage (``s3://bucket/prefix``, ``gs://``, ``az://``, ``http(s)://``, ``file://``).
 
     The matrix parts are memory-mapped and their structure is checked; nothing is read into
-    memory until it is asked for.
+    memory until it is asked for. A URL takes its endpoint and credentials from the usual
+    environment variables (``AWS_ENDPOINT_URL``, ``AWS_ALLOW_HTTP``, ``AWS_ACCESS_KEY_ID``
+    ...); its tables are fetched once into a node-local snapshot and its parts through the
+    node-local cache (``$CELLARROW_CACHE/store``), both checked against the manifest's sha256.
 
     >>> import cellarrow
     >>> corpus = cellarrow.open("my.corpus")              # doctest: +SKIP
     >>> corpus.n_cells, corpus.n_genes                     # doctest: +SKIP
     (1107, 507)
+    >>> remote = cellarrow.open("s3://bucket/my.corpus")  # doctest: +SKIP
     """
     return Corpus(path)
 
@@ -81,17 +87,28 @@ class Corpus:
     """
 
     def __init__(self, path: PathLike):
-        self._path = Path(path)
-        _check_corpus_path(self._path)
-        self._native = _native.Corpus(os.fspath(path))
+        location = os.fspath(path)
+        if not is_url(location):
+            _check_corpus_path(Path(location))
+        self._location = location
+        self._native = _native.Corpus(location)
+        # Where the tables are read: the directory itself, or a remote corpus's snapshot.
+        self._path = Path(self._native.path)
         self._manifest: Optional[dict] = None
         self._gene_names: Optional[List[str]] = None
 
     # -- identity --------------------------------------------------------------------------
     @property
     def path(self) -> Path:
-        """The corpus directory."""
+        """The corpus directory (for a corpus URL: the node-local snapshot of its manifest and
+        tables)."""
         return self._path
+
+    @property
+    def location(self) -> str:
+        """What the corpus was opened from, a path or a URL: what other processes (DataLoader
+        workers, ``datasets`` generators) open again."""
+        return self._location
 
     @property
     def n_cells(self) -> int:
@@ -128,7 +145,7 @@ class Corpus:
         return self.n_cells
 
     def __repr__(self) -> str:
-        return f"Corpus({os.fspath(self._path)!r}, n_cells={self.n_cells}, n_genes={self.n_genes}, nnz={self.nnz})"
+        return f"Corpus({self._location!r}, n_cells={self.n_cells}, n_genes={self.n_genes}, nnz={self.nnz})"
 
     # -- tables ----------------------------------------------------------------------------
     def table(self, name: str, columns: Optional[Sequence[str]] = None, *, format: str = "arrow"):
@@ -457,6 +474,14 @@ def _deprecated(old: str, new: str) -> None:
     warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new}", DeprecationWarning, stacklevel=3)
 
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(location: str) -> bool:
+    """Whether ``location`` is a corpus URL (``s3://...``) rather than a path."""
+    return bool(_URL.match(location))
+
+
 def _check_corpus_path(path: Path) -> None:
     """Raises an ``OSError`` that says what ``path`` is when it cannot be a corpus: missing, a
     file (an ``.h5ad`` one still to be converted), or a directory without ``manifest.json``."""
@@ -664,7 +689,7 @@ class Loader:
         settings.pop("sampler", None)
         items = "".join(f", {k}={v!r}" for k, v in settings.items() if k not in ("threads", "prefetch") or k in self._options)
         cohort = "every cell" if self._cells is None else f"{len(self._cells)} cells"
-        return f"Loader({self.sampler!r}{items}, cohort={cohort} of {os.fspath(self.corpus.path)!r})"
+        return f"Loader({self.sampler!r}{items}, cohort={cohort} of {self.corpus.location!r})"
 
     # -- epoch and state -------------------------------------------------------------------
     @property

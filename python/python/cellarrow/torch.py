@@ -250,7 +250,7 @@ class CellDataset(IterableDataset):
     ):
         super().__init__()
         corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
-        self.path = os.fspath(corpus.path)
+        self.path = corpus.location
         self.sampler = sampler
         for key in ("worker", "num_workers"):
             if key in options:
