@@ -1,7 +1,7 @@
 //! Integration suite over the binary: bad inputs, corruption, crash safety, concurrency,
 //! containment, the fuzz regressions, `cellarrow sample` against the library, the obs table
-//! of one sample, `cellarrow bench --json`, append, ontologies. One integration binary
-//! (`cargo test --test it`).
+//! of one sample, `cellarrow bench --json`, append, ontologies, sampling and multi-hot labels
+//! over the Cell Ontology. One integration binary (`cargo test --test it`).
 
 mod append;
 mod bad_inputs;
@@ -16,6 +16,7 @@ mod crash;
 mod fuzz_regressions;
 mod gene_stats;
 mod genes;
+mod hierarchy;
 mod merge;
 mod obs_table;
 mod ontology;
