@@ -90,9 +90,6 @@ def _parts(batch: Batch, output: str) -> Dict[str, Any]:
     if batch.is_tokens:
         for key, a in (("tokens", batch.tokens), ("values", batch.token_values), ("attention_mask", batch.attention_mask)):
             out[key] = _shm.Array(a, a.dtype)
-    if "multi_hot" in rb.schema.names:
-        mh = batch.multi_hot
-        out["multi_hot"] = _shm.Array(mh, mh.dtype)
     elif batch.is_dense:
         dense = batch.dense
         out["X"] = _shm.Array(dense, dense.dtype)
@@ -107,6 +104,9 @@ def _parts(batch: Batch, output: str) -> Dict[str, Any]:
             _shm.Array(batch.indices, np.dtype(np.int32)),
             _shm.Array(values, values.dtype if values.dtype.kind == "f" else np.dtype(np.float32)),
         )
+    if "multi_hot" in rb.schema.names:
+        mh = batch.multi_hot
+        out["multi_hot"] = _shm.Array(mh, mh.dtype)
     for name in rb.schema.names:
         if name in ("cell", "group", "indices", "values", "dense", "tokens", "token_values", "attention_mask", "multi_hot"):
             continue
