@@ -550,6 +550,9 @@ pub fn write_synthetic_corpus(dir: &Path, spec: &SyntheticCorpus) -> Result<Mani
                 first_cell: first,
                 n_cells: s.n_cells,
                 nnz: s.nnz,
+                // Format 1: the manifest's types are every part's.
+                index_type: None,
+                value_type: None,
             },
             sample: si,
             gene_cells,
@@ -638,6 +641,7 @@ pub fn write_synthetic_corpus(dir: &Path, spec: &SyntheticCorpus) -> Result<Mani
         samples: sample_entries,
         options: serde_json::json!({ "testing": true, "synthetic_seed": spec.seed }),
         files,
+        tables: Default::default(),
         lineage: Vec::new(),
     };
     manifest.write(dir)?;
