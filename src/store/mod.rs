@@ -20,7 +20,6 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 mod cache;
 mod fetch;
@@ -50,17 +49,32 @@ pub fn cache_dir() -> Option<PathBuf> {
 }
 
 /// The runtime that drives this layer's requests (two worker threads: the work is waiting on
-/// the network, and many requests share them).
+/// the network, and many requests share them), one per process.
+///
+/// A forked child (a DataLoader worker) inherits the parent's runtime without its threads: a
+/// task given to it would wait forever. So the runtime is remembered with the pid that made it,
+/// and a child makes its own; the inherited one is leaked, as dropping it would wait for
+/// threads that do not exist in the child.
 fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("cellarrow-store")
-            .enable_all()
-            .build()
-            .expect("starting the object-store runtime (threads and an I/O driver)")
-    })
+    static RT: std::sync::Mutex<Option<(u32, &'static tokio::runtime::Runtime)>> =
+        std::sync::Mutex::new(None);
+    let pid = std::process::id();
+    let mut rt = RT.lock().unwrap_or_else(|e| e.into_inner());
+    match *rt {
+        Some((owner, r)) if owner == pid => r,
+        _ => {
+            let r: &'static tokio::runtime::Runtime = Box::leak(Box::new(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("cellarrow-store")
+                    .enable_all()
+                    .build()
+                    .expect("starting the object-store runtime (threads and an I/O driver)"),
+            ));
+            *rt = Some((pid, r));
+            r
+        }
+    }
 }
 
 /// Runs `future` to completion on this layer's runtime and waits for it, from any thread,
