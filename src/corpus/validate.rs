@@ -78,9 +78,10 @@ pub fn validate(dir: impl AsRef<Path>) -> Result<ValidationReport> {
     check_table_files(root, &manifest)?;
 
     let matrix = open_matrix(root, &manifest)?;
-    for b in &matrix.batches {
-        let path = root.join(&manifest.matrix.parts[b.part()].path);
-        check_batch(&path, b, manifest.n_genes)?;
+    for slot in &matrix.batches {
+        let path = root.join(&manifest.matrix.parts[slot.part()].path);
+        let b = slot.load()?;
+        check_batch(&path, &b, manifest.n_genes)?;
         report.cells_checked += b.n_cells() as u64;
         report.nnz_checked += b.nnz() as u64;
     }
