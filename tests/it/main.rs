@@ -7,6 +7,7 @@
 mod append;
 mod bad_inputs;
 mod bench_cli;
+mod cold;
 mod cli_append;
 mod cli_sample;
 mod common;
