@@ -270,3 +270,27 @@ fn appends_onto_a_cold_corpus_write_cold_parts() {
     let cmp = cellarrow::convert::verify::against(&dest, &[chr21(), mouse()]).unwrap();
     assert_eq!(cmp.nnz, c.nnz());
 }
+
+#[test]
+fn merge_links_cold_parts_as_they_are_and_rewrites_them_cold() {
+    use cellarrow::convert::{merge, MergeOptions};
+    let tmp = scratch("cold-merge");
+    // chr21 (human) first: its parts keep their gene ids and are linked; the mouse genes are
+    // new to it, so the mouse parts are rewritten with remapped ids, in their own layout.
+    let a = corpus(tmp.path(), "a", &[chr21()], true);
+    let b = corpus(tmp.path(), "b", &[mouse()], true);
+    let out = tmp.path().join("merged");
+    let r = merge(&[a.clone(), b.clone()], &out, &MergeOptions::default()).unwrap();
+    assert!(r.parts_linked + r.parts_copied >= 1, "{r:?}");
+    assert!(r.parts_rewritten >= 1, "{r:?}");
+    let m = Corpus::open(&out).unwrap();
+    assert!(m
+        .manifest()
+        .matrix
+        .parts
+        .iter()
+        .all(|p| p.layout == PartLayout::Cold && p.chunk_cells == Some(100)));
+    validate(&out).unwrap();
+    let hot = Corpus::open(corpus(tmp.path(), "hot", &[chr21(), mouse()], false)).unwrap();
+    assert_eq!(rows(&hot), rows(&m));
+}
