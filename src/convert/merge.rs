@@ -41,8 +41,8 @@ use super::output::Staging;
 use super::tables;
 use crate::corpus::{
     self, FileEntry, IndexType, LineageEntry, Manifest, MatrixInfo, MergeInput, PartEntry,
-    PartLayout, PartWriter, SampleEntry, SourceEntry, TableFile, ValueType, FORMAT_NAME, FORMAT_VERSION,
-    GENE_COUNTS_TABLE,
+    PartLayout, PartWriter, SampleEntry, SourceEntry, TableFile, ValueType, FORMAT_NAME,
+    FORMAT_VERSION, GENE_COUNTS_TABLE,
 };
 use crate::error::{Context, Error, Result};
 use crate::genes::{table as gene_table, GeneIndex, GeneKey};

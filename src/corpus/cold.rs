@@ -177,7 +177,8 @@ impl ColdChunk {
         let ptr = NonNull::new(self.map.as_ptr() as *mut u8)
             .expect("a non-empty mapping has a non-null address");
         // Safety: the buffer keeps the mapping alive through its owner and only reads from it.
-        let whole = unsafe { Buffer::from_custom_allocation(ptr, self.map.len(), self.map.clone()) };
+        let whole =
+            unsafe { Buffer::from_custom_allocation(ptr, self.map.len(), self.map.clone()) };
         let buf = whole.slice_with_length(start, len);
         self.check_lengths(buf.as_slice())?;
         let schema = cold_part_schema(self.index_type, self.value_type);
@@ -355,7 +356,10 @@ mod num_like {
 
 /// The IPC message whose metadata occupies `bytes[..meta_len]` (continuation marker, length,
 /// flatbuffer), verified.
-fn message_at(bytes: &[u8], meta_len: usize) -> std::result::Result<arrow::ipc::Message<'_>, String> {
+fn message_at(
+    bytes: &[u8],
+    meta_len: usize,
+) -> std::result::Result<arrow::ipc::Message<'_>, String> {
     let meta = bytes
         .get(..meta_len)
         .ok_or_else(|| "message runs past the end".to_string())?;
@@ -430,8 +434,8 @@ pub(crate) fn open_cold_part(
             return Err(bad(format!("chunk {k}: block is out of bounds")));
         }
         let at = off as usize;
-        let msg = message_at(&bytes[at..], meta as usize)
-            .map_err(|m| bad(format!("chunk {k}: {m}")))?;
+        let msg =
+            message_at(&bytes[at..], meta as usize).map_err(|m| bad(format!("chunk {k}: {m}")))?;
         let rb = msg
             .header_as_record_batch()
             .ok_or_else(|| bad(format!("chunk {k}: not a record batch")))?;
@@ -444,7 +448,10 @@ pub(crate) fn open_cold_part(
             .nodes()
             .ok_or_else(|| bad(format!("chunk {k}: no field nodes")))?;
         if nodes.len() != 4 {
-            return Err(bad(format!("chunk {k}: {} field nodes, expected 4", nodes.len())));
+            return Err(bad(format!(
+                "chunk {k}: {} field nodes, expected 4",
+                nodes.len()
+            )));
         }
         let rows = rb.length();
         let child = nodes.get(1).length();

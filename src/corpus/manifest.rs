@@ -6,8 +6,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
 
 use super::{
-    IndexType, Manifest, PartLayout, ValueType, MAX_CHUNK_CELLS, FORMAT_NAME, FORMAT_VERSION, GENE_COUNTS_TABLE,
-    OLDEST_FORMAT_VERSION, REQUIRED_TABLES,
+    IndexType, Manifest, PartLayout, ValueType, FORMAT_NAME, FORMAT_VERSION, GENE_COUNTS_TABLE,
+    MAX_CHUNK_CELLS, OLDEST_FORMAT_VERSION, REQUIRED_TABLES,
 };
 use crate::error::{Error, ErrorKind, Result};
 

@@ -26,9 +26,9 @@ mod tests;
 mod validate;
 
 pub use checksum::{sha256_file, to_hex};
+pub use cold::set_cold_cache_bytes;
 pub use manifest::{check_rel_path, MANIFEST_FILE, MANIFEST_SCHEMA};
 pub use part::{cold_part_schema, part_schema, DEFAULT_CHUNK_CELLS};
-pub use cold::set_cold_cache_bytes;
 pub use reader::{BatchRef, CellLocation, MatrixBatch};
 pub(crate) use table::{as_u64, parquet_rows, parquet_schema, writer_properties};
 pub use table::{

@@ -15,8 +15,8 @@ use arrow::ipc::reader::StreamDecoder;
 use arrow::record_batch::RecordBatch;
 use memmap2::Mmap;
 
-use super::manifest::resolve;
 use super::cold::{open_cold_part, ColdChunk};
+use super::manifest::resolve;
 use super::{
     part_schema, Corpus, IndexType, Indices, Manifest, PartEntry, PartLayout, ValueType, Values,
 };
@@ -512,7 +512,9 @@ thread_local! {
 /// `catch_unwind` for decoding a part: a panic inside Arrow on corrupt input becomes an error
 /// and prints nothing (the panic hook is wrapped once to stay quiet on this thread meanwhile;
 /// every other panic still reaches the previous hook).
-pub(crate) fn catch_quietly<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> std::thread::Result<R> {
+pub(crate) fn catch_quietly<R>(
+    f: impl FnOnce() -> R + std::panic::UnwindSafe,
+) -> std::thread::Result<R> {
     static HOOK: std::sync::Once = std::sync::Once::new();
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();

@@ -28,8 +28,7 @@ use arrow::record_batch::RecordBatch;
 
 use super::{
     sha256_file, write_parquet, FileEntry, IndexType, Manifest, MatrixInfo, PartEntry, PartLayout,
-    PartWriter,
-    SampleEntry, ValueType, FORMAT_NAME, MANIFEST_FILE,
+    PartWriter, SampleEntry, ValueType, FORMAT_NAME, MANIFEST_FILE,
 };
 use crate::error::{Error, Result};
 

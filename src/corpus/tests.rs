@@ -193,7 +193,10 @@ fn zero_copy_buffers_lie_in_the_mapping() {
     assert!(c.n_batches() > 0);
     for bi in 0..c.n_batches() {
         let b = c.batch(bi).unwrap();
-        assert!(matches!(b, crate::corpus::BatchRef::Mapped(_)), "hot batches are views");
+        assert!(
+            matches!(b, crate::corpus::BatchRef::Mapped(_)),
+            "hot batches are views"
+        );
         let map = &c.matrix.maps[b.part()];
         let range = map.as_ptr() as usize..map.as_ptr() as usize + map.len();
         for col in 0..2 {

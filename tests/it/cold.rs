@@ -73,7 +73,12 @@ fn cold_equals_hot_through_the_corpus_and_the_loader() {
     assert!(parts
         .iter()
         .all(|p| p.layout == PartLayout::Cold && p.chunk_cells == Some(100)));
-    assert!(hot.manifest().matrix.parts.iter().all(|p| p.layout == PartLayout::Hot));
+    assert!(hot
+        .manifest()
+        .matrix
+        .parts
+        .iter()
+        .all(|p| p.layout == PartLayout::Hot));
     assert_eq!(cold.options_layout(), Some("cold".into()));
     // Chunks hold at most 100 cells: every chunk is a batch of the reader.
     assert!(cold.n_batches() >= (cold.n_cells() as usize).div_ceil(100));
@@ -86,13 +91,27 @@ fn cold_equals_hot_through_the_corpus_and_the_loader() {
     let mut rng = Rng(0x5eed_c01d);
     for _ in 0..500 {
         let cell = rng.below(cold.n_cells());
-        assert_eq!(hot.indices(cell).to_u32_vec(), cold.indices(cell).to_u32_vec());
-        assert_eq!(hot.values(cell).to_f64_vec(), cold.values(cell).to_f64_vec());
+        assert_eq!(
+            hot.indices(cell).to_u32_vec(),
+            cold.indices(cell).to_u32_vec()
+        );
+        assert_eq!(
+            hot.values(cell).to_f64_vec(),
+            cold.values(cell).to_f64_vec()
+        );
         assert_eq!(hot.row_nnz(cell), cold.row_nnz(cell));
     }
     assert_eq!(
-        hot.matrix_record_batches().unwrap().iter().map(|b| b.num_rows()).sum::<usize>(),
-        cold.matrix_record_batches().unwrap().iter().map(|b| b.num_rows()).sum::<usize>()
+        hot.matrix_record_batches()
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
+        cold.matrix_record_batches()
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>()
     );
     for kind in [SamplerKind::Random, SamplerKind::Shuffle] {
         for rank in 0..2 {
@@ -143,7 +162,10 @@ fn cold_corpora_are_smaller_and_pass_validate_and_validate_against() {
             .sum()
     };
     let nnz = Corpus::open(&cold).unwrap().nnz() as f64;
-    let (h, c) = (matrix_bytes(&hot) as f64 / nnz, matrix_bytes(&cold) as f64 / nnz);
+    let (h, c) = (
+        matrix_bytes(&hot) as f64 / nnz,
+        matrix_bytes(&cold) as f64 / nnz,
+    );
     assert!(c <= 2.0, "cold: {c:.2} bytes per non-zero (hot {h:.2})");
     let report = validate(&cold).unwrap();
     assert_eq!(report.nnz_checked as f64, nnz);
@@ -181,7 +203,12 @@ fn read_all(dest: &Path) -> Result<f64, cellarrow::Error> {
     let mut sum = 0.0;
     for cell in 0..c.n_cells() {
         let (b, r) = c.checked_batch(cell)?;
-        sum += b.values().slice(b.row_range(r)).to_f64_vec().iter().sum::<f64>();
+        sum += b
+            .values()
+            .slice(b.row_range(r))
+            .to_f64_vec()
+            .iter()
+            .sum::<f64>();
     }
     Ok(sum)
 }
@@ -190,7 +217,9 @@ fn read_all(dest: &Path) -> Result<f64, cellarrow::Error> {
 fn flipped_bytes_in_a_cold_part_are_errors_naming_it_never_panics() {
     let tmp = scratch("cold-flip");
     let dest = corpus(tmp.path(), "cold", &[chr21()], true);
-    let rel = Corpus::open(&dest).unwrap().manifest().matrix.parts[0].path.clone();
+    let rel = Corpus::open(&dest).unwrap().manifest().matrix.parts[0]
+        .path
+        .clone();
     let path = dest.join(&rel);
     let good = std::fs::read(&path).unwrap();
     let manifest = std::fs::read(dest.join("manifest.json")).unwrap();

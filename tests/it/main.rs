@@ -7,9 +7,9 @@
 mod append;
 mod bad_inputs;
 mod bench_cli;
-mod cold;
 mod cli_append;
 mod cli_sample;
+mod cold;
 mod common;
 mod concurrency;
 mod containment;
