@@ -323,3 +323,38 @@ fn merge_links_cold_parts_as_they_are_and_rewrites_them_cold() {
     let hot = Corpus::open(corpus(tmp.path(), "hot", &[chr21(), mouse()], false)).unwrap();
     assert_eq!(rows(&hot), rows(&m));
 }
+
+#[test]
+fn a_manifest_that_misstates_a_part_layout_is_refused() {
+    let tmp = scratch("cold-manifest");
+    let dest = corpus(tmp.path(), "cold", &[chr21()], true);
+    let path = dest.join("manifest.json");
+    let good: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let open_with = |edit: &dyn Fn(&mut serde_json::Value)| -> String {
+        let mut m = good.clone();
+        edit(&mut m["matrix"]["parts"][0]);
+        std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+        let r = catch_unwind(AssertUnwindSafe(|| read_all(&dest))).expect("no panic");
+        r.expect_err("refused").to_string()
+    };
+    let e = open_with(&|p| {
+        p.as_object_mut().unwrap().remove("chunk_cells");
+    });
+    assert!(e.contains("no chunk_cells"), "{e}");
+    let e = open_with(&|p| p["layout"] = "warm".into());
+    assert!(e.contains("layout"), "{e}");
+    let e = open_with(&|p| p["chunk_cells"] = 0.into());
+    assert!(e.contains("chunk_cells"), "{e}");
+    // Read as hot, a cold part is not an Arrow IPC stream; read as cold with smaller chunks,
+    // its chunks hold too many cells.
+    let e = open_with(&|p| {
+        let o = p.as_object_mut().unwrap();
+        o.remove("layout");
+        o.remove("chunk_cells");
+    });
+    assert!(e.contains("matrix/part-00000.arrow"), "{e}");
+    let e = open_with(&|p| p["chunk_cells"] = 10.into());
+    assert!(e.contains("more than chunk_cells 10"), "{e}");
+    std::fs::write(&path, serde_json::to_vec(&good).unwrap()).unwrap();
+    validate(&dest).unwrap();
+}
