@@ -410,6 +410,14 @@ pub struct PyLoader {
     /// With `genes`: (vocabulary genes the corpus has, vocabulary size, the missing ones).
     #[pyo3(get)]
     vocab_overlap: Option<(usize, usize, Vec<String>)>,
+    /// With `multi_hot`: the term ids of the `multi_hot` columns, in order.
+    #[pyo3(get)]
+    multi_hot_terms: Option<Vec<String>>,
+    /// With `multi_hot`: the labels of those terms.
+    #[pyo3(get)]
+    multi_hot_labels: Option<Vec<String>>,
+    /// With `balance`: the classes the sampler draws over (`BalanceReport` as JSON).
+    balance: Option<serde_json::Value>,
     /// The effective settings.
     spec: SamplerSpec,
 }
@@ -448,6 +456,14 @@ impl PyLoader {
         let vocab_overlap = gatherer
             .vocab()
             .map(|v| (v.present, v.size, v.missing.clone()));
+        let multi_hot_terms = gatherer.multi_hot().map(|m| m.terms().to_vec());
+        let multi_hot_labels = gatherer.multi_hot().map(|m| m.labels().to_vec());
+        let balance = planned
+            .balance
+            .as_ref()
+            .map(|b| serde_json::to_value(b.report()))
+            .transpose()
+            .map_err(|e| CellarrowError::new_err(e.to_string()))?;
         let loader = Loader::new(Arc::new(gatherer), planned.plan, spec.loader_options());
         Ok(PyLoader {
             inner: Mutex::new(loader),
@@ -460,8 +476,23 @@ impl PyLoader {
             dense_genes,
             n_genes,
             vocab_overlap,
+            multi_hot_terms,
+            multi_hot_labels,
+            balance,
             spec,
         })
+    }
+
+    /// With `balance`: the classes the sampler draws over, as a dict (`column`, `ontology`,
+    /// `cut`, `classes` with each class's `class`, `label`, `cells`, `weight` and
+    /// `probability`, `cells`, `draws`, `own_label`, `left_out_null`, `left_out_outside`,
+    /// `effective_classes`, `effective_classes_unbalanced`); else None.
+    #[getter]
+    fn balance<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.balance
+            .as_ref()
+            .map(|v| plan::json_to_py(py, v))
+            .transpose()
     }
 
     /// The names of every setting the constructor takes as a keyword.
@@ -593,6 +624,23 @@ fn writable_bytes(array: &Bound<'_, PyAny>) -> PyResult<(std::ptr::NonNull<u8>, 
     }
 }
 
+/// The ontology file `spec` names: an existing file as it is, else a name looked up in
+/// `directory` when given, else in `$CELLARROW_ONTOLOGY_DIR`.
+#[pyfunction]
+#[pyo3(signature = (spec, directory=None))]
+fn locate_ontology(
+    spec: &str,
+    directory: Option<std::path::PathBuf>,
+) -> PyResult<std::path::PathBuf> {
+    match directory {
+        Some(dir) if !std::path::Path::new(spec).is_file() => {
+            cellarrow::ontology::locate_in(&dir, spec)
+        }
+        _ => cellarrow::ontology::locate(spec),
+    }
+    .map_err(to_py)
+}
+
 /// Items shard `(rank, worker)` serves in an epoch of `epoch_len` items under `policy`.
 #[pyfunction]
 #[pyo3(signature = (epoch_len, rank, world_size, worker=0, num_workers=1, policy="even"))]
@@ -623,6 +671,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCorpus>()?;
     m.add_class::<PyLoader>()?;
     m.add_function(wrap_pyfunction!(shard_len, m)?)?;
+    m.add_function(wrap_pyfunction!(locate_ontology, m)?)?;
     m.add_function(wrap_pyfunction!(build::resolve_inputs, m)?)?;
     m.add_function(wrap_pyfunction!(build::plan_genes, m)?)?;
     m.add_function(wrap_pyfunction!(build::convert, m)?)?;

@@ -12,8 +12,8 @@ use clap::Args;
 use crate::corpus::Corpus;
 use crate::error::{Error, Result};
 use crate::loader::{
-    defaults, DenseGenes, Gatherer, IndexOutput, Loader, SamplerSpec, Summary, TokenMode,
-    ValueOutput,
+    defaults, Balance, DenseGenes, Gatherer, IndexOutput, Loader, MultiHot, SamplerSpec, Summary,
+    TermList, TokenMode, ValueOutput,
 };
 use crate::sample::{LabelMode, ShardPolicy};
 
@@ -74,6 +74,28 @@ pub struct SamplerArgs {
     /// Groups: how labels shape a group: none, class-balanced or stratified.
     #[arg(long, default_value_t = defaults::LABEL_MODE)]
     pub label_mode: LabelMode,
+    /// Random: draw every class of this obs label column equally often (each cell weighs
+    /// 1 / cells of its class; draws with replacement, as many per epoch as cells with a
+    /// class). With --ontology the values are term ids, labels or exact synonyms, and values
+    /// that name no term are an error listing them. Prints the classes, their cells and
+    /// weights. E.g. --balance cell_type --ontology CL --level 3
+    #[arg(long, value_name = "COLUMN")]
+    pub balance: Option<String>,
+    /// With --balance: each label cut to its ancestor at this depth of the ontology (0: the
+    /// root terms); a label above that depth is its own class. E.g. --level 3
+    #[arg(long, value_name = "DEPTH", conflicts_with = "balance_terms")]
+    pub level: Option<u32>,
+    /// With --balance: each label cut to the most specific of these terms it lies under (a
+    /// file of one term id, label or synonym per line, `#` comments); cells under none are
+    /// left out. E.g. --balance-terms coarse_types.txt
+    #[arg(long, value_name = "FILE")]
+    pub balance_terms: Option<PathBuf>,
+    /// The ontology of --balance and --multi-hot labels: an OBO or ontology JSON file
+    /// (.json.zst too), or a name (CL, UBERON) looked up in the directory $CELLARROW_ONTOLOGY_DIR
+    /// names (e.g. the data directory of the cellxgene-ontology-guide package). E.g.
+    /// --ontology CL, --ontology cl.obo
+    #[arg(long, value_name = "NAME|FILE")]
+    pub ontology: Option<String>,
     /// Regions: a regions manifest (Parquet, or CSV by extension); without it, the values of
     /// the `--label` obs column are the regions.
     #[arg(long)]
@@ -132,6 +154,10 @@ impl SamplerArgs {
             group_size: self.group_size,
             label: self.label.clone(),
             label_mode: self.label_mode,
+            balance: self.balance.clone(),
+            level: self.level,
+            balance_terms: self.balance_terms.clone().map(TermList::File),
+            ontology: self.ontology.clone(),
             regions: self.regions.clone(),
             min_cells: self.min_cells,
             max_cells: self.max_cells,
@@ -177,6 +203,19 @@ pub struct OutputArgs {
     /// Implies --coords.
     #[arg(long)]
     pub bounds: bool,
+    /// Add a `multi_hot` column: each cell's label in this obs column and its ancestors, one
+    /// byte (0 or 1) per term, over every term the corpus's labels reach (or --multi-hot-level,
+    /// --multi-hot-terms); needs --ontology. Prints the terms in column order, which the
+    /// field's metadata (`cellarrow.terms`) also holds. E.g. --multi-hot cell_type --ontology CL
+    #[arg(long, value_name = "COLUMN")]
+    pub multi_hot: Option<String>,
+    /// With --multi-hot: only the terms of depth <= this. E.g. --multi-hot-level 4
+    #[arg(long, value_name = "DEPTH", conflicts_with = "multi_hot_terms")]
+    pub multi_hot_level: Option<u32>,
+    /// With --multi-hot: these terms, in this order (a file of one term id, label or synonym
+    /// per line). E.g. --multi-hot-terms lineages.txt
+    #[arg(long, value_name = "FILE")]
+    pub multi_hot_terms: Option<PathBuf>,
     /// Tokenized output instead of CSR rows: `rank` (rank-value encoding: genes by value over
     /// the gene's median of non-zero values, from the gene_stats table or --gene-medians) or
     /// `bins` (value binning: per-cell quantile bins of the non-zero values).
@@ -209,6 +248,9 @@ impl OutputArgs {
             obs: self.obs.clone(),
             coords: self.coords,
             bounds: self.bounds,
+            multi_hot: self.multi_hot.clone(),
+            multi_hot_level: self.multi_hot_level,
+            multi_hot_terms: self.multi_hot_terms.clone().map(TermList::File),
             tokens: self.tokens,
             top_k: self.top_k,
             n_bins: self.n_bins,
@@ -227,7 +269,15 @@ impl OutputArgs {
     cellarrow sample my.corpus --sampler regions --label niche --coords -o regions.arrow\n  \
     cellarrow sample my.corpus --sampler blocks --block-size 200 --bounds -o blocks.arrow\n  \
     cellarrow sample my.corpus --tokens rank --top-k 2048 -o tokens.arrow\n  \
-    cellarrow sample my.corpus --tokens bins --n-bins 51 --top-k 1200 -o binned.arrow")]
+    cellarrow sample my.corpus --tokens bins --n-bins 51 --top-k 1200 -o binned.arrow\n  \
+    # every Cell Ontology class at depth 3 drawn equally often ($CELLARROW_ONTOLOGY_DIR names\n  \
+    # a directory of ontology files, e.g. the cellxgene-ontology-guide package's data)\n  \
+    cellarrow sample my.corpus --balance cell_type --ontology CL --level 3 --summary\n  \
+    cellarrow sample my.corpus --balance cell_type --ontology CL --balance-terms coarse_types.txt -o b.arrow\n  \
+    cellarrow sample my.corpus --balance donor --summary      # plain values, no ontology\n  \
+    # each cell's label and ancestors as a multi-hot column over the terms of depth <= 4\n  \
+    cellarrow sample my.corpus --multi-hot cell_type --ontology cl.obo --multi-hot-level 4 -o mh.arrow\n  \
+    cellarrow sample my.corpus --multi-hot cell_type --ontology CL --multi-hot-terms lineages.txt -o mh.arrow")]
 pub struct SampleArgs {
     /// The corpus directory.
     pub corpus: PathBuf,
@@ -272,17 +322,24 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let mut spec = args.spec()?;
     let corpus = Arc::new(Corpus::open(&args.corpus)?);
     let cohort = spec.select(&corpus, None)?;
-    let plan = spec.plan(&corpus, cohort)?.plan;
+    let planned = spec.plan(&corpus, cohort)?;
     let gatherer = Arc::new(Gatherer::new(corpus, spec.batch_options())?);
     if let Some(v) = gatherer.vocab() {
         eprintln!("cellarrow: {}", v.report());
     }
+    // With --summary the classes are part of the summary, with what was served of each.
+    if let (Some(b), false) = (&planned.balance, args.summary) {
+        eprintln!("cellarrow: balance: {}", b.report());
+    }
+    if let Some(m) = gatherer.multi_hot() {
+        eprintln!("cellarrow: {}", multi_hot_terms(m));
+    }
     let schema = gatherer.schema();
-    let loader = Loader::new(gatherer, plan, spec.loader_options());
+    let loader = Loader::new(gatherer, planned.plan, spec.loader_options());
     let loader = loader.take(args.max_batches.unwrap_or(usize::MAX));
 
     if args.summary {
-        return summarise(loader);
+        return summarise(loader, planned.balance.as_deref());
     }
     match &args.output {
         Some(path) => {
@@ -330,13 +387,40 @@ fn write_stream<W: Write>(
         .map_err(|e| Error::io(path, "writing", e))
 }
 
+/// The multi-hot column's terms in column order, as printed.
+fn multi_hot_terms(m: &MultiHot) -> String {
+    let terms: Vec<String> = m
+        .terms()
+        .iter()
+        .zip(m.labels())
+        .map(|(id, label)| format!("{id} ({label})"))
+        .collect();
+    format!(
+        "multi_hot: obs column `{}` over {} terms of {}, in column order: {}",
+        m.column(),
+        terms.len(),
+        m.ontology().name(),
+        terms.join(", ")
+    )
+}
+
 fn summarise(
     batches: impl Iterator<Item = Result<arrow::record_batch::RecordBatch>>,
+    balance: Option<&Balance>,
 ) -> Result<()> {
+    use arrow::array::AsArray;
     let started = Instant::now();
     let mut s = Summary::default();
+    let mut served = vec![0u64; balance.map_or(0, |b| b.report().classes.len())];
     for b in batches {
-        s.add(&b?);
+        let b = b?;
+        s.add(&b);
+        if let (Some(bal), Some(ids)) = (balance, b.column_by_name("cell")) {
+            let ids = ids.as_primitive::<arrow::datatypes::UInt64Type>();
+            for c in ids.values().iter().filter_map(|&c| bal.class_of(c)) {
+                served[c] += 1;
+            }
+        }
     }
     let secs = started.elapsed().as_secs_f64();
     println!("batches        {}", s.batches);
@@ -355,5 +439,24 @@ fn summarise(
         "time           {secs:.3} s ({:.0} cells/s)",
         s.cells as f64 / secs.max(1e-9)
     );
+    if let Some(b) = balance {
+        let r = b.report();
+        println!("balance        {r}");
+        let total: u64 = served.iter().sum();
+        let entropy: f64 = served
+            .iter()
+            .filter(|&&n| n > 0)
+            .map(|&n| n as f64 / total as f64)
+            .map(|p| -p * p.ln())
+            .sum();
+        println!(
+            "served         {total} draws, effective number of classes {:.2}",
+            entropy.exp()
+        );
+        let w = r.classes.iter().map(|c| c.class.len()).max().unwrap_or(5);
+        for (c, n) in r.classes.iter().zip(&served) {
+            println!("  {:<w$}  {n:>8}  {}", c.class, c.label);
+        }
+    }
     Ok(())
 }

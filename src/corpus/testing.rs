@@ -394,3 +394,411 @@ pub fn random_rows(n_cells: usize, n_genes: u32, density: f64, seed: u64) -> Vec
         })
         .collect()
 }
+
+/// Settings of [`write_synthetic_corpus`]: a corpus of any size whose cells are a pure
+/// function of `(seed, cell id)`, written part by part, so memory stays bounded (one chunk of
+/// rows per part, a few KiB per sample) however many cells there are.
+#[derive(Debug, Clone)]
+pub struct SyntheticCorpus {
+    /// Cells in the corpus.
+    pub n_cells: u64,
+    /// Genes in the vocabulary (named `gene0`, `gene1` ...).
+    pub n_genes: u32,
+    /// Cells per sample (the last sample takes the remainder); samples are `s000000` ...
+    pub sample_cells: u64,
+    /// Cells per matrix part; parts never span samples.
+    pub part_cells: u64,
+    /// Cells per record batch inside a part.
+    pub batch_rows: usize,
+    /// Each cell has between 1 and `max_nnz` non-zeros (fewer when two draws hit one gene).
+    pub max_nnz: u32,
+    /// Integer counts are drawn from `1..=max_value`.
+    pub max_value: u32,
+    pub seed: u64,
+}
+
+impl Default for SyntheticCorpus {
+    fn default() -> Self {
+        SyntheticCorpus {
+            n_cells: 1_000_000,
+            n_genes: 1_000,
+            sample_cells: 250_000,
+            part_cells: 1 << 20,
+            batch_rows: 65_536,
+            max_nnz: 4,
+            max_value: 20,
+            seed: 1,
+        }
+    }
+}
+
+impl SyntheticCorpus {
+    /// Cell `cell`'s gene ids (strictly increasing) and values, written into `idx` and `val`
+    /// (cleared first). The same settings and cell always give the same row.
+    pub fn row(&self, cell: u64, idx: &mut Vec<u32>, val: &mut Vec<f64>) {
+        idx.clear();
+        val.clear();
+        let h = splitmix64(self.seed ^ cell.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let k = 1 + (h % self.max_nnz.max(1) as u64) as usize;
+        for i in 0..k {
+            idx.push((splitmix64(h.wrapping_add(i as u64)) % self.n_genes.max(1) as u64) as u32);
+        }
+        idx.sort_unstable();
+        idx.dedup();
+        for (i, &g) in idx.iter().enumerate() {
+            let v = splitmix64(h ^ ((g as u64) << 32) ^ i as u64);
+            val.push((1 + v % self.max_value.max(1) as u64) as f64);
+        }
+    }
+
+    /// `(sample_id, first_cell, n_cells)` of every sample, in order.
+    pub fn samples(&self) -> Vec<(String, u64, u64)> {
+        let per = self.sample_cells.max(1);
+        (0..self.n_cells.div_ceil(per))
+            .map(|s| {
+                let first = s * per;
+                (format!("s{s:06}"), first, per.min(self.n_cells - first))
+            })
+            .collect()
+    }
+}
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// What one written part contributes to the genes table.
+struct PartTally {
+    entry: PartEntry,
+    sample: usize,
+    gene_cells: Vec<u64>,
+}
+
+/// Writes a complete, valid corpus of `spec.n_cells` synthetic cells into `dir` (created if
+/// missing), with the tables a conversion writes (obs with `cell`, `sample_id`, `obs_name`,
+/// `source_row`, `nnz`, `total`; genes; samples) and real checksums. Streams: the matrix parts
+/// are written in parallel, chunk by chunk, while obs is written beside them, so that 10^8
+/// cells take minutes and a few MiB of memory.
+///
+/// ```
+/// use cellarrow::corpus::testing::{write_synthetic_corpus, SyntheticCorpus};
+/// let dir = tempfile::tempdir().unwrap();
+/// let spec = SyntheticCorpus { n_cells: 1000, sample_cells: 300, part_cells: 128, batch_rows: 32, ..Default::default() };
+/// let manifest = write_synthetic_corpus(dir.path(), &spec)?;
+/// assert_eq!((manifest.n_cells, manifest.samples.len()), (1000, 4));
+/// cellarrow::corpus::validate(dir.path())?;
+/// let corpus = cellarrow::Corpus::open(dir.path())?;
+/// let (mut idx, mut val) = (Vec::new(), Vec::new());
+/// spec.row(999, &mut idx, &mut val);
+/// assert_eq!(corpus.indices(999).to_u32_vec(), idx);
+/// # Ok::<(), cellarrow::Error>(())
+/// ```
+pub fn write_synthetic_corpus(dir: &Path, spec: &SyntheticCorpus) -> Result<Manifest> {
+    use rayon::prelude::*;
+
+    if spec.n_cells == 0 || spec.n_genes == 0 || spec.part_cells == 0 || spec.batch_rows == 0 {
+        return Err(Error::invalid_input(
+            "write_synthetic_corpus: cells, genes, part_cells and batch_rows must be positive",
+        ));
+    }
+    std::fs::create_dir_all(dir.join("matrix")).map_err(|e| Error::io(dir, "creating", e))?;
+    let index_type = IndexType::for_genes(spec.n_genes as u64);
+    let value_type = ValueType::narrowest([spec.max_value.max(1) as f64]);
+    let samples = spec.samples();
+    // (sample index, first cell, cells) of every part, in cell order.
+    let mut layout = Vec::new();
+    for (si, &(_, first, n)) in samples.iter().enumerate() {
+        let mut start = first;
+        while start < first + n {
+            let len = spec.part_cells.min(first + n - start);
+            layout.push((si, start, len));
+            start += len;
+        }
+    }
+
+    let write_part = |pi: usize| -> Result<PartTally> {
+        let (si, first, n) = layout[pi];
+        let rel = format!("matrix/part-{pi:05}.arrow");
+        let mut w = PartWriter::create(dir.join(&rel), index_type, value_type, spec.batch_rows)?;
+        let mut gene_cells = vec![0u64; spec.n_genes as usize];
+        let (mut indptr, mut idx, mut val) = (vec![0u64], Vec::new(), Vec::new());
+        let (mut ri, mut rv) = (Vec::new(), Vec::new());
+        let chunk = spec.batch_rows as u64;
+        let mut c = first;
+        while c < first + n {
+            let end = (c + chunk).min(first + n);
+            indptr.truncate(1);
+            idx.clear();
+            val.clear();
+            for cell in c..end {
+                spec.row(cell, &mut ri, &mut rv);
+                for &g in &ri {
+                    gene_cells[g as usize] += 1;
+                }
+                idx.extend_from_slice(&ri);
+                val.extend_from_slice(&rv);
+                indptr.push(idx.len() as u64);
+            }
+            w.push(&indptr, &idx, &val)?;
+            c = end;
+        }
+        let s = w.finish()?;
+        Ok(PartTally {
+            entry: PartEntry {
+                path: rel,
+                first_cell: first,
+                n_cells: s.n_cells,
+                nnz: s.nnz,
+                // Format 1: the manifest's types are every part's.
+                index_type: None,
+                value_type: None,
+                layout: PartLayout::Hot,
+                chunk_cells: None,
+            },
+            sample: si,
+            gene_cells,
+        })
+    };
+    let (parts, obs) = rayon::join(
+        || {
+            (0..layout.len())
+                .into_par_iter()
+                .map(write_part)
+                .collect::<Result<Vec<_>>>()
+        },
+        || write_synthetic_obs(&dir.join("obs.parquet"), spec, &samples),
+    );
+    let parts = parts?;
+    obs?;
+
+    let mut gene_cells = vec![0u64; spec.n_genes as usize];
+    let mut gene_samples = vec![0u32; spec.n_genes as usize];
+    let mut sample_nnz = vec![0u64; samples.len()];
+    let mut seen = vec![false; spec.n_genes as usize];
+    let mut current = usize::MAX;
+    for p in &parts {
+        if p.sample != current {
+            current = p.sample;
+            seen.iter_mut().for_each(|s| *s = false);
+        }
+        sample_nnz[p.sample] += p.entry.nnz;
+        for (g, &n) in p.gene_cells.iter().enumerate() {
+            gene_cells[g] += n;
+            if n > 0 && !seen[g] {
+                seen[g] = true;
+                gene_samples[g] += 1;
+            }
+        }
+    }
+    let sample_entries: Vec<SampleEntry> = samples
+        .iter()
+        .zip(&sample_nnz)
+        .map(|((id, first, n), &nnz)| SampleEntry {
+            sample_id: id.clone(),
+            first_cell: *first,
+            n_cells: *n,
+            nnz,
+            spatial_dims: 0,
+        })
+        .collect();
+    let n_genes = spec.n_genes as u64;
+    write_parquet(
+        &dir.join("genes.parquet"),
+        &[genes_batch(n_genes, gene_samples, gene_cells)?],
+    )?;
+    write_parquet(
+        &dir.join("samples.parquet"),
+        &[samples_batch(&sample_entries, n_genes)?],
+    )?;
+
+    let parts: Vec<PartEntry> = parts.into_iter().map(|p| p.entry).collect();
+    let mut rels: Vec<String> = parts.iter().map(|p| p.path.clone()).collect();
+    rels.extend(["obs.parquet", "genes.parquet", "samples.parquet"].map(String::from));
+    let files = rels
+        .par_iter()
+        .map(|rel| {
+            let (sha256, bytes) = sha256_file(&dir.join(rel))?;
+            Ok(FileEntry {
+                path: rel.clone(),
+                bytes,
+                sha256,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let manifest = Manifest {
+        format: FORMAT_NAME.into(),
+        format_version: 1,
+        created_by: format!("cellarrow {} (corpus::testing)", env!("CARGO_PKG_VERSION")),
+        n_cells: spec.n_cells,
+        n_genes,
+        nnz: sample_nnz.iter().sum(),
+        index_type,
+        value_type,
+        matrix: MatrixInfo {
+            batch_rows: spec.batch_rows as u64,
+            part_cells: spec.part_cells,
+            parts,
+        },
+        samples: sample_entries,
+        options: serde_json::json!({ "testing": true, "synthetic_seed": spec.seed }),
+        files,
+        tables: Default::default(),
+        lineage: Vec::new(),
+    };
+    manifest.write(dir)?;
+    Ok(manifest)
+}
+
+/// obs.parquet of a synthetic corpus, streamed in row groups of [`super::ROW_GROUP_ROWS`].
+fn write_synthetic_obs(
+    path: &Path,
+    spec: &SyntheticCorpus,
+    samples: &[(String, u64, u64)],
+) -> Result<()> {
+    use std::fmt::Write as _;
+
+    use arrow::array::{Int32Array, StringBuilder};
+    use parquet::arrow::ArrowWriter;
+
+    use crate::error::Context;
+
+    let chunk = super::ROW_GROUP_ROWS as u64;
+    let mut file = Some(std::fs::File::create(path).map_err(|e| Error::io(path, "creating", e))?);
+    let mut writer: Option<ArrowWriter<std::fs::File>> = None;
+    let (mut idx, mut val) = (Vec::new(), Vec::new());
+    for (id, first, n) in samples {
+        let ids: ArrayRef = Arc::new(StringArray::from(vec![id.as_str()]));
+        let mut r = 0u64;
+        while r < *n {
+            let len = chunk.min(n - r);
+            let cells = first + r..first + r + len;
+            let mut names = StringBuilder::with_capacity(len as usize, len as usize * 16);
+            let (mut nnz, mut total) = (Vec::with_capacity(len as usize), Vec::new());
+            for (k, cell) in cells.clone().enumerate() {
+                write!(names, "{id}-{}", r + k as u64).expect("writing to a String");
+                names.append_value("");
+                spec.row(cell, &mut idx, &mut val);
+                nnz.push(idx.len() as u32);
+                total.push(val.iter().sum::<f64>());
+            }
+            let sample = DictionaryArray::<Int32Type>::try_new(
+                Int32Array::from(vec![0; len as usize]),
+                ids.clone(),
+            )?;
+            let batch = RecordBatch::try_from_iter([
+                (
+                    "cell",
+                    Arc::new(UInt64Array::from_iter_values(cells)) as ArrayRef,
+                ),
+                ("sample_id", Arc::new(sample)),
+                ("obs_name", Arc::new(names.finish())),
+                (
+                    "source_row",
+                    Arc::new(UInt64Array::from_iter_values(r..r + len)),
+                ),
+                ("nnz", Arc::new(UInt32Array::from(nnz))),
+                ("total", Arc::new(Float64Array::from(total))),
+            ])?;
+            if writer.is_none() {
+                let schema = batch.schema();
+                let props = super::writer_properties(&schema);
+                writer = Some(
+                    ArrowWriter::try_new(file.take().expect("one writer"), schema, Some(props))
+                        .at(path)?,
+                );
+            }
+            writer
+                .as_mut()
+                .expect("created above")
+                .write(&batch)
+                .at(path)?;
+            r += len;
+        }
+    }
+    let file = writer
+        .expect("a synthetic corpus has cells")
+        .into_inner()
+        .at(path)?;
+    file.sync_all().map_err(|e| Error::io(path, "syncing", e))
+}
+
+fn genes_batch(n_genes: u64, n_samples: Vec<u32>, n_cells: Vec<u64>) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_from_iter([
+        (
+            "gene",
+            Arc::new(UInt32Array::from_iter_values(0..n_genes as u32)) as ArrayRef,
+        ),
+        (
+            "name",
+            Arc::new(StringArray::from_iter_values(
+                (0..n_genes).map(|g| format!("gene{g}")),
+            )),
+        ),
+        ("n_samples", Arc::new(UInt32Array::from(n_samples))),
+        ("n_cells", Arc::new(UInt64Array::from(n_cells))),
+    ])?)
+}
+
+fn samples_batch(s: &[SampleEntry], n_genes: u64) -> Result<RecordBatch> {
+    let n = s.len();
+    Ok(RecordBatch::try_from_iter([
+        (
+            "sample_id",
+            Arc::new(StringArray::from_iter_values(
+                s.iter().map(|e| e.sample_id.clone()),
+            )) as ArrayRef,
+        ),
+        (
+            "source_path",
+            Arc::new(StringArray::from_iter_values(
+                s.iter().map(|e| format!("{}.h5ad", e.sample_id)),
+            )),
+        ),
+        (
+            "source_sha256",
+            Arc::new(StringArray::from_iter_values(
+                s.iter()
+                    .map(|e| format!("{:064x}", splitmix64(e.first_cell))),
+            )),
+        ),
+        (
+            "first_cell",
+            Arc::new(UInt64Array::from_iter_values(
+                s.iter().map(|e| e.first_cell),
+            )),
+        ),
+        (
+            "n_cells",
+            Arc::new(UInt64Array::from_iter_values(s.iter().map(|e| e.n_cells))),
+        ),
+        (
+            "nnz",
+            Arc::new(UInt64Array::from_iter_values(s.iter().map(|e| e.nnz))),
+        ),
+        (
+            "matrix_source",
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n("X", n))),
+        ),
+        (
+            "n_source_genes",
+            Arc::new(UInt64Array::from_iter_values(std::iter::repeat_n(
+                n_genes, n,
+            ))),
+        ),
+        (
+            "n_genes_outside_vocab",
+            Arc::new(UInt64Array::from_iter_values(std::iter::repeat_n(0, n))),
+        ),
+        (
+            "nnz_outside_vocab",
+            Arc::new(UInt64Array::from_iter_values(std::iter::repeat_n(0, n))),
+        ),
+        (
+            "spatial_dims",
+            Arc::new(UInt8Array::from_iter_values(std::iter::repeat_n(0, n))),
+        ),
+    ])?)
+}

@@ -6,7 +6,7 @@ use std::path::Path;
 use arrow::array::Array;
 
 use super::manifest::{resolve, MANIFEST_FILE};
-use super::reader::{check_files, open_matrix, MatrixBatch};
+use super::reader::{check_files, open_matrix, MatrixBatch, Slot};
 use super::table::{as_strings, as_u64, scan_parquet};
 use super::table::{parquet_rows, parquet_schema};
 use super::{sha256_file, Indices, Manifest, Values, GENE_COUNTS_TABLE, REQUIRED_TABLES};
@@ -34,12 +34,21 @@ pub struct ValidationReport {
 /// samples). Every failure is [`crate::ErrorKind::InvalidCorpus`] (or `Io` if a file cannot be
 /// read at all); corrupted files give an error, never a panic.
 ///
+/// A corpus URL (`s3://bucket/corpus`, with the `remote` feature) is opened as
+/// [`super::Corpus::open`] opens it, which fetches every listed file and checks its size and
+/// sha256 before use; then the same structural checks run. The listing of the prefix is not
+/// compared with `files` (an object store may hold other objects under it).
+///
 /// ```no_run
 /// let report = cellarrow::corpus::validate("corpus")?;
 /// println!("{} files, {} cells, {} non-zeros", report.files_checked, report.cells_checked, report.nnz_checked);
 /// # Ok::<(), cellarrow::Error>(())
 /// ```
 pub fn validate(dir: impl AsRef<Path>) -> Result<ValidationReport> {
+    #[cfg(feature = "remote")]
+    if let Some(url) = dir.as_ref().to_str().filter(|s| crate::store::is_url(s)) {
+        return validate_url(url);
+    }
     let root = dir.as_ref();
     let manifest = Manifest::read(root)?;
     let mut report = ValidationReport::default();
@@ -66,7 +75,44 @@ pub fn validate(dir: impl AsRef<Path>) -> Result<ValidationReport> {
         }
         report.files_checked += 1;
     }
+    let matrix = open_matrix(root, &manifest)?;
+    check_contents(root, &manifest, &matrix.batches, &mut report)?;
+    Ok(report)
+}
 
+/// [`validate`] of a corpus URL: opening it fetched and checked every file. Through a cache
+/// of its own, so that every byte comes from the server now: the node's cache would serve the
+/// listed bytes of a file that has since changed on the server.
+#[cfg(feature = "remote")]
+fn validate_url(url: &str) -> Result<ValidationReport> {
+    let dir = tempfile::Builder::new()
+        .prefix("cellarrow-validate-")
+        .tempdir()
+        .map_err(|e| Error::io(std::env::temp_dir(), "creating a directory for", e))?;
+    let cache = crate::store::Cache::open(dir.path(), u64::MAX)?;
+    let corpus =
+        super::Corpus::open_url_with(url, &crate::store::StoreOptions::default(), Some(&cache))?;
+    let mut report = ValidationReport {
+        files_checked: corpus.manifest().files.len(),
+        ..ValidationReport::default()
+    };
+    check_contents(
+        corpus.root(),
+        corpus.manifest(),
+        &corpus.matrix.batches,
+        &mut report,
+    )?;
+    Ok(report)
+}
+
+/// The checks of the contents, once every file is known to be the listed one: the tables'
+/// files, every matrix batch, and the obs, genes and samples tables.
+fn check_contents(
+    root: &Path,
+    manifest: &Manifest,
+    batches: &[Slot],
+    report: &mut ValidationReport,
+) -> Result<()> {
     for name in REQUIRED_TABLES {
         if manifest.table_paths(name).is_empty() {
             return Err(Error::corpus(
@@ -75,10 +121,9 @@ pub fn validate(dir: impl AsRef<Path>) -> Result<ValidationReport> {
             ));
         }
     }
-    check_table_files(root, &manifest)?;
+    check_table_files(root, manifest)?;
 
-    let matrix = open_matrix(root, &manifest)?;
-    for slot in &matrix.batches {
+    for slot in batches {
         let path = root.join(&manifest.matrix.parts[slot.part()].path);
         let b = slot.load()?;
         check_batch(&path, &b, manifest.n_genes)?;
@@ -94,12 +139,10 @@ pub fn validate(dir: impl AsRef<Path>) -> Result<ValidationReport> {
             ),
         ));
     }
-    drop(matrix);
-
-    check_obs(root, &manifest)?;
-    check_genes(root, &manifest)?;
-    check_samples(root, &manifest)?;
-    Ok(report)
+    check_obs(root, manifest)?;
+    check_genes(root, manifest)?;
+    check_samples(root, manifest)?;
+    Ok(())
 }
 
 /// Files on disk (except manifest.json) must be exactly those listed.

@@ -15,6 +15,7 @@ use arrow::datatypes::{
 };
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
+use super::hierarchy::MultiHot;
 use super::pool::{BufferPool, OutBuf, Pooled, Region};
 use super::tokens::Tokenizer;
 use super::{BatchOptions, BatchRequest, DenseGenes, IndexOutput, ValueOutput};
@@ -72,6 +73,8 @@ pub struct Gatherer {
     pool: Arc<BufferPool>,
     /// Token output instead of CSR rows.
     tokenizer: Option<Tokenizer>,
+    /// The multi-hot ancestor column, last.
+    multi_hot: Option<MultiHot>,
 }
 
 impl std::fmt::Debug for Gatherer {
@@ -275,6 +278,12 @@ impl Gatherer {
         let (obs, axes) = load_obs(&corpus, &options, &mut fields)?;
         let bound_axes = if options.bounds { axes } else { 0 };
         fields.extend(bound_fields(bound_axes));
+        let multi_hot = options
+            .multi_hot
+            .as_ref()
+            .map(|m| MultiHot::new(&corpus, m))
+            .transpose()?;
+        fields.extend(multi_hot.as_ref().map(MultiHot::field));
 
         Ok(Gatherer {
             corpus,
@@ -288,7 +297,14 @@ impl Gatherer {
             vocab,
             pool: Arc::default(),
             tokenizer,
+            multi_hot,
         })
+    }
+
+    /// The multi-hot ancestor column, with [`BatchOptions::multi_hot`]: its terms in column
+    /// order.
+    pub fn multi_hot(&self) -> Option<&MultiHot> {
+        self.multi_hot.as_ref()
     }
 
     /// The model vocabulary's map, with [`BatchOptions::genes`]: how many of its genes the
@@ -392,6 +408,9 @@ impl Gatherer {
             let first = columns.len() - self.obs.len();
             let coords: Vec<ArrayRef> = columns[first..first + self.bound_axes].to_vec();
             columns.extend(box_columns(bounds, &coords));
+        }
+        if let Some(m) = &self.multi_hot {
+            columns.push(m.gather(cells)?);
         }
         let opts = RecordBatchOptions::new().with_row_count(Some(cells.len()));
         Ok(RecordBatch::try_new_with_options(

@@ -14,6 +14,7 @@
 //! | obs columns | as in `obs.parquet` | with [`BatchOptions::obs_columns`] |
 //! | `min_x` ... `max_z` | `Float64` | with [`BatchOptions::bounds`]: the box of the cell's group (a spatial block, a region box) |
 //! | `x_norm`, `y_norm`, (`z_norm`) | `Float64` | with [`BatchOptions::bounds`]: the coordinates normalised to that box, `(x - min_x) / (max_x - min_x)` |
+//! | `multi_hot` | `FixedSizeList<UInt8, n>` | with [`BatchOptions::multi_hot`]: the cell's label and its ancestors over `n` terms ([`hierarchy`]) |
 //!
 //! The list offsets of `indices` and `values` are the same buffer: the batch-local CSR indptr,
 //! starting at 0. Every buffer is a plain Arrow buffer, so the batch exports to PyArrow, Polars
@@ -40,6 +41,7 @@
 
 pub mod bench;
 mod gather;
+pub mod hierarchy;
 mod pool;
 mod prefetch;
 pub mod spec;
@@ -50,6 +52,9 @@ pub mod tokens;
 mod tests;
 
 pub use gather::Gatherer;
+pub use hierarchy::{
+    Balance, BalanceReport, ClassCount, MultiHot, MultiHotOptions, MultiHotTerms, TermList,
+};
 pub use pool::Region;
 pub use prefetch::{Loader, LoaderOptions};
 pub use spec::{defaults, Planned, SamplerKind, SamplerSpec};
@@ -120,6 +125,9 @@ pub struct BatchOptions {
     /// Token columns (`tokens`, `token_values`, `attention_mask`) instead of CSR rows; see
     /// [`tokens`].
     pub tokens: Option<TokenOptions>,
+    /// Add the `multi_hot` column: each cell's label and its ancestors over a set of ontology
+    /// terms; see [`hierarchy`].
+    pub multi_hot: Option<MultiHotOptions>,
 }
 
 impl Default for BatchOptions {
@@ -134,6 +142,7 @@ impl Default for BatchOptions {
             group_column: false,
             bounds: false,
             tokens: None,
+            multi_hot: None,
         }
     }
 }

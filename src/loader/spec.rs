@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::hierarchy::{self, Balance, MultiHotOptions, MultiHotTerms, TermList};
 use super::{BatchOptions, BatchPlan, DenseGenes, IndexOutput, LoaderOptions, SampledCells};
 use super::{SampledGroups, TokenMode, TokenOptions, ValueOutput};
 use crate::corpus::Corpus;
@@ -236,6 +237,20 @@ pub struct SamplerSpec {
     /// regions (also what `regions_sql` selects from).
     pub label: Option<String>,
     pub label_mode: LabelMode,
+    /// Random: balance the classes of this obs label column. Each class gets the same share
+    /// of an epoch's draws (a cell weighs `1 / cells of its class`), drawn with replacement;
+    /// an epoch is as many draws as cells with a class. With `ontology` the values are term
+    /// ids, labels or exact synonyms and the classes are terms; see [`hierarchy`].
+    pub balance: Option<String>,
+    /// Balance: each label cut to its ancestor at this depth of the ontology (0: the roots); a
+    /// label above it is its own class.
+    pub level: Option<u32>,
+    /// Balance: each label cut to the most specific of these terms it lies under (a file of
+    /// one term per line, or a list); cells under none are left out.
+    pub balance_terms: Option<TermList>,
+    /// The ontology of the `balance` and `multi_hot` labels: an OBO or ontology JSON file, or
+    /// a name (`CL`) looked up in the directory of `$CELLARROW_ONTOLOGY_DIR`.
+    pub ontology: Option<String>,
     /// Regions: a regions manifest (Parquet, or CSV by extension).
     pub regions: Option<PathBuf>,
     /// Regions and blocks: leave out groups with fewer cells.
@@ -271,6 +286,14 @@ pub struct SamplerSpec {
     pub coords: bool,
     /// Add each cell's group box and its coordinates normalised to it (implies `coords`).
     pub bounds: bool,
+    /// Add the `multi_hot` column: each cell's label in this obs column and its ancestors, as
+    /// one byte per term of a set (needs `ontology`); see [`hierarchy`].
+    pub multi_hot: Option<String>,
+    /// Multi-hot: the terms of depth `<= multi_hot_level` among those the corpus's labels
+    /// reach (default: all of those).
+    pub multi_hot_level: Option<u32>,
+    /// Multi-hot: these terms, in this order (a file of one term per line, or a list).
+    pub multi_hot_terms: Option<TermList>,
     /// Tokenized output instead of CSR rows: `rank` (rank-value encoding) or `bins` (value
     /// binning); see [`crate::loader::tokens`].
     pub tokens: Option<TokenMode>,
@@ -315,6 +338,10 @@ impl Default for SamplerSpec {
             group_size: d::GROUP_SIZE,
             label: None,
             label_mode: d::LABEL_MODE,
+            balance: None,
+            level: None,
+            balance_terms: None,
+            ontology: None,
             regions: None,
             min_cells: d::MIN_CELLS,
             max_cells: None,
@@ -331,6 +358,9 @@ impl Default for SamplerSpec {
             obs: Vec::new(),
             coords: false,
             bounds: false,
+            multi_hot: None,
+            multi_hot_level: None,
+            multi_hot_terms: None,
             tokens: None,
             top_k: d::TOP_K,
             n_bins: d::N_BINS,
@@ -353,6 +383,8 @@ pub struct Planned {
     pub items_per_batch: u64,
     /// Batches hold groups (and a `group` column).
     pub grouped: bool,
+    /// With `balance`: the classes the sampler draws over (report them once per loader).
+    pub balance: Option<Arc<Balance>>,
 }
 
 fn at_least<T: PartialOrd + std::fmt::Display>(name: &str, value: T, min: T) -> Result<()> {
@@ -445,6 +477,7 @@ impl SamplerSpec {
         }
         at_least("prefetch", self.prefetch, 1)?;
         self.validate_tokens()?;
+        self.validate_hierarchy()?;
         positive("block_size", self.block_size)?;
         positive("stride", self.stride)?;
         if self.genes.is_some() && self.tokens.is_some() {
@@ -518,6 +551,94 @@ impl SamplerSpec {
         Ok(())
     }
 
+    /// The checks of the label settings (`balance`, `multi_hot` and what refines them).
+    fn validate_hierarchy(&self) -> Result<()> {
+        let needs = |name: &str, given: bool, of: &str, present: bool| {
+            if given && !present {
+                return Err(Error::invalid_input(format!(
+                    "{name} is a setting of {of}: give {of} too"
+                )));
+            }
+            Ok(())
+        };
+        needs(
+            "level",
+            self.level.is_some(),
+            "balance",
+            self.balance.is_some(),
+        )?;
+        needs(
+            "balance_terms",
+            self.balance_terms.is_some(),
+            "balance",
+            self.balance.is_some(),
+        )?;
+        needs(
+            "multi_hot_level",
+            self.multi_hot_level.is_some(),
+            "multi_hot",
+            self.multi_hot.is_some(),
+        )?;
+        needs(
+            "multi_hot_terms",
+            self.multi_hot_terms.is_some(),
+            "multi_hot",
+            self.multi_hot.is_some(),
+        )?;
+        if self.level.is_some() && self.balance_terms.is_some() {
+            return Err(Error::invalid_input(
+                "level and balance_terms are two ways to cut labels; give one",
+            ));
+        }
+        if self.multi_hot_level.is_some() && self.multi_hot_terms.is_some() {
+            return Err(Error::invalid_input(
+                "multi_hot_level and multi_hot_terms are two ways to choose the terms; give one",
+            ));
+        }
+        for (name, given) in [
+            ("level", self.level.is_some()),
+            ("balance_terms", self.balance_terms.is_some()),
+            ("multi_hot", self.multi_hot.is_some()),
+        ] {
+            if given && self.ontology.is_none() {
+                return Err(Error::invalid_input(format!(
+                    "{name} needs ontology (an OBO or ontology JSON file, or a name such as CL)"
+                )));
+            }
+        }
+        if self.ontology.is_some() && self.balance.is_none() && self.multi_hot.is_none() {
+            return Err(Error::invalid_input(
+                "ontology is read for balance and multi_hot labels; give one of them",
+            ));
+        }
+        if self.balance.is_some() && self.sampler != SamplerKind::Random {
+            return Err(Error::invalid_input(format!(
+                "balance is a setting of the random sampler, not of {} (the groups sampler \
+                 balances groups with label and label_mode)",
+                self.sampler.name()
+            )));
+        }
+        for (name, list) in [
+            ("balance_terms", &self.balance_terms),
+            ("multi_hot_terms", &self.multi_hot_terms),
+        ] {
+            if let Some(TermList::List(l)) = list {
+                if l.is_empty() {
+                    return Err(Error::invalid_input(format!("{name} is an empty list")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The ontology of the label settings, loaded once per process.
+    fn load_ontology(&self) -> Result<Option<Arc<crate::ontology::Ontology>>> {
+        self.ontology
+            .as_deref()
+            .map(crate::ontology::shared)
+            .transpose()
+    }
+
     /// The checks of the token settings.
     fn validate_tokens(&self) -> Result<()> {
         at_least("top_k", self.top_k, 1)?;
@@ -576,6 +697,15 @@ impl SamplerSpec {
             group_column: self.grouped(),
             bounds: self.bounds,
             tokens: self.token_options(),
+            multi_hot: self.multi_hot.as_ref().map(|column| MultiHotOptions {
+                column: column.clone(),
+                ontology: self.ontology.clone().unwrap_or_default(),
+                terms: match (&self.multi_hot_level, &self.multi_hot_terms) {
+                    (Some(level), _) => MultiHotTerms::Level(*level),
+                    (None, Some(list)) => MultiHotTerms::List(list.clone()),
+                    (None, None) => MultiHotTerms::Reached,
+                },
+            }),
         }
     }
 
@@ -624,7 +754,9 @@ impl SamplerSpec {
     }
 
     /// The plan of this shard over `cohort` (see [`select`](Self::select) for the cohort and
-    /// the SQL-chosen groups).
+    /// the SQL-chosen groups). With `balance`, the sampler draws over the cohort's classes,
+    /// reported in [`Planned::balance`]; with `multi_hot`, every label of the cohort must name
+    /// a term (an error lists those that do not).
     pub fn plan(&self, corpus: &Arc<Corpus>, cohort: Cohort) -> Result<Planned> {
         self.validate()?;
         let state = ShardState {
@@ -632,8 +764,28 @@ impl SamplerSpec {
             start: 0,
             position: self.position,
         };
+        let ontology = self.load_ontology()?;
+        if let (Some(column), Some(o)) = (&self.multi_hot, &ontology) {
+            hierarchy::check_labels(corpus, &cohort, column, o, "multi_hot")?;
+        }
         match self.sampler {
-            SamplerKind::Random => self.cells_plan(RandomCells::new(cohort, self.seed), state),
+            SamplerKind::Random => match &self.balance {
+                None => self.cells_plan(RandomCells::new(cohort, self.seed), state),
+                Some(column) => {
+                    let (sampler, balance) = Balance::new(
+                        corpus,
+                        &cohort,
+                        column,
+                        ontology.as_deref(),
+                        self.level,
+                        self.balance_terms.as_ref(),
+                        self.seed,
+                    )?;
+                    let mut planned = self.cells_plan(sampler, state)?;
+                    planned.balance = Some(Arc::new(balance));
+                    Ok(planned)
+                }
+            },
             SamplerKind::Shuffle => {
                 let s =
                     BlockShuffle::new(cohort, self.shuffle_run, self.shuffle_window, self.seed)?;
@@ -713,6 +865,7 @@ impl SamplerSpec {
             n_items: plan.n_items(),
             items_per_batch: per_batch as u64,
             grouped: false,
+            balance: None,
             plan: Arc::new(plan),
         })
     }
@@ -730,6 +883,7 @@ impl SamplerSpec {
             n_items: plan.n_items(),
             items_per_batch: per_batch as u64,
             grouped: true,
+            balance: None,
             plan: Arc::new(plan),
         })
     }
@@ -835,6 +989,13 @@ mod tests {
             "tokens",
             "top_k",
             "n_bins",
+            "balance",
+            "level",
+            "balance_terms",
+            "ontology",
+            "multi_hot",
+            "multi_hot_level",
+            "multi_hot_terms",
         ] {
             assert!(names.iter().any(|x| x == n), "{n} in {names:?}");
         }
@@ -923,6 +1084,46 @@ mod tests {
                 serde_json::json!({"tokens": "bins", "gene_medians": "m.tsv"}),
                 "gene_medians is a setting of tokens=\"rank\"",
             ),
+            (
+                serde_json::json!({"level": 3}),
+                "level is a setting of balance",
+            ),
+            (
+                serde_json::json!({"balance": "ct", "level": 3}),
+                "level needs ontology",
+            ),
+            (
+                serde_json::json!({"balance": "ct", "ontology": "CL", "level": 3, "balance_terms": ["B cell"]}),
+                "level and balance_terms are two ways",
+            ),
+            (
+                serde_json::json!({"balance": "ct", "ontology": "CL", "balance_terms": []}),
+                "balance_terms is an empty list",
+            ),
+            (
+                serde_json::json!({"balance": "ct", "sampler": "shuffle"}),
+                "balance is a setting of the random sampler, not of shuffle",
+            ),
+            (
+                serde_json::json!({"ontology": "CL"}),
+                "ontology is read for balance and multi_hot",
+            ),
+            (
+                serde_json::json!({"multi_hot": "ct"}),
+                "multi_hot needs ontology",
+            ),
+            (
+                serde_json::json!({"multi_hot_terms": "t.txt"}),
+                "multi_hot_terms is a setting of multi_hot",
+            ),
+            (
+                serde_json::json!({"multi_hot": "ct", "ontology": "CL", "multi_hot_level": 2, "multi_hot_terms": ["T cell"]}),
+                "multi_hot_level and multi_hot_terms are two ways",
+            ),
+            (
+                serde_json::json!({"balance": "ct", "level": -1}),
+                "level must not be negative",
+            ),
         ];
         for (pairs, want) in cases {
             let e = from(pairs.clone()).unwrap_err();
@@ -957,5 +1158,31 @@ mod tests {
         assert_eq!(s.dense, Some(DenseGenes::Ids(vec![1, 2])));
         assert_eq!(s.items_per_batch(), defaults::BATCH_GROUPS);
         assert_eq!(s.to_json()["policy"], "pad");
+    }
+
+    #[test]
+    fn term_lists_read_as_a_file_or_a_list_and_print_back() {
+        let s = from(serde_json::json!({
+            "balance": "ct", "ontology": "cl.obo", "balance_terms": "coarse.txt",
+            "multi_hot": "ct", "multi_hot_terms": ["B cell", "CL:0000084"],
+        }))
+        .unwrap();
+        assert_eq!(
+            s.balance_terms,
+            Some(TermList::File(PathBuf::from("coarse.txt")))
+        );
+        assert_eq!(
+            s.multi_hot_terms,
+            Some(TermList::List(vec!["B cell".into(), "CL:0000084".into()]))
+        );
+        let back = SamplerSpec::from_json(match s.to_json() {
+            serde_json::Value::Object(m) => m,
+            _ => unreachable!(),
+        })
+        .unwrap();
+        assert_eq!(back, s);
+        let mh = s.batch_options().multi_hot.unwrap();
+        assert_eq!((mh.column.as_str(), mh.ontology.as_str()), ("ct", "cl.obo"));
+        assert!(matches!(mh.terms, MultiHotTerms::List(_)));
     }
 }

@@ -42,7 +42,7 @@ mod obo;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::{Error, Result};
 
@@ -641,6 +641,37 @@ fn intern(id: &str, terms: &mut Vec<Term>, by_id: &mut HashMap<String, u32>) -> 
     });
     by_id.insert(id.to_string(), j);
     j
+}
+
+/// The ontology an argument names ([`locate`]: a file, or a name looked up in
+/// [`ONTOLOGY_DIR_ENV`]), loaded once per process and shared: later calls that name the same
+/// file, unchanged (same size and modification time), get the same [`Ontology`]. Loaders plan
+/// every epoch and every worker anew, and parsing the Cell Ontology costs more than a plan.
+pub fn shared(spec: &str) -> Result<Arc<Ontology>> {
+    type Key = (PathBuf, u64, Option<std::time::SystemTime>);
+    static LOADED: Mutex<Vec<(Key, Arc<Ontology>)>> = Mutex::new(Vec::new());
+    let path = locate(spec)?;
+    let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, "reading", e))?;
+    let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+    let key: Key = (canonical, meta.len(), meta.modified().ok());
+    if let Some((_, o)) = LOADED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(k, _)| *k == key)
+    {
+        return Ok(o.clone());
+    }
+    // Parsed without the lock: another thread may parse the same file meanwhile, and the
+    // first to finish is kept.
+    let loaded = Arc::new(Ontology::load(&path)?);
+    let mut cache = LOADED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, o)) = cache.iter().find(|(k, _)| *k == key) {
+        return Ok(o.clone());
+    }
+    cache.retain(|(k, _)| k.0 != key.0);
+    cache.push((key, loaded.clone()));
+    Ok(loaded)
 }
 
 /// The first bytes of a zstd frame.

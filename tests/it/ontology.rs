@@ -687,7 +687,7 @@ mod sql {
 
 /// A Python that has the cellxgene-ontology-guide package: `CELLARROW_PYTHON`, the one of
 /// `VIRTUAL_ENV`, else `python3`.
-fn python_with_guide() -> Option<PathBuf> {
+pub fn python_with_guide() -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(p) = std::env::var_os("CELLARROW_PYTHON") {
         candidates.push(p.into());
@@ -712,7 +712,7 @@ fn run_python(py: &Path, script: &str) -> String {
 
 /// The newest CL file of the installed cellxgene-ontology-guide package: `CELLARROW_TEST_CL`,
 /// else asked of a Python that has the package.
-fn real_cl(py: Option<&Path>) -> Option<PathBuf> {
+pub fn real_cl(py: Option<&Path>) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("CELLARROW_TEST_CL") {
         return Some(PathBuf::from(p));
     }

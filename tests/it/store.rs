@@ -562,3 +562,68 @@ fn assert_same_corpus(remote: &Arc<Corpus>, local: &Arc<Corpus>) {
         }
     }
 }
+
+/// `cellarrow validate s3://...` with the endpoint and credentials from the environment:
+/// the corpus passes with the local counts; a part changed on the server and a part missing
+/// from it are errors that name the part's URL, with no panic.
+#[test]
+fn store_validate_checks_a_corpus_url() {
+    let Some(mut f) = fixture() else { return };
+    f.server.cmd("reset");
+    let dir = scratch("store-validate");
+    let changed = dir.path().join("changed");
+    let missing = dir.path().join("missing");
+    crate::common::copy_dir(&f.local, &changed);
+    crate::common::copy_dir(&f.local, &missing);
+    let part = Corpus::open(&f.local).unwrap().manifest().matrix.parts[1]
+        .path
+        .clone();
+    let p = changed.join(&part);
+    let mut bytes = std::fs::read(&p).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&p, &bytes).unwrap();
+    std::fs::remove_file(missing.join(&part)).unwrap();
+    for (d, prefix) in [(&changed, "corpora/changed"), (&missing, "corpora/missing")] {
+        f.server
+            .cmd(&format!("upload {} {BUCKET} {prefix}", d.display()));
+    }
+    let validate = |url: &str| {
+        Command::new(crate::common::bin())
+            .args(["validate", url])
+            .env(
+                "AWS_ENDPOINT_URL",
+                format!("http://127.0.0.1:{}", f.server.moto_port),
+            )
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("CELLARROW_CACHE", dir.path().join("cache"))
+            .output()
+            .unwrap()
+    };
+    let here = Command::new(crate::common::bin())
+        .args(["validate".as_ref(), f.local.as_os_str()])
+        .output()
+        .unwrap();
+    let there = validate(&url());
+    assert!(there.status.success(), "{}", stderr(&there));
+    let counts = |o: &std::process::Output| {
+        String::from_utf8_lossy(&o.stdout)
+            .split_once(": ")
+            .map(|(_, rest)| rest.to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(counts(&there), counts(&here), "{there:?}");
+    for prefix in ["corpora/changed", "corpora/missing"] {
+        let o = validate(&format!("s3://{BUCKET}/{prefix}"));
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{prefix}: {e}");
+        assert!(!e.contains("panicked"), "{prefix}: {e}");
+        assert!(
+            e.contains(&format!("s3://{BUCKET}/{prefix}/{part}")),
+            "{prefix}: {e}"
+        );
+    }
+}

@@ -11,10 +11,12 @@ and answers each with one line starting with ``OK`` (or ``ERR``):
     fail N STATUS [SUBSTR]        answer the next N GETs (whose path contains SUBSTR) with STATUS
     short N [SUBSTR]              send only half of the next N GET bodies, then close
     corrupt N [SUBSTR]            flip one byte in the middle of the next N GET bodies
+    delay MS                      hold every GET MS milliseconds before answering (0: off)
     count                         ``OK <GETs forwarded> <GETs faulted>``
     reset                         clear faults and counts
 
-Exits when stdin closes. Used by tests/it/store.rs and tests/python/test_store.py.
+Exits when stdin closes. Used by tests/it/store.rs, tests/python/test_store.py and
+benches/remote.py (which adds the delay of a distant object store).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -41,6 +44,7 @@ class Faults:
         self.rules: list[list] = []  # [kind, remaining, status, substring]
         self.forwarded = 0
         self.faulted = 0
+        self.delay_s = 0.0
 
     def take(self, path: str):
         """The fault for this GET, if any (consumes one of its count)."""
@@ -89,6 +93,8 @@ class Proxy(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         fault = FAULTS.take(self.path)
+        if FAULTS.delay_s:
+            time.sleep(FAULTS.delay_s)
         if fault and fault[0] == "fail":
             body = f"<Error><Code>Injected</Code><Message>injected {fault[1]}</Message></Error>"
             self.reply(fault[1], [("Content-Type", "application/xml")], body.encode())
@@ -166,6 +172,10 @@ def main() -> None:
                 rest = words[3:] if cmd == "fail" else words[2:]
                 with FAULTS.lock:
                     FAULTS.rules.append([cmd, n, status, rest[0] if rest else ""])
+                print("OK", flush=True)
+            elif cmd == "delay":
+                with FAULTS.lock:
+                    FAULTS.delay_s = int(words[1]) / 1000.0
                 print("OK", flush=True)
             elif cmd == "count":
                 with FAULTS.lock:

@@ -135,3 +135,61 @@ def test_no_credentials_is_a_clear_error(s3_env, run_cellarrow, monkeypatch):
     proc = run_cellarrow("inspect", f"s3://{BUCKET}/chr21", check=False)
     assert proc.returncode != 0
     assert "no credentials" in proc.stderr and f"s3://{BUCKET}/chr21" in proc.stderr, proc.stderr
+
+
+def _rows(ds_batches) -> dict:
+    """Each delivered cell's row of the dense matrix, by cell id."""
+    out = {}
+    for b in ds_batches:
+        x = b["X"].to_dense().numpy()
+        for i, cell in enumerate(b["cell"].tolist()):
+            assert cell not in out, f"cell {cell} delivered twice"
+            out[cell] = x[i]
+    return out
+
+
+def test_python_opens_a_corpus_url_as_a_local_corpus(remote_corpus):
+    import cellarrow
+
+    local, url = remote_corpus
+    a, b = cellarrow.open(url), cellarrow.open(local)
+    assert a.location == url and "s3://" in repr(a)
+    assert (a.n_cells, a.n_genes, a.nnz) == (b.n_cells, b.n_genes, b.nnz)
+    for name in ("obs", "genes", "samples"):
+        assert a.table(name).equals(b.table(name)), name
+    q = "SELECT sample_id, count(*) AS n, sum(total) AS t FROM obs GROUP BY sample_id"
+    assert a.query(q).equals(b.query(q))
+    got = [x.to_scipy() for x in a.loader(batch_size=100, seed=4)]
+    want = [x.to_scipy() for x in b.loader(batch_size=100, seed=4)]
+    assert len(got) == len(want) > 1
+    for g, w in zip(got, want):
+        assert (g != w).nnz == 0
+
+
+def test_celldataset_with_two_workers_reads_a_corpus_url(remote_corpus):
+    from cellarrow.torch import CellDataset
+
+    local, url = remote_corpus
+    kw = dict(batch_size=64, seed=7)
+    remote = _rows(CellDataset(url, **kw).dataloader(num_workers=2, multiprocessing_context="fork"))
+    here = _rows(CellDataset(local, **kw).dataloader(num_workers=0))
+    assert sorted(remote) == sorted(here) == list(range(len(here)))
+    for cell, row in here.items():
+        assert (remote[cell] == row).all(), cell
+
+
+def test_hf_iterable_reads_a_corpus_url(remote_corpus):
+    import cellarrow
+    from cellarrow.hf import to_hf_iterable
+
+    local, url = remote_corpus
+
+    def rows(corpus):
+        out = {}
+        for r in to_hf_iterable(cellarrow.open(corpus), batch_size=50, seed=2, num_shards=2):
+            out[r["cell"]] = (list(r["indices"]), list(r["values"]))
+        return out
+
+    a, b = rows(url), rows(local)
+    assert len(a) == len(b) == cellarrow.open(local).n_cells
+    assert a == b

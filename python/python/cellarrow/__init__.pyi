@@ -102,6 +102,10 @@ class Loader:
         group_size: int = ...,
         label: Optional[str] = None,
         label_mode: Literal["none", "class_balanced", "stratified"] = "none",
+        balance: Optional[str] = None,
+        level: Optional[int] = None,
+        balance_terms: Union[None, PathLike, Sequence[str]] = None,
+        ontology: Optional[PathLike] = None,
         regions: Optional[PathLike] = None,
         min_cells: int = 1,
         max_cells: Optional[int] = None,
@@ -121,10 +125,21 @@ class Loader:
         obs: Union[str, Sequence[str]] = (),
         coords: bool = False,
         bounds: bool = False,
+        multi_hot: Optional[str] = None,
+        multi_hot_level: Optional[int] = None,
+        multi_hot_terms: Union[None, PathLike, Sequence[str]] = None,
         threads: int = ...,
         prefetch: int = ...,
     ) -> None: ...
     genes_present: Optional[Dict[str, Any]]
+    balance: Optional[Dict[str, Any]]
+    """With ``balance=``: ``column``, ``ontology``, ``cut``, ``classes`` (each ``class``,
+    ``label``, ``cells``, ``weight``, ``probability``), ``cells``, ``draws``, ``own_label``,
+    ``left_out_null``, ``left_out_outside``, ``effective_classes``,
+    ``effective_classes_unbalanced``."""
+    multi_hot_terms: Optional[List[str]]
+    """With ``multi_hot=``: the term ids of :attr:`Batch.multi_hot`'s columns, in order."""
+    multi_hot_labels: Optional[List[str]]
     @property
     def settings(self) -> Dict[str, Any]: ...
     @property
@@ -168,6 +183,17 @@ class Batch:
     def values(self) -> np.ndarray: ...
     @property
     def dense(self) -> np.ndarray: ...
+    @property
+    def is_tokens(self) -> bool: ...
+    @property
+    def tokens(self) -> np.ndarray: ...
+    @property
+    def token_values(self) -> np.ndarray: ...
+    @property
+    def attention_mask(self) -> np.ndarray: ...
+    @property
+    def multi_hot(self) -> np.ndarray:
+        """``(num_rows, n_terms)`` uint8: each cell's term and its ancestors."""
     @property
     def obs(self) -> pa.Table: ...
     def to_arrow(self) -> pa.RecordBatch: ...

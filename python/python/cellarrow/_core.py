@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
@@ -42,6 +43,44 @@ def _gene_vocab(genes: Any) -> Any:
     return values
 
 
+def _term_list(name: str, terms: Any) -> Any:
+    """A list of ontology terms as the native loader takes it: a file path as a string (one
+    term per line), or a list of term ids, labels or synonyms; None stays None."""
+    if terms is None:
+        return None
+    if isinstance(terms, (str, os.PathLike)):
+        return os.fspath(terms)
+    try:
+        values = list(terms)
+    except TypeError:
+        raise _errors.SettingTypeError(f"{name} must be a list of terms or a file path, not {type(terms).__name__}") from None
+    for v in values:
+        if not isinstance(v, str):
+            raise _errors.SettingTypeError(f"{name} must be term ids, labels or synonyms (strings), found {v!r}")
+    return values
+
+
+def _ontology_file(ontology: Any) -> Any:
+    """The ontology setting, with a name (``"CL"``) found among the files of the
+    cellxgene-ontology-guide package when ``CELLARROW_ONTOLOGY_DIR`` is not set and the package
+    is installed; otherwise as given (the native loader looks it up, or explains what to set)."""
+    if ontology is None:
+        return None
+    ontology = os.fspath(ontology)
+    looks_like_path = os.sep in ontology or "/" in ontology or ontology.endswith((".obo", ".json", ".zst"))
+    if os.environ.get("CELLARROW_ONTOLOGY_DIR") or looks_like_path or os.path.isfile(ontology):
+        return ontology
+    import importlib.util
+
+    spec = importlib.util.find_spec("cellxgene_ontology_guide")
+    if spec is None or not spec.submodule_search_locations:
+        return ontology
+    data = Path(list(spec.submodule_search_locations)[0]) / "data"
+    if not data.is_dir():
+        return ontology
+    return os.fspath(_native.locate_ontology(ontology, os.fspath(data)))
+
+
 def _arrow_table(stream: Any) -> pa.Table:
     """A ``pyarrow.Table`` from a native table (Arrow PyCapsule stream), with no copy.
 
@@ -53,15 +92,20 @@ def _arrow_table(stream: Any) -> pa.Table:
 
 
 def open(path: PathLike) -> "Corpus":  # noqa: A001 - the natural name, like io.open
-    """Opens a corpus directory written by ``cellarrow convert``.
+    """Opens a corpus directory written by ``cellarrow convert``, or a corpus URL in object
+    storage (``s3://bucket/prefix``, ``gs://``, ``az://``, ``http(s)://``, ``file://``).
 
     The matrix parts are memory-mapped and their structure is checked; nothing is read into
-    memory until it is asked for.
+    memory until it is asked for. A URL takes its endpoint and credentials from the usual
+    environment variables (``AWS_ENDPOINT_URL``, ``AWS_ALLOW_HTTP``, ``AWS_ACCESS_KEY_ID``
+    ...); its tables are fetched once into a node-local snapshot and its parts through the
+    node-local cache (``$CELLARROW_CACHE/store``), both checked against the manifest's sha256.
 
     >>> import cellarrow
     >>> corpus = cellarrow.open("my.corpus")              # doctest: +SKIP
     >>> corpus.n_cells, corpus.n_genes                     # doctest: +SKIP
     (1107, 507)
+    >>> remote = cellarrow.open("s3://bucket/my.corpus")  # doctest: +SKIP
     """
     return Corpus(path)
 
@@ -81,17 +125,28 @@ class Corpus:
     """
 
     def __init__(self, path: PathLike):
-        self._path = Path(path)
-        _check_corpus_path(self._path)
-        self._native = _native.Corpus(os.fspath(path))
+        location = os.fspath(path)
+        if not is_url(location):
+            _check_corpus_path(Path(location))
+        self._location = location
+        self._native = _native.Corpus(location)
+        # Where the tables are read: the directory itself, or a remote corpus's snapshot.
+        self._path = Path(self._native.path)
         self._manifest: Optional[dict] = None
         self._gene_names: Optional[List[str]] = None
 
     # -- identity --------------------------------------------------------------------------
     @property
     def path(self) -> Path:
-        """The corpus directory."""
+        """The corpus directory (for a corpus URL: the node-local snapshot of its manifest and
+        tables)."""
         return self._path
+
+    @property
+    def location(self) -> str:
+        """What the corpus was opened from, a path or a URL: what other processes (DataLoader
+        workers, ``datasets`` generators) open again."""
+        return self._location
 
     @property
     def n_cells(self) -> int:
@@ -128,7 +183,7 @@ class Corpus:
         return self.n_cells
 
     def __repr__(self) -> str:
-        return f"Corpus({os.fspath(self._path)!r}, n_cells={self.n_cells}, n_genes={self.n_genes}, nnz={self.nnz})"
+        return f"Corpus({self._location!r}, n_cells={self.n_cells}, n_genes={self.n_genes}, nnz={self.nnz})"
 
     # -- tables ----------------------------------------------------------------------------
     def table(self, name: str, columns: Optional[Sequence[str]] = None, *, format: str = "arrow"):
@@ -457,6 +512,14 @@ def _deprecated(old: str, new: str) -> None:
     warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new}", DeprecationWarning, stacklevel=3)
 
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(location: str) -> bool:
+    """Whether ``location`` is a corpus URL (``s3://...``) rather than a path."""
+    return bool(_URL.match(location))
+
+
 def _check_corpus_path(path: Path) -> None:
     """Raises an ``OSError`` that says what ``path`` is when it cannot be a corpus: missing, a
     file (an ``.h5ad`` one still to be converted), or a directory without ``manifest.json``."""
@@ -556,6 +619,16 @@ class Loader:
       (to resume).
     - SQL (where the native library offers it): ``where`` (an obs predicate choosing the
       cells), ``blocks_sql``, ``regions_sql`` (queries choosing the blocks or regions).
+    - ``balance`` (random sampler): an obs label column whose classes are drawn equally
+      often: each cell weighs ``1 / cells of its class``, an epoch is as many draws (with
+      replacement) as cells with a class. With ``ontology`` (an OBO or ontology JSON file,
+      or a name such as ``"CL"`` looked up in ``$CELLARROW_ONTOLOGY_DIR``, else among the
+      files of the installed cellxgene-ontology-guide package) the values are term ids,
+      labels or exact synonyms (a value that names no term is an error listing it) and
+      classes are terms: cut at ``level`` (a depth; a label above it is its own class) or
+      to ``balance_terms`` (a file of one term per line, or a list; cells under none are
+      left out). The classes, their cells and weights, and the effective number of classes
+      are in :attr:`balance`.
 
     Output settings: ``obs`` (obs columns to add), ``coords`` (x, y, z), ``bounds`` (blocks,
     and regions given as boxes: each cell's group box ``min_x`` ... ``max_y`` and its
@@ -572,6 +645,10 @@ class Loader:
     median; ``"bins"``: per-cell quantile bins of the non-zero values, scGPT-style, ``n_bins``
     bins, default 51): each cell becomes ``top_k`` (default 2048) tokens, see
     :attr:`Batch.tokens`, :attr:`Batch.token_values`, :attr:`Batch.attention_mask`.
+    ``multi_hot`` (an obs label column, with ``ontology``): each cell's term and its
+    ancestors as a ``cells x terms`` uint8 matrix, :attr:`Batch.multi_hot`, over every term
+    the corpus's labels reach, those of depth ``<= multi_hot_level``, or ``multi_hot_terms``
+    (a file or a list, in that order); :attr:`multi_hot_terms` gives the column order.
     Loader settings: ``threads`` (0 gathers on the calling thread), ``prefetch``.
 
     Whatever ``values`` is, :meth:`Batch.to_scipy`, :meth:`Batch.to_torch` and
@@ -594,6 +671,11 @@ class Loader:
         # A model vocabulary's own type check names what it takes (a path or gene names).
         if options.get("genes") is not None:
             options["genes"] = _gene_vocab(options["genes"])
+        for name in ("balance_terms", "multi_hot_terms"):
+            if options.get(name) is not None:
+                options[name] = _term_list(name, options[name])
+        if options.get("ontology") is not None:
+            options["ontology"] = _ontology_file(options["ontology"])
         _settings.check_values(options, sampler)
         if isinstance(options.get("dense"), str):
             options["dense"] = [options["dense"]]
@@ -626,6 +708,18 @@ class Loader:
             self.genes_present = {"present": present, "total": size, "missing": list(missing)}
             level = logging.INFO if present == size else logging.WARNING
             _log.log(level, "%d of %d vocabulary genes present", present, size)
+        # The classes of a balanced sampler and the multi-hot terms, once per loader too.
+        self.balance: Optional[Dict[str, Any]] = getattr(probe, "balance", None)
+        if self.balance is not None:
+            b = self.balance
+            _log.info(
+                "balancing %s: %d classes over %d cells, effective number of classes %.2f (%.2f without balancing)",
+                b["column"], len(b["classes"]), b["cells"], b["effective_classes"], b["effective_classes_unbalanced"],
+            )
+        terms = getattr(probe, "multi_hot_terms", None)
+        self.multi_hot_terms: Optional[List[str]] = None if terms is None else list(terms)
+        labels = getattr(probe, "multi_hot_labels", None)
+        self.multi_hot_labels: Optional[List[str]] = None if labels is None else list(labels)
 
     def _make(self, epoch: int, position: int, threads: Optional[int] = None):
         options = dict(self._options)
@@ -664,7 +758,7 @@ class Loader:
         settings.pop("sampler", None)
         items = "".join(f", {k}={v!r}" for k, v in settings.items() if k not in ("threads", "prefetch") or k in self._options)
         cohort = "every cell" if self._cells is None else f"{len(self._cells)} cells"
-        return f"Loader({self.sampler!r}{items}, cohort={cohort} of {os.fspath(self.corpus.path)!r})"
+        return f"Loader({self.sampler!r}{items}, cohort={cohort} of {self.corpus.location!r})"
 
     # -- epoch and state -------------------------------------------------------------------
     @property
@@ -904,6 +998,12 @@ class Batch:
         return self._rows("attention_mask").view(np.bool_)
 
     @property
+    def multi_hot(self) -> np.ndarray:
+        """Each cell's term and its ancestors as a ``(num_rows, n_terms)`` uint8 view of 0 and 1
+        (``multi_hot=`` loaders; the columns are ``Loader.multi_hot_terms``)."""
+        return self._rows("multi_hot")
+
+    @property
     def obs(self) -> pa.Table:
         """The per-cell columns of the batch other than the matrix, as a ``pyarrow.Table``
         (as ``Corpus.obs`` and ``Cohort.obs`` are): ``cell``, the ``obs=`` columns, and the
@@ -994,7 +1094,7 @@ class Batch:
         return t.to_dense() if dense else t
 
 
-_MATRIX_COLUMNS = ("indices", "values", "dense", "tokens", "token_values", "attention_mask")
+_MATRIX_COLUMNS = ("indices", "values", "dense", "tokens", "token_values", "attention_mask", "multi_hot")
 _VALUE_TYPES = {"f32": np.dtype(np.float32), "f64": np.dtype(np.float64)}
 
 

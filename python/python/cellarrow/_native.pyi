@@ -50,6 +50,10 @@ class Loader:
         group_size: int = ...,
         label: Optional[str] = ...,
         label_mode: str = ...,
+        balance: Optional[str] = ...,
+        level: Optional[int] = ...,
+        balance_terms: Union[None, str, Sequence[str]] = ...,
+        ontology: Optional[str] = ...,
         regions: Optional[str] = ...,
         min_cells: int = ...,
         max_cells: Optional[int] = ...,
@@ -69,6 +73,9 @@ class Loader:
         obs: Sequence[str] = ...,
         coords: bool = ...,
         bounds: bool = ...,
+        multi_hot: Optional[str] = ...,
+        multi_hot_level: Optional[int] = ...,
+        multi_hot_terms: Union[None, str, Sequence[str]] = ...,
         threads: int = ...,
         prefetch: int = ...,
     ) -> None: ...
@@ -90,6 +97,9 @@ class Loader:
     dense_genes: List[int]
     n_genes: int
     vocab_overlap: Optional[Tuple[int, int, List[str]]]
+    multi_hot_terms: Optional[List[str]]
+    multi_hot_labels: Optional[List[str]]
+    balance: Optional[Dict[str, Any]]
     n_batches: int
     batches_done: int
     def empty_batch(self) -> Any: ...
@@ -97,6 +107,7 @@ class Loader:
     def __next__(self) -> Any: ...
     def next_into(self, memory: Any) -> Optional[Tuple[Any, int]]: ...
 
+def locate_ontology(spec: str, directory: Optional[str] = None) -> str: ...
 def shard_len(epoch_len: int, rank: int, world_size: int, worker: int = 0, num_workers: int = 1, policy: str = "even") -> int: ...
 
 _Input = Tuple[str, str, Dict[str, str]]

@@ -151,7 +151,7 @@ def to_hf_iterable(
     for name, value in _native.Loader.front_end_defaults("hf").items():
         options.setdefault(name, value)
     spec = {
-        "path": os.fspath(corpus.path),
+        "path": corpus.location,
         "sampler": sampler,
         "cells": None if cells is None else cells.to_numpy(zero_copy_only=False),
         "num_shards": int(num_shards),

@@ -65,6 +65,8 @@ def collate(batch: Batch, output: str = "csr") -> Dict[str, Any]:
     - with a ``tokens=`` loader, instead of ``"X"``: ``"tokens"`` (int32 gene ids, -1 in
       padding), ``"values"`` (float32 for ``"rank"``, int32 bins for ``"bins"``) and
       ``"attention_mask"`` (bool), each ``cells x top_k`` and sharing the gathered buffers.
+    - with a ``multi_hot=`` loader: ``"multi_hot"``, the ``cells x terms`` uint8 tensor of
+      each cell's term and its ancestors.
     - ``"cell"`` (int64), ``"group"`` (int64, grouped samplers), ``"x"``/``"y"``/``"z"`` and
       numeric obs columns as tensors (unsigned integer columns as int64, which torch computes
       with; a uint64 column with a value above the int64 range stays uint64); string and
@@ -102,8 +104,11 @@ def _parts(batch: Batch, output: str) -> Dict[str, Any]:
             _shm.Array(batch.indices, np.dtype(np.int32)),
             _shm.Array(values, values.dtype if values.dtype.kind == "f" else np.dtype(np.float32)),
         )
+    if "multi_hot" in rb.schema.names:
+        mh = batch.multi_hot
+        out["multi_hot"] = _shm.Array(mh, mh.dtype)
     for name in rb.schema.names:
-        if name in ("cell", "group", "indices", "values", "dense", "tokens", "token_values", "attention_mask"):
+        if name in ("cell", "group", "indices", "values", "dense", "tokens", "token_values", "attention_mask", "multi_hot"):
             continue
         col = rb.column(name)
         t = col.type
@@ -215,7 +220,8 @@ class CellDataset(IterableDataset):
         **options: the :class:`cellarrow.Loader` settings (``batch_size``, ``seed``, ``epoch``,
             ``policy``, ``drop_last``, ``group_size``, ``label``, ``block_size``, ``obs``,
             ``coords``, ``dense``, ``values`` (default ``"f32"`` here), ``tokens``, ``top_k``,
-            ``n_bins``, ``gene_medians`` ...), checked here: an
+            ``n_bins``, ``gene_medians``, ``balance``, ``ontology``, ``level``,
+            ``multi_hot`` ...), checked here: an
             unknown one is a ``TypeError``, a zero or negative size a ``ValueError``.
 
     Length: :meth:`dataloader` gives a ``DataLoader`` whose ``len()`` is exactly the number of
@@ -250,7 +256,7 @@ class CellDataset(IterableDataset):
     ):
         super().__init__()
         corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
-        self.path = os.fspath(corpus.path)
+        self.path = corpus.location
         self.sampler = sampler
         for key in ("worker", "num_workers"):
             if key in options:

@@ -1,0 +1,154 @@
+"""Reading a corpus from object storage: cells/s from a local S3 server, with and without an
+added delay per request, cold and warm node cache, next to the same corpus on local disk.
+
+The server is moto in server mode behind the proxy of tests/it/store_server.py (the test
+suite's own), which holds every GET ``--delay-ms`` milliseconds: a stand-in for a distant
+object store. The corpus is converted from the synthetic 50,000 x 20,000 file of
+benches/convert.py (cached under ~/.cache/cellarrow/bench-data). For each (delay, sampler):
+
+- ``open``: ``cellarrow.open(url)``: the manifest, the tables' snapshot and the matrix parts
+  (cold: an empty cache directory; warm: the cache a previous open filled);
+- ``epoch``: one epoch of the native loader (batches of 256, 2 threads), cells/s;
+- ``cold epoch``: cells / (open + epoch) with a cold cache: what the first epoch of a job costs.
+
+    python benches/remote.py [--delay-ms 0,20] [--samplers random,shuffle,groups] [--json FILE]
+
+Run with the test venv's Python (scripts/env.sh), which has moto and the cellarrow package.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(HERE / "data")]
+
+BUCKET = "cellarrow-bench"
+
+
+class Server:
+    """tests/it/store_server.py as a child process, driven by its line commands."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "it" / "store_server.py")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        words = self.proc.stdout.readline().split()
+        if len(words) != 3 or words[0] != "READY":
+            sys.exit(f"the S3 server did not start: {words}")
+        self.moto_port, self.proxy_port = int(words[1]), int(words[2])
+
+    def cmd(self, line: str) -> list:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        words = self.proc.stdout.readline().split()
+        if not words or words[0] != "OK":
+            sys.exit(f"{line}: {words}")
+        return words[1:]
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
+def epoch(corpus, sampler: str) -> tuple:
+    """(cells, seconds) of one epoch of the native loader."""
+    kw = dict(batch_size=256, seed=1, threads=2)
+    if sampler == "groups":
+        kw.update(group_size=32, batch_size=8)
+    t = time.perf_counter()
+    cells = 0
+    for b in corpus.loader(sampler, **kw):
+        cells += len(b)
+    return cells, time.perf_counter() - t
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--delay-ms", default="0,20")
+    p.add_argument("--samplers", default="random,shuffle,groups")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--cells", type=int, default=50_000)
+    p.add_argument("--bin", default=None, help="cellarrow binary for the conversion (default: on PATH)")
+    p.add_argument("--data", default=os.path.expanduser("~/.cache/cellarrow/bench-data"))
+    p.add_argument("--json")
+    a = p.parse_args()
+
+    import cellarrow
+
+    data = pathlib.Path(a.data)
+    src = data / f"syn_{a.cells}x20000_0.05.h5ad"
+    if not src.exists():
+        from make_synthetic import make
+
+        make(a.cells, 20_000, 0.05, 0).write_h5ad(src)
+    rows = []
+    server = Server()
+    try:
+        with tempfile.TemporaryDirectory(dir=data) as tmp:
+            tmp = pathlib.Path(tmp)
+            local = tmp / "corpus"
+            subprocess.run([a.bin or "cellarrow", "convert", str(src), "-o", str(local), "--quiet",
+                            "--part-cells", "16384"], check=True)
+            server.cmd(f"upload {local} {BUCKET} syn")
+            os.environ.update(
+                AWS_ENDPOINT_URL=f"http://127.0.0.1:{server.proxy_port}", AWS_ALLOW_HTTP="true",
+                AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1",
+            )
+            url = f"s3://{BUCKET}/syn"
+            for sampler in a.samplers.split(","):
+                here = [epoch(cellarrow.open(local), sampler) for _ in range(a.repeat)]
+                local_rate = statistics.median(c / s for c, s in here)
+                for delay in [int(d) for d in a.delay_ms.split(",")]:
+                    server.cmd(f"delay {delay}")
+                    cold_open, warm_open, cold_rate, warm_rate, first = [], [], [], [], []
+                    for _ in range(a.repeat):
+                        cache = tmp / "cache"
+                        shutil.rmtree(cache, ignore_errors=True)
+                        os.environ["CELLARROW_CACHE"] = str(cache)
+                        t = time.perf_counter()
+                        c = cellarrow.open(url)
+                        cold_open.append(time.perf_counter() - t)
+                        n, s = epoch(c, sampler)
+                        cold_rate.append(n / s)
+                        first.append(n / (cold_open[-1] + s))
+                        del c
+                        t = time.perf_counter()
+                        c = cellarrow.open(url)
+                        warm_open.append(time.perf_counter() - t)
+                        n, s = epoch(c, sampler)
+                        warm_rate.append(n / s)
+                        del c
+                    row = dict(
+                        sampler=sampler, delay_ms=delay,
+                        cold_open_s=statistics.median(cold_open), warm_open_s=statistics.median(warm_open),
+                        cold_epoch_cells_s=statistics.median(first),
+                        epoch_cells_s_after_cold_open=statistics.median(cold_rate),
+                        warm_epoch_cells_s=statistics.median(warm_rate), local_cells_s=local_rate,
+                        warm_over_local=statistics.median(warm_rate) / local_rate,
+                    )
+                    rows.append(row)
+                    print(
+                        f"{sampler:<8} delay {delay:>3} ms: open cold {row['cold_open_s']:.2f} s warm "
+                        f"{row['warm_open_s']:.3f} s | first epoch (cold, open included) "
+                        f"{row['cold_epoch_cells_s']:,.0f} cells/s | warm epoch {row['warm_epoch_cells_s']:,.0f} "
+                        f"| local {local_rate:,.0f} ({row['warm_over_local']:.2f}x)",
+                        flush=True,
+                    )
+    finally:
+        server.close()
+    if a.json:
+        pathlib.Path(a.json).write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
