@@ -152,7 +152,7 @@ fn child_open(args: &[String]) -> Res<()> {
         "open_ms": open_ms,
         "n_cells": corpus.n_cells(),
         "n_parts": corpus.manifest().matrix.parts.len(),
-        "n_batches": corpus.batches().len(),
+        "n_batches": corpus.n_batches(),
         "memory": memory(),
     });
     println!("{out}");

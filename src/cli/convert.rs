@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::convert::{convert, resolve_inputs, ConvertOptions, ConvertSummary, DuplicateGenes};
+use crate::corpus::PartLayout;
 use crate::error::Result;
 use crate::genes::{GeneKey, OrthologPolicy};
 use crate::h5ad::MatrixSource;
@@ -127,6 +128,24 @@ pub struct ReadArgs {
     /// Files converted at once (default: one per core)
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub threads: usize,
+    /// How matrix parts are stored: hot (uncompressed, memory-mapped, zero-copy; the default
+    /// of convert) or cold (zstd-compressed chunks of --chunk-cells cells, gene ids
+    /// delta-coded, about half the bytes; a chunk is decompressed on first use). append
+    /// keeps the corpus's layout unless told
+    #[arg(long, value_enum, value_name = "LAYOUT")]
+    pub layout: Option<LayoutArg>,
+    /// Cells per compressed chunk of a cold part (default 256); a random cell costs one chunk
+    #[arg(long, value_name = "N", requires = "layout")]
+    pub chunk_cells: Option<u64>,
+}
+
+/// `--layout`: how matrix parts are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LayoutArg {
+    /// Uncompressed Arrow IPC streams, memory-mapped and read with no copy
+    Hot,
+    /// Arrow IPC files of zstd-compressed chunks, decoded on use
+    Cold,
 }
 
 impl ReadArgs {
@@ -150,6 +169,11 @@ impl ReadArgs {
         opts.ontologies = self.ontology;
         opts.spatial_key = self.spatial_key;
         opts.threads = self.threads;
+        opts.layout = match self.layout {
+            Some(LayoutArg::Cold) => PartLayout::Cold,
+            Some(LayoutArg::Hot) | None => PartLayout::Hot,
+        };
+        opts.chunk_cells = self.chunk_cells;
         opts
     }
 }

@@ -104,6 +104,7 @@ pub fn append(
         ),
         batch_rows: old.matrix.batch_rows as usize,
         part_cells: old.matrix.part_cells,
+        cold: cold_layout(&old, opts)?,
         n_genes: vocab.len(),
         coord_dims: coord_dims(&plans).max(
             old.samples
@@ -165,6 +166,24 @@ pub fn append(
 
 /// Genes are matched by the key the corpus was built with: another key would name new genes
 /// differently from the old ones.
+/// The chunk size of the new parts when they are cold: asked for by `opts`, else the layout
+/// the corpus was converted with (its manifest's options), so that a cold corpus stays cold.
+fn cold_layout(old: &Manifest, opts: &ConvertOptions) -> Result<Option<u64>> {
+    if let Some(c) = super::cold_chunk_cells(opts)? {
+        return Ok(Some(c));
+    }
+    if old.options.get("layout").and_then(|l| l.as_str()) != Some("cold") {
+        return Ok(None);
+    }
+    let c = old
+        .options
+        .get("chunk_cells")
+        .and_then(|c| c.as_u64())
+        .unwrap_or(crate::corpus::DEFAULT_CHUNK_CELLS)
+        .clamp(1, crate::corpus::MAX_CHUNK_CELLS);
+    Ok(Some(c))
+}
+
 fn check_gene_key(old: &Manifest, opts: &ConvertOptions) -> Result<()> {
     let built = old.options.get("gene_key").and_then(|k| k.as_str());
     match built {

@@ -459,12 +459,12 @@ pub fn compute(corpus: &Corpus, from: u64) -> Result<GeneStats> {
             _ => usize::MAX,
         }
     };
-    for b in corpus.batches() {
-        let cells = b.cells();
+    for bi in 0..corpus.n_batches() {
+        let cells = corpus.batch_cells(bi);
         if cells.end <= from {
             continue;
         }
-        b.check()?;
+        let b = corpus.batch(bi)?;
         let indices = b.indices();
         let values = b.values();
         for cell in cells.start.max(from)..cells.end {

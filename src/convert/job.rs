@@ -12,7 +12,7 @@ use progress::ProgressBar;
 
 use super::rows::{remap_chunk, CellStats, RowCounts};
 use super::{ConvertOptions, Planned, RESERVED_OBS};
-use crate::corpus::{self, IndexType, PartEntry, PartWriter, ValueType};
+use crate::corpus::{self, IndexType, PartEntry, PartLayout, PartWriter, ValueType};
 use crate::error::{Context, Error, Result};
 use crate::h5ad::{CsrChunk, H5ad};
 
@@ -37,6 +37,8 @@ pub struct Layout<'a> {
     pub value_type: ValueType,
     pub batch_rows: usize,
     pub part_cells: u64,
+    /// Cells per chunk when the parts are cold; `None` for hot parts.
+    pub cold: Option<u64>,
     pub n_genes: usize,
     /// Spatial columns of obs.parquet: 0, 2 or 3.
     pub coord_dims: usize,
@@ -79,19 +81,25 @@ impl<'a> PartSink<'a> {
             if self.current.is_none() {
                 let rel = format!("matrix/part-{:05}.arrow", self.next_part);
                 self.next_part += 1;
-                let w = PartWriter::create(
-                    self.layout.dir.join(&rel),
-                    self.layout.index_type,
-                    self.layout.value_type,
-                    self.layout.batch_rows,
-                )?;
+                let path = self.layout.dir.join(&rel);
+                let (it, vt) = (self.layout.index_type, self.layout.value_type);
+                let w = match self.layout.cold {
+                    Some(chunk) => PartWriter::create_cold(path, it, vt, chunk as usize)?,
+                    None => PartWriter::create(path, it, vt, self.layout.batch_rows)?,
+                };
                 let entry = PartEntry {
                     path: rel,
                     first_cell: self.next_cell,
                     n_cells: 0,
                     nnz: 0,
-                    index_type: Some(self.layout.index_type),
-                    value_type: Some(self.layout.value_type),
+                    index_type: Some(it),
+                    value_type: Some(vt),
+                    layout: if self.layout.cold.is_some() {
+                        PartLayout::Cold
+                    } else {
+                        PartLayout::Hot
+                    },
+                    chunk_cells: self.layout.cold,
                 };
                 self.current = Some((w, entry));
             }

@@ -41,8 +41,8 @@ use super::output::Staging;
 use super::tables;
 use crate::corpus::{
     self, FileEntry, IndexType, LineageEntry, Manifest, MatrixInfo, MergeInput, PartEntry,
-    PartWriter, SampleEntry, SourceEntry, TableFile, ValueType, FORMAT_NAME, FORMAT_VERSION,
-    GENE_COUNTS_TABLE,
+    PartLayout, PartWriter, SampleEntry, SourceEntry, TableFile, ValueType, FORMAT_NAME,
+    FORMAT_VERSION, GENE_COUNTS_TABLE,
 };
 use crate::error::{Context, Error, Result};
 use crate::genes::{table as gene_table, GeneIndex, GeneKey};
@@ -568,6 +568,9 @@ fn plan_parts(inputs: &[Input], fates: &[Vec<Fate>]) -> Vec<PartJob> {
                             // Set by `place_part`: a linked part keeps its types.
                             index_type: None,
                             value_type: None,
+                            // Linked or rewritten, a part keeps its layout.
+                            layout: part.layout,
+                            chunk_cells: part.chunk_cells,
                         },
                     });
                 }
@@ -632,14 +635,32 @@ fn rewrite_part(
     dst: &Path,
 ) -> Result<()> {
     let old = &input.corpus.manifest().matrix.parts[job.part];
-    let mut w = PartWriter::create(dst, index_type, value_type, batch_rows)?;
+    let mut w = match (old.layout, old.chunk_cells) {
+        (PartLayout::Cold, Some(chunk)) => {
+            PartWriter::create_cold(dst, index_type, value_type, chunk as usize)?
+        }
+        _ => PartWriter::create(dst, index_type, value_type, batch_rows)?,
+    };
     let (mut indptr, mut indices, mut values) = (vec![0u64], Vec::new(), Vec::new());
     let mut pairs: Vec<(u32, f64)> = Vec::new();
-    let all = input.corpus.batches();
-    let from = all.partition_point(|b| b.part() < job.part);
-    let to = all.partition_point(|b| b.part() <= job.part);
-    for b in &all[from..to] {
-        b.check()?;
+    let c = &input.corpus;
+    // Batches are in part order: the part's are the run between these two bounds.
+    let bound = |pred: &dyn Fn(usize) -> bool| {
+        let (mut lo, mut hi) = (0, c.n_batches());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if pred(c.batch_part(mid)) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    };
+    let from = bound(&|p| p < job.part);
+    let to = bound(&|p| p <= job.part);
+    for bi in from..to {
+        let b = c.batch(bi)?;
         let (idx, val) = (b.indices(), b.values());
         indptr.truncate(1);
         indices.clear();

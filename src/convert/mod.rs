@@ -41,7 +41,7 @@ pub use labels::OntologyColumn;
 pub use merge::{merge, MergeOptions, MergeReport, OnDuplicate, RenamedSample};
 pub use vocab::{DuplicateGenes, GeneSlot, Vocabulary};
 
-use crate::corpus::{IndexType, ValueType};
+use crate::corpus::{self, IndexType, PartLayout, ValueType};
 use crate::error::{Error, Result};
 use crate::genes::{GeneKey, OrthologCounts, OrthologPolicy, OrthologTable, SourceGene};
 use crate::h5ad::{H5ad, MatrixSource, ValueStats};
@@ -107,6 +107,14 @@ pub struct ConvertOptions {
     pub part_cells: u64,
     /// Stored values read at once per file; bounds memory.
     pub chunk_nnz: usize,
+    /// How the matrix parts are stored: `Hot` (uncompressed, memory-mapped, zero-copy; the
+    /// default) or `Cold` (compressed chunks of `chunk_cells` cells, decoded on use). An
+    /// append onto a corpus converted cold writes cold parts whatever this says.
+    #[serde(skip_serializing_if = "PartLayout::is_hot")]
+    pub layout: PartLayout,
+    /// Cells per chunk of cold parts ([`corpus::DEFAULT_CHUNK_CELLS`] when not given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunk_cells: Option<u64>,
     /// Draw progress bars (only on a terminal).
     #[serde(skip)]
     pub progress: bool,
@@ -151,6 +159,8 @@ impl ConvertOptions {
             threads: 0,
             part_cells: 1 << 20,
             chunk_nnz: 1 << 21,
+            layout: PartLayout::Hot,
+            chunk_cells: None,
             progress: false,
         }
     }
@@ -332,6 +342,16 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
     if inputs.is_empty() {
         return Err(Error::invalid_input("no input files given"));
     }
+    // The manifest records the chunk size actually used, so that appends keep it.
+    let cold = cold_chunk_cells(opts)?;
+    let mut recorded;
+    let opts = if let Some(c) = cold {
+        recorded = opts.clone();
+        recorded.chunk_cells = Some(c);
+        &recorded
+    } else {
+        opts
+    };
     let pool = thread_pool(opts)?;
     let mut vocab = start_vocabulary(opts)?;
     let labels = labels::load(&opts.ontologies)?;
@@ -351,6 +371,7 @@ pub fn convert(inputs: &[InputSample], opts: &ConvertOptions) -> Result<ConvertS
         value_type,
         batch_rows: batch_rows(&plans),
         part_cells: opts.part_cells.max(1),
+        cold,
         n_genes: vocab.len(),
         coord_dims: coord_dims(&plans),
         labels: &labels,
@@ -489,6 +510,26 @@ pub fn plan_genes(inputs: &[InputSample], opts: &ConvertOptions) -> Result<Vocab
 
 /// Rows per record batch of a part: about 4 Mi non-zeros per batch keeps the writer's buffers
 /// small whatever the density, while batches stay large enough to amortise their headers.
+/// The chunk size of cold parts when `opts` asks for them, checked; `None` for hot parts.
+pub(crate) fn cold_chunk_cells(opts: &ConvertOptions) -> Result<Option<u64>> {
+    if opts.layout.is_hot() {
+        if opts.chunk_cells.is_some() {
+            return Err(Error::invalid_input(
+                "chunk_cells is an option of the cold layout (--layout cold)",
+            ));
+        }
+        return Ok(None);
+    }
+    let c = opts.chunk_cells.unwrap_or(corpus::DEFAULT_CHUNK_CELLS);
+    if !(1..=corpus::MAX_CHUNK_CELLS).contains(&c) {
+        return Err(Error::invalid_input(format!(
+            "chunk_cells {c} is outside 1..={}",
+            corpus::MAX_CHUNK_CELLS
+        )));
+    }
+    Ok(Some(c))
+}
+
 fn batch_rows(plans: &[Planned]) -> usize {
     let total_nnz: u64 = plans.iter().map(|p| p.stats.count).sum();
     let total_cells: u64 = plans.iter().map(|p| p.n_obs).sum();

@@ -199,7 +199,11 @@ impl<'a> Stored<'a> {
         row: u64,
         want: &[(u32, f64)],
     ) -> Result<usize> {
-        let (idx, val) = (self.corpus.indices(cell), self.corpus.values(cell));
+        // Through the checked batch, so that a cold corpus is compared chunk by chunk within the
+        // bounded cache of decoded chunks.
+        let (b, r) = self.corpus.checked_batch(cell)?;
+        let range = b.row_range(r);
+        let (idx, val) = (b.indices().slice(range.clone()), b.values().slice(range));
         let got: Vec<(u32, f64)> = (0..idx.len()).map(|k| (idx.get(k), val.get(k))).collect();
         if got != want {
             let first_diff = got

@@ -6,8 +6,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
 
 use super::{
-    IndexType, Manifest, ValueType, FORMAT_NAME, FORMAT_VERSION, GENE_COUNTS_TABLE,
-    OLDEST_FORMAT_VERSION, REQUIRED_TABLES,
+    IndexType, Manifest, PartLayout, ValueType, FORMAT_NAME, FORMAT_VERSION, GENE_COUNTS_TABLE,
+    MAX_CHUNK_CELLS, OLDEST_FORMAT_VERSION, REQUIRED_TABLES,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -316,6 +316,34 @@ impl Manifest {
                 return bad(format!(
                     "matrix.parts[{i}] {:?} starts at cell {}, expected {next}",
                     p.path, p.first_cell
+                ));
+            }
+            match (p.layout, p.chunk_cells) {
+                (PartLayout::Hot, None) => {}
+                (PartLayout::Cold, Some(c)) if (1..=MAX_CHUNK_CELLS).contains(&c) => {}
+                (PartLayout::Cold, Some(c)) => {
+                    return bad(format!(
+                        "matrix.parts[{i}] {:?} has chunk_cells {c}, outside 1..={MAX_CHUNK_CELLS}",
+                        p.path
+                    ));
+                }
+                (PartLayout::Cold, None) => {
+                    return bad(format!(
+                        "matrix.parts[{i}] {:?} is cold but has no chunk_cells",
+                        p.path
+                    ));
+                }
+                (PartLayout::Hot, Some(_)) => {
+                    return bad(format!(
+                        "matrix.parts[{i}] {:?} has chunk_cells but is not cold",
+                        p.path
+                    ));
+                }
+            }
+            if p.layout == PartLayout::Cold && self.format_version < 2 {
+                return bad(format!(
+                    "matrix.parts[{i}] {:?}: format 1 has no cold parts",
+                    p.path
                 ));
             }
             if p.n_cells > self.matrix.part_cells {

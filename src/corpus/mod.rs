@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod checksum;
+mod cold;
 pub mod columns;
 pub mod info;
 mod manifest;
@@ -25,9 +26,10 @@ mod tests;
 mod validate;
 
 pub use checksum::{sha256_file, to_hex};
+pub use cold::set_cold_cache_bytes;
 pub use manifest::{check_rel_path, MANIFEST_FILE, MANIFEST_SCHEMA};
-pub use part::part_schema;
-pub use reader::{CellLocation, MatrixBatch};
+pub use part::{cold_part_schema, part_schema, DEFAULT_CHUNK_CELLS};
+pub use reader::{BatchRef, CellLocation, MatrixBatch};
 pub(crate) use table::{as_u64, parquet_rows, parquet_schema, writer_properties};
 pub use table::{
     read_genes_with_counts, read_parquet, scan_parquet, table_files_at, write_parquet,
@@ -66,6 +68,28 @@ pub enum ValueType {
     Uint32,
     Float32,
     Float64,
+}
+
+/// Largest `chunk_cells` of a cold part: a chunk is one record batch, decoded whole.
+pub const MAX_CHUNK_CELLS: u64 = 1 << 20;
+
+/// How a matrix part stores its cells (format 2, per part; see `docs/FORMAT.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartLayout {
+    /// An uncompressed Arrow IPC stream, memory-mapped and read with no copy (the default).
+    #[default]
+    Hot,
+    /// An Arrow IPC file of zstd-compressed chunks of `chunk_cells` cells, gene ids delta-coded
+    /// within each cell; a chunk is decompressed on first use into memory.
+    Cold,
+}
+
+impl PartLayout {
+    /// Whether this is the default, uncompressed layout (which manifests leave unsaid).
+    pub fn is_hot(&self) -> bool {
+        *self == PartLayout::Hot
+    }
 }
 
 impl IndexType {
@@ -113,6 +137,12 @@ pub struct PartEntry {
     /// The part's value type (format 2; absent in format 1, as `index_type`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_type: Option<ValueType>,
+    /// `cold` for a compressed part; absent (hot) for the uncompressed, mapped layout.
+    #[serde(default, skip_serializing_if = "PartLayout::is_hot")]
+    pub layout: PartLayout,
+    /// Cells per chunk of a cold part (the last chunk may hold fewer); absent for hot parts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_cells: Option<u64>,
 }
 
 /// One file of a table dataset (format 2), in row order within its table.

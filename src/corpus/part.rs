@@ -1,4 +1,6 @@
-//! The matrix part writer: CSR rows to an uncompressed, 64-byte aligned Arrow IPC stream.
+//! The matrix part writer: CSR rows to an uncompressed, 64-byte aligned Arrow IPC stream (hot
+//! parts), or to an Arrow IPC file of zstd-compressed chunks with delta-coded gene ids (cold
+//! parts).
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -11,7 +13,8 @@ use arrow::datatypes::{
     ArrowPrimitiveType, DataType, Field, Float32Type, Float64Type, Schema, SchemaRef, UInt16Type,
     UInt32Type,
 };
-use arrow::ipc::writer::StreamWriter;
+use arrow::ipc::writer::{FileWriter, IpcWriteOptions, StreamWriter};
+use arrow::ipc::{CompressionType, MetadataVersion};
 use arrow::record_batch::RecordBatch;
 
 use super::{IndexType, PartSummary, PartWriter, ValueType};
@@ -19,6 +22,31 @@ use crate::error::{Context, Error, Result};
 
 /// Largest number of non-zeros in one record batch: list offsets are i32.
 pub(crate) const MAX_BATCH_NNZ: usize = i32::MAX as usize;
+
+/// Cells per chunk of a cold part unless asked otherwise: a few hundred cells give zstd enough
+/// data to find the redundancy of counts (on the 50,000 x 20,000 cohort, 256 cells are about
+/// 256,000 non-zeros) while a random cell still costs decompressing well under a megabyte.
+pub const DEFAULT_CHUNK_CELLS: u64 = 256;
+
+/// The zstd level of cold chunks. Measured on the 50,000 x 20,000 cohort (see
+/// `docs/benchmarks.md`); higher levels cost conversion time for little.
+const COLD_ZSTD_LEVEL: i32 = 3;
+
+/// The Arrow schema of a cold part with these types: the first column holds, per cell, the
+/// first gene id followed by the differences between consecutive ids (`index_deltas`, so that
+/// no reader mistakes it for gene ids), the second the values, as in a hot part.
+///
+/// ```
+/// use cellarrow::corpus::{cold_part_schema, IndexType, ValueType};
+/// let s = cold_part_schema(IndexType::Uint16, ValueType::Uint16);
+/// assert_eq!(s.field(0).name(), "index_deltas");
+/// ```
+pub fn cold_part_schema(index_type: IndexType, value_type: ValueType) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("index_deltas", list_type(index_type.arrow_type()), false),
+        Field::new("values", list_type(value_type.arrow_type()), false),
+    ]))
+}
 
 /// The Arrow schema of a matrix part with these types.
 ///
@@ -79,6 +107,24 @@ impl Column {
         }
     }
 
+    /// Replaces each cell's gene ids, from the second on, by the difference to the previous
+    /// one (ids are strictly increasing within a cell, so no difference underflows).
+    fn delta_code(&mut self, offsets: &[i32]) {
+        fn code<T: Copy + std::ops::Sub<Output = T>>(v: &mut [T], offsets: &[i32]) {
+            for w in offsets.windows(2) {
+                let (a, b) = (w[0] as usize, w[1] as usize);
+                for k in (a + 1..b).rev() {
+                    v[k] = v[k] - v[k - 1];
+                }
+            }
+        }
+        match self {
+            Column::U16(v) => code(v, offsets),
+            Column::U32(v) => code(v, offsets),
+            _ => unreachable!("index column is u16 or u32"),
+        }
+    }
+
     fn push_indices(&mut self, idx: &[u32]) {
         match self {
             Column::U16(v) => v.extend(idx.iter().map(|&i| i as u16)),
@@ -120,9 +166,39 @@ impl Column {
     }
 }
 
+/// The IPC writer of a part: a stream for hot parts, a file (whose footer indexes the chunks)
+/// for cold ones.
+enum IpcOut {
+    Stream(StreamWriter<BufWriter<File>>),
+    File(FileWriter<BufWriter<File>>),
+}
+
+impl IpcOut {
+    fn write(&mut self, batch: &RecordBatch) -> std::result::Result<(), arrow::error::ArrowError> {
+        match self {
+            IpcOut::Stream(w) => w.write(batch),
+            IpcOut::File(w) => w.write(batch),
+        }
+    }
+
+    fn finish(self) -> std::result::Result<BufWriter<File>, arrow::error::ArrowError> {
+        match self {
+            IpcOut::Stream(mut w) => {
+                w.finish()?;
+                w.into_inner()
+            }
+            IpcOut::File(mut w) => {
+                w.finish()?;
+                w.into_inner()
+            }
+        }
+    }
+}
+
 pub(crate) struct PartState {
     path: PathBuf,
-    writer: StreamWriter<BufWriter<File>>,
+    writer: IpcOut,
+    cold: bool,
     schema: SchemaRef,
     index_type: IndexType,
     value_type: ValueType,
@@ -154,7 +230,46 @@ impl PartWriter {
         value_type: ValueType,
         batch_rows: usize,
     ) -> Result<PartWriter> {
-        let path = path.as_ref().to_path_buf();
+        Self::create_in(path.as_ref(), index_type, value_type, batch_rows, false)
+    }
+
+    /// Creates a cold part at `path` (refuses to overwrite): an Arrow IPC file whose record
+    /// batches are chunks of `chunk_cells` cells, each buffer compressed with zstd, gene ids
+    /// delta-coded within each cell (see [`cold_part_schema`]). Rows are pushed as for a hot
+    /// part; the footer written by [`PartWriter::finish`] indexes the chunks.
+    ///
+    /// ```
+    /// use cellarrow::corpus::{IndexType, PartWriter, ValueType};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let mut w = PartWriter::create_cold(dir.path().join("part-00000.arrow"), IndexType::Uint16, ValueType::Uint16, 256)?;
+    /// w.push(&[0, 2, 2], &[3, 7], &[1.0, 2.0])?;
+    /// assert_eq!(w.finish()?.nnz, 2);
+    /// # Ok::<(), cellarrow::Error>(())
+    /// ```
+    pub fn create_cold(
+        path: impl AsRef<Path>,
+        index_type: IndexType,
+        value_type: ValueType,
+        chunk_cells: usize,
+    ) -> Result<PartWriter> {
+        if chunk_cells as u64 > super::MAX_CHUNK_CELLS {
+            return Err(Error::invalid_input(format!(
+                "chunk_cells {chunk_cells} is more than {}",
+                super::MAX_CHUNK_CELLS
+            ))
+            .with_path(path.as_ref()));
+        }
+        Self::create_in(path.as_ref(), index_type, value_type, chunk_cells, true)
+    }
+
+    fn create_in(
+        path: &Path,
+        index_type: IndexType,
+        value_type: ValueType,
+        batch_rows: usize,
+        cold: bool,
+    ) -> Result<PartWriter> {
+        let path = path.to_path_buf();
         if batch_rows == 0 || batch_rows > i32::MAX as usize {
             return Err(
                 Error::invalid_input(format!("batch_rows {batch_rows} is out of range"))
@@ -166,15 +281,29 @@ impl PartWriter {
             .create_new(true)
             .open(&path)
             .map_err(|e| Error::io(&path, "creating matrix part", e))?;
-        let schema = part_schema(index_type, value_type);
-        let writer =
-            StreamWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema).at(&path)?;
+        let out = BufWriter::with_capacity(1 << 20, file);
+        let (schema, writer) = if cold {
+            let schema = cold_part_schema(index_type, value_type);
+            // 8-byte alignment: the buffers are decompressed into memory anyway, and 64 would
+            // pad each of a chunk's buffers for nothing.
+            let opts = IpcWriteOptions::try_new(8, false, MetadataVersion::V5)
+                .and_then(|o| o.try_with_compression(Some(CompressionType::ZSTD)))
+                .and_then(|o| o.try_with_compression_level(Some(COLD_ZSTD_LEVEL)))
+                .at(&path)?;
+            let w = FileWriter::try_new_with_options(out, &schema, opts).at(&path)?;
+            (schema, IpcOut::File(w))
+        } else {
+            let schema = part_schema(index_type, value_type);
+            let w = StreamWriter::try_new(out, &schema).at(&path)?;
+            (schema, IpcOut::Stream(w))
+        };
         let mut offsets = Vec::with_capacity(batch_rows + 1);
         offsets.push(0);
         Ok(PartWriter {
             state: Box::new(PartState {
                 path,
                 writer,
+                cold,
                 schema,
                 index_type,
                 value_type,
@@ -284,8 +413,7 @@ impl PartWriter {
         if s.offsets.len() > 1 {
             s.flush()?;
         }
-        s.writer.finish().at(&s.path)?;
-        let buf = s.writer.into_inner().at(&s.path)?;
+        let buf = s.writer.finish().at(&s.path)?;
         let file = buf
             .into_inner()
             .map_err(|e| Error::io(&s.path, "flushing matrix part", e.into_error()))?;
@@ -334,6 +462,9 @@ impl PartState {
         let nnz = self.indices.len();
         let offsets = std::mem::replace(&mut self.offsets, Vec::with_capacity(self.batch_rows + 1));
         self.offsets.push(0);
+        if self.cold {
+            self.indices.delta_code(&offsets);
+        }
         let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
         let idx = self.indices.take_array(nnz);
         let val = self.values.take_array(nnz);

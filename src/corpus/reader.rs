@@ -15,8 +15,11 @@ use arrow::ipc::reader::StreamDecoder;
 use arrow::record_batch::RecordBatch;
 use memmap2::Mmap;
 
+use super::cold::{open_cold_part, ColdChunk};
 use super::manifest::resolve;
-use super::{part_schema, Corpus, IndexType, Indices, Manifest, PartEntry, ValueType, Values};
+use super::{
+    part_schema, Corpus, IndexType, Indices, Manifest, PartEntry, PartLayout, ValueType, Values,
+};
 use crate::error::{Error, Result};
 
 /// The typed child array of `indices`, viewing the mapping.
@@ -204,7 +207,72 @@ impl<'a> Values<'a> {
     }
 }
 
-/// Where a cell lives: its batch (index into [`Corpus::batches`]) and row within the batch.
+/// A batch of the matrix as a reader holds it: a view of a mapped (hot) part, or a decoded
+/// chunk of a cold part. Dereferences to [`MatrixBatch`].
+#[derive(Clone)]
+pub enum BatchRef<'a> {
+    /// A batch of a hot part, viewing the mapping.
+    Mapped(&'a MatrixBatch),
+    /// A chunk of a cold part, decompressed into memory (shared with the corpus's cache).
+    Decoded(Arc<MatrixBatch>),
+}
+
+impl std::ops::Deref for BatchRef<'_> {
+    type Target = MatrixBatch;
+    #[inline]
+    fn deref(&self) -> &MatrixBatch {
+        match self {
+            BatchRef::Mapped(b) => b,
+            BatchRef::Decoded(b) => b,
+        }
+    }
+}
+
+/// One batch of the matrix as the corpus lists it: mapped, or a cold chunk decoded on use.
+pub(crate) enum Slot {
+    Mapped(MatrixBatch),
+    Cold(ColdChunk),
+}
+
+impl Slot {
+    pub(crate) fn first_cell(&self) -> u64 {
+        match self {
+            Slot::Mapped(b) => b.first_cell,
+            Slot::Cold(c) => c.first_cell(),
+        }
+    }
+    pub(crate) fn n_cells(&self) -> usize {
+        match self {
+            Slot::Mapped(b) => b.n_cells(),
+            Slot::Cold(c) => c.n_cells(),
+        }
+    }
+    pub(crate) fn nnz(&self) -> usize {
+        match self {
+            Slot::Mapped(b) => b.nnz(),
+            Slot::Cold(c) => c.nnz(),
+        }
+    }
+    pub(crate) fn part(&self) -> usize {
+        match self {
+            Slot::Mapped(b) => b.part,
+            Slot::Cold(c) => c.part(),
+        }
+    }
+    /// The batch, its offsets checked; a cold chunk is decoded (or taken from the cache).
+    pub(crate) fn load(&self) -> Result<BatchRef<'_>> {
+        match self {
+            Slot::Mapped(b) => {
+                b.check()?;
+                Ok(BatchRef::Mapped(b))
+            }
+            Slot::Cold(c) => Ok(BatchRef::Decoded(c.get()?)),
+        }
+    }
+}
+
+/// Where a cell lives: its batch (index into the corpus's batches, see [`Corpus::batch`]) and
+/// row within the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CellLocation {
     pub batch: usize,
@@ -214,7 +282,7 @@ pub struct CellLocation {
 /// Mapped parts, decoded batches and the start cell of each batch.
 pub(crate) struct Matrix {
     pub(crate) maps: Vec<Arc<Mmap>>,
-    pub(crate) batches: Vec<MatrixBatch>,
+    pub(crate) batches: Vec<Slot>,
     pub(crate) starts: Vec<u64>,
 }
 
@@ -247,9 +315,34 @@ impl Corpus {
         })
     }
 
-    /// Every decoded batch of every part, in cell order.
-    pub fn batches(&self) -> &[MatrixBatch] {
-        &self.matrix.batches
+    /// Batches of the matrix, over every part in cell order (the record batches of hot parts,
+    /// the chunks of cold ones).
+    pub fn n_batches(&self) -> usize {
+        self.matrix.batches.len()
+    }
+
+    /// Batch `i < n_batches()`, its offsets checked: a view of the mapping for a hot part, a
+    /// decoded chunk (from a bounded cache, decompressed on a miss) for a cold one. A corrupt
+    /// part is an error naming it (and the chunk). Panics if `i >= n_batches()`.
+    #[inline]
+    pub fn batch(&self, i: usize) -> Result<BatchRef<'_>> {
+        self.matrix.batches[i].load()
+    }
+
+    /// The global ids of the cells of batch `i`, without decoding it.
+    pub fn batch_cells(&self, i: usize) -> Range<u64> {
+        let b = &self.matrix.batches[i];
+        b.first_cell()..b.first_cell() + b.n_cells() as u64
+    }
+
+    /// The part (index in `manifest.matrix.parts`) holding batch `i`.
+    pub fn batch_part(&self, i: usize) -> usize {
+        self.matrix.batches[i].part()
+    }
+
+    /// Non-zeros of batch `i`, without decoding it.
+    pub fn batch_nnz(&self, i: usize) -> usize {
+        self.matrix.batches[i].nnz()
     }
 
     /// The batch and row holding `cell`. Panics if `cell >= n_cells` (a caller bug).
@@ -269,25 +362,27 @@ impl Corpus {
 
     /// The batch holding `cell`, its offsets checked (see [`MatrixBatch::check`]).
     /// Panics if `cell >= n_cells` (a caller bug); a corrupt part is an error naming it.
-    pub fn checked_batch(&self, cell: u64) -> Result<(&MatrixBatch, usize)> {
+    pub fn checked_batch(&self, cell: u64) -> Result<(BatchRef<'_>, usize)> {
         let loc = self.locate(cell);
-        let b = &self.matrix.batches[loc.batch];
-        b.check()?;
-        Ok((b, loc.row))
+        Ok((self.batch(loc.batch)?, loc.row))
     }
 
     /// The checked batch at `loc`, for the infallible accessors: a corrupt part found here
     /// panics with the error naming it (use [`Self::checked_batch`] to get it as an error).
+    /// A cold chunk read here stays decoded for the corpus's lifetime (the slices lent out
+    /// borrow it); bounded readers use [`Self::batch`] or [`Self::checked_batch`].
     fn batch_or_panic(&self, loc: CellLocation) -> &MatrixBatch {
-        let b = &self.matrix.batches[loc.batch];
-        if let Err(e) = b.check() {
-            panic!("{e}");
-        }
-        b
+        let r = match &self.matrix.batches[loc.batch] {
+            Slot::Mapped(b) => b.check().map(|()| b),
+            Slot::Cold(c) => c.pinned(),
+        };
+        r.unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Gene ids of `cell`, zero-copy. Panics if `cell >= n_cells` (a caller bug) or if the
-    /// cell's part is corrupt (see [`Self::checked_batch`]).
+    /// Gene ids of `cell`, zero-copy for a hot part. Panics if `cell >= n_cells` (a caller
+    /// bug) or if the cell's part is corrupt (see [`Self::checked_batch`]). On a cold part the
+    /// cell's chunk is decoded and kept for the corpus's lifetime; code that reads many cells
+    /// of cold parts should use [`Self::checked_batch`], whose memory is bounded.
     #[inline]
     pub fn indices(&self, cell: u64) -> Indices<'_> {
         let loc = self.locate(cell);
@@ -303,25 +398,28 @@ impl Corpus {
         b.values().slice(b.row_range(loc.row))
     }
 
-    /// Non-zeros of `cell`.
+    /// Non-zeros of `cell`. Panics as [`Self::indices`] does.
     #[inline]
     pub fn row_nnz(&self, cell: u64) -> usize {
         let loc = self.locate(cell);
-        self.batch_or_panic(loc).row_range(loc.row).len()
+        match self.batch(loc.batch) {
+            Ok(b) => b.row_range(loc.row).len(),
+            Err(e) => panic!("{e}"),
+        }
     }
 
     /// The matrix as Arrow record batches (`indices`, `values`) of [`Self::matrix_schema`],
-    /// in cell order; for export to Python or IPC. Batches of parts stored in those types are
-    /// zero-copy views of the mapped parts; those of parts with narrower types (a corpus grown
-    /// by appends) are widened into memory. Checks every batch first (O(cells)); a corrupt
-    /// part is an error naming it.
+    /// in cell order; for export to Python or IPC. Batches of hot parts stored in those types
+    /// are zero-copy views of the mapped parts; those of parts with narrower types (a corpus
+    /// grown by appends) are widened into memory, and cold chunks are decompressed into it.
+    /// Checks every batch first (O(cells)); a corrupt part is an error naming it.
     pub fn matrix_record_batches(&self) -> Result<Vec<RecordBatch>> {
         let schema = self.matrix_schema();
         self.matrix
             .batches
             .iter()
             .map(|b| {
-                b.check()?;
+                let b = b.load()?;
                 if b.batch.schema().fields() == schema.fields() {
                     return Ok(b.batch.clone());
                 }
@@ -398,7 +496,7 @@ pub(crate) fn open_matrix(root: &Path, manifest: &Manifest) -> Result<Matrix> {
             Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, "mapping", e))?);
         let batches = decode_part(&path, &map, manifest, part, pi)?;
         for b in batches {
-            m.starts.push(b.first_cell);
+            m.starts.push(b.first_cell());
             m.batches.push(b);
         }
         m.maps.push(map);
@@ -414,7 +512,9 @@ thread_local! {
 /// `catch_unwind` for decoding a part: a panic inside Arrow on corrupt input becomes an error
 /// and prints nothing (the panic hook is wrapped once to stay quiet on this thread meanwhile;
 /// every other panic still reaches the previous hook).
-fn catch_quietly<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> std::thread::Result<R> {
+pub(crate) fn catch_quietly<R>(
+    f: impl FnOnce() -> R + std::panic::UnwindSafe,
+) -> std::thread::Result<R> {
     static HOOK: std::sync::Once = std::sync::Once::new();
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
@@ -430,14 +530,27 @@ fn catch_quietly<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> std::thre
     r
 }
 
-/// Decodes one mapped part with no copy and checks it against its manifest entry.
+/// The text of a caught panic.
+pub(crate) fn panic_message(p: &Box<dyn std::any::Any + Send>) -> &str {
+    p.downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| p.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic")
+}
+
+/// Decodes one mapped part and checks it against its manifest entry: a hot part's batches
+/// with no copy, a cold part's chunk index (its chunks are decoded on use).
 pub(crate) fn decode_part(
     path: &Path,
     map: &Arc<Mmap>,
     manifest: &Manifest,
     part: &PartEntry,
     part_index: usize,
-) -> Result<Vec<MatrixBatch>> {
+) -> Result<Vec<Slot>> {
+    if part.layout == PartLayout::Cold {
+        let chunks = open_cold_part(path, map, manifest, part, part_index)?;
+        return Ok(chunks.into_iter().map(Slot::Cold).collect());
+    }
     let (index_type, value_type) = manifest.part_types(part_index);
     let expected = part_schema(index_type, value_type);
     let decoded = decode_mapped(path, map, true, |schema| {
@@ -471,7 +584,7 @@ pub(crate) fn decode_part(
         let mb = typed_batch(path, &path_arc, batch, cell, part_index, bi)?;
         cell += mb.n_cells() as u64;
         nnz += mb.nnz() as u64;
-        out.push(mb);
+        out.push(Slot::Mapped(mb));
     }
     let n_cells = cell - part.first_cell;
     if n_cells != part.n_cells || nnz != part.nnz {
@@ -700,7 +813,7 @@ fn decode_lists_lazily(
     Ok(out)
 }
 
-fn check_schema(path: &Path, got: &SchemaRef, expected: &SchemaRef) -> Result<()> {
+pub(crate) fn check_schema(path: &Path, got: &SchemaRef, expected: &SchemaRef) -> Result<()> {
     let describe = |s: &SchemaRef| {
         s.fields()
             .iter()
@@ -745,7 +858,7 @@ fn check_schema(path: &Path, got: &SchemaRef, expected: &SchemaRef) -> Result<()
 }
 
 /// Extracts the offsets and typed child buffers (views of the mapping) of one batch.
-fn typed_batch(
+pub(crate) fn typed_batch(
     path: &Path,
     path_arc: &Arc<PathBuf>,
     batch: RecordBatch,

@@ -27,8 +27,8 @@ use arrow::datatypes::Int32Type;
 use arrow::record_batch::RecordBatch;
 
 use super::{
-    sha256_file, write_parquet, FileEntry, IndexType, Manifest, MatrixInfo, PartEntry, PartWriter,
-    SampleEntry, ValueType, FORMAT_NAME, MANIFEST_FILE,
+    sha256_file, write_parquet, FileEntry, IndexType, Manifest, MatrixInfo, PartEntry, PartLayout,
+    PartWriter, SampleEntry, ValueType, FORMAT_NAME, MANIFEST_FILE,
 };
 use crate::error::{Error, Result};
 
@@ -136,6 +136,8 @@ pub fn write_corpus_with(
                 nnz: s.nnz,
                 index_type: None,
                 value_type: None,
+                layout: PartLayout::Hot,
+                chunk_cells: None,
             });
             sample_nnz += s.nnz;
             start = end;
@@ -553,6 +555,8 @@ pub fn write_synthetic_corpus(dir: &Path, spec: &SyntheticCorpus) -> Result<Mani
                 // Format 1: the manifest's types are every part's.
                 index_type: None,
                 value_type: None,
+                layout: PartLayout::Hot,
+                chunk_cells: None,
             },
             sample: si,
             gene_cells,

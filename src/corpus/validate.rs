@@ -6,7 +6,7 @@ use std::path::Path;
 use arrow::array::Array;
 
 use super::manifest::{resolve, MANIFEST_FILE};
-use super::reader::{check_files, open_matrix, MatrixBatch};
+use super::reader::{check_files, open_matrix, MatrixBatch, Slot};
 use super::table::{as_strings, as_u64, scan_parquet};
 use super::table::{parquet_rows, parquet_schema};
 use super::{sha256_file, Indices, Manifest, Values, GENE_COUNTS_TABLE, REQUIRED_TABLES};
@@ -99,7 +99,7 @@ fn validate_url(url: &str) -> Result<ValidationReport> {
     check_contents(
         corpus.root(),
         corpus.manifest(),
-        corpus.batches(),
+        &corpus.matrix.batches,
         &mut report,
     )?;
     Ok(report)
@@ -110,7 +110,7 @@ fn validate_url(url: &str) -> Result<ValidationReport> {
 fn check_contents(
     root: &Path,
     manifest: &Manifest,
-    batches: &[MatrixBatch],
+    batches: &[Slot],
     report: &mut ValidationReport,
 ) -> Result<()> {
     for name in REQUIRED_TABLES {
@@ -123,9 +123,10 @@ fn check_contents(
     }
     check_table_files(root, manifest)?;
 
-    for b in batches {
-        let path = root.join(&manifest.matrix.parts[b.part()].path);
-        check_batch(&path, b, manifest.n_genes)?;
+    for slot in batches {
+        let path = root.join(&manifest.matrix.parts[slot.part()].path);
+        let b = slot.load()?;
+        check_batch(&path, &b, manifest.n_genes)?;
         report.cells_checked += b.n_cells() as u64;
         report.nnz_checked += b.nnz() as u64;
     }

@@ -19,7 +19,7 @@ use super::hierarchy::MultiHot;
 use super::pool::{BufferPool, OutBuf, Pooled, Region};
 use super::tokens::Tokenizer;
 use super::{BatchOptions, BatchRequest, DenseGenes, IndexOutput, ValueOutput};
-use crate::corpus::{Corpus, IndexType, Indices, ValueType, Values};
+use crate::corpus::{BatchRef, Corpus, IndexType, Indices, ValueType, Values};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::genes::model::NOT_IN_VOCAB;
 use crate::genes::{GeneVocab, VocabMap};
@@ -960,18 +960,28 @@ fn prefetch_run(b: &crate::corpus::MatrixBatch, r: Range<usize>) {
     }
 }
 
-/// Where each cell's run lies: (decoded batch of the corpus, positions in its child arrays).
-/// One lookup per cell, reused by both passes. Each batch's offsets are checked on its
-/// first use (see [`crate::corpus::MatrixBatch::check`]).
-fn spans(corpus: &Corpus, cells: &[u64]) -> Result<Vec<(usize, Range<usize>)>> {
-    let batches = corpus.batches();
+/// A cell's run: its batch and the positions in the batch's child arrays.
+type Span<'a> = (BatchRef<'a>, Range<usize>);
+
+/// Where each cell's run lies. One lookup per cell, reused by both passes. Each batch's
+/// offsets are checked on its first use (see [`crate::corpus::MatrixBatch::check`]); a cold
+/// chunk is decoded (or found in the cache) once per run of cells that share it.
+fn spans<'a>(corpus: &'a Corpus, cells: &[u64]) -> Result<Vec<Span<'a>>> {
+    let mut last: Option<(usize, BatchRef<'a>)> = None;
     cells
         .iter()
         .map(|&c| {
             let loc = corpus.locate(c);
-            let b = &batches[loc.batch];
-            b.check()?;
-            Ok((loc.batch, b.row_range(loc.row)))
+            let b = match &last {
+                Some((i, b)) if *i == loc.batch => b.clone(),
+                _ => {
+                    let b = corpus.batch(loc.batch)?;
+                    last = Some((loc.batch, b.clone()));
+                    b
+                }
+            };
+            let r = b.row_range(loc.row);
+            Ok((b, r))
         })
         .collect()
 }
@@ -1022,15 +1032,13 @@ fn csr<OI: IndexOut, O: ValueOut>(
         }
         offsets.push(total as i32);
     }
-    let batches = corpus.batches();
     let mut idx: OutBuf<OI> = out.take(total);
     let mut val: OutBuf<O> = out.take(total);
     for (k, &c) in cells.iter().enumerate() {
         if let Some((b, r)) = spans.get(k + PREFETCH_CELLS) {
-            prefetch_run(&batches[*b], r.clone());
+            prefetch_run(b, r.clone());
         }
         let (b, r) = &spans[k];
-        let b = &batches[*b];
         if !put_indices(&mut idx, b.indices().slice(r.clone())) {
             return Err(type_mismatch(
                 corpus,
@@ -1063,16 +1071,14 @@ fn csr<OI: IndexOut, O: ValueOut>(
 /// slices are sized exactly).
 fn csr_into<O: ValueOut>(
     corpus: &Corpus,
-    spans: &[(usize, Range<usize>)],
+    spans: &[Span<'_>],
     indices: &mut [u8],
     values: &mut [u8],
 ) -> Result<()> {
     use arrow::datatypes::ToByteSlice;
-    let batches = corpus.batches();
     let size = std::mem::size_of::<O>();
     let mut at = 0usize;
     for (b, r) in spans {
-        let b = &batches[*b];
         let n = r.len();
         let ids = b.indices().slice(r.clone());
         for (k, dst) in indices[4 * at..4 * (at + n)]
@@ -1108,15 +1114,12 @@ fn dense<O: DenseOut + Pooled>(
     lut: &[u32],
     width: usize,
 ) -> Result<ArrayRef> {
-    let batches = corpus.batches();
     let mut buf: OutBuf<O> = alloc.take(cells.len() * width);
     buf.fill(cells.len() * width, O::default());
     let out = buf.as_mut_slice();
     for (row, &c) in cells.iter().enumerate() {
-        let loc = corpus.locate(c);
-        let b = &batches[loc.batch];
-        b.check()?;
-        let r = b.row_range(loc.row);
+        let (b, local) = corpus.checked_batch(c)?;
+        let r = b.row_range(local);
         let dst = &mut out[row * width..(row + 1) * width];
         // One match per cell on the part's types; the scatter itself is monomorphic.
         macro_rules! by_value {

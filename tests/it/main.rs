@@ -9,6 +9,7 @@ mod bad_inputs;
 mod bench_cli;
 mod cli_append;
 mod cli_sample;
+mod cold;
 mod common;
 mod concurrency;
 mod containment;

@@ -1,0 +1,512 @@
+//! Cold matrix parts: an Arrow IPC file whose record batches are zstd-compressed chunks of
+//! cells, gene ids delta-coded within each cell. Opening reads the footer and each chunk's
+//! message header (no decompression); a chunk is decompressed on first use into an owned
+//! [`MatrixBatch`] and kept in a bounded, process-wide cache of decoded chunks.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arrow::array::{ArrayRef, AsArray, ListArray, PrimitiveArray};
+use arrow::buffer::{Buffer, ScalarBuffer};
+use arrow::datatypes::{ArrowPrimitiveType, UInt16Type, UInt32Type};
+use arrow::ipc::reader::FileDecoder;
+use arrow::ipc::{Block, CompressionType, MetadataVersion};
+use arrow::record_batch::RecordBatch;
+use memmap2::Mmap;
+
+use super::part::item_field;
+use super::reader::{catch_quietly, check_schema, panic_message, typed_batch, MatrixBatch};
+use super::{cold_part_schema, part_schema, IndexType, Manifest, PartEntry, ValueType};
+use crate::error::{Error, Result};
+
+/// Decoded chunks kept by default: about a quarter of a GiB, a few hundred chunks of the
+/// 50,000 x 20,000 cohort. `CELLARROW_COLD_CACHE_MB` or [`set_cold_cache_bytes`] change it.
+const DEFAULT_CACHE_BYTES: usize = 256 << 20;
+
+/// The bytes of decoded chunks the process keeps (least recently used ones go first; the
+/// chunk being read is kept whatever its size). Takes effect at the next insertion.
+pub fn set_cold_cache_bytes(bytes: usize) {
+    cache().budget = bytes;
+}
+
+struct Cache {
+    budget: usize,
+    used: usize,
+    tick: u64,
+    entries: HashMap<u64, (Arc<MatrixBatch>, usize, u64)>,
+}
+
+fn cache() -> std::sync::MutexGuard<'static, Cache> {
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    CACHE
+        .get_or_init(|| {
+            let budget = std::env::var("CELLARROW_COLD_CACHE_MB")
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .map_or(DEFAULT_CACHE_BYTES, |mb| mb << 20);
+            Mutex::new(Cache {
+                budget,
+                used: 0,
+                tick: 0,
+                entries: HashMap::new(),
+            })
+        })
+        .lock()
+        // The cache holds no invariant a panic elsewhere could break half-way.
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+impl Cache {
+    fn get(&mut self, id: u64) -> Option<Arc<MatrixBatch>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.entries.get_mut(&id).map(|e| {
+            e.2 = tick;
+            e.0.clone()
+        })
+    }
+
+    fn insert(&mut self, id: u64, b: Arc<MatrixBatch>, bytes: usize) {
+        self.tick += 1;
+        if let Some(old) = self.entries.insert(id, (b, bytes, self.tick)) {
+            self.used -= old.1;
+        }
+        self.used += bytes;
+        while self.used > self.budget && self.entries.len() > 1 {
+            let (&oldest, _) = self
+                .entries
+                .iter()
+                .filter(|(&k, _)| k != id)
+                .min_by_key(|(_, e)| e.2)
+                .expect("more than one entry");
+            self.remove(oldest);
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some(e) = self.entries.remove(&id) {
+            self.used -= e.1;
+        }
+    }
+}
+
+/// One chunk of a cold part: where its message lies in the mapped file and which cells it holds.
+pub(crate) struct ColdChunk {
+    /// Key in the cache, unique in the process.
+    id: u64,
+    map: Arc<Mmap>,
+    path: Arc<PathBuf>,
+    part: usize,
+    /// The chunk's number within its part (its record batch in the footer).
+    index: usize,
+    first_cell: u64,
+    n_cells: usize,
+    nnz: usize,
+    block: Block,
+    version: MetadataVersion,
+    index_type: IndexType,
+    value_type: ValueType,
+    /// The decoded chunk held for the corpus's lifetime, for the accessors that lend slices
+    /// (`Corpus::indices`); everything else goes through the bounded cache.
+    pinned: OnceLock<std::result::Result<Arc<MatrixBatch>, String>>,
+}
+
+impl Drop for ColdChunk {
+    fn drop(&mut self) {
+        cache().remove(self.id);
+    }
+}
+
+impl ColdChunk {
+    pub(crate) fn first_cell(&self) -> u64 {
+        self.first_cell
+    }
+    pub(crate) fn n_cells(&self) -> usize {
+        self.n_cells
+    }
+    pub(crate) fn nnz(&self) -> usize {
+        self.nnz
+    }
+    pub(crate) fn part(&self) -> usize {
+        self.part
+    }
+
+    /// The decoded chunk, from the cache or decompressed now.
+    pub(crate) fn get(&self) -> Result<Arc<MatrixBatch>> {
+        if let Some(b) = cache().get(self.id) {
+            return Ok(b);
+        }
+        let b = Arc::new(self.decode()?);
+        let bytes = (self.n_cells + 1) * 4
+            + self.nnz * (self.index_type.byte_width() + self.value_type.byte_width());
+        cache().insert(self.id, b.clone(), bytes);
+        Ok(b)
+    }
+
+    /// The decoded chunk, kept for the lifetime of the corpus (see `pinned`).
+    pub(crate) fn pinned(&self) -> Result<&MatrixBatch> {
+        match self
+            .pinned
+            .get_or_init(|| self.get().map_err(|e| e.to_string()))
+        {
+            Ok(b) => Ok(b),
+            Err(msg) => Err(Error::corpus(self.path.as_path(), msg.clone())),
+        }
+    }
+
+    fn err(&self, msg: impl std::fmt::Display) -> Error {
+        Error::corpus(
+            self.path.as_path(),
+            format!(
+                "chunk {} (cells from {}): {msg}",
+                self.index, self.first_cell
+            ),
+        )
+    }
+
+    /// Decompresses the chunk, undoes the delta coding and checks it: list offsets, equal runs
+    /// in both columns, gene ids strictly increasing and within the part's index type, the
+    /// cell and non-zero counts of the footer. Corrupt bytes are an error naming the part and
+    /// the chunk, never a panic.
+    fn decode(&self) -> Result<MatrixBatch> {
+        let start = self.block.offset() as usize;
+        let len = self.block.metaDataLength() as usize + self.block.bodyLength() as usize;
+        let ptr = NonNull::new(self.map.as_ptr() as *mut u8)
+            .expect("a non-empty mapping has a non-null address");
+        // Safety: the buffer keeps the mapping alive through its owner and only reads from it.
+        let whole =
+            unsafe { Buffer::from_custom_allocation(ptr, self.map.len(), self.map.clone()) };
+        let buf = whole.slice_with_length(start, len);
+        self.check_lengths(buf.as_slice())?;
+        let schema = cold_part_schema(self.index_type, self.value_type);
+        let decoder = FileDecoder::new(schema, self.version);
+        let rb = catch_quietly(std::panic::AssertUnwindSafe(|| {
+            decoder.read_record_batch(&self.block, &buf)
+        }))
+        .map_err(|p| self.err(format!("malformed ({})", panic_message(&p))))?
+        .map_err(|e| self.err(e))?
+        .ok_or_else(|| self.err("not a record batch"))?;
+        if rb.num_rows() != self.n_cells {
+            return Err(self.err(format!(
+                "holds {} cells, its header says {}",
+                rb.num_rows(),
+                self.n_cells
+            )));
+        }
+        let (Some(deltas), Some(values)) = (
+            rb.column(0).as_list_opt::<i32>(),
+            rb.column(1).as_list_opt::<i32>(),
+        ) else {
+            return Err(self.err("columns are not lists"));
+        };
+        if deltas.offsets() != values.offsets() {
+            return Err(self.err("index_deltas and values have different list offsets"));
+        }
+        let offsets = deltas.offsets().clone();
+        let (a, b) = (offsets[0] as usize, offsets[self.n_cells] as usize);
+        if b - a != self.nnz {
+            return Err(self.err(format!(
+                "holds {} non-zeros, its header says {}",
+                b - a,
+                self.nnz
+            )));
+        }
+        let ids: ArrayRef = match self.index_type {
+            IndexType::Uint16 => undelta::<UInt16Type>(deltas.values(), &offsets),
+            IndexType::Uint32 => undelta::<UInt32Type>(deltas.values(), &offsets),
+        }
+        .map_err(|cell| {
+            self.err(format!(
+                "cell {}: gene ids are not strictly increasing or overflow {:?}",
+                self.first_cell + cell as u64,
+                self.index_type
+            ))
+        })?;
+        let indices = ListArray::try_new(
+            item_field(self.index_type.arrow_type()),
+            offsets.clone(),
+            ids,
+            None,
+        )
+        .map_err(|e| self.err(e))?;
+        let values = ListArray::try_new(
+            item_field(self.value_type.arrow_type()),
+            offsets,
+            values.values().clone(),
+            None,
+        )
+        .map_err(|e| self.err(e))?;
+        let batch = RecordBatch::try_new(
+            part_schema(self.index_type, self.value_type),
+            vec![Arc::new(indices), Arc::new(values)],
+        )
+        .map_err(|e| self.err(e))?;
+        let mb = typed_batch(
+            self.path.as_path(),
+            &self.path,
+            batch,
+            self.first_cell,
+            self.part,
+            self.index,
+        )?;
+        mb.check()?;
+        Ok(mb)
+    }
+
+    /// Refuses a buffer whose recorded uncompressed length exceeds what the chunk's cells can
+    /// hold, before anything is allocated for it: a flipped length byte would otherwise ask
+    /// the allocator for terabytes.
+    fn check_lengths(&self, bytes: &[u8]) -> Result<()> {
+        let meta_len = self.block.metaDataLength() as usize;
+        let msg = message_at(bytes, meta_len).map_err(|m| self.err(m))?;
+        let rb = msg
+            .header_as_record_batch()
+            .ok_or_else(|| self.err("not a record batch"))?;
+        let body = &bytes[meta_len..];
+        let limit = 8 * (self.nnz as u64 + self.n_cells as u64 + 1);
+        let Some(bufs) = rb.buffers() else {
+            return Err(self.err("no buffers"));
+        };
+        for (i, b) in bufs.iter().enumerate() {
+            let (off, blen) = (b.offset(), b.length());
+            if off < 0 || blen < 0 || (off as u64 + blen as u64) > body.len() as u64 {
+                return Err(self.err(format!("buffer {i} is out of bounds")));
+            }
+            if rb.compression().is_some() && blen >= 8 {
+                let at = off as usize;
+                let n = i64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+                if n != -1 && (n < 0 || n as u64 > limit) {
+                    return Err(self.err(format!(
+                        "buffer {i} claims {n} bytes uncompressed, more than its cells hold"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Prefix sums of each cell's deltas: the gene ids. `Err(row)` for a cell whose ids would not
+/// strictly increase (a zero delta after the first) or overflow the type.
+fn undelta<T>(
+    deltas: &ArrayRef,
+    offsets: &arrow::buffer::OffsetBuffer<i32>,
+) -> std::result::Result<ArrayRef, usize>
+where
+    T: ArrowPrimitiveType,
+    T::Native: num_like::CheckedAdd,
+{
+    let d = deltas
+        .as_primitive_opt::<T>()
+        .ok_or(0usize)?
+        .values()
+        .as_ref();
+    let mut out = Vec::with_capacity(d.len());
+    for (row, w) in offsets.windows(2).enumerate() {
+        let (a, b) = (w[0] as usize, w[1] as usize);
+        if a == b {
+            continue;
+        }
+        let mut acc = d[a];
+        out.push(acc);
+        for &x in &d[a + 1..b] {
+            if num_like::CheckedAdd::is_zero(x) {
+                return Err(row);
+            }
+            acc = num_like::CheckedAdd::checked(acc, x).ok_or(row)?;
+            out.push(acc);
+        }
+    }
+    // Positions before the first offset (a sliced list) are not cells; keep the layout.
+    let lead = offsets[0] as usize;
+    let mut full = d[..lead].to_vec();
+    full.extend(out);
+    Ok(Arc::new(PrimitiveArray::<T>::new(
+        ScalarBuffer::from(full),
+        None,
+    )))
+}
+
+mod num_like {
+    /// The integer operations the delta decoding needs, for u16 and u32.
+    pub trait CheckedAdd: Copy {
+        fn checked(self, other: Self) -> Option<Self>;
+        fn is_zero(self) -> bool;
+    }
+    impl CheckedAdd for u16 {
+        fn checked(self, other: Self) -> Option<Self> {
+            self.checked_add(other)
+        }
+        fn is_zero(self) -> bool {
+            self == 0
+        }
+    }
+    impl CheckedAdd for u32 {
+        fn checked(self, other: Self) -> Option<Self> {
+            self.checked_add(other)
+        }
+        fn is_zero(self) -> bool {
+            self == 0
+        }
+    }
+}
+
+/// The IPC message whose metadata occupies `bytes[..meta_len]` (continuation marker, length,
+/// flatbuffer), verified.
+fn message_at(
+    bytes: &[u8],
+    meta_len: usize,
+) -> std::result::Result<arrow::ipc::Message<'_>, String> {
+    let meta = bytes
+        .get(..meta_len)
+        .ok_or_else(|| "message runs past the end".to_string())?;
+    let (skip, len) = match meta {
+        [0xFF, 0xFF, 0xFF, 0xFF, a, b, c, d, ..] => (8, u32::from_le_bytes([*a, *b, *c, *d])),
+        [a, b, c, d, ..] => (4, u32::from_le_bytes([*a, *b, *c, *d])),
+        _ => return Err("message is truncated".into()),
+    };
+    let fb = meta
+        .get(skip..skip + len as usize)
+        .ok_or_else(|| "message runs past its block".to_string())?;
+    arrow::ipc::root_as_message(fb).map_err(|e| format!("bad message: {e}"))
+}
+
+/// The chunks of a cold part, from its footer and message headers; nothing is decompressed.
+/// Checks the schema against the part's types, that the chunks tile the part's cells with at
+/// most `chunk_cells` each, and the part's cell and non-zero counts.
+pub(crate) fn open_cold_part(
+    path: &Path,
+    map: &Arc<Mmap>,
+    manifest: &Manifest,
+    part: &PartEntry,
+    part_index: usize,
+) -> Result<Vec<ColdChunk>> {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+    let bad = |msg: String| Error::corpus(path, format!("not a valid cold part: {msg}"));
+    let (index_type, value_type) = manifest.part_types(part_index);
+    let chunk_cells = part.chunk_cells.unwrap_or(0);
+    let bytes: &[u8] = map;
+    const MAGIC: &[u8] = b"ARROW1";
+    let n = bytes.len();
+    if n < 18 || &bytes[..6] != MAGIC || &bytes[n - 6..] != MAGIC {
+        return Err(bad("not an Arrow IPC file (no ARROW1 magic)".into()));
+    }
+    let footer_len = i32::from_le_bytes(bytes[n - 10..n - 6].try_into().expect("4 bytes"));
+    if footer_len <= 0 || footer_len as usize > n - 18 {
+        return Err(bad(format!("footer length {footer_len} is out of bounds")));
+    }
+    let footer_start = n - 10 - footer_len as usize;
+    let footer = arrow::ipc::root_as_footer(&bytes[footer_start..n - 10])
+        .map_err(|e| bad(format!("bad footer: {e}")))?;
+    let fb_schema = footer.schema().ok_or_else(|| bad("no schema".into()))?;
+    let schema = catch_quietly(std::panic::AssertUnwindSafe(|| {
+        arrow::ipc::convert::fb_to_schema(fb_schema)
+    }))
+    .map_err(|p| bad(format!("bad schema ({})", panic_message(&p))))?;
+    check_schema(
+        path,
+        &Arc::new(schema),
+        &cold_part_schema(index_type, value_type),
+    )?;
+    if footer.dictionaries().is_some_and(|d| !d.is_empty()) {
+        return Err(bad("has dictionary batches".into()));
+    }
+    let version = footer.version();
+    let blocks = footer
+        .recordBatches()
+        .ok_or_else(|| bad("no record batches in the footer".into()))?;
+    let path_arc = Arc::new(path.to_path_buf());
+    let (mut cell, mut nnz) = (part.first_cell, 0u64);
+    let mut out = Vec::with_capacity(blocks.len());
+    for (k, block) in blocks.iter().enumerate() {
+        let (off, meta, body) = (block.offset(), block.metaDataLength(), block.bodyLength());
+        if off < 8
+            || meta < 8
+            || body < 0
+            || (off as u64)
+                .checked_add(meta as u64)
+                .and_then(|e| e.checked_add(body as u64))
+                .is_none_or(|e| e > footer_start as u64)
+        {
+            return Err(bad(format!("chunk {k}: block is out of bounds")));
+        }
+        let at = off as usize;
+        let msg =
+            message_at(&bytes[at..], meta as usize).map_err(|m| bad(format!("chunk {k}: {m}")))?;
+        let rb = msg
+            .header_as_record_batch()
+            .ok_or_else(|| bad(format!("chunk {k}: not a record batch")))?;
+        if let Some(c) = rb.compression() {
+            if c.codec() != CompressionType::ZSTD {
+                return Err(bad(format!("chunk {k}: compressed with {:?}", c.codec())));
+            }
+        }
+        let nodes = rb
+            .nodes()
+            .ok_or_else(|| bad(format!("chunk {k}: no field nodes")))?;
+        if nodes.len() != 4 {
+            return Err(bad(format!(
+                "chunk {k}: {} field nodes, expected 4",
+                nodes.len()
+            )));
+        }
+        let rows = rb.length();
+        let child = nodes.get(1).length();
+        if rows < 0
+            || child < 0
+            || nodes.get(0).length() != rows
+            || nodes.get(2).length() != rows
+            || nodes.get(3).length() != child
+        {
+            return Err(bad(format!("chunk {k}: inconsistent lengths")));
+        }
+        if rows == 0 {
+            continue;
+        }
+        if rows as u64 > chunk_cells {
+            return Err(bad(format!(
+                "chunk {k} holds {rows} cells, more than chunk_cells {chunk_cells}"
+            )));
+        }
+        if nnz + child as u64 > part.nnz || cell + rows as u64 > part.first_cell + part.n_cells {
+            return Err(Error::corpus(
+                path,
+                format!(
+                    "holds more cells or non-zeros than manifest.json says ({} and {})",
+                    part.n_cells, part.nnz
+                ),
+            ));
+        }
+        out.push(ColdChunk {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            map: map.clone(),
+            path: path_arc.clone(),
+            part: part_index,
+            index: k,
+            first_cell: cell,
+            n_cells: rows as usize,
+            nnz: child as usize,
+            block: *block,
+            version,
+            index_type,
+            value_type,
+            pinned: OnceLock::new(),
+        });
+        cell += rows as u64;
+        nnz += child as u64;
+    }
+    let n_cells = cell - part.first_cell;
+    if n_cells != part.n_cells || nnz != part.nnz {
+        return Err(Error::corpus(
+            path,
+            format!(
+                "holds {n_cells} cells and {nnz} non-zeros, manifest.json says {} and {}",
+                part.n_cells, part.nnz
+            ),
+        ));
+    }
+    Ok(out)
+}
