@@ -36,10 +36,15 @@ from convert import run_measured  # noqa: E402
 def synthetic(data: pathlib.Path, cells: int, genes: int, density: float, seed: int) -> pathlib.Path:
     src = data / f"syn_{cells}x{genes}_{density}_seed{seed}.h5ad"
     if not src.exists():
-        from make_synthetic import make
-
+        # In a child process: a driver grown by the data would be counted in the peak RSS of
+        # every process it forks afterwards.
         tmp = src.with_suffix(".tmp.h5ad")
-        make(cells, genes, density, seed).write_h5ad(tmp)
+        code = (
+            "import sys; sys.path.insert(0, sys.argv[1]); from make_synthetic import make; "
+            "make(*map(int, sys.argv[3:5]), float(sys.argv[5]), int(sys.argv[6])).write_h5ad(sys.argv[2])"
+        )
+        subprocess.run([sys.executable, "-c", code, str(HERE / "data"), str(tmp), str(cells), str(genes),
+                        str(density), str(seed)], check=True)
         os.replace(tmp, src)
     return src
 
