@@ -469,15 +469,7 @@ pub(crate) fn split_format1_counts(
     let path = corpus_dir.join("genes.parquet");
     let (mut n_samples, mut n_cells) = (Vec::new(), Vec::new());
     for b in read_parquet(&path, Some(&["n_samples", "n_cells"]))? {
-        let bad = || Error::corpus(&path, "n_samples or n_cells has an unexpected type");
-        let s = b
-            .column(0)
-            .as_primitive_opt::<UInt32Type>()
-            .ok_or_else(bad)?;
-        let c = b
-            .column(1)
-            .as_primitive_opt::<UInt64Type>()
-            .ok_or_else(bad)?;
+        let (s, c) = count_columns(&path, &b)?;
         n_samples.extend(s.values().iter().copied());
         n_cells.extend(c.values().iter().copied());
     }
@@ -494,6 +486,24 @@ pub(crate) fn split_format1_counts(
     Ok(vec![tables::write_gene_counts_file(
         dir, 0, &n_samples, &n_cells,
     )?])
+}
+
+/// The `n_samples` (u32) and `n_cells` (u64) columns of a batch read with those two columns,
+/// in that order; `path` names the table in the error.
+pub(crate) fn count_columns<'a>(
+    path: &Path,
+    b: &'a arrow::record_batch::RecordBatch,
+) -> Result<(&'a arrow::array::UInt32Array, &'a arrow::array::UInt64Array)> {
+    let bad = || Error::corpus(path, "n_samples or n_cells has an unexpected type");
+    let s = b
+        .column(0)
+        .as_primitive_opt::<UInt32Type>()
+        .ok_or_else(bad)?;
+    let c = b
+        .column(1)
+        .as_primitive_opt::<UInt64Type>()
+        .ok_or_else(bad)?;
+    Ok((s, c))
 }
 
 /// The old manifest with the new parts, samples, counts, tables, checksums and a lineage

@@ -27,13 +27,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use arrow::array::{ArrayRef, AsArray, BooleanArray, StringArray, UInt64Array};
-use arrow::datatypes::{UInt32Type, UInt64Type};
+use arrow::datatypes::UInt64Type;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::append::{grow_table, link_table, read_table_strings};
+use super::append::{count_columns, grow_table, link_table, read_table_strings};
 use super::gene_stats::{self, GeneStats};
 use super::kill::kill_point;
 use super::lock::CorpusLock;
@@ -713,15 +713,7 @@ fn gene_counts(inputs: &[Input], fates: &[Vec<Fate>], n: usize) -> Result<(Vec<u
             .corpus
             .read_table("genes", Some(&["n_samples", "n_cells"]))?
         {
-            let bad = || Error::corpus(&path, "n_samples or n_cells has an unexpected type");
-            let s = b
-                .column(0)
-                .as_primitive_opt::<UInt32Type>()
-                .ok_or_else(bad)?;
-            let c = b
-                .column(1)
-                .as_primitive_opt::<UInt64Type>()
-                .ok_or_else(bad)?;
+            let (s, c) = count_columns(&path, &b)?;
             for r in 0..b.num_rows() {
                 let g = *i
                     .gene_map

@@ -18,7 +18,9 @@ use arrow::record_batch::RecordBatch;
 use memmap2::Mmap;
 
 use super::part::item_field;
-use super::reader::{catch_quietly, check_schema, panic_message, typed_batch, MatrixBatch};
+use super::reader::{
+    catch_quietly, check_part_counts, check_schema, panic_message, typed_batch, MatrixBatch,
+};
 use super::{cold_part_schema, part_schema, IndexType, Manifest, PartEntry, ValueType};
 use crate::error::{Error, Result};
 
@@ -498,15 +500,6 @@ pub(crate) fn open_cold_part(
         cell += rows as u64;
         nnz += child as u64;
     }
-    let n_cells = cell - part.first_cell;
-    if n_cells != part.n_cells || nnz != part.nnz {
-        return Err(Error::corpus(
-            path,
-            format!(
-                "holds {n_cells} cells and {nnz} non-zeros, manifest.json says {} and {}",
-                part.n_cells, part.nnz
-            ),
-        ));
-    }
+    check_part_counts(path, part, cell - part.first_cell, nnz)?;
     Ok(out)
 }

@@ -586,7 +586,17 @@ pub(crate) fn decode_part(
         nnz += mb.nnz() as u64;
         out.push(Slot::Mapped(mb));
     }
-    let n_cells = cell - part.first_cell;
+    check_part_counts(path, part, cell - part.first_cell, nnz)?;
+    Ok(out)
+}
+
+/// A decoded part must hold the cells and non-zeros its manifest entry says.
+pub(crate) fn check_part_counts(
+    path: &Path,
+    part: &PartEntry,
+    n_cells: u64,
+    nnz: u64,
+) -> Result<()> {
     if n_cells != part.n_cells || nnz != part.nnz {
         return Err(Error::corpus(
             path,
@@ -596,7 +606,7 @@ pub(crate) fn decode_part(
             ),
         ));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The record batches of the Arrow IPC stream in `map` (a whole file), with no copy: their
