@@ -29,6 +29,12 @@ use crate::error::{Context, Error, Result};
 
 /// The column cache directory of this process (see the module documentation).
 pub fn cache_dir() -> Option<PathBuf> {
+    Some(cache_root()?.join("columns"))
+}
+
+/// The root of cellarrow's node-local caches: `$CELLARROW_CACHE`, else
+/// `$XDG_CACHE_HOME/cellarrow`, else `~/.cache/cellarrow` (`None` when none of these is set).
+pub(crate) fn cache_root() -> Option<PathBuf> {
     let env = |k: &str| {
         std::env::var_os(k)
             .filter(|v| !v.is_empty())
@@ -37,7 +43,7 @@ pub fn cache_dir() -> Option<PathBuf> {
     let base = env("CELLARROW_CACHE")
         .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("cellarrow")))
         .or_else(|| env("HOME").map(|h| h.join(".cache").join("cellarrow")))?;
-    Some(base.join("columns"))
+    Some(base)
 }
 
 impl Corpus {

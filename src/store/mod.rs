@@ -37,15 +37,7 @@ pub use range::{coalesce, RangeReader, ReadOptions, ReadStats};
 /// `$XDG_CACHE_HOME/cellarrow/store`, else `~/.cache/cellarrow/store` (`None` when none of
 /// these is set).
 pub fn cache_dir() -> Option<PathBuf> {
-    let env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    let base = env("CELLARROW_CACHE")
-        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("cellarrow")))
-        .or_else(|| env("HOME").map(|h| h.join(".cache").join("cellarrow")))?;
-    Some(base.join("store"))
+    Some(crate::corpus::columns::cache_root()?.join("store"))
 }
 
 /// The runtime that drives this layer's requests (two worker threads: the work is waiting on
