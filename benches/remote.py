@@ -6,12 +6,15 @@ suite's own), which holds every GET ``--delay-ms`` milliseconds: a stand-in for 
 object store. The corpus is converted from the synthetic 50,000 x 20,000 file of
 benches/convert.py (cached under ~/.cache/cellarrow/bench-data). For each (delay, sampler):
 
-- ``open``: ``cellarrow.open(url)``: the manifest, the tables' snapshot and the matrix parts
-  (cold: an empty cache directory; warm: the cache a previous open filled);
+- ``open``: ``cellarrow.open(url)``: the manifest, the tables' snapshot and, for the hot
+  layout, the matrix parts whole; for the cold layout only the parts' footers (its chunks are
+  fetched by the loader, a batch's chunks at once) (cold: an empty cache directory; warm: the
+  cache a previous open and epoch filled);
 - ``epoch``: one epoch of the native loader (batches of 256, 2 threads), cells/s;
 - ``cold epoch``: cells / (open + epoch) with a cold cache: what the first epoch of a job costs.
 
-    python benches/remote.py [--delay-ms 0,20] [--samplers random,shuffle,groups] [--json FILE]
+    python benches/remote.py [--delay-ms 0,20] [--samplers random,shuffle,groups]
+                             [--layouts hot,cold] [--json FILE]
 
 Run with the test venv's Python (scripts/env.sh), which has moto and the cellarrow package.
 """
@@ -72,18 +75,63 @@ def epoch(corpus, sampler: str) -> tuple:
     return cells, time.perf_counter() - t
 
 
+def measure(a, server, tmp, local, url, layout, sampler) -> list:
+    """The rows of one (layout, sampler): one per delay."""
+    import cellarrow
+
+    rows = []
+    here = [epoch(cellarrow.open(local), sampler) for _ in range(a.repeat)]
+    local_rate = statistics.median(c / s for c, s in here)
+    for delay in [int(d) for d in a.delay_ms.split(",")]:
+        server.cmd(f"delay {delay}")
+        cold_open, warm_open, cold_rate, warm_rate, first = [], [], [], [], []
+        for _ in range(a.repeat):
+            cache = tmp / "cache"
+            shutil.rmtree(cache, ignore_errors=True)
+            os.environ["CELLARROW_CACHE"] = str(cache)
+            t = time.perf_counter()
+            c = cellarrow.open(url)
+            cold_open.append(time.perf_counter() - t)
+            n, s = epoch(c, sampler)
+            cold_rate.append(n / s)
+            first.append(n / (cold_open[-1] + s))
+            del c
+            t = time.perf_counter()
+            c = cellarrow.open(url)
+            warm_open.append(time.perf_counter() - t)
+            n, s = epoch(c, sampler)
+            warm_rate.append(n / s)
+            del c
+        row = dict(
+            layout=layout, sampler=sampler, delay_ms=delay,
+            cold_open_s=statistics.median(cold_open), warm_open_s=statistics.median(warm_open),
+            cold_epoch_cells_s=statistics.median(first),
+            epoch_cells_s_after_cold_open=statistics.median(cold_rate),
+            warm_epoch_cells_s=statistics.median(warm_rate), local_cells_s=local_rate,
+            warm_over_local=statistics.median(warm_rate) / local_rate,
+        )
+        rows.append(row)
+        print(
+            f"{layout:<4} {sampler:<8} delay {delay:>3} ms: open cold {row['cold_open_s']:.2f} s warm "
+            f"{row['warm_open_s']:.3f} s | first epoch (cold, open included) "
+            f"{row['cold_epoch_cells_s']:,.0f} cells/s | warm epoch {row['warm_epoch_cells_s']:,.0f} "
+            f"| local {local_rate:,.0f} ({row['warm_over_local']:.2f}x)",
+            flush=True,
+        )
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--delay-ms", default="0,20")
     p.add_argument("--samplers", default="random,shuffle,groups")
+    p.add_argument("--layouts", default="hot,cold")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--cells", type=int, default=50_000)
     p.add_argument("--bin", default=None, help="cellarrow binary for the conversion (default: on PATH)")
     p.add_argument("--data", default=os.path.expanduser("~/.cache/cellarrow/bench-data"))
     p.add_argument("--json")
     a = p.parse_args()
-
-    import cellarrow
 
     data = pathlib.Path(a.data)
     src = data / f"syn_{a.cells}x20000_0.05.h5ad"
@@ -96,54 +144,18 @@ def main():
     try:
         with tempfile.TemporaryDirectory(dir=data) as tmp:
             tmp = pathlib.Path(tmp)
-            local = tmp / "corpus"
-            subprocess.run([a.bin or "cellarrow", "convert", str(src), "-o", str(local), "--quiet",
-                            "--part-cells", "16384"], check=True)
-            server.cmd(f"upload {local} {BUCKET} syn")
             os.environ.update(
                 AWS_ENDPOINT_URL=f"http://127.0.0.1:{server.proxy_port}", AWS_ALLOW_HTTP="true",
                 AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1",
             )
-            url = f"s3://{BUCKET}/syn"
-            for sampler in a.samplers.split(","):
-                here = [epoch(cellarrow.open(local), sampler) for _ in range(a.repeat)]
-                local_rate = statistics.median(c / s for c, s in here)
-                for delay in [int(d) for d in a.delay_ms.split(",")]:
-                    server.cmd(f"delay {delay}")
-                    cold_open, warm_open, cold_rate, warm_rate, first = [], [], [], [], []
-                    for _ in range(a.repeat):
-                        cache = tmp / "cache"
-                        shutil.rmtree(cache, ignore_errors=True)
-                        os.environ["CELLARROW_CACHE"] = str(cache)
-                        t = time.perf_counter()
-                        c = cellarrow.open(url)
-                        cold_open.append(time.perf_counter() - t)
-                        n, s = epoch(c, sampler)
-                        cold_rate.append(n / s)
-                        first.append(n / (cold_open[-1] + s))
-                        del c
-                        t = time.perf_counter()
-                        c = cellarrow.open(url)
-                        warm_open.append(time.perf_counter() - t)
-                        n, s = epoch(c, sampler)
-                        warm_rate.append(n / s)
-                        del c
-                    row = dict(
-                        sampler=sampler, delay_ms=delay,
-                        cold_open_s=statistics.median(cold_open), warm_open_s=statistics.median(warm_open),
-                        cold_epoch_cells_s=statistics.median(first),
-                        epoch_cells_s_after_cold_open=statistics.median(cold_rate),
-                        warm_epoch_cells_s=statistics.median(warm_rate), local_cells_s=local_rate,
-                        warm_over_local=statistics.median(warm_rate) / local_rate,
-                    )
-                    rows.append(row)
-                    print(
-                        f"{sampler:<8} delay {delay:>3} ms: open cold {row['cold_open_s']:.2f} s warm "
-                        f"{row['warm_open_s']:.3f} s | first epoch (cold, open included) "
-                        f"{row['cold_epoch_cells_s']:,.0f} cells/s | warm epoch {row['warm_epoch_cells_s']:,.0f} "
-                        f"| local {local_rate:,.0f} ({row['warm_over_local']:.2f}x)",
-                        flush=True,
-                    )
+            for layout in a.layouts.split(","):
+                local = tmp / f"corpus-{layout}"
+                subprocess.run([a.bin or "cellarrow", "convert", str(src), "-o", str(local), "--quiet",
+                                "--part-cells", "16384", "--layout", layout], check=True)
+                server.cmd(f"upload {local} {BUCKET} syn-{layout}")
+                url = f"s3://{BUCKET}/syn-{layout}"
+                for sampler in a.samplers.split(","):
+                    rows.extend(measure(a, server, tmp, local, url, layout, sampler))
     finally:
         server.close()
     if a.json:

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use cellarrow::convert::{
     self as core, ConvertOptions, DuplicateGenes, InputSample, MergeOptions, OnDuplicate,
 };
+use cellarrow::corpus::PartLayout;
 use cellarrow::h5ad::MatrixSource;
 use pyo3::prelude::*;
 
@@ -131,7 +132,7 @@ pub fn plan_genes(
 /// Converts `inputs` into a corpus at `output` (the library's `convert`); returns its summary
 /// as JSON.
 #[pyfunction]
-#[pyo3(signature = (inputs, output, *, layer=None, raw=false, gene_column=None, gene_key="id", gene_order=None, duplicate_genes="error", obs_columns=None, ontology=Vec::new(), spatial_key=None, part_cells=None, overwrite=false, threads=0))]
+#[pyo3(signature = (inputs, output, *, layer=None, raw=false, gene_column=None, gene_key="id", gene_order=None, duplicate_genes="error", obs_columns=None, ontology=Vec::new(), spatial_key=None, part_cells=None, layout="hot", chunk_cells=None, overwrite=false, threads=0))]
 #[allow(clippy::too_many_arguments)]
 pub fn convert(
     py: Python<'_>,
@@ -147,6 +148,8 @@ pub fn convert(
     ontology: Vec<String>,
     spatial_key: Option<String>,
     part_cells: Option<u64>,
+    layout: &str,
+    chunk_cells: Option<u64>,
     overwrite: bool,
     threads: usize,
 ) -> PyResult<String> {
@@ -166,6 +169,16 @@ pub fn convert(
     if let Some(p) = part_cells {
         o.part_cells = p;
     }
+    o.layout = match layout {
+        "hot" => PartLayout::Hot,
+        "cold" => PartLayout::Cold,
+        other => {
+            return Err(value_error(format!(
+                "layout {other:?}: expected \"hot\" or \"cold\""
+            )))
+        }
+    };
+    o.chunk_cells = chunk_cells;
     o.overwrite = overwrite;
     let inputs = to_inputs(inputs);
     let summary = py.detach(|| core::convert(&inputs, &o)).map_err(to_py)?;

@@ -100,6 +100,7 @@ impl<'a> PartSink<'a> {
                         PartLayout::Hot
                     },
                     chunk_cells: self.layout.cold,
+                    footer: None,
                 };
                 self.current = Some((w, entry));
             }
@@ -122,8 +123,8 @@ impl<'a> PartSink<'a> {
     }
 
     fn close(&mut self) -> Result<()> {
-        if let Some((w, entry)) = self.current.take() {
-            w.finish()?;
+        if let Some((w, mut entry)) = self.current.take() {
+            entry.footer = w.finish()?.footer;
             super::kill::kill_point("part-written");
             self.done.push(entry);
         }

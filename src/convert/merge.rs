@@ -571,6 +571,8 @@ fn plan_parts(inputs: &[Input], fates: &[Vec<Fate>]) -> Vec<PartJob> {
                             // Linked or rewritten, a part keeps its layout.
                             layout: part.layout,
                             chunk_cells: part.chunk_cells,
+                            // Set from the placed file.
+                            footer: None,
                         },
                     });
                 }
@@ -955,13 +957,18 @@ fn new_manifest(
         .zip(placed)
         .map(|(j, p)| {
             let (it, vt) = p.types();
-            PartEntry {
+            let footer = match j.entry.layout {
+                PartLayout::Cold => Some(corpus::cold_footer(&dir.join(&j.entry.path))?),
+                PartLayout::Hot => None,
+            };
+            Ok(PartEntry {
                 index_type: Some(it),
                 value_type: Some(vt),
+                footer,
                 ..j.entry.clone()
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let mut samples = Vec::new();
     let mut sources = Vec::new();
     let mut merged_inputs = Vec::new();

@@ -21,7 +21,10 @@ use super::part::item_field;
 use super::reader::{
     catch_quietly, check_part_counts, check_schema, panic_message, typed_batch, MatrixBatch,
 };
-use super::{cold_part_schema, part_schema, IndexType, Manifest, PartEntry, ValueType};
+use super::{
+    cold_part_schema, part_schema, ChunkInfo, IndexType, Manifest, PartEntry, ValueType,
+    CHUNKS_METADATA_KEY,
+};
 use crate::error::{Error, Result};
 
 /// Decoded chunks kept by default: about a quarter of a GiB, a few hundred chunks of the
@@ -88,6 +91,11 @@ impl Cache {
         }
     }
 
+    #[cfg(feature = "remote")]
+    fn contains(&self, id: u64) -> bool {
+        self.entries.contains_key(&id)
+    }
+
     fn remove(&mut self, id: u64) {
         if let Some(e) = self.entries.remove(&id) {
             self.used -= e.1;
@@ -95,11 +103,24 @@ impl Cache {
     }
 }
 
-/// One chunk of a cold part: where its message lies in the mapped file and which cells it holds.
+/// Where the bytes of a cold part's chunks come from.
+#[derive(Clone)]
+pub(crate) enum ChunkSource {
+    /// The whole part, mapped.
+    Mapped(Arc<Mmap>),
+    /// A part in object storage, read one chunk (or a run of chunks) at a time.
+    #[cfg(feature = "remote")]
+    Remote(Arc<super::remote::LazyPart>),
+}
+
+/// One chunk of a cold part: where its message lies in the file and which cells it holds.
 pub(crate) struct ColdChunk {
     /// Key in the cache, unique in the process.
     id: u64,
-    map: Arc<Mmap>,
+    source: ChunkSource,
+    /// The sha256 of the chunk's block as the footer lists it (read from object storage only,
+    /// where it is checked on every fetch).
+    sha256: Option<[u8; 32]>,
     path: Arc<PathBuf>,
     part: usize,
     /// The chunk's number within its part (its record batch in the footer).
@@ -134,6 +155,42 @@ impl ColdChunk {
     }
     pub(crate) fn part(&self) -> usize {
         self.part
+    }
+
+    /// The byte range of the chunk's block (message header and body) in its part.
+    pub(crate) fn range(&self) -> std::ops::Range<u64> {
+        let start = self.block.offset() as u64;
+        start..start + self.block.metaDataLength() as u64 + self.block.bodyLength() as u64
+    }
+
+    /// The part in object storage this chunk is read from, and the chunk's checksum, unless the
+    /// chunk is decoded in the cache already (then nothing needs fetching).
+    #[cfg(feature = "remote")]
+    pub(crate) fn to_fetch(&self) -> Option<(&Arc<super::remote::LazyPart>, [u8; 32])> {
+        match (&self.source, self.sha256) {
+            (ChunkSource::Remote(p), Some(sha)) if !cache().contains(self.id) => Some((p, sha)),
+            _ => None,
+        }
+    }
+
+    /// The bytes of the chunk's block.
+    fn block_bytes(&self) -> Result<Buffer> {
+        match &self.source {
+            ChunkSource::Mapped(map) => {
+                let ptr = NonNull::new(map.as_ptr() as *mut u8)
+                    .expect("a non-empty mapping has a non-null address");
+                // Safety: the buffer keeps the mapping alive through its owner and only reads
+                // from it.
+                let whole = unsafe { Buffer::from_custom_allocation(ptr, map.len(), map.clone()) };
+                let r = self.range();
+                Ok(whole.slice_with_length(r.start as usize, (r.end - r.start) as usize))
+            }
+            #[cfg(feature = "remote")]
+            ChunkSource::Remote(p) => {
+                let sha = self.sha256.expect("a remote chunk has its checksum");
+                p.chunk(self.range(), &sha)
+            }
+        }
     }
 
     /// The decoded chunk, from the cache or decompressed now.
@@ -174,14 +231,7 @@ impl ColdChunk {
     /// cell and non-zero counts of the footer. Corrupt bytes are an error naming the part and
     /// the chunk, never a panic.
     fn decode(&self) -> Result<MatrixBatch> {
-        let start = self.block.offset() as usize;
-        let len = self.block.metaDataLength() as usize + self.block.bodyLength() as usize;
-        let ptr = NonNull::new(self.map.as_ptr() as *mut u8)
-            .expect("a non-empty mapping has a non-null address");
-        // Safety: the buffer keeps the mapping alive through its owner and only reads from it.
-        let whole =
-            unsafe { Buffer::from_custom_allocation(ptr, self.map.len(), self.map.clone()) };
-        let buf = whole.slice_with_length(start, len);
+        let buf = self.block_bytes()?;
         self.check_lengths(buf.as_slice())?;
         let schema = cold_part_schema(self.index_type, self.value_type);
         let decoder = FileDecoder::new(schema, self.version);
@@ -376,32 +426,36 @@ fn message_at(
     arrow::ipc::root_as_message(fb).map_err(|e| format!("bad message: {e}"))
 }
 
-/// The chunks of a cold part, from its footer and message headers; nothing is decompressed.
-/// Checks the schema against the part's types, that the chunks tile the part's cells with at
-/// most `chunk_cells` each, and the part's cell and non-zero counts.
-pub(crate) fn open_cold_part(
+/// A cold part's footer, parsed and checked against the part's types.
+struct Footer {
+    version: MetadataVersion,
+    blocks: Vec<Block>,
+    /// The chunk list of [`CHUNKS_METADATA_KEY`] (parts written before it existed have none).
+    chunks: Option<Vec<ChunkInfo>>,
+}
+
+/// Parses `tail`, the last bytes of a cold part of `size` bytes from the footer's flatbuffer
+/// to the closing magic (or more: the whole file).
+fn parse_footer(
     path: &Path,
-    map: &Arc<Mmap>,
+    tail: &[u8],
+    size: u64,
     manifest: &Manifest,
-    part: &PartEntry,
     part_index: usize,
-) -> Result<Vec<ColdChunk>> {
-    static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+) -> Result<Footer> {
     let bad = |msg: String| Error::corpus(path, format!("not a valid cold part: {msg}"));
     let (index_type, value_type) = manifest.part_types(part_index);
-    let chunk_cells = part.chunk_cells.unwrap_or(0);
-    let bytes: &[u8] = map;
     const MAGIC: &[u8] = b"ARROW1";
-    let n = bytes.len();
-    if n < 18 || &bytes[..6] != MAGIC || &bytes[n - 6..] != MAGIC {
+    let n = tail.len();
+    if n < 10 || &tail[n - 6..] != MAGIC || size < 18 {
         return Err(bad("not an Arrow IPC file (no ARROW1 magic)".into()));
     }
-    let footer_len = i32::from_le_bytes(bytes[n - 10..n - 6].try_into().expect("4 bytes"));
-    if footer_len <= 0 || footer_len as usize > n - 18 {
+    let footer_len = i32::from_le_bytes(tail[n - 10..n - 6].try_into().expect("4 bytes"));
+    if footer_len <= 0 || footer_len as usize > n - 10 || footer_len as u64 > size - 18 {
         return Err(bad(format!("footer length {footer_len} is out of bounds")));
     }
-    let footer_start = n - 10 - footer_len as usize;
-    let footer = arrow::ipc::root_as_footer(&bytes[footer_start..n - 10])
+    let at = n - 10 - footer_len as usize;
+    let footer = arrow::ipc::root_as_footer(&tail[at..n - 10])
         .map_err(|e| bad(format!("bad footer: {e}")))?;
     let fb_schema = footer.schema().ok_or_else(|| bad("no schema".into()))?;
     let schema = catch_quietly(std::panic::AssertUnwindSafe(|| {
@@ -416,13 +470,14 @@ pub(crate) fn open_cold_part(
     if footer.dictionaries().is_some_and(|d| !d.is_empty()) {
         return Err(bad("has dictionary batches".into()));
     }
-    let version = footer.version();
-    let blocks = footer
+    let blocks: Vec<Block> = footer
         .recordBatches()
-        .ok_or_else(|| bad("no record batches in the footer".into()))?;
-    let path_arc = Arc::new(path.to_path_buf());
-    let (mut cell, mut nnz) = (part.first_cell, 0u64);
-    let mut out = Vec::with_capacity(blocks.len());
+        .ok_or_else(|| bad("no record batches in the footer".into()))?
+        .iter()
+        .copied()
+        .collect();
+    // Every chunk lies before the footer.
+    let start = size - 10 - footer_len as u64;
     for (k, block) in blocks.iter().enumerate() {
         let (off, meta, body) = (block.offset(), block.metaDataLength(), block.bodyLength());
         if off < 8
@@ -431,13 +486,81 @@ pub(crate) fn open_cold_part(
             || (off as u64)
                 .checked_add(meta as u64)
                 .and_then(|e| e.checked_add(body as u64))
-                .is_none_or(|e| e > footer_start as u64)
+                .is_none_or(|e| e > start)
         {
             return Err(bad(format!("chunk {k}: block is out of bounds")));
         }
-        let at = off as usize;
-        let msg =
-            message_at(&bytes[at..], meta as usize).map_err(|m| bad(format!("chunk {k}: {m}")))?;
+    }
+    let chunks = match footer
+        .custom_metadata()
+        .and_then(|kv| kv.iter().find(|e| e.key() == Some(CHUNKS_METADATA_KEY)))
+    {
+        None => None,
+        Some(e) => {
+            let list: Vec<ChunkInfo> = serde_json::from_str(e.value().unwrap_or(""))
+                .map_err(|e| bad(format!("{CHUNKS_METADATA_KEY}: {e}")))?;
+            if list.len() != blocks.len() {
+                return Err(bad(format!(
+                    "{CHUNKS_METADATA_KEY} lists {} chunks, the footer {}",
+                    list.len(),
+                    blocks.len()
+                )));
+            }
+            if let Some(k) = list.iter().position(|c| sha256_bytes(&c.2).is_none()) {
+                return Err(bad(format!(
+                    "{CHUNKS_METADATA_KEY}: chunk {k} has no sha256"
+                )));
+            }
+            Some(list)
+        }
+    };
+    Ok(Footer {
+        version: footer.version(),
+        blocks,
+        chunks,
+    })
+}
+
+/// A lowercase hex sha256 as bytes.
+fn sha256_bytes(hex: &str) -> Option<[u8; 32]> {
+    let b = hex.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = digit(b[2 * i])? << 4 | digit(b[2 * i + 1])?;
+    }
+    Some(out)
+}
+
+/// The chunks of a cold part, from its footer and message headers; nothing is decompressed.
+/// Checks the schema against the part's types, that the chunks tile the part's cells with at
+/// most `chunk_cells` each, that the footer's chunk list (when there is one) agrees with the
+/// headers, and the part's cell and non-zero counts.
+pub(crate) fn open_cold_part(
+    path: &Path,
+    map: &Arc<Mmap>,
+    manifest: &Manifest,
+    part: &PartEntry,
+    part_index: usize,
+) -> Result<Vec<ColdChunk>> {
+    let bad = |msg: String| Error::corpus(path, format!("not a valid cold part: {msg}"));
+    let bytes: &[u8] = map;
+    if bytes.len() < 18 || &bytes[..6] != b"ARROW1" {
+        return Err(bad("not an Arrow IPC file (no ARROW1 magic)".into()));
+    }
+    let footer = parse_footer(path, bytes, bytes.len() as u64, manifest, part_index)?;
+    let mut counts = Vec::with_capacity(footer.blocks.len());
+    for (k, block) in footer.blocks.iter().enumerate() {
+        let at = block.offset() as usize;
+        let msg = message_at(&bytes[at..], block.metaDataLength() as usize)
+            .map_err(|m| bad(format!("chunk {k}: {m}")))?;
         let rb = msg
             .header_as_record_batch()
             .ok_or_else(|| bad(format!("chunk {k}: not a record batch")))?;
@@ -465,15 +588,89 @@ pub(crate) fn open_cold_part(
         {
             return Err(bad(format!("chunk {k}: inconsistent lengths")));
         }
+        if let Some(list) = &footer.chunks {
+            if (list[k].0, list[k].1) != (rows as u64, child as u64) {
+                return Err(bad(format!(
+                    "chunk {k}: {CHUNKS_METADATA_KEY} says {} cells and {} non-zeros, its header {rows} and {child}",
+                    list[k].0, list[k].1
+                )));
+            }
+        }
+        counts.push((rows as u64, child as u64, None));
+    }
+    chunks_of(
+        path,
+        ChunkSource::Mapped(map.clone()),
+        &footer,
+        counts,
+        manifest,
+        part,
+        part_index,
+    )
+}
+
+/// The chunks of a cold part in object storage from its footer alone (`tail`, checked against
+/// the manifest by the caller): the footer's chunk list gives each chunk's cells, non-zeros and
+/// checksum. `None` when the footer has no chunk list (the part is then read whole).
+#[cfg(feature = "remote")]
+pub(crate) fn open_lazy_cold_part(
+    url: &Path,
+    tail: &[u8],
+    lazy: Arc<super::remote::LazyPart>,
+    size: u64,
+    manifest: &Manifest,
+    part: &PartEntry,
+    part_index: usize,
+) -> Result<Option<Vec<ColdChunk>>> {
+    let footer = parse_footer(url, tail, size, manifest, part_index)?;
+    let Some(list) = &footer.chunks else {
+        return Ok(None);
+    };
+    let counts = list
+        .iter()
+        .map(|c| (c.0, c.1, sha256_bytes(&c.2)))
+        .collect();
+    chunks_of(
+        url,
+        ChunkSource::Remote(lazy),
+        &footer,
+        counts,
+        manifest,
+        part,
+        part_index,
+    )
+    .map(Some)
+}
+
+/// The chunks of `footer` with their (cells, non-zeros, checksum), checked to tile the part.
+fn chunks_of(
+    path: &Path,
+    source: ChunkSource,
+    footer: &Footer,
+    counts: Vec<(u64, u64, Option<[u8; 32]>)>,
+    manifest: &Manifest,
+    part: &PartEntry,
+    part_index: usize,
+) -> Result<Vec<ColdChunk>> {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+    let (index_type, value_type) = manifest.part_types(part_index);
+    let chunk_cells = part.chunk_cells.unwrap_or(0);
+    let path_arc = Arc::new(path.to_path_buf());
+    let (mut cell, mut nnz) = (part.first_cell, 0u64);
+    let mut out = Vec::with_capacity(footer.blocks.len());
+    for (k, (block, (rows, child, sha256))) in footer.blocks.iter().zip(counts).enumerate() {
         if rows == 0 {
             continue;
         }
-        if rows as u64 > chunk_cells {
-            return Err(bad(format!(
-                "chunk {k} holds {rows} cells, more than chunk_cells {chunk_cells}"
-            )));
+        if rows > chunk_cells {
+            return Err(Error::corpus(
+                path,
+                format!(
+                    "not a valid cold part: chunk {k} holds {rows} cells, more than chunk_cells {chunk_cells}"
+                ),
+            ));
         }
-        if nnz + child as u64 > part.nnz || cell + rows as u64 > part.first_cell + part.n_cells {
+        if nnz + child > part.nnz || cell + rows > part.first_cell + part.n_cells {
             return Err(Error::corpus(
                 path,
                 format!(
@@ -484,7 +681,8 @@ pub(crate) fn open_cold_part(
         }
         out.push(ColdChunk {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            map: map.clone(),
+            source: source.clone(),
+            sha256,
             path: path_arc.clone(),
             part: part_index,
             index: k,
@@ -492,14 +690,61 @@ pub(crate) fn open_cold_part(
             n_cells: rows as usize,
             nnz: child as usize,
             block: *block,
-            version,
+            version: footer.version,
             index_type,
             value_type,
             pinned: OnceLock::new(),
         });
-        cell += rows as u64;
-        nnz += child as u64;
+        cell += rows;
+        nnz += child;
     }
     check_part_counts(path, part, cell - part.first_cell, nnz)?;
     Ok(out)
+}
+
+/// Checks a cold part's footer against its manifest entry (when the entry has one) and every
+/// chunk's bytes against the sha256 its footer lists (when it lists them): what a remote reader
+/// trusts in place of the whole part's checksum. `bytes` is the whole file.
+pub(crate) fn check_chunk_checksums(
+    path: &Path,
+    bytes: &[u8],
+    manifest: &Manifest,
+    part: &PartEntry,
+    part_index: usize,
+) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    if let Some(f) = &part.footer {
+        let ok = f.bytes <= bytes.len() as u64 && {
+            let tail = &bytes[bytes.len() - f.bytes as usize..];
+            super::to_hex(&Sha256::digest(tail)) == f.sha256
+        };
+        if !ok {
+            return Err(Error::corpus(
+                path,
+                format!(
+                    "the file's last {} bytes do not hash to the footer sha256 manifest.json lists",
+                    f.bytes
+                ),
+            ));
+        }
+    }
+    let footer = parse_footer(path, bytes, bytes.len() as u64, manifest, part_index)?;
+    let Some(list) = &footer.chunks else {
+        return Ok(());
+    };
+    for (k, (block, info)) in footer.blocks.iter().zip(list).enumerate() {
+        let start = block.offset() as usize;
+        let end = start + block.metaDataLength() as usize + block.bodyLength() as usize;
+        let got = super::to_hex(&Sha256::digest(&bytes[start..end]));
+        if got != info.2 {
+            return Err(Error::corpus(
+                path,
+                format!(
+                    "chunk {k}: its bytes hash to {got}, the footer's {CHUNKS_METADATA_KEY} says {}",
+                    info.2
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

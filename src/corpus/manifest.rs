@@ -340,6 +340,12 @@ impl Manifest {
                     ));
                 }
             }
+            if p.footer.is_some() && p.layout != PartLayout::Cold {
+                return bad(format!(
+                    "matrix.parts[{i}] {:?} has a footer but is not cold",
+                    p.path
+                ));
+            }
             if p.layout == PartLayout::Cold && self.format_version < 2 {
                 return bad(format!(
                     "matrix.parts[{i}] {:?}: format 1 has no cold parts",

@@ -28,7 +28,9 @@ mod validate;
 pub use checksum::{sha256_file, to_hex};
 pub use cold::set_cold_cache_bytes;
 pub use manifest::{check_rel_path, MANIFEST_FILE, MANIFEST_SCHEMA};
-pub use part::{cold_part_schema, part_schema, DEFAULT_CHUNK_CELLS};
+pub use part::{
+    cold_footer, cold_part_schema, part_schema, ChunkInfo, CHUNKS_METADATA_KEY, DEFAULT_CHUNK_CELLS,
+};
 pub use reader::{BatchRef, CellLocation, MatrixBatch};
 pub(crate) use table::{as_u64, parquet_rows, parquet_schema, writer_properties};
 pub use table::{
@@ -143,6 +145,21 @@ pub struct PartEntry {
     /// Cells per chunk of a cold part (the last chunk may hold fewer); absent for hot parts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk_cells: Option<u64>,
+    /// Cold parts: the file's footer, so that a reader in object storage fetches and checks
+    /// the chunk index alone (cold parts written before it existed have none, and are fetched
+    /// whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub footer: Option<PartFooter>,
+}
+
+/// The footer of a cold part: its last `bytes` bytes (the Arrow IPC footer, which indexes the
+/// chunks and lists each chunk's cells, non-zeros and sha256 under
+/// [`CHUNKS_METADATA_KEY`], then the footer's length and the closing magic) and their
+/// sha256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartFooter {
+    pub bytes: u64,
+    pub sha256: String,
 }
 
 /// One file of a table dataset (format 2), in row order within its table.
@@ -334,4 +351,6 @@ pub struct PartSummary {
     pub n_cells: u64,
     pub nnz: u64,
     pub bytes: u64,
+    /// Cold parts: the footer, for the manifest.
+    pub footer: Option<PartFooter>,
 }

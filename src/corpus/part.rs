@@ -3,7 +3,8 @@
 //! parts).
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,8 +18,20 @@ use arrow::ipc::writer::{FileWriter, IpcWriteOptions, StreamWriter};
 use arrow::ipc::{CompressionType, MetadataVersion};
 use arrow::record_batch::RecordBatch;
 
-use super::{IndexType, PartSummary, PartWriter, ValueType};
+use sha2::{Digest, Sha256};
+
+use super::{to_hex, IndexType, PartFooter, PartSummary, PartWriter, ValueType};
 use crate::error::{Context, Error, Result};
+
+/// Footer metadata key of a cold part's chunk list: a JSON array with, per chunk in footer
+/// order, `[cells, non-zeros, "sha256 of the chunk's bytes"]` (the bytes of its block: message
+/// header and body). With the footer's own checksum in the manifest, a remote reader checks any
+/// chunk it fetches without the rest of the part.
+pub const CHUNKS_METADATA_KEY: &str = "cellarrow.chunks";
+
+/// One chunk of a cold part as its footer lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChunkInfo(pub u64, pub u64, pub String);
 
 /// Largest number of non-zeros in one record batch: list offsets are i32.
 pub(crate) const MAX_BATCH_NNZ: usize = i32::MAX as usize;
@@ -169,8 +182,34 @@ impl Column {
 /// The IPC writer of a part: a stream for hot parts, a file (whose footer indexes the chunks)
 /// for cold ones.
 enum IpcOut {
-    Stream(StreamWriter<BufWriter<File>>),
-    File(FileWriter<BufWriter<File>>),
+    Stream(Box<StreamWriter<BufWriter<File>>>),
+    File(Box<FileWriter<Hashing<BufWriter<File>>>>),
+}
+
+/// Hashes the bytes written through it: the cold writer takes the hash after each chunk, and
+/// `FileWriter::write` writes exactly a chunk's block (no dictionaries), so each hash covers
+/// one block.
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W> Hashing<W> {
+    /// The hash of the bytes written since the last call.
+    fn take(&mut self) -> String {
+        to_hex(&std::mem::take(&mut self.hasher).finalize())
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 impl IpcOut {
@@ -181,15 +220,21 @@ impl IpcOut {
         }
     }
 
-    fn finish(self) -> std::result::Result<BufWriter<File>, arrow::error::ArrowError> {
+    fn finish(
+        self,
+        chunks: &[ChunkInfo],
+    ) -> std::result::Result<BufWriter<File>, arrow::error::ArrowError> {
         match self {
             IpcOut::Stream(mut w) => {
                 w.finish()?;
                 w.into_inner()
             }
             IpcOut::File(mut w) => {
+                let list = serde_json::to_string(chunks)
+                    .map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))?;
+                w.write_metadata(CHUNKS_METADATA_KEY, list);
                 w.finish()?;
-                w.into_inner()
+                Ok(w.into_inner()?.inner)
             }
         }
     }
@@ -209,6 +254,8 @@ pub(crate) struct PartState {
     values: Column,
     n_cells: u64,
     nnz: u64,
+    /// Cold parts: the chunks written so far.
+    chunks: Vec<ChunkInfo>,
 }
 
 impl PartWriter {
@@ -290,12 +337,18 @@ impl PartWriter {
                 .and_then(|o| o.try_with_compression(Some(CompressionType::ZSTD)))
                 .and_then(|o| o.try_with_compression_level(Some(COLD_ZSTD_LEVEL)))
                 .at(&path)?;
-            let w = FileWriter::try_new_with_options(out, &schema, opts).at(&path)?;
-            (schema, IpcOut::File(w))
+            let hashing = Hashing {
+                inner: out,
+                hasher: Sha256::new(),
+            };
+            let mut w = FileWriter::try_new_with_options(hashing, &schema, opts).at(&path)?;
+            // The magic and the schema message are not a chunk.
+            w.get_mut().take();
+            (schema, IpcOut::File(Box::new(w)))
         } else {
             let schema = part_schema(index_type, value_type);
             let w = StreamWriter::try_new(out, &schema).at(&path)?;
-            (schema, IpcOut::Stream(w))
+            (schema, IpcOut::Stream(Box::new(w)))
         };
         let mut offsets = Vec::with_capacity(batch_rows + 1);
         offsets.push(0);
@@ -314,6 +367,7 @@ impl PartWriter {
                 values: Column::with_capacity(value_type.arrow_type(), 0),
                 n_cells: 0,
                 nnz: 0,
+                chunks: Vec::new(),
             }),
         })
     }
@@ -413,7 +467,7 @@ impl PartWriter {
         if s.offsets.len() > 1 {
             s.flush()?;
         }
-        let buf = s.writer.finish().at(&s.path)?;
+        let buf = s.writer.finish(&s.chunks).at(&s.path)?;
         let file = buf
             .into_inner()
             .map_err(|e| Error::io(&s.path, "flushing matrix part", e.into_error()))?;
@@ -423,10 +477,17 @@ impl PartWriter {
             .metadata()
             .map_err(|e| Error::io(&s.path, "reading size of matrix part", e))?
             .len();
+        let footer = if s.cold {
+            // The writer's handle is write-only.
+            Some(cold_footer(&s.path)?)
+        } else {
+            None
+        };
         Ok(PartSummary {
             n_cells: s.n_cells,
             nnz: s.nnz,
             bytes,
+            footer,
         })
     }
 
@@ -485,6 +546,45 @@ impl PartState {
         .at(&self.path)?;
         debug_assert_eq!(batch.num_rows(), rows);
         self.writer.write(&batch).at(&self.path)?;
+        if let IpcOut::File(w) = &mut self.writer {
+            let sha256 = w.get_mut().take();
+            self.chunks.push(ChunkInfo(rows as u64, nnz as u64, sha256));
+        }
         Ok(())
     }
+}
+
+/// The footer of the cold part at `path` (see [`PartFooter`]).
+pub fn cold_footer(path: &Path) -> Result<PartFooter> {
+    let file = File::open(path).map_err(|e| Error::io(path, "opening", e))?;
+    let size = file
+        .metadata()
+        .map_err(|e| Error::io(path, "reading the size of", e))?
+        .len();
+    read_footer(&file, path, size)
+}
+
+/// The footer of the Arrow IPC file `file` (at `path`) of `size` bytes: its last bytes from
+/// the footer's flatbuffer to the closing magic, with their sha256 (see [`PartFooter`]).
+pub(crate) fn read_footer(file: &File, path: &Path, size: u64) -> Result<PartFooter> {
+    let io = |e| Error::io(path, "reading the footer of a cold part", e);
+    let mut end = [0u8; 10];
+    if size < 10 {
+        return Err(Error::corpus(path, "a cold part too short for a footer"));
+    }
+    file.read_exact_at(&mut end, size - 10).map_err(io)?;
+    let len = i32::from_le_bytes(end[..4].try_into().expect("4 bytes"));
+    let bytes = len as u64 + 10;
+    if len <= 0 || bytes > size {
+        return Err(Error::corpus(
+            path,
+            format!("footer length {len} is out of bounds"),
+        ));
+    }
+    let mut tail = vec![0u8; bytes as usize];
+    file.read_exact_at(&mut tail, size - bytes).map_err(io)?;
+    Ok(PartFooter {
+        bytes,
+        sha256: to_hex(&Sha256::digest(&tail)),
+    })
 }

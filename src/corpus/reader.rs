@@ -284,6 +284,8 @@ pub(crate) struct Matrix {
     pub(crate) maps: Vec<Arc<Mmap>>,
     pub(crate) batches: Vec<Slot>,
     pub(crate) starts: Vec<u64>,
+    /// Some chunks are read from object storage when used (see [`Corpus::prefetch`]).
+    pub(crate) lazy: bool,
 }
 
 impl Corpus {
@@ -313,6 +315,20 @@ impl Corpus {
             manifest,
             matrix,
         })
+    }
+
+    /// Fetches what `cells` need from object storage before they are read: the chunks of cold
+    /// parts of a corpus opened from a URL, with concurrent, coalesced ranged GETs across the
+    /// parts they touch (the loader calls this for each batch; reading without it fetches one
+    /// chunk at a time). Chunks decoded or in the node cache already are skipped; a no-op for
+    /// a local corpus and for parts fetched whole at open.
+    pub fn prefetch(&self, cells: &[u64]) -> Result<()> {
+        #[cfg(feature = "remote")]
+        if self.matrix.lazy {
+            return self.prefetch_remote(cells);
+        }
+        let _ = cells;
+        Ok(())
     }
 
     /// Batches of the matrix, over every part in cell order (the record batches of hot parts,
@@ -475,6 +491,7 @@ pub(crate) fn open_matrix(root: &Path, manifest: &Manifest) -> Result<Matrix> {
         maps: Vec::new(),
         batches: Vec::new(),
         starts: Vec::new(),
+        lazy: false,
     };
     for (pi, part) in manifest.matrix.parts.iter().enumerate() {
         let path = root.join(&part.path);

@@ -3,25 +3,33 @@
 //! The manifest and every file of every table (small next to the matrix) are fetched once into
 //! a snapshot directory, named by the URL and the manifest's own checksum, that every reader of
 //! the node shares; the tables are read from there as on local disk, whatever the format (the
-//! Parquet datasets of format 2, the single `NAME.parquet` files of format 1). The matrix
+//! Parquet datasets of format 2, the single `NAME.parquet` files of format 1). Hot matrix
 //! parts go through the store's ranged reads and node-local cache, are checked against their
 //! sha256 before use, and are mapped from the cache entry: past the fetch, the reader is the
-//! local zero-copy one.
+//! local zero-copy one. Cold parts are read a chunk at a time ([`LazyPart`]): a training node
+//! fetches what it samples, and each chunk is checked against its own sha256 from the part's
+//! footer, itself checked against the manifest.
 
 use std::fs::File;
 use std::io::Write;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use arrow::buffer::Buffer;
+use futures::stream::{self, StreamExt, TryStreamExt};
 use memmap2::Mmap;
 use sha2::{Digest, Sha256};
 
 use super::checksum::to_hex;
-use super::reader::{decode_part, Matrix};
-use super::{Corpus, Manifest, MANIFEST_FILE};
+use super::cold::open_lazy_cold_part;
+use super::reader::{decode_part, Matrix, Slot};
+use super::{Corpus, FileEntry, Manifest, PartFooter, PartLayout, MANIFEST_FILE};
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::{fetch_bytes, fetch_verified, Cache, Location, RangeReader, StoreOptions};
+use crate::store::{
+    fetch_bytes, fetch_verified, Cache, CacheKey, Location, RangeReader, ReadOptions, StoreOptions,
+};
 
 /// Default bound of the node-local cache: `CELLARROW_STORE_CACHE_BYTES`, else 16 GiB.
 fn default_cache_bytes() -> u64 {
@@ -48,12 +56,26 @@ impl Corpus {
     /// fetched into anonymous temporary files, and the snapshot of the tables goes to the
     /// system's temporary directory).
     ///
-    /// Each matrix part is fetched whole (concurrent ranged GETs), checked against the sha256
-    /// in the manifest, and mapped; errors name the URL of what failed.
+    /// A hot part is fetched whole (concurrent ranged GETs), checked against the sha256 in the
+    /// manifest, and mapped. A cold part is opened from its footer alone (checked against the
+    /// manifest), and each chunk is fetched when first used ([`Corpus::prefetch`] fetches a
+    /// batch's chunks together) and checked against the sha256 the footer lists for it. Errors
+    /// name the URL of what failed.
     pub fn open_url_with(
         url: &str,
         options: &StoreOptions,
         cache: Option<&Cache>,
+    ) -> Result<Corpus> {
+        Self::open_url_inner(url, options, cache, true)
+    }
+
+    /// [`Self::open_url_with`]; `lazy`: cold parts with a footer in the manifest are read chunk
+    /// by chunk (else every part is fetched whole).
+    pub(crate) fn open_url_inner(
+        url: &str,
+        options: &StoreOptions,
+        cache: Option<&Cache>,
+        lazy: bool,
     ) -> Result<Corpus> {
         let loc = Location::parse_with(url, options)?;
         if let Some(root) = loc.local_root() {
@@ -71,7 +93,7 @@ impl Corpus {
         })?;
         let manifest = Manifest::from_json_bytes(&text).map_err(|e| e.with_path(&manifest_url))?;
         let root = snapshot(&loc, &manifest, &text, cache)?;
-        let matrix = remote_matrix(&loc, &manifest, cache)?;
+        let matrix = remote_matrix(&loc, &manifest, cache, lazy)?;
         Ok(Corpus {
             root,
             manifest,
@@ -157,29 +179,63 @@ fn fill_snapshot(loc: &Location, manifest: &Manifest, text: &[u8], tmp: &Path) -
     Ok(())
 }
 
-/// Every matrix part fetched (or found in the cache), checked and mapped, then decoded as a
-/// local part; errors name the part's URL.
-fn remote_matrix(loc: &Location, manifest: &Manifest, cache: Option<&Cache>) -> Result<Matrix> {
+/// The matrix parts: a cold part whose manifest entry has its footer is opened from the
+/// footer alone (fetched and checked against the manifest) and its chunks are fetched when
+/// used; every other part is fetched whole (or found in the cache), checked and mapped, then
+/// decoded as a local part. Errors name the part's URL.
+fn remote_matrix(
+    loc: &Location,
+    manifest: &Manifest,
+    cache: Option<&Cache>,
+    lazy: bool,
+) -> Result<Matrix> {
     let mut m = Matrix {
         maps: Vec::new(),
         batches: Vec::new(),
         starts: Vec::new(),
+        lazy: false,
     };
-    for (pi, part) in manifest.matrix.parts.iter().enumerate() {
+    let entries: Vec<&FileEntry> = manifest
+        .matrix
+        .parts
+        .iter()
+        .map(|part| {
+            manifest
+                .files
+                .iter()
+                .find(|f| f.path == part.path)
+                .ok_or_else(|| {
+                    Error::corpus(loc.url_of(&part.path), "matrix part is not listed in files")
+                })
+        })
+        .collect::<Result<_>>()?;
+    let lazy = if lazy {
+        lazy_parts(loc, manifest, &entries, cache)?
+    } else {
+        vec![None; entries.len()]
+    };
+    for (pi, (part, entry)) in manifest.matrix.parts.iter().zip(&entries).enumerate() {
         let url = PathBuf::from(loc.url_of(&part.path));
-        let entry = manifest
-            .files
-            .iter()
-            .find(|f| f.path == part.path)
-            .ok_or_else(|| Error::corpus(&url, "matrix part is not listed in files"))?;
-        let reader = RangeReader::new(loc, &part.path);
-        let file = fetch_verified(&reader, cache, &entry.sha256, entry.bytes)?;
         if entry.bytes == 0 {
             return Err(Error::corpus(
                 &url,
                 "matrix part is empty (no Arrow stream)",
             ));
         }
+        if let Some((lp, tail)) = &lazy[pi] {
+            let chunks =
+                open_lazy_cold_part(&url, tail, lp.clone(), entry.bytes, manifest, part, pi)?;
+            if let Some(chunks) = chunks {
+                m.lazy = true;
+                for c in chunks {
+                    m.starts.push(c.first_cell());
+                    m.batches.push(Slot::Cold(c));
+                }
+                continue;
+            }
+        }
+        let reader = RangeReader::new(loc, &part.path);
+        let file = fetch_verified(&reader, cache, &entry.sha256, entry.bytes)?;
         // Safety: cache entries are never written after they are published (an eviction
         // unlinks the file; the mapping keeps its bytes).
         let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&url, "mapping", e))?);
@@ -190,4 +246,242 @@ fn remote_matrix(loc: &Location, manifest: &Manifest, cache: Option<&Cache>) -> 
         m.maps.push(map);
     }
     Ok(m)
+}
+
+/// A part read lazily and its footer's bytes.
+type Opened = (Arc<LazyPart>, Buffer);
+
+/// A byte range of a part to fetch and the sha256 it must have.
+type Want = (Range<u64>, [u8; 32]);
+
+/// For each part read lazily (a cold part whose manifest entry has its footer): the part and
+/// its footer's bytes, checked against the manifest. The parts' HEAD requests (size against
+/// the manifest, and the ETag every later GET is pinned to) and footer reads run concurrently.
+fn lazy_parts(
+    loc: &Location,
+    manifest: &Manifest,
+    entries: &[&FileEntry],
+    cache: Option<&Cache>,
+) -> Result<Vec<Option<Opened>>> {
+    let wanted: Vec<(usize, RangeReader, FileEntry, PartFooter)> = manifest
+        .matrix
+        .parts
+        .iter()
+        .zip(entries)
+        .enumerate()
+        .filter_map(|(pi, (part, entry))| {
+            let footer = part
+                .footer
+                .clone()
+                .filter(|_| part.layout == PartLayout::Cold)?;
+            Some((
+                pi,
+                RangeReader::new(loc, &part.path),
+                (*entry).clone(),
+                footer,
+            ))
+        })
+        .collect();
+    let mut out: Vec<Option<Opened>> = vec![None; entries.len()];
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    let cache = cache.cloned();
+    let concurrency = ReadOptions::default().concurrency;
+    let opened = crate::store::block_on(async move {
+        stream::iter(wanted)
+            .map(|(pi, reader, entry, footer)| {
+                let cache = cache.clone();
+                async move {
+                    let part = LazyPart::open(reader, cache, &entry).await?;
+                    let tail = part.footer(&footer, entry.bytes).await?;
+                    Ok::<_, Error>((pi, Arc::new(part), tail))
+                }
+            })
+            .buffer_unordered(concurrency)
+            .try_collect::<Vec<_>>()
+            .await
+    })?;
+    for (pi, part, tail) in opened {
+        out[pi] = Some((part, tail));
+    }
+    Ok(out)
+}
+
+/// A cold part in object storage, read one chunk (or a run of chunks) at a time: each chunk's
+/// bytes are checked against the sha256 the part's footer lists for it before use, and kept in
+/// the node-local cache (keyed by the part's sha256 and the chunk's byte range).
+pub(crate) struct LazyPart {
+    reader: RangeReader,
+    cache: Option<Cache>,
+    sha256: String,
+}
+
+impl LazyPart {
+    /// Checks the part's size on the server against the manifest and pins later reads to its
+    /// ETag.
+    async fn open(reader: RangeReader, cache: Option<Cache>, entry: &FileEntry) -> Result<Self> {
+        let (size, etag) = reader.head().await?;
+        if size != entry.bytes {
+            return Err(reader.error(
+                ErrorKind::InvalidCorpus,
+                &(0..entry.bytes),
+                format!(
+                    "the object is {size} bytes, the manifest says {}",
+                    entry.bytes
+                ),
+            ));
+        }
+        Ok(LazyPart {
+            reader: reader.with_etag(etag),
+            cache,
+            sha256: entry.sha256.clone(),
+        })
+    }
+
+    /// The footer's bytes (the last `footer.bytes` of the part), checked against the manifest.
+    async fn footer(&self, footer: &PartFooter, size: u64) -> Result<Buffer> {
+        if footer.bytes > size {
+            return Err(self.reader.error(
+                ErrorKind::InvalidCorpus,
+                &(0..size),
+                format!(
+                    "the manifest's footer of {} bytes is longer than the part",
+                    footer.bytes
+                ),
+            ));
+        }
+        let want = sha256_bytes_of(&footer.sha256).ok_or_else(|| {
+            Error::corpus(self.reader.url(), "the manifest's footer sha256 is not hex")
+        })?;
+        let range = size - footer.bytes..size;
+        let mut got = self.fetch(vec![(range, want)]).await?;
+        Ok(got.pop().expect("one range asked, one returned"))
+    }
+
+    fn key(&self, range: &Range<u64>) -> CacheKey {
+        CacheKey {
+            sha256: self.sha256.clone(),
+            range: range.clone(),
+        }
+    }
+
+    /// The bytes of `range`, which must have this sha256: from the cache, else fetched.
+    pub(crate) fn chunk(&self, range: Range<u64>, sha256: &[u8; 32]) -> Result<Buffer> {
+        if let Some(c) = &self.cache {
+            if let Some(v) = c.read(&self.key(&range))? {
+                return Ok(Buffer::from_vec(v));
+            }
+        }
+        let this = LazyPart {
+            reader: self.reader.clone(),
+            cache: self.cache.clone(),
+            sha256: self.sha256.clone(),
+        };
+        let want = vec![(range, *sha256)];
+        let mut got = crate::store::block_on(async move { this.fetch(want).await })?;
+        Ok(got.pop().expect("one range asked, one returned"))
+    }
+
+    /// The bytes of each range (in the order given), each checked against its sha256, from
+    /// the cache or fetched in concurrent, coalesced requests; fetched bytes go to the cache.
+    /// A body that fails its checksum is fetched again, up to the reader's retries; then the
+    /// error names the URL, the part and the byte range.
+    async fn fetch(&self, wants: Vec<Want>) -> Result<Vec<Buffer>> {
+        let mut out: Vec<Option<Buffer>> = vec![None; wants.len()];
+        if let Some(c) = &self.cache {
+            for (i, (r, _)) in wants.iter().enumerate() {
+                out[i] = c.read(&self.key(r))?.map(Buffer::from_vec);
+            }
+        }
+        let attempts = self.reader.options().retries + 1;
+        for attempt in 1..=attempts {
+            let missing: Vec<usize> = (0..wants.len()).filter(|&i| out[i].is_none()).collect();
+            if missing.is_empty() {
+                break;
+            }
+            let ranges: Vec<Range<u64>> = missing.iter().map(|&i| wants[i].0.clone()).collect();
+            let bodies = self.reader.read(&ranges).await?;
+            let mut inserted = 0u64;
+            for (&i, body) in missing.iter().zip(bodies) {
+                let (range, want) = &wants[i];
+                let got: [u8; 32] = Sha256::digest(body.as_slice()).into();
+                if got != *want {
+                    if attempt == attempts {
+                        return Err(self.reader.error(
+                            ErrorKind::Remote,
+                            range,
+                            format!(
+                                "sha256 is {}, the part's footer says {} (after {attempts} attempts)",
+                                to_hex(&got),
+                                to_hex(want)
+                            ),
+                        ));
+                    }
+                    continue;
+                }
+                if let Some(c) = &self.cache {
+                    c.insert_untrimmed(&self.key(range), body.as_slice())?;
+                    inserted += body.len() as u64;
+                }
+                out[i] = Some(body);
+            }
+            if let Some(c) = &self.cache {
+                c.trim_after(inserted)?;
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|b| b.expect("every range fetched or failed"))
+            .collect())
+    }
+}
+
+/// A lowercase hex sha256 as bytes.
+fn sha256_bytes_of(hex: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl Corpus {
+    /// [`Corpus::prefetch`] for a corpus with lazily read parts.
+    pub(crate) fn prefetch_remote(&self, cells: &[u64]) -> Result<()> {
+        let mut batches: Vec<usize> = cells
+            .iter()
+            .filter(|&&c| c < self.manifest.n_cells)
+            .map(|&c| self.locate(c).batch)
+            .collect();
+        batches.sort_unstable();
+        batches.dedup();
+        let mut by_part: Vec<(Arc<LazyPart>, Vec<Want>)> = Vec::new();
+        for b in batches {
+            let Slot::Cold(c) = &self.matrix.batches[b] else {
+                continue;
+            };
+            let Some((part, sha)) = c.to_fetch() else {
+                continue;
+            };
+            match by_part.last_mut() {
+                Some((p, wants)) if Arc::ptr_eq(p, part) => wants.push((c.range(), sha)),
+                _ => by_part.push((part.clone(), vec![(c.range(), sha)])),
+            }
+        }
+        if by_part.is_empty() {
+            return Ok(());
+        }
+        crate::store::block_on(async move {
+            stream::iter(by_part)
+                .map(|(part, wants)| async move { part.fetch(wants).await.map(|_| ()) })
+                .buffer_unordered(ReadOptions::default().concurrency)
+                .try_collect::<Vec<()>>()
+                .await
+        })?;
+        Ok(())
+    }
 }

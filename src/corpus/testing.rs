@@ -138,6 +138,7 @@ pub fn write_corpus_with(
                 value_type: None,
                 layout: PartLayout::Hot,
                 chunk_cells: None,
+                footer: None,
             });
             sample_nnz += s.nnz;
             start = end;
@@ -557,6 +558,7 @@ pub fn write_synthetic_corpus(dir: &Path, spec: &SyntheticCorpus) -> Result<Mani
                 value_type: None,
                 layout: PartLayout::Hot,
                 chunk_cells: None,
+                footer: None,
             },
             sample: si,
             gene_cells,

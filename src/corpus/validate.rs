@@ -5,11 +5,14 @@ use std::path::Path;
 
 use arrow::array::Array;
 
+use super::cold::check_chunk_checksums;
 use super::manifest::{resolve, MANIFEST_FILE};
 use super::reader::{check_files, open_matrix, MatrixBatch, Slot};
 use super::table::{as_strings, as_u64, scan_parquet};
 use super::table::{parquet_rows, parquet_schema};
-use super::{sha256_file, Indices, Manifest, Values, GENE_COUNTS_TABLE, REQUIRED_TABLES};
+use super::{
+    sha256_file, Indices, Manifest, PartLayout, Values, GENE_COUNTS_TABLE, REQUIRED_TABLES,
+};
 use crate::error::{Error, Result};
 
 /// What `validate` found.
@@ -75,6 +78,13 @@ pub fn validate(dir: impl AsRef<Path>) -> Result<ValidationReport> {
         }
         report.files_checked += 1;
     }
+    for (pi, part) in manifest.matrix.parts.iter().enumerate() {
+        if part.layout == PartLayout::Cold {
+            let p = resolve(root, &part.path)?;
+            let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, "reading", e))?;
+            check_chunk_checksums(&p, &bytes, &manifest, part, pi)?;
+        }
+    }
     let matrix = open_matrix(root, &manifest)?;
     check_contents(root, &manifest, &matrix.batches, &mut report)?;
     Ok(report)
@@ -90,8 +100,13 @@ fn validate_url(url: &str) -> Result<ValidationReport> {
         .tempdir()
         .map_err(|e| Error::io(std::env::temp_dir(), "creating a directory for", e))?;
     let cache = crate::store::Cache::open(dir.path(), u64::MAX)?;
-    let corpus =
-        super::Corpus::open_url_with(url, &crate::store::StoreOptions::default(), Some(&cache))?;
+    // Every part fetched whole, so every byte of every file is checked against the manifest.
+    let corpus = super::Corpus::open_url_inner(
+        url,
+        &crate::store::StoreOptions::default(),
+        Some(&cache),
+        false,
+    )?;
     let mut report = ValidationReport {
         files_checked: corpus.manifest().files.len(),
         ..ValidationReport::default()

@@ -359,7 +359,7 @@ impl Gatherer {
         bounds: Option<&[Bounds]>,
         region: Option<&mut Region>,
     ) -> Result<RecordBatch> {
-        self.check_cells(cells)?;
+        self.ready(cells)?;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         let out = &mut Out {
             pool: &self.pool,
@@ -422,7 +422,7 @@ impl Gatherer {
 
     /// The non-zeros of `cells` together: the length of their CSR `indices` and `values`.
     pub fn nnz(&self, cells: &[u64]) -> Result<usize> {
-        self.check_cells(cells)?;
+        self.ready(cells)?;
         Ok(spans(&self.corpus, cells)?
             .iter()
             .map(|(_, r)| r.len())
@@ -441,7 +441,7 @@ impl Gatherer {
         indices: &mut [u8],
         values: &mut [u8],
     ) -> Result<()> {
-        self.check_cells(cells)?;
+        self.ready(cells)?;
         if self.vocab.is_some() {
             return Err(Error::invalid_input(
                 "gather_csr_into writes corpus gene ids; gather batches to get a model's gene space",
@@ -477,6 +477,13 @@ impl Gatherer {
             ValueType::Float32 => csr_into::<f32>(&self.corpus, &spans, indices, values),
             ValueType::Float64 => csr_into::<f64>(&self.corpus, &spans, indices, values),
         }
+    }
+
+    /// Checks `cells` and has the corpus fetch what they need from object storage first (all
+    /// of a batch's chunks at once; see [`Corpus::prefetch`]).
+    fn ready(&self, cells: &[u64]) -> Result<()> {
+        self.check_cells(cells)?;
+        self.corpus.prefetch(cells)
     }
 
     fn check_cells(&self, cells: &[u64]) -> Result<()> {

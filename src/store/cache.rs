@@ -97,6 +97,9 @@ pub struct Cache {
     dir: PathBuf,
     max_bytes: u64,
     hook: Option<Hook>,
+    /// Bytes this process inserted without trimming since its last trim (see
+    /// [`Cache::trim_after`]).
+    untrimmed: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -127,6 +130,7 @@ impl Cache {
             dir,
             max_bytes,
             hook: None,
+            untrimmed: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -201,10 +205,9 @@ impl Cache {
                 key.len()
             )));
         }
-        self.insert_with(key, |mut f, path| {
-            f.write_all(bytes)
-                .map_err(|e| Error::io(path, "writing a cache entry", e))
-        })
+        let file = self.insert_untrimmed(key, bytes)?;
+        self.trim(Some(&self.entry_path(key)))?;
+        Ok(file)
     }
 
     /// Inserts an entry whose bytes `fill` writes into a new temporary file (at any offsets;
@@ -212,6 +215,47 @@ impl Cache {
     /// then nothing is published. Then the entry is renamed into place, the cache is trimmed
     /// to its bound (never evicting this entry), and the entry is returned opened.
     pub fn insert_with(
+        &self,
+        key: &CacheKey,
+        fill: impl FnOnce(&File, &Path) -> Result<()>,
+    ) -> Result<File> {
+        let file = self.publish(key, fill)?;
+        self.trim(Some(&self.entry_path(key)))?;
+        Ok(file)
+    }
+
+    /// Inserts `bytes` as the entry without trimming the cache: for many small entries (the
+    /// chunks of a batch), which then call [`Cache::trim_after`] once, since a trim lists the
+    /// whole cache.
+    pub fn insert_untrimmed(&self, key: &CacheKey, bytes: &[u8]) -> Result<File> {
+        if bytes.len() as u64 != key.len() {
+            return Err(Error::invalid_input(format!(
+                "cache entry {}: {} bytes for a range of {}",
+                key.file_name(),
+                bytes.len(),
+                key.len()
+            )));
+        }
+        self.publish(key, |mut f, path| {
+            f.write_all(bytes)
+                .map_err(|e| Error::io(path, "writing a cache entry", e))
+        })
+    }
+
+    /// Counts `bytes` inserted by [`Cache::insert_untrimmed`] and trims the cache once they
+    /// add up to a 32nd of its bound: the cache may exceed its bound by that much between
+    /// trims.
+    pub fn trim_after(&self, bytes: u64) -> Result<()> {
+        let total = self.untrimmed.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if total > self.max_bytes / 32 {
+            self.untrimmed.store(0, Ordering::Relaxed);
+            self.trim(None)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the entry into a temporary file and renames it into place.
+    fn publish(
         &self,
         key: &CacheKey,
         fill: impl FnOnce(&File, &Path) -> Result<()>,
@@ -258,7 +302,6 @@ impl Cache {
             let _ = std::fs::remove_file(&tmp);
             return Err(Error::io(&path, "publishing a cache entry", e));
         }
-        self.trim(Some(&path))?;
         Ok(file)
     }
 

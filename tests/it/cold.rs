@@ -358,3 +358,38 @@ fn a_manifest_that_misstates_a_part_layout_is_refused() {
     std::fs::write(&path, serde_json::to_vec(&good).unwrap()).unwrap();
     validate(&dest).unwrap();
 }
+
+/// Each chunk's checksum in the part's footer, and the footer's in the manifest, catch what
+/// the whole part's checksum catches when it is the part alone that a reader trusts (a remote
+/// reader fetches chunks, not parts): with the file's checksum made to agree with a flipped
+/// byte, validate still finds a flip in a chunk and one in the footer, and names which.
+#[test]
+fn chunk_and_footer_checksums_catch_flips_the_file_checksum_was_made_to_miss() {
+    let tmp = scratch("cold-chunk-sums");
+    let dest = corpus(tmp.path(), "cold", &[chr21()], true);
+    let c = Corpus::open(&dest).unwrap();
+    let part = c.manifest().matrix.parts[0].clone();
+    let footer = part
+        .footer
+        .clone()
+        .expect("a cold part has its footer in the manifest");
+    drop(c);
+    let path = dest.join(&part.path);
+    let good = std::fs::read(&path).unwrap();
+    let manifest = std::fs::read(dest.join("manifest.json")).unwrap();
+    for (off, says) in [
+        (good.len() / 2, "its bytes hash to"),
+        (good.len() - footer.bytes as usize + 8, "footer sha256"),
+    ] {
+        let mut bad = good.clone();
+        bad[off] ^= 0x10;
+        std::fs::write(&path, &bad).unwrap();
+        std::fs::write(dest.join("manifest.json"), &manifest).unwrap();
+        trust(&dest, &part.path);
+        let e = validate(&dest).expect_err("a flipped byte").to_string();
+        assert!(
+            e.contains(&part.path) && e.contains(says),
+            "byte {off}: {e}"
+        );
+    }
+}

@@ -627,3 +627,101 @@ fn store_validate_checks_a_corpus_url() {
         );
     }
 }
+
+/// A cold corpus over `s3://` opens from its parts' footers alone, fetches the chunks a batch
+/// needs together (adjacent chunks in one request) and nothing it holds already, checks each
+/// chunk against the sha256 its footer lists (a corrupted body is fetched again; past the
+/// retries the error names the URL, the part and the byte range, and a later read succeeds),
+/// and reads as the local corpus does, batch by batch and cell by cell.
+#[test]
+fn store_cold_corpus_reads_chunks_lazily_and_matches_local() {
+    use cellarrow::loader::{BatchOptions, Gatherer};
+    let Some(mut f) = fixture() else { return };
+    f.server.cmd("reset");
+    let dir = scratch("store-cold");
+    let local_dir = dir.path().join("cold");
+    let o = cli([
+        "convert".as_ref(),
+        chr21().as_os_str(),
+        "-o".as_ref(),
+        local_dir.as_os_str(),
+        "--layout".as_ref(),
+        "cold".as_ref(),
+        "--chunk-cells".as_ref(),
+        "32".as_ref(),
+        "--part-cells".as_ref(),
+        "600".as_ref(),
+        "--quiet".as_ref(),
+    ]);
+    assert!(o.status.success(), "convert: {}", stderr(&o));
+    f.server.cmd(&format!(
+        "upload {} {BUCKET} corpora/cold",
+        local_dir.display()
+    ));
+    let local = Arc::new(Corpus::open(&local_dir).unwrap());
+    let m = local.manifest();
+    let n_parts = m.matrix.parts.len();
+    assert!(n_parts >= 2);
+    assert!(m.matrix.parts.iter().all(|p| p.footer.is_some()), "{m:?}");
+    let cold_url = format!("s3://{BUCKET}/corpora/cold");
+
+    let cdir = scratch("store-cold-cache");
+    let cache = Cache::open(cdir.path(), 1 << 30).unwrap();
+    f.server.cmd("reset");
+    let remote =
+        Arc::new(Corpus::open_url_with(&cold_url, &f.server.options(true), Some(&cache)).unwrap());
+    assert_eq!(
+        f.server.count().0 as usize,
+        1 + (m.files.len() - n_parts) + n_parts,
+        "the manifest, each table file and each part's footer"
+    );
+
+    // Cells of three adjacent chunks of the first part: one request; then none.
+    let cells = [0u64, 40, 70];
+    f.server.cmd("reset");
+    remote.prefetch(&cells).unwrap();
+    assert_eq!(f.server.count().0, 1);
+    remote.prefetch(&cells).unwrap();
+    assert_eq!(f.server.count().0, 1, "cached chunks are not fetched again");
+
+    // Batches gathered by the loader equal the local ones; a batch's chunks in two parts are
+    // two requests (one per part), whatever the cell order.
+    let last = local.n_cells() - 1;
+    let batch: Vec<u64> = vec![last, 100, 3, last - 40, 101];
+    f.server.cmd("reset");
+    let (rg, lg) = (
+        Gatherer::new(remote.clone(), BatchOptions::default()).unwrap(),
+        Gatherer::new(local.clone(), BatchOptions::default()).unwrap(),
+    );
+    assert_eq!(
+        rg.gather(&batch, None).unwrap(),
+        lg.gather(&batch, None).unwrap()
+    );
+    assert_eq!(f.server.count().0, 2);
+
+    // A corrupted body is fetched again and the read succeeds.
+    let second = m.matrix.parts[1].path.clone();
+    let in_second = m.matrix.parts[1].first_cell + 5;
+    f.server.cmd("reset");
+    f.server.cmd(&format!("corrupt 1 {second}"));
+    assert_eq!(
+        rg.gather(&[in_second], None).unwrap(),
+        lg.gather(&[in_second], None).unwrap()
+    );
+    assert_eq!(f.server.count(), (2, 1));
+    // Corrupted every time: an error naming the URL, the part and the byte range.
+    let in_second = in_second + 64;
+    f.server.cmd(&format!("corrupt 100 {second}"));
+    let e = rg.gather(&[in_second], None).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("{cold_url}/{second}")) && e.contains("sha256") && e.contains("bytes "),
+        "{e}"
+    );
+    f.server.cmd("reset");
+    assert_eq!(
+        rg.gather(&[in_second], None).unwrap(),
+        lg.gather(&[in_second], None).unwrap()
+    );
+
+    assert_same_corpus(&remote, &local);
+}

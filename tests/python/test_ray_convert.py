@@ -202,6 +202,20 @@ def test_ray_convert_equals_a_single_machine_convert(cluster, files, single, tmp
     assert cray.plan_genes(files) == read_corpus(single).gene_names()
 
 
+def test_ray_convert_writes_the_cold_layout(cluster, files, single, tmp_path):
+    out = tmp_path / "cold.corpus"
+    cray.convert(files, out, layout="cold", chunk_cells=64)
+    parts = read_corpus(out).manifest["matrix"]["parts"]
+    assert parts and all(p["layout"] == "cold" and p["chunk_cells"] == 64 and "footer" in p for p in parts)
+    got, want = cellarrow.open(out), cellarrow.open(single)
+    assert got.gene_names() == want.gene_names()
+    cells = np.arange(want.n_cells)
+    g, w = got.get(cells).to_scipy(), want.get(cells).to_scipy()
+    assert g.shape == w.shape and (g != w).nnz == 0
+    with pytest.raises(ValueError, match="layout"):
+        cray.convert(files, tmp_path / "bad.corpus", layout="warm")
+
+
 def test_a_killed_task_is_retried_and_a_failed_run_leaves_nothing(cluster, files, single, tmp_path):
     out = tmp_path / "retried.corpus"
     marker = tmp_path / "killed-once"

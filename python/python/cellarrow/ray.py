@@ -160,6 +160,8 @@ def convert(
     ontology: Sequence[str] = (),
     spatial_key: Optional[str] = None,
     part_cells: Optional[int] = None,
+    layout: str = "hot",
+    chunk_cells: Optional[int] = None,
     overwrite: bool = False,
     ray_options: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
@@ -174,8 +176,10 @@ def convert(
     ``files_per_task`` files go to one task; each task asks Ray for ``num_cpus`` CPUs and runs
     the conversion on ``threads`` threads. ``max_retries``: Ray's retries of a failed task.
     The reading options (``layer``, ``raw``, ``gene_column``, ``gene_key``, ``duplicate_genes``,
-    ``obs_columns``, ``ontology`` as ``["cell_type=CL"]``, ``spatial_key``) and ``part_cells``
-    are those of ``cellarrow convert``; an ontology given by name is looked up on each node.
+    ``obs_columns``, ``ontology`` as ``["cell_type=CL"]``, ``spatial_key``), ``part_cells``,
+    ``layout`` (``"hot"`` or ``"cold"``: zstd chunks of ``chunk_cells`` cells, for object
+    storage) and ``chunk_cells`` are those of ``cellarrow convert``; an ontology given by name
+    is looked up on each node.
     An existing ``output`` is replaced only with ``overwrite`` (and only if it is a corpus).
     ``ray_options`` go to each task's ``.options()`` (``runtime_env``, ``resources``,
     ``scheduling_strategy`` ...); tasks are spread over the nodes by default.
@@ -187,6 +191,8 @@ def convert(
 
     if files_per_task < 1:
         raise ValueError(f"files_per_task must be at least 1, not {files_per_task}")
+    if layout not in ("hot", "cold"):
+        raise ValueError(f"layout {layout!r}: expected 'hot' or 'cold'")
     output = Path(output)
     if output.exists() and not overwrite:
         raise _native.CellarrowError(f"{output}: the output already exists; pass overwrite=True to replace it")
@@ -204,6 +210,8 @@ def convert(
             ontology=list(ontology),
             spatial_key=spatial_key,
             part_cells=part_cells,
+            layout=layout,
+            chunk_cells=chunk_cells,
             threads=threads,
         )
         task_options: Dict[str, Any] = dict(
