@@ -48,6 +48,15 @@ pub struct AppendArgs {
 
 /// Runs `cellarrow append`.
 pub fn run(args: AppendArgs) -> Result<()> {
+    if let Some(url) = args.corpus.to_str().filter(|s| crate::store::is_url(s)) {
+        if !url.starts_with("file://") {
+            return Err(crate::error::Error::url(
+                crate::error::ErrorKind::Unsupported,
+                url,
+                "append grows a corpus on local disk only; append to a local copy of it",
+            ));
+        }
+    }
     let inputs = resolve_inputs(&args.inputs)?;
     let mut opts = args.read.options(&args.corpus);
     opts.require_spatial = args.require_spatial;

@@ -34,6 +34,10 @@ Examples:
   # obs.cell_type_ontology_term_id (CL from $CELLARROW_ONTOLOGY_DIR, or a file)
   cellarrow convert *.h5ad -o out --ontology cell_type=CL --ontology tissue=uberon.obo
 
+  # Straight into object storage (credentials and endpoint from AWS_* variables); readers
+  # see the corpus only once its manifest, uploaded last, is there
+  cellarrow convert *.h5ad -o s3://bucket/corpora/cohort
+
   # Pieces converted apart (other machines) with one gene order merge without rewriting
   cellarrow convert a.h5ad -o a.corpus --gene-order genes.parquet
 
@@ -43,8 +47,9 @@ pub struct ConvertArgs {
     /// h5ad files, or one input manifest (.json or .csv) listing path, sample_id and metadata
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
-    /// The corpus directory to create
-    #[arg(short, long, value_name = "DIR")]
+    /// The corpus to create: a directory, or a URL (s3://bucket/prefix, gs://, az://,
+    /// file://), converted under $TMPDIR and then uploaded, the manifest last
+    #[arg(short, long, value_name = "DIR|URL")]
     pub output: PathBuf,
     #[command(flatten)]
     pub read: ReadArgs,
@@ -187,7 +192,10 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     opts.gene_order = args.gene_order;
     opts.part_cells = args.part_cells;
     opts.progress = !args.quiet && std::io::stderr().is_terminal();
-    let summary = convert(&inputs, &opts)?;
+    let summary = match args.output.to_str().filter(|s| crate::store::is_url(s)) {
+        Some(url) => crate::convert::publish::convert_to(&inputs, &opts, url)?,
+        None => convert(&inputs, &opts)?,
+    };
     print_summary(&summary, args.quiet, args.json);
     Ok(())
 }

@@ -578,6 +578,7 @@ pub(super) mod progress {
         }
 
         /// A bar that counts nothing.
+        #[derive(Clone)]
         pub struct ProgressBar;
         impl ProgressBar {
             pub fn new(_: u64) -> Self {
@@ -588,6 +589,7 @@ pub(super) mod progress {
             pub fn reset(&self) {}
             pub fn inc(&self, _: u64) {}
             pub fn finish_with_message(&self, _: impl Into<Cow<'static, str>>) {}
+            pub fn finish_and_clear(&self) {}
         }
     }
 }

@@ -34,6 +34,10 @@ pub const CONVERT_STAGES: &[&str] = &[
     "before-rename",
 ];
 
+/// The kill point of a conversion to object storage: every file but the manifest is uploaded
+/// (after the local stages of [`CONVERT_STAGES`]).
+pub const UPLOAD_STAGE: &str = "uploaded";
+
 /// Sends SIGKILL to this process if `CELLARROW_KILL_AT` names `stage`; returns otherwise.
 pub fn kill_point(stage: &str) {
     static KILL_AT: OnceLock<Option<String>> = OnceLock::new();

@@ -22,6 +22,8 @@ pub mod labels;
 pub mod lock;
 mod merge;
 pub mod output;
+#[cfg(feature = "remote")]
+pub mod publish;
 pub mod rows;
 pub mod spatial;
 mod tables;
@@ -65,6 +67,10 @@ pub const RESERVED_OBS: &[&str] = &[
 pub struct ConvertOptions {
     /// The corpus directory to create.
     pub output: PathBuf,
+    /// The URL the corpus is uploaded to once converted in `output`
+    /// ([`publish::convert_to`]): the manifest records it as the output.
+    #[serde(skip)]
+    pub destination: Option<String>,
     /// Which matrix to store: X, a layer, or raw/X.
     #[serde(serialize_with = "source_name")]
     pub source: MatrixSource,
@@ -140,6 +146,7 @@ impl ConvertOptions {
     /// Defaults for writing a corpus at `output`.
     pub fn new(output: impl Into<PathBuf>) -> Self {
         ConvertOptions {
+            destination: None,
             output: output.into(),
             source: MatrixSource::X,
             gene_column: None,

@@ -99,8 +99,7 @@ pub(crate) fn finish(
             parts,
         },
         samples,
-        options: serde_json::to_value(opts)
-            .map_err(|e| Error::invalid_input(format!("options: {e}")))?,
+        options: recorded_options(opts)?,
         files,
         tables,
         lineage: Vec::new(),
@@ -526,4 +525,14 @@ pub(crate) fn merge_tables(
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io(path, "syncing", e))?;
     Ok(rows)
+}
+
+/// The options as the manifest records them: the output is the URL of an upload.
+fn recorded_options(opts: &ConvertOptions) -> Result<serde_json::Value> {
+    let mut options =
+        serde_json::to_value(opts).map_err(|e| Error::invalid_input(format!("options: {e}")))?;
+    if let Some(url) = &opts.destination {
+        options["output"] = url.clone().into();
+    }
+    Ok(options)
 }

@@ -497,6 +497,14 @@ fn table_names(c: &Corpus) -> Vec<String> {
 /// tables, and with `sql` the same tables and rows in a query session.
 fn assert_same_corpus(remote: &Arc<Corpus>, local: &Arc<Corpus>) {
     assert_eq!(remote.manifest(), local.manifest());
+    assert_same_content(remote, local);
+}
+
+/// [`assert_same_corpus`] but for the manifest's record of where the corpus was written.
+fn assert_same_content(remote: &Arc<Corpus>, local: &Arc<Corpus>) {
+    let mut m = remote.manifest().clone();
+    m.options["output"] = local.manifest().options["output"].clone();
+    assert_eq!(&m, local.manifest());
     assert_ne!(remote.root(), local.root());
     for cell in 0..local.n_cells() {
         assert_eq!(
@@ -724,4 +732,136 @@ fn store_cold_corpus_reads_chunks_lazily_and_matches_local() {
     );
 
     assert_same_corpus(&remote, &local);
+}
+
+/// `cellarrow convert -o s3://…`: the corpus is converted under `TMPDIR`, uploaded with its
+/// manifest last, and reads as the same conversion on local disk; a destination holding a
+/// corpus, or objects without a manifest (an upload killed before its manifest), is refused
+/// unless `--overwrite`, which replaces it and leaves no stale object; a bucket that does not
+/// exist is refused before any work; `append` to a URL is refused; none of them panics.
+#[test]
+fn store_convert_uploads_to_a_url_with_the_manifest_last() {
+    use cellarrow::convert::kill::{KILL_AT_VAR, UPLOAD_STAGE};
+    use futures::TryStreamExt;
+    use object_store::ObjectStore;
+    let Some(f) = fixture() else { return };
+    let dir = scratch("store-convert");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", f.server.moto_port);
+    let run = |args: &[&str], kill: Option<&str>| {
+        let mut c = Command::new(crate::common::bin());
+        c.args(args)
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("TMPDIR", &tmp)
+            .env("CELLARROW_CACHE", dir.path().join("cache"));
+        if let Some(stage) = kill {
+            c.env(KILL_AT_VAR, stage);
+        }
+        c.output().unwrap()
+    };
+    let input = chr21();
+    let input = input.to_str().unwrap();
+    let convert = |url: &str, extra: &[&str], kill: Option<&str>| {
+        let mut args = vec![
+            "convert",
+            input,
+            "-o",
+            url,
+            "--part-cells",
+            "150",
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        run(&args, kill)
+    };
+    let objects = |url: &str| -> Vec<String> {
+        let loc = Location::parse_with(url, &f.server.options(false)).unwrap();
+        let (store, prefix) = (loc.store().clone(), loc.prefix().clone());
+        let mut names: Vec<String> = cellarrow::store::block_on(async move {
+            store.list(Some(&prefix)).try_collect::<Vec<_>>().await
+        })
+        .unwrap()
+        .into_iter()
+        .map(|m| m.location.to_string())
+        .collect();
+        names.sort();
+        names
+    };
+    let local_files = |root: &Path| -> usize {
+        let c = Corpus::open(root).unwrap();
+        c.manifest().files.len() + 1
+    };
+    let open = |url: &str| Corpus::open_url_with(url, &f.server.options(false), None);
+
+    let target = format!("s3://{BUCKET}/converted/chr21");
+    let o = convert(&target, &[], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let remote = Arc::new(open(&target).unwrap());
+    let local = Arc::new(Corpus::open(&f.local).unwrap());
+    assert_same_content(&remote, &local);
+    assert_eq!(remote.manifest().options["output"], target.as_str());
+    assert_eq!(objects(&target).len(), local_files(&f.local));
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the staging directory is removed"
+    );
+
+    let o = convert(&target, &[], None);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains(&target) && e.contains("--overwrite"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    assert_same_content(&Arc::new(open(&target).unwrap()), &local);
+
+    // Killed with every file but the manifest uploaded: no corpus there, and what is there is
+    // refused, then replaced whole with --overwrite.
+    let killed = format!("s3://{BUCKET}/converted/killed");
+    let o = convert(&killed, &[], Some(UPLOAD_STAGE));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("killed at uploaded"), "{}", stderr(&o));
+    assert_eq!(objects(&killed).len(), local_files(&f.local) - 1);
+    let e = open_err(open(&killed));
+    assert!(e.to_string().contains("manifest.json"), "{e}");
+    let o = convert(&killed, &[], None);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("no corpus") && e.contains("--overwrite"), "{e}");
+    // Replacing a corpus with a different one: no object of the old one is left behind.
+    let o = convert(&target, &["--overwrite", "--layout", "cold"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = convert(&killed, &["--overwrite"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_content(&Arc::new(open(&killed).unwrap()), &local);
+    assert_eq!(objects(&killed).len(), local_files(&f.local));
+    let replaced = open(&target).unwrap();
+    assert_eq!(replaced.n_cells(), local.n_cells());
+    assert!(replaced
+        .manifest()
+        .matrix
+        .parts
+        .iter()
+        .all(|p| p.layout == cellarrow::corpus::PartLayout::Cold));
+    assert_eq!(
+        objects(&target).len(),
+        replaced.manifest().files.len() + 1,
+        "{:?}",
+        objects(&target)
+    );
+
+    let missing = "s3://cellarrow-no-such-bucket/x";
+    let o = convert(missing, &[], None);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains(missing) && !e.contains("panicked"), "{e}");
+
+    let o = run(&["append", &target, input], None);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains(&target) && e.contains("local"), "{e}");
 }
