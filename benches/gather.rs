@@ -104,7 +104,7 @@ fn gather(c: &mut Criterion) {
                     LoaderOptions {
                         threads,
                         prefetch: 8,
-                        start: 0,
+                        ..LoaderOptions::default()
                     },
                 );
                 let mut rows = 0;

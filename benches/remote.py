@@ -3,7 +3,10 @@ added delay per request, cold and warm node cache, next to the same corpus on lo
 
 The server is moto in server mode behind the proxy of tests/it/store_server.py (the test
 suite's own), which holds every GET ``--delay-ms`` milliseconds: a stand-in for a distant
-object store. The corpus is converted from the synthetic 50,000 x 20,000 file of
+object store; or, with ``--server s3s-fs``, the S3 server of the s3s-fs crate (Rust; install
+with ``cargo install s3s-fs@0.14.1 --features binary --root ~/.cache/cellarrow/tools``) behind
+the delaying proxy of benches/proxy/delay_proxy.rs (``cargo build --release --example delay_proxy``),
+so that neither the server nor the proxy is a Python process on the same two cores. The corpus is converted from the synthetic 50,000 x 20,000 file of
 benches/convert.py (cached under ~/.cache/cellarrow/bench-data). For each (delay, sampler):
 
 - ``open``: ``cellarrow.open(url)``: the manifest, the tables' snapshot and, for the hot
@@ -14,7 +17,7 @@ benches/convert.py (cached under ~/.cache/cellarrow/bench-data). For each (delay
 - ``cold epoch``: cells / (open + epoch) with a cold cache: what the first epoch of a job costs.
 
     python benches/remote.py [--delay-ms 0,20] [--samplers random,shuffle,groups]
-                             [--layouts hot,cold] [--json FILE]
+                             [--layouts hot,cold] [--server moto|s3s-fs] [--json FILE]
 
 Run with the test venv's Python (scripts/env.sh), which has moto and the cellarrow package.
 """
@@ -62,6 +65,76 @@ class Server:
         self.proc.stdin.close()
         self.proc.wait(30)
 
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.proxy_port}"
+
+    def set_delay(self, ms: int) -> None:
+        self.cmd(f"delay {ms}")
+
+    def put(self, local: pathlib.Path, convert: list, prefix: str) -> None:
+        self.cmd(f"upload {local} {BUCKET} {prefix}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class S3sFs:
+    """s3s-fs (`cargo install s3s-fs --features binary`, an S3 server in Rust serving a local
+    directory) and, for a delay, the delaying TCP proxy of benches/proxy/delay_proxy.rs in front of
+    it; the corpora are put there by `cellarrow convert -o s3://…`."""
+
+    def __init__(self, binary: str, proxy: str, root: pathlib.Path):
+        self.proxy_bin, self.port, self.proxy = proxy, free_port(), None
+        (root / BUCKET).mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [binary, "--host", "127.0.0.1", "--port", str(self.port), "--access-key", "testing",
+             "--secret-key", "testing", str(root)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        import socket
+
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            sys.exit("s3s-fs did not start")
+        self.proxy_port = self.port
+
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.proxy_port}"
+
+    def set_delay(self, ms: int) -> None:
+        if self.proxy:
+            self.proxy.kill()
+            self.proxy.wait()
+            self.proxy = None
+        self.proxy_port = self.port
+        if ms:
+            self.proxy = subprocess.Popen([self.proxy_bin, str(self.port), str(ms)], stdout=subprocess.PIPE, text=True)
+            words = self.proxy.stdout.readline().split()
+            if len(words) != 2 or words[0] != "READY":
+                sys.exit(f"the delaying proxy did not start: {words}")
+            self.proxy_port = int(words[1])
+        os.environ["AWS_ENDPOINT_URL"] = self.endpoint()
+
+    def put(self, local: pathlib.Path, convert: list, prefix: str) -> None:
+        # Through cellarrow itself: the same conversion, uploaded with its manifest last.
+        self.set_delay(0)
+        subprocess.run(convert + ["-o", f"s3://{BUCKET}/{prefix}", "--overwrite"], check=True)
+
+    def close(self):
+        self.set_delay(0)
+        self.proc.kill()
+        self.proc.wait()
+
 
 def epoch(corpus, sampler: str) -> tuple:
     """(cells, seconds) of one epoch of the native loader."""
@@ -83,7 +156,7 @@ def measure(a, server, tmp, local, url, layout, sampler) -> list:
     here = [epoch(cellarrow.open(local), sampler) for _ in range(a.repeat)]
     local_rate = statistics.median(c / s for c, s in here)
     for delay in [int(d) for d in a.delay_ms.split(",")]:
-        server.cmd(f"delay {delay}")
+        server.set_delay(delay)
         cold_open, warm_open, cold_rate, warm_rate, first = [], [], [], [], []
         for _ in range(a.repeat):
             cache = tmp / "cache"
@@ -130,8 +203,15 @@ def main():
     p.add_argument("--cells", type=int, default=50_000)
     p.add_argument("--bin", default=None, help="cellarrow binary for the conversion (default: on PATH)")
     p.add_argument("--data", default=os.path.expanduser("~/.cache/cellarrow/bench-data"))
+    p.add_argument("--server", choices=["moto", "s3s-fs"], default="moto",
+                   help="moto behind the test suite's proxy (Python), or s3s-fs behind delay_proxy (Rust)")
+    p.add_argument("--s3s-fs", default=os.path.expanduser("~/.cache/cellarrow/tools/bin/s3s-fs"))
+    p.add_argument("--proxy", default=None,
+                   help="the delay_proxy example (default: beside --bin, in ../examples)")
     p.add_argument("--json")
     a = p.parse_args()
+    if a.proxy is None and a.bin:
+        a.proxy = str(pathlib.Path(a.bin).resolve().parent / "examples" / "delay_proxy")
 
     data = pathlib.Path(a.data)
     src = data / f"syn_{a.cells}x20000_0.05.h5ad"
@@ -140,24 +220,30 @@ def main():
 
         make(a.cells, 20_000, 0.05, 0).write_h5ad(src)
     rows = []
-    server = Server()
+    root = tempfile.TemporaryDirectory(dir=data)
+    if a.server == "moto":
+        server = Server()
+    else:
+        server = S3sFs(a.s3s_fs, a.proxy, pathlib.Path(root.name))
     try:
         with tempfile.TemporaryDirectory(dir=data) as tmp:
             tmp = pathlib.Path(tmp)
             os.environ.update(
-                AWS_ENDPOINT_URL=f"http://127.0.0.1:{server.proxy_port}", AWS_ALLOW_HTTP="true",
+                AWS_ENDPOINT_URL=server.endpoint(), AWS_ALLOW_HTTP="true",
                 AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1",
             )
             for layout in a.layouts.split(","):
                 local = tmp / f"corpus-{layout}"
-                subprocess.run([a.bin or "cellarrow", "convert", str(src), "-o", str(local), "--quiet",
-                                "--part-cells", "16384", "--layout", layout], check=True)
-                server.cmd(f"upload {local} {BUCKET} syn-{layout}")
+                convert = [a.bin or "cellarrow", "convert", str(src), "--quiet", "--part-cells", "16384",
+                           "--layout", layout]
+                subprocess.run(convert + ["-o", str(local)], check=True)
+                server.put(local, convert, f"syn-{layout}")
                 url = f"s3://{BUCKET}/syn-{layout}"
                 for sampler in a.samplers.split(","):
                     rows.extend(measure(a, server, tmp, local, url, layout, sampler))
     finally:
         server.close()
+        root.cleanup()
     if a.json:
         pathlib.Path(a.json).write_text(json.dumps(rows, indent=1) + "\n")
 

@@ -181,7 +181,17 @@ pub fn convert(
     o.chunk_cells = chunk_cells;
     o.overwrite = overwrite;
     let inputs = to_inputs(inputs);
-    let summary = py.detach(|| core::convert(&inputs, &o)).map_err(to_py)?;
+    let url = o
+        .output
+        .to_str()
+        .filter(|s| cellarrow::store::is_url(s))
+        .map(str::to_string);
+    let summary = py
+        .detach(|| match &url {
+            Some(url) => cellarrow::convert::publish::convert_to(&inputs, &o, url),
+            None => core::convert(&inputs, &o),
+        })
+        .map_err(to_py)?;
     Ok(serde_json::to_string(&summary).expect("a summary serialises"))
 }
 

@@ -300,6 +300,10 @@ pub struct SampleArgs {
     /// Batches gathered ahead.
     #[arg(long, default_value_t = defaults::PREFETCH)]
     pub prefetch: usize,
+    /// Batches whose chunks are fetched ahead from object storage (a corpus URL with cold
+    /// parts): the requests of this many batches are in flight at once
+    #[arg(long, default_value_t = defaults::READ_AHEAD)]
+    pub read_ahead: usize,
 }
 
 impl SampleArgs {
@@ -309,6 +313,7 @@ impl SampleArgs {
         let spec = SamplerSpec {
             threads: self.threads,
             prefetch: self.prefetch,
+            read_ahead: self.read_ahead,
             ..spec
         };
         spec.validate()?;

@@ -331,6 +331,24 @@ impl Corpus {
         Ok(())
     }
 
+    /// Starts fetching what `cells` will need, as [`Corpus::prefetch`] does, and returns at
+    /// once: the loader calls this for the batches it will gather next, so that their requests
+    /// are in flight while it works. Needs the node cache (the fetched chunks wait there); a
+    /// no-op otherwise and for a local corpus. A failed fetch is retried, and reported, by
+    /// the read that needs the chunk.
+    pub fn read_ahead(&self, cells: &[u64]) {
+        #[cfg(feature = "remote")]
+        if self.matrix.lazy {
+            self.read_ahead_remote(cells);
+        }
+        let _ = cells;
+    }
+
+    /// Whether [`Corpus::read_ahead`] does anything for this corpus.
+    pub fn reads_ahead(&self) -> bool {
+        self.matrix.lazy
+    }
+
     /// Batches of the matrix, over every part in cell order (the record batches of hot parts,
     /// the chunks of cold ones).
     pub fn n_batches(&self) -> usize {

@@ -10,17 +10,19 @@
 //! fetches what it samples, and each chunk is checked against its own sha256 from the part's
 //! footer, itself checked against the manifest.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::buffer::Buffer;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use memmap2::Mmap;
 use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
 
 use super::checksum::to_hex;
 use super::cold::open_lazy_cold_part;
@@ -315,6 +317,27 @@ pub(crate) struct LazyPart {
     reader: RangeReader,
     cache: Option<Cache>,
     sha256: String,
+    /// Chunks being fetched (by the start of their byte range), so that a loader thread that
+    /// needs a chunk a read-ahead is fetching waits for it instead of asking again.
+    inflight: Arc<Mutex<HashMap<u64, Arc<Notify>>>>,
+}
+
+/// The chunks one fetch took on: removed from the in-flight set, and their waiters woken,
+/// however the fetch ends (done, failed, or dropped).
+struct Claimed<'a> {
+    inflight: &'a Mutex<HashMap<u64, Arc<Notify>>>,
+    starts: Vec<u64>,
+}
+
+impl Drop for Claimed<'_> {
+    fn drop(&mut self) {
+        let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        for s in &self.starts {
+            if let Some(n) = map.remove(s) {
+                n.notify_waiters();
+            }
+        }
+    }
 }
 
 impl LazyPart {
@@ -336,6 +359,7 @@ impl LazyPart {
             reader: reader.with_etag(etag),
             cache,
             sha256: entry.sha256.clone(),
+            inflight: Arc::default(),
         })
     }
 
@@ -377,6 +401,7 @@ impl LazyPart {
             reader: self.reader.clone(),
             cache: self.cache.clone(),
             sha256: self.sha256.clone(),
+            inflight: self.inflight.clone(),
         };
         let want = vec![(range, *sha256)];
         let mut got = crate::store::block_on(async move { this.fetch(want).await })?;
@@ -387,13 +412,73 @@ impl LazyPart {
     /// the cache or fetched in concurrent, coalesced requests; fetched bytes go to the cache.
     /// A body that fails its checksum is fetched again, up to the reader's retries; then the
     /// error names the URL, the part and the byte range.
+    ///
+    /// With a cache, chunks another fetch of this part has in flight are not asked for again:
+    /// this one waits for that fetch and reads them from the cache (or fetches them itself if
+    /// that fetch failed).
     async fn fetch(&self, wants: Vec<Want>) -> Result<Vec<Buffer>> {
         let mut out: Vec<Option<Buffer>> = vec![None; wants.len()];
-        if let Some(c) = &self.cache {
-            for (i, (r, _)) in wants.iter().enumerate() {
-                out[i] = c.read(&self.key(r))?.map(Buffer::from_vec);
+        let Some(c) = &self.cache else {
+            self.fetch_missing(&wants, &mut out).await?;
+            return Ok(finished(out));
+        };
+        for (i, (r, _)) in wants.iter().enumerate() {
+            out[i] = c.read(&self.key(r))?.map(Buffer::from_vec);
+        }
+        let mut waits = Vec::new();
+        let mut claimed = Claimed {
+            inflight: &self.inflight,
+            starts: Vec::new(),
+        };
+        let mut mine: Vec<Want> = Vec::new();
+        let mut mine_at: Vec<usize> = Vec::new();
+        {
+            let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            for (i, w) in wants.iter().enumerate() {
+                if out[i].is_some() {
+                    continue;
+                }
+                match map.get(&w.0.start) {
+                    // Created under the lock, so the wake-up of the fetch that owns it (also
+                    // under the lock) cannot be missed.
+                    Some(n) => waits.push(n.clone().notified_owned()),
+                    None => {
+                        map.insert(w.0.start, Arc::new(Notify::new()));
+                        claimed.starts.push(w.0.start);
+                        mine.push(w.clone());
+                        mine_at.push(i);
+                    }
+                }
             }
         }
+        if !mine.is_empty() {
+            // A fetch that finished between the cache read above and the claim has put its
+            // chunks in the cache (before leaving the in-flight set): not fetched twice.
+            let mut got = Vec::with_capacity(mine.len());
+            for (r, _) in &mine {
+                got.push(c.read(&self.key(r))?.map(Buffer::from_vec));
+            }
+            self.fetch_missing(&mine, &mut got).await?;
+            for (i, b) in mine_at.into_iter().zip(got) {
+                out[i] = b;
+            }
+        }
+        drop(claimed);
+        if !waits.is_empty() {
+            futures::future::join_all(waits).await;
+            for (i, (r, _)) in wants.iter().enumerate() {
+                if out[i].is_none() {
+                    out[i] = c.read(&self.key(r))?.map(Buffer::from_vec);
+                }
+            }
+            self.fetch_missing(&wants, &mut out).await?;
+        }
+        Ok(finished(out))
+    }
+
+    /// Fetches the ranges of `wants` whose `out` is `None`, checking each against its sha256
+    /// (a body that fails is fetched again, up to the reader's retries), into the cache.
+    async fn fetch_missing(&self, wants: &[Want], out: &mut [Option<Buffer>]) -> Result<()> {
         let attempts = self.reader.options().retries + 1;
         for attempt in 1..=attempts {
             let missing: Vec<usize> = (0..wants.len()).filter(|&i| out[i].is_none()).collect();
@@ -430,11 +515,14 @@ impl LazyPart {
                 c.trim_after(inserted)?;
             }
         }
-        Ok(out
-            .into_iter()
-            .map(|b| b.expect("every range fetched or failed"))
-            .collect())
+        Ok(())
     }
+}
+
+fn finished(out: Vec<Option<Buffer>>) -> Vec<Buffer> {
+    out.into_iter()
+        .map(|b| b.expect("every range fetched or failed"))
+        .collect()
 }
 
 /// A lowercase hex sha256 as bytes.
@@ -452,6 +540,28 @@ fn sha256_bytes_of(hex: &str) -> Option<[u8; 32]> {
 impl Corpus {
     /// [`Corpus::prefetch`] for a corpus with lazily read parts.
     pub(crate) fn prefetch_remote(&self, cells: &[u64]) -> Result<()> {
+        let by_part = self.chunks_to_fetch(cells);
+        if by_part.is_empty() {
+            return Ok(());
+        }
+        crate::store::block_on(fetch_parts(by_part))
+    }
+
+    /// [`Corpus::read_ahead`] for a corpus with lazily read parts.
+    pub(crate) fn read_ahead_remote(&self, cells: &[u64]) {
+        let by_part = self.chunks_to_fetch(cells);
+        if by_part.is_empty() || by_part.iter().any(|(p, _)| p.cache.is_none()) {
+            return;
+        }
+        // A failure here is met again, and reported, by the read that needs the chunk.
+        crate::store::spawn(async move {
+            let _ = fetch_parts(by_part).await;
+        });
+    }
+
+    /// The chunks of cold parts that `cells` need and that are neither decoded nor cached, by
+    /// part.
+    fn chunks_to_fetch(&self, cells: &[u64]) -> Vec<(Arc<LazyPart>, Vec<Want>)> {
         let mut batches: Vec<usize> = cells
             .iter()
             .filter(|&&c| c < self.manifest.n_cells)
@@ -472,16 +582,15 @@ impl Corpus {
                 _ => by_part.push((part.clone(), vec![(c.range(), sha)])),
             }
         }
-        if by_part.is_empty() {
-            return Ok(());
-        }
-        crate::store::block_on(async move {
-            stream::iter(by_part)
-                .map(|(part, wants)| async move { part.fetch(wants).await.map(|_| ()) })
-                .buffer_unordered(ReadOptions::default().concurrency)
-                .try_collect::<Vec<()>>()
-                .await
-        })?;
-        Ok(())
+        by_part
     }
+}
+
+async fn fetch_parts(by_part: Vec<(Arc<LazyPart>, Vec<Want>)>) -> Result<()> {
+    stream::iter(by_part)
+        .map(|(part, wants)| async move { part.fetch(wants).await.map(|_| ()) })
+        .buffer_unordered(ReadOptions::default().concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
 }

@@ -91,7 +91,7 @@ fn options(threads: usize, prefetch: usize) -> LoaderOptions {
     LoaderOptions {
         threads,
         prefetch,
-        start: 0,
+        ..LoaderOptions::default()
     }
 }
 

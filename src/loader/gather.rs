@@ -486,6 +486,17 @@ impl Gatherer {
         self.corpus.prefetch(cells)
     }
 
+    /// Starts fetching from object storage what `cells` will need, without waiting
+    /// ([`Corpus::read_ahead`]).
+    pub fn read_ahead(&self, cells: &[u64]) {
+        self.corpus.read_ahead(cells)
+    }
+
+    /// Whether [`Gatherer::read_ahead`] does anything (a corpus read lazily from a URL).
+    pub fn reads_ahead(&self) -> bool {
+        self.corpus.reads_ahead()
+    }
+
     fn check_cells(&self, cells: &[u64]) -> Result<()> {
         let n_cells = self.corpus.n_cells();
         match cells.iter().find(|&&c| c >= n_cells) {

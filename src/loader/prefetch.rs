@@ -21,6 +21,10 @@ pub struct LoaderOptions {
     pub prefetch: usize,
     /// The first batch of the plan to yield (to resume an interrupted epoch).
     pub start: usize,
+    /// For a corpus read lazily from object storage: the fetches of this many batches past
+    /// the one being gathered are in flight (their chunks land in the node cache), so that
+    /// the wait per request is paid by many batches at once. 0: each batch fetches its own.
+    pub read_ahead: usize,
 }
 
 impl Default for LoaderOptions {
@@ -29,6 +33,7 @@ impl Default for LoaderOptions {
             threads: super::spec::defaults::THREADS,
             prefetch: super::spec::defaults::PREFETCH,
             start: 0,
+            read_ahead: super::spec::defaults::READ_AHEAD,
         }
     }
 }
@@ -38,6 +43,9 @@ struct Shared {
     /// Next batch number to hand to a worker.
     next_job: AtomicUsize,
     stop: AtomicBool,
+    /// The first batch of the run and [`LoaderOptions::read_ahead`].
+    start: usize,
+    read_ahead: usize,
     /// Batches the consumer has taken so far (as a plan position); a worker may only start a
     /// batch below `consumed + prefetch`, which bounds the batches held in memory.
     consumed: Mutex<usize>,
@@ -92,6 +100,8 @@ impl Loader {
         let shared = Arc::new(Shared {
             next_job: AtomicUsize::new(start),
             stop: AtomicBool::new(false),
+            start,
+            read_ahead: options.read_ahead,
             consumed: Mutex::new(start),
             advanced: Condvar::new(),
         });
@@ -169,6 +179,13 @@ impl Loader {
         }
         let i = self.next;
         let result = if self.inline {
+            read_ahead(
+                &self.gatherer,
+                self.plan.as_ref(),
+                &self.shared,
+                i,
+                self.end,
+            );
             inline(&self.gatherer, self.plan.as_ref(), i)
         } else {
             loop {
@@ -281,6 +298,21 @@ fn run_batch(
     }
 }
 
+/// Starts the fetches of the batches that gathering batch `i` reads ahead: the first batch of
+/// the run starts the whole window, each later one the batch that enters it.
+fn read_ahead(gatherer: &Gatherer, plan: &dyn BatchPlan, shared: &Shared, i: usize, end: usize) {
+    let window = shared.read_ahead;
+    if window == 0 || !gatherer.reads_ahead() {
+        return;
+    }
+    let from = if i == shared.start { i + 1 } else { i + window };
+    for j in from..(i + window + 1).min(end) {
+        if let Ok(req) = plan.batch(j) {
+            gatherer.read_ahead(&req.cells);
+        }
+    }
+}
+
 fn worker(
     gatherer: &Gatherer,
     plan: &dyn BatchPlan,
@@ -312,6 +344,7 @@ fn worker(
         if shared.stop.load(Ordering::Relaxed) {
             return;
         }
+        read_ahead(gatherer, plan, shared, i, end);
         let r = run_batch(gatherer, plan, i, None);
         if tx.send((i, r)).is_err() {
             return;

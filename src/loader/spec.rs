@@ -54,6 +54,8 @@ pub mod defaults {
     pub const THREADS: usize = 2;
     /// Batches gathered ahead: enough to hide an uneven batch, bounded memory.
     pub const PREFETCH: usize = 8;
+    /// Batches read ahead from object storage (lazily read corpora).
+    pub const READ_AHEAD: usize = 32;
     /// Tokens per cell: Geneformer's input size.
     pub const TOP_K: usize = 2048;
     /// Value bins, bin 0 included: scGPT's default.
@@ -308,6 +310,9 @@ pub struct SamplerSpec {
     pub threads: usize,
     /// Batches gathered ahead.
     pub prefetch: usize,
+    /// Batches whose chunks are fetched ahead from object storage, for a corpus read lazily
+    /// from a URL (cold parts): so many batches' requests are in flight at once.
+    pub read_ahead: usize,
     /// Blocks: only these `(sample_id, block_id)`; set by [`SamplerSpec::select`] from
     /// `blocks_sql`, or directly.
     #[serde(skip)]
@@ -367,6 +372,7 @@ impl Default for SamplerSpec {
             gene_medians: None,
             threads: d::THREADS,
             prefetch: d::PREFETCH,
+            read_ahead: d::READ_AHEAD,
             only_blocks: None,
             only_regions: None,
         }
@@ -715,6 +721,7 @@ impl SamplerSpec {
             threads: self.threads,
             prefetch: self.prefetch,
             start: 0,
+            read_ahead: self.read_ahead,
         }
     }
 

@@ -429,6 +429,7 @@ fn loader_order_is_the_plan_order_with_any_thread_count() {
                     threads,
                     prefetch,
                     start: 0,
+                    read_ahead: 0,
                 },
             ));
             assert_eq!(got, expect, "threads {threads} prefetch {prefetch}");
@@ -443,6 +444,7 @@ fn loader_order_is_the_plan_order_with_any_thread_count() {
             threads: 2,
             prefetch: 2,
             start: 10,
+            read_ahead: 0,
         },
     ));
     assert_eq!(resumed, expect[10..].to_vec());
@@ -463,6 +465,7 @@ fn dropping_a_loader_early_does_not_hang() {
                     threads: 4,
                     prefetch: 2,
                     start: 0,
+                    read_ahead: 0,
                 },
             );
             for _ in 0..take {
@@ -508,6 +511,7 @@ fn a_failed_batch_is_yielded_as_an_error_and_ends_the_stream() {
                 threads,
                 prefetch: 4,
                 start: 0,
+                read_ahead: 0,
             },
         )
         .collect();
@@ -764,6 +768,7 @@ fn batches_gathered_into_a_region_equal_the_gathered_ones_and_lie_in_it() {
                 threads: 0,
                 prefetch: 1,
                 start: 0,
+                read_ahead: 0,
             },
         );
         let mut k = 0;
@@ -812,6 +817,7 @@ fn batches_gathered_into_a_region_equal_the_gathered_ones_and_lie_in_it() {
             threads: 0,
             prefetch: 1,
             start: 0,
+            read_ahead: 0,
         },
     );
     let b = loader.next_in(&mut region).unwrap().unwrap();
@@ -827,6 +833,7 @@ fn batches_gathered_into_a_region_equal_the_gathered_ones_and_lie_in_it() {
             threads: 1,
             prefetch: 1,
             start: 0,
+            read_ahead: 0,
         },
     );
     let err = threaded.next_in(&mut region).unwrap().unwrap_err();

@@ -69,6 +69,15 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     }
 }
 
+/// Starts `future` on this layer's runtime and returns at once: work whose result nobody waits
+/// for, such as fetching ahead what a loader will read.
+pub fn spawn<F>(future: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    runtime().spawn(future);
+}
+
 /// Runs `future` to completion on this layer's runtime and waits for it, from any thread,
 /// including one that is inside another Tokio runtime (where `Runtime::block_on` would panic).
 pub fn block_on<F>(future: F) -> F::Output

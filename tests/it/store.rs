@@ -865,3 +865,76 @@ fn store_convert_uploads_to_a_url_with_the_manifest_last() {
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert!(e.contains(&target) && e.contains("local"), "{e}");
 }
+
+/// The loader over a cold corpus URL with read-ahead (fetches of later batches in flight while
+/// it gathers, on two threads): the same batches as on local disk, and no chunk fetched twice
+/// however the read-ahead and the gathering threads meet; a second epoch fetches nothing.
+#[test]
+fn store_cold_loader_reads_ahead_without_fetching_a_chunk_twice() {
+    use cellarrow::loader::{BatchOptions, CellBatches, Gatherer, Loader, LoaderOptions};
+    let Some(mut f) = fixture() else { return };
+    f.server.cmd("reset");
+    let dir = scratch("store-ahead");
+    let local_dir = dir.path().join("cold");
+    let o = cli([
+        "convert".as_ref(),
+        chr21().as_os_str(),
+        "-o".as_ref(),
+        local_dir.as_os_str(),
+        "--layout".as_ref(),
+        "cold".as_ref(),
+        "--chunk-cells".as_ref(),
+        "16".as_ref(),
+        "--part-cells".as_ref(),
+        "400".as_ref(),
+        "--quiet".as_ref(),
+    ]);
+    assert!(o.status.success(), "convert: {}", stderr(&o));
+    f.server.cmd(&format!(
+        "upload {} {BUCKET} corpora/ahead",
+        local_dir.display()
+    ));
+    let local = Arc::new(Corpus::open(&local_dir).unwrap());
+    let n_chunks: u64 = local
+        .manifest()
+        .matrix
+        .parts
+        .iter()
+        .map(|p| p.n_cells.div_ceil(16))
+        .sum();
+    let cache = Cache::open(dir.path().join("cache"), 1 << 30).unwrap();
+    let remote = Arc::new(
+        Corpus::open_url_with(
+            &format!("s3://{BUCKET}/corpora/ahead"),
+            &f.server.options(true),
+            Some(&cache),
+        )
+        .unwrap(),
+    );
+    // A fixed scramble of every cell: batches touch chunks all over the corpus.
+    let n = local.n_cells();
+    let cells: Vec<u64> = (0..n).map(|i| (i * 389) % n).collect();
+    let epoch = |c: &Arc<Corpus>, read_ahead: usize| -> Vec<arrow::record_batch::RecordBatch> {
+        let g = Arc::new(Gatherer::new(c.clone(), BatchOptions::default()).unwrap());
+        let plan = Arc::new(CellBatches::new(cells.clone(), 24, false));
+        let options = LoaderOptions {
+            threads: 2,
+            prefetch: 2,
+            read_ahead,
+            ..LoaderOptions::default()
+        };
+        Loader::new(g, plan, options).map(|b| b.unwrap()).collect()
+    };
+    let want = epoch(&local, 0);
+    f.server.cmd("reset");
+    let got = epoch(&remote, 8);
+    assert_eq!(got, want);
+    let gets = f.server.count().0;
+    assert!(
+        gets > 0 && gets <= n_chunks,
+        "{gets} GETs for {n_chunks} chunks"
+    );
+    f.server.cmd("reset");
+    assert_eq!(epoch(&remote, 8), want);
+    assert_eq!(f.server.count().0, 0, "a second epoch reads the cache");
+}

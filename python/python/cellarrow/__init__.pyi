@@ -132,6 +132,7 @@ class Loader:
         multi_hot_terms: Union[None, PathLike, Sequence[str]] = None,
         threads: int = ...,
         prefetch: int = ...,
+        read_ahead: int = ...,
     ) -> None: ...
     genes_present: Optional[Dict[str, Any]]
     balance: Optional[Dict[str, Any]]

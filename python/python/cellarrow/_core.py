@@ -649,7 +649,8 @@ class Loader:
     ancestors as a ``cells x terms`` uint8 matrix, :attr:`Batch.multi_hot`, over every term
     the corpus's labels reach, those of depth ``<= multi_hot_level``, or ``multi_hot_terms``
     (a file or a list, in that order); :attr:`multi_hot_terms` gives the column order.
-    Loader settings: ``threads`` (0 gathers on the calling thread), ``prefetch``.
+    Loader settings: ``threads`` (0 gathers on the calling thread), ``prefetch``, and for a
+    corpus URL with cold parts ``read_ahead`` (batches whose chunks are being fetched at once).
 
     Whatever ``values`` is, :meth:`Batch.to_scipy`, :meth:`Batch.to_torch` and
     :meth:`Batch.to_numpy` give float32 values unless asked for ``values="native"``; a loader
@@ -756,7 +757,7 @@ class Loader:
     def __repr__(self) -> str:
         settings = self.settings
         settings.pop("sampler", None)
-        items = "".join(f", {k}={v!r}" for k, v in settings.items() if k not in ("threads", "prefetch") or k in self._options)
+        items = "".join(f", {k}={v!r}" for k, v in settings.items() if k not in ("threads", "prefetch", "read_ahead") or k in self._options)
         cohort = "every cell" if self._cells is None else f"{len(self._cells)} cells"
         return f"Loader({self.sampler!r}{items}, cohort={cohort} of {self.corpus.location!r})"
 

@@ -78,6 +78,7 @@ class Loader:
         multi_hot_terms: Union[None, str, Sequence[str]] = ...,
         threads: int = ...,
         prefetch: int = ...,
+        read_ahead: int = ...,
     ) -> None: ...
     @staticmethod
     def setting_names() -> List[str]: ...
