@@ -188,8 +188,10 @@ pub struct OutputArgs {
     #[arg(long, value_delimiter = ',')]
     pub dense: Option<Vec<String>>,
     /// A model's gene vocabulary: a file of gene ids or symbols, one per line (or a JSON list,
-    /// or scGPT's vocab.json). CSR batches come out in its order and id space; corpus genes
-    /// outside it are left out. Reports how many of its genes the corpus has.
+    /// or scGPT's vocab.json). CSR batches come out in its order and id space, and --tokens
+    /// gives its positions as token ids; corpus genes outside it are left out (--tokens rank
+    /// still divides by the cell's total over all genes). Reports how many of its genes the
+    /// corpus has.
     #[arg(long, value_name = "FILE", conflicts_with = "dense")]
     pub genes: Option<PathBuf>,
     /// obs columns to add (comma-separated or repeated).
@@ -218,7 +220,8 @@ pub struct OutputArgs {
     pub multi_hot_terms: Option<PathBuf>,
     /// Tokenized output instead of CSR rows: `rank` (rank-value encoding: genes by value over
     /// the gene's median of non-zero values, from the gene_stats table or --gene-medians) or
-    /// `bins` (value binning: per-cell quantile bins of the non-zero values).
+    /// `bins` (value binning: per-cell quantile bins of the non-zero values). Token ids are
+    /// corpus gene ids, or positions in the --genes vocabulary.
     #[arg(long, value_enum)]
     pub tokens: Option<TokenMode>,
     /// With --tokens: tokens per cell.
@@ -270,6 +273,7 @@ impl OutputArgs {
     cellarrow sample my.corpus --sampler blocks --block-size 200 --bounds -o blocks.arrow\n  \
     cellarrow sample my.corpus --tokens rank --top-k 2048 -o tokens.arrow\n  \
     cellarrow sample my.corpus --tokens bins --n-bins 51 --top-k 1200 -o binned.arrow\n  \
+    cellarrow sample my.corpus --tokens rank --genes geneformer_vocab.txt -o tokens.arrow\n  \
     # every Cell Ontology class at depth 3 drawn equally often ($CELLARROW_ONTOLOGY_DIR names\n  \
     # a directory of ontology files, e.g. the cellxgene-ontology-guide package's data)\n  \
     cellarrow sample my.corpus --balance cell_type --ontology CL --level 3 --summary\n  \

@@ -143,8 +143,13 @@ fn matrix_fields(
     ])
 }
 
-/// The tokenizer of token output (see [`super::tokens`]), which replaces the CSR columns.
-fn token_output(corpus: &Corpus, options: &BatchOptions) -> Result<Option<Tokenizer>> {
+/// The tokenizer of token output (see [`super::tokens`]), which replaces the CSR columns; with
+/// a model vocabulary its token ids are positions in it.
+fn token_output(
+    corpus: &Corpus,
+    options: &BatchOptions,
+    vocab: Option<&VocabMap>,
+) -> Result<Option<Tokenizer>> {
     let Some(t) = &options.tokens else {
         return Ok(None);
     };
@@ -153,7 +158,7 @@ fn token_output(corpus: &Corpus, options: &BatchOptions) -> Result<Option<Tokeni
             "tokens and dense are two kinds of output; ask for one",
         ));
     }
-    Tokenizer::new(corpus, t).map(Some)
+    Tokenizer::new(corpus, t, vocab.map(|v| (v.lut.as_slice(), v.size))).map(Some)
 }
 
 /// The obs columns a batch carries: the coordinate columns first (as Float64), then the
@@ -265,7 +270,7 @@ impl Gatherer {
         if options.group_column {
             fields.push(Field::new("group", DataType::UInt64, false));
         }
-        let tokenizer = token_output(&corpus, &options)?;
+        let tokenizer = token_output(&corpus, &options, vocab.as_ref())?;
         match &tokenizer {
             Some(t) => fields.extend(t.fields()),
             None => fields.extend(matrix_fields(

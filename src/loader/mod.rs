@@ -9,7 +9,7 @@
 //! | `indices` | `List<UInt16 \| UInt32 \| Int32>` | gene ids of the cell's non-zeros (CSR output; stored type or [`IndexOutput`]); with [`BatchOptions::genes`], positions in the model vocabulary, increasing |
 //! | `values` | `List<...>` | the non-zeros, stored type or converted ([`ValueOutput`]) |
 //! | `dense` | `FixedSizeList<Float32 \| Float64, n>` | instead of `indices`/`values` with [`BatchOptions::dense`] |
-//! | `tokens`, `token_values`, `attention_mask` | `FixedSizeList<_, k>` | instead of `indices`/`values` with [`BatchOptions::tokens`] ([`tokens`]) |
+//! | `tokens`, `token_values`, `attention_mask` | `FixedSizeList<_, k>` | instead of `indices`/`values` with [`BatchOptions::tokens`] ([`tokens`]); with [`BatchOptions::genes`], token ids are positions in the model vocabulary |
 //! | `x`, `y`, (`z`) | `Float64` | with [`BatchOptions::coordinates`] |
 //! | obs columns | as in `obs.parquet` | with [`BatchOptions::obs_columns`] |
 //! | `min_x` ... `max_z` | `Float64` | with [`BatchOptions::bounds`]: the box of the cell's group (a spatial block, a region box) |
@@ -110,8 +110,9 @@ pub struct BatchOptions {
     pub indices: IndexOutput,
     /// Dense output over these genes instead of CSR.
     pub dense: Option<DenseGenes>,
-    /// CSR output in a model's gene space: gene ids are positions in this vocabulary, in its
-    /// order; corpus genes outside it are left out of every batch.
+    /// Output in a model's gene space: CSR gene ids, or token ids with [`BatchOptions::tokens`],
+    /// are positions in this vocabulary; corpus genes outside it are left out of every batch
+    /// (for tokens, see [`tokens`] for what still counts them).
     pub genes: Option<GeneVocab>,
     /// `obs.parquet` columns to add, gathered per cell.
     pub obs_columns: Vec<String>,

@@ -280,7 +280,8 @@ pub struct SamplerSpec {
     /// Dense output over these genes instead of CSR.
     pub dense: Option<DenseGenes>,
     /// A model's gene vocabulary (a list of ids or symbols, or a file of them): CSR batches in
-    /// its order and id space; corpus genes outside it are left out.
+    /// its order and id space, or with `tokens` token ids that are positions in it; corpus genes
+    /// outside it are left out.
     pub genes: Option<GeneVocab>,
     /// obs columns to add to each batch.
     pub obs: Vec<String>,
@@ -486,11 +487,6 @@ impl SamplerSpec {
         self.validate_hierarchy()?;
         positive("block_size", self.block_size)?;
         positive("stride", self.stride)?;
-        if self.genes.is_some() && self.tokens.is_some() {
-            return Err(Error::invalid_input(
-                "tokens and genes (a model vocabulary) do not combine: tokens are corpus gene ids",
-            ));
-        }
         if self.genes.is_some() && self.dense.is_some() {
             return Err(Error::invalid_input(
                 "genes (a model vocabulary) sets the gene space of CSR batches; it does not combine with dense",
@@ -1066,10 +1062,6 @@ mod tests {
             (
                 serde_json::json!({"genes": ["A"], "dense": "all"}),
                 "does not combine with dense",
-            ),
-            (
-                serde_json::json!({"genes": ["A"], "tokens": "rank"}),
-                "tokens and genes",
             ),
             (
                 serde_json::json!({"tokens": "words"}),

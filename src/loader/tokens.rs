@@ -3,7 +3,7 @@
 //!
 //! | column | type | |
 //! |---|---|---|
-//! | `tokens` | `FixedSizeList<Int32, k>` | gene ids; `-1` in padding |
+//! | `tokens` | `FixedSizeList<Int32, k>` | token ids: corpus gene ids, or with a model vocabulary (`genes`) positions in it; `-1` in padding |
 //! | `token_values` | `FixedSizeList<Float32, k>` (rank) or `FixedSizeList<Int32, k>` (bins) | 0 in padding |
 //! | `attention_mask` | `FixedSizeList<UInt8, k>` | 1 for a token, 0 for padding |
 //!
@@ -11,23 +11,35 @@
 //! right. The rules, exactly (a NumPy implementation in `tests/python/test_tokens.py` checks
 //! them on the fixtures):
 //!
+//! **Token ids.** Without a model vocabulary a gene's token id is its corpus gene id. With one
+//! (`genes`, [`crate::genes::GeneVocab`]) it is the gene's position in the vocabulary, and a
+//! corpus gene the vocabulary does not hold never becomes a token: the rules below see only
+//! the vocabulary's genes, except for the cell's total of rank-value encoding (below).
+//! "Increasing token id" is then the vocabulary's order.
+//!
 //! **Rank-value encoding** (Geneformer): let `total` be the sum of all the cell's stored values
 //! (in `f64`, rounded to `f32`), and `median[g]` gene `g`'s median of non-zero values (from the
 //! corpus's `gene_stats` table, all species' sketches merged, or from a table the user gives),
 //! rounded to `f32`. Every entry `(g, v)` of the cell with `v > 0` and `median[g] > 0` (a gene
 //! without a median takes no part) gets the key `v / median[g]` in `f32`. The tokens are the
-//! `k` entries with the largest keys, in decreasing key order, ties by increasing gene id;
+//! `k` entries with the largest keys, in decreasing key order, ties by increasing token id;
 //! each token's value is `key / total` in `f32`: the value divided by the cell's total and by
-//! the gene's median.
+//! the gene's median. With a vocabulary, `total` still sums *all* the cell's values, genes
+//! outside the vocabulary included (normalisation by the cell's sequencing depth does not
+//! depend on which model reads the cell, as Geneformer divides by the total counts before it
+//! keeps the genes of its vocabulary); only the vocabulary's genes compete for the `k` tokens.
+//! The medians stay those of the corpus genes (or of the table, by corpus gene name).
 //!
 //! **Value binning** (scGPT): the cell's non-zero values `x` (every stored value that is not 0
-//! or NaN, as `f64`) are cut at the edges `numpy.quantile(x, numpy.linspace(0, 1, n_bins - 1))`
-//! (linear interpolation), and each value gets `numpy.digitize(v, edges)`: the number of edges
-//! at or below it, from 1 to `n_bins - 1` (0 is left for "not expressed"). A value equal to an
-//! edge goes to the bin above it, so equal values share a bin, and a cell whose values are all
-//! equal has them all in the top bin `n_bins - 1`. The tokens are the cell's non-zero genes in
-//! increasing gene id order; a cell with more than `k` keeps the `k` with the largest values
-//! (ties by increasing gene id), still in gene id order, binned among all its values.
+//! or NaN, as `f64`, of the vocabulary's genes when there is one) are cut at the edges
+//! `numpy.quantile(x, numpy.linspace(0, 1, n_bins - 1))` (linear interpolation), and each value
+//! gets `numpy.digitize(v, edges)`: the number of edges at or below it, from 1 to `n_bins - 1`
+//! (0 is left for "not expressed"). A value equal to an edge goes to the bin above it, so equal
+//! values share a bin, and a cell whose values are all equal has them all in the top bin
+//! `n_bins - 1`. The tokens are those genes in increasing token id order; a cell with more than
+//! `k` keeps the `k` with the largest values (ties by increasing token id), still in token id
+//! order, binned among all its values. With a vocabulary the genes outside it are dropped
+//! before binning, as scGPT keeps only its vocabulary's genes before it bins a cell.
 //!
 //! Per cell nothing is allocated: the keys go into a scratch buffer of the batch, `select_nth_unstable`
 //! finds the top `k` when a cell has more, and only those are sorted.
@@ -44,6 +56,7 @@ use serde::{Deserialize, Serialize};
 use crate::convert::gene_stats::{self, GeneStats};
 use crate::corpus::{Corpus, Indices, Values};
 use crate::error::{Error, Result};
+use crate::genes::model::NOT_IN_VOCAB;
 
 /// Padding token id.
 pub const PAD_TOKEN: i32 = -1;
@@ -122,6 +135,8 @@ pub(crate) struct Tokenizer {
     medians: Vec<f32>,
     /// Bins: the quantile levels `numpy.linspace(0, 1, n_bins - 1)`.
     levels: Vec<f64>,
+    /// With a model vocabulary: corpus gene id -> token id, [`NOT_IN_VOCAB`] for genes left out.
+    vocab: Option<Vec<u32>>,
 }
 
 /// `numpy.linspace(0.0, 1.0, num)`, to the bit.
@@ -156,8 +171,14 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 }
 
 impl Tokenizer {
-    /// Checks `options` and loads the medians (rank).
-    pub(crate) fn new(corpus: &Corpus, options: &TokenOptions) -> Result<Tokenizer> {
+    /// Checks `options` and loads the medians (rank). With `vocab` (corpus gene id ->
+    /// vocabulary position, [`NOT_IN_VOCAB`] for genes outside it, and the vocabulary's size)
+    /// the token ids are vocabulary positions.
+    pub(crate) fn new(
+        corpus: &Corpus,
+        options: &TokenOptions,
+        vocab: Option<(&[u32], usize)>,
+    ) -> Result<Tokenizer> {
         if options.top_k == 0 {
             return Err(Error::invalid_input("top_k must be at least 1, got 0"));
         }
@@ -168,6 +189,14 @@ impl Tokenizer {
             )));
         }
         let n_genes = corpus.n_genes() as usize;
+        if let Some((_, size)) = vocab {
+            if size > i32::MAX as usize {
+                return Err(Error::invalid_input(format!(
+                    "a vocabulary of {size} genes does not fit Int32 token ids"
+                )));
+            }
+        }
+        let vocab = vocab.map(|(lut, _)| lut.to_vec());
         match options.mode {
             TokenMode::Rank => {
                 let medians = match &options.gene_medians {
@@ -190,6 +219,7 @@ impl Tokenizer {
                     k: options.top_k,
                     medians: medians.iter().map(|&m| m as f32).collect(),
                     levels: Vec::new(),
+                    vocab,
                 })
             }
             TokenMode::Bins => {
@@ -204,6 +234,7 @@ impl Tokenizer {
                     k: options.top_k,
                     medians: Vec::new(),
                     levels: linspace01(options.n_bins - 1),
+                    vocab,
                 })
             }
         }
@@ -217,6 +248,7 @@ impl Tokenizer {
             k,
             medians,
             levels: linspace01(n_bins - 1),
+            vocab: None,
         }
     }
 
@@ -319,12 +351,29 @@ impl Tokenizer {
         rows: &mut Rows,
         at: std::ops::Range<usize>,
     ) {
+        match &self.vocab {
+            None => self.mapped(idx, val, CorpusIds, s, rows, at),
+            Some(lut) => self.mapped(idx, val, VocabIds(lut), s, rows, at),
+        }
+    }
+
+    #[inline]
+    fn mapped<I: Gene, V: Value, M: TokenIds>(
+        &self,
+        idx: &[I],
+        val: &[V],
+        ids: M,
+        s: &mut Scratch,
+        rows: &mut Rows,
+        at: std::ops::Range<usize>,
+    ) {
         let tokens = &mut rows.tokens[at.clone()];
         let mask = &mut rows.mask[at.clone()];
         match self.mode {
             TokenMode::Rank => rank(
                 idx,
                 val,
+                ids,
                 &self.medians,
                 s,
                 tokens,
@@ -334,6 +383,7 @@ impl Tokenizer {
             TokenMode::Bins => bins(
                 idx,
                 val,
+                ids,
                 &self.levels,
                 s,
                 tokens,
@@ -379,6 +429,39 @@ impl Gene for u32 {
     }
 }
 
+/// Corpus gene id -> token id.
+trait TokenIds: Copy {
+    /// Whether token ids increase with gene ids, so a cell's stored order is token order.
+    const MONOTONE: bool;
+    /// The token of gene `g`, `None` for a gene that never becomes one.
+    fn token(self, g: u32) -> Option<u32>;
+}
+
+/// Token ids are corpus gene ids.
+#[derive(Clone, Copy)]
+struct CorpusIds;
+impl TokenIds for CorpusIds {
+    const MONOTONE: bool = true;
+    #[inline]
+    fn token(self, g: u32) -> Option<u32> {
+        Some(g)
+    }
+}
+
+/// Token ids are positions in a model vocabulary.
+#[derive(Clone, Copy)]
+struct VocabIds<'a>(&'a [u32]);
+impl TokenIds for VocabIds<'_> {
+    const MONOTONE: bool = false;
+    #[inline]
+    fn token(self, g: u32) -> Option<u32> {
+        self.0
+            .get(g as usize)
+            .copied()
+            .filter(|&t| t != NOT_IN_VOCAB)
+    }
+}
+
 /// A stored value type.
 trait Value: Copy {
     fn f32(self) -> f32;
@@ -401,9 +484,11 @@ macro_rules! value {
 value!(u16, u32, f32, f64);
 
 /// Rank-value encoding of one cell (see the module documentation).
-fn rank<I: Gene, V: Value>(
+#[allow(clippy::too_many_arguments)]
+fn rank<I: Gene, V: Value, M: TokenIds>(
     idx: &[I],
     val: &[V],
+    ids: M,
     medians: &[f32],
     s: &mut Scratch,
     tokens: &mut [i32],
@@ -417,15 +502,18 @@ fn rank<I: Gene, V: Value>(
     let mut ascending = true;
     let mut prev = None;
     for (&g, &v) in idx.iter().zip(val) {
-        ascending &= prev < Some(g.id());
-        prev = Some(g.id());
         total += v.f64();
+        let Some(t) = ids.token(g.id()) else {
+            continue;
+        };
         let m = medians.get(g.id() as usize).copied().unwrap_or(f32::NAN);
         let v = v.f32();
         if v > 0.0 && m > 0.0 {
+            ascending &= prev < Some(t);
+            prev = Some(t);
             let key = v / m;
-            // Ascending order of the packed word: key descending, then gene id ascending.
-            keys.push(((!key.to_bits() as u64) << 32) | g.id() as u64);
+            // Ascending order of the packed word: key descending, then token id ascending.
+            keys.push(((!key.to_bits() as u64) << 32) | t as u64);
         }
     }
     let n = keys.len().min(k);
@@ -433,7 +521,7 @@ fn rank<I: Gene, V: Value>(
         keys.select_nth_unstable(k - 1);
         keys[..n].sort_unstable();
     } else if ascending && n > RADIX_MIN {
-        // The keys were pushed in gene id order, so a stable sort on the value half alone
+        // The keys were pushed in token id order, so a stable sort on the value half alone
         // gives the order of the whole word.
         radix_sort_high(keys, &mut s.tmp);
     } else {
@@ -496,10 +584,18 @@ fn ordered(v: f64) -> u64 {
     }
 }
 
+/// The `f64` of [`ordered`]`(v)`.
+#[inline]
+fn unordered(b: u64) -> f64 {
+    f64::from_bits(if b >> 63 == 1 { b & !(1 << 63) } else { !b })
+}
+
 /// Value binning of one cell (see the module documentation).
-fn bins<I: Gene, V: Value>(
+#[allow(clippy::too_many_arguments)]
+fn bins<I: Gene, V: Value, M: TokenIds>(
     idx: &[I],
     val: &[V],
+    ids: M,
     levels: &[f64],
     s: &mut Scratch,
     tokens: &mut [i32],
@@ -507,12 +603,15 @@ fn bins<I: Gene, V: Value>(
     mask: &mut [u8],
 ) {
     let k = tokens.len();
+    let expressed = |x: f64| x != 0.0 && !x.is_nan();
     let sorted = &mut s.sorted;
     sorted.clear();
     sorted.extend(
-        val.iter()
-            .map(|v| v.f64())
-            .filter(|x| *x != 0.0 && !x.is_nan()),
+        idx.iter()
+            .zip(val)
+            .filter(|(g, _)| ids.token(g.id()).is_some())
+            .map(|(_, v)| v.f64())
+            .filter(|&x| expressed(x)),
     );
     if sorted.is_empty() {
         return;
@@ -522,12 +621,12 @@ fn bins<I: Gene, V: Value>(
     edges.clear();
     edges.extend(levels.iter().map(|&q| quantile(sorted, q)));
     let bin = |x: f64| edges.partition_point(|&e| e <= x) as i32;
-    let mut j = 0;
-    if sorted.len() <= k {
+    if sorted.len() <= k && M::MONOTONE {
+        let mut j = 0;
         for (&g, &v) in idx.iter().zip(val) {
             let x = v.f64();
-            if x != 0.0 && !x.is_nan() {
-                tokens[j] = g.id() as i32;
+            if let (true, Some(t)) = (expressed(x), ids.token(g.id())) {
+                tokens[j] = t as i32;
                 values[j] = bin(x);
                 mask[j] = 1;
                 j += 1;
@@ -535,31 +634,25 @@ fn bins<I: Gene, V: Value>(
         }
         return;
     }
-    // More non-zeros than tokens: the k largest values, ties by gene id, in gene id order.
+    // The k largest values, ties by token id, in token id order.
     let chosen = &mut s.chosen;
     chosen.clear();
     for (&g, &v) in idx.iter().zip(val) {
         let x = v.f64();
-        if x != 0.0 && !x.is_nan() {
-            chosen.push((!ordered(x), g.id()));
+        if let (true, Some(t)) = (expressed(x), ids.token(g.id())) {
+            chosen.push((!ordered(x), t));
         }
     }
-    chosen.select_nth_unstable(k - 1);
-    let top = &mut chosen[..k];
-    top.sort_unstable_by_key(|&(_, g)| g);
-    for &(key, g) in top.iter() {
-        let x = f64::from_bits({
-            let b = !key;
-            if b >> 63 == 1 {
-                b & !(1 << 63)
-            } else {
-                !b
-            }
-        });
-        tokens[j] = g as i32;
-        values[j] = bin(x);
+    let n = chosen.len().min(k);
+    if chosen.len() > k {
+        chosen.select_nth_unstable(k - 1);
+    }
+    let top = &mut chosen[..n];
+    top.sort_unstable_by_key(|&(_, t)| t);
+    for (j, &(key, t)) in top.iter().enumerate() {
+        tokens[j] = t as i32;
+        values[j] = bin(unordered(!key));
         mask[j] = 1;
-        j += 1;
     }
 }
 
@@ -706,6 +799,39 @@ mod tests {
         let o = run(&t, &[1, 2, 3, 4], &[3.0, 3.0, 1.0, 3.0]);
         assert_eq!(o.tokens, vec![1, 2]);
         assert_eq!(o.binned, vec![4, 4]);
+    }
+
+    #[test]
+    fn a_vocabulary_renames_and_drops_genes() {
+        // Corpus genes 0..6 -> positions: 0 -> 4, 1 -> none, 2 -> 0, 3 -> 2, 4 -> none, 5 -> 1.
+        let lut = vec![4, NOT_IN_VOCAB, 0, 2, NOT_IN_VOCAB, 1];
+        let idx = [0u16, 1, 2, 3, 4, 5];
+        let val = [2.0f32, 9.0, 2.0, 1.0, 8.0, 3.0];
+        let mut t = Tokenizer::with(TokenMode::Rank, 5, vec![1.0; 6], 3);
+        t.vocab = Some(lut.clone());
+        let o = run(&t, &idx, &val);
+        // Keys 3 (pos 1), 2 (pos 4), 2 (pos 0: wins the tie), 1 (pos 2); genes 1 and 4 are
+        // left out, though they are the largest, yet count in the total.
+        assert_eq!(o.tokens, vec![1, 0, 4, 2, PAD_TOKEN]);
+        assert_eq!(o.mask, vec![1, 1, 1, 1, 0]);
+        let total = 25.0f32;
+        assert_eq!(
+            o.ranked[..4],
+            [3.0 / total, 2.0 / total, 2.0 / total, 1.0 / total]
+        );
+        // Bins: edges over the vocabulary's values only ([1, 2, 2, 3] -> edges 1, 2, 3 with
+        // n_bins 4), tokens in vocabulary order.
+        let mut t = Tokenizer::with(TokenMode::Bins, 6, Vec::new(), 4);
+        t.vocab = Some(lut.clone());
+        let o = run(&t, &idx, &val);
+        assert_eq!(o.tokens, vec![0, 1, 2, 4, PAD_TOKEN, PAD_TOKEN]);
+        assert_eq!(o.binned, vec![2, 3, 1, 2, 0, 0]);
+        // Top 2 of them: values 3 (pos 1) and 2 (pos 0 wins the tie with pos 4), by position.
+        let mut t = Tokenizer::with(TokenMode::Bins, 2, Vec::new(), 4);
+        t.vocab = Some(lut);
+        let o = run(&t, &idx, &val);
+        assert_eq!(o.tokens, vec![0, 1]);
+        assert_eq!(o.binned, vec![2, 3]);
     }
 
     #[test]

@@ -561,6 +561,251 @@ fn a_model_vocabulary_sets_the_gene_order_and_space_of_batches() {
     );
 }
 
+/// numpy.quantile's linear interpolation, for sorted, non-empty data.
+fn np_quantile(sorted: &[f64], q: f64) -> f64 {
+    let n = sorted.len();
+    let virt = (n - 1) as f64 * q;
+    if virt >= (n - 1) as f64 {
+        return sorted[n - 1];
+    }
+    let prev = virt.floor();
+    let (a, b) = (sorted[prev as usize], sorted[prev as usize + 1]);
+    let t = virt - prev;
+    if t >= 0.5 {
+        b - (b - a) * (1.0 - t)
+    } else {
+        a + (b - a) * t
+    }
+}
+
+#[test]
+fn tokens_in_a_model_vocabulary_are_its_positions() {
+    use arrow::datatypes::{Float32Type, Int32Type, UInt8Type};
+    use cellarrow::loader::{TokenMode, TokenOptions};
+
+    let dir = scratch("genes-tokens");
+    let out = dir.path().join("c.corpus");
+    ok(
+        &cli([
+            "convert".as_ref(),
+            chr21().as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+            "--quiet".as_ref(),
+        ]),
+        "convert",
+    );
+    let corpus = Arc::new(cellarrow::Corpus::open(&out).unwrap());
+    let names = corpus.gene_names().unwrap();
+    // A shuffled vocabulary of two thirds of the corpus genes and three it lacks.
+    let mut entries: Vec<(u64, String)> = names
+        .iter()
+        .enumerate()
+        .filter(|(g, _)| g % 3 != 1)
+        .map(|(_, n)| n.clone())
+        .chain((0..3).map(|i| format!("NOT_A_GENE_{i}")))
+        .enumerate()
+        .map(|(i, n)| ((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 7, n))
+        .collect();
+    entries.sort();
+    let vocab: Vec<String> = entries.into_iter().map(|(_, n)| n).collect();
+    let pos: HashMap<&str, u32> = vocab
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i as u32))
+        .collect();
+    let lut: Vec<Option<u32>> = names.iter().map(|n| pos.get(n.as_str()).copied()).collect();
+    // Medians for most genes, exact in f32, by name.
+    let medians: Vec<Option<f64>> = (0..names.len())
+        .map(|g| (g % 5 != 0).then(|| 0.5 * (g % 7 + 1) as f64))
+        .collect();
+    let table = dir.path().join("medians.tsv");
+    let mut text = String::from("gene\tmedian\n");
+    for (n, m) in names.iter().zip(&medians) {
+        if let Some(m) = m {
+            text.push_str(&format!("{n}\t{m}\n"));
+        }
+    }
+    std::fs::write(&table, text).unwrap();
+
+    let cells: Vec<u64> = (0..corpus.n_cells()).collect();
+    let plain = Gatherer::new(corpus.clone(), BatchOptions::default())
+        .unwrap()
+        .gather(&cells, None)
+        .unwrap();
+    let idx = plain.column_by_name("indices").unwrap().as_list::<i32>();
+    let val = plain.column_by_name("values").unwrap().as_list::<i32>();
+    let row = |r: usize| -> Vec<(usize, f64)> {
+        let i = arrow::compute::cast(&idx.value(r), &DataType::UInt32).unwrap();
+        let v = arrow::compute::cast(&val.value(r), &DataType::Float64).unwrap();
+        let i = i.as_primitive::<arrow::datatypes::UInt32Type>().values();
+        let v = v.as_primitive::<arrow::datatypes::Float64Type>().values();
+        i.iter()
+            .map(|&g| g as usize)
+            .zip(v.iter().copied())
+            .collect()
+    };
+    let tokenized = |mode: TokenMode, k: usize, n_bins: usize| {
+        let g = Gatherer::new(
+            corpus.clone(),
+            BatchOptions {
+                genes: Some(GeneVocab::List(vocab.clone())),
+                tokens: Some(TokenOptions {
+                    mode,
+                    top_k: k,
+                    n_bins,
+                    gene_medians: (mode == TokenMode::Rank).then(|| table.clone()),
+                }),
+                ..BatchOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(g.vocab().unwrap().missing.len(), 3);
+        g.gather(&cells, None).unwrap()
+    };
+    let fixed = |b: &arrow::record_batch::RecordBatch, name: &str| {
+        b.column_by_name(name)
+            .unwrap()
+            .as_fixed_size_list()
+            .values()
+            .clone()
+    };
+
+    for k in [8, 4096] {
+        let b = tokenized(TokenMode::Rank, k, 51);
+        let (tok, tv, mask) = (
+            fixed(&b, "tokens"),
+            fixed(&b, "token_values"),
+            fixed(&b, "attention_mask"),
+        );
+        let tok = tok.as_primitive::<Int32Type>().values();
+        let tv = tv.as_primitive::<Float32Type>().values();
+        let mask = mask.as_primitive::<UInt8Type>().values();
+        let mut left_out = 0;
+        for r in 0..cells.len() {
+            let entries = row(r);
+            // The total counts every value, genes outside the vocabulary too.
+            let total = entries.iter().map(|e| e.1).sum::<f64>() as f32;
+            let mut keyed: Vec<(f32, u32)> = entries
+                .iter()
+                .filter_map(|&(g, x)| {
+                    let (p, m) = (lut[g]?, medians[g]? as f32);
+                    (x as f32 > 0.0 && m > 0.0).then(|| (x as f32 / m, p))
+                })
+                .collect();
+            left_out += entries.iter().filter(|e| lut[e.0].is_none()).count();
+            keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            keyed.truncate(k);
+            let at = r * k;
+            for j in 0..k {
+                match keyed.get(j) {
+                    Some(&(key, p)) => {
+                        assert_eq!(tok[at + j], p as i32, "cell {r} token {j}");
+                        assert_eq!(tv[at + j], key / total, "cell {r} token {j}");
+                        assert_eq!(mask[at + j], 1);
+                    }
+                    None => {
+                        assert_eq!((tok[at + j], tv[at + j], mask[at + j]), (-1, 0.0, 0));
+                    }
+                }
+            }
+        }
+        assert!(left_out > 0, "some non-zeros lie outside the vocabulary");
+    }
+
+    for (n_bins, k) in [(51, 16), (7, 4096)] {
+        let b = tokenized(TokenMode::Bins, k, n_bins);
+        let (tok, tv, mask) = (
+            fixed(&b, "tokens"),
+            fixed(&b, "token_values"),
+            fixed(&b, "attention_mask"),
+        );
+        let tok = tok.as_primitive::<Int32Type>().values();
+        let tv = tv.as_primitive::<Int32Type>().values();
+        let mask = mask.as_primitive::<UInt8Type>().values();
+        let levels: Vec<f64> = (0..n_bins - 1)
+            .map(|j| {
+                if j == n_bins - 2 {
+                    1.0
+                } else {
+                    j as f64 * (1.0 / (n_bins - 2) as f64)
+                }
+            })
+            .collect();
+        for r in 0..cells.len() {
+            // Genes outside the vocabulary are dropped before binning.
+            let mut kept: Vec<(u32, f64)> = row(r)
+                .into_iter()
+                .filter_map(|(g, x)| Some((lut[g]?, x)))
+                .filter(|&(_, x)| x != 0.0 && !x.is_nan())
+                .collect();
+            let mut sorted: Vec<f64> = kept.iter().map(|e| e.1).collect();
+            sorted.sort_by(f64::total_cmp);
+            kept.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            kept.truncate(k);
+            kept.sort_by_key(|e| e.0);
+            let edges: Vec<f64> = if sorted.is_empty() {
+                Vec::new()
+            } else {
+                levels.iter().map(|&q| np_quantile(&sorted, q)).collect()
+            };
+            let at = r * k;
+            for j in 0..k {
+                match kept.get(j) {
+                    Some(&(p, x)) => {
+                        let bin = edges.iter().filter(|&&e| e <= x).count() as i32;
+                        assert_eq!(
+                            (tok[at + j], tv[at + j], mask[at + j]),
+                            (p as i32, bin, 1),
+                            "cell {r} token {j}"
+                        );
+                    }
+                    None => assert_eq!((tok[at + j], tv[at + j], mask[at + j]), (-1, 0, 0)),
+                }
+            }
+        }
+    }
+
+    // The command line: --tokens with --genes reports the overlap once; token ids stay below
+    // the vocabulary's size.
+    let file = dir.path().join("vocab.txt");
+    std::fs::write(&file, vocab.join("\n")).unwrap();
+    let arrow_out = dir.path().join("tokens.arrow");
+    let o = cli([
+        "sample".as_ref(),
+        out.as_os_str(),
+        "--genes".as_ref(),
+        file.as_os_str(),
+        "--tokens".as_ref(),
+        "bins".as_ref(),
+        "--top-k".as_ref(),
+        "32".as_ref(),
+        "-o".as_ref(),
+        arrow_out.as_os_str(),
+    ]);
+    ok(&o, "sample --genes --tokens");
+    let report = format!(
+        "{} of {} vocabulary genes present",
+        vocab.len() - 3,
+        vocab.len()
+    );
+    assert_eq!(stderr(&o).matches(&report).count(), 1, "{}", stderr(&o));
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::fs::File::open(&arrow_out).unwrap(), None)
+            .unwrap();
+    let mut n = 0;
+    for b in reader {
+        let b = b.unwrap();
+        let t = fixed(&b, "tokens");
+        let t = t.as_primitive::<Int32Type>().values();
+        assert!(t
+            .iter()
+            .all(|&x| x >= -1 && (x as i64) < vocab.len() as i64));
+        n += b.num_rows();
+    }
+    assert_eq!(n as u64, corpus.n_cells());
+}
+
 #[test]
 fn an_ortholog_table_without_its_columns_is_refused_naming_them() {
     let dir = scratch("genes-bad-orth");

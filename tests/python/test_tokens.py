@@ -2,8 +2,8 @@
 
 The corpus is read back independently (pyarrow over the matrix parts and the gene_stats table),
 the statistics and both tokenization rules are recomputed with NumPy, cell by cell, and the
-loader's batches (``tokens="rank"`` / ``tokens="bins"``) and the torch adapter's tensors must
-match them.
+loader's batches (``tokens="rank"`` / ``tokens="bins"``, in the corpus's gene ids or in a model
+vocabulary's positions with ``genes=``) and the torch adapter's tensors must match them.
 """
 
 from __future__ import annotations
@@ -99,29 +99,36 @@ def medians_from_table(path, n_genes):
     return out
 
 
-def rank_ref(idx, val, med32, k):
-    total = np.float32(val.astype(np.float64).sum())
+def rank_ref(idx, val, med32, k, lut=None):
+    """Rank-value tokens; with ``lut`` (corpus gene -> vocabulary position, -1 outside it) only
+    the vocabulary's genes compete, while the total still sums every value, in storage order."""
+    total = np.float32(np.cumsum(val.astype(np.float64))[-1] if len(val) else 0.0)
     v = val.astype(np.float32)
     m = med32[idx]
-    keep = (v > 0) & (m > 0)
+    t = idx if lut is None else lut[idx]
+    keep = (v > 0) & (m > 0) & (t >= 0)
     key = v[keep] / m[keep]
-    g = idx[keep]
-    order = np.lexsort((g, -key))[:k]
-    return g[order], key[order] / total
+    t = t[keep]
+    order = np.lexsort((t, -key))[:k]
+    return t[order], key[order] / total
 
 
-def bins_ref(idx, val, n_bins, k):
+def bins_ref(idx, val, n_bins, k, lut=None):
+    """Binned tokens; with ``lut`` the genes outside the vocabulary are dropped before binning
+    and the tokens are vocabulary positions, in increasing order."""
     x = val.astype(np.float64)
-    nz = (x != 0) & ~np.isnan(x)
-    x, g = x[nz], idx[nz]
+    t = idx if lut is None else lut[idx]
+    nz = (x != 0) & ~np.isnan(x) & (t >= 0)
+    x, t = x[nz], t[nz]
     if len(x) == 0:
-        return g, np.zeros(0, np.int64)
+        return t, np.zeros(0, np.int64)
     edges = np.quantile(x, np.linspace(0, 1, n_bins - 1))
     b = np.digitize(x, edges)
     if len(x) > k:
-        keep = np.sort(np.lexsort((g, -x))[:k])
-        g, b = g[keep], b[keep]
-    return g, b
+        keep = np.lexsort((t, -x))[:k]
+        t, b = t[keep], b[keep]
+    order = np.argsort(t, kind="stable")
+    return t[order], b[order]
 
 
 def padded(tokens, values, k, value_dtype):
@@ -229,6 +236,85 @@ def test_a_medians_table_replaces_the_corpus_statistics(corpus_path, tmp_path):
         et, ev, em = padded(*rank_ref(indices[lo:hi], values[lo:hi], med32, 32), 32, np.float32)
         np.testing.assert_array_equal(batch.tokens[r], et)
         np.testing.assert_allclose(batch.token_values[r], ev, rtol=1e-6)
+
+
+def shuffled_vocabulary(corpus, rng):
+    """Two thirds of the corpus genes and three names it lacks, by name, in a random order; and
+    the map corpus gene -> vocabulary position (-1 outside it)."""
+    names = np.array(corpus.gene_names, dtype=object)
+    keep = rng.random(len(names)) < 2 / 3
+    vocab = list(names[keep]) + [f"NOT_A_GENE_{i}" for i in range(3)]
+    vocab = [vocab[i] for i in rng.permutation(len(vocab))]
+    position = {n: i for i, n in enumerate(vocab)}
+    lut = np.array([position.get(n, -1) for n in names], np.int64)
+    return vocab, lut
+
+
+@pytest.mark.parametrize("k", [16, 4096])
+def test_rank_tokens_in_a_vocabulary_match_numpy(corpus_path, k):
+    corpus = cellarrow.open(corpus_path)
+    indptr, indices, values = read_matrix(corpus_path)
+    med32 = medians_from_table(corpus_path, corpus.n_genes).astype(np.float32)
+    vocab, lut = shuffled_vocabulary(corpus, np.random.default_rng(7))
+    loader = corpus.loader(batch_size=500, seed=3, tokens="rank", top_k=k, genes=vocab)
+    assert loader.genes_present["present"] == len(vocab) - 3
+    seen = left_out = 0
+    for batch in loader:
+        for r, c in enumerate(batch.cells):
+            lo, hi = indptr[c], indptr[c + 1]
+            et, ev, em = padded(*rank_ref(indices[lo:hi], values[lo:hi], med32, k, lut), k, np.float32)
+            np.testing.assert_array_equal(batch.tokens[r], et)
+            np.testing.assert_array_equal(batch.token_values[r], ev)
+            np.testing.assert_array_equal(batch.attention_mask[r], em)
+            left_out += int((lut[indices[lo:hi]] < 0).sum())
+        seen += batch.num_rows
+    assert seen == corpus.n_cells and left_out > 0
+
+
+@pytest.mark.parametrize("n_bins,k", [(51, 64), (7, 4096)])
+def test_bins_tokens_in_a_vocabulary_match_numpy(scaled_path, corpus_path, n_bins, k):
+    for seed, path in enumerate((scaled_path, corpus_path)):
+        corpus = cellarrow.open(path)
+        indptr, indices, values = read_matrix(path)
+        vocab, lut = shuffled_vocabulary(corpus, np.random.default_rng(seed))
+        cells = np.arange(corpus.n_cells)[:: max(1, corpus.n_cells // 1500)]
+        loader = corpus.loader(cohort=cells, batch_size=256, seed=1, tokens="bins", n_bins=n_bins, top_k=k, genes=vocab)
+        for batch in loader:
+            for r, c in enumerate(batch.cells):
+                lo, hi = indptr[c], indptr[c + 1]
+                et, ev, em = padded(*bins_ref(indices[lo:hi], values[lo:hi], n_bins, k, lut), k, np.int32)
+                np.testing.assert_array_equal(batch.tokens[r], et)
+                np.testing.assert_array_equal(batch.token_values[r], ev)
+                np.testing.assert_array_equal(batch.attention_mask[r], em)
+
+
+def test_a_vocabulary_with_a_gene_twice_is_refused_with_tokens(corpus_path, tmp_path):
+    corpus = cellarrow.open(corpus_path)
+    a, b = corpus.gene_names[:2]
+    dup = tmp_path / "dup_vocab.txt"
+    dup.write_text(f"{a}\n{b}\n{a}\n")
+    for tokens in ("rank", "bins"):
+        with pytest.raises(ValueError, match=rf"dup_vocab\.txt.*\"{a}\" twice"):
+            corpus.loader(tokens=tokens, genes=dup)
+        with pytest.raises(ValueError, match=rf"\"{b}\" twice"):
+            corpus.loader(tokens=tokens, genes=[b, a, b])
+
+
+def test_torch_gets_tokens_in_a_vocabulary(corpus_path, tmp_path):
+    from cellarrow.torch import CellDataset
+
+    corpus = cellarrow.open(corpus_path)
+    vocab, _ = shuffled_vocabulary(corpus, np.random.default_rng(11))
+    path = tmp_path / "vocab.txt"
+    path.write_text("\n".join(vocab) + "\n")
+    expected = [b.tokens.copy() for b in corpus.loader(batch_size=128, seed=2, tokens="rank", top_k=256, genes=vocab)]
+    for workers in (0, 1):
+        ds = CellDataset(corpus_path, batch_size=128, seed=2, tokens="rank", top_k=256, genes=path)
+        got = list(ds.dataloader(num_workers=workers))
+        assert len(got) == len(expected)
+        for b, e in zip(got, expected):
+            np.testing.assert_array_equal(b["tokens"].numpy(), e)
+            assert int(b["tokens"].max()) < len(vocab)
 
 
 def test_torch_gets_token_tensors(corpus_path):

@@ -189,7 +189,9 @@ class Batch:
     @property
     def is_tokens(self) -> bool: ...
     @property
-    def tokens(self) -> np.ndarray: ...
+    def tokens(self) -> np.ndarray:
+        """``(num_rows, top_k)`` int32: corpus gene ids, or vocabulary positions with
+        ``genes=``; -1 in padding."""
     @property
     def token_values(self) -> np.ndarray: ...
     @property

@@ -644,7 +644,10 @@ class Loader:
     medians of the corpus's ``gene_stats`` table or of ``gene_medians=``, a table of gene and
     median; ``"bins"``: per-cell quantile bins of the non-zero values, scGPT-style, ``n_bins``
     bins, default 51): each cell becomes ``top_k`` (default 2048) tokens, see
-    :attr:`Batch.tokens`, :attr:`Batch.token_values`, :attr:`Batch.attention_mask`.
+    :attr:`Batch.tokens`, :attr:`Batch.token_values`, :attr:`Batch.attention_mask`. With
+    ``genes``, token ids are positions in the vocabulary and genes outside it never become
+    tokens: ``"rank"`` still divides by the cell's total over all its genes, ``"bins"`` bins
+    only the vocabulary's genes (src/loader/tokens.rs has the exact rules).
     ``multi_hot`` (an obs label column, with ``ontology``): each cell's term and its
     ancestors as a ``cells x terms`` uint8 matrix, :attr:`Batch.multi_hot`, over every term
     the corpus's labels reach, those of depth ``<= multi_hot_level``, or ``multi_hot_terms``
@@ -982,8 +985,8 @@ class Batch:
 
     @property
     def tokens(self) -> np.ndarray:
-        """Token (gene) ids as a ``(num_rows, top_k)`` int32 view; -1 in padding
-        (``tokens=`` loaders)."""
+        """Token ids as a ``(num_rows, top_k)`` int32 view: corpus gene ids, or positions in
+        the vocabulary of a ``genes=`` loader; -1 in padding (``tokens=`` loaders)."""
         return self._rows("tokens")
 
     @property

@@ -62,8 +62,8 @@ def collate(batch: Batch, output: str = "csr") -> Dict[str, Any]:
       gathers float32 unless given ``values=``);
       ``output="dense"``: a dense tensor (the loader's ``dense=`` gene subset as a view with no
       copy, else the CSR batch expanded to all genes).
-    - with a ``tokens=`` loader, instead of ``"X"``: ``"tokens"`` (int32 gene ids, -1 in
-      padding), ``"values"`` (float32 for ``"rank"``, int32 bins for ``"bins"``) and
+    - with a ``tokens=`` loader, instead of ``"X"``: ``"tokens"`` (int32 gene ids, or
+      vocabulary positions with ``genes=``; -1 in padding), ``"values"`` (float32 for ``"rank"``, int32 bins for ``"bins"``) and
       ``"attention_mask"`` (bool), each ``cells x top_k`` and sharing the gathered buffers.
     - with a ``multi_hot=`` loader: ``"multi_hot"``, the ``cells x terms`` uint8 tensor of
       each cell's term and its ancestors.
@@ -220,7 +220,8 @@ class CellDataset(IterableDataset):
         **options: the :class:`cellarrow.Loader` settings (``batch_size``, ``seed``, ``epoch``,
             ``policy``, ``drop_last``, ``group_size``, ``label``, ``block_size``, ``obs``,
             ``coords``, ``dense``, ``values`` (default ``"f32"`` here), ``tokens``, ``top_k``,
-            ``n_bins``, ``gene_medians``, ``balance``, ``ontology``, ``level``,
+            ``n_bins``, ``gene_medians``, ``genes`` (a model vocabulary: CSR gene ids or
+            token ids become positions in it), ``balance``, ``ontology``, ``level``,
             ``multi_hot`` ...), checked here: an
             unknown one is a ``TypeError``, a zero or negative size a ``ValueError``.
 
