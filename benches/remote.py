@@ -136,9 +136,14 @@ class S3sFs:
         self.proc.wait()
 
 
+READ_AHEAD = None
+
+
 def epoch(corpus, sampler: str) -> tuple:
     """(cells, seconds) of one epoch of the native loader."""
     kw = dict(batch_size=256, seed=1, threads=2)
+    if READ_AHEAD is not None:
+        kw["read_ahead"] = READ_AHEAD
     if sampler == "groups":
         kw.update(group_size=32, batch_size=8)
     t = time.perf_counter()
@@ -208,12 +213,17 @@ def main():
     p.add_argument("--s3s-fs", default=os.path.expanduser("~/.cache/cellarrow/tools/bin/s3s-fs"))
     p.add_argument("--proxy", default=None,
                    help="the delay_proxy example (default: beside --bin, in ../examples)")
+    p.add_argument("--read-ahead", type=int, default=None,
+                   help="the loader's read_ahead (batches fetched ahead; default: the library's)")
     p.add_argument("--json")
     a = p.parse_args()
+    global READ_AHEAD
+    READ_AHEAD = a.read_ahead
     if a.proxy is None and a.bin:
         a.proxy = str(pathlib.Path(a.bin).resolve().parent / "examples" / "delay_proxy")
 
     data = pathlib.Path(a.data)
+    data.mkdir(parents=True, exist_ok=True)
     src = data / f"syn_{a.cells}x20000_0.05.h5ad"
     if not src.exists():
         from make_synthetic import make

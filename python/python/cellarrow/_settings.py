@@ -60,6 +60,7 @@ LOADER_KEYWORDS = (
     "gene_medians",
     "threads",
     "prefetch",
+    "read_ahead",
 )
 
 _native_names: Optional[FrozenSet[str]] = None
