@@ -94,8 +94,13 @@ impl Corpus {
             _ => e,
         })?;
         let manifest = Manifest::from_json_bytes(&text).map_err(|e| e.with_path(&manifest_url))?;
-        let root = snapshot(&loc, &manifest, &text, cache)?;
-        let matrix = remote_matrix(&loc, &manifest, cache, lazy)?;
+        // The tables and the matrix are independent requests: in flight together.
+        let (root, matrix) = std::thread::scope(|s| {
+            let root = s.spawn(|| snapshot(&loc, &manifest, &text, cache));
+            let matrix = remote_matrix(&loc, &manifest, cache, lazy);
+            (root.join().expect("the snapshot does not panic"), matrix)
+        });
+        let (root, matrix) = (root?, matrix?);
         Ok(Corpus {
             root,
             manifest,
@@ -160,24 +165,43 @@ fn fill_snapshot(loc: &Location, manifest: &Manifest, text: &[u8], tmp: &Path) -
         .iter()
         .map(|p| p.path.as_str())
         .collect();
-    for f in manifest
+    let files: Vec<&FileEntry> = manifest
         .files
         .iter()
         .filter(|f| !parts.contains(f.path.as_str()))
-    {
-        let reader = RangeReader::new(loc, &f.path);
-        let mut fetched = fetch_verified(&reader, None, &f.sha256, f.bytes)?;
-        let dest = tmp.join(&f.path);
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, "creating", e))?;
-        }
-        let mut out = File::create(&dest).map_err(|e| Error::io(&dest, "creating", e))?;
-        std::io::copy(&mut fetched, &mut out).map_err(|e| Error::io(&dest, "writing", e))?;
+        .collect();
+    // The files are small and many requests' waits dominate: fetched several at a time.
+    for group in files.chunks(SNAPSHOT_FETCHES) {
+        std::thread::scope(|s| {
+            let fetches: Vec<_> = group
+                .iter()
+                .map(|f| s.spawn(move || snapshot_file(loc, f, tmp)))
+                .collect();
+            fetches
+                .into_iter()
+                .map(|h| h.join().expect("a snapshot fetch does not panic"))
+                .collect::<Result<Vec<()>>>()
+        })?;
     }
     let path = tmp.join(MANIFEST_FILE);
     let mut out = File::create(&path).map_err(|e| Error::io(&path, "creating", e))?;
     out.write_all(text)
         .map_err(|e| Error::io(&path, "writing", e))?;
+    Ok(())
+}
+
+/// Table files of a snapshot fetched at once.
+const SNAPSHOT_FETCHES: usize = 16;
+
+fn snapshot_file(loc: &Location, f: &FileEntry, tmp: &Path) -> Result<()> {
+    let reader = RangeReader::new(loc, &f.path);
+    let mut fetched = fetch_verified(&reader, None, &f.sha256, f.bytes)?;
+    let dest = tmp.join(&f.path);
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, "creating", e))?;
+    }
+    let mut out = File::create(&dest).map_err(|e| Error::io(&dest, "creating", e))?;
+    std::io::copy(&mut fetched, &mut out).map_err(|e| Error::io(&dest, "writing", e))?;
     Ok(())
 }
 
