@@ -274,12 +274,34 @@ async fn upload_one(
         bar.inc(len);
         return Ok(len);
     }
-    use tokio::io::AsyncReadExt;
     let upload = store
         .put_multipart(path)
         .await
         .map_err(|e| store_error(url, "starting a multipart upload", e))?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+    match write_parts(&mut writer, file, url, bar).await {
+        Ok(()) => {
+            writer
+                .finish()
+                .await
+                .map_err(|e| store_error(url, "finishing a multipart upload", e))?;
+        }
+        Err(e) => {
+            // Parts of an upload that is never completed would stay stored (and billed).
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+    }
+    Ok(len)
+}
+
+async fn write_parts(
+    writer: &mut WriteMultipart,
+    file: &Path,
+    url: &str,
+    bar: &ProgressBar,
+) -> Result<()> {
+    use tokio::io::AsyncReadExt;
     let mut f = tokio::fs::File::open(file)
         .await
         .map_err(|e| Error::io(file, "reading a file to upload", e))?;
@@ -290,19 +312,15 @@ async fn upload_one(
             .await
             .map_err(|e| Error::io(file, "reading a file to upload", e))?;
         if n == 0 {
-            break;
+            return Ok(());
         }
-        if let Err(e) = writer.wait_for_capacity(CONCURRENT_PARTS).await {
-            return Err(store_error(url, "uploading a part", e));
-        }
+        writer
+            .wait_for_capacity(CONCURRENT_PARTS)
+            .await
+            .map_err(|e| store_error(url, "uploading a part", e))?;
         writer.write(&buf[..n]);
         bar.inc(n as u64);
     }
-    writer
-        .finish()
-        .await
-        .map_err(|e| store_error(url, "finishing a multipart upload", e))?;
-    Ok(len)
 }
 
 fn transient(e: &object_store::Error) -> bool {
