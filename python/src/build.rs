@@ -227,3 +227,29 @@ pub fn merge(
         .map_err(to_py)?;
     Ok(serde_json::to_string(&report).expect("a report serialises"))
 }
+
+/// Uploads the local corpus `local` to the URL `url`, the manifest last (the library's
+/// `publish`); with `check_only`, only checks that `url` may take a corpus (it answers, and
+/// it is empty or `overwrite`). Returns the upload's summary as JSON.
+#[pyfunction]
+#[pyo3(signature = (local, url, *, overwrite=false, check_only=false))]
+pub fn publish(
+    py: Python<'_>,
+    local: PathBuf,
+    url: String,
+    overwrite: bool,
+    check_only: bool,
+) -> PyResult<String> {
+    use cellarrow::convert::publish::{publish, Destination, PublishSummary};
+    let summary = py
+        .detach(|| {
+            let location = cellarrow::store::Location::parse(&url)?;
+            let dest = Destination::check(&location, overwrite)?;
+            if check_only {
+                return Ok(PublishSummary::default());
+            }
+            publish(&local, &dest, false)
+        })
+        .map_err(to_py)?;
+    Ok(serde_json::to_string(&summary).expect("a summary serialises"))
+}

@@ -676,5 +676,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(build::plan_genes, m)?)?;
     m.add_function(wrap_pyfunction!(build::convert, m)?)?;
     m.add_function(wrap_pyfunction!(build::merge, m)?)?;
+    m.add_function(wrap_pyfunction!(build::publish, m)?)?;
     Ok(())
 }

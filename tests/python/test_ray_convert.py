@@ -257,3 +257,46 @@ def test_a_run_that_died_is_run_again(cluster, files, single, tmp_path):
     report = cray.convert(files, out, overwrite=True)
     assert report["n_samples"] == 3
     assert_same_corpus(out, single)
+
+
+def test_ray_convert_uploads_to_a_url(cluster, files, single, s3_env, tmp_path):
+    import boto3
+
+    s3 = boto3.client(
+        "s3", endpoint_url=s3_env, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )
+    s3.create_bucket(Bucket="cellarrow-ray")
+
+    def objects() -> list[str]:
+        return sorted(o["Key"] for o in s3.list_objects_v2(Bucket="cellarrow-ray", Prefix="cohort/").get("Contents", []))
+
+    url = "s3://cellarrow-ray/cohort"
+    with pytest.raises(ValueError, match="staging_dir"):
+        cray.convert(files, url)
+    with pytest.raises(Exception, match="cellarrow-no-such-bucket"):
+        cray.convert(files, "s3://cellarrow-no-such-bucket/x", staging_dir=tmp_path / "never")
+    assert not (tmp_path / "never").exists(), "the destination is checked before any work"
+
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    report = cray.convert(files, url, staging_dir=stage)
+    assert report["tasks"] == len(files)
+    got, want = cellarrow.open(url), cellarrow.open(single)
+    manifest = json.loads(s3.get_object(Bucket="cellarrow-ray", Key="cohort/manifest.json")["Body"].read())
+    listed = sorted(["cohort/manifest.json"] + [f"cohort/{f['path']}" for f in manifest["files"]])
+    assert objects() == listed and report["upload"]["files"] == len(listed)
+    assert got.gene_names == want.gene_names
+    cells = np.arange(want.n_cells)
+    g, w = got.get(cells).to_scipy(), want.get(cells).to_scipy()
+    assert g.shape == w.shape and (g != w).nnz == 0
+    assert list(stage.iterdir()) == [], "nothing is left in the staging directory"
+    # A second run is refused before any task runs, unless overwrite.
+    with pytest.raises(Exception, match="already holds a corpus"):
+        cray.convert(files, url, staging_dir=stage)
+    cray.convert(files, url, staging_dir=stage, overwrite=True, layout="cold")
+    manifest = json.loads(s3.get_object(Bucket="cellarrow-ray", Key="cohort/manifest.json")["Body"].read())
+    assert all(p["layout"] == "cold" for p in manifest["matrix"]["parts"])
+    listed = sorted(["cohort/manifest.json"] + [f"cohort/{f['path']}" for f in manifest["files"]])
+    assert objects() == listed, "no object of the replaced corpus is left"
+    assert cellarrow.open(url).n_cells == want.n_cells

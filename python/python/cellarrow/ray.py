@@ -110,6 +110,11 @@ def _stop(refs: List[Any]) -> None:
             pass
 
 
+def _is_url(s: str) -> bool:
+    scheme, sep, _ = s.partition("://")
+    return bool(sep) and bool(scheme) and all(c.isalnum() or c in "+-." for c in scheme)
+
+
 def _staging(output: Path) -> Path:
     return output.with_name(f".{output.name}.cellarrow-ray")
 
@@ -163,6 +168,7 @@ def convert(
     layout: str = "hot",
     chunk_cells: Optional[int] = None,
     overwrite: bool = False,
+    staging_dir: Optional[PathLike] = None,
     ray_options: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Converts ``inputs`` into one corpus at ``output`` with Ray tasks; returns the merge
@@ -181,6 +187,10 @@ def convert(
     storage) and ``chunk_cells`` are those of ``cellarrow convert``; an ontology given by name
     is looked up on each node.
     An existing ``output`` is replaced only with ``overwrite`` (and only if it is a corpus).
+    ``output`` may be a URL (``s3://bucket/prefix``, ``gs://`` ...): the pieces and the merged
+    corpus are then written under ``staging_dir`` (shared storage every node sees, with room
+    for the corpus twice), and the corpus is uploaded with its manifest last; the destination
+    is checked before any task runs.
     ``ray_options`` go to each task's ``.options()`` (``runtime_env``, ``resources``,
     ``scheduling_strategy`` ...); tasks are spread over the nodes by default.
     Ray must be initialised (``ray.init``) or is started locally.
@@ -193,7 +203,14 @@ def convert(
         raise ValueError(f"files_per_task must be at least 1, not {files_per_task}")
     if layout not in ("hot", "cold"):
         raise ValueError(f"layout {layout!r}: expected 'hot' or 'cold'")
-    output = Path(output)
+    url = str(output) if _is_url(str(output)) else None
+    if url is not None:
+        if staging_dir is None:
+            raise ValueError(f"{url}: a URL output needs staging_dir, a directory on storage every node sees")
+        _native.publish("", url, overwrite=overwrite, check_only=True)
+        output = Path(staging_dir) / "corpus"
+    else:
+        output = Path(output)
     if output.exists() and not overwrite:
         raise _native.CellarrowError(f"{output}: the output already exists; pass overwrite=True to replace it")
     samples = _inputs(inputs)
@@ -231,6 +248,11 @@ def convert(
             _stop(refs)
             raise
         report = json.loads(_native.merge(pieces, str(output), overwrite=overwrite, threads=threads))
+        if url is not None:
+            try:
+                report["upload"] = json.loads(_native.publish(str(output), url, overwrite=overwrite))
+            finally:
+                shutil.rmtree(output, ignore_errors=True)
         report["tasks"] = len(groups)
         report["nodes"] = len({node for _, node in done})
         return report
