@@ -153,6 +153,25 @@ def epoch(corpus, sampler: str) -> tuple:
     return cells, time.perf_counter() - t
 
 
+def label_entropy(corpus, sampler: str, label: str = "cell_type") -> float:
+    """Mean entropy (bits) of `label` over the batches of one epoch: how mixed the batches of
+    this sampler are (it does not depend on where the corpus is stored)."""
+    import numpy as np
+
+    codes = corpus.table("obs", [label]).column(label).combine_chunks()
+    codes = np.asarray(codes.indices if hasattr(codes, "indices") else codes.dictionary_encode().indices)
+    kw = dict(batch_size=256, seed=1, threads=2)
+    if sampler == "groups":
+        kw.update(group_size=32, batch_size=8)
+    total = n = 0
+    for b in corpus.loader(sampler, **kw):
+        _, counts = np.unique(codes[np.asarray(b.cells, dtype=np.int64)], return_counts=True)
+        p = counts / counts.sum()
+        total += float(-(p * np.log2(p)).sum())
+        n += 1
+    return total / max(n, 1)
+
+
 def measure(a, server, tmp, local, url, layout, sampler) -> list:
     """The rows of one (layout, sampler): one per delay."""
     import cellarrow
@@ -160,6 +179,7 @@ def measure(a, server, tmp, local, url, layout, sampler) -> list:
     rows = []
     here = [epoch(cellarrow.open(local), sampler) for _ in range(a.repeat)]
     local_rate = statistics.median(c / s for c, s in here)
+    entropy = label_entropy(cellarrow.open(local), sampler)
     for delay in [int(d) for d in a.delay_ms.split(",")]:
         server.set_delay(delay)
         cold_open, warm_open, cold_rate, warm_rate, first = [], [], [], [], []
@@ -187,13 +207,14 @@ def measure(a, server, tmp, local, url, layout, sampler) -> list:
             epoch_cells_s_after_cold_open=statistics.median(cold_rate),
             warm_epoch_cells_s=statistics.median(warm_rate), local_cells_s=local_rate,
             warm_over_local=statistics.median(warm_rate) / local_rate,
+            label_entropy_bits=entropy,
         )
         rows.append(row)
         print(
             f"{layout:<4} {sampler:<8} delay {delay:>3} ms: open cold {row['cold_open_s']:.2f} s warm "
             f"{row['warm_open_s']:.3f} s | first epoch (cold, open included) "
             f"{row['cold_epoch_cells_s']:,.0f} cells/s | warm epoch {row['warm_epoch_cells_s']:,.0f} "
-            f"| local {local_rate:,.0f} ({row['warm_over_local']:.2f}x)",
+            f"| local {local_rate:,.0f} ({row['warm_over_local']:.2f}x) | cell_type entropy {entropy:.2f} bits",
             flush=True,
         )
     return rows
