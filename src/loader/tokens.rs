@@ -466,6 +466,11 @@ impl TokenIds for VocabIds<'_> {
 trait Value: Copy {
     fn f32(self) -> f32;
     fn f64(self) -> f64;
+    /// The sum of `vals` in `f64`, added in order.
+    #[inline]
+    fn total(vals: &[Self]) -> f64 {
+        vals.iter().fold(0.0, |t, v| t + v.f64())
+    }
 }
 macro_rules! value {
     ($($t:ty),*) => {$(
@@ -481,7 +486,34 @@ macro_rules! value {
         }
     )*};
 }
-value!(u16, u32, f32, f64);
+value!(f32, f64);
+
+/// Whole numbers add up exactly in `u64`, without the latency of a chain of `f64` additions;
+/// below 2^53 every partial sum is exact in `f64` too, so the result is the same to the bit.
+macro_rules! whole_value {
+    ($($t:ty),*) => {$(
+        impl Value for $t {
+            #[inline]
+            fn f32(self) -> f32 {
+                self as f32
+            }
+            #[inline]
+            fn f64(self) -> f64 {
+                self as f64
+            }
+            #[inline]
+            fn total(vals: &[Self]) -> f64 {
+                let sum: u64 = vals.iter().map(|&v| v as u64).sum();
+                if sum <= 1 << 53 {
+                    sum as f64
+                } else {
+                    vals.iter().fold(0.0, |t, v| t + v.f64())
+                }
+            }
+        }
+    )*};
+}
+whole_value!(u16, u32);
 
 /// Rank-value encoding of one cell (see the module documentation).
 #[allow(clippy::too_many_arguments)]
@@ -498,11 +530,9 @@ fn rank<I: Gene, V: Value, M: TokenIds>(
     let k = tokens.len();
     let keys = &mut s.keys;
     keys.clear();
-    let mut total = 0f64;
     let mut ascending = true;
     let mut prev = None;
     for (&g, &v) in idx.iter().zip(val) {
-        total += v.f64();
         let Some(t) = ids.token(g.id()) else {
             continue;
         };
@@ -529,7 +559,7 @@ fn rank<I: Gene, V: Value, M: TokenIds>(
     }
     let keys = &s.keys;
     let top = &keys[..n];
-    let total = total as f32;
+    let total = V::total(val) as f32;
     for (j, &w) in top.iter().enumerate() {
         tokens[j] = (w & 0xffff_ffff) as i32;
         values[j] = f32::from_bits(!((w >> 32) as u32)) / total;
@@ -540,9 +570,73 @@ fn rank<I: Gene, V: Value, M: TokenIds>(
 /// Below this many keys a comparison sort is as fast as the radix sort.
 const RADIX_MIN: usize = 64;
 
-/// Sorts by the high 32 bits, stably: an LSD radix sort, 8 bits a pass, skipping the passes
-/// whose byte is the same in every key (the sign and most of the exponent, usually).
+/// Digits of [`radix_sort_narrow`]: 2^11 counts stay in the L1 cache.
+const NARROW_BITS: u32 = 11;
+
+/// Sorts by the high 32 bits, stably: an LSD radix sort.
 fn radix_sort_high(keys: &mut Vec<u64>, tmp: &mut Vec<u64>) {
+    if !radix_sort_narrow(keys, tmp) {
+        radix_sort_bytes(keys, tmp);
+    }
+}
+
+/// Sorts by the high 32 bits, stably, if they span at most two digits of [`NARROW_BITS`]
+/// once the bits every key shares are left out: counts over gene medians take few distinct
+/// values, often a single digit's worth. Returns false, leaving `keys` alone, otherwise.
+fn radix_sort_narrow(keys: &mut Vec<u64>, tmp: &mut Vec<u64>) -> bool {
+    let n = keys.len();
+    let Some(&first) = keys.first() else {
+        return true;
+    };
+    let high = |w: u64| w >> 32;
+    let (mut lo, mut hi, mut differ) = (high(first), high(first), 0);
+    for &w in keys.iter() {
+        lo = lo.min(high(w));
+        hi = hi.max(high(w));
+        differ |= high(w) ^ high(first);
+    }
+    if differ == 0 {
+        return true;
+    }
+    // The keys agree on the bits below `shift`, so `(high - lo) >> shift` keeps their order.
+    let shift = differ.trailing_zeros();
+    let bits = 64 - ((hi - lo) >> shift).leading_zeros();
+    let passes = bits.div_ceil(NARROW_BITS);
+    if passes > 2 {
+        return false;
+    }
+    let width = bits.div_ceil(passes);
+    let mask = (1u64 << width) - 1;
+    let mut counts = [0u32; 1 << NARROW_BITS];
+    let counts = &mut counts[..=mask as usize];
+    tmp.clear();
+    tmp.resize(n, 0);
+    for p in 0..passes {
+        let at = shift + p * width;
+        let digit = |w: u64| (((high(w) - lo) >> at) & mask) as usize;
+        counts.fill(0);
+        for &w in keys.iter() {
+            counts[digit(w)] += 1;
+        }
+        let mut sum = 0u32;
+        for c in counts.iter_mut() {
+            let t = *c;
+            *c = sum;
+            sum += t;
+        }
+        for &w in keys.iter() {
+            let c = &mut counts[digit(w)];
+            tmp[*c as usize] = w;
+            *c += 1;
+        }
+        std::mem::swap(keys, tmp);
+    }
+    true
+}
+
+/// Sorts by the high 32 bits, stably: 8 bits a pass, skipping the passes whose byte is the
+/// same in every key (the sign and most of the exponent, usually).
+fn radix_sort_bytes(keys: &mut Vec<u64>, tmp: &mut Vec<u64>) {
     let n = keys.len();
     let mut counts = [[0u32; 256]; 4];
     for &w in keys.iter() {
@@ -847,6 +941,38 @@ mod tests {
         want.sort_unstable();
         radix_sort_high(&mut keys, &mut Vec::new());
         assert_eq!(keys, want);
+        // Keys within one digit (counts over a median of 2), within two (12 significant
+        // bits), and spanning more (counts over medians 2, 3 and 1e-3); the byte sort agrees.
+        let key = |v: f32, g: u64| ((!v.to_bits() as u64) << 32) | g;
+        let count = |g: u64, m: u64| ((g * 7919) % m + 1) as f32;
+        let cases: [(Vec<u64>, bool); 3] = [
+            ((0..700).map(|g| key(count(g, 13) / 2.0, g)).collect(), true),
+            (
+                (0..700).map(|g| key(count(g, 4096) / 1024.0, g)).collect(),
+                true,
+            ),
+            (
+                (0..700)
+                    .map(|g| key(count(g, 13) / [2.0, 3.0, 1e-3][g as usize % 3], g))
+                    .collect(),
+                false,
+            ),
+        ];
+        for (keys, narrow) in cases {
+            let mut want = keys.clone();
+            want.sort_unstable();
+            let mut got = keys.clone();
+            assert_eq!(radix_sort_narrow(&mut got, &mut Vec::new()), narrow);
+            if narrow {
+                assert_eq!(got, want);
+            }
+            let mut got = keys.clone();
+            radix_sort_high(&mut got, &mut Vec::new());
+            assert_eq!(got, want);
+            let mut got = keys;
+            radix_sort_bytes(&mut got, &mut Vec::new());
+            assert_eq!(got, want);
+        }
     }
 
     #[test]
