@@ -25,7 +25,7 @@ fn sibling(dest: &Path, tag: &str, pid: u32) -> Result<PathBuf> {
     Ok(dest.with_file_name(format!(".{name}{tag}{pid}")))
 }
 
-fn pid_alive(pid: u32) -> bool {
+pub(crate) fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 

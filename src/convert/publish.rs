@@ -392,8 +392,9 @@ pub fn convert_to(
         return super::convert(inputs, &local);
     }
     let dest = Destination::check(&location, opts.overwrite)?;
+    sweep_staging(&std::env::temp_dir());
     let staging = tempfile::Builder::new()
-        .prefix("cellarrow-upload-")
+        .prefix(&format!("{STAGING_PREFIX}{}-", std::process::id()))
         .tempdir()
         .map_err(|e| Error::io(std::env::temp_dir(), "creating a staging directory", e))?;
     local.output = staging.path().join("corpus");
@@ -403,4 +404,29 @@ pub fn convert_to(
     publish(&local.output, &dest, opts.progress)?;
     summary.output = PathBuf::from(location.url());
     Ok(summary)
+}
+
+/// Staging directories are `cellarrow-upload-PID-XXXXXX` under the temporary directory.
+const STAGING_PREFIX: &str = "cellarrow-upload-";
+
+/// Removes the staging directories of uploads whose process is gone (killed before it could
+/// clean up); those of live processes are theirs.
+fn sweep_staging(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(STAGING_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !super::output::pid_alive(pid) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }

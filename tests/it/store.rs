@@ -837,6 +837,11 @@ fn store_convert_uploads_to_a_url_with_the_manifest_last() {
     assert!(o.status.success(), "{}", stderr(&o));
     let o = convert(&killed, &["--overwrite"], None);
     assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the staging directory of the killed upload is swept"
+    );
     assert_same_content(&Arc::new(open(&killed).unwrap()), &local);
     assert_eq!(objects(&killed).len(), local_files(&f.local));
     let replaced = open(&target).unwrap();
