@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::job::progress::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::corpus::MANIFEST_FILE;
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::{block_on, Location};
+use crate::store::{block_on, lasting_error, Location};
 
 /// Files at most this large go up in one PUT; larger ones as multipart uploads in parts of
 /// this size (S3's parts must be at least 5 MiB).
@@ -263,7 +263,7 @@ async fn upload_one(
         loop {
             match store.put(path, payload.clone()).await {
                 Ok(_) => break,
-                Err(e) if attempt < ATTEMPTS && transient(&e) => {
+                Err(e) if attempt < ATTEMPTS && lasting_error(&e).is_none() => {
                     attempt += 1;
                     tokio::time::sleep(wait).await;
                     wait *= 2;
@@ -323,20 +323,6 @@ async fn write_parts(
     }
 }
 
-fn transient(e: &object_store::Error) -> bool {
-    use object_store::Error as E;
-    !matches!(
-        e,
-        E::NotFound { .. }
-            | E::PermissionDenied { .. }
-            | E::Unauthenticated { .. }
-            | E::InvalidPath { .. }
-            | E::NotSupported { .. }
-            | E::NotImplemented { .. }
-            | E::UnknownConfigurationKey { .. }
-    )
-}
-
 fn remove(
     store: &std::sync::Arc<dyn ObjectStore>,
     paths: Vec<ObjectPath>,
@@ -346,8 +332,8 @@ fn remove(
     }
     let store = store.clone();
     block_on(async move {
-        let s = store.clone();
-        s.delete_stream(stream::iter(paths.into_iter().map(Ok)).boxed())
+        store
+            .delete_stream(stream::iter(paths.into_iter().map(Ok)).boxed())
             .try_collect::<Vec<_>>()
             .await
             .map(|_| ())
@@ -355,17 +341,8 @@ fn remove(
 }
 
 fn store_error(url: &str, doing: &str, e: object_store::Error) -> Error {
-    use object_store::Error as E;
-    let kind = match &e {
-        E::NotFound { .. } => ErrorKind::NotFound,
-        E::PermissionDenied { .. } | E::Unauthenticated { .. } => ErrorKind::Credentials,
-        _ => ErrorKind::Remote,
-    };
-    let msg = match &e {
-        E::NotFound { .. } => format!("{doing}: not found (does the bucket exist?)"),
-        _ => format!("{doing}: {e}"),
-    };
-    Error::url(kind, url, msg)
+    let (kind, msg) = lasting_error(&e).unwrap_or_else(|| (ErrorKind::Remote, e.to_string()));
+    Error::url(kind, url, format!("{doing}: {msg}"))
 }
 
 /// Converts `inputs` into a corpus at `url` (any scheme of [`Location`]; a local path or

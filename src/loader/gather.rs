@@ -890,13 +890,18 @@ impl IndexElem for u32 {
 }
 
 /// A value of a stored type.
-trait ValueElem: Copy {
+pub(super) trait ValueElem: Copy {
+    /// Whole numbers (exact in `u64`).
+    const WHOLE: bool;
     fn f32(self) -> f32;
     fn f64(self) -> f64;
+    /// The value as a whole number (meaningful only if [`ValueElem::WHOLE`]).
+    fn u64(self) -> u64;
 }
 macro_rules! value_elem {
-    ($t:ty) => {
+    ($t:ty, $whole:expr) => {
         impl ValueElem for $t {
+            const WHOLE: bool = $whole;
             #[inline]
             fn f32(self) -> f32 {
                 self as f32
@@ -905,13 +910,17 @@ macro_rules! value_elem {
             fn f64(self) -> f64 {
                 self as f64
             }
+            #[inline]
+            fn u64(self) -> u64 {
+                self as u64
+            }
         }
     };
 }
-value_elem!(u16);
-value_elem!(u32);
-value_elem!(f32);
-value_elem!(f64);
+value_elem!(u16, true);
+value_elem!(u32, true);
+value_elem!(f32, false);
+value_elem!(f64, false);
 
 /// Writes one cell's values into its dense row, at the columns of the selected genes.
 #[inline]

@@ -53,6 +53,7 @@ use arrow::buffer::ScalarBuffer;
 use arrow::datatypes::{DataType, Field, Float32Type, Int32Type, UInt8Type};
 use serde::{Deserialize, Serialize};
 
+use super::gather::ValueElem;
 use crate::convert::gene_stats::{self, GeneStats};
 use crate::corpus::{Corpus, Indices, Values};
 use crate::error::{Error, Result};
@@ -343,7 +344,7 @@ impl Tokenizer {
     }
 
     #[inline]
-    fn typed<I: Gene, V: Value>(
+    fn typed<I: Gene, V: ValueElem>(
         &self,
         idx: &[I],
         val: &[V],
@@ -358,7 +359,7 @@ impl Tokenizer {
     }
 
     #[inline]
-    fn mapped<I: Gene, V: Value, M: TokenIds>(
+    fn mapped<I: Gene, V: ValueElem, M: TokenIds>(
         &self,
         idx: &[I],
         val: &[V],
@@ -462,62 +463,23 @@ impl TokenIds for VocabIds<'_> {
     }
 }
 
-/// A stored value type.
-trait Value: Copy {
-    fn f32(self) -> f32;
-    fn f64(self) -> f64;
-    /// The sum of `vals` in `f64`, added in order.
-    #[inline]
-    fn total(vals: &[Self]) -> f64 {
-        vals.iter().fold(0.0, |t, v| t + v.f64())
+/// The sum of a cell's values in `f64`, as a chain of `f64` additions in order gives it. Whole
+/// numbers add up exactly in `u64`, without that chain's latency; below 2^53 every partial sum
+/// is exact in `f64` too, so the result is the same to the bit.
+#[inline]
+fn total<V: ValueElem>(vals: &[V]) -> f64 {
+    if V::WHOLE {
+        let sum: u64 = vals.iter().map(|&v| v.u64()).sum();
+        if sum <= 1 << 53 {
+            return sum as f64;
+        }
     }
+    vals.iter().fold(0.0, |t, v| t + v.f64())
 }
-macro_rules! value {
-    ($($t:ty),*) => {$(
-        impl Value for $t {
-            #[inline]
-            fn f32(self) -> f32 {
-                self as f32
-            }
-            #[inline]
-            fn f64(self) -> f64 {
-                self as f64
-            }
-        }
-    )*};
-}
-value!(f32, f64);
-
-/// Whole numbers add up exactly in `u64`, without the latency of a chain of `f64` additions;
-/// below 2^53 every partial sum is exact in `f64` too, so the result is the same to the bit.
-macro_rules! whole_value {
-    ($($t:ty),*) => {$(
-        impl Value for $t {
-            #[inline]
-            fn f32(self) -> f32 {
-                self as f32
-            }
-            #[inline]
-            fn f64(self) -> f64 {
-                self as f64
-            }
-            #[inline]
-            fn total(vals: &[Self]) -> f64 {
-                let sum: u64 = vals.iter().map(|&v| v as u64).sum();
-                if sum <= 1 << 53 {
-                    sum as f64
-                } else {
-                    vals.iter().fold(0.0, |t, v| t + v.f64())
-                }
-            }
-        }
-    )*};
-}
-whole_value!(u16, u32);
 
 /// Rank-value encoding of one cell (see the module documentation).
 #[allow(clippy::too_many_arguments)]
-fn rank<I: Gene, V: Value, M: TokenIds>(
+fn rank<I: Gene, V: ValueElem, M: TokenIds>(
     idx: &[I],
     val: &[V],
     ids: M,
@@ -559,7 +521,7 @@ fn rank<I: Gene, V: Value, M: TokenIds>(
     }
     let keys = &s.keys;
     let top = &keys[..n];
-    let total = V::total(val) as f32;
+    let total = total(val) as f32;
     for (j, &w) in top.iter().enumerate() {
         tokens[j] = (w & 0xffff_ffff) as i32;
         values[j] = f32::from_bits(!((w >> 32) as u32)) / total;
@@ -686,7 +648,7 @@ fn unordered(b: u64) -> f64 {
 
 /// Value binning of one cell (see the module documentation).
 #[allow(clippy::too_many_arguments)]
-fn bins<I: Gene, V: Value, M: TokenIds>(
+fn bins<I: Gene, V: ValueElem, M: TokenIds>(
     idx: &[I],
     val: &[V],
     ids: M,

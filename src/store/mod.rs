@@ -31,7 +31,7 @@ mod tests;
 pub use cache::{Cache, CacheEvent, CacheKey};
 pub use fetch::{fetch_bytes, fetch_verified};
 pub use location::{is_url, Location, Scheme, StoreOptions};
-pub use range::{coalesce, RangeReader, ReadOptions, ReadStats};
+pub use range::{coalesce, lasting_error, RangeReader, ReadOptions, ReadStats};
 
 /// The node-local cache directory of fetched byte ranges: `$CELLARROW_CACHE/store`, else
 /// `$XDG_CACHE_HOME/cellarrow/store`, else `~/.cache/cellarrow/store` (`None` when none of

@@ -340,27 +340,34 @@ impl RangeReader {
         let Attempt::Store(e) = failure else {
             return None;
         };
-        use object_store::Error as E;
-        let (kind, msg) = match e {
-            E::NotFound { .. } => (
-                ErrorKind::NotFound,
-                "not found (the object or its bucket does not exist)".to_string(),
-            ),
-            E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
-                (ErrorKind::Credentials, format!("access refused: {e}"))
-            }
-            E::Precondition { .. } => (
-                ErrorKind::Remote,
-                "the object changed on the server since it was opened".to_string(),
-            ),
-            E::InvalidPath { .. }
-            | E::NotSupported { .. }
-            | E::NotImplemented { .. }
-            | E::UnknownConfigurationKey { .. } => (ErrorKind::Remote, e.to_string()),
-            _ => return None,
-        };
+        let (kind, msg) = lasting_error(e)?;
         Some(self.error(kind, range, msg))
     }
+}
+
+/// The kind and message of a store error that a retry cannot mend (a missing object or
+/// bucket, refused credentials, an object changed since it was opened, a request the store
+/// cannot serve); `None` for one worth retrying (a timeout, a 5xx, a dropped connection).
+pub fn lasting_error(e: &object_store::Error) -> Option<(ErrorKind, String)> {
+    use object_store::Error as E;
+    Some(match e {
+        E::NotFound { .. } => (
+            ErrorKind::NotFound,
+            "not found (the object or its bucket does not exist)".to_string(),
+        ),
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
+            (ErrorKind::Credentials, format!("access refused: {e}"))
+        }
+        E::Precondition { .. } => (
+            ErrorKind::Remote,
+            "the object changed on the server since it was opened".to_string(),
+        ),
+        E::InvalidPath { .. }
+        | E::NotSupported { .. }
+        | E::NotImplemented { .. }
+        | E::UnknownConfigurationKey { .. } => (ErrorKind::Remote, e.to_string()),
+        _ => return None,
+    })
 }
 
 /// Why one attempt failed.
