@@ -446,10 +446,9 @@ fn version_suffixes_are_one_gene() {
     assert_eq!(ids, human.iter().map(|h| h.id.clone()).collect::<Vec<_>>());
 }
 
-#[test]
-fn a_model_vocabulary_sets_the_gene_order_and_space_of_batches() {
-    let dir = scratch("genes-vocab");
-    let out = dir.path().join("c.corpus");
+/// The chr21 fixture converted into `dir/c.corpus`.
+fn convert_chr21(dir: &Path) -> PathBuf {
+    let out = dir.join("c.corpus");
     ok(
         &cli([
             "convert".as_ref(),
@@ -460,6 +459,13 @@ fn a_model_vocabulary_sets_the_gene_order_and_space_of_batches() {
         ]),
         "convert",
     );
+    out
+}
+
+#[test]
+fn a_model_vocabulary_sets_the_gene_order_and_space_of_batches() {
+    let dir = scratch("genes-vocab");
+    let out = convert_chr21(dir.path());
     let human = identities(&chr21());
     // A vocabulary in its own order: every third gene, by symbol or by versioned id, reversed,
     // with two genes the corpus lacks.
@@ -584,17 +590,7 @@ fn tokens_in_a_model_vocabulary_are_its_positions() {
     use cellarrow::loader::{TokenMode, TokenOptions};
 
     let dir = scratch("genes-tokens");
-    let out = dir.path().join("c.corpus");
-    ok(
-        &cli([
-            "convert".as_ref(),
-            chr21().as_os_str(),
-            "-o".as_ref(),
-            out.as_os_str(),
-            "--quiet".as_ref(),
-        ]),
-        "convert",
-    );
+    let out = convert_chr21(dir.path());
     let corpus = Arc::new(cellarrow::Corpus::open(&out).unwrap());
     let names = corpus.gene_names().unwrap();
     // A shuffled vocabulary of two thirds of the corpus genes and three it lacks.

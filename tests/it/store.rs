@@ -636,6 +636,38 @@ fn store_validate_checks_a_corpus_url() {
     }
 }
 
+/// The chr21 fixture converted with the cold layout under `dir` and uploaded to
+/// `corpora/NAME` of the bucket; the local corpus.
+fn upload_cold(
+    f: &mut Fixture,
+    dir: &Path,
+    name: &str,
+    chunk_cells: u32,
+    part_cells: u32,
+) -> Arc<Corpus> {
+    let local_dir = dir.join(name);
+    let (chunk_cells, part_cells) = (chunk_cells.to_string(), part_cells.to_string());
+    let o = cli([
+        "convert".as_ref(),
+        chr21().as_os_str(),
+        "-o".as_ref(),
+        local_dir.as_os_str(),
+        "--layout".as_ref(),
+        "cold".as_ref(),
+        "--chunk-cells".as_ref(),
+        chunk_cells.as_ref(),
+        "--part-cells".as_ref(),
+        part_cells.as_ref(),
+        "--quiet".as_ref(),
+    ]);
+    assert!(o.status.success(), "convert: {}", stderr(&o));
+    f.server.cmd(&format!(
+        "upload {} {BUCKET} corpora/{name}",
+        local_dir.display()
+    ));
+    Arc::new(Corpus::open(&local_dir).unwrap())
+}
+
 /// A cold corpus over `s3://` opens from its parts' footers alone, fetches the chunks a batch
 /// needs together (adjacent chunks in one request) and nothing it holds already, checks each
 /// chunk against the sha256 its footer lists (a corrupted body is fetched again; past the
@@ -647,26 +679,7 @@ fn store_cold_corpus_reads_chunks_lazily_and_matches_local() {
     let Some(mut f) = fixture() else { return };
     f.server.cmd("reset");
     let dir = scratch("store-cold");
-    let local_dir = dir.path().join("cold");
-    let o = cli([
-        "convert".as_ref(),
-        chr21().as_os_str(),
-        "-o".as_ref(),
-        local_dir.as_os_str(),
-        "--layout".as_ref(),
-        "cold".as_ref(),
-        "--chunk-cells".as_ref(),
-        "32".as_ref(),
-        "--part-cells".as_ref(),
-        "600".as_ref(),
-        "--quiet".as_ref(),
-    ]);
-    assert!(o.status.success(), "convert: {}", stderr(&o));
-    f.server.cmd(&format!(
-        "upload {} {BUCKET} corpora/cold",
-        local_dir.display()
-    ));
-    let local = Arc::new(Corpus::open(&local_dir).unwrap());
+    let local = upload_cold(&mut f, dir.path(), "cold", 32, 600);
     let m = local.manifest();
     let n_parts = m.matrix.parts.len();
     assert!(n_parts >= 2);
@@ -880,26 +893,7 @@ fn store_cold_loader_reads_ahead_without_fetching_a_chunk_twice() {
     let Some(mut f) = fixture() else { return };
     f.server.cmd("reset");
     let dir = scratch("store-ahead");
-    let local_dir = dir.path().join("cold");
-    let o = cli([
-        "convert".as_ref(),
-        chr21().as_os_str(),
-        "-o".as_ref(),
-        local_dir.as_os_str(),
-        "--layout".as_ref(),
-        "cold".as_ref(),
-        "--chunk-cells".as_ref(),
-        "16".as_ref(),
-        "--part-cells".as_ref(),
-        "400".as_ref(),
-        "--quiet".as_ref(),
-    ]);
-    assert!(o.status.success(), "convert: {}", stderr(&o));
-    f.server.cmd(&format!(
-        "upload {} {BUCKET} corpora/ahead",
-        local_dir.display()
-    ));
-    let local = Arc::new(Corpus::open(&local_dir).unwrap());
+    let local = upload_cold(&mut f, dir.path(), "ahead", 16, 400);
     let n_chunks: u64 = local
         .manifest()
         .matrix

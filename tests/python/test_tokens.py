@@ -250,6 +250,14 @@ def shuffled_vocabulary(corpus, rng):
     return vocab, lut
 
 
+def assert_row(batch, r, expected) -> None:
+    """Row ``r`` of a token batch is ``expected``: (tokens, values, attention mask)."""
+    tokens, values, mask = expected
+    np.testing.assert_array_equal(batch.tokens[r], tokens)
+    np.testing.assert_array_equal(batch.token_values[r], values)
+    np.testing.assert_array_equal(batch.attention_mask[r], mask)
+
+
 @pytest.mark.parametrize("k", [16, 4096])
 def test_rank_tokens_in_a_vocabulary_match_numpy(corpus_path, k):
     corpus = cellarrow.open(corpus_path)
@@ -262,10 +270,7 @@ def test_rank_tokens_in_a_vocabulary_match_numpy(corpus_path, k):
     for batch in loader:
         for r, c in enumerate(batch.cells):
             lo, hi = indptr[c], indptr[c + 1]
-            et, ev, em = padded(*rank_ref(indices[lo:hi], values[lo:hi], med32, k, lut), k, np.float32)
-            np.testing.assert_array_equal(batch.tokens[r], et)
-            np.testing.assert_array_equal(batch.token_values[r], ev)
-            np.testing.assert_array_equal(batch.attention_mask[r], em)
+            assert_row(batch, r, padded(*rank_ref(indices[lo:hi], values[lo:hi], med32, k, lut), k, np.float32))
             left_out += int((lut[indices[lo:hi]] < 0).sum())
         seen += batch.num_rows
     assert seen == corpus.n_cells and left_out > 0
@@ -282,10 +287,7 @@ def test_bins_tokens_in_a_vocabulary_match_numpy(scaled_path, corpus_path, n_bin
         for batch in loader:
             for r, c in enumerate(batch.cells):
                 lo, hi = indptr[c], indptr[c + 1]
-                et, ev, em = padded(*bins_ref(indices[lo:hi], values[lo:hi], n_bins, k, lut), k, np.int32)
-                np.testing.assert_array_equal(batch.tokens[r], et)
-                np.testing.assert_array_equal(batch.token_values[r], ev)
-                np.testing.assert_array_equal(batch.attention_mask[r], em)
+                assert_row(batch, r, padded(*bins_ref(indices[lo:hi], values[lo:hi], n_bins, k, lut), k, np.int32))
 
 
 def test_a_vocabulary_with_a_gene_twice_is_refused_with_tokens(corpus_path, tmp_path):
