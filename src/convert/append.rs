@@ -52,6 +52,26 @@ pub fn append(
     inputs: &[InputSample],
     opts: &ConvertOptions,
 ) -> Result<ConvertSummary> {
+    grow(corpus_dir, inputs, opts, OldParts::Linked)
+}
+
+/// Where the matrix parts of the corpus being grown are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OldParts {
+    /// In the corpus directory: linked into the grown one.
+    Linked,
+    /// Not on this disk (a corpus in object storage, of which the directory holds the manifest
+    /// and the tables): the grown corpus lists them and holds only the new parts.
+    Elsewhere,
+}
+
+/// [`append`], with the old parts where `old_parts` says.
+pub(crate) fn grow(
+    corpus_dir: &Path,
+    inputs: &[InputSample],
+    opts: &ConvertOptions,
+    old_parts: OldParts,
+) -> Result<ConvertSummary> {
     let started = Instant::now();
     if inputs.is_empty() {
         return Err(Error::invalid_input("no input files given"));
@@ -91,7 +111,9 @@ pub fn append(
     }
 
     let dir = staging.path().to_path_buf();
-    link_parts(corpus_dir, &dir, &old)?;
+    if old_parts == OldParts::Linked {
+        link_parts(corpus_dir, &dir, &old)?;
+    }
     let first_part = next_part_number(&old);
     let mut layout = Layout {
         dir: &dir,
@@ -596,8 +618,7 @@ fn new_manifest(
                 sha256: p.sha256.clone(),
             })
             .collect(),
-        options: serde_json::to_value(opts)
-            .map_err(|e| Error::invalid_input(format!("options: {e}")))?,
+        options: tables::recorded_options(opts)?,
         inputs: Vec::new(),
     });
     Ok(m)

@@ -529,14 +529,20 @@ pub fn record(dir: &Path, previous: Option<&Path>) -> Result<()> {
         .as_ref()
         .and_then(|(_, m)| m.tables.get(TABLE))
         .map_or(&[], Vec::as_slice);
-    let (mut stats, from) = match &old {
+    let (mut stats, from, first_part) = match &old {
         Some((p, m)) if !old_files.is_empty() => {
             let files: Vec<PathBuf> = old_files.iter().map(|f| p.join(&f.path)).collect();
-            (GeneStats::read_files(&files)?, m.n_cells)
+            (
+                GeneStats::read_files(&files)?,
+                m.n_cells,
+                m.matrix.parts.len(),
+            )
         }
-        _ => (GeneStats::default(), 0),
+        _ => (GeneStats::default(), 0, 0),
     };
-    let corpus = Corpus::open(dir)?;
+    // Only the new parts are read (an append lists them after the old ones), so the old ones
+    // need not even be on this disk.
+    let corpus = Corpus::open_from_part(dir, first_part)?;
     stats.merge(compute(&corpus, from)?);
     drop(corpus);
     // A number above the previous file's, so the new file never takes its name.

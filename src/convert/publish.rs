@@ -407,3 +407,257 @@ fn sweep_staging(tmp: &Path) {
         }
     }
 }
+
+/// Appends `inputs` to the corpus at `url`, as [`super::append`] does on local disk (a local
+/// path or `file://` appends in place). The manifest and the table files are downloaded into
+/// a staging directory under `TMPDIR` (the matrix parts stay where they are), the new samples
+/// are appended there, then the new files are uploaded and the manifest last, replacing the
+/// old one only if nobody changed it meanwhile. Table files the new manifest no longer lists
+/// (rewritten ones) are removed after it; nothing else of the old corpus is touched.
+///
+/// A lock object `.NAME.cellarrow-lock` beside the prefix keeps a second writer out while the
+/// append runs. A store cannot tell whether the process that holds a lock still runs: the lock
+/// of a killed append stays, and `break_lock` takes it over (and removes the objects that
+/// append left, which the manifest does not list).
+///
+/// ```no_run
+/// use cellarrow::convert::{publish::append_to, resolve_inputs, ConvertOptions};
+/// let inputs = resolve_inputs(&["c.h5ad".into()])?;
+/// let summary = append_to(&inputs, &ConvertOptions::new("unused"), "s3://bucket/corpora/a", false)?;
+/// println!("{} cells now", summary.n_cells);
+/// # Ok::<(), cellarrow::Error>(())
+/// ```
+pub fn append_to(
+    inputs: &[super::InputSample],
+    opts: &super::ConvertOptions,
+    url: &str,
+    break_lock: bool,
+) -> Result<super::ConvertSummary> {
+    let location = Location::parse(url)?;
+    let mut local = opts.clone();
+    if let Some(root) = location.local_root() {
+        return super::append(root, inputs, &local);
+    }
+    let _lock = RemoteLock::acquire(&location, break_lock)?;
+    let (text, etag) = read_manifest(&location)?;
+    let old = crate::corpus::Manifest::from_json_bytes(&text)
+        .map_err(|e| e.with_path(location.url_of(MANIFEST_FILE)))?;
+    if !old.tables.contains_key(super::gene_stats::TABLE) {
+        return Err(Error::url(
+            ErrorKind::Unsupported,
+            location.url(),
+            "the corpus has no gene_stats table (it predates it), and computing one reads \
+             every part: append to a local copy of it once",
+        ));
+    }
+    if break_lock {
+        remove_unlisted(&location, &old)?;
+    }
+    sweep_staging(&std::env::temp_dir());
+    let staging = tempfile::Builder::new()
+        .prefix(&format!("{STAGING_PREFIX}{}-", std::process::id()))
+        .tempdir()
+        .map_err(|e| Error::io(std::env::temp_dir(), "creating a staging directory", e))?;
+    let mirror = staging.path().join("corpus");
+    crate::corpus::remote::download_tables(&location, &old, &text, &mirror)?;
+    local.output = mirror.clone();
+    local.destination = Some(location.url().to_string());
+    let mut summary =
+        super::append::grow(&mirror, inputs, &local, super::append::OldParts::Elsewhere)?;
+
+    let new = crate::corpus::Manifest::read(&mirror)?;
+    let kept: std::collections::HashSet<(&str, &str)> = old
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f.sha256.as_str()))
+        .collect();
+    let added: Vec<String> = new
+        .files
+        .iter()
+        .filter(|f| !kept.contains(&(f.path.as_str(), f.sha256.as_str())))
+        .map(|f| f.path.clone())
+        .collect();
+    let listed: std::collections::HashSet<&str> =
+        new.files.iter().map(|f| f.path.as_str()).collect();
+    let dropped: Vec<ObjectPath> = old
+        .files
+        .iter()
+        .filter(|f| !listed.contains(f.path.as_str()))
+        .map(|f| location.child(&f.path))
+        .collect();
+
+    let bar = ProgressBar::hidden();
+    let uploaded = std::sync::Arc::new(std::sync::Mutex::new(Vec::<ObjectPath>::new()));
+    let result = (|| -> Result<()> {
+        upload_all(&mirror, &location, &added, &bar, &uploaded)?;
+        super::kill::kill_point(super::kill::UPLOAD_STAGE);
+        replace_manifest(&location, &mirror, etag)
+    })();
+    if let Err(e) = result {
+        let put = std::mem::take(&mut *uploaded.lock().unwrap_or_else(|p| p.into_inner()));
+        let _ = remove(location.store(), put);
+        return Err(e);
+    }
+    if let Err(e) = remove(location.store(), dropped) {
+        summary.warnings.push(format!(
+            "{}: files the grown corpus no longer lists could not be removed: {e}",
+            location.url()
+        ));
+    }
+    summary.output = PathBuf::from(location.url());
+    Ok(summary)
+}
+
+/// The manifest's bytes and the ETag they were read at.
+fn read_manifest(location: &Location) -> Result<(Vec<u8>, Option<String>)> {
+    let reader = crate::store::RangeReader::new(location, MANIFEST_FILE);
+    let (size, etag) = reader.head_blocking().map_err(|e| match e.kind() {
+        ErrorKind::NotFound => Error::url(
+            ErrorKind::InvalidCorpus,
+            location.url_of(MANIFEST_FILE),
+            "no manifest.json: not a cellarrow corpus (or the bucket does not exist)",
+        )
+        .with_source(e),
+        _ => e,
+    })?;
+    let reader = reader.with_etag(etag.clone());
+    let body = reader.read_blocking(std::slice::from_ref(&(0..size)))?;
+    Ok((body[0].as_slice().to_vec(), etag))
+}
+
+/// Puts the grown corpus's manifest in place of the one read at `etag`, unless the object
+/// changed since (another writer): then nothing is replaced and the error says so.
+fn replace_manifest(location: &Location, mirror: &Path, etag: Option<String>) -> Result<()> {
+    let url = location.url_of(MANIFEST_FILE);
+    let local = mirror.join(MANIFEST_FILE);
+    let bytes = std::fs::read(&local).map_err(|e| Error::io(&local, "reading", e))?;
+    let mode = object_store::PutMode::Update(object_store::UpdateVersion {
+        e_tag: etag,
+        version: None,
+    });
+    let store = location.store().clone();
+    let path = location.child(MANIFEST_FILE);
+    block_on(async move {
+        store
+            .put_opts(&path, PutPayload::from(bytes), mode.into())
+            .await
+    })
+    .map(|_| ())
+    .map_err(|e| match e {
+        object_store::Error::Precondition { .. } => Error::url(
+            ErrorKind::DestinationExists,
+            &url,
+            "the corpus changed while this append ran (another writer?); this append was \
+             undone, run it again",
+        ),
+        e => store_error(&url, "replacing the manifest", e),
+    })
+}
+
+/// Removes the objects under the prefix that `manifest` does not list (left by a killed
+/// append), and only those.
+fn remove_unlisted(location: &Location, manifest: &crate::corpus::Manifest) -> Result<()> {
+    let store = location.store().clone();
+    let prefix = location.prefix().clone();
+    let all: Vec<ObjectPath> = block_on(async move {
+        store
+            .list(Some(&prefix))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+    })
+    .map_err(|e| store_error(location.url(), "listing the corpus", e))?;
+    let listed: std::collections::HashSet<ObjectPath> = manifest
+        .files
+        .iter()
+        .map(|f| location.child(&f.path))
+        .chain([location.child(MANIFEST_FILE)])
+        .collect();
+    let strays: Vec<ObjectPath> = all.into_iter().filter(|p| !listed.contains(p)).collect();
+    remove(location.store(), strays)
+        .map_err(|e| store_error(location.url(), "removing objects a killed append left", e))
+}
+
+/// The lock object of a corpus in object storage, beside its prefix (as the local lock file is
+/// beside the directory), created only if absent; removed on drop.
+struct RemoteLock {
+    store: std::sync::Arc<dyn ObjectStore>,
+    path: ObjectPath,
+}
+
+impl RemoteLock {
+    fn acquire(location: &Location, break_lock: bool) -> Result<RemoteLock> {
+        let mut parts: Vec<object_store::path::PathPart<'static>> = location
+            .prefix()
+            .parts()
+            .map(|p| p.as_ref().to_string().into())
+            .collect();
+        let name = parts.pop().ok_or_else(|| {
+            Error::url(
+                ErrorKind::InvalidUrl,
+                location.url(),
+                "the corpus URL needs a prefix below the bucket to append to it",
+            )
+        })?;
+        parts.push(format!(".{}.cellarrow-lock", name.as_ref()).into());
+        let path = ObjectPath::from_iter(parts);
+        let url = format!(
+            "{}/{}",
+            location
+                .url()
+                .rsplit_once('/')
+                .map_or(location.url(), |(a, _)| a),
+            path.filename().unwrap_or_default()
+        );
+        let store = location.store().clone();
+        if break_lock {
+            let (s, p) = (store.clone(), path.clone());
+            match block_on(async move { s.delete(&p).await }) {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(store_error(&url, "removing the lock", e)),
+            }
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let owner = format!("host {host} pid {} since {since}\n", std::process::id());
+        let (s, p) = (store.clone(), path.clone());
+        let put = block_on(async move {
+            s.put_opts(
+                &p,
+                PutPayload::from(owner.into_bytes()),
+                object_store::PutMode::Create.into(),
+            )
+            .await
+        });
+        match put {
+            Ok(_) => Ok(RemoteLock { store, path }),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let (s, p) = (store.clone(), path.clone());
+                let holder = block_on(async move { s.get(&p).await?.bytes().await })
+                    .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+                    .unwrap_or_default();
+                Err(Error::url(
+                    ErrorKind::DestinationExists,
+                    &url,
+                    format!(
+                        "the corpus is locked ({holder}): another append is running, or one \
+                         was killed; if none is running, pass --break-lock"
+                    ),
+                ))
+            }
+            Err(e) => Err(store_error(&url, "taking the lock", e)),
+        }
+    }
+}
+
+impl Drop for RemoteLock {
+    fn drop(&mut self) {
+        let (s, p) = (self.store.clone(), self.path.clone());
+        // A lock left behind is reported to the next writer, which can break it.
+        let _ = block_on(async move { s.delete(&p).await });
+    }
+}

@@ -528,7 +528,7 @@ pub(crate) fn merge_tables(
 }
 
 /// The options as the manifest records them: the output is the URL of an upload.
-fn recorded_options(opts: &ConvertOptions) -> Result<serde_json::Value> {
+pub(crate) fn recorded_options(opts: &ConvertOptions) -> Result<serde_json::Value> {
     let mut options =
         serde_json::to_value(opts).map_err(|e| Error::invalid_input(format!("options: {e}")))?;
     if let Some(url) = &opts.destination {

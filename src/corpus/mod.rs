@@ -16,7 +16,7 @@ mod manifest;
 mod part;
 mod reader;
 #[cfg(feature = "remote")]
-mod remote;
+pub(crate) mod remote;
 mod table;
 #[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]

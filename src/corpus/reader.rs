@@ -18,7 +18,8 @@ use memmap2::Mmap;
 use super::cold::{open_cold_part, ColdChunk};
 use super::manifest::resolve;
 use super::{
-    part_schema, Corpus, IndexType, Indices, Manifest, PartEntry, PartLayout, ValueType, Values,
+    part_schema, Corpus, FileEntry, IndexType, Indices, Manifest, PartEntry, PartLayout, ValueType,
+    Values,
 };
 use crate::error::{Error, Result};
 
@@ -306,10 +307,27 @@ impl Corpus {
         if let Some(url) = dir.as_ref().to_str().filter(|s| crate::store::is_url(s)) {
             return Corpus::open_url(url);
         }
-        let root = dir.as_ref().to_path_buf();
+        Self::open_from_part(dir.as_ref(), 0)
+    }
+
+    /// The local corpus at `dir` with only its parts from `first_part` on (the earlier ones
+    /// need not be on disk): for work over the cells an append adds, whose old parts may be
+    /// in object storage. Its batches are those of the opened parts only.
+    pub(crate) fn open_from_part(dir: &Path, first_part: usize) -> Result<Corpus> {
+        let root = dir.to_path_buf();
         let manifest = Manifest::read(&root)?;
-        check_files(&root, &manifest)?;
-        let matrix = open_matrix(&root, &manifest)?;
+        let absent: std::collections::HashSet<&str> = manifest.matrix.parts[..first_part]
+            .iter()
+            .map(|p| p.path.as_str())
+            .collect();
+        check_files(
+            &root,
+            manifest
+                .files
+                .iter()
+                .filter(|f| !absent.contains(f.path.as_str())),
+        )?;
+        let matrix = open_matrix(&root, &manifest, first_part)?;
         Ok(Corpus {
             root,
             manifest,
@@ -483,9 +501,12 @@ impl Corpus {
     }
 }
 
-/// Every listed file: inside the directory, a regular file, of the listed size.
-pub(crate) fn check_files(root: &Path, manifest: &Manifest) -> Result<()> {
-    for f in &manifest.files {
+/// Every file of `files`: inside the directory, a regular file, of the listed size.
+pub(crate) fn check_files<'a>(
+    root: &Path,
+    files: impl IntoIterator<Item = &'a FileEntry>,
+) -> Result<()> {
+    for f in files {
         let p = resolve(root, &f.path)?;
         let md = std::fs::metadata(&p).map_err(|e| Error::io(&p, "reading metadata", e))?;
         if !md.is_file() {
@@ -504,14 +525,15 @@ pub(crate) fn check_files(root: &Path, manifest: &Manifest) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn open_matrix(root: &Path, manifest: &Manifest) -> Result<Matrix> {
+/// The parts from `first_part` on, mapped and decoded.
+pub(crate) fn open_matrix(root: &Path, manifest: &Manifest, first_part: usize) -> Result<Matrix> {
     let mut m = Matrix {
         maps: Vec::new(),
         batches: Vec::new(),
         starts: Vec::new(),
         lazy: false,
     };
-    for (pi, part) in manifest.matrix.parts.iter().enumerate() {
+    for (pi, part) in manifest.matrix.parts.iter().enumerate().skip(first_part) {
         let path = root.join(&part.path);
         let file =
             std::fs::File::open(&path).map_err(|e| Error::io(&path, "opening matrix part", e))?;

@@ -139,7 +139,7 @@ fn snapshot(
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     ));
-    let made = fill_snapshot(loc, manifest, text, &tmp);
+    let made = download_tables(loc, manifest, text, &tmp);
     if let Err(e) = made {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
@@ -158,7 +158,15 @@ fn snapshot(
     }
 }
 
-fn fill_snapshot(loc: &Location, manifest: &Manifest, text: &[u8], tmp: &Path) -> Result<()> {
+/// Writes into the new directory `tmp` the manifest (`text`) and every file it lists that is
+/// not a matrix part, each checked against its sha256.
+pub(crate) fn download_tables(
+    loc: &Location,
+    manifest: &Manifest,
+    text: &[u8],
+    tmp: &Path,
+) -> Result<()> {
+    std::fs::create_dir_all(tmp).map_err(|e| Error::io(tmp, "creating", e))?;
     let parts: std::collections::HashSet<&str> = manifest
         .matrix
         .parts

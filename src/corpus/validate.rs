@@ -57,7 +57,7 @@ pub fn validate(dir: impl AsRef<Path>) -> Result<ValidationReport> {
     let mut report = ValidationReport::default();
 
     check_file_set(root, &manifest)?;
-    check_files(root, &manifest)?;
+    check_files(root, &manifest.files)?;
     for f in &manifest.files {
         let p = resolve(root, &f.path)?;
         let (sha, bytes) = sha256_file(&p)?;
@@ -85,7 +85,7 @@ pub fn validate(dir: impl AsRef<Path>) -> Result<ValidationReport> {
             check_chunk_checksums(&p, &bytes, &manifest, part, pi)?;
         }
     }
-    let matrix = open_matrix(root, &manifest)?;
+    let matrix = open_matrix(root, &manifest, 0)?;
     check_contents(root, &manifest, &matrix.batches, &mut report)?;
     Ok(report)
 }

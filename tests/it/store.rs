@@ -500,10 +500,14 @@ fn assert_same_corpus(remote: &Arc<Corpus>, local: &Arc<Corpus>) {
     assert_same_content(remote, local);
 }
 
-/// [`assert_same_corpus`] but for the manifest's record of where the corpus was written.
+/// [`assert_same_corpus`] but for the manifest's records of where the corpus was written (by
+/// its conversion and its appends).
 fn assert_same_content(remote: &Arc<Corpus>, local: &Arc<Corpus>) {
     let mut m = remote.manifest().clone();
     m.options["output"] = local.manifest().options["output"].clone();
+    for (a, b) in m.lineage.iter_mut().zip(&local.manifest().lineage) {
+        a.options["output"] = b.options["output"].clone();
+    }
     assert_eq!(&m, local.manifest());
     assert_ne!(remote.root(), local.root());
     for cell in 0..local.n_cells() {
@@ -747,36 +751,57 @@ fn store_cold_corpus_reads_chunks_lazily_and_matches_local() {
     assert_same_corpus(&remote, &local);
 }
 
+/// The CLI with the S3 server's endpoint and credentials in its environment, `TMPDIR` and the
+/// node cache under `dir`, and the kill point `kill` armed.
+fn cli_s3(f: &Fixture, dir: &Path, args: &[&str], kill: Option<&str>) -> std::process::Output {
+    let mut c = Command::new(crate::common::bin());
+    c.args(args)
+        .env(
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{}", f.server.moto_port),
+        )
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("TMPDIR", dir.join("tmp"))
+        .env("CELLARROW_CACHE", dir.join("cache"));
+    if let Some(stage) = kill {
+        c.env(cellarrow::convert::kill::KILL_AT_VAR, stage);
+    }
+    c.output().unwrap()
+}
+
+/// The names of the objects under `url`, sorted.
+fn objects(f: &Fixture, url: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStore;
+    let loc = Location::parse_with(url, &f.server.options(false)).unwrap();
+    let (store, prefix) = (loc.store().clone(), loc.prefix().clone());
+    let mut names: Vec<String> = cellarrow::store::block_on(async move {
+        store.list(Some(&prefix)).try_collect::<Vec<_>>().await
+    })
+    .unwrap()
+    .into_iter()
+    .map(|m| m.location.to_string())
+    .collect();
+    names.sort();
+    names
+}
+
 /// `cellarrow convert -o s3://…`: the corpus is converted under `TMPDIR`, uploaded with its
 /// manifest last, and reads as the same conversion on local disk; a destination holding a
 /// corpus, or objects without a manifest (an upload killed before its manifest), is refused
 /// unless `--overwrite`, which replaces it and leaves no stale object; a bucket that does not
-/// exist is refused before any work; `append` to a URL is refused; none of them panics.
+/// exist is refused before any work; none of them panics.
 #[test]
 fn store_convert_uploads_to_a_url_with_the_manifest_last() {
-    use cellarrow::convert::kill::{KILL_AT_VAR, UPLOAD_STAGE};
-    use futures::TryStreamExt;
-    use object_store::ObjectStore;
+    use cellarrow::convert::kill::UPLOAD_STAGE;
     let Some(f) = fixture() else { return };
     let dir = scratch("store-convert");
     let tmp = dir.path().join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
-    let endpoint = format!("http://127.0.0.1:{}", f.server.moto_port);
-    let run = |args: &[&str], kill: Option<&str>| {
-        let mut c = Command::new(crate::common::bin());
-        c.args(args)
-            .env("AWS_ENDPOINT_URL", &endpoint)
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env("TMPDIR", &tmp)
-            .env("CELLARROW_CACHE", dir.path().join("cache"));
-        if let Some(stage) = kill {
-            c.env(KILL_AT_VAR, stage);
-        }
-        c.output().unwrap()
-    };
+    let run = |args: &[&str], kill: Option<&str>| cli_s3(&f, dir.path(), args, kill);
     let input = chr21();
     let input = input.to_str().unwrap();
     let convert = |url: &str, extra: &[&str], kill: Option<&str>| {
@@ -792,19 +817,7 @@ fn store_convert_uploads_to_a_url_with_the_manifest_last() {
         args.extend_from_slice(extra);
         run(&args, kill)
     };
-    let objects = |url: &str| -> Vec<String> {
-        let loc = Location::parse_with(url, &f.server.options(false)).unwrap();
-        let (store, prefix) = (loc.store().clone(), loc.prefix().clone());
-        let mut names: Vec<String> = cellarrow::store::block_on(async move {
-            store.list(Some(&prefix)).try_collect::<Vec<_>>().await
-        })
-        .unwrap()
-        .into_iter()
-        .map(|m| m.location.to_string())
-        .collect();
-        names.sort();
-        names
-    };
+    let objects = |url: &str| objects(&f, url);
     let local_files = |root: &Path| -> usize {
         let c = Corpus::open(root).unwrap();
         c.manifest().files.len() + 1
@@ -877,11 +890,134 @@ fn store_convert_uploads_to_a_url_with_the_manifest_last() {
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert!(e.contains(missing) && !e.contains("panicked"), "{e}");
+}
 
-    let o = run(&["append", &target, input], None);
+/// `cellarrow append s3://…` grows the corpus in the bucket as `append` grows the same corpus
+/// on local disk (same manifest but for the recorded output, cells, tables), uploading only
+/// the new files (the old parts keep their objects) and removing the table files the grown
+/// manifest no longer lists. An append killed after its uploads leaves the corpus as it was
+/// and its lock, which the next append reports and `--break-lock` takes over (removing what
+/// the killed one left). A refused append releases the lock; a URL without a corpus is a clear
+/// error.
+#[test]
+fn store_append_to_a_url_grows_it_as_on_local_disk() {
+    use cellarrow::convert::kill::UPLOAD_STAGE;
+    let Some(f) = fixture() else { return };
+    let dir = scratch("store-append-url");
+    std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+    let run = |args: &[&str], kill: Option<&str>| cli_s3(&f, dir.path(), args, kill);
+    let (first, second, third) = (
+        chr21(),
+        data("debian_sctransform_pbmc_counts.h5ad"),
+        data("scanpy_10x_10k_subset_mouse_counts.h5ad"),
+    );
+    let (first, second, third) = (
+        first.to_str().unwrap(),
+        second.to_str().unwrap(),
+        third.to_str().unwrap(),
+    );
+    let local = dir.path().join("local");
+    let local_s = local.to_str().unwrap();
+    let url = format!("s3://{BUCKET}/appended/cohort");
+    for target in [local_s, &url] {
+        let o = run(
+            &[
+                "convert",
+                first,
+                "-o",
+                target,
+                "--part-cells",
+                "150",
+                "--quiet",
+            ],
+            None,
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let open =
+        |url: &str| Arc::new(Corpus::open_url_with(url, &f.server.options(false), None).unwrap());
+    let before = open(&url);
+    let etags = |url: &str| -> Vec<(String, Option<String>)> {
+        let loc = Location::parse_with(url, &f.server.options(false)).unwrap();
+        before
+            .manifest()
+            .matrix
+            .parts
+            .iter()
+            .map(|p| {
+                let r = cellarrow::store::RangeReader::new(&loc, &p.path);
+                (p.path.clone(), r.head_blocking().unwrap().1)
+            })
+            .collect()
+    };
+    let old_parts = etags(&url);
+
+    // Killed with the new files uploaded: the corpus is still the old one, and locked.
+    let o = run(&["append", &url, second, "--quiet"], Some(UPLOAD_STAGE));
+    assert!(stderr(&o).contains("killed at uploaded"), "{}", stderr(&o));
+    assert_eq!(open(&url).manifest(), before.manifest());
+    assert!(objects(&f, &url).len() > before.manifest().files.len() + 1);
+    let o = run(&["append", &url, second, "--quiet"], None);
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{e}");
-    assert!(e.contains(&target) && e.contains("local"), "{e}");
+    assert!(
+        e.contains(".cohort.cellarrow-lock") && e.contains("--break-lock"),
+        "{e}"
+    );
+    assert!(!e.contains("panicked"), "{e}");
+
+    let o = run(&["append", &url, second, "--quiet", "--break-lock"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&["append", local_s, second, "--quiet"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The second append also rewrites nothing it need not: a second append in a row.
+    for target in [local_s, &url] {
+        let o = run(&["append", target, third, "--quiet"], None);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let (remote, local) = (open(&url), Arc::new(Corpus::open(&local).unwrap()));
+    assert_eq!(local.manifest().samples.len(), 3);
+    assert_eq!(remote.manifest().options["output"], url.as_str());
+    assert!(remote
+        .manifest()
+        .lineage
+        .iter()
+        .all(|l| l.options["output"] == url.as_str()));
+    assert_same_content(&remote, &local);
+    assert_eq!(
+        etags(&url),
+        old_parts,
+        "the old parts are not uploaded again"
+    );
+    assert_eq!(
+        objects(&f, &url).len(),
+        remote.manifest().files.len() + 1,
+        "nothing the manifest does not list is left: {:?}",
+        objects(&f, &url)
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0,
+        "the staging directories are removed"
+    );
+
+    // Refused (the sample is in the corpus already): nothing changes, the lock is released.
+    let o = run(&["append", &url, third, "--quiet"], None);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("already in the corpus"), "{e}");
+    assert_eq!(open(&url).manifest(), remote.manifest());
+    let o = run(&["append", &url, third, "--quiet"], None);
+    assert!(!stderr(&o).contains("lock"), "{}", stderr(&o));
+
+    let nothing = format!("s3://{BUCKET}/appended/nothing");
+    let o = run(&["append", &nothing, third, "--quiet"], None);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains(&nothing) && e.contains("manifest.json"), "{e}");
+    assert!(objects(&f, &format!("s3://{BUCKET}/appended"))
+        .iter()
+        .all(|o| !o.contains("lock")));
 }
 
 /// The loader over a cold corpus URL with read-ahead (fetches of later batches in flight while
