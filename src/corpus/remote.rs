@@ -449,13 +449,39 @@ impl LazyPart {
     /// this one waits for that fetch and reads them from the cache (or fetches them itself if
     /// that fetch failed).
     async fn fetch(&self, wants: Vec<Want>) -> Result<Vec<Buffer>> {
+        self.fetch_or_find(wants, Found::Read).await
+    }
+
+    /// Makes sure the chunks of `wants` are in the node cache, fetching those that are not
+    /// as [`Self::fetch`] does; those cached already are not read (prefetch and read-ahead
+    /// only need them there when the gather reads them).
+    async fn ensure_cached(&self, wants: Vec<Want>) -> Result<()> {
+        let found = if self.cache.is_some() {
+            Found::Present
+        } else {
+            Found::Read
+        };
+        self.fetch_or_find(wants, found).await.map(|_| ())
+    }
+
+    /// [`Self::fetch`]; with [`Found::Present`], a chunk in the cache stands as an empty buffer.
+    async fn fetch_or_find(&self, wants: Vec<Want>, found: Found) -> Result<Vec<Buffer>> {
         let mut out: Vec<Option<Buffer>> = vec![None; wants.len()];
         let Some(c) = &self.cache else {
             self.fetch_missing(&wants, &mut out).await?;
             return Ok(finished(out));
         };
+        let look = |r: &Range<u64>| -> Result<Option<Buffer>> {
+            let key = self.key(r);
+            Ok(match found {
+                Found::Read => c.read(&key)?.map(Buffer::from_vec),
+                Found::Present => c
+                    .contains(&key)?
+                    .then(|| Buffer::from_vec(Vec::<u8>::new())),
+            })
+        };
         for (i, (r, _)) in wants.iter().enumerate() {
-            out[i] = c.read(&self.key(r))?.map(Buffer::from_vec);
+            out[i] = look(r)?;
         }
         let mut waits = Vec::new();
         let mut claimed = Claimed {
@@ -488,7 +514,7 @@ impl LazyPart {
             // chunks in the cache (before leaving the in-flight set): not fetched twice.
             let mut got = Vec::with_capacity(mine.len());
             for (r, _) in &mine {
-                got.push(c.read(&self.key(r))?.map(Buffer::from_vec));
+                got.push(look(r)?);
             }
             self.fetch_missing(&mine, &mut got).await?;
             for (i, b) in mine_at.into_iter().zip(got) {
@@ -500,7 +526,7 @@ impl LazyPart {
             futures::future::join_all(waits).await;
             for (i, (r, _)) in wants.iter().enumerate() {
                 if out[i].is_none() {
-                    out[i] = c.read(&self.key(r))?.map(Buffer::from_vec);
+                    out[i] = look(r)?;
                 }
             }
             self.fetch_missing(&wants, &mut out).await?;
@@ -549,6 +575,15 @@ impl LazyPart {
         }
         Ok(())
     }
+}
+
+/// What [`LazyPart::fetch_or_find`] does with a chunk it finds in the cache.
+#[derive(Clone, Copy)]
+enum Found {
+    /// Reads it: the caller uses the bytes.
+    Read,
+    /// Only notes that it is there.
+    Present,
 }
 
 fn finished(out: Vec<Option<Buffer>>) -> Vec<Buffer> {
@@ -620,7 +655,7 @@ impl Corpus {
 
 async fn fetch_parts(by_part: Vec<(Arc<LazyPart>, Vec<Want>)>) -> Result<()> {
     stream::iter(by_part)
-        .map(|(part, wants)| async move { part.fetch(wants).await.map(|_| ()) })
+        .map(|(part, wants)| async move { part.ensure_cached(wants).await })
         .buffer_unordered(ReadOptions::default().concurrency)
         .try_collect::<Vec<()>>()
         .await?;

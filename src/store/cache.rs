@@ -180,6 +180,18 @@ impl Cache {
         Ok(Some(file))
     }
 
+    /// Whether the entry is cached (of its full length), without opening it or making it the
+    /// most recently used: for read-ahead, which only needs the bytes to be there when read.
+    pub fn contains(&self, key: &CacheKey) -> Result<bool> {
+        key.check()?;
+        let path = self.entry_path(key);
+        match std::fs::metadata(&path) {
+            Ok(m) => Ok(m.len() == key.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(&path, "reading a cache entry's size", e)),
+        }
+    }
+
     /// The entry's bytes, read into memory, or `None`.
     pub fn read(&self, key: &CacheKey) -> Result<Option<Vec<u8>>> {
         use std::io::Read;

@@ -210,6 +210,42 @@ fn cache_round_trips_and_evicts_least_recently_used() {
 }
 
 #[test]
+fn contains_finds_whole_entries_and_leaves_their_recency() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), 1 << 20).unwrap();
+    let key = CacheKey::whole(sha(1), 10);
+    assert!(!cache.contains(&key).unwrap());
+    cache.insert(&key, &[1; 10]).unwrap();
+    assert!(cache.contains(&key).unwrap());
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    let path = cache.entry_path(&key);
+    let touch = |t| {
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap()
+    };
+    touch(old);
+    assert!(cache.contains(&key).unwrap());
+    let mtime = || std::fs::metadata(&path).unwrap().modified().unwrap();
+    assert_eq!(mtime(), old, "a presence check is not a use");
+    cache.get(&key).unwrap().unwrap();
+    assert!(mtime() > old, "a read is");
+    // An entry cut short (damage from outside) is not there.
+    std::fs::write(&path, [1; 4]).unwrap();
+    assert!(!cache.contains(&key).unwrap());
+    assert_eq!(
+        cache
+            .contains(&CacheKey::whole("nope", 1))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidInput
+    );
+}
+
+#[test]
 fn a_failed_fill_publishes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), 1 << 20).unwrap();
