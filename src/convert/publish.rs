@@ -118,28 +118,7 @@ pub fn publish(local: &Path, dest: &Destination, progress: bool) -> Result<Publi
         })?;
     }
 
-    let total: u64 = rest
-        .iter()
-        .chain(&manifest)
-        .map(|f| {
-            std::fs::metadata(local.join(f))
-                .map(|m| m.len())
-                .unwrap_or(0)
-        })
-        .sum();
-    let multi = MultiProgress::with_draw_target(if progress {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    });
-    let bar = multi.add(ProgressBar::new(total));
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>24} [{bar:30}] {bytes}/{total_bytes} {msg}")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix("uploading");
-
+    let (_multi, bar) = upload_bar(local, rest.iter().chain(&manifest), progress);
     let uploaded = std::sync::Arc::new(std::sync::Mutex::new(Vec::<ObjectPath>::new()));
     let result = (|| -> Result<u64> {
         let mut bytes = upload_all(local, &location, &rest, &bar, &uploaded)?;
@@ -176,6 +155,35 @@ pub fn publish(local: &Path, dest: &Destination, progress: bool) -> Result<Publi
         bytes,
         removed,
     })
+}
+
+/// A progress bar of the bytes of `files` (relative to `local`) going up, drawn if `progress`;
+/// the group it is drawn in must live as long as it.
+fn upload_bar<'a>(
+    local: &Path,
+    files: impl Iterator<Item = &'a String>,
+    progress: bool,
+) -> (MultiProgress, ProgressBar) {
+    let total: u64 = files
+        .map(|f| {
+            std::fs::metadata(local.join(f))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .sum();
+    let multi = MultiProgress::with_draw_target(if progress {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let bar = multi.add(ProgressBar::new(total));
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>24} [{bar:30}] {bytes}/{total_bytes} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix("uploading");
+    (multi, bar)
 }
 
 /// Every file under `root`, as `/`-separated relative paths, sorted.
@@ -486,13 +494,14 @@ pub fn append_to(
         .map(|f| location.child(&f.path))
         .collect();
 
-    let bar = ProgressBar::hidden();
+    let (_multi, bar) = upload_bar(&mirror, added.iter(), opts.progress);
     let uploaded = std::sync::Arc::new(std::sync::Mutex::new(Vec::<ObjectPath>::new()));
     let result = (|| -> Result<()> {
         upload_all(&mirror, &location, &added, &bar, &uploaded)?;
         super::kill::kill_point(super::kill::UPLOAD_STAGE);
         replace_manifest(&location, &mirror, etag)
     })();
+    bar.finish_and_clear();
     if let Err(e) = result {
         let put = std::mem::take(&mut *uploaded.lock().unwrap_or_else(|p| p.into_inner()));
         let _ = remove(location.store(), put);
