@@ -22,7 +22,7 @@ data-loader workers or the ranks of one machine do. Every value of every batch i
 consumer.\n\nExample:\n  cellarrow bench my.corpus --batch-size 256 --threads 1,2 --shards 1,2 --epochs 3"
 )]
 pub struct BenchArgs {
-    /// The corpus directory.
+    /// The corpus: a directory or a URL (s3://bucket/prefix, gs://, az://, http(s)://, file://)
     pub corpus: PathBuf,
     /// Samplers to measure (comma-separated); those that cannot be built on this corpus are
     /// reported and skipped.
@@ -72,6 +72,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     .select(&corpus, None)?;
     out.header();
+    let mut vocab_reported = false;
     for &kind in &args.samplers {
         let started = Instant::now();
         // The cohort is resolved; SQL that chooses groups of another sampler does not apply.
@@ -101,6 +102,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         };
         let planned = started.elapsed() / args.epochs.max(1) as u32;
         let gatherer = Arc::new(Gatherer::new(corpus.clone(), spec.batch_options())?);
+        if let (Some(v), false) = (gatherer.vocab(), vocab_reported) {
+            out.vocabulary(&v.report());
+            vocab_reported = true;
+        }
         // What a training job waits for at the start of an epoch: the sampler's plan (block
         // enumeration, group tables) and the first batch.
         if plan.n_batches() > 0 {
@@ -176,6 +181,14 @@ impl Report {
             m.index_type,
             m.value_type
         );
+    }
+
+    /// The overlap of a model vocabulary (`--genes`) with the corpus, once.
+    fn vocabulary(&self, overlap: &str) {
+        if self.json {
+            return self.emit(serde_json::json!({"record": "vocabulary", "overlap": overlap}));
+        }
+        println!("vocabulary: {overlap}");
     }
 
     fn header(&self) {

@@ -16,7 +16,7 @@ use crate::Corpus;
     after_long_help = "Examples:\n  cellarrow inspect my.corpus\n  cellarrow inspect my.corpus --json | jq .n_cells"
 )]
 pub struct InspectArgs {
-    /// The corpus directory
+    /// The corpus: a directory or a URL (s3://bucket/prefix, gs://, az://, http(s)://, file://)
     pub corpus: PathBuf,
     /// Print JSON instead of text
     #[arg(long)]

@@ -47,7 +47,7 @@ Examples:
 #[derive(Debug, Args)]
 #[command(after_long_help = EXAMPLES)]
 pub struct QueryArgs {
-    /// The corpus directory.
+    /// The corpus: a directory or a URL (s3://bucket/prefix, gs://, az://, http(s)://, file://)
     pub corpus: PathBuf,
     /// One SQL statement (DataFusion dialect).
     pub sql: String,

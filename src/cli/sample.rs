@@ -283,7 +283,7 @@ impl OutputArgs {
     cellarrow sample my.corpus --multi-hot cell_type --ontology cl.obo --multi-hot-level 4 -o mh.arrow\n  \
     cellarrow sample my.corpus --multi-hot cell_type --ontology CL --multi-hot-terms lineages.txt -o mh.arrow")]
 pub struct SampleArgs {
-    /// The corpus directory.
+    /// The corpus: a directory or a URL (s3://bucket/prefix, gs://, az://, http(s)://, file://)
     pub corpus: PathBuf,
     #[command(flatten)]
     pub sampler: SamplerArgs,
@@ -441,7 +441,10 @@ fn summarise(
     if let Some((lo, hi)) = s.rows {
         println!("cells/batch    {lo}..{hi}");
     }
-    println!("non-zeros      {}", s.nnz);
+    match s.tokens {
+        Some(t) => println!("tokens         {t}"),
+        None => println!("non-zeros      {}", s.nnz),
+    }
     println!("batch memory   {:.1} MB", s.bytes as f64 / 1e6);
     println!("first cells    {:?}", s.first_cells);
     println!(

@@ -20,7 +20,7 @@ Examples:
   cellarrow validate my.corpus
   cellarrow validate my.corpus --against a.h5ad b.h5ad")]
 pub struct ValidateArgs {
-    /// The corpus directory
+    /// The corpus: a directory or a URL (s3://bucket/prefix, gs://, az://, http(s)://, file://)
     pub corpus: PathBuf,
     /// Re-read these source h5ad files and compare every value with the corpus
     #[arg(long, value_name = "FILE.h5ad", num_args = 1..)]

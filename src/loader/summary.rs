@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use arrow::array::AsArray;
-use arrow::datatypes::UInt64Type;
+use arrow::datatypes::{UInt64Type, UInt8Type};
 use arrow::record_batch::RecordBatch;
 
 /// Counts over a sequence of batches: add each with [`Summary::add`].
@@ -16,6 +16,8 @@ pub struct Summary {
     pub rows: Option<(usize, usize)>,
     /// Non-zeros of the CSR `values` column.
     pub nnz: u64,
+    /// Tokens of tokenized batches (the ones of `attention_mask`); `None` for CSR batches.
+    pub tokens: Option<u64>,
     /// Memory of the batches' Arrow arrays.
     pub bytes: usize,
     /// The first (up to) eight cell ids served.
@@ -39,6 +41,10 @@ impl Summary {
         }
         if let Some(v) = b.column_by_name("values") {
             self.nnz += v.as_list::<i32>().values().len() as u64;
+        }
+        if let Some(m) = b.column_by_name("attention_mask") {
+            let mask = m.as_fixed_size_list().values().as_primitive::<UInt8Type>();
+            *self.tokens.get_or_insert(0) += mask.values().iter().map(|&x| x as u64).sum::<u64>();
         }
     }
 

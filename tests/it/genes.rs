@@ -789,7 +789,7 @@ fn tokens_in_a_model_vocabulary_are_its_positions() {
     let reader =
         arrow::ipc::reader::StreamReader::try_new(std::fs::File::open(&arrow_out).unwrap(), None)
             .unwrap();
-    let mut n = 0;
+    let (mut n, mut tokens) = (0, 0u64);
     for b in reader {
         let b = b.unwrap();
         let t = fixed(&b, "tokens");
@@ -797,9 +797,59 @@ fn tokens_in_a_model_vocabulary_are_its_positions() {
         assert!(t
             .iter()
             .all(|&x| x >= -1 && (x as i64) < vocab.len() as i64));
+        let mask = fixed(&b, "attention_mask");
+        tokens += mask
+            .as_primitive::<UInt8Type>()
+            .values()
+            .iter()
+            .map(|&x| x as u64)
+            .sum::<u64>();
         n += b.num_rows();
     }
     assert_eq!(n as u64, corpus.n_cells());
+    assert!(tokens > 0);
+
+    // The summary counts the tokens served, and bench reports the overlap once too.
+    let tokens_args = [
+        "--genes".as_ref(),
+        file.as_os_str(),
+        "--tokens".as_ref(),
+        "bins".as_ref(),
+        "--top-k".as_ref(),
+        "32".as_ref(),
+    ];
+    let mut args: Vec<&std::ffi::OsStr> = vec!["sample".as_ref(), out.as_os_str()];
+    args.extend(tokens_args);
+    args.push("--summary".as_ref());
+    let o = cli(&args);
+    ok(&o, "sample --tokens --summary");
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["tokens", &tokens.to_string()]),
+        "{text}"
+    );
+    let mut args: Vec<&std::ffi::OsStr> = vec!["bench".as_ref(), out.as_os_str()];
+    args.extend(tokens_args);
+    args.extend(
+        [
+            "--samplers",
+            "random,groups",
+            "--threads",
+            "0",
+            "--shards",
+            "0",
+        ]
+        .map(std::ffi::OsStr::new),
+    );
+    let o = cli(&args);
+    ok(&o, "bench --genes --tokens");
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(
+        text.matches(&format!("vocabulary: {report}")).count(),
+        1,
+        "{text}"
+    );
 }
 
 #[test]
