@@ -11,12 +11,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow::array::{ArrayRef, AsArray, ListArray, PrimitiveArray};
 use arrow::buffer::{Buffer, ScalarBuffer};
-use arrow::datatypes::{ArrowPrimitiveType, UInt16Type, UInt32Type};
+use arrow::datatypes::{
+    ArrowPrimitiveType, Float32Type, Float64Type, UInt16Type, UInt32Type, UInt8Type,
+};
 use arrow::ipc::reader::FileDecoder;
 use arrow::ipc::{Block, CompressionType, MetadataVersion};
 use arrow::record_batch::RecordBatch;
 use memmap2::Mmap;
 
+use super::part::cold_part_schema_interleaved;
 use super::part::item_field;
 use super::reader::{
     catch_quietly, check_part_counts, check_schema, panic_message, typed_batch, MatrixBatch,
@@ -130,6 +133,8 @@ pub(crate) struct ColdChunk {
     nnz: usize,
     block: Block,
     version: MetadataVersion,
+    /// Byte planes ([`cold_part_schema`]) or whole numbers (parts written before them).
+    planes: bool,
     index_type: IndexType,
     value_type: ValueType,
     /// The decoded chunk held for the corpus's lifetime, for the accessors that lend slices
@@ -233,7 +238,11 @@ impl ColdChunk {
     fn decode(&self) -> Result<MatrixBatch> {
         let buf = self.block_bytes()?;
         self.check_lengths(buf.as_slice())?;
-        let schema = cold_part_schema(self.index_type, self.value_type);
+        let schema = if self.planes {
+            cold_part_schema(self.index_type, self.value_type)
+        } else {
+            cold_part_schema_interleaved(self.index_type, self.value_type)
+        };
         let decoder = FileDecoder::new(schema, self.version);
         let rb = catch_quietly(std::panic::AssertUnwindSafe(|| {
             decoder.read_record_batch(&self.block, &buf)
@@ -248,16 +257,16 @@ impl ColdChunk {
                 self.n_cells
             )));
         }
-        let (Some(deltas), Some(values)) = (
-            rb.column(0).as_list_opt::<i32>(),
-            rb.column(1).as_list_opt::<i32>(),
-        ) else {
-            return Err(self.err("columns are not lists"));
-        };
-        if deltas.offsets() != values.offsets() {
-            return Err(self.err("index_deltas and values have different list offsets"));
+        let lists: Vec<&ListArray> = rb
+            .columns()
+            .iter()
+            .map(|c| c.as_list_opt::<i32>())
+            .collect::<Option<_>>()
+            .ok_or_else(|| self.err("columns are not lists"))?;
+        let offsets = lists[0].offsets().clone();
+        if lists.iter().any(|l| l.offsets() != &offsets) {
+            return Err(self.err("its columns have different list offsets"));
         }
-        let offsets = deltas.offsets().clone();
         let (a, b) = (offsets[0] as usize, offsets[self.n_cells] as usize);
         if b - a != self.nnz {
             return Err(self.err(format!(
@@ -266,11 +275,32 @@ impl ColdChunk {
                 self.nnz
             )));
         }
-        let ids: ArrayRef = match self.index_type {
-            IndexType::Uint16 => undelta::<UInt16Type>(deltas.values(), &offsets),
-            IndexType::Uint32 => undelta::<UInt32Type>(deltas.values(), &offsets),
-        }
-        .map_err(|cell| {
+        let (ids, values) = if self.planes {
+            let planes: Vec<&[u8]> = lists
+                .iter()
+                .map(|l| l.values().as_primitive::<UInt8Type>().values().as_ref())
+                .collect();
+            let (idx, val) = planes.split_at(self.index_type.byte_width());
+            let ids = match self.index_type {
+                IndexType::Uint16 => undelta_planes::<UInt16Type, 2>(idx, &offsets, |x| x as u16),
+                IndexType::Uint32 => undelta_planes::<UInt32Type, 4>(idx, &offsets, |x| x as u32),
+            };
+            let values: ArrayRef = match self.value_type {
+                ValueType::Uint16 => join_planes::<UInt16Type, 2>(val, u16::from_le_bytes),
+                ValueType::Uint32 => join_planes::<UInt32Type, 4>(val, u32::from_le_bytes),
+                ValueType::Float32 => join_planes::<Float32Type, 4>(val, f32::from_le_bytes),
+                ValueType::Float64 => join_planes::<Float64Type, 8>(val, f64::from_le_bytes),
+            };
+            (ids, values)
+        } else {
+            let deltas = lists[0].values();
+            let ids = match self.index_type {
+                IndexType::Uint16 => undelta::<UInt16Type>(deltas, &offsets),
+                IndexType::Uint32 => undelta::<UInt32Type>(deltas, &offsets),
+            };
+            (ids, lists[1].values().clone())
+        };
+        let ids: ArrayRef = ids.map_err(|cell| {
             self.err(format!(
                 "cell {}: gene ids are not strictly increasing or overflow {:?}",
                 self.first_cell + cell as u64,
@@ -287,7 +317,7 @@ impl ColdChunk {
         let values = ListArray::try_new(
             item_field(self.value_type.arrow_type()),
             offsets,
-            values.values().clone(),
+            values,
             None,
         )
         .map_err(|e| self.err(e))?;
@@ -382,6 +412,68 @@ where
     )))
 }
 
+/// [`undelta`] of deltas split into `W` byte planes (little-endian), joined on the way: the
+/// ids of each cell are the prefix sums of its deltas; `Err(row)` for a cell whose ids would
+/// not strictly increase or overflow `T` (`narrow` keeps the low bits, checked per cell).
+fn undelta_planes<T: ArrowPrimitiveType, const W: usize>(
+    planes: &[&[u8]],
+    offsets: &arrow::buffer::OffsetBuffer<i32>,
+    narrow: impl Fn(u64) -> T::Native,
+) -> std::result::Result<ArrayRef, usize> {
+    let max = (1u64 << (8 * W)) - 1;
+    let n = offsets[offsets.len() - 1] as usize;
+    let planes: [&[u8]; W] =
+        std::array::from_fn(|p| planes.get(p).map_or(&[][..], |x| &x[..n.min(x.len())]));
+    if planes.iter().any(|p| p.len() != n) {
+        return Err(0);
+    }
+    let get = |k: usize| -> u64 {
+        let mut x = 0u64;
+        for (p, plane) in planes.iter().enumerate() {
+            x |= (plane[k] as u64) << (8 * p);
+        }
+        x
+    };
+    let mut out: Vec<T::Native> = Vec::with_capacity(n);
+    // Positions before the first offset (a sliced list) are not cells; keep the layout.
+    out.extend((0..offsets[0] as usize).map(|k| narrow(get(k))));
+    for (row, w) in offsets.windows(2).enumerate() {
+        let (a, b) = (w[0] as usize, w[1] as usize);
+        if a == b {
+            continue;
+        }
+        let mut acc = get(a);
+        out.push(narrow(acc));
+        let mut zero = false;
+        for k in a + 1..b {
+            let d = get(k);
+            zero |= d == 0;
+            acc += d;
+            out.push(narrow(acc));
+        }
+        if zero || acc > max {
+            return Err(row);
+        }
+    }
+    Ok(Arc::new(PrimitiveArray::<T>::new(
+        ScalarBuffer::from(out),
+        None,
+    )))
+}
+
+/// The numbers whose `W` little-endian byte planes are `planes` (all of one length).
+fn join_planes<T: ArrowPrimitiveType, const W: usize>(
+    planes: &[&[u8]],
+    from: impl Fn([u8; W]) -> T::Native,
+) -> ArrayRef {
+    let n = planes.iter().map(|p| p.len()).min().unwrap_or(0);
+    let planes: [&[u8]; W] = std::array::from_fn(|p| planes.get(p).map_or(&[][..], |x| &x[..n]));
+    let out: Vec<T::Native> = (0..n)
+        .map(|k| from(std::array::from_fn(|p| planes[p][k])))
+        .collect();
+    Arc::new(PrimitiveArray::<T>::new(ScalarBuffer::from(out), None))
+}
+
 mod num_like {
     /// The integer operations the delta decoding needs, for u16 and u32.
     pub trait CheckedAdd: Copy {
@@ -429,6 +521,8 @@ fn message_at(
 /// A cold part's footer, parsed and checked against the part's types.
 struct Footer {
     version: MetadataVersion,
+    /// Byte planes, or whole numbers (parts written before planes).
+    planes: bool,
     blocks: Vec<Block>,
     /// The chunk list of [`CHUNKS_METADATA_KEY`] (parts written before it existed have none).
     chunks: Option<Vec<ChunkInfo>>,
@@ -462,11 +556,11 @@ fn parse_footer(
         arrow::ipc::convert::fb_to_schema(fb_schema)
     }))
     .map_err(|p| bad(format!("bad schema ({})", panic_message(&p))))?;
-    check_schema(
-        path,
-        &Arc::new(schema),
-        &cold_part_schema(index_type, value_type),
-    )?;
+    let schema = Arc::new(schema);
+    let planes = schema != cold_part_schema_interleaved(index_type, value_type);
+    if planes {
+        check_schema(path, &schema, &cold_part_schema(index_type, value_type))?;
+    }
     if footer.dictionaries().is_some_and(|d| !d.is_empty()) {
         return Err(bad("has dictionary batches".into()));
     }
@@ -516,6 +610,7 @@ fn parse_footer(
     };
     Ok(Footer {
         version: footer.version(),
+        planes,
         blocks,
         chunks,
     })
@@ -556,6 +651,7 @@ pub(crate) fn open_cold_part(
         return Err(bad("not an Arrow IPC file (no ARROW1 magic)".into()));
     }
     let footer = parse_footer(path, bytes, bytes.len() as u64, manifest, part_index)?;
+    let (index_type, value_type) = manifest.part_types(part_index);
     let mut counts = Vec::with_capacity(footer.blocks.len());
     for (k, block) in footer.blocks.iter().enumerate() {
         let at = block.offset() as usize;
@@ -572,19 +668,25 @@ pub(crate) fn open_cold_part(
         let nodes = rb
             .nodes()
             .ok_or_else(|| bad(format!("chunk {k}: no field nodes")))?;
-        if nodes.len() != 4 {
+        let columns = if footer.planes {
+            index_type.byte_width() + value_type.byte_width()
+        } else {
+            2
+        };
+        if nodes.len() != 2 * columns {
             return Err(bad(format!(
-                "chunk {k}: {} field nodes, expected 4",
-                nodes.len()
+                "chunk {k}: {} field nodes, expected {}",
+                nodes.len(),
+                2 * columns
             )));
         }
         let rows = rb.length();
         let child = nodes.get(1).length();
         if rows < 0
             || child < 0
-            || nodes.get(0).length() != rows
-            || nodes.get(2).length() != rows
-            || nodes.get(3).length() != child
+            || (0..columns).any(|c| {
+                nodes.get(2 * c).length() != rows || nodes.get(2 * c + 1).length() != child
+            })
         {
             return Err(bad(format!("chunk {k}: inconsistent lengths")));
         }
@@ -691,6 +793,7 @@ fn chunks_of(
             nnz: child as usize,
             block: *block,
             version: footer.version,
+            planes: footer.planes,
             index_type,
             value_type,
             pinned: OnceLock::new(),

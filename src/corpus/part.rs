@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, ListArray, PrimitiveArray};
+use arrow::array::{ArrayRef, ListArray, PrimitiveArray, UInt8Array};
 use arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{
     ArrowPrimitiveType, DataType, Field, Float32Type, Float64Type, Schema, SchemaRef, UInt16Type,
@@ -41,20 +41,42 @@ pub(crate) const MAX_BATCH_NNZ: usize = i32::MAX as usize;
 /// 256,000 non-zeros) while a random cell still costs decompressing well under a megabyte.
 pub const DEFAULT_CHUNK_CELLS: u64 = 256;
 
-/// The zstd level of cold chunks. Measured on the 50,000 x 20,000 cohort (see
-/// `docs/benchmarks.md`); higher levels cost conversion time for little.
-const COLD_ZSTD_LEVEL: i32 = 3;
+/// The zstd level of cold chunks. On byte planes, measured on the 50,000 x 20,000 cohort (see
+/// docs/FORMAT.md), level 1 compresses as well as 3 and decompresses faster; higher levels
+/// cost conversion time for little.
+const COLD_ZSTD_LEVEL: i32 = 1;
 
-/// The Arrow schema of a cold part with these types: the first column holds, per cell, the
-/// first gene id followed by the differences between consecutive ids (`index_deltas`, so that
-/// no reader mistakes it for gene ids), the second the values, as in a hot part.
+/// The Arrow schema of a cold part with these types: per cell, the first gene id followed by
+/// the differences between consecutive ids (the index deltas), then the values, each split
+/// into its byte planes: column `index_deltas_byte{p}` holds byte `p` (little-endian: bits
+/// `8p..8p+8`) of every delta, one `List<UInt8>` column per byte of the index type, then the
+/// same for the values (`values_byte{p}`). Planes of like bytes compress far better, and
+/// decompress faster, than the interleaved values (see docs/FORMAT.md, Cold parts).
 ///
 /// ```
 /// use cellarrow::corpus::{cold_part_schema, IndexType, ValueType};
-/// let s = cold_part_schema(IndexType::Uint16, ValueType::Uint16);
-/// assert_eq!(s.field(0).name(), "index_deltas");
+/// let s = cold_part_schema(IndexType::Uint16, ValueType::Float32);
+/// let names: Vec<&str> = s.fields().iter().map(|f| f.name().as_str()).collect();
+/// assert_eq!(names, ["index_deltas_byte0", "index_deltas_byte1",
+///                    "values_byte0", "values_byte1", "values_byte2", "values_byte3"]);
 /// ```
 pub fn cold_part_schema(index_type: IndexType, value_type: ValueType) -> SchemaRef {
+    let planes = |name: &str, width: usize| {
+        (0..width)
+            .map(|p| Field::new(format!("{name}_byte{p}"), list_type(DataType::UInt8), false))
+            .collect::<Vec<_>>()
+    };
+    let mut fields = planes("index_deltas", index_type.byte_width());
+    fields.extend(planes("values", value_type.byte_width()));
+    Arc::new(Schema::new(fields))
+}
+
+/// The schema of cold parts written before byte planes: `index_deltas` and `values` as whole
+/// numbers. Still read.
+pub(crate) fn cold_part_schema_interleaved(
+    index_type: IndexType,
+    value_type: ValueType,
+) -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("index_deltas", list_type(index_type.arrow_type()), false),
         Field::new("values", list_type(value_type.arrow_type()), false),
@@ -165,6 +187,30 @@ impl Column {
         }
     }
 
+    /// The byte planes of the buffer (plane `p`: byte `p` of each element, little-endian), as
+    /// arrays, and leaves an empty buffer of `cap`.
+    fn take_planes(&mut self, cap: usize) -> Vec<ArrayRef> {
+        fn planes<T: Copy, const W: usize>(v: &[T], le: impl Fn(T) -> [u8; W]) -> Vec<ArrayRef> {
+            let mut out: Vec<Vec<u8>> = (0..W).map(|_| Vec::with_capacity(v.len())).collect();
+            for &x in v {
+                for (plane, b) in out.iter_mut().zip(le(x)) {
+                    plane.push(b);
+                }
+            }
+            out.into_iter()
+                .map(|p| Arc::new(UInt8Array::from(p)) as ArrayRef)
+                .collect()
+        }
+        let out = match self {
+            Column::U16(v) => planes(v, u16::to_le_bytes),
+            Column::U32(v) => planes(v, u32::to_le_bytes),
+            Column::F32(v) => planes(v, f32::to_le_bytes),
+            Column::F64(v) => planes(v, f64::to_le_bytes),
+        };
+        self.take_array(cap);
+        out
+    }
+
     /// Moves the buffer into an Arrow array (no copy) and leaves an empty one of `cap`.
     fn take_array(&mut self, cap: usize) -> ArrayRef {
         fn arr<T: ArrowPrimitiveType>(v: Vec<T::Native>) -> ArrayRef {
@@ -246,7 +292,6 @@ pub(crate) struct PartState {
     cold: bool,
     schema: SchemaRef,
     index_type: IndexType,
-    value_type: ValueType,
     batch_rows: usize,
     max_batch_nnz: usize,
     offsets: Vec<i32>,
@@ -359,7 +404,6 @@ impl PartWriter {
                 cold,
                 schema,
                 index_type,
-                value_type,
                 batch_rows,
                 max_batch_nnz: MAX_BATCH_NNZ,
                 offsets,
@@ -527,23 +571,23 @@ impl PartState {
             self.indices.delta_code(&offsets);
         }
         let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
-        let idx = self.indices.take_array(nnz);
-        let val = self.values.take_array(nnz);
-        let indices = ListArray::try_new(
-            item_field(self.index_type.arrow_type()),
-            offsets.clone(),
-            idx,
-            None,
-        )
-        .at(&self.path)?;
-        let values =
-            ListArray::try_new(item_field(self.value_type.arrow_type()), offsets, val, None)
-                .at(&self.path)?;
-        let batch = RecordBatch::try_new(
-            self.schema.clone(),
-            vec![Arc::new(indices), Arc::new(values)],
-        )
-        .at(&self.path)?;
+        let children: Vec<ArrayRef> = if self.cold {
+            let mut planes = self.indices.take_planes(nnz);
+            planes.extend(self.values.take_planes(nnz));
+            planes
+        } else {
+            vec![self.indices.take_array(nnz), self.values.take_array(nnz)]
+        };
+        let columns = children
+            .into_iter()
+            .map(|child| {
+                let item = item_field(child.data_type().clone());
+                ListArray::try_new(item, offsets.clone(), child, None)
+                    .map(|l| Arc::new(l) as ArrayRef)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .at(&self.path)?;
+        let batch = RecordBatch::try_new(self.schema.clone(), columns).at(&self.path)?;
         debug_assert_eq!(batch.num_rows(), rows);
         self.writer.write(&batch).at(&self.path)?;
         if let IpcOut::File(w) = &mut self.writer {

@@ -896,7 +896,7 @@ pub(crate) fn check_schema(path: &Path, got: &SchemaRef, expected: &SchemaRef) -
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let ok = got.fields().len() == 2
+    let ok = got.fields().len() == expected.fields().len()
         && got
             .fields()
             .iter()

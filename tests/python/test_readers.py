@@ -4,6 +4,7 @@ with each other, also on a corpus grown by appends; pyarrow maps parts with no c
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -279,3 +280,43 @@ def test_datafusion_reads_an_appended_corpus_like_duckdb(appended_dir, run_cella
     ).fetchall()[0]
     assert n == duckdb.sql(f"SELECT count(*) FROM '{files(appended_dir, 'genes')}'").fetchall()[0][0]
     assert (s, c) == (g[1], g[2])
+
+
+def cold_part_rows(path: Path, index_width: int, value_dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A cold part read with pyarrow and numpy alone, as README shows: per chunk, join the byte
+    planes of the deltas and the values, then the prefix sums of each cell's deltas."""
+    reader = pa.ipc.open_file(pa.memory_map(str(path)))
+    lengths, genes, values = [], [], []
+    for k in range(reader.num_record_batches):
+        chunk = reader.get_batch(k)
+
+        def joined(name, width, dtype):
+            planes = [pc.list_flatten(chunk.column(f"{name}_byte{p}")).to_numpy() for p in range(width)]
+            return np.stack(planes, axis=1).copy().view(np.dtype(dtype).newbyteorder("<")).ravel()
+
+        n = pc.list_value_length(chunk.column(0)).to_numpy()
+        total = np.cumsum(joined("index_deltas", index_width, f"u{index_width}").astype(np.int64))
+        # Each cell's ids: the running total less the total before the cell's first delta.
+        ids = total - np.repeat(np.r_[0, total][np.cumsum(n) - n], n)
+        lengths.append(n)
+        genes.append(ids)
+        values.append(joined("values", np.dtype(value_dtype).itemsize, value_dtype))
+    return np.concatenate(lengths), np.concatenate(genes), np.concatenate(values)
+
+
+def test_a_cold_part_reads_with_pyarrow_and_numpy_alone(convert_cached, corpus_dir):
+    cold = convert_cached(
+        "readers-cold", *(DATA / s for s in SOURCES), "--part-cells", PART_CELLS, "--layout", "cold", "--chunk-cells", 64
+    )
+    hot_parts = read_corpus(corpus_dir).manifest["matrix"]["parts"]
+    cold_parts = json.loads((cold / "manifest.json").read_text())["matrix"]["parts"]
+    assert [p["n_cells"] for p in cold_parts] == [p["n_cells"] for p in hot_parts]
+    for h, c in zip(hot_parts, cold_parts):
+        assert c["layout"] == "cold"
+        table = pa.Table.from_batches(read_part(corpus_dir / h["path"]))
+        width = table.schema.field("indices").type.value_type.bit_width // 8
+        dtype = table.schema.field("values").type.value_type.to_pandas_dtype()
+        lengths, genes, values = cold_part_rows(cold / c["path"], width, dtype)
+        assert np.array_equal(lengths, pc.list_value_length(table.column("indices")).to_numpy())
+        assert np.array_equal(genes, pc.list_flatten(table.column("indices")).to_numpy().astype(np.int64))
+        assert np.array_equal(values, pc.list_flatten(table.column("values")).to_numpy())
