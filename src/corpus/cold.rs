@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow::array::{ArrayRef, AsArray, ListArray, PrimitiveArray};
 use arrow::buffer::{Buffer, ScalarBuffer};
+use arrow::datatypes::ArrowNativeType;
 use arrow::datatypes::{
     ArrowPrimitiveType, Float32Type, Float64Type, UInt16Type, UInt32Type, UInt8Type,
 };
@@ -282,15 +283,16 @@ impl ColdChunk {
                 .collect();
             let (idx, val) = planes.split_at(self.index_type.byte_width());
             let ids = match self.index_type {
-                IndexType::Uint16 => undelta_planes::<UInt16Type, 2>(idx, &offsets, |x| x as u16),
-                IndexType::Uint32 => undelta_planes::<UInt32Type, 4>(idx, &offsets, |x| x as u32),
+                IndexType::Uint16 => undelta_planes::<UInt16Type, 2>(idx, &offsets),
+                IndexType::Uint32 => undelta_planes::<UInt32Type, 4>(idx, &offsets),
             };
-            let values: ArrayRef = match self.value_type {
-                ValueType::Uint16 => join_planes::<UInt16Type, 2>(val, u16::from_le_bytes),
-                ValueType::Uint32 => join_planes::<UInt32Type, 4>(val, u32::from_le_bytes),
-                ValueType::Float32 => join_planes::<Float32Type, 4>(val, f32::from_le_bytes),
-                ValueType::Float64 => join_planes::<Float64Type, 8>(val, f64::from_le_bytes),
-            };
+            let values = match self.value_type {
+                ValueType::Uint16 => joined::<UInt16Type, 2>(val),
+                ValueType::Uint32 => joined::<UInt32Type, 4>(val),
+                ValueType::Float32 => joined::<Float32Type, 4>(val),
+                ValueType::Float64 => joined::<Float64Type, 8>(val),
+            }
+            .ok_or_else(|| self.err("its value planes differ in length"))?;
             (ids, values)
         } else {
             let deltas = lists[0].values();
@@ -412,66 +414,96 @@ where
     )))
 }
 
-/// [`undelta`] of deltas split into `W` byte planes (little-endian), joined on the way: the
-/// ids of each cell are the prefix sums of its deltas; `Err(row)` for a cell whose ids would
-/// not strictly increase or overflow `T` (`narrow` keeps the low bits, checked per cell).
+/// [`undelta`] of deltas split into `W` byte planes (little-endian): the ids of each cell are
+/// the prefix sums of its deltas; `Err(row)` for a cell whose ids would not strictly increase
+/// or overflow `T`.
 fn undelta_planes<T: ArrowPrimitiveType, const W: usize>(
     planes: &[&[u8]],
     offsets: &arrow::buffer::OffsetBuffer<i32>,
-    narrow: impl Fn(u64) -> T::Native,
 ) -> std::result::Result<ArrayRef, usize> {
     let max = (1u64 << (8 * W)) - 1;
-    let n = offsets[offsets.len() - 1] as usize;
-    let planes: [&[u8]; W] =
-        std::array::from_fn(|p| planes.get(p).map_or(&[][..], |x| &x[..n.min(x.len())]));
-    if planes.iter().any(|p| p.len() != n) {
-        return Err(0);
-    }
-    let get = |k: usize| -> u64 {
-        let mut x = 0u64;
-        for (p, plane) in planes.iter().enumerate() {
-            x |= (plane[k] as u64) << (8 * p);
-        }
-        x
-    };
-    let mut out: Vec<T::Native> = Vec::with_capacity(n);
-    // Positions before the first offset (a sliced list) are not cells; keep the layout.
-    out.extend((0..offsets[0] as usize).map(|k| narrow(get(k))));
+    let mut words = join_planes::<T, W>(planes).ok_or(0usize)?;
+    let ids: &mut [T::Native] = words.typed_data_mut();
     for (row, w) in offsets.windows(2).enumerate() {
         let (a, b) = (w[0] as usize, w[1] as usize);
-        if a == b {
+        let Some(cell) = ids.get_mut(a..b) else {
+            return Err(row);
+        };
+        let Some(first) = cell.first().map(|x| x.as_usize()) else {
             continue;
-        }
-        let mut acc = get(a);
-        out.push(narrow(acc));
-        let mut zero = false;
-        for k in a + 1..b {
-            let d = get(k);
-            zero |= d == 0;
+        };
+        // Zero deltas after the first break strict increase; counted, checked once per cell.
+        let (mut acc, mut zeros) = (0u64, 0u64);
+        for x in cell.iter_mut() {
+            let d = x.as_usize() as u64;
+            zeros += u64::from(d == 0);
             acc += d;
-            out.push(narrow(acc));
+            *x = T::Native::usize_as(acc as usize);
         }
-        if zero || acc > max {
+        if zeros != u64::from(first == 0) || acc > max {
             return Err(row);
         }
     }
+    let n = ids.len();
     Ok(Arc::new(PrimitiveArray::<T>::new(
-        ScalarBuffer::from(out),
+        ScalarBuffer::new(words.into(), 0, n),
         None,
     )))
 }
 
-/// The numbers whose `W` little-endian byte planes are `planes` (all of one length).
+/// The numbers of type `T` (`W` bytes) whose little-endian byte planes are `planes`, in an
+/// aligned buffer; `None` unless there are `W` planes of one length.
 fn join_planes<T: ArrowPrimitiveType, const W: usize>(
     planes: &[&[u8]],
-    from: impl Fn([u8; W]) -> T::Native,
-) -> ArrayRef {
-    let n = planes.iter().map(|p| p.len()).min().unwrap_or(0);
-    let planes: [&[u8]; W] = std::array::from_fn(|p| planes.get(p).map_or(&[][..], |x| &x[..n]));
-    let out: Vec<T::Native> = (0..n)
-        .map(|k| from(std::array::from_fn(|p| planes[p][k])))
-        .collect();
-    Arc::new(PrimitiveArray::<T>::new(ScalarBuffer::from(out), None))
+) -> Option<arrow::buffer::MutableBuffer> {
+    let planes: &[&[u8]; W] = planes.try_into().ok()?;
+    let n = planes[0].len();
+    if planes.iter().any(|p| p.len() != n) || std::mem::size_of::<T::Native>() != W {
+        return None;
+    }
+    let mut out = arrow::buffer::MutableBuffer::from_len_zeroed(n * W);
+    let words = out.as_slice_mut().chunks_exact_mut(W);
+    // Zipped slices, so that the copies run without bounds checks; the buffer is read as
+    // native numbers, which are little-endian on every target Arrow IPC is mapped on here.
+    match W {
+        2 => {
+            for ((d, &a), &b) in words.zip(planes[0]).zip(planes[1]) {
+                d[0] = a;
+                d[1] = b;
+            }
+        }
+        4 => {
+            for ((((d, &a), &b), &c), &e) in words
+                .zip(planes[0])
+                .zip(planes[1])
+                .zip(planes[2])
+                .zip(planes[3])
+            {
+                d[0] = a;
+                d[1] = b;
+                d[2] = c;
+                d[3] = e;
+            }
+        }
+        _ => {
+            for (k, d) in words.enumerate() {
+                for (p, byte) in d.iter_mut().enumerate() {
+                    *byte = planes[p][k];
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// [`join_planes`] as an array.
+fn joined<T: ArrowPrimitiveType, const W: usize>(planes: &[&[u8]]) -> Option<ArrayRef> {
+    let buf = join_planes::<T, W>(planes)?;
+    let n = buf.len() / W;
+    Some(Arc::new(PrimitiveArray::<T>::new(
+        ScalarBuffer::new(buf.into(), 0, n),
+        None,
+    )))
 }
 
 mod num_like {
