@@ -883,3 +883,43 @@ pub(crate) fn check_chunk_checksums(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::buffer::OffsetBuffer;
+
+    fn planes_of(words: &[u16]) -> (Vec<u8>, Vec<u8>) {
+        words
+            .iter()
+            .map(|w| (w.to_le_bytes()[0], w.to_le_bytes()[1]))
+            .unzip()
+    }
+
+    fn ids(words: &[u16], offsets: &[i32]) -> std::result::Result<Vec<u16>, usize> {
+        let (lo, hi) = planes_of(words);
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets.to_vec()));
+        undelta_planes::<UInt16Type, 2>(&[&lo, &hi], &offsets)
+            .map(|a| a.as_primitive::<UInt16Type>().values().to_vec())
+    }
+
+    #[test]
+    fn planes_join_and_undelta_per_cell() {
+        // Cells {0, 1, 300}, {}, {65535}: a first id of 0, a delta above one byte, the top id.
+        assert_eq!(
+            ids(&[0, 1, 299, 65535], &[0, 3, 3, 4]),
+            Ok(vec![0, 1, 300, 65535])
+        );
+        // A zero delta after the first repeats an id; a sum past u16 overflows: the cell named.
+        assert_eq!(ids(&[5, 0], &[0, 1, 2]), Ok(vec![5, 0]));
+        assert_eq!(ids(&[5, 3, 0], &[0, 1, 3]), Err(1));
+        assert_eq!(ids(&[7, 65000, 600], &[0, 1, 3]), Err(1));
+        // Planes of different lengths, or offsets past them, are errors, not panics.
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(vec![0, 2]));
+        assert!(undelta_planes::<UInt16Type, 2>(&[&[1, 2], &[0]], &offsets).is_err());
+        assert!(undelta_planes::<UInt16Type, 2>(&[&[1], &[0]], &offsets).is_err());
+        let f = joined::<Float32Type, 4>(&[&[0], &[0], &[0x80], &[0x3f]]).unwrap();
+        assert_eq!(f.as_primitive::<Float32Type>().values()[0], 1.0);
+        assert!(joined::<Float32Type, 4>(&[&[0], &[0]]).is_none());
+    }
+}
