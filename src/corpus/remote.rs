@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use super::checksum::to_hex;
-use super::cold::open_lazy_cold_part;
+use super::cold::{open_lazy_cold_part, ColdChunk};
 use super::reader::{decode_part, Matrix, Slot};
 use super::{Corpus, FileEntry, Manifest, PartFooter, PartLayout, MANIFEST_FILE};
 use crate::error::{Error, ErrorKind, Result};
@@ -248,6 +248,9 @@ fn remote_matrix(
     } else {
         vec![None; entries.len()]
     };
+    // Lazy parts open from their footers; the others are fetched whole, several at once, so
+    // that one part's checksum runs while the next ones download.
+    let mut opened: Vec<Option<Vec<ColdChunk>>> = Vec::with_capacity(entries.len());
     for (pi, (part, entry)) in manifest.matrix.parts.iter().zip(&entries).enumerate() {
         let url = PathBuf::from(loc.url_of(&part.path));
         if entry.bytes == 0 {
@@ -256,20 +259,51 @@ fn remote_matrix(
                 "matrix part is empty (no Arrow stream)",
             ));
         }
-        if let Some((lp, tail)) = &lazy[pi] {
-            let chunks =
-                open_lazy_cold_part(&url, tail, lp.clone(), entry.bytes, manifest, part, pi)?;
-            if let Some(chunks) = chunks {
-                m.lazy = true;
-                for c in chunks {
-                    m.starts.push(c.first_cell());
-                    m.batches.push(Slot::Cold(c));
-                }
-                continue;
+        opened.push(match &lazy[pi] {
+            Some((lp, tail)) => {
+                open_lazy_cold_part(&url, tail, lp.clone(), entry.bytes, manifest, part, pi)?
             }
+            None => None,
+        });
+    }
+    let whole: Vec<usize> = (0..opened.len())
+        .filter(|&pi| opened[pi].is_none())
+        .collect();
+    let mut files: Vec<Option<std::fs::File>> = (0..opened.len()).map(|_| None).collect();
+    for group in whole.chunks(WHOLE_PART_FETCHES) {
+        let fetched: Vec<Result<std::fs::File>> = std::thread::scope(|s| {
+            let fetches: Vec<_> = group
+                .iter()
+                .map(|&pi| {
+                    let (part, entry) = (&manifest.matrix.parts[pi], entries[pi]);
+                    s.spawn(move || {
+                        let reader = RangeReader::new(loc, &part.path);
+                        fetch_verified(&reader, cache, &entry.sha256, entry.bytes)
+                    })
+                })
+                .collect();
+            fetches
+                .into_iter()
+                .map(|h| h.join().expect("a part fetch does not panic"))
+                .collect()
+        });
+        for (&pi, f) in group.iter().zip(fetched) {
+            files[pi] = Some(f?);
         }
-        let reader = RangeReader::new(loc, &part.path);
-        let file = fetch_verified(&reader, cache, &entry.sha256, entry.bytes)?;
+    }
+    for (pi, (part, chunks)) in manifest.matrix.parts.iter().zip(opened).enumerate() {
+        if let Some(chunks) = chunks {
+            m.lazy = true;
+            for c in chunks {
+                m.starts.push(c.first_cell());
+                m.batches.push(Slot::Cold(c));
+            }
+            continue;
+        }
+        let url = PathBuf::from(loc.url_of(&part.path));
+        let file = files[pi]
+            .take()
+            .expect("every part not opened lazily was fetched");
         // Safety: cache entries are never written after they are published (an eviction
         // unlinks the file; the mapping keeps its bytes).
         let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&url, "mapping", e))?);
@@ -281,6 +315,9 @@ fn remote_matrix(
     }
     Ok(m)
 }
+
+/// Matrix parts fetched whole at once when a corpus URL is opened.
+const WHOLE_PART_FETCHES: usize = 4;
 
 /// A part read lazily and its footer's bytes.
 type Opened = (Arc<LazyPart>, Buffer);
