@@ -448,6 +448,14 @@ pub fn append_to(
     }
     let _lock = RemoteLock::acquire(&location, break_lock)?;
     let (text, etag) = read_manifest(&location)?;
+    if etag.is_none() {
+        return Err(Error::url(
+            ErrorKind::Unsupported,
+            location.url_of(MANIFEST_FILE),
+            "the store gives no ETag for the manifest, and append needs one to replace it only \
+             if nobody changed it meanwhile",
+        ));
+    }
     let old = crate::corpus::Manifest::from_json_bytes(&text)
         .map_err(|e| e.with_path(location.url_of(MANIFEST_FILE)))?;
     if !old.tables.contains_key(super::gene_stats::TABLE) {
