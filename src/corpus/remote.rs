@@ -10,7 +10,7 @@
 //! fetches what it samples, and each chunk is checked against its own sha256 from the part's
 //! footer, itself checked against the manifest.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::ops::Range;
@@ -389,6 +389,10 @@ pub(crate) struct LazyPart {
     /// Chunks being fetched (by the start of their byte range), so that a loader thread that
     /// needs a chunk a read-ahead is fetching waits for it instead of asking again.
     inflight: Arc<Mutex<HashMap<u64, Arc<Notify>>>>,
+    /// Chunks (by the start of their byte range) this process has seen in the node cache: not
+    /// looked for again by prefetch and read-ahead, which every batch that touches a chunk
+    /// would otherwise repeat. Only a hint: a chunk evicted since is fetched by its read.
+    seen_cached: Arc<Mutex<HashSet<u64>>>,
 }
 
 /// The chunks one fetch took on: removed from the in-flight set, and their waiters woken,
@@ -429,6 +433,7 @@ impl LazyPart {
             cache,
             sha256: entry.sha256.clone(),
             inflight: Arc::default(),
+            seen_cached: Arc::default(),
         })
     }
 
@@ -471,10 +476,26 @@ impl LazyPart {
             cache: self.cache.clone(),
             sha256: self.sha256.clone(),
             inflight: self.inflight.clone(),
+            seen_cached: self.seen_cached.clone(),
         };
         let want = vec![(range, *sha256)];
         let mut got = crate::store::block_on(async move { this.fetch(want).await })?;
         Ok(got.pop().expect("one range asked, one returned"))
+    }
+
+    fn saw_cached(&self, start: u64) {
+        self.seen_cached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(start);
+    }
+
+    /// Whether this process has seen the chunk at `start` in the node cache.
+    fn seen_cached(&self, start: u64) -> bool {
+        self.seen_cached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&start)
     }
 
     /// The bytes of each range (in the order given), each checked against its sha256, from
@@ -512,9 +533,10 @@ impl LazyPart {
             let key = self.key(r);
             Ok(match found {
                 Found::Read => c.read(&key)?.map(Buffer::from_vec),
-                Found::Present => c
-                    .contains(&key)?
-                    .then(|| Buffer::from_vec(Vec::<u8>::new())),
+                Found::Present => c.contains(&key)?.then(|| {
+                    self.saw_cached(r.start);
+                    Buffer::from_vec(Vec::<u8>::new())
+                }),
             })
         };
         for (i, (r, _)) in wants.iter().enumerate() {
@@ -602,6 +624,7 @@ impl LazyPart {
                 }
                 if let Some(c) = &self.cache {
                     c.insert_untrimmed(&self.key(range), body.as_slice())?;
+                    self.saw_cached(range.start);
                     inserted += body.len() as u64;
                 }
                 out[i] = Some(body);
@@ -681,6 +704,9 @@ impl Corpus {
             let Some((part, sha)) = c.to_fetch() else {
                 continue;
             };
+            if part.seen_cached(c.range().start) {
+                continue;
+            }
             match by_part.last_mut() {
                 Some((p, wants)) if Arc::ptr_eq(p, part) => wants.push((c.range(), sha)),
                 _ => by_part.push((part.clone(), vec![(c.range(), sha)])),
