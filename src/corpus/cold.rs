@@ -279,8 +279,16 @@ impl ColdChunk {
         let (ids, values) = if self.planes {
             let planes: Vec<&[u8]> = lists
                 .iter()
-                .map(|l| l.values().as_primitive::<UInt8Type>().values().as_ref())
-                .collect();
+                .map(|l| {
+                    Some(
+                        l.values()
+                            .as_primitive_opt::<UInt8Type>()?
+                            .values()
+                            .as_ref(),
+                    )
+                })
+                .collect::<Option<_>>()
+                .ok_or_else(|| self.err("its planes are not bytes"))?;
             let (idx, val) = planes.split_at(self.index_type.byte_width());
             let ids = match self.index_type {
                 IndexType::Uint16 => undelta_planes::<UInt16Type, 2>(idx, &offsets),
