@@ -305,8 +305,8 @@ impl ColdChunk {
         } else {
             let deltas = lists[0].values();
             let ids = match self.index_type {
-                IndexType::Uint16 => undelta::<UInt16Type>(deltas, &offsets),
-                IndexType::Uint32 => undelta::<UInt32Type>(deltas, &offsets),
+                IndexType::Uint16 => undelta::<UInt16Type, 2>(deltas, &offsets),
+                IndexType::Uint32 => undelta::<UInt32Type, 4>(deltas, &offsets),
             };
             (ids, lists[1].values().clone())
         };
@@ -381,56 +381,32 @@ impl ColdChunk {
     }
 }
 
-/// Prefix sums of each cell's deltas: the gene ids. `Err(row)` for a cell whose ids would not
-/// strictly increase (a zero delta after the first) or overflow the type.
-fn undelta<T>(
+/// The gene ids of whole-number deltas (cold parts written before byte planes); see
+/// [`undelta_words`].
+fn undelta<T: ArrowPrimitiveType, const W: usize>(
     deltas: &ArrayRef,
     offsets: &arrow::buffer::OffsetBuffer<i32>,
-) -> std::result::Result<ArrayRef, usize>
-where
-    T: ArrowPrimitiveType,
-    T::Native: num_like::CheckedAdd,
-{
-    let d = deltas
-        .as_primitive_opt::<T>()
-        .ok_or(0usize)?
-        .values()
-        .as_ref();
-    let mut out = Vec::with_capacity(d.len());
-    for (row, w) in offsets.windows(2).enumerate() {
-        let (a, b) = (w[0] as usize, w[1] as usize);
-        if a == b {
-            continue;
-        }
-        let mut acc = d[a];
-        out.push(acc);
-        for &x in &d[a + 1..b] {
-            if num_like::CheckedAdd::is_zero(x) {
-                return Err(row);
-            }
-            acc = num_like::CheckedAdd::checked(acc, x).ok_or(row)?;
-            out.push(acc);
-        }
-    }
-    // Positions before the first offset (a sliced list) are not cells; keep the layout.
-    let lead = offsets[0] as usize;
-    let mut full = d[..lead].to_vec();
-    full.extend(out);
-    Ok(Arc::new(PrimitiveArray::<T>::new(
-        ScalarBuffer::from(full),
-        None,
-    )))
+) -> std::result::Result<ArrayRef, usize> {
+    let d = deltas.as_primitive_opt::<T>().ok_or(0usize)?.values();
+    undelta_words::<T, W>(d.to_vec().into(), offsets)
 }
 
-/// [`undelta`] of deltas split into `W` byte planes (little-endian): the ids of each cell are
-/// the prefix sums of its deltas; `Err(row)` for a cell whose ids would not strictly increase
-/// or overflow `T`.
+/// The gene ids of deltas split into `W` byte planes (little-endian); see [`undelta_words`].
 fn undelta_planes<T: ArrowPrimitiveType, const W: usize>(
     planes: &[&[u8]],
     offsets: &arrow::buffer::OffsetBuffer<i32>,
 ) -> std::result::Result<ArrayRef, usize> {
+    undelta_words::<T, W>(join_planes::<T, W>(planes).ok_or(0usize)?, offsets)
+}
+
+/// Prefix sums of each cell's deltas in `words` (numbers of `T`, `W` bytes), in place: the
+/// gene ids. `Err(row)` for a cell whose ids would not strictly increase (a zero delta after
+/// the first) or overflow `T`, or whose run lies outside `words`.
+fn undelta_words<T: ArrowPrimitiveType, const W: usize>(
+    mut words: arrow::buffer::MutableBuffer,
+    offsets: &arrow::buffer::OffsetBuffer<i32>,
+) -> std::result::Result<ArrayRef, usize> {
     let max = (1u64 << (8 * W)) - 1;
-    let mut words = join_planes::<T, W>(planes).ok_or(0usize)?;
     let ids: &mut [T::Native] = words.typed_data_mut();
     for (row, w) in offsets.windows(2).enumerate() {
         let (a, b) = (w[0] as usize, w[1] as usize);
@@ -512,30 +488,6 @@ fn joined<T: ArrowPrimitiveType, const W: usize>(planes: &[&[u8]]) -> Option<Arr
         ScalarBuffer::new(buf.into(), 0, n),
         None,
     )))
-}
-
-mod num_like {
-    /// The integer operations the delta decoding needs, for u16 and u32.
-    pub trait CheckedAdd: Copy {
-        fn checked(self, other: Self) -> Option<Self>;
-        fn is_zero(self) -> bool;
-    }
-    impl CheckedAdd for u16 {
-        fn checked(self, other: Self) -> Option<Self> {
-            self.checked_add(other)
-        }
-        fn is_zero(self) -> bool {
-            self == 0
-        }
-    }
-    impl CheckedAdd for u32 {
-        fn checked(self, other: Self) -> Option<Self> {
-            self.checked_add(other)
-        }
-        fn is_zero(self) -> bool {
-            self == 0
-        }
-    }
 }
 
 /// The IPC message whose metadata occupies `bytes[..meta_len]` (continuation marker, length,
