@@ -54,17 +54,7 @@ impl Destination {
     /// also proves that the bucket exists and the credentials are accepted, before a conversion
     /// spends any time.
     pub fn check(location: &Location, overwrite: bool) -> Result<Destination> {
-        let store = location.store().clone();
-        let prefix = location.prefix().clone();
-        let url = location.url().to_string();
-        let existing: Vec<ObjectPath> = block_on(async move {
-            store
-                .list(Some(&prefix))
-                .map_ok(|m| m.location)
-                .try_collect()
-                .await
-        })
-        .map_err(|e| store_error(&url, "listing the destination", e))?;
+        let existing = list_prefix(location, "listing the destination")?;
         let manifest = location.child(MANIFEST_FILE);
         let has_manifest = existing.contains(&manifest);
         if !existing.is_empty() && !overwrite {
@@ -77,7 +67,11 @@ impl Destination {
                     existing.len()
                 )
             };
-            return Err(Error::url(ErrorKind::DestinationExists, &url, msg));
+            return Err(Error::url(
+                ErrorKind::DestinationExists,
+                location.url(),
+                msg,
+            ));
         }
         Ok(Destination {
             location: location.clone(),
@@ -348,6 +342,20 @@ fn remove(
     })
 }
 
+/// Every object under the location's prefix; an error names the URL and what was `doing`.
+fn list_prefix(location: &Location, doing: &str) -> Result<Vec<ObjectPath>> {
+    let store = location.store().clone();
+    let prefix = location.prefix().clone();
+    block_on(async move {
+        store
+            .list(Some(&prefix))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+    })
+    .map_err(|e| store_error(location.url(), doing, e))
+}
+
 fn store_error(url: &str, doing: &str, e: object_store::Error) -> Error {
     let (kind, msg) = lasting_error(&e).unwrap_or_else(|| (ErrorKind::Remote, e.to_string()));
     Error::url(kind, url, format!("{doing}: {msg}"))
@@ -574,16 +582,7 @@ fn replace_manifest(location: &Location, mirror: &Path, etag: Option<String>) ->
 /// Removes the objects under the prefix that `manifest` does not list (left by a killed
 /// append), and only those.
 fn remove_unlisted(location: &Location, manifest: &crate::corpus::Manifest) -> Result<()> {
-    let store = location.store().clone();
-    let prefix = location.prefix().clone();
-    let all: Vec<ObjectPath> = block_on(async move {
-        store
-            .list(Some(&prefix))
-            .map_ok(|m| m.location)
-            .try_collect()
-            .await
-    })
-    .map_err(|e| store_error(location.url(), "listing the corpus", e))?;
+    let all = list_prefix(location, "listing the corpus")?;
     let listed: std::collections::HashSet<ObjectPath> = manifest
         .files
         .iter()
