@@ -767,18 +767,21 @@ fn tokens_in_a_model_vocabulary_are_its_positions() {
     let file = dir.path().join("vocab.txt");
     std::fs::write(&file, vocab.join("\n")).unwrap();
     let arrow_out = dir.path().join("tokens.arrow");
-    let o = cli([
-        "sample".as_ref(),
-        out.as_os_str(),
+    let tokens_args = [
         "--genes".as_ref(),
         file.as_os_str(),
         "--tokens".as_ref(),
         "bins".as_ref(),
         "--top-k".as_ref(),
         "32".as_ref(),
-        "-o".as_ref(),
-        arrow_out.as_os_str(),
-    ]);
+    ];
+    let sample = |extra: &[&std::ffi::OsStr]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["sample".as_ref(), out.as_os_str()];
+        args.extend(tokens_args);
+        args.extend(extra);
+        cli(&args)
+    };
+    let o = sample(&["-o".as_ref(), arrow_out.as_os_str()]);
     ok(&o, "sample --genes --tokens");
     let report = format!(
         "{} of {} vocabulary genes present",
@@ -810,18 +813,7 @@ fn tokens_in_a_model_vocabulary_are_its_positions() {
     assert!(tokens > 0);
 
     // The summary counts the tokens served, and bench reports the overlap once too.
-    let tokens_args = [
-        "--genes".as_ref(),
-        file.as_os_str(),
-        "--tokens".as_ref(),
-        "bins".as_ref(),
-        "--top-k".as_ref(),
-        "32".as_ref(),
-    ];
-    let mut args: Vec<&std::ffi::OsStr> = vec!["sample".as_ref(), out.as_os_str()];
-    args.extend(tokens_args);
-    args.push("--summary".as_ref());
-    let o = cli(&args);
+    let o = sample(&["--summary".as_ref()]);
     ok(&o, "sample --tokens --summary");
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(

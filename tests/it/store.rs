@@ -600,21 +600,8 @@ fn store_validate_checks_a_corpus_url() {
         f.server
             .cmd(&format!("upload {} {BUCKET} {prefix}", d.display()));
     }
-    let validate = |url: &str| {
-        Command::new(crate::common::bin())
-            .args(["validate", url])
-            .env(
-                "AWS_ENDPOINT_URL",
-                format!("http://127.0.0.1:{}", f.server.moto_port),
-            )
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env("CELLARROW_CACHE", dir.path().join("cache"))
-            .output()
-            .unwrap()
-    };
+    std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+    let validate = |url: &str| cli_s3(&f, dir.path(), &["validate", url], None);
     let here = Command::new(crate::common::bin())
         .args(["validate".as_ref(), f.local.as_os_str()])
         .output()
